@@ -1,0 +1,252 @@
+/*
+ * bench_lpm.c - how many longest-prefix lookups one core does.
+ *
+ * Builds the plan the target is stated on (100k random prefixes of 3..12
+ * digits), writes it to a temporary CSV file and loads it through the real
+ * loader, so what is timed is exactly the structure the engine serves from.
+ * Then looks up random 11-digit destinations on one thread for a few seconds.
+ * Timing only, never a pass/fail test; integers only, no float.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "tg_diag.h"
+#include "tg_money.h"
+#include "tg_rate.h"
+
+#define DEST_LEN    11
+#define DEST_STRIDE 12 /* 11 digits and a NUL per destination */
+
+struct prefix {
+	char s[16];
+};
+
+static uint64_t
+rng_next(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+static int
+cmp_prefix(const void *a, const void *b)
+{
+	return strcmp(((const struct prefix *)a)->s, ((const struct prefix *)b)->s);
+}
+
+static uint64_t
+clock_ns(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t
+now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+/* n distinct random prefixes of 3..12 digits, in random order. */
+static struct prefix *
+make_prefixes(size_t n, uint64_t *seed)
+{
+	size_t extra = n / 16 + 16, u = 0;
+	struct prefix *v = calloc(n + extra, sizeof(*v));
+
+	if (v == NULL)
+		return NULL;
+	while (u < n) {
+		size_t m;
+
+		for (m = u; m < n + extra; m++) {
+			size_t len = 3 + rng_next(seed) % 10;
+
+			for (size_t i = 0; i < len; i++)
+				v[m].s[i] = (char)('0' + rng_next(seed) % 10);
+			v[m].s[len] = '\0';
+		}
+		qsort(v, m, sizeof(*v), cmp_prefix);
+		u = 0;
+		for (size_t i = 0; i < m; i++)
+			if (u == 0 || strcmp(v[u - 1].s, v[i].s) != 0)
+				v[u++] = v[i];
+	}
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = (size_t)(rng_next(seed) % (i + 1));
+		struct prefix t = v[i];
+
+		v[i] = v[j];
+		v[j] = t;
+	}
+	return v;
+}
+
+/* Write the plan "bench" to a new temporary file; its path goes to path. */
+static int
+write_plan(const struct prefix *v, size_t n, char *path, size_t pathlen)
+{
+	const char *dir = getenv("TMPDIR");
+	FILE *f;
+	int fd;
+
+	snprintf(path, pathlen, "%s/tollbench-lpm-XXXXXX", dir && *dir ? dir : "/tmp");
+	fd = mkstemp(path);
+	if (fd < 0)
+		return -errno;
+	f = fdopen(fd, "w");
+	if (f == NULL) {
+		close(fd);
+		unlink(path);
+		return -ENOMEM;
+	}
+	fputs("plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum\n", f);
+	for (size_t i = 0; i < n; i++) {
+		char money[TG_MONEY_STR_MAX];
+
+		tg_money_format((tg_money_t)(1000 + i % 100000), money);
+		fprintf(f, "bench,%s,international,%s,0,6,6,0\n", v[i].s, money);
+	}
+	if (fclose(f) != 0) {
+		unlink(path);
+		return -EIO;
+	}
+	return 0;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: tollbench lpm [-p prefixes] [-d destinations] [-s seconds]\n");
+}
+
+int
+tg_bench_lpm(int argc, char **argv)
+{
+	static char names[TG_PLANS_MAX][TG_PLAN_NAME_MAX + 1];
+	static uint32_t count;
+	struct tg_plan_registry reg = {names, &count, TG_PLANS_MAX};
+	unsigned long nprefix = 100000, ndest = 1000000, seconds = 2;
+	uint64_t seed = 0x243f6a8885a308d3ull, t0, elapsed, lookups = 0, matched = 0, sum = 0;
+	uint64_t ps_each, cpu0, cpu;
+	struct tg_planset *ps = NULL;
+	const struct tg_plan *plan;
+	struct prefix *v;
+	struct tg_diag diag;
+	char path[512], *dests;
+	int opt, rc;
+
+	optind = 1;
+	while ((opt = getopt(argc, argv, "p:d:s:")) != -1) {
+		char *end;
+		unsigned long val;
+
+		errno = 0;
+		val = strtoul(optarg, &end, 10);
+		if (errno != 0 || *end != '\0' || val == 0) {
+			usage();
+			return 1;
+		}
+		if (opt == 'p')
+			nprefix = val;
+		else if (opt == 'd')
+			ndest = val;
+		else if (opt == 's')
+			seconds = val;
+		else {
+			usage();
+			return 1;
+		}
+	}
+	if (nprefix > TG_PREFIXES_MAX || ndest > 100000000 || seconds > 3600) {
+		usage();
+		return 1;
+	}
+
+	v = make_prefixes(nprefix, &seed);
+	if (v == NULL) {
+		fprintf(stderr, "lpm: out of memory\n");
+		return 1;
+	}
+	rc = write_plan(v, nprefix, path, sizeof(path));
+	free(v);
+	if (rc != 0) {
+		fprintf(stderr, "lpm: cannot write a temporary plan: %s\n", strerror(-rc));
+		return 1;
+	}
+	tg_diag_init(&diag);
+	t0 = now_ns();
+	rc = tg_planset_load(path, &reg, &ps, &diag);
+	elapsed = now_ns() - t0;
+	unlink(path);
+	if (rc != 0) {
+		tg_diag_print(&diag, 2);
+		fprintf(stderr, "lpm: load failed: %s\n", strerror(-rc));
+		return 1;
+	}
+	plan = tg_planset_plan(ps, (uint32_t)tg_plan_registry_id(&reg, "bench", 5, false));
+	printf("lpm: loaded %zu prefixes in %" PRIu64 " ms\n", tg_planset_prefixes(ps),
+	       elapsed / 1000000);
+
+	dests = malloc((size_t)ndest * DEST_STRIDE);
+	if (dests == NULL || plan == NULL) {
+		fprintf(stderr, "lpm: out of memory\n");
+		free(dests);
+		tg_planset_free(ps);
+		return 1;
+	}
+	for (size_t i = 0; i < ndest; i++) {
+		char *d = dests + i * DEST_STRIDE;
+
+		for (size_t k = 0; k < DEST_LEN; k++)
+			d[k] = (char)('0' + rng_next(&seed) % 10);
+		d[DEST_LEN] = '\0';
+	}
+
+	/* One untimed pass to fault in and warm the caches, then whole passes. */
+	for (size_t i = 0; i < ndest; i++)
+		sum += tg_plan_match(plan, dests + i * DEST_STRIDE, DEST_LEN) != NULL;
+	t0 = now_ns();
+	cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+	do {
+		for (size_t i = 0; i < ndest; i++) {
+			const struct tg_rate *r =
+			    tg_plan_match(plan, dests + i * DEST_STRIDE, DEST_LEN);
+
+			if (r != NULL) {
+				matched++;
+				sum += (uint64_t)r->per_min;
+			}
+		}
+		lookups += ndest;
+		elapsed = now_ns() - t0;
+	} while (elapsed < (uint64_t)seconds * 1000000000u);
+	cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+	if (cpu == 0)
+		cpu = 1;
+
+	printf("lpm: %" PRIu64 " lookups of %lu random %d-digit destinations in %" PRIu64
+	       " ms, %" PRIu64 "%% matched\n",
+	       lookups, ndest, DEST_LEN, elapsed / 1000000, matched * 100 / lookups);
+	ps_each = (uint64_t)((unsigned __int128)elapsed * 1000u / lookups);
+	printf("lpm: %" PRIu64 " lookups/s on one thread (%" PRIu64 ".%01" PRIu64
+	       " ns each; checksum %" PRIu64 ")\n",
+	       (uint64_t)((unsigned __int128)lookups * 1000000000u / elapsed), ps_each / 1000,
+	       ps_each % 1000 / 100, sum & 0xffff);
+	/* The same per second of CPU the thread got: steadier on a shared machine. */
+	printf("lpm: %" PRIu64 " lookups per CPU-second\n",
+	       (uint64_t)((unsigned __int128)lookups * 1000000000u / cpu));
+	free(dests);
+	tg_planset_free(ps);
+	return 0;
+}

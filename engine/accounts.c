@@ -1,0 +1,220 @@
+/*
+ * accounts.c - the accounts CSV loader.
+ *
+ * Two passes: check every row into a list, then create the accounts.  The
+ * list is allocated here, at start-up; the table itself never is.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csv.h"
+#include "tg_accounts.h"
+#include "tg_rate.h"
+
+#define HEADER "account,balance,plan,state,threshold,refill,refill_amount,payment"
+
+enum { F_ACCT, F_BALANCE, F_PLAN, F_STATE, F_THRESHOLD, F_REFILL, F_AMOUNT, F_PAYMENT, F_COUNT };
+
+struct row {
+	uint64_t id;
+	tg_money_t balance;
+	struct tg_acct_settings s;
+	char plan[TG_PLAN_NAME_MAX + 1];
+	unsigned line;
+};
+
+struct load {
+	struct tg_table *t;
+	struct row *rows;
+	size_t n, cap;
+	int err;
+};
+
+static bool
+field_is(const struct tg__csv_row *r, unsigned i, const char *s)
+{
+	return r->len[i] == strlen(s) && memcmp(r->f[i], s, r->len[i]) == 0;
+}
+
+static bool
+money_field(const struct tg__csv_row *r, unsigned i, const char *what, bool may_be_empty,
+	    tg_money_t *out, char *why, size_t whylen)
+{
+	char b[40];
+	if (r->len[i] == 0 && may_be_empty) {
+		*out = 0;
+		return true;
+	}
+	int rc = tg_money_parse(r->f[i], r->len[i], out);
+	if (rc == 0)
+		return true;
+	snprintf(why, whylen, "%s '%s': %s", what, tg__csv_show(b, r->f[i], r->len[i]),
+		 rc == -ERANGE ? "out of range" : "not a decimal amount with at most 6 decimals");
+	return false;
+}
+
+static bool
+check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
+{
+	struct load *ld = arg;
+	struct row row = {.line = r->line};
+	char b[40];
+
+	if (r->n != F_COUNT) {
+		snprintf(why, whylen, "expected %d fields, found %u", F_COUNT, r->n);
+		return false;
+	}
+	/* Account ids: plain decimal, leading zeros allowed, below 2^64 - 1. */
+	bool ok = r->len[F_ACCT] >= 1 && r->len[F_ACCT] <= 20;
+	uint64_t id = 0;
+	for (size_t k = 0; ok && k < r->len[F_ACCT]; k++) {
+		unsigned d = (unsigned)(r->f[F_ACCT][k] - '0');
+		ok = d <= 9 && id <= (UINT64_MAX - 1 - d) / 10;
+		id = id * 10 + d;
+	}
+	if (!ok) {
+		snprintf(why, whylen, "account '%s': not an account id",
+			 tg__csv_show(b, r->f[F_ACCT], r->len[F_ACCT]));
+		return false;
+	}
+	row.id = id;
+	if (!money_field(r, F_BALANCE, "balance", false, &row.balance, why, whylen) ||
+	    !money_field(r, F_THRESHOLD, "threshold", true, &row.s.threshold, why, whylen) ||
+	    !money_field(r, F_AMOUNT, "refill_amount", true, &row.s.refill_amount, why, whylen))
+		return false;
+	if (r->len[F_PLAN] == 0 || r->len[F_PLAN] > TG_PLAN_NAME_MAX) {
+		snprintf(why, whylen, "plan: 1 to %d characters", TG_PLAN_NAME_MAX);
+		return false;
+	}
+	for (size_t k = 0; k < r->len[F_PLAN]; k++) {
+		char ch = r->f[F_PLAN][k];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-')) {
+			snprintf(why, whylen, "plan '%s': letters, digits, '_', '.', '-' only",
+				 tg__csv_show(b, r->f[F_PLAN], r->len[F_PLAN]));
+			return false;
+		}
+	}
+	memcpy(row.plan, r->f[F_PLAN], r->len[F_PLAN]);
+	if (field_is(r, F_STATE, "active") || r->len[F_STATE] == 0)
+		row.s.state = TG_STATE_ACTIVE;
+	else if (field_is(r, F_STATE, "suspended"))
+		row.s.state = TG_STATE_SUSPENDED;
+	else if (field_is(r, F_STATE, "closed"))
+		row.s.state = TG_STATE_CLOSED;
+	else {
+		snprintf(why, whylen, "state '%s': active, suspended or closed",
+			 tg__csv_show(b, r->f[F_STATE], r->len[F_STATE]));
+		return false;
+	}
+	if (field_is(r, F_REFILL, "off") || r->len[F_REFILL] == 0)
+		row.s.refill_mode = TG_REFILL_OFF;
+	else if (field_is(r, F_REFILL, "add"))
+		row.s.refill_mode = TG_REFILL_ADD;
+	else if (field_is(r, F_REFILL, "topup"))
+		row.s.refill_mode = TG_REFILL_TOPUP;
+	else {
+		snprintf(why, whylen, "refill '%s': off, add or topup",
+			 tg__csv_show(b, r->f[F_REFILL], r->len[F_REFILL]));
+		return false;
+	}
+	if (field_is(r, F_PAYMENT, "on"))
+		row.s.flags |= TG_ACCT_PAYMENT;
+	else if (!field_is(r, F_PAYMENT, "off") && r->len[F_PAYMENT] != 0) {
+		snprintf(why, whylen, "payment '%s': on or off",
+			 tg__csv_show(b, r->f[F_PAYMENT], r->len[F_PAYMENT]));
+		return false;
+	}
+	if (row.s.refill_mode != TG_REFILL_OFF && !(row.s.flags & TG_ACCT_PAYMENT)) {
+		snprintf(why, whylen, "auto-refill needs a payment method on file (payment on)");
+		return false;
+	}
+	if (row.s.refill_mode != TG_REFILL_OFF && row.s.refill_amount <= 0) {
+		snprintf(why, whylen, "refill_amount must be positive when refill is on");
+		return false;
+	}
+	if (ld->n == ld->cap) {
+		size_t cap = ld->cap ? ld->cap * 2 : 1024;
+		struct row *nr = realloc(ld->rows, cap * sizeof(*nr));
+		if (nr == NULL) {
+			ld->err = -ENOMEM;
+			snprintf(why, whylen, "out of memory");
+			return false;
+		}
+		ld->rows = nr;
+		ld->cap = cap;
+	}
+	ld->rows[ld->n++] = row;
+	return true;
+}
+
+static int
+by_id(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+	if (x->id != y->id)
+		return x->id < y->id ? -1 : 1;
+	return x->line < y->line ? -1 : 1;
+}
+
+int
+tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
+		 size_t *skipped)
+{
+	struct load ld = {.t = t};
+	unsigned bad = 0;
+	int rc;
+
+	*created = *skipped = 0;
+	rc = tg__csv_read(path, HEADER, diag, check_row, &ld, &bad);
+	if (rc == 0 && ld.err)
+		rc = ld.err;
+	if (rc == 0 && ld.n > 1) {
+		qsort(ld.rows, ld.n, sizeof(*ld.rows), by_id);
+		for (size_t i = 1; i < ld.n; i++)
+			if (ld.rows[i].id == ld.rows[i - 1].id) {
+				tg_diag_add(diag, path, ld.rows[i].line,
+					    "account %llu already defined at line %u",
+					    (unsigned long long)ld.rows[i].id, ld.rows[i - 1].line);
+				bad++;
+			}
+	}
+	if (rc == 0 && bad > 0)
+		rc = -EINVAL;
+	if (rc == 0 && t->hdr->count + ld.n > t->hdr->capacity) {
+		tg_diag_add(diag, path, 0, "%zu accounts do not fit: capacity %llu, %llu in use",
+			    ld.n, (unsigned long long)t->hdr->capacity,
+			    (unsigned long long)t->hdr->count);
+		rc = -ENOSPC;
+	}
+	for (size_t i = 0; rc == 0 && i < ld.n; i++) {
+		struct row *r = &ld.rows[i];
+		struct tg_acct *a;
+		struct tg_move m;
+		bool is_new;
+		int plan = tg_plan_registry_id(&t->plans, r->plan, strlen(r->plan), true);
+		if (plan < 0) {
+			tg_diag_add(diag, path, r->line, "plan '%s': %s", r->plan,
+				    plan == -ENOSPC ? "too many plans" : "invalid name");
+			rc = plan == -ENOSPC ? -ENOSPC : -EINVAL;
+			break;
+		}
+		if (tg_table_insert(t, r->id, &a, &is_new) != TG_OK) {
+			tg_diag_add(diag, path, r->line, "table full");
+			rc = -ENOSPC;
+			break;
+		}
+		if (!is_new) {
+			(*skipped)++;
+			continue;
+		}
+		r->s.plan = (uint32_t)plan;
+		tg_acct_set_balance(a, r->balance, &m);
+		tg_acct_configure(a, &r->s, &m);
+		(*created)++;
+	}
+	free(ld.rows);
+	return rc;
+}

@@ -1,0 +1,394 @@
+/*
+ * calls.c - the map of calls in progress, from call-id digest to reservation.
+ *
+ * Owns the memory of every call between CALL.AUTH and its end (CALL.END or
+ * expiry) and the striped locks that guard it.  Each stripe is a small
+ * open-addressing table (linear probing, backward-shift deletion, no
+ * tombstones) under one ck spinlock on its own cache line.  It must never
+ * allocate after tg_calls_init, and never make a syscall, allocate or wait
+ * for anything while a stripe is locked: a lock is held for one probe and
+ * one copy, or for one chunk of an expiry scan.
+ *
+ * Geometry.  A digest picks its stripe by the low bits of d.lo and its first
+ * slot by the high 32 bits of d.hi, so digests that share (d.lo & 0xffffffff)
+ * share a stripe and digests that also share (d.hi >> 32) share a first slot
+ * (the tests build collisions that way).  Stripes are sized for about
+ * STRIPE_MEAN calls each, 1.25 slots per call of capacity: with hundreds of
+ * calls per stripe the extra quarter is several standard deviations of the
+ * spread between stripes, so a stripe fills only when the whole map is near
+ * capacity.  Memory: 120 bytes per slot (16 of digest, 104 of struct
+ * tg_call), so 150 bytes per call of capacity, plus 64 per stripe.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_atomic.h" /* before any ck header: selects ck's backend under TSan */
+#include <ck_pr.h>
+#include <ck_spinlock.h>
+
+#include "tg_assert.h"
+#include "tg_calls.h"
+
+#define CALLS_MAGIC 0x63616c6cu /* "call" */
+#define CACHE_LINE  64
+/* Calls of capacity per stripe, at least: see Geometry above. */
+#define STRIPE_MEAN 512
+/* Stripes at most, so a stripe index fits the lock's unsigned. */
+#define STRIPES_MAX (1u << 30)
+/* Slots per stripe are rounded up to a multiple of this. */
+#define SLOT_ROUND 8
+/* Slots an expiry scan looks at before it lets others have the stripe. */
+#define EXPIRE_CHUNK 64
+
+struct stripe {
+	ck_spinlock_fas_t lock;
+	uint32_t used; /* slots holding a call; under lock */
+} __attribute__((aligned(CACHE_LINE)));
+
+_Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache line");
+
+struct tg_calls {
+	uint32_t magic;
+	uint32_t nslots;     /* per stripe */
+	unsigned mask;       /* stripes - 1 */
+	struct stripe *stripes;
+	struct tg_digest *keys; /* stripe s owns keys[s * nslots ...]; zero = free */
+	struct tg_call *vals;   /* parallel to keys */
+	/* Calls held, all stripes; written under a stripe lock, read anywhere. */
+	uint64_t count __attribute__((aligned(CACHE_LINE)));
+};
+
+/*
+ * ck's spinlock, except under ThreadSanitizer: there ck's builtin backend
+ * releases the lock with a fence and a volatile store, which TSan does not
+ * see as a release, so the same lock word is taken and given back with
+ * acquire and release atomics it understands.
+ */
+static inline void
+stripe_lock(struct stripe *st)
+{
+#if defined(TG_TSAN)
+	while (__atomic_exchange_n(&st->lock.value, 1u, __ATOMIC_ACQUIRE) != 0)
+		while (__atomic_load_n(&st->lock.value, __ATOMIC_RELAXED) != 0)
+			ck_pr_stall();
+#else
+	ck_spinlock_fas_lock(&st->lock);
+#endif
+}
+
+static inline void
+stripe_unlock(struct stripe *st)
+{
+#if defined(TG_TSAN)
+	__atomic_store_n(&st->lock.value, 0u, __ATOMIC_RELEASE);
+#else
+	ck_spinlock_fas_unlock(&st->lock);
+#endif
+}
+
+static inline void
+count_add(struct tg_calls *c, int64_t delta)
+{
+#if defined(TG_TSAN)
+	__atomic_fetch_add(&c->count, (uint64_t)delta, __ATOMIC_RELAXED);
+#else
+	ck_pr_add_64(&c->count, (uint64_t)delta);
+#endif
+}
+
+static inline bool
+key_free(const struct tg_digest *k)
+{
+	return (k->lo | k->hi) == 0;
+}
+
+static inline bool
+key_eq(const struct tg_digest *a, const struct tg_digest *b)
+{
+	return ((a->lo ^ b->lo) | (a->hi ^ b->hi)) == 0;
+}
+
+static inline uint32_t
+home(const struct tg_calls *c, const struct tg_digest *d)
+{
+	return (uint32_t)(((d->hi >> 32) * (uint64_t)c->nslots) >> 32);
+}
+
+static inline uint32_t
+next(const struct tg_calls *c, uint32_t i)
+{
+	return i + 1 == c->nslots ? 0 : i + 1;
+}
+
+/*
+ * Slot of d in stripe s (locked), or -1.  At most nslots probes, so a
+ * stripe with no free slot still answers.
+ */
+static int64_t
+find(const struct tg_calls *c, unsigned s, const struct tg_digest *d)
+{
+	const struct tg_digest *keys = c->keys + (size_t)s * c->nslots;
+	uint32_t i = home(c, d);
+
+	for (uint32_t n = 0; n < c->nslots; n++) {
+		if (key_free(&keys[i]))
+			return -1;
+		if (key_eq(&keys[i], d))
+			return i;
+		i = next(c, i);
+	}
+	return -1;
+}
+
+/*
+ * Empty slot i of stripe s (locked) and pull later members of its probe
+ * run back, so that every call stays reachable from its first slot without
+ * crossing a free slot.  A call at j whose first slot k lies cyclically in
+ * (hole, j] must stay; any other fills the hole.
+ */
+static void
+delete_at(struct tg_calls *c, unsigned s, uint32_t i)
+{
+	struct tg_digest *keys = c->keys + (size_t)s * c->nslots;
+	struct tg_call *vals = c->vals + (size_t)s * c->nslots;
+	uint32_t hole = i, j = i;
+
+	TG_ASSERT(!key_free(&keys[i]));
+	memset(&keys[hole], 0, sizeof(keys[hole]));
+	for (;;) {
+		j = next(c, j);
+		if (key_free(&keys[j]))
+			break;
+		uint32_t k = home(c, &keys[j]);
+		bool stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
+		if (stays)
+			continue;
+		keys[hole] = keys[j];
+		vals[hole] = vals[j];
+		memset(&keys[j], 0, sizeof(keys[j]));
+		hole = j;
+	}
+	c->stripes[s].used--;
+	count_add(c, -1);
+}
+
+/* Stripes and slots for capacity; false when the sizes overflow. */
+static bool
+geometry(size_t capacity, unsigned *nstripes, uint32_t *nslots)
+{
+	size_t want = capacity / STRIPE_MEAN, per, slots;
+	unsigned s = 1;
+
+	while (s < STRIPES_MAX && (size_t)s * 2 <= want)
+		s *= 2;
+	/* ceil(capacity * 1.25 / s), then up to a multiple of SLOT_ROUND */
+	if (capacity > SIZE_MAX / 5)
+		return false;
+	per = (capacity * 5 + (size_t)4 * s - 1) / ((size_t)4 * s);
+	slots = (per + SLOT_ROUND - 1) / SLOT_ROUND * SLOT_ROUND;
+	if (slots > UINT32_MAX)
+		return false;
+	*nstripes = s;
+	*nslots = (uint32_t)slots;
+	return true;
+}
+
+static void *
+alloc_zeroed(size_t n, size_t size)
+{
+	size_t bytes;
+	void *p;
+
+	if (__builtin_mul_overflow(n, size, &bytes) || bytes > SIZE_MAX - CACHE_LINE)
+		return NULL;
+	bytes = (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+	p = aligned_alloc(CACHE_LINE, bytes);
+	if (p != NULL)
+		memset(p, 0, bytes);
+	return p;
+}
+
+/*
+ * Allocates everything the map will ever use.  capacity 0 is -EINVAL; a
+ * capacity whose memory cannot be had (or computed) is -ENOMEM.
+ */
+int
+tg_calls_init(struct tg_calls **out, size_t capacity)
+{
+	struct tg_calls *c;
+	unsigned nstripes;
+	uint32_t nslots;
+
+	*out = NULL;
+	if (capacity == 0)
+		return -EINVAL;
+	if (!geometry(capacity, &nstripes, &nslots))
+		return -ENOMEM;
+	c = alloc_zeroed(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	c->nslots = nslots;
+	c->mask = nstripes - 1;
+	c->stripes = alloc_zeroed(nstripes, sizeof(*c->stripes));
+	c->keys = alloc_zeroed((size_t)nstripes * nslots, sizeof(*c->keys));
+	c->vals = alloc_zeroed((size_t)nstripes * nslots, sizeof(*c->vals));
+	if (c->stripes == NULL || c->keys == NULL || c->vals == NULL) {
+		tg_calls_free(c);
+		return -ENOMEM;
+	}
+	for (unsigned s = 0; s < nstripes; s++)
+		ck_spinlock_fas_init(&c->stripes[s].lock);
+	c->magic = CALLS_MAGIC;
+	*out = c;
+	return 0;
+}
+
+/* No thread may be using c. */
+void
+tg_calls_free(struct tg_calls *c)
+{
+	if (c == NULL)
+		return;
+	free(c->stripes);
+	free(c->keys);
+	free(c->vals);
+	c->magic = 0;
+	free(c);
+}
+
+/* Exact when no call is being added or removed; otherwise a recent value. */
+size_t
+tg_calls_count(const struct tg_calls *c)
+{
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+#if defined(TG_TSAN)
+	return (size_t)__atomic_load_n(&c->count, __ATOMIC_RELAXED);
+#else
+	return (size_t)ck_pr_load_64(&c->count);
+#endif
+}
+
+/*
+ * d must not be zero.  Spins until d's stripe is free; the caller holds it
+ * until tg_calls_unlock, tg_calls_remove_unlock or tg_calls_insert_unlock,
+ * and must take no other stripe lock (of any map) meanwhile.
+ */
+struct tg_call *
+tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l)
+{
+	int64_t i;
+
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	TG_ASSERT(!key_free(&d));
+	l->c = c;
+	l->stripe = (unsigned)(d.lo & c->mask);
+	l->d = d;
+	stripe_lock(&c->stripes[l->stripe]);
+	i = find(c, l->stripe, &d);
+	l->entry = i < 0 ? NULL : &c->vals[(size_t)l->stripe * c->nslots + (size_t)i];
+	return l->entry;
+}
+
+/* l must be locked; afterwards it is not, and l->entry is stale. */
+void
+tg_calls_unlock(struct tg_calls_lock *l)
+{
+	struct tg_calls *c = l->c;
+
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	l->c = NULL;
+	l->entry = NULL;
+	stripe_unlock(&c->stripes[l->stripe]);
+}
+
+/* l must be locked on a call that was found (l->entry not NULL). */
+void
+tg_calls_remove_unlock(struct tg_calls_lock *l)
+{
+	struct tg_calls *c = l->c;
+	size_t base;
+
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	TG_ASSERT(l->entry != NULL);
+	base = (size_t)l->stripe * c->nslots;
+	TG_ASSERT(l->entry >= c->vals + base && l->entry < c->vals + base + c->nslots);
+	TG_ASSERT(key_eq(&c->keys[l->entry - c->vals], &l->d));
+	delete_at(c, l->stripe, (uint32_t)(l->entry - (c->vals + base)));
+	tg_calls_unlock(l);
+}
+
+/*
+ * l must be locked on a d that was not found (l->entry NULL).  Copies call
+ * in.  TG_FULL when every slot of the stripe is taken; either way unlocks.
+ */
+enum tg_result
+tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call)
+{
+	struct tg_calls *c = l->c;
+	struct stripe *st;
+	struct tg_digest *keys;
+	uint32_t i;
+
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	TG_ASSERT(l->entry == NULL);
+	st = &c->stripes[l->stripe];
+	if (st->used == c->nslots) {
+		tg_calls_unlock(l);
+		return TG_FULL;
+	}
+	keys = c->keys + (size_t)l->stripe * c->nslots;
+	i = home(c, &l->d);
+	while (!key_free(&keys[i]))
+		i = next(c, i);
+	keys[i] = l->d;
+	c->vals[(size_t)l->stripe * c->nslots + i] = *call;
+	st->used++;
+	count_add(c, 1);
+	tg_calls_unlock(l);
+	return TG_OK;
+}
+
+/*
+ * Every stripe in turn, EXPIRE_CHUNK slots per lock hold.  fn runs under
+ * the stripe lock with a call that is removed as soon as fn returns: it must
+ * copy what it needs, be short, and not touch c (fn may be NULL).  With no
+ * other thread using c every call with expires_ns <= now_ns is taken; a
+ * call that another thread adds, or moves by removing its neighbour, while
+ * the scan is between chunks may be left for the next scan.  No call is
+ * given to fn twice.  Returns the number given to fn.
+ */
+size_t
+tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
+		void (*fn)(void *arg, const struct tg_call *call), void *arg)
+{
+	size_t expired = 0;
+
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	for (unsigned s = 0; s <= c->mask; s++) {
+		struct stripe *st = &c->stripes[s];
+		const struct tg_digest *keys = c->keys + (size_t)s * c->nslots;
+		const struct tg_call *vals = c->vals + (size_t)s * c->nslots;
+		unsigned work = 0;
+
+		stripe_lock(st);
+		for (uint32_t i = 0; i < c->nslots;) {
+			if (++work == EXPIRE_CHUNK) {
+				stripe_unlock(st);
+				stripe_lock(st);
+				work = 0;
+			}
+			if (key_free(&keys[i]) || vals[i].expires_ns > now_ns) {
+				i++;
+				continue;
+			}
+			if (fn != NULL)
+				fn(arg, &vals[i]);
+			/* a later call may be pulled into i: look at i again */
+			delete_at(c, s, i);
+			expired++;
+		}
+		stripe_unlock(st);
+	}
+	return expired;
+}

@@ -1,0 +1,797 @@
+/*
+ * cmd.c - the commands of the wire contract (docs/PROTOCOL.md).
+ *
+ * Owns argument checking and reply formatting; every decision about money
+ * is the engine's.  A request is checked whole before the engine sees it, so
+ * a malformed one changes nothing.  Runs on worker threads inside a batch:
+ * no allocation, no lock, no syscall, except the control commands (reload),
+ * which say so.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tg_assert.h"
+#include "tg_server.h"
+
+struct ctx {
+	struct tg_server *srv;
+	struct tg_worker *w;
+	struct tg_session *s;
+	const struct tg_req *req;
+	struct tg_out *out;
+};
+
+typedef int (*cmd_fn)(struct ctx *c);
+
+struct command {
+	const char *name;
+	int8_t min_args; /* arguments after the name */
+	int8_t max_args; /* -1: any */
+	bool noauth;     /* allowed before AUTH */
+	cmd_fn fn;
+};
+
+/* ---- replies ---- */
+
+static int
+reply_result(struct ctx *c, enum tg_result r)
+{
+	tg_out_error(c->out, tg_result_name(r), tg_result_text(r));
+	return TG_NET_CONTINUE;
+}
+
+static int
+reply_err(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int
+reply_err(struct ctx *c, const char *fmt, ...)
+{
+	char msg[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	tg_count(c->w, TG_C_command_errors, 1);
+	tg_out_error(c->out, "ERR", msg);
+	return TG_NET_CONTINUE;
+}
+
+/* Print at most 40 bytes of an argument, non-printables as '?'. */
+static const char *
+show(const struct tg_arg *a, char buf[48])
+{
+	size_t n = a->len < 40 ? a->len : 40;
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (a->p[i] >= 0x20 && a->p[i] < 0x7f) ? a->p[i] : '?';
+	if (a->len > 40) {
+		memcpy(buf + 40, "...", 4);
+		return buf;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+/* ---- arguments ---- */
+
+static bool
+arg_acct(struct ctx *c, unsigned i, uint64_t *acct)
+{
+	char b[48];
+	if (tg_arg_u64(&c->req->argv[i], acct) && *acct != UINT64_MAX)
+		return true;
+	reply_err(c, "invalid account id '%s'", show(&c->req->argv[i], b));
+	return false;
+}
+
+static bool
+arg_dest(struct ctx *c, unsigned i)
+{
+	const struct tg_arg *a = &c->req->argv[i];
+	char b[48];
+	bool ok = a->len >= 1 && a->len <= TG_DEST_MAX;
+	for (uint32_t k = 0; ok && k < a->len; k++)
+		ok = a->p[k] >= '0' && a->p[k] <= '9';
+	if (!ok)
+		reply_err(c, "invalid destination '%s' (1 to %d digits)", show(a, b), TG_DEST_MAX);
+	return ok;
+}
+
+static bool
+arg_seconds(struct ctx *c, unsigned i, const char *what, uint32_t *out)
+{
+	uint64_t v;
+	char b[48];
+	if (tg_arg_u64(&c->req->argv[i], &v) && v <= TG_DURATION_MAX) {
+		*out = (uint32_t)v;
+		return true;
+	}
+	reply_err(c, "invalid %s '%s' (0 to %u seconds)", what, show(&c->req->argv[i], b),
+		  TG_DURATION_MAX);
+	return false;
+}
+
+static bool
+arg_id(struct ctx *c, unsigned i, const char *what, struct tg_id *id)
+{
+	const struct tg_arg *a = &c->req->argv[i];
+	if (a->len >= 1 && a->len <= TG_CALLID_MAX) {
+		id->p = a->p;
+		id->len = a->len;
+		return true;
+	}
+	reply_err(c, "invalid %s (1 to %d bytes)", what, TG_CALLID_MAX);
+	return false;
+}
+
+static bool
+arg_money(struct ctx *c, unsigned i, const char *what, tg_money_t *out)
+{
+	const struct tg_arg *a = &c->req->argv[i];
+	char b[48];
+	int rc = tg_money_parse(a->p, a->len, out);
+	if (rc == 0)
+		return true;
+	reply_err(c, "invalid %s '%s' (%s)", what, show(a, b),
+		  rc == -ERANGE ? "out of range" : "a decimal with at most 6 decimals");
+	return false;
+}
+
+/* ---- call control ---- */
+
+static int
+cmd_call_auth(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id call;
+	uint32_t granted;
+
+	if (!arg_acct(c, 1, &acct) || !arg_dest(c, 2) || !arg_id(c, 3, "call id", &call))
+		return TG_NET_CONTINUE;
+	const struct tg_arg *d = &c->req->argv[2];
+	enum tg_result r = tg_call_auth(c->w, acct, d->p, d->len, call, &granted);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_int(c->out, granted);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_call_update(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id call;
+	uint32_t elapsed, granted;
+
+	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "call id", &call) ||
+	    !arg_seconds(c, 3, "elapsed", &elapsed))
+		return TG_NET_CONTINUE;
+	enum tg_result r = tg_call_update(c->w, acct, call, elapsed, &granted);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_int(c->out, granted);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_call_end(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id call;
+	uint32_t duration;
+	tg_money_t charge;
+
+	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "call id", &call) ||
+	    !arg_seconds(c, 3, "duration", &duration))
+		return TG_NET_CONTINUE;
+	enum tg_result r = tg_call_end(c->w, acct, call, duration, &charge);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_money(c->out, charge);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_cdr(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id call;
+	uint32_t duration;
+	tg_money_t charge;
+
+	if (!arg_acct(c, 1, &acct) || !arg_dest(c, 2) ||
+	    !arg_seconds(c, 3, "duration", &duration) || !arg_id(c, 4, "call id", &call))
+		return TG_NET_CONTINUE;
+	const struct tg_arg *d = &c->req->argv[2];
+	enum tg_result r = tg_cdr(c->w, acct, d->p, d->len, duration, call, &charge);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_money(c->out, charge);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_acct_credit(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id tx;
+	tg_money_t amount, balance;
+
+	if (!arg_acct(c, 1, &acct) || !arg_money(c, 2, "amount", &amount) ||
+	    !arg_id(c, 3, "txid", &tx))
+		return TG_NET_CONTINUE;
+	if (amount <= 0)
+		return reply_err(c, "credit amount must be positive");
+	enum tg_result r = tg_credit(c->w, acct, amount, tx, &balance);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_money(c->out, balance);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_acct_refill_failed(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id req;
+
+	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "request id", &req))
+		return TG_NET_CONTINUE;
+	enum tg_result r = tg_refill_failed(c->w, acct, req);
+	if (r == TG_ERR)
+		return reply_err(c, "not a refill request id of account %llu",
+				 (unsigned long long)acct);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+/* ---- accounts ---- */
+
+static const char *const state_names[] = {"active", "suspended", "closed"};
+static const char *const refill_names[] = {"off", "add", "topup"};
+
+static int
+pick(const struct tg_arg *a, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (tg_arg_is(a, names[i]))
+			return i;
+	return -1;
+}
+
+static int
+cmd_acct_set(struct ctx *c)
+{
+	const struct tg_req *q = c->req;
+	struct tg_table *t = &c->srv->table;
+	struct tg_acct_settings s = {0};
+	struct tg_acct_view v;
+	struct tg_move m;
+	tg_money_t balance = 0;
+	bool set_balance = false;
+	int plan = -1;
+	uint64_t acct;
+	char b[48];
+
+	if (!arg_acct(c, 1, &acct))
+		return TG_NET_CONTINUE;
+	struct tg_acct *a = tg_table_find(t, acct);
+	if (a != NULL) {
+		tg_acct_read(a, &v);
+		s = (struct tg_acct_settings){.plan = v.plan, .threshold = v.threshold,
+					      .refill_amount = v.refill_amount, .state = v.state,
+					      .refill_mode = v.refill_mode, .flags = v.flags};
+	}
+	/* Parse every option before anything changes. */
+	for (unsigned i = 2; i < q->argc; i++) {
+		const struct tg_arg *k = &q->argv[i];
+		bool last = i + 1 >= q->argc;
+		if (tg_arg_is(k, "BALANCE") && !last) {
+			if (!arg_money(c, ++i, "balance", &balance))
+				return TG_NET_CONTINUE;
+			set_balance = true;
+		} else if (tg_arg_is(k, "PLAN") && !last) {
+			const struct tg_arg *p = &q->argv[++i];
+			plan = tg_plan_registry_id(&t->plans, p->p, p->len, true);
+			if (plan < 0)
+				return reply_err(c, "invalid plan name '%s'%s", show(p, b),
+						 plan == -ENOSPC ? " (too many plans)" : "");
+			s.plan = (uint32_t)plan;
+		} else if (tg_arg_is(k, "STATE") && !last) {
+			int st = pick(&q->argv[++i], state_names, 3);
+			if (st < 0)
+				return reply_err(c, "STATE must be active, suspended or closed");
+			s.state = (uint8_t)st;
+		} else if (tg_arg_is(k, "THRESHOLD") && !last) {
+			if (!arg_money(c, ++i, "threshold", &s.threshold))
+				return TG_NET_CONTINUE;
+		} else if (tg_arg_is(k, "REFILL") && !last) {
+			int mode = pick(&q->argv[++i], refill_names, 3);
+			if (mode < 0)
+				return reply_err(c, "REFILL must be ADD <amount>, TOPUP <level> or OFF");
+			if (mode != TG_REFILL_OFF) {
+				if (i + 1 >= q->argc)
+					return reply_err(c, "REFILL %s needs an amount",
+							 refill_names[mode]);
+				if (!arg_money(c, ++i, "refill amount", &s.refill_amount))
+					return TG_NET_CONTINUE;
+				if (s.refill_amount <= 0)
+					return reply_err(c, "refill amount must be positive");
+			}
+			s.refill_mode = (uint8_t)mode;
+		} else if (tg_arg_is(k, "PAYMENT") && !last) {
+			const struct tg_arg *p = &q->argv[++i];
+			if (tg_arg_is(p, "on"))
+				s.flags |= TG_ACCT_PAYMENT;
+			else if (tg_arg_is(p, "off"))
+				s.flags &= (uint8_t)~TG_ACCT_PAYMENT;
+			else
+				return reply_err(c, "PAYMENT must be on or off");
+		} else {
+			return reply_err(c, "unknown or incomplete ACCT.SET option '%s'", show(k, b));
+		}
+	}
+	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
+		return reply_result(c, TG_NOPAYMENT);
+	if (a == NULL) {
+		bool created;
+		enum tg_result r = tg_table_insert(t, acct, &a, &created);
+		if (r != TG_OK)
+			return reply_result(c, r);
+	}
+	/* The balance first, then the settings: a new account must not fire a refill at 0. */
+	if (set_balance) {
+		tg_acct_set_balance(a, balance, &m);
+		if (m.refill_fired)
+			tg_count(c->w, TG_C_refills_fired, 1);
+	}
+	enum tg_result r = tg_acct_configure(a, &s, &m);
+	if (r != TG_OK)
+		return reply_result(c, r);
+	if (m.refill_fired)
+		tg_count(c->w, TG_C_refills_fired, 1);
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+static void
+pair_money(struct tg_out *o, const char *k, tg_money_t v)
+{
+	tg_out_cstr(o, k);
+	tg_out_money(o, v);
+}
+
+static void
+pair_str(struct tg_out *o, const char *k, const char *v)
+{
+	tg_out_cstr(o, k);
+	tg_out_cstr(o, v);
+}
+
+static void
+pair_int(struct tg_out *o, const char *k, int64_t v)
+{
+	tg_out_cstr(o, k);
+	tg_out_int(o, v);
+}
+
+static int
+cmd_acct_get(struct ctx *c)
+{
+	struct tg_table *t = &c->srv->table;
+	struct tg_acct_view v;
+	uint64_t acct;
+	char name[40], rid[48];
+
+	if (!arg_acct(c, 1, &acct))
+		return TG_NET_CONTINUE;
+	struct tg_acct *a = tg_table_find(t, acct);
+	if (a == NULL)
+		return reply_result(c, TG_NOACCOUNT);
+	tg_acct_read(a, &v);
+	const char *plan = tg_plan_registry_name(&t->plans, v.plan);
+	const struct tg_usage *u = tg_table_usage(t, a);
+
+	if (v.refill_inflight)
+		tg_refill_id(acct, v.refill_seq, rid);
+	else
+		rid[0] = '\0';
+	tg_out_array(c->out, 2 * (12 + TG_CATEGORY__COUNT));
+	pair_money(c->out, "balance", v.balance);
+	pair_money(c->out, "available", v.available);
+	pair_money(c->out, "reserved", v.reserved);
+	pair_str(c->out, "state", state_names[v.state < 3 ? v.state : 0]);
+	pair_str(c->out, "plan", plan ? plan : "");
+	pair_money(c->out, "threshold", v.threshold);
+	pair_str(c->out, "refill", refill_names[v.refill_mode < 3 ? v.refill_mode : 0]);
+	pair_money(c->out, "refill_amount", v.refill_amount);
+	pair_str(c->out, "payment", (v.flags & TG_ACCT_PAYMENT) ? "on" : "off");
+	pair_int(c->out, "refill_pending", v.refill_inflight);
+	pair_str(c->out, "refill_request", rid);
+	pair_int(c->out, "calls", v.calls);
+	for (unsigned k = 0; k < TG_CATEGORY__COUNT; k++) {
+		snprintf(name, sizeof(name), "usage_%s", tg_category_name(k));
+		pair_money(c->out, name, (tg_money_t)tg_load_64((const uint64_t *)&u->charged[k]));
+	}
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_rate(struct ctx *c)
+{
+	const struct tg_arg *p = &c->req->argv[1], *d = &c->req->argv[2];
+	const struct tg_rate *r;
+	tg_money_t charge;
+	uint32_t duration;
+
+	if (!arg_dest(c, 2) || !arg_seconds(c, 3, "duration", &duration))
+		return TG_NET_CONTINUE;
+	enum tg_result res = tg_quote(c->w, p->p, p->len, d->p, d->len, duration, &charge, &r);
+	if (res != TG_OK)
+		return reply_result(c, res);
+	tg_out_array(c->out, 8);
+	pair_money(c->out, "charge", charge);
+	pair_str(c->out, "category", tg_category_name(r->category));
+	pair_str(c->out, "prefix", r->prefix);
+	pair_int(c->out, "billed", tg_rate_billed(r, duration));
+	return TG_NET_CONTINUE;
+}
+
+/* ---- control ---- */
+
+static int
+cmd_rates_reload(struct ctx *c)
+{
+	char msg[1024];
+	/* Reloading waits for every reader to leave the old plans: leave ours first. */
+	tg_worker_exit(c->w);
+	int rc = tg_server_reload(c->srv, msg, sizeof(msg));
+	tg_worker_enter(c->w);
+	if (rc != 0) {
+		for (char *p = msg; *p; p++)
+			if (*p == '\n')
+				*p = ';';
+		tg_out_error(c->out, "ERR", msg);
+		return TG_NET_CONTINUE;
+	}
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_ping(struct ctx *c)
+{
+	if (c->req->argc == 2)
+		tg_out_bulk(c->out, c->req->argv[1].p, c->req->argv[1].len);
+	else
+		tg_out_status(c->out, "PONG");
+	return TG_NET_CONTINUE;
+}
+
+/* Compare in time independent of where the first difference is. */
+static bool
+same_secret(const char *a, size_t alen, const char *b, size_t blen)
+{
+	volatile unsigned char diff = (unsigned char)(alen != blen);
+	for (size_t i = 0; i < alen; i++)
+		diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
+	return diff == 0 && blen > 0;
+}
+
+static int
+cmd_auth(struct ctx *c)
+{
+	struct tg_server *srv = c->srv;
+	/* AUTH <password>, or AUTH <user> <password> as Redis 6 clients send it. */
+	const struct tg_arg *p = &c->req->argv[c->req->argc - 1];
+
+	if (srv->pass_len == 0) {
+		tg_out_error(c->out, "ERR",
+			     "AUTH <password> called without any password configured");
+		return TG_NET_CONTINUE;
+	}
+	if (c->req->argc == 3 && !tg_arg_is(&c->req->argv[1], "default")) {
+		tg_count(c->w, TG_C_auth_failures, 1);
+		tg_out_error(c->out, "WRONGPASS", "invalid username-password pair");
+		return TG_NET_CONTINUE;
+	}
+	if (!same_secret(p->p, p->len, srv->cfg.requirepass, srv->pass_len)) {
+		tg_count(c->w, TG_C_auth_failures, 1);
+		tg_out_error(c->out, "WRONGPASS", "invalid username-password pair");
+		return TG_NET_CONTINUE;
+	}
+	c->s->authed = true;
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_quit(struct ctx *c)
+{
+	tg_out_status(c->out, "OK");
+	return TG_NET_CLOSE;
+}
+
+static int
+cmd_command(struct ctx *c)
+{
+	/* Enough for redis-cli: it asks for COMMAND DOCS to offer hints. */
+	if (c->req->argc >= 2 && tg_arg_is(&c->req->argv[1], "COUNT"))
+		tg_out_int(c->out, 0);
+	else
+		tg_out_array(c->out, 0);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_config(struct ctx *c)
+{
+	/* redis-benchmark asks CONFIG GET save / appendonly before it starts. */
+	const struct tg_arg *sub = &c->req->argv[1];
+	if (!tg_arg_is(sub, "GET") || c->req->argc != 3)
+		return reply_err(c, "only CONFIG GET <parameter> is supported");
+	const struct tg_arg *k = &c->req->argv[2];
+	if (tg_arg_is(k, "save") || tg_arg_is(k, "appendonly")) {
+		tg_out_array(c->out, 2);
+		tg_out_bulk(c->out, k->p, k->len);
+		tg_out_cstr(c->out, tg_arg_is(k, "save") ? "" : "no");
+	} else {
+		tg_out_array(c->out, 0);
+	}
+	return TG_NET_CONTINUE;
+}
+
+/* ---- INFO ---- */
+
+struct info {
+	char *buf;
+	size_t len, cap;
+};
+
+static void info_add(struct info *i, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+info_add(struct info *i, const char *fmt, ...)
+{
+	va_list ap;
+	if (i->len >= i->cap)
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf(i->buf + i->len, i->cap - i->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		i->len = (size_t)n < i->cap - i->len ? i->len + (size_t)n : i->cap;
+}
+
+static bool
+want(const struct tg_arg *sec, const char *name)
+{
+	return sec == NULL || tg_arg_is(sec, "all") || tg_arg_is(sec, "everything") ||
+	       tg_arg_is(sec, name);
+}
+
+static uint64_t
+lat_percentile(const struct tg_engine *e, uint64_t total, unsigned permille)
+{
+	uint64_t want_n = (total * permille + 999) / 1000, seen = 0;
+	for (unsigned b = 0; b < TG_LAT_BUCKETS; b++) {
+		for (unsigned k = 0; k <= e->cfg.workers; k++)
+			seen += tg_load_64(&e->lat[k].bucket[b]);
+		if (seen >= want_n && want_n > 0)
+			return b == 0 ? 0 : (1ull << b); /* upper bound of the bucket, ns */
+	}
+	return 0;
+}
+
+static void
+info_counters(struct info *i, const struct tg_engine *e, const char *section)
+{
+	char money[TG_MONEY_STR_MAX];
+	static const struct {
+		const char *name, *section;
+	} names[] = {
+#define TG_COUNTER(n, s, d) {#n, #s},
+#include "tbl/tg_counters.h"
+#undef TG_COUNTER
+	};
+	for (unsigned k = 0; k < TG_COUNTER__COUNT; k++) {
+		if (strcmp(names[k].section, section) != 0)
+			continue;
+		uint64_t v = tg_engine_counter(e, k);
+		if (strncmp(names[k].name, "money_", 6) == 0) {
+			tg_money_format((tg_money_t)v, money);
+			info_add(i, "%s:%s\r\n", names[k].name, money);
+		} else {
+			info_add(i, "%s:%llu\r\n", names[k].name, (unsigned long long)v);
+		}
+	}
+}
+
+static int
+cmd_info(struct ctx *c)
+{
+	struct tg_server *srv = c->srv;
+	struct tg_engine *e = &srv->engine;
+	const struct tg_arg *sec = c->req->argc == 2 ? &c->req->argv[1] : NULL;
+	char buf[8192];
+	struct info i = {buf, 0, sizeof(buf)};
+
+	if (want(sec, "server")) {
+		info_add(&i,
+			 "# Server\r\ntollgate_version:%s\r\nprocess_id:%d\r\ntcp_port:%u\r\n"
+			 "uptime_in_seconds:%llu\r\nworkers:%u\r\nshm_name:%s\r\n"
+			 "shm_generation:%llu\r\nconfig_file:%s\r\nrates:%s\r\n"
+			 "rates_reloads:%llu\r\nrates_reload_failures:%llu\r\n\r\n",
+			 TG_VERSION, (int)getpid(), srv->port,
+			 (unsigned long long)(c->w->now_s - srv->started_s), srv->workers,
+			 srv->table.name, (unsigned long long)srv->table.hdr->generation,
+			 srv->cfg.config_file, srv->rates_path,
+			 (unsigned long long)ck_pr_load_64(&srv->reloads),
+			 (unsigned long long)ck_pr_load_64(&srv->reload_failures));
+	}
+	if (want(sec, "clients"))
+		info_add(&i, "# Clients\r\nconnected_clients:%llu\r\n\r\n",
+			 (unsigned long long)tg_net_connections(srv->net));
+	if (want(sec, "accounts")) {
+		const struct tg_planset *ps = c->w->plans;
+		info_add(&i,
+			 "# Accounts\r\naccounts:%llu\r\ncapacity:%llu\r\ncalls_in_progress:%zu\r\n"
+			 "ids_remembered:%zu\r\nplans:%zu\r\nprefixes:%zu\r\n\r\n",
+			 (unsigned long long)ck_pr_load_64(&srv->table.hdr->count),
+			 (unsigned long long)srv->table.hdr->capacity, tg_calls_count(e->calls),
+			 tg_idem_count(e->ids), ps ? tg_planset_plans(ps) : 0,
+			 ps ? tg_planset_prefixes(ps) : 0);
+	}
+	static const char *const sections[] = {"stats", "calls", "refills", "money"};
+	static const char *const titles[] = {"Stats", "Calls", "Refills", "Money"};
+	for (unsigned k = 0; k < TG_ARRAY_LEN(sections); k++) {
+		if (!want(sec, sections[k]))
+			continue;
+		info_add(&i, "# %s\r\n", titles[k]);
+		info_counters(&i, e, sections[k]);
+		info_add(&i, "\r\n");
+	}
+	if (want(sec, "latency")) {
+		uint64_t total = 0;
+		for (unsigned b = 0; b < TG_LAT_BUCKETS; b++)
+			for (unsigned k = 0; k <= e->cfg.workers; k++)
+				total += tg_load_64(&e->lat[k].bucket[b]);
+		info_add(&i,
+			 "# Latency\r\nbatches:%llu\r\nbatch_p50_usec:%llu\r\n"
+			 "batch_p99_usec:%llu\r\nbatch_p999_usec:%llu\r\n\r\n",
+			 (unsigned long long)total,
+			 (unsigned long long)(lat_percentile(e, total, 500) + 999) / 1000,
+			 (unsigned long long)(lat_percentile(e, total, 990) + 999) / 1000,
+			 (unsigned long long)(lat_percentile(e, total, 999) + 999) / 1000);
+	}
+	tg_out_bulk(c->out, buf, i.len);
+	return TG_NET_CONTINUE;
+}
+
+/* ---- dispatch ---- */
+
+static const struct command commands[] = {
+    {"CDR", 4, 4, false, cmd_cdr},
+    {"CALL.AUTH", 3, 3, false, cmd_call_auth},
+    {"CALL.END", 3, 3, false, cmd_call_end},
+    {"CALL.UPDATE", 3, 3, false, cmd_call_update},
+    {"ACCT.CREDIT", 3, 3, false, cmd_acct_credit},
+    {"ACCT.GET", 1, 1, false, cmd_acct_get},
+    {"ACCT.SET", 1, 30, false, cmd_acct_set},
+    {"ACCT.REFILL.FAILED", 2, 2, false, cmd_acct_refill_failed},
+    {"RATE", 3, 3, false, cmd_rate},
+    {"RATES.RELOAD", 0, 0, false, cmd_rates_reload},
+    {"PING", 0, 1, true, cmd_ping},
+    {"AUTH", 1, 2, true, cmd_auth},
+    {"QUIT", 0, 0, true, cmd_quit},
+    {"INFO", 0, 1, false, cmd_info},
+    {"COMMAND", 0, -1, false, cmd_command},
+    {"CONFIG", 1, 3, false, cmd_config},
+};
+
+static const struct command *
+lookup(const struct tg_arg *name)
+{
+	for (size_t i = 0; i < TG_ARRAY_LEN(commands); i++)
+		if (tg_arg_is(name, commands[i].name))
+			return &commands[i];
+	return NULL;
+}
+
+static int
+exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct tg_out *out)
+{
+	struct tg_server *srv = arg;
+	struct ctx c = {.srv = srv, .w = tg_engine_worker(&srv->engine, worker), .s = session,
+			.req = req, .out = out};
+	char b[48];
+
+	TG_CHECK_OBJ(c.s, TG_SESSION_MAGIC);
+	TG_ASSERT(req->argc >= 1);
+	tg_count(c.w, TG_C_commands, 1);
+	const struct command *cmd = lookup(&req->argv[0]);
+	if (cmd == NULL)
+		return reply_err(&c, "unknown command '%s'", show(&req->argv[0], b));
+	if (!cmd->noauth && !c.s->authed) {
+		tg_out_error(out, "NOAUTH", "Authentication required.");
+		return TG_NET_CONTINUE;
+	}
+	int nargs = (int)req->argc - 1;
+	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args))
+		return reply_err(&c, "wrong number of arguments for '%s' command", cmd->name);
+	return cmd->fn(&c);
+}
+
+static void
+session_open(void *arg, unsigned worker, void *session)
+{
+	struct tg_server *srv = arg;
+	struct tg_session *s = session;
+	(void)worker;
+	s->magic = TG_SESSION_MAGIC;
+	s->authed = srv->pass_len == 0;
+}
+
+static void
+session_close(void *arg, unsigned worker, void *session)
+{
+	struct tg_session *s = session;
+	(void)arg;
+	(void)worker;
+	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
+	s->magic = 0;
+}
+
+static size_t
+max_request(void *arg, void *session)
+{
+	struct tg_server *srv = arg;
+	struct tg_session *s = session;
+	return s->authed ? srv->cfg.max_request : srv->cfg.max_request_noauth;
+}
+
+static void
+batch_begin(void *arg, unsigned worker)
+{
+	struct tg_server *srv = arg;
+	tg_worker_enter(tg_engine_worker(&srv->engine, worker));
+}
+
+static void
+batch_end(void *arg, unsigned worker)
+{
+	struct tg_server *srv = arg;
+	tg_worker_exit(tg_engine_worker(&srv->engine, worker));
+}
+
+static void
+tick(void *arg, unsigned worker)
+{
+	struct tg_server *srv = arg;
+	struct tg_worker *w = tg_engine_worker(&srv->engine, worker);
+	/* One worker settles expired calls; the others have nothing periodic yet. */
+	if (worker != 0)
+		return;
+	tg_worker_enter(w);
+	tg_engine_expire(w);
+	tg_worker_exit(w);
+}
+
+void
+tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->arg = srv;
+	h->session_size = sizeof(struct tg_session);
+	h->session_open = session_open;
+	h->session_close = session_close;
+	h->max_request = max_request;
+	h->exec = exec;
+	h->batch_begin = batch_begin;
+	h->batch_end = batch_end;
+	h->tick = tick;
+}

@@ -1,0 +1,227 @@
+/*
+ * config.c - parsing tollgated's settings from the file and the flags.
+ *
+ * Every setting is declared once in include/tbl/tg_config.h; this file only
+ * knows how to parse each kind.  A bad value is refused with the key, the
+ * value and the reason; nothing here ever guesses.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_assert.h"
+#include "tg_config.h"
+
+enum kind { K_STR, K_U32, K_U64, K_MODE, K_BOOL };
+
+struct key {
+	const char *name;
+	enum kind kind;
+	size_t off;
+	const char *def;
+	const char *desc;
+};
+
+static const struct key keys[] = {
+#define TG_CFG(name, kind, field, def, desc)                                                      \
+	{name, K_##kind, offsetof(struct tg_config, field), def, desc},
+#include "tbl/tg_config.h"
+#undef TG_CFG
+};
+
+static const struct key *
+find_key(const char *name)
+{
+	for (size_t i = 0; i < TG_ARRAY_LEN(keys); i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static bool
+parse_unsigned(const char *v, int base, uint64_t max, uint64_t *out)
+{
+	char *end;
+	if (*v == '\0' || *v == '-' || *v == '+' || *v == ' ')
+		return false;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, base);
+	if (errno != 0 || *end != '\0' || n > max)
+		return false;
+	*out = n;
+	return true;
+}
+
+int
+tg_config_set(struct tg_config *c, const char *key, const char *value, char *err, size_t errlen)
+{
+	const struct key *k = find_key(key);
+	char *field;
+	uint64_t n;
+
+	if (k == NULL) {
+		snprintf(err, errlen, "unknown setting '%s'", key);
+		return -EINVAL;
+	}
+	field = (char *)c + k->off;
+	switch (k->kind) {
+	case K_STR:
+		if (strlen(value) >= TG_CFG_STR_MAX) {
+			snprintf(err, errlen, "%s: value longer than %d bytes", key,
+				 TG_CFG_STR_MAX - 1);
+			return -EINVAL;
+		}
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case K_U32:
+		if (!parse_unsigned(value, 10, UINT32_MAX, &n))
+			break;
+		*(uint32_t *)(void *)field = (uint32_t)n;
+		return 0;
+	case K_U64:
+		if (!parse_unsigned(value, 10, UINT64_MAX, &n))
+			break;
+		*(uint64_t *)(void *)field = n;
+		return 0;
+	case K_MODE:
+		if (!parse_unsigned(value, 8, 0777, &n))
+			break;
+		*(uint32_t *)(void *)field = (uint32_t)n;
+		return 0;
+	case K_BOOL:
+		if (strcmp(value, "yes") == 0 || strcmp(value, "no") == 0) {
+			*(bool *)(void *)field = value[0] == 'y';
+			return 0;
+		}
+		snprintf(err, errlen, "%s: '%s' is not yes or no", key, value);
+		return -EINVAL;
+	}
+	snprintf(err, errlen, "%s: '%s' is not a %s", key, value,
+		 k->kind == K_MODE ? "file mode in octal (0600)" : "non-negative integer");
+	return -EINVAL;
+}
+
+void
+tg_config_defaults(struct tg_config *c)
+{
+	char err[128];
+
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < TG_ARRAY_LEN(keys); i++) {
+		int rc = tg_config_set(c, keys[i].name, keys[i].def, err, sizeof(err));
+		TG_ASSERT(rc == 0);
+	}
+}
+
+/* Strip leading and trailing blanks in place. */
+static char *
+trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+int
+tg_config_load(struct tg_config *c, const char *path, char *err, size_t errlen)
+{
+	char line[TG_CFG_STR_MAX + 128], why[256];
+	unsigned lineno = 0;
+	FILE *f = fopen(path, "r");
+	int rc = 0;
+
+	if (f == NULL) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+		return rc;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
+			rc = -EINVAL;
+			break;
+		}
+		char *s = trim(line);
+		if (*s == '\0' || *s == '#')
+			continue;
+		char *v = s + strcspn(s, " \t");
+		if (*v != '\0')
+			*v++ = '\0';
+		v = trim(v);
+		/* A value may be quoted, to hold spaces or be empty: requirepass "" */
+		size_t vl = strlen(v);
+		if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+			v[vl - 1] = '\0';
+			v++;
+		}
+		if (tg_config_set(c, s, v, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+			rc = -EINVAL;
+			break;
+		}
+	}
+	fclose(f);
+	if (rc == 0)
+		snprintf(c->config_file, sizeof(c->config_file), "%s", path);
+	return rc;
+}
+
+void
+tg_config_usage(FILE *f)
+{
+	fprintf(f, "usage: tollgated [-c FILE] [--KEY VALUE ...]\n\n"
+		   "  -c, --config FILE   read settings from FILE (\"key value\" lines)\n"
+		   "  -h, --help          this text\n\n"
+		   "settings (each also a --flag), with defaults:\n");
+	for (size_t i = 0; i < TG_ARRAY_LEN(keys); i++)
+		fprintf(f, "  --%-20s %-12s %s\n", keys[i].name,
+			keys[i].def[0] ? keys[i].def : "\"\"", keys[i].desc);
+}
+
+int
+tg_config_args(struct tg_config *c, int argc, char **argv, char *err, size_t errlen)
+{
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			tg_config_usage(stdout);
+			return 1;
+		}
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+			if (i + 1 >= argc) {
+				snprintf(err, errlen, "%s needs a file", argv[i]);
+				return -EINVAL;
+			}
+			rc = tg_config_load(c, argv[i + 1], err, errlen);
+			if (rc != 0)
+				return rc;
+		}
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+			snprintf(err, errlen, "unexpected argument '%s' (settings are --key value)",
+				 a);
+			return -EINVAL;
+		}
+		if (i + 1 >= argc) {
+			snprintf(err, errlen, "%s needs a value", a);
+			return -EINVAL;
+		}
+		rc = tg_config_set(c, a + 2, argv[i + 1], err, errlen);
+		if (rc != 0)
+			return rc;
+		i++;
+	}
+	return 0;
+}

@@ -1,0 +1,548 @@
+/*
+ * engine.c - the operations of the call-control contract.
+ *
+ * Owns the order in which a request touches shared state: the id window
+ * first (is this a replay?), then the call map, then the account (one atomic
+ * step).  That order is the same everywhere, so the two striped maps can
+ * never deadlock, and money moves only after every check that can refuse the
+ * request has passed: a refused request changes nothing.  Must never
+ * allocate, sleep or make a syscall: it runs inside a worker's batch.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tg_atomic.h"
+#include "tg_assert.h"
+#include "tg_engine.h"
+#include "tg_hash.h"
+
+/* Id spaces of tg_digest: a call id and a CDR's id may be the same string. */
+enum { KIND_CALL = 1, KIND_END = 2, KIND_CDR = 3, KIND_CREDIT = 4 };
+
+#define NS 1000000000ull
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
+}
+
+int
+tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engine_cfg *cfg)
+{
+	unsigned n = cfg->workers + 1;
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	TG_CHECK_OBJ_NOTNULL(table, TG_TABLE_MAGIC);
+	TG_ASSERT(cfg->workers >= 1);
+	e->table = table;
+	e->cfg = *cfg;
+	e->started_ns = mono_ns();
+	e->workers = calloc(n, sizeof(*e->workers));
+	e->ctr = aligned_alloc(64, n * sizeof(*e->ctr));
+	e->lat = aligned_alloc(64, n * sizeof(*e->lat));
+	if (e->workers == NULL || e->ctr == NULL || e->lat == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	memset(e->ctr, 0, n * sizeof(*e->ctr));
+	memset(e->lat, 0, n * sizeof(*e->lat));
+	rc = tg_rates_init(&e->rates, &table->plans);
+	if (rc != 0)
+		goto fail;
+	rc = tg_calls_init(&e->calls, cfg->calls_max);
+	if (rc != 0)
+		goto fail;
+	rc = tg_idem_init(&e->ids, cfg->ids_max, cfg->ids_window);
+	if (rc != 0)
+		goto fail;
+	for (unsigned i = 0; i < n; i++) {
+		struct tg_worker *w = &e->workers[i];
+		w->magic = TG_WORKER_MAGIC;
+		w->idx = i;
+		w->e = e;
+		w->ctr = &e->ctr[i];
+		w->lat = &e->lat[i];
+		tg_rates_reader_register(&e->rates, &w->epoch);
+	}
+	return 0;
+fail:
+	tg_engine_fini(e);
+	return rc;
+}
+
+void
+tg_engine_fini(struct tg_engine *e)
+{
+	if (e->ids)
+		tg_idem_free(e->ids);
+	if (e->calls)
+		tg_calls_free(e->calls);
+	if (e->table)
+		tg_rates_fini(&e->rates);
+	free(e->workers);
+	free(e->ctr);
+	free(e->lat);
+	memset(e, 0, sizeof(*e));
+}
+
+struct tg_worker *
+tg_engine_worker(struct tg_engine *e, unsigned idx)
+{
+	TG_ASSERT(idx <= e->cfg.workers);
+	return &e->workers[idx];
+}
+
+void
+tg_worker_enter(struct tg_worker *w)
+{
+	struct timespec ts;
+
+	TG_CHECK_OBJ(w, TG_WORKER_MAGIC);
+	w->plans = tg_rates_enter(&w->e->rates, &w->epoch, &w->section);
+	w->now_ns = mono_ns();
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	w->now_s = (uint32_t)ts.tv_sec;
+	w->enter_ns = w->now_ns;
+}
+
+void
+tg_worker_exit(struct tg_worker *w)
+{
+	uint64_t took = mono_ns() - w->enter_ns;
+	unsigned b = took ? 64 - (unsigned)__builtin_clzll(took) : 0;
+
+	if (b >= TG_LAT_BUCKETS)
+		b = TG_LAT_BUCKETS - 1;
+	tg_store_64(&w->lat->bucket[b], tg_load_64(&w->lat->bucket[b]) + 1);
+	w->plans = NULL;
+	tg_rates_exit(&w->epoch, &w->section);
+}
+
+uint64_t
+tg_engine_counter(const struct tg_engine *e, enum tg_counter c)
+{
+	uint64_t sum = 0;
+	for (unsigned i = 0; i <= e->cfg.workers; i++)
+		sum += tg_load_64(&e->ctr[i].v[c]);
+	return sum;
+}
+
+/* ---- helpers ---- */
+
+static void
+count_move(struct tg_worker *w, const struct tg_move *m)
+{
+	if (m->refill_fired)
+		tg_count(w, TG_C_refills_fired, 1);
+	if (m->refill_cleared)
+		tg_count(w, TG_C_refills_landed, 1);
+}
+
+static void
+add_usage(struct tg_worker *w, struct tg_acct *a, const struct tg_rate *r, tg_money_t charge)
+{
+	struct tg_usage *u = tg_table_usage(w->e->table, a);
+	ck_pr_faa_64((uint64_t *)&u->charged[r->category], (uint64_t)charge);
+	tg_count(w, TG_C_money_charged, (uint64_t)charge);
+}
+
+/* The rate of dest for account a, under the worker's pinned plan set. */
+static enum tg_result
+rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
+	 const struct tg_rate **r)
+{
+	const struct tg_plan *p = tg_planset_plan(w->plans, tg_load_32(&a->plan));
+	if (p == NULL)
+		return TG_NOPLAN;
+	*r = tg_plan_match(p, dest, dlen);
+	return *r ? TG_OK : TG_NORATE;
+}
+
+static uint64_t
+fingerprint(uint64_t acct, int64_t amount, const char *dest, size_t dlen)
+{
+	uint64_t f[2] = {acct, (uint64_t)amount};
+	return tg_hash64(f, sizeof(f), dlen ? tg_hash64(dest, dlen, 0x7467) : 0);
+}
+
+static struct tg_digest
+digest(uint32_t kind, struct tg_id id)
+{
+	return tg_digest(kind, id.p, id.len);
+}
+
+/*
+ * Look d up in the id window.  A replay with the same fingerprint answers
+ * with the first reply (TG_OK, *reply set); with another fingerprint it is
+ * TG_CONFLICT.  A new id returns TG_ERR with the stripe still locked in *l
+ * and room checked: the caller applies, then records or unlocks.
+ */
+static enum tg_result
+window_check(struct tg_worker *w, struct tg_digest d, uint64_t fp, struct tg_idem_lock *l,
+	     int64_t *reply, bool *is_new)
+{
+	const struct tg_idem_rec *rec = tg_idem_lock(w->e->ids, d, w->now_s, l);
+
+	*is_new = false;
+	if (rec != NULL) {
+		uint64_t f = rec->fingerprint;
+		int64_t rep = rec->reply;
+		enum tg_result res = (enum tg_result)rec->result;
+		tg_idem_unlock(l);
+		if (f != fp) {
+			tg_count(w, TG_C_conflicts, 1);
+			return TG_CONFLICT;
+		}
+		tg_count(w, TG_C_replays, 1);
+		*reply = rep;
+		return res;
+	}
+	if (!tg_idem_has_room(l)) {
+		tg_idem_unlock(l);
+		tg_count(w, TG_C_window_full, 1);
+		return TG_FULL;
+	}
+	*is_new = true;
+	return TG_OK;
+}
+
+static void
+window_record(struct tg_worker *w, struct tg_idem_lock *l, uint64_t fp, int64_t reply)
+{
+	struct tg_idem_rec rec = {.fingerprint = fp, .reply = reply, .seen = w->now_s,
+				  .result = TG_OK};
+	/* Room was checked under this same lock: recording cannot fail. */
+	enum tg_result r = tg_idem_record_unlock(l, &rec);
+	TG_ASSERT(r == TG_OK);
+}
+
+/* ---- call control ---- */
+
+enum tg_result
+tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, struct tg_id call,
+	     uint32_t *granted)
+{
+	struct tg_engine *e = w->e;
+	const struct tg_rate *r;
+	struct tg_calls_lock l;
+	struct tg_move m;
+	enum tg_result res;
+	tg_money_t cost = 0;
+	uint32_t grant = 0;
+
+	tg_count(w, TG_C_call_auth, 1);
+	struct tg_acct *a = tg_table_find(e->table, acct);
+	if (a == NULL) {
+		res = TG_NOACCOUNT;
+		goto refused;
+	}
+	uint8_t state = tg_load_8(&a->state);
+	if (state != TG_STATE_ACTIVE) {
+		res = state == TG_STATE_CLOSED ? TG_CLOSED : TG_SUSPENDED;
+		goto refused;
+	}
+	res = rate_for(w, a, dest, dlen, &r);
+	if (res != TG_OK)
+		goto refused;
+
+	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
+	if (c != NULL) {
+		/* The same call authorized again (a switch's retry): the same grant. */
+		bool same = c->acct == acct;
+		*granted = c->granted;
+		tg_calls_unlock(&l);
+		if (!same)
+			tg_count(w, TG_C_conflicts, 1);
+		return same ? TG_OK : TG_CONFLICT;
+	}
+	/* Size the grant from what is available, then reserve it; retry if it moved. */
+	for (int tries = 0;; tries++) {
+		tg_money_t avail = tg_acct_available(a);
+		grant = avail > 0 ? tg_rate_grant(r, avail, e->cfg.max_grant, &cost) : 0;
+		if (grant == 0) {
+			res = TG_BLOCKED;
+			break;
+		}
+		res = tg_acct_reserve(a, cost, &m);
+		if (res != TG_SHORT || tries == 16)
+			break;
+	}
+	if (res != TG_OK) {
+		tg_calls_unlock(&l);
+		if (res == TG_SHORT)
+			res = TG_BLOCKED;
+		if (res == TG_BLOCKED)
+			tg_count(w, TG_C_call_blocked, 1);
+		else
+			tg_count(w, TG_C_call_refused, 1);
+		return res;
+	}
+	struct tg_call nc = {.acct = acct, .rate = *r, .reserved = cost, .granted = grant,
+			     .started_ns = w->now_ns,
+			     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
+	res = tg_calls_insert_unlock(&l, &nc);
+	if (res != TG_OK) {
+		tg_acct_commit(a, cost, 0, &m);
+		return res;
+	}
+	tg_count(w, TG_C_call_granted, 1);
+	*granted = grant;
+	return TG_OK;
+refused:
+	tg_count(w, TG_C_call_refused, 1);
+	return res;
+}
+
+enum tg_result
+tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t elapsed,
+	       uint32_t *granted)
+{
+	struct tg_engine *e = w->e;
+	struct tg_calls_lock l;
+	struct tg_move m;
+	enum tg_result res = TG_BLOCKED;
+
+	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
+	if (c == NULL || c->acct != acct) {
+		if (c != NULL)
+			tg_calls_unlock(&l);
+		return TG_NOCALL;
+	}
+	struct tg_acct *a = tg_table_find(e->table, acct);
+	TG_ASSERT(a != NULL);
+	uint64_t cap64 = (uint64_t)elapsed + e->cfg.max_grant;
+	uint32_t cap = cap64 > TG_DURATION_MAX ? TG_DURATION_MAX : (uint32_t)cap64;
+	for (int tries = 0; tries <= 16; tries++) {
+		tg_money_t avail = tg_acct_available(a), budget, cost;
+		if (avail <= 0 || !tg_money_add(c->reserved, avail, &budget)) {
+			res = TG_BLOCKED;
+			break;
+		}
+		uint32_t g = tg_rate_grant(&c->rate, budget, cap, &cost);
+		if (g <= c->granted) {
+			res = TG_BLOCKED;
+			break;
+		}
+		res = tg_acct_extend(a, cost - c->reserved, &m);
+		if (res == TG_OK) {
+			c->reserved = cost;
+			c->granted = g;
+			c->expires_ns = c->started_ns + (uint64_t)(g + e->cfg.call_grace) * NS;
+			break;
+		}
+		if (res != TG_SHORT)
+			break;
+	}
+	*granted = c->granted;
+	tg_calls_unlock(&l);
+	if (res == TG_SHORT)
+		res = TG_BLOCKED;
+	tg_count(w, res == TG_OK ? TG_C_call_update : TG_C_call_blocked, 1);
+	return res;
+}
+
+enum tg_result
+tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t duration,
+	    tg_money_t *charge)
+{
+	struct tg_engine *e = w->e;
+	struct tg_idem_lock il;
+	struct tg_calls_lock cl;
+	struct tg_move m;
+	bool is_new;
+	uint64_t fp = fingerprint(acct, duration, NULL, 0);
+
+	enum tg_result res = window_check(w, digest(KIND_END, call), fp, &il, charge, &is_new);
+	if (!is_new)
+		return res;
+	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &cl);
+	if (c == NULL || c->acct != acct) {
+		if (c != NULL)
+			tg_calls_unlock(&cl);
+		tg_idem_unlock(&il);
+		return TG_NOCALL;
+	}
+	/* The switch was told to stop at the grant: seconds past it are not billed. */
+	uint32_t billed = duration;
+	if (billed > c->granted) {
+		tg_count(w, TG_C_call_overrun_seconds, billed - c->granted);
+		billed = c->granted;
+	}
+	tg_money_t cost;
+	bool ok = tg_rate_charge(&c->rate, billed, &cost);
+	TG_ASSERT(ok && cost <= c->reserved);
+	struct tg_acct *a = tg_table_find(e->table, acct);
+	TG_ASSERT(a != NULL);
+	res = tg_acct_commit(a, c->reserved, cost, &m);
+	TG_ASSERT(res == TG_OK);
+	struct tg_rate rate = c->rate;
+	tg_calls_remove_unlock(&cl);
+	window_record(w, &il, fp, cost);
+	add_usage(w, a, &rate, cost);
+	count_move(w, &m);
+	tg_count(w, TG_C_call_ended, 1);
+	*charge = cost;
+	return TG_OK;
+}
+
+enum tg_result
+tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
+	       uint32_t duration, tg_money_t *charge, struct tg_move *m)
+{
+	const struct tg_rate *r;
+	enum tg_result res = rate_for(w, a, dest, dlen, &r);
+
+	if (res != TG_OK)
+		return res;
+	if (!tg_rate_charge(r, duration, charge))
+		return TG_OVERFLOW;
+	res = tg_acct_debit(a, *charge, m);
+	if (res != TG_OK)
+		return res;
+	add_usage(w, a, r, *charge);
+	count_move(w, m);
+	return TG_OK;
+}
+
+enum tg_result
+tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, uint32_t duration,
+       struct tg_id call, tg_money_t *charge)
+{
+	struct tg_idem_lock il;
+	struct tg_move m;
+	bool is_new;
+	uint64_t fp = fingerprint(acct, duration, dest, dlen);
+
+	enum tg_result res = window_check(w, digest(KIND_CDR, call), fp, &il, charge, &is_new);
+	if (!is_new)
+		return res;
+	struct tg_acct *a = tg_table_find(w->e->table, acct);
+	res = a ? tg_rated_debit(w, a, dest, dlen, duration, charge, &m) : TG_NOACCOUNT;
+	if (res != TG_OK) {
+		/* Refused requests are not remembered: a corrected retry may follow. */
+		tg_idem_unlock(&il);
+		return res;
+	}
+	window_record(w, &il, fp, *charge);
+	tg_count(w, TG_C_cdr, 1);
+	return TG_OK;
+}
+
+enum tg_result
+tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx,
+	  tg_money_t *balance)
+{
+	struct tg_idem_lock il;
+	struct tg_move m;
+	bool is_new;
+	uint64_t fp = fingerprint(acct, amount, NULL, 0);
+
+	TG_ASSERT(amount > 0);
+	enum tg_result res = window_check(w, digest(KIND_CREDIT, tx), fp, &il, balance, &is_new);
+	if (!is_new)
+		return res;
+	struct tg_acct *a = tg_table_find(w->e->table, acct);
+	res = a ? tg_acct_credit(a, amount, tg_refill_id_parse(acct, tx.p, tx.len), &m)
+		: TG_NOACCOUNT;
+	if (res != TG_OK) {
+		tg_idem_unlock(&il);
+		return res;
+	}
+	window_record(w, &il, fp, m.balance);
+	count_move(w, &m);
+	tg_count(w, TG_C_credits, 1);
+	tg_count(w, TG_C_money_credited, (uint64_t)amount);
+	*balance = m.balance;
+	return TG_OK;
+}
+
+enum tg_result
+tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
+{
+	uint32_t seq = tg_refill_id_parse(acct, req.p, req.len);
+	if (seq == 0)
+		return TG_ERR;
+	struct tg_acct *a = tg_table_find(w->e->table, acct);
+	if (a == NULL)
+		return TG_NOACCOUNT;
+	/* A repeated report (a worker retrying) finds the flag already clear: still OK. */
+	if (tg_acct_refill_clear(a, seq))
+		tg_count(w, TG_C_refills_failed, 1);
+	return TG_OK;
+}
+
+enum tg_result
+tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest, size_t dlen,
+	 uint32_t duration, tg_money_t *charge, const struct tg_rate **rate)
+{
+	int id = tg_plan_registry_id(&w->e->table->plans, plan, plen, false);
+	const struct tg_plan *p = id >= 0 ? tg_planset_plan(w->plans, (uint32_t)id) : NULL;
+
+	if (p == NULL)
+		return TG_NOPLAN;
+	*rate = tg_plan_match(p, dest, dlen);
+	if (*rate == NULL)
+		return TG_NORATE;
+	return tg_rate_charge(*rate, duration, charge) ? TG_OK : TG_OVERFLOW;
+}
+
+/* ---- expiry ---- */
+
+static void
+settle_expired(void *arg, const struct tg_call *c)
+{
+	struct tg_worker *w = arg;
+	struct tg_move m;
+	tg_money_t cost;
+
+	struct tg_acct *a = tg_table_find(w->e->table, c->acct);
+	TG_ASSERT(a != NULL);
+	bool ok = tg_rate_charge(&c->rate, c->granted, &cost);
+	TG_ASSERT(ok && cost <= c->reserved);
+	tg_acct_commit(a, c->reserved, cost, &m);
+	add_usage(w, a, &c->rate, cost);
+	count_move(w, &m);
+}
+
+size_t
+tg_engine_expire(struct tg_worker *w)
+{
+	size_t n = tg_calls_expire(w->e->calls, w->now_ns, settle_expired, w);
+	tg_count(w, TG_C_call_expired, n);
+	return n;
+}
+
+/* ---- refill request ids ---- */
+
+size_t
+tg_refill_id(uint64_t acct, uint32_t seq, char *buf)
+{
+	return (size_t)snprintf(buf, 48, "refill:%llu:%u", (unsigned long long)acct, seq);
+}
+
+uint32_t
+tg_refill_id_parse(uint64_t acct, const char *p, size_t len)
+{
+	static const char pre[] = "refill:";
+	uint64_t a = 0, s = 0;
+	size_t i = sizeof(pre) - 1, start;
+
+	if (len <= i || memcmp(p, pre, i) != 0)
+		return 0;
+	for (start = i; i < len && p[i] >= '0' && p[i] <= '9' && i - start < 20; i++)
+		a = a * 10 + (uint64_t)(p[i] - '0');
+	if (i == start || i >= len || p[i] != ':' || a != acct)
+		return 0;
+	for (start = ++i; i < len && p[i] >= '0' && p[i] <= '9' && i - start < 10; i++)
+		s = s * 10 + (uint64_t)(p[i] - '0');
+	if (i == start || i != len || s == 0 || s > UINT32_MAX)
+		return 0;
+	return (uint32_t)s;
+}

@@ -1,0 +1,471 @@
+/*
+ * idem.c - the window of remembered ids, from (kind, id) digest to the first
+ * reply.
+ *
+ * Owns the memory of every id applied within the last window_s seconds and
+ * the striped locks that make "look up, apply, remember" one step.  Each
+ * stripe is a small open-addressing table (linear probing, backward-shift
+ * deletion, no tombstones) under one ck spinlock on its own cache line.  It
+ * must never allocate after tg_idem_init, never make a syscall or wait while
+ * a stripe is locked, and never forget an id still inside the window to
+ * make room: a full stripe refuses (TG_FULL) instead.
+ *
+ * Expiry is lazy, so no thread ever walks the whole map: an entry is
+ * "expired" when seen + window_s < now, and from then on counts as absent.
+ * Expired entries are reclaimed (1) when a lookup's probe passes them,
+ * (2) by a short sweep after each insert into a stripe more than 3/4 full,
+ * and (3) all at once when an insert finds the stripe full, which the
+ * stripe's oldest-entry bound lets it skip when nothing can have expired.
+ * tg_idem_count therefore counts entries held, expired ones not yet
+ * reclaimed included: an upper bound of the ids remembered.
+ *
+ * Geometry as in calls.c: stripe by the low bits of d.lo, first slot by the
+ * high 32 bits of d.hi; about STRIPE_MEAN ids of capacity per stripe, 1.25
+ * slots per id.  Memory: 40 bytes per slot (16 of digest, 24 of struct
+ * tg_idem_rec), so 50 bytes per id of capacity, plus 64 per stripe.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tg_atomic.h" /* before any ck header: selects ck's backend under TSan */
+#include <ck_pr.h>
+#include <ck_spinlock.h>
+
+#include "tg_assert.h"
+#include "tg_idem.h"
+
+#define IDEM_MAGIC  0x6964656du /* "idem" */
+#define CACHE_LINE  64
+#define STRIPE_MEAN 512
+#define STRIPES_MAX (1u << 30)
+#define SLOT_ROUND  8
+/* Slots a post-insert sweep looks at. */
+#define SWEEP_STEP 16
+
+struct slot {
+	struct tg_digest d; /* zero: free */
+	struct tg_idem_rec r;
+};
+
+_Static_assert(sizeof(struct slot) == 40, "memory per id is documented");
+
+struct stripe {
+	ck_spinlock_fas_t lock;
+	uint32_t used;   /* slots holding an entry, live or expired */
+	uint32_t oldest; /* <= the seen of every entry: nothing expired while it is live */
+	uint32_t sweep;  /* where the next sweep starts */
+} __attribute__((aligned(CACHE_LINE)));
+
+_Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache line");
+
+struct tg_idem {
+	uint32_t magic;
+	uint32_t nslots; /* per stripe */
+	unsigned mask;   /* stripes - 1 */
+	uint32_t window;
+	struct stripe *stripes;
+	struct slot *slots; /* stripe s owns slots[s * nslots ...] */
+	/* Entries held, all stripes; written under a stripe lock, read anywhere. */
+	uint64_t count __attribute__((aligned(CACHE_LINE)));
+};
+
+/* As in calls.c: TSan does not see ck's builtin-backend unlock as a release. */
+static inline void
+stripe_lock(struct stripe *st)
+{
+#if defined(TG_TSAN)
+	while (__atomic_exchange_n(&st->lock.value, 1u, __ATOMIC_ACQUIRE) != 0)
+		while (__atomic_load_n(&st->lock.value, __ATOMIC_RELAXED) != 0)
+			ck_pr_stall();
+#else
+	ck_spinlock_fas_lock(&st->lock);
+#endif
+}
+
+static inline void
+stripe_unlock(struct stripe *st)
+{
+#if defined(TG_TSAN)
+	__atomic_store_n(&st->lock.value, 0u, __ATOMIC_RELEASE);
+#else
+	ck_spinlock_fas_unlock(&st->lock);
+#endif
+}
+
+static inline void
+count_add(struct tg_idem *w, int64_t delta)
+{
+#if defined(TG_TSAN)
+	__atomic_fetch_add(&w->count, (uint64_t)delta, __ATOMIC_RELAXED);
+#else
+	ck_pr_add_64(&w->count, (uint64_t)delta);
+#endif
+}
+
+static inline bool
+key_free(const struct tg_digest *k)
+{
+	return (k->lo | k->hi) == 0;
+}
+
+static inline bool
+key_eq(const struct tg_digest *a, const struct tg_digest *b)
+{
+	return ((a->lo ^ b->lo) | (a->hi ^ b->hi)) == 0;
+}
+
+/* Seen at seen, is it still remembered at now?  A seen after now is live. */
+static inline bool
+live(const struct tg_idem *w, uint32_t seen, uint32_t now)
+{
+	return (uint64_t)seen + w->window >= now;
+}
+
+static inline uint32_t
+home(const struct tg_idem *w, const struct tg_digest *d)
+{
+	return (uint32_t)(((d->hi >> 32) * (uint64_t)w->nslots) >> 32);
+}
+
+static inline uint32_t
+next(const struct tg_idem *w, uint32_t i)
+{
+	return i + 1 == w->nslots ? 0 : i + 1;
+}
+
+static inline struct slot *
+stripe_slots(const struct tg_idem *w, unsigned s)
+{
+	return w->slots + (size_t)s * w->nslots;
+}
+
+/* Backward-shift deletion of slot i of stripe s (locked); see calls.c. */
+static void
+delete_at(struct tg_idem *w, unsigned s, uint32_t i)
+{
+	struct slot *sl = stripe_slots(w, s);
+	uint32_t hole = i, j = i;
+
+	TG_ASSERT(!key_free(&sl[i].d));
+	memset(&sl[hole], 0, sizeof(sl[hole]));
+	for (;;) {
+		j = next(w, j);
+		if (key_free(&sl[j].d))
+			break;
+		uint32_t k = home(w, &sl[j].d);
+		bool stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
+		if (stays)
+			continue;
+		sl[hole] = sl[j];
+		memset(&sl[j], 0, sizeof(sl[j]));
+		hole = j;
+	}
+	w->stripes[s].used--;
+	count_add(w, -1);
+}
+
+/*
+ * Slot of d in stripe s (locked), or -1; expired entries on the probe path
+ * are reclaimed on the way (d's own included, so d is never held twice).
+ */
+static int64_t
+find(struct tg_idem *w, unsigned s, const struct tg_digest *d, uint32_t now)
+{
+	struct slot *sl = stripe_slots(w, s);
+	uint32_t i = home(w, d);
+
+	for (uint32_t n = 0; n < w->nslots;) {
+		if (key_free(&sl[i].d))
+			return -1;
+		if (!live(w, sl[i].r.seen, now)) {
+			delete_at(w, s, i); /* a later entry may now be at i */
+			continue;
+		}
+		if (key_eq(&sl[i].d, d))
+			return i;
+		i = next(w, i);
+		n++;
+	}
+	return -1;
+}
+
+/*
+ * Reclaim every expired entry of stripe s (locked) and make its oldest
+ * bound exact.  One pass: a deletion may pull an entry into i, so i is
+ * looked at again; entries pulled across the end were already looked at.
+ */
+static void
+purge(struct tg_idem *w, unsigned s, uint32_t now)
+{
+	struct slot *sl = stripe_slots(w, s);
+	uint32_t oldest = UINT32_MAX;
+
+	for (uint32_t i = 0; i < w->nslots;) {
+		if (key_free(&sl[i].d)) {
+			i++;
+		} else if (!live(w, sl[i].r.seen, now)) {
+			delete_at(w, s, i);
+		} else {
+			if (sl[i].r.seen < oldest)
+				oldest = sl[i].r.seen;
+			i++;
+		}
+	}
+	w->stripes[s].oldest = oldest;
+}
+
+/* Can stripe s (locked) take one more entry at now?  May reclaim. */
+static bool
+room(struct tg_idem *w, unsigned s, uint32_t now)
+{
+	struct stripe *st = &w->stripes[s];
+
+	if (st->used < w->nslots)
+		return true;
+	if (live(w, st->oldest, now))
+		return false;
+	purge(w, s, now);
+	return st->used < w->nslots;
+}
+
+/*
+ * After an insert: when the stripe is more than 3/4 full and something may
+ * have expired, look at the next SWEEP_STEP slots, so that expired entries
+ * do not pile up where no lookup passes and the load (and so the probe
+ * length) stays near what the live entries need.
+ */
+static void
+sweep(struct tg_idem *w, unsigned s, uint32_t now)
+{
+	struct stripe *st = &w->stripes[s];
+	struct slot *sl = stripe_slots(w, s);
+	uint32_t i = st->sweep;
+
+	if ((uint64_t)st->used * 4 <= (uint64_t)w->nslots * 3 || live(w, st->oldest, now))
+		return;
+	for (unsigned n = 0; n < SWEEP_STEP; n++) {
+		if (!key_free(&sl[i].d) && !live(w, sl[i].r.seen, now))
+			delete_at(w, s, i); /* look at i again */
+		else
+			i = next(w, i);
+	}
+	st->sweep = i;
+}
+
+/* Put d, r into stripe s (locked), which has room and does not hold d. */
+static void
+insert(struct tg_idem *w, unsigned s, const struct tg_digest *d, const struct tg_idem_rec *r)
+{
+	struct stripe *st = &w->stripes[s];
+	struct slot *sl = stripe_slots(w, s);
+	uint32_t i = home(w, d);
+
+	TG_ASSERT(st->used < w->nslots);
+	while (!key_free(&sl[i].d))
+		i = next(w, i);
+	sl[i].d = *d;
+	sl[i].r = *r;
+	st->used++;
+	if (r->seen < st->oldest)
+		st->oldest = r->seen;
+	count_add(w, 1);
+}
+
+static bool
+geometry(size_t capacity, unsigned *nstripes, uint32_t *nslots)
+{
+	size_t want = capacity / STRIPE_MEAN, per, slots;
+	unsigned s = 1;
+
+	while (s < STRIPES_MAX && (size_t)s * 2 <= want)
+		s *= 2;
+	if (capacity > SIZE_MAX / 5)
+		return false;
+	per = (capacity * 5 + (size_t)4 * s - 1) / ((size_t)4 * s);
+	slots = (per + SLOT_ROUND - 1) / SLOT_ROUND * SLOT_ROUND;
+	if (slots > UINT32_MAX)
+		return false;
+	*nstripes = s;
+	*nslots = (uint32_t)slots;
+	return true;
+}
+
+static void *
+alloc_zeroed(size_t n, size_t size)
+{
+	size_t bytes;
+	void *p;
+
+	if (__builtin_mul_overflow(n, size, &bytes) || bytes > SIZE_MAX - CACHE_LINE)
+		return NULL;
+	bytes = (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+	p = aligned_alloc(CACHE_LINE, bytes);
+	if (p != NULL)
+		memset(p, 0, bytes);
+	return p;
+}
+
+/*
+ * Allocates everything the window will ever use.  capacity 0 is -EINVAL;
+ * memory that cannot be had (or computed) is -ENOMEM.  window_s 0 keeps an
+ * id for the second it was seen in.
+ */
+int
+tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s)
+{
+	struct tg_idem *w;
+	unsigned nstripes;
+	uint32_t nslots;
+
+	*out = NULL;
+	if (capacity == 0)
+		return -EINVAL;
+	if (!geometry(capacity, &nstripes, &nslots))
+		return -ENOMEM;
+	w = alloc_zeroed(1, sizeof(*w));
+	if (w == NULL)
+		return -ENOMEM;
+	w->nslots = nslots;
+	w->mask = nstripes - 1;
+	w->window = window_s;
+	w->stripes = alloc_zeroed(nstripes, sizeof(*w->stripes));
+	w->slots = alloc_zeroed((size_t)nstripes * nslots, sizeof(*w->slots));
+	if (w->stripes == NULL || w->slots == NULL) {
+		tg_idem_free(w);
+		return -ENOMEM;
+	}
+	for (unsigned s = 0; s < nstripes; s++) {
+		ck_spinlock_fas_init(&w->stripes[s].lock);
+		w->stripes[s].oldest = UINT32_MAX;
+	}
+	w->magic = IDEM_MAGIC;
+	*out = w;
+	return 0;
+}
+
+/* No thread may be using w. */
+void
+tg_idem_free(struct tg_idem *w)
+{
+	if (w == NULL)
+		return;
+	free(w->stripes);
+	free(w->slots);
+	w->magic = 0;
+	free(w);
+}
+
+/*
+ * Entries held, expired ones not yet reclaimed included (an upper bound of
+ * the ids remembered); a recent value while other threads insert.
+ */
+size_t
+tg_idem_count(const struct tg_idem *w)
+{
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+#if defined(TG_TSAN)
+	return (size_t)__atomic_load_n(&w->count, __ATOMIC_RELAXED);
+#else
+	return (size_t)ck_pr_load_64(&w->count);
+#endif
+}
+
+/*
+ * For recovery, before or while workers run.  Liveness is judged at r->seen:
+ * entries of d's stripe older than r->seen - window_s are reclaimed, so ids
+ * restored in journal order behave as they did when first applied.
+ * TG_CONFLICT when d is held (the record is left as it was).
+ */
+enum tg_result
+tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec *r)
+{
+	unsigned s;
+	enum tg_result res = TG_OK;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(!key_free(&d));
+	s = (unsigned)(d.lo & w->mask);
+	stripe_lock(&w->stripes[s]);
+	if (find(w, s, &d, r->seen) >= 0)
+		res = TG_CONFLICT;
+	else if (!room(w, s, r->seen))
+		res = TG_FULL;
+	else
+		insert(w, s, &d, r);
+	stripe_unlock(&w->stripes[s]);
+	return res;
+}
+
+/*
+ * d must not be zero.  Spins until d's stripe is free; the caller holds it
+ * until tg_idem_unlock or tg_idem_record_unlock, and must take no other
+ * stripe lock (of any map) meanwhile.  The record returned stays valid only
+ * while the lock is held.  May reclaim expired entries of the stripe.
+ */
+const struct tg_idem_rec *
+tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem_lock *l)
+{
+	int64_t i;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(!key_free(&d));
+	l->w = w;
+	l->stripe = (unsigned)(d.lo & w->mask);
+	l->d = d;
+	l->now = now;
+	stripe_lock(&w->stripes[l->stripe]);
+	i = find(w, l->stripe, &d, now);
+	l->slot = i < 0 ? NULL : &stripe_slots(w, l->stripe)[i];
+	return i < 0 ? NULL : &((struct slot *)l->slot)->r;
+}
+
+/* l must be locked; afterwards it is not, and the record returned is stale. */
+void
+tg_idem_unlock(struct tg_idem_lock *l)
+{
+	struct tg_idem *w = l->w;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	l->w = NULL;
+	l->slot = NULL;
+	stripe_unlock(&w->stripes[l->stripe]);
+}
+
+/*
+ * l must be locked on a d that tg_idem_lock did not find.  Copies r in;
+ * r->seen should be l->now (an older seen is forgotten sooner).  TG_FULL,
+ * remembering nothing, when every slot of the stripe holds an entry still
+ * inside the window; tg_idem_has_room says so beforehand.  Either way
+ * unlocks.
+ */
+enum tg_result
+tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r)
+{
+	struct tg_idem *w = l->w;
+	enum tg_result res = TG_OK;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(l->slot == NULL);
+	if (room(w, l->stripe, l->now)) {
+		insert(w, l->stripe, &l->d, r);
+		sweep(w, l->stripe, l->now);
+	} else {
+		res = TG_FULL;
+	}
+	tg_idem_unlock(l);
+	return res;
+}
+
+/*
+ * l must be locked on a d that tg_idem_lock did not find.  True when
+ * tg_idem_record_unlock under this same lock will succeed.  May reclaim
+ * expired entries, which changes nothing the caller can see.
+ */
+int
+tg_idem_has_room(const struct tg_idem_lock *l)
+{
+	TG_CHECK_OBJ_NOTNULL(l->w, IDEM_MAGIC);
+	TG_ASSERT(l->slot == NULL);
+	return room(l->w, l->stripe, l->now);
+}

@@ -1,0 +1,1567 @@
+/*
+ * net.c - the io_uring TCP server: workers, connections, batching.
+ *
+ * This file owns sockets, rings, buffers and connection slots, and nothing
+ * about accounts: every parsed request goes to the handler.  On the hot path
+ * it must never allocate, lock or make a system call per request; the only
+ * system call of a busy worker is one io_uring_enter per turn of its loop.
+ * Everything is sized from the configuration and allocated at start.
+ *
+ * Memory.  Per connection slot (cfg->max_conns of them per worker):
+ *   session (h->session_size, rounded up to 64) + inbuf (cfg->inbuf)
+ *   + outbuf (cfg->outbuf) + sizeof(struct conn) (128 bytes)
+ *   + 8 bytes in the send and re-arm lists.
+ * Per worker: the provided-buffer ring, cfg->buf_count * cfg->buf_size bytes
+ * plus 16 bytes of ring entry and 12 of hold record per buffer, and a 4096
+ * entry io_uring.  All of it is mapped once at start (anonymous mappings,
+ * so a slot's pages are only touched when a connection first uses them).
+ *
+ * Batching.  Each turn of a worker's loop takes every completion the ring
+ * holds.  Requests executed during one turn, over all its connections, run
+ * between one h->batch_begin and one h->batch_end (only when the turn
+ * executes something); the replies are sent after batch_end, so a handler
+ * that makes a batch durable there never has a reply leave first.  A
+ * connection gets at most one send per turn holding every reply it produced,
+ * and has at most one send in flight: while it is, bytes that arrive are kept
+ * in their provided buffers (in order, parsed when the send completes), so
+ * replies keep their order and the output buffer is never written under the
+ * kernel.  Parsing stops when less than HEADROOM bytes of output are left;
+ * what is unparsed waits in its buffer for the send to complete.  A reply
+ * that does not fit in what is left is replaced by "-ERR reply too large":
+ * replies up to HEADROOM bytes always fit.  A connection holding HOLD_PAUSE
+ * buffers stops receiving (its multishot recv is cancelled) until it has
+ * caught up, so one slow reader cannot drain the worker's buffer ring.
+ * The bytes of a request split across reads are carried in inbuf.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tg_assert.h"
+#include "tg_atomic.h"
+#include "tg_net.h"
+
+#define NET_MAGIC    0x4e455431u /* "NET1" */
+#define WORKER_MAGIC 0x574b5231u /* "WKR1" */
+#define CONN_MAGIC   0x434f4e31u /* "CON1" */
+
+/* Submission queue entries per worker ring; the completion queue is 4 times larger. */
+#define RING_ENTRIES 4096
+/* Output bytes that must be free before another request is parsed. */
+#define HEADROOM 8192
+/* Buffers a connection may hold unparsed before its recv is paused. */
+#define HOLD_PAUSE 4
+/* Bounds checked against the configuration. */
+#define WORKERS_MAX   1024
+#define CONNS_MAX     (1u << 24)
+#define BUF_COUNT_MAX 32768 /* the kernel's limit for a buffer ring */
+#define CONN_BUF_MIN  64
+#define CONN_BUF_MAX  (1u << 30)
+#define BUF_SIZE_MAX  (1u << 20)
+/* How long a stopping worker waits for the kernel to give back its requests. */
+#define DRAIN_MS        2000
+#define TICK_DEFAULT_MS 100
+
+#define NONE16 0xffffu
+#define NONE32 0xffffffffu
+
+/*
+ * user_data: kind in bits 56..63, slot generation in bits 32..55, slot index
+ * in bits 0..31.  Kind 0 is never used, so 0 (and liburing's own ~0) are
+ * recognised as not ours.
+ */
+enum op {
+	OP_ACCEPT = 1, /* multishot accept on the listener */
+	OP_WAKE,       /* poll on the stop eventfd */
+	OP_RECV,       /* a connection's multishot recv */
+	OP_SEND,       /* a connection's send */
+	OP_CANCEL,     /* cancelling a connection's requests */
+	OP_CLOSE,      /* closing a connection's fd; frees the slot */
+	OP_REJECT,     /* closing a connection refused for lack of slots */
+	OP_STOP,       /* cancelling everything at stop */
+};
+
+#define GEN_MASK 0xffffffu
+
+enum conn_state {
+	CONN_FREE,
+	CONN_OPEN,    /* requests are served */
+	CONN_CLOSING, /* session closed; waiting for the kernel to give back its requests */
+};
+
+struct conn {
+	uint32_t magic;
+	uint32_t gen; /* bumped when the slot is freed */
+	uint32_t idx;
+	int fd;
+	uint8_t state;
+	bool recv_armed;    /* a multishot recv is in the kernel */
+	bool send_inflight; /* a send is in the kernel */
+	bool paused;        /* holding HOLD_PAUSE buffers: recv cancelled until drained */
+	bool eof;           /* the peer shut down its side */
+	bool close_after;   /* QUIT or a protocol error: close once the replies are sent */
+	bool on_dirty;      /* in the worker's send list */
+	bool on_rearm;      /* in the worker's re-arm list */
+	uint16_t ops;       /* requests in the kernel (recv, send, cancel, close) */
+	uint16_t hold_head, hold_tail, hold_n; /* unparsed provided buffers, FIFO */
+	uint32_t in_len;                       /* carried bytes of a partial request */
+	uint32_t out_sent;                     /* bytes of out already sent */
+	uint32_t next_free;
+	uint64_t last_ms;    /* last byte received or sent */
+	uint64_t partial_ms; /* when the carried partial request began */
+	char *in;
+	void *session;
+	struct tg_out out; /* replies not yet sent: out.buf[out_sent..out.len) */
+};
+
+/* A provided buffer kept by a connection: bytes [off, off + len) still unparsed. */
+struct hold {
+	uint32_t off, len;
+	uint16_t next;
+};
+
+struct worker {
+	uint32_t magic;
+	unsigned id;
+	struct tg_net *net;
+	pthread_t thread;
+	bool thread_started;
+	int lfd; /* listener */
+	int efd; /* stop eventfd */
+	struct io_uring ring;
+	bool ring_ok, br_ok;
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	unsigned br_pending; /* buffers added to the ring since the last advance */
+	char *bufs;
+	size_t bufs_bytes;
+	struct hold *hold;
+	size_t hold_bytes;
+	struct conn *conns;
+	size_t conns_bytes;
+	char *connmem;
+	size_t connmem_bytes;
+	uint32_t *dirty; /* connections with replies to send this turn */
+	uint32_t *rearm; /* connections whose recv must be re-armed */
+	size_t lists_bytes;
+	uint32_t n_dirty, n_rearm;
+	uint32_t free_head;
+	uint32_t hw;       /* slots [0, hw) have been used */
+	uint32_t held;     /* provided buffers held by connections */
+	uint32_t inflight; /* requests of this ring in the kernel */
+	bool in_batch;
+	bool accept_armed, accept_retry;
+	bool drained; /* every request came back: memory may be freed */
+	uint64_t now_ms, next_tick_ms;
+	int setup_rc;
+	char setup_err[200];
+	/* Written by this worker only, read by any thread. */
+	struct {
+		uint64_t open;
+		uint64_t accepted;
+		uint64_t rejected;
+		uint64_t idle_closed;
+		uint64_t proto_errors;
+		uint64_t too_large;
+	} stats __attribute__((aligned(64)));
+};
+
+struct tg_net {
+	uint32_t magic;
+	struct tg_net_cfg cfg;
+	struct tg_net_handler h;
+	char addr[64];
+	uint16_t port;
+	int stop;
+	size_t sess_size;  /* session bytes per slot, rounded to 64 */
+	size_t slot_bytes; /* session + inbuf + outbuf */
+	size_t headroom;
+	unsigned nworkers;
+	struct worker *w;
+	/* start-up handshake */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned reported;
+	bool go, abort;
+};
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                       */
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void *
+map(size_t bytes)
+{
+	void *p;
+
+	if (bytes == 0)
+		return NULL;
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+	         -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void
+unmap(void *p, size_t bytes)
+{
+	if (p != NULL)
+		munmap(p, bytes);
+}
+
+static size_t
+round64(size_t n)
+{
+	return (n + 63) & ~(size_t)63;
+}
+
+static uint64_t
+ud_make(enum op kind, uint32_t idx, uint32_t gen)
+{
+	return (uint64_t)kind << 56 | (uint64_t)(gen & GEN_MASK) << 32 | idx;
+}
+
+/*
+ * Counters and the stop flag cross threads.  ck_pr's loads and stores are
+ * volatile accesses ThreadSanitizer cannot see, so under TSan the compiler's
+ * atomics stand in (as elsewhere in the engine).
+ */
+static uint64_t
+load64(const uint64_t *p)
+{
+#if defined(TG_TSAN)
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+#else
+	return ck_pr_load_64(p);
+#endif
+}
+
+/* Single writer: the owning worker. */
+static void
+store64(uint64_t *p, uint64_t v)
+{
+#if defined(TG_TSAN)
+	__atomic_store_n(p, v, __ATOMIC_RELAXED);
+#else
+	ck_pr_store_64(p, v);
+#endif
+}
+
+static bool
+stop_requested(const struct tg_net *n)
+{
+#if defined(TG_TSAN)
+	return __atomic_load_n(&n->stop, __ATOMIC_ACQUIRE) != 0;
+#else
+	return ck_pr_load_int(&n->stop) != 0;
+#endif
+}
+
+static void
+set_stop(struct tg_net *n)
+{
+#if defined(TG_TSAN)
+	__atomic_store_n(&n->stop, 1, __ATOMIC_RELEASE);
+#else
+	ck_pr_fence_store();
+	ck_pr_store_int(&n->stop, 1);
+#endif
+}
+
+static void
+stat_inc(uint64_t *counter)
+{
+	store64(counter, *counter + 1);
+}
+
+/* Give provided buffer bid back to the kernel (published before the next submit). */
+static void
+buf_return(struct worker *w, unsigned bid)
+{
+	const struct tg_net_cfg *cfg = &w->net->cfg;
+
+	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * cfg->buf_size, (unsigned)cfg->buf_size,
+	                      (unsigned short)bid, io_uring_buf_ring_mask(cfg->buf_count),
+	                      (int)w->br_pending);
+	w->br_pending++;
+}
+
+static void
+buf_publish(struct worker *w)
+{
+	if (w->br_pending) {
+		io_uring_buf_ring_advance(w->br, (int)w->br_pending);
+		w->br_pending = 0;
+	}
+}
+
+/*
+ * An SQE counted in flight; the caller prepares it, then sets user_data (the
+ * prep helpers may clear it).  When the queue is full the returned buffers
+ * are published and the queue submitted first: rare (4096 entries), and never
+ * a reply sent early, since sends are only prepared after batch_end.
+ */
+static struct io_uring_sqe *
+sqe_get(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (sqe == NULL) {
+		buf_publish(w);
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+		TG_ASSERT(sqe != NULL);
+	}
+	w->inflight++;
+	return sqe;
+}
+
+/* An SQE for connection c, counted in the connection's requests too. */
+static struct io_uring_sqe *
+sqe_conn(struct worker *w, struct conn *c)
+{
+	TG_ASSERT(c->ops < UINT16_MAX);
+	c->ops++;
+	return sqe_get(w);
+}
+
+/* ------------------------------------------------------------------ */
+/* arming                                                              */
+
+static void
+arm_accept(struct worker *w)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+
+	io_uring_prep_multishot_accept(sqe, w->lfd, NULL, NULL, SOCK_CLOEXEC);
+	sqe->user_data = ud_make(OP_ACCEPT, 0, 0);
+	w->accept_armed = true;
+}
+
+static void
+arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+
+	io_uring_prep_poll_add(sqe, w->efd, POLLIN);
+	sqe->user_data = ud_make(OP_WAKE, 0, 0);
+}
+
+static void
+arm_recv(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	TG_ASSERT(!c->recv_armed);
+	sqe = sqe_conn(w, c);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	sqe->user_data = ud_make(OP_RECV, c->idx, c->gen);
+	c->recv_armed = true;
+}
+
+/* Queue c for a send at the end of this turn. */
+static void
+mark_dirty(struct worker *w, struct conn *c)
+{
+	if (!c->on_dirty) {
+		c->on_dirty = true;
+		w->dirty[w->n_dirty++] = c->idx;
+	}
+}
+
+/* Queue c for its recv to be re-armed at the end of this turn (or later). */
+static void
+mark_rearm(struct worker *w, struct conn *c)
+{
+	if (!c->on_rearm) {
+		c->on_rearm = true;
+		w->rearm[w->n_rearm++] = c->idx;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* connections                                                         */
+
+static void
+hold_release_all(struct worker *w, struct conn *c)
+{
+	while (c->hold_n) {
+		uint16_t bid = c->hold_head;
+
+		c->hold_head = w->hold[bid].next;
+		c->hold_n--;
+		w->held--;
+		buf_return(w, bid);
+	}
+	c->hold_head = c->hold_tail = NONE16;
+}
+
+/* Keep bytes [off, off + len) of buffer bid, after whatever c already holds. */
+static void
+hold_add(struct worker *w, struct conn *c, uint16_t bid, uint32_t off, uint32_t len)
+{
+	w->hold[bid].off = off;
+	w->hold[bid].len = len;
+	w->hold[bid].next = NONE16;
+	if (c->hold_n)
+		w->hold[c->hold_tail].next = bid;
+	else
+		c->hold_head = bid;
+	c->hold_tail = bid;
+	c->hold_n++;
+	w->held++;
+	if (c->hold_n >= HOLD_PAUSE && !c->paused) {
+		c->paused = true;
+		if (c->recv_armed) {
+			struct io_uring_sqe *sqe = sqe_conn(w, c);
+
+			io_uring_prep_cancel64(sqe, ud_make(OP_RECV, c->idx, c->gen), 0);
+			sqe->user_data = ud_make(OP_CANCEL, c->idx, c->gen);
+		}
+	}
+}
+
+/* Once nothing of c is in the kernel any more, close its fd. */
+static void
+conn_finish(struct worker *w, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->state != CONN_CLOSING || c->ops != 0 || c->fd < 0)
+		return;
+	sqe = sqe_conn(w, c);
+	io_uring_prep_close(sqe, c->fd);
+	sqe->user_data = ud_make(OP_CLOSE, c->idx, c->gen);
+	c->fd = -1; /* the number belongs to the close request now */
+}
+
+/*
+ * Stop serving c: close the session, return its buffers, cancel what it has
+ * in the kernel.  The slot is freed when the close completes.  Idempotent.
+ */
+static void
+conn_close(struct worker *w, struct conn *c)
+{
+	const struct tg_net_handler *h = &w->net->h;
+
+	if (c->state != CONN_OPEN)
+		return;
+	c->state = CONN_CLOSING;
+	if (h->session_close)
+		h->session_close(h->arg, w->id, c->session);
+	store64(&w->stats.open, w->stats.open - 1);
+	hold_release_all(w, c);
+	c->in_len = 0;
+	if (c->recv_armed || c->send_inflight) {
+		struct io_uring_sqe *sqe = sqe_conn(w, c);
+
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		sqe->user_data = ud_make(OP_CANCEL, c->idx, c->gen);
+	}
+	conn_finish(w, c);
+}
+
+static void
+slot_free(struct worker *w, struct conn *c)
+{
+	TG_ASSERT(c->state == CONN_CLOSING && c->ops == 0 && c->hold_n == 0);
+	c->state = CONN_FREE;
+	c->gen = (c->gen + 1) & GEN_MASK;
+	c->next_free = w->free_head;
+	w->free_head = c->idx;
+}
+
+static void
+conn_open(struct worker *w, int fd)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	struct conn *c;
+
+	if (w->free_head == NONE32) {
+		struct io_uring_sqe *sqe = sqe_get(w);
+
+		io_uring_prep_close(sqe, fd);
+		sqe->user_data = ud_make(OP_REJECT, 0, 0);
+		stat_inc(&w->stats.rejected);
+		return;
+	}
+	c = &w->conns[w->free_head];
+	TG_CHECK_OBJ(c, CONN_MAGIC);
+	TG_ASSERT(c->state == CONN_FREE && c->ops == 0);
+	w->free_head = c->next_free;
+	if (c->idx >= w->hw)
+		w->hw = c->idx + 1;
+	c->fd = fd;
+	c->state = CONN_OPEN;
+	c->recv_armed = c->send_inflight = c->paused = false;
+	c->eof = c->close_after = false;
+	c->hold_head = c->hold_tail = NONE16;
+	c->hold_n = 0;
+	c->in_len = 0;
+	c->out_sent = 0;
+	c->out.len = 0;
+	c->out.overflow = false;
+	c->last_ms = w->now_ms;
+	c->partial_ms = 0;
+	memset(c->session, 0, h->session_size);
+	stat_inc(&w->stats.accepted);
+	store64(&w->stats.open, w->stats.open + 1);
+	if (h->session_open)
+		h->session_open(h->arg, w->id, c->session);
+	arm_recv(w, c);
+}
+
+static void
+batch_enter(struct worker *w)
+{
+	const struct tg_net_handler *h = &w->net->h;
+
+	if (!w->in_batch) {
+		w->in_batch = true;
+		if (h->batch_begin)
+			h->batch_begin(h->arg, w->id);
+	}
+}
+
+/* Append "-<err>\r\n" (err has no "-" nor CRLF) if it fits, and close after the send. */
+static void
+conn_error(struct worker *w, struct conn *c, const char *err)
+{
+	size_t n = strlen(err);
+
+	if (c->out.cap - c->out.len >= n + 3) {
+		tg_out_raw(&c->out, "-", 1);
+		tg_out_raw(&c->out, err, n);
+		tg_out_raw(&c->out, "\r\n", 2);
+	}
+	c->close_after = true;
+	stat_inc(&w->stats.proto_errors);
+}
+
+static size_t
+max_request(const struct worker *w, struct conn *c)
+{
+	const struct tg_net_handler *h = &w->net->h;
+
+	return h->max_request ? h->max_request(h->arg, c->session) : w->net->cfg.inbuf;
+}
+
+enum run {
+	RUN_MORE,     /* everything parsed but an incomplete tail */
+	RUN_CROSSED,  /* parsing passed stop_after */
+	RUN_HEADROOM, /* the output buffer is nearly full: send first */
+	RUN_CLOSE,    /* QUIT or protocol error: nothing more is parsed */
+};
+
+/*
+ * Parse and execute the requests in buf[0..len), appending replies to c->out.
+ * *used: bytes consumed (requests and empty lines; all of len on RUN_CLOSE).
+ * Stops with RUN_CROSSED as soon as the consumed bytes reach stop_after.
+ */
+static enum run
+conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t stop_after,
+         size_t *used)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	size_t pos = 0;
+
+	for (;;) {
+		struct tg_req req;
+		const char *err;
+		size_t n;
+		enum tg_parse r;
+
+		if (pos == len) {
+			*used = pos;
+			return RUN_MORE;
+		}
+		if (c->out.cap - c->out.len < w->net->headroom) {
+			*used = pos;
+			return RUN_HEADROOM;
+		}
+		r = tg_resp_parse(buf + pos, len - pos, max_request(w, c), &req, &n, &err);
+		switch (r) {
+		case TG_PARSE_MORE:
+			*used = pos;
+			return RUN_MORE;
+		case TG_PARSE_ERROR:
+			conn_error(w, c, err);
+			*used = len;
+			return RUN_CLOSE;
+		case TG_PARSE_EMPTY:
+			TG_ASSERT(n > 0 && n <= len - pos);
+			pos += n;
+			break;
+		case TG_PARSE_OK: {
+			size_t before = c->out.len;
+			int rc;
+
+			TG_ASSERT(n > 0 && n <= len - pos);
+			pos += n;
+			batch_enter(w);
+			rc = h->exec(h->arg, w->id, c->session, &req, &c->out);
+			if (TG_UNLIKELY(c->out.overflow)) {
+				static const char too_large[] = "-ERR reply too large\r\n";
+
+				c->out.len = before;
+				c->out.overflow = false;
+				tg_out_raw(&c->out, too_large, sizeof(too_large) - 1);
+				stat_inc(&w->stats.too_large);
+			}
+			if (rc == TG_NET_CLOSE) {
+				c->close_after = true;
+				*used = len;
+				return RUN_CLOSE;
+			}
+			break;
+		}
+		}
+		if (pos >= stop_after) {
+			*used = pos;
+			return RUN_CROSSED;
+		}
+	}
+}
+
+/* A request longer than inbuf can hold. */
+static void
+conn_too_large(struct worker *w, struct conn *c)
+{
+	c->in_len = 0;
+	conn_error(w, c, "ERR Protocol error: request too large");
+}
+
+/*
+ * Feed p[0..n), the bytes that follow c's carried partial request, to the
+ * parser.  Returns the bytes consumed (parsed, or copied into inbuf); fewer
+ * than n only when parsing stopped for headroom, and the caller keeps the
+ * rest.  On QUIT or a protocol error everything counts as consumed and
+ * c->close_after is set.
+ *
+ * The carried bytes are an incomplete request (nothing else is ever left in
+ * inbuf), so the first request parsed ends in p: once it does, parsing moves
+ * to p itself and inbuf is empty again.  Requires c open and no send in flight.
+ */
+static size_t
+conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+	const size_t cap = w->net->cfg.inbuf;
+	size_t off = 0, used;
+	enum run r;
+
+	if (c->out.cap - c->out.len < w->net->headroom)
+		return 0;
+	while (c->in_len > 0) {
+		size_t old = c->in_len;
+		size_t k = n - off < cap - old ? n - off : cap - old;
+
+		memcpy(c->in + old, p + off, k);
+		c->in_len += (uint32_t)k;
+		r = conn_run(w, c, c->in, c->in_len, old, &used);
+		if (r == RUN_CLOSE) {
+			c->in_len = 0;
+			return n;
+		}
+		if (used >= old) {
+			/* in[old + j] is p[off + j]: continue in p after the request. */
+			off += used - old;
+			c->in_len = 0;
+			break;
+		}
+		TG_ASSERT(r == RUN_MORE);
+		if (used > 0) {
+			memmove(c->in, c->in + used, c->in_len - used);
+			c->in_len -= (uint32_t)used;
+		}
+		off += k;
+		if (off == n)
+			return n;
+		if (used == 0 && c->in_len == cap) {
+			conn_too_large(w, c);
+			return n;
+		}
+	}
+	if (off == n)
+		return n;
+	r = conn_run(w, c, p + off, n - off, SIZE_MAX, &used);
+	off += used;
+	if (r == RUN_HEADROOM)
+		return off;
+	if (r == RUN_CLOSE)
+		return n;
+	TG_ASSERT(r == RUN_MORE);
+	if (n - off > cap) {
+		conn_too_large(w, c);
+		return n;
+	}
+	if (n > off) {
+		memcpy(c->in, p + off, n - off);
+		c->in_len = (uint32_t)(n - off);
+		c->partial_ms = w->now_ms;
+	}
+	return n;
+}
+
+/*
+ * After output was sent (or something changed): decide what c needs next.
+ * Requires c open.
+ */
+static void
+conn_settle(struct worker *w, struct conn *c)
+{
+	if (c->state != CONN_OPEN || c->send_inflight)
+		return;
+	if (c->out.len > c->out_sent) {
+		mark_dirty(w, c);
+		return;
+	}
+	if (c->hold_n == 0 && (c->eof || c->close_after))
+		conn_close(w, c);
+}
+
+/* Parse what c holds, in order, until done or the output is nearly full. */
+static void
+conn_drain(struct worker *w, struct conn *c)
+{
+	const size_t bsize = w->net->cfg.buf_size;
+
+	while (c->hold_n && c->state == CONN_OPEN && !c->close_after) {
+		uint16_t bid = c->hold_head;
+		struct hold *hd = &w->hold[bid];
+		size_t used = conn_feed(w, c, w->bufs + bid * bsize + hd->off, hd->len);
+
+		if (used < hd->len) {
+			hd->off += (uint32_t)used;
+			hd->len -= (uint32_t)used;
+			return;
+		}
+		c->hold_head = hd->next;
+		c->hold_n--;
+		w->held--;
+		buf_return(w, bid);
+	}
+	if (c->hold_n == 0)
+		c->hold_head = c->hold_tail = NONE16;
+	if (c->close_after)
+		hold_release_all(w, c);
+	if (c->hold_n == 0 && c->paused) {
+		c->paused = false;
+		if (!c->recv_armed && !c->eof && !c->close_after && c->state == CONN_OPEN)
+			mark_rearm(w, c);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* completions                                                         */
+
+static void
+on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	int res = cqe->res;
+
+	if (!more)
+		c->recv_armed = false;
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+
+		TG_ASSERT(bid < w->net->cfg.buf_count);
+		if (res <= 0 || c->state != CONN_OPEN || c->close_after) {
+			buf_return(w, bid);
+		} else {
+			const char *p = w->bufs + (size_t)bid * w->net->cfg.buf_size;
+			size_t used = 0;
+
+			c->last_ms = w->now_ms;
+			if (!c->send_inflight && c->hold_n == 0)
+				used = conn_feed(w, c, p, (size_t)res);
+			if (used < (size_t)res && c->state == CONN_OPEN && !c->close_after)
+				hold_add(w, c, bid, (uint32_t)used, (uint32_t)((size_t)res - used));
+			else
+				buf_return(w, bid);
+		}
+	}
+	if (c->state != CONN_OPEN)
+		return;
+	if (res == 0) {
+		c->eof = true;
+	} else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
+		conn_close(w, c); /* ECONNRESET and friends */
+		return;
+	}
+	if (!more && !c->eof && !c->close_after && !c->paused)
+		mark_rearm(w, c);
+	conn_settle(w, c);
+}
+
+static void
+on_send(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
+{
+	c->send_inflight = false;
+	if (c->state != CONN_OPEN)
+		return;
+	if (cqe->res < 0) {
+		conn_close(w, c);
+		return;
+	}
+	c->last_ms = w->now_ms;
+	c->out_sent += (uint32_t)cqe->res;
+	TG_ASSERT(c->out_sent <= c->out.len);
+	if (c->out_sent == c->out.len) {
+		c->out.len = 0;
+		c->out_sent = 0;
+		if (!c->close_after)
+			conn_drain(w, c);
+	}
+	conn_settle(w, c);
+}
+
+static void
+on_accept(struct worker *w, const struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		w->accept_armed = false;
+		/* After an error (EMFILE...) retry on the next tick, not in a loop. */
+		if (cqe->res >= 0 || cqe->res == -ECANCELED)
+			arm_accept(w);
+		else
+			w->accept_retry = true;
+	}
+	if (cqe->res >= 0)
+		conn_open(w, cqe->res);
+}
+
+static void
+on_cqe(struct worker *w, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	enum op kind = (enum op)(ud >> 56);
+	uint32_t idx = (uint32_t)ud;
+	uint32_t gen = (uint32_t)(ud >> 32) & GEN_MASK;
+	bool final = !(cqe->flags & IORING_CQE_F_MORE);
+	struct conn *c;
+
+	if (kind < OP_ACCEPT || kind > OP_STOP)
+		return; /* liburing's internal timeout */
+	if (final) {
+		TG_ASSERT(w->inflight > 0);
+		w->inflight--;
+	}
+	switch (kind) {
+	case OP_ACCEPT:
+		on_accept(w, cqe);
+		return;
+	case OP_WAKE:
+		if (!stop_requested(w->net)) {
+			uint64_t v;
+
+			/* Not a stop: empty the counter so the poll does not fire again. */
+			if (read(w->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				return;
+			arm_wake(w);
+		}
+		return;
+	case OP_REJECT:
+	case OP_STOP:
+		return;
+	case OP_RECV:
+	case OP_SEND:
+	case OP_CANCEL:
+	case OP_CLOSE:
+		break;
+	}
+	TG_ASSERT(idx < w->net->cfg.max_conns);
+	c = &w->conns[idx];
+	TG_CHECK_OBJ(c, CONN_MAGIC);
+	if (TG_UNLIKELY(gen != c->gen || c->state == CONN_FREE)) {
+		/* Cannot happen while ops are counted; never touch the new owner. */
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			buf_return(w, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		return;
+	}
+	if (final) {
+		TG_ASSERT(c->ops > 0);
+		c->ops--;
+	}
+	switch (kind) {
+	case OP_RECV:
+		on_recv(w, c, cqe);
+		break;
+	case OP_SEND:
+		on_send(w, c, cqe);
+		break;
+	case OP_CLOSE:
+		slot_free(w, c);
+		return;
+	default:
+		break;
+	}
+	if (c->state == CONN_CLOSING)
+		conn_finish(w, c);
+}
+
+/* End of a turn: close the batch, then one send per connection with replies. */
+static void
+turn_end(struct worker *w)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	uint32_t i, kept = 0;
+
+	if (w->in_batch) {
+		w->in_batch = false;
+		if (h->batch_end)
+			h->batch_end(h->arg, w->id);
+	}
+	for (i = 0; i < w->n_dirty; i++) {
+		struct conn *c = &w->conns[w->dirty[i]];
+
+		c->on_dirty = false;
+		if (c->state == CONN_OPEN && !c->send_inflight && c->out.len > c->out_sent) {
+			struct io_uring_sqe *sqe = sqe_conn(w, c);
+
+			io_uring_prep_send(sqe, c->fd, c->out.buf + c->out_sent,
+			                   c->out.len - c->out_sent, MSG_NOSIGNAL);
+			sqe->user_data = ud_make(OP_SEND, c->idx, c->gen);
+			c->send_inflight = true;
+		}
+	}
+	w->n_dirty = 0;
+	buf_publish(w);
+	/* Re-arm recvs; while every buffer is held the kernel has none to give. */
+	for (i = 0; i < w->n_rearm; i++) {
+		struct conn *c = &w->conns[w->rearm[i]];
+
+		if (c->state != CONN_OPEN || c->recv_armed || c->paused || c->eof ||
+		    c->close_after) {
+			c->on_rearm = false;
+		} else if (w->held >= w->net->cfg.buf_count) {
+			w->rearm[kept++] = c->idx;
+		} else {
+			c->on_rearm = false;
+			arm_recv(w, c);
+		}
+	}
+	w->n_rearm = kept;
+}
+
+static void
+tick(struct worker *w)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	uint32_t idle = w->net->cfg.idle_ms;
+
+	if (h->tick)
+		h->tick(h->arg, w->id);
+	if (w->accept_retry && !w->accept_armed && !stop_requested(w->net)) {
+		w->accept_retry = false;
+		arm_accept(w);
+	}
+	if (idle == 0)
+		return;
+	for (uint32_t i = 0; i < w->hw; i++) {
+		struct conn *c = &w->conns[i];
+
+		if (c->state != CONN_OPEN)
+			continue;
+		if (w->now_ms - c->last_ms >= idle ||
+		    (c->in_len > 0 && w->now_ms - c->partial_ms >= idle)) {
+			stat_inc(&w->stats.idle_closed);
+			conn_close(w, c);
+		}
+	}
+}
+
+static void
+process_cqes(struct worker *w)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		on_cqe(w, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&w->ring, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* the worker                                                          */
+
+/* "what: strerror(e)" into err. */
+static void
+set_err(char *err, size_t errlen, const char *what, int e)
+{
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s: %s", what, strerror(e));
+}
+
+/* On the worker thread: ring, buffer ring, slots.  Returns 0 or -errno. */
+static int
+worker_setup(struct worker *w)
+{
+	const struct tg_net *n = w->net;
+	const struct tg_net_cfg *cfg = &n->cfg;
+	static const unsigned flag_sets[] = {
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
+	    IORING_SETUP_COOP_TASKRUN,
+	    0,
+	};
+	struct io_uring_buf_reg reg;
+	int rc = -EINVAL;
+
+	for (size_t i = 0; i < TG_ARRAY_LEN(flag_sets); i++) {
+		struct io_uring_params p;
+
+		memset(&p, 0, sizeof(p));
+		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = RING_ENTRIES * 4;
+		rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+		if (rc == 0)
+			break;
+	}
+	if (rc < 0) {
+		snprintf(w->setup_err, sizeof(w->setup_err), "cannot set up io_uring: %s",
+		         strerror(-rc));
+		return rc;
+	}
+	w->ring_ok = true;
+
+	w->br_bytes = (size_t)cfg->buf_count * sizeof(struct io_uring_buf);
+	w->bufs_bytes = (size_t)cfg->buf_count * cfg->buf_size;
+	w->hold_bytes = (size_t)cfg->buf_count * sizeof(struct hold);
+	w->conns_bytes = (size_t)cfg->max_conns * sizeof(struct conn);
+	w->connmem_bytes = (size_t)cfg->max_conns * n->slot_bytes;
+	w->lists_bytes = (size_t)cfg->max_conns * 2 * sizeof(uint32_t);
+	w->br = map(w->br_bytes);
+	w->bufs = map(w->bufs_bytes);
+	w->hold = map(w->hold_bytes);
+	w->conns = map(w->conns_bytes);
+	w->connmem = map(w->connmem_bytes);
+	w->dirty = map(w->lists_bytes);
+	if (!w->br || !w->bufs || !w->hold || !w->conns || !w->connmem || !w->dirty) {
+		snprintf(w->setup_err, sizeof(w->setup_err),
+		         "cannot map %zu bytes for worker %u's connections and buffers",
+		         w->br_bytes + w->bufs_bytes + w->hold_bytes + w->conns_bytes +
+		             w->connmem_bytes + w->lists_bytes,
+		         w->id);
+		return -ENOMEM;
+	}
+	w->rearm = w->dirty + cfg->max_conns;
+
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = cfg->buf_count;
+	reg.bgid = 0;
+	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc < 0) {
+		snprintf(w->setup_err, sizeof(w->setup_err),
+		         "cannot register the io_uring buffer ring: %s", strerror(-rc));
+		return rc;
+	}
+	w->br_ok = true;
+	io_uring_buf_ring_init(w->br);
+	for (unsigned i = 0; i < cfg->buf_count; i++)
+		buf_return(w, i);
+	buf_publish(w);
+
+	w->free_head = NONE32;
+	for (uint32_t i = cfg->max_conns; i-- > 0;) {
+		struct conn *c = &w->conns[i];
+		char *m = w->connmem + (size_t)i * n->slot_bytes;
+
+		c->magic = CONN_MAGIC;
+		c->idx = i;
+		c->fd = -1;
+		c->state = CONN_FREE;
+		c->session = m;
+		c->in = m + n->sess_size;
+		tg_out_init(&c->out, m + n->sess_size + round64(cfg->inbuf), cfg->outbuf);
+		c->hold_head = c->hold_tail = NONE16;
+		c->next_free = w->free_head;
+		w->free_head = i;
+	}
+	return 0;
+}
+
+/* On the worker thread, after the loop: give everything back to the kernel. */
+static void
+worker_teardown(struct worker *w)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	struct io_uring_sqe *sqe;
+	uint64_t deadline;
+
+	for (uint32_t i = 0; i < w->hw; i++) {
+		struct conn *c = &w->conns[i];
+
+		if (c->state == CONN_OPEN) {
+			c->state = CONN_CLOSING;
+			if (h->session_close)
+				h->session_close(h->arg, w->id, c->session);
+			store64(&w->stats.open, w->stats.open - 1);
+		}
+		/* Wakes a recv or a send stuck on a peer that does not read. */
+		if (c->fd >= 0)
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	sqe = sqe_get(w);
+	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+	sqe->user_data = ud_make(OP_STOP, 0, 0);
+	deadline = now_ms() + DRAIN_MS;
+	while (w->inflight > 0 && now_ms() < deadline) {
+		struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			if (!(cqe->flags & IORING_CQE_F_MORE) &&
+			    (cqe->user_data >> 56) >= OP_ACCEPT &&
+			    (cqe->user_data >> 56) <= OP_STOP)
+				w->inflight--;
+			if ((cqe->user_data >> 56) == OP_ACCEPT && cqe->res >= 0)
+				close(cqe->res);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+	}
+	w->drained = w->inflight == 0;
+	for (uint32_t i = 0; i < w->hw; i++) {
+		if (w->conns[i].fd >= 0) {
+			close(w->conns[i].fd);
+			w->conns[i].fd = -1;
+		}
+	}
+}
+
+static void
+worker_loop(struct worker *w)
+{
+	const struct tg_net *n = w->net;
+	uint32_t tick_ms = n->cfg.tick_ms ? n->cfg.tick_ms : TICK_DEFAULT_MS;
+
+	w->now_ms = now_ms();
+	w->next_tick_ms = w->now_ms + tick_ms;
+	arm_wake(w);
+	arm_accept(w);
+	while (!stop_requested(n)) {
+		struct __kernel_timespec ts;
+		struct io_uring_cqe *cqe;
+		uint64_t wait = w->next_tick_ms > w->now_ms ? w->next_tick_ms - w->now_ms : 0;
+
+		ts.tv_sec = (long long)(wait / 1000);
+		ts.tv_nsec = (long long)(wait % 1000) * 1000000;
+		buf_publish(w);
+		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		w->now_ms = now_ms();
+		process_cqes(w);
+		turn_end(w);
+		if (w->now_ms >= w->next_tick_ms) {
+			tick(w);
+			turn_end(w); /* idle closes may have work to submit */
+			w->next_tick_ms = w->now_ms + tick_ms;
+		}
+	}
+}
+
+/*
+ * On the worker thread: a single-issuer ring is best torn down by its
+ * submitter.  The buffers stay mapped until the main thread frees them.
+ */
+static void
+worker_release_ring(struct worker *w)
+{
+	if (w->br_ok)
+		io_uring_unregister_buf_ring(&w->ring, 0);
+	w->br_ok = false;
+	if (w->ring_ok)
+		io_uring_queue_exit(&w->ring);
+	w->ring_ok = false;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct tg_net *n = w->net;
+	const struct tg_net_handler *h = &n->h;
+	bool go;
+	int rc;
+
+	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
+	rc = worker_setup(w);
+	if (rc == 0 && h->worker_start)
+		h->worker_start(h->arg, w->id);
+	pthread_mutex_lock(&n->mu);
+	w->setup_rc = rc;
+	n->reported++;
+	pthread_cond_broadcast(&n->cv);
+	while (!n->go && !n->abort)
+		pthread_cond_wait(&n->cv, &n->mu);
+	go = n->go;
+	pthread_mutex_unlock(&n->mu);
+	if (rc != 0) {
+		worker_release_ring(w);
+		return NULL;
+	}
+	if (go)
+		worker_loop(w);
+	worker_teardown(w);
+	if (h->worker_stop)
+		h->worker_stop(h->arg, w->id);
+	worker_release_ring(w);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* start and stop                                                      */
+
+union addr {
+	struct sockaddr sa;
+	struct sockaddr_in in4;
+	struct sockaddr_in6 in6;
+};
+
+static int
+parse_addr(const char *s, uint16_t port, union addr *a, socklen_t *len)
+{
+	memset(a, 0, sizeof(*a));
+	if (inet_pton(AF_INET, s, &a->in4.sin_addr) == 1) {
+		a->in4.sin_family = AF_INET;
+		a->in4.sin_port = htons(port);
+		*len = sizeof(a->in4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, s, &a->in6.sin6_addr) == 1) {
+		a->in6.sin6_family = AF_INET6;
+		a->in6.sin6_port = htons(port);
+		*len = sizeof(a->in6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static uint16_t
+addr_port(const union addr *a)
+{
+	return ntohs(a->sa.sa_family == AF_INET ? a->in4.sin_port : a->in6.sin6_port);
+}
+
+static void
+addr_set_port(union addr *a, uint16_t port)
+{
+	if (a->sa.sa_family == AF_INET)
+		a->in4.sin_port = htons(port);
+	else
+		a->in6.sin6_port = htons(port);
+}
+
+static void
+bind_err(const struct tg_net *n, uint16_t port, int e, char *err, size_t errlen)
+{
+	if (err == NULL || errlen == 0)
+		return;
+	if (strchr(n->addr, ':'))
+		snprintf(err, errlen, "cannot bind [%s]:%u: %s", n->addr, port, strerror(e));
+	else
+		snprintf(err, errlen, "cannot bind %s:%u: %s", n->addr, port, strerror(e));
+}
+
+/*
+ * A socket bound to a (port 0: the kernel picks).  With reuseport false it is
+ * a probe: it fails when anyone listens on the port, SO_REUSEPORT or not, so a
+ * second daemon cannot silently share the first one's port.  Returns the fd
+ * or -errno.
+ */
+static int
+bind_socket(union addr *a, socklen_t alen, bool reuseport, bool listening)
+{
+	int one = 1;
+	int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int e;
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    bind(fd, &a->sa, alen) < 0 || (listening && listen(fd, SOMAXCONN) < 0)) {
+		e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int
+check_cfg(const struct tg_net_cfg *cfg, const struct tg_net_handler *h, char *err, size_t errlen)
+{
+	const char *bad = NULL;
+
+	if (h == NULL || h->exec == NULL)
+		bad = "the handler has no exec";
+	else if (cfg->workers < 1 || cfg->workers > WORKERS_MAX)
+		bad = "workers must be 1..1024";
+	else if (cfg->max_conns < 1 || cfg->max_conns > CONNS_MAX)
+		bad = "max_conns must be 1..16777216";
+	else if (cfg->inbuf < CONN_BUF_MIN || cfg->inbuf > CONN_BUF_MAX)
+		bad = "inbuf must be 64 bytes..1 GiB";
+	else if (cfg->outbuf < CONN_BUF_MIN || cfg->outbuf > CONN_BUF_MAX)
+		bad = "outbuf must be 64 bytes..1 GiB";
+	else if (cfg->buf_count < 1 || cfg->buf_count > BUF_COUNT_MAX ||
+	         (cfg->buf_count & (cfg->buf_count - 1)) != 0)
+		bad = "buf_count must be a power of 2, 1..32768";
+	else if (cfg->buf_size < CONN_BUF_MIN || cfg->buf_size > BUF_SIZE_MAX)
+		bad = "buf_size must be 64 bytes..1 MiB";
+	if (bad == NULL)
+		return 0;
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "bad network configuration: %s", bad);
+	return -EINVAL;
+}
+
+/* Stop and join the threads that were started, close sockets, free memory. */
+static void
+net_destroy(struct tg_net *n)
+{
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		struct worker *w = &n->w[i];
+
+		if (w->thread_started)
+			pthread_join(w->thread, NULL);
+	}
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		struct worker *w = &n->w[i];
+
+		if (w->lfd >= 0)
+			close(w->lfd);
+		if (w->efd >= 0)
+			close(w->efd);
+		/*
+		 * A request the kernel never gave back could still write into
+		 * a provided buffer: then the buffers are left mapped.  A worker
+		 * that never ran a loop never armed anything.
+		 */
+		if (w->drained || !w->thread_started || w->setup_rc != 0 || !n->go) {
+			unmap(w->bufs, w->bufs_bytes);
+			unmap(w->br, w->br_bytes);
+			unmap(w->connmem, w->connmem_bytes);
+		}
+		unmap(w->hold, w->hold_bytes);
+		unmap(w->conns, w->conns_bytes);
+		unmap(w->dirty, w->lists_bytes);
+		w->magic = 0;
+	}
+	pthread_mutex_destroy(&n->mu);
+	pthread_cond_destroy(&n->cv);
+	free(n->w);
+	n->magic = 0;
+	free(n);
+}
+
+static void
+wake_all(struct tg_net *n)
+{
+	uint64_t one = 1;
+
+	for (unsigned i = 0; i < n->nworkers; i++)
+		if (n->w[i].efd >= 0 && write(n->w[i].efd, &one, sizeof(one)) < 0)
+			continue; /* the tick wakes it anyway */
+}
+
+/*
+ * Contract: cfg and h are copied (cfg->addr too); h->arg must outlive the
+ * server.  h->exec is required, every other callback may be NULL, and
+ * max_request NULL means cfg->inbuf.  Sessions start zeroed.  On failure
+ * nothing is left running or allocated.
+ */
+int
+tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_net_handler *h,
+             char *err, size_t errlen)
+{
+	struct tg_net *n;
+	union addr a;
+	socklen_t alen;
+	int rc, probe;
+	bool failed = false;
+
+	TG_ASSERT(out != NULL && cfg != NULL);
+	*out = NULL;
+	rc = check_cfg(cfg, h, err, errlen);
+	if (rc < 0)
+		return rc;
+	n = calloc(1, sizeof(*n));
+	if (n == NULL) {
+		set_err(err, errlen, "cannot allocate the server", ENOMEM);
+		return -ENOMEM;
+	}
+	n->magic = NET_MAGIC;
+	n->cfg = *cfg;
+	n->h = *h;
+	snprintf(n->addr, sizeof(n->addr), "%s", cfg->addr ? cfg->addr : "127.0.0.1");
+	n->cfg.addr = n->addr;
+	n->sess_size = round64(h->session_size);
+	n->slot_bytes = n->sess_size + round64(cfg->inbuf) + round64(cfg->outbuf);
+	n->headroom = cfg->outbuf / 2 < HEADROOM ? cfg->outbuf / 2 : HEADROOM;
+	pthread_mutex_init(&n->mu, NULL);
+	pthread_cond_init(&n->cv, NULL);
+	if (posix_memalign((void **)&n->w, 64, cfg->workers * sizeof(struct worker)) != 0) {
+		pthread_mutex_destroy(&n->mu);
+		pthread_cond_destroy(&n->cv);
+		free(n);
+		set_err(err, errlen, "cannot allocate the workers", ENOMEM);
+		return -ENOMEM;
+	}
+	memset(n->w, 0, cfg->workers * sizeof(struct worker));
+	n->nworkers = cfg->workers;
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		n->w[i].magic = WORKER_MAGIC;
+		n->w[i].id = i;
+		n->w[i].net = n;
+		n->w[i].lfd = -1;
+		n->w[i].efd = -1;
+	}
+
+	if (parse_addr(n->addr, cfg->port, &a, &alen) < 0) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "cannot bind %s: not an IPv4 or IPv6 address",
+			         n->addr);
+		net_destroy(n);
+		return -EINVAL;
+	}
+	/* The probe owns the port (a free one for port 0) while the listeners bind. */
+	probe = bind_socket(&a, alen, false, false);
+	if (probe < 0) {
+		bind_err(n, cfg->port, -probe, err, errlen);
+		net_destroy(n);
+		return probe;
+	}
+	if (cfg->port == 0) {
+		union addr got;
+		socklen_t glen = sizeof(got);
+
+		if (getsockname(probe, &got.sa, &glen) < 0) {
+			rc = -errno;
+			close(probe);
+			bind_err(n, 0, -rc, err, errlen);
+			net_destroy(n);
+			return rc;
+		}
+		addr_set_port(&a, addr_port(&got));
+	}
+	n->port = addr_port(&a);
+	close(probe);
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		struct worker *w = &n->w[i];
+
+		rc = bind_socket(&a, alen, true, true);
+		if (rc < 0) {
+			bind_err(n, n->port, -rc, err, errlen);
+			net_destroy(n);
+			return rc;
+		}
+		w->lfd = rc;
+		w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (w->efd < 0) {
+			rc = -errno;
+			set_err(err, errlen, "cannot create an eventfd", -rc);
+			net_destroy(n);
+			return rc;
+		}
+	}
+
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		struct worker *w = &n->w[i];
+
+		rc = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (rc < 0) {
+			set_err(err, errlen, "cannot start a worker thread", -rc);
+			failed = true;
+			break;
+		}
+		w->thread_started = true;
+	}
+	pthread_mutex_lock(&n->mu);
+	while (!failed && n->reported < n->nworkers)
+		pthread_cond_wait(&n->cv, &n->mu);
+	for (unsigned i = 0; !failed && i < n->nworkers; i++) {
+		if (n->w[i].setup_rc < 0) {
+			rc = n->w[i].setup_rc;
+			if (err != NULL && errlen > 0)
+				snprintf(err, errlen, "%s", n->w[i].setup_err);
+			failed = true;
+		}
+	}
+	if (failed)
+		n->abort = true;
+	else
+		n->go = true;
+	pthread_cond_broadcast(&n->cv);
+	pthread_mutex_unlock(&n->mu);
+	if (failed) {
+		set_stop(n);
+		net_destroy(n);
+		return rc;
+	}
+	*out = n;
+	return 0;
+}
+
+uint16_t
+tg_net_port(const struct tg_net *n)
+{
+	TG_CHECK_OBJ_NOTNULL(n, NET_MAGIC);
+	return n->port;
+}
+
+/* Approximate while connections come and go: each worker's count is exact. */
+uint64_t
+tg_net_connections(const struct tg_net *n)
+{
+	uint64_t sum = 0;
+
+	TG_CHECK_OBJ_NOTNULL(n, NET_MAGIC);
+	for (unsigned i = 0; i < n->nworkers; i++)
+		sum += load64(&n->w[i].stats.open);
+	return sum;
+}
+
+/*
+ * Contract: called once, not from a worker thread (not from a callback).
+ * Open connections are closed (session_close runs for each on its worker);
+ * returns after every worker has stopped.
+ */
+void
+tg_net_stop(struct tg_net *n)
+{
+	if (n == NULL)
+		return;
+	TG_CHECK_OBJ(n, NET_MAGIC);
+	set_stop(n);
+	wake_all(n);
+	net_destroy(n);
+}

@@ -1,0 +1,271 @@
+/*
+ * rate.c - plan names, billing arithmetic and the live plan set.
+ *
+ * Owns three things: the registry that gives each plan name a stable id (its
+ * names live in shared memory, so ids survive reloads and restarts); the
+ * billing rules of docs/RATES.md (billed seconds, charge, grant), all in exact
+ * integer arithmetic; and the atomic swap of the live plan set, with old sets
+ * reclaimed through ck_epoch once no reader can still hold them.
+ *
+ * Billing and reading the live set run on the hot path: no allocation, no
+ * lock, no loop whose length depends on a duration.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "tg_atomic.h" /* first: chooses ck's backend under TSan */
+
+#include "rate-int.h"
+#include "tg_assert.h"
+#include "tg_rate.h"
+
+/* ---- plan names ---- */
+
+const char *
+tg__plan_name_check(const char *name, size_t len)
+{
+	if (len == 0)
+		return "empty name";
+	if (len > TG_PLAN_NAME_MAX)
+		return "longer than 31 characters";
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return "only A-Z a-z 0-9 _ . - allowed";
+	}
+	return NULL;
+}
+
+/* Slots in use, never more than cap even if the shared count was damaged. */
+static uint32_t
+registry_used(const struct tg_plan_registry *reg)
+{
+	uint32_t n = ck_pr_load_32(reg->count);
+
+	ck_pr_fence_load(); /* the names written before count was published */
+	return n < reg->cap ? n : reg->cap;
+}
+
+/*
+ * A slot holds a NUL-padded name.  Registration writes the whole slot, then
+ * publishes the new count with a store fence, so a reader that sees count
+ * n sees n complete names.  Only one thread may register at a time.
+ */
+int
+tg_plan_registry_id(struct tg_plan_registry *reg, const char *name, size_t len, bool create)
+{
+	uint32_t n;
+
+	TG_ASSERT(reg != NULL && reg->names != NULL && reg->count != NULL);
+	if (name == NULL || tg__plan_name_check(name, len) != NULL)
+		return -EINVAL;
+	n = registry_used(reg);
+	for (uint32_t i = 0; i < n; i++)
+		if (memcmp(reg->names[i], name, len) == 0 && reg->names[i][len] == '\0')
+			return (int)i;
+	if (!create)
+		return -ENOENT;
+	if (n >= reg->cap || n >= (uint32_t)INT32_MAX)
+		return -ENOSPC;
+	memset(reg->names[n], 0, sizeof(reg->names[n]));
+	memcpy(reg->names[n], name, len);
+	ck_pr_fence_store();
+	ck_pr_store_32(reg->count, n + 1);
+	return (int)n;
+}
+
+const char *
+tg_plan_registry_name(const struct tg_plan_registry *reg, uint32_t id)
+{
+	TG_ASSERT(reg != NULL);
+	if (id >= registry_used(reg))
+		return NULL;
+	return reg->names[id];
+}
+
+/* ---- billing ---- */
+
+/*
+ * Billed seconds, exact, for any 32-bit duration (the result can pass 2^32
+ * for durations within one increment of it, hence 64 bits).  The minimum is
+ * a floor under every non-zero call, not only under calls that end within
+ * the initial increment: see docs/RATES.md for why.
+ */
+static uint64_t
+billed64(const struct tg_rate *r, uint64_t d)
+{
+	uint64_t b;
+
+	TG_ASSERT(r->initial >= 1 && r->increment >= 1);
+	if (d == 0)
+		return 0;
+	if (d <= r->initial)
+		b = r->initial;
+	else
+		b = r->initial + (d - r->initial + r->increment - 1) / r->increment * r->increment;
+	return b > r->minimum ? b : r->minimum;
+}
+
+/* Saturates at UINT32_MAX, reached only by durations near 2^32 s. */
+uint32_t
+tg_rate_billed(const struct tg_rate *r, uint32_t duration)
+{
+	uint64_t b = billed64(r, duration);
+
+	return b > UINT32_MAX ? UINT32_MAX : (uint32_t)b;
+}
+
+static bool
+charge_of_billed(const struct tg_rate *r, uint64_t billed, tg_money_t *out)
+{
+	tg_money_t usage;
+
+	if (billed == 0) {
+		*out = 0;
+		return true;
+	}
+	TG_ASSERT(r->per_min >= 0 && r->connect >= 0);
+	if (!tg_money_mul_div_ceil((int64_t)billed, r->per_min, 60, &usage))
+		return false;
+	return tg_money_add(r->connect, usage, out);
+}
+
+bool
+tg_rate_charge(const struct tg_rate *r, uint32_t duration, tg_money_t *out)
+{
+	return charge_of_billed(r, billed64(r, duration), out);
+}
+
+/*
+ * The grant is the right end of a billing step: the longest duration that
+ * still costs what it costs (docs/RATES.md, "Grants").  Those ends are the
+ * points g(k) = initial + k * increment for k >= k0, where k0 is 0, or with a
+ * minimum above the initial increment, the last k whose g(k) <= minimum; the
+ * billed seconds at g(k) are max(minimum, g(k)).  So the answer is the
+ * largest g(k) under both cap and the longest billable time that money
+ * allows, found with two divisions, whatever the durations.
+ */
+uint32_t
+tg_rate_grant(const struct tg_rate *r, tg_money_t available, uint32_t cap, tg_money_t *cost)
+{
+	uint64_t I = r->initial, N = r->increment, M = r->minimum;
+	uint64_t first_end, first_billed, lim = cap, grant;
+	tg_money_t room;
+	bool ok;
+
+	TG_ASSERT(I >= 1 && N >= 1 && r->per_min >= 0 && r->connect >= 0);
+	*cost = 0;
+	first_billed = M > I ? M : I;
+	first_end = M > I ? I + (M - I) / N * N : I;
+	if (available <= 0 || cap < first_end || available < r->connect)
+		return 0;
+	room = available - r->connect;
+	if (r->per_min > 0) {
+		/* ceil(b * per_min / 60) <= room  <=>  b <= floor(room * 60 / per_min) */
+		unsigned __int128 q = (unsigned __int128)room * 60 / (unsigned __int128)r->per_min;
+		uint64_t bmax = q > UINT64_MAX ? UINT64_MAX : (uint64_t)q;
+
+		if (bmax < first_billed)
+			return 0;
+		if (bmax < lim)
+			lim = bmax;
+	}
+	grant = I + (lim - I) / N * N;
+	TG_ASSERT(grant >= first_end && grant <= cap);
+	ok = tg_rate_charge(r, (uint32_t)grant, cost);
+	TG_ASSERT(ok && *cost <= available);
+	return (uint32_t)grant;
+}
+
+/* ---- the live plan set ---- */
+
+int
+tg_rates_init(struct tg_rates *rates, const struct tg_plan_registry *reg)
+{
+	TG_ASSERT(rates != NULL && reg != NULL);
+	memset(rates, 0, sizeof(*rates));
+	rates->current = tg__planset_empty();
+	if (rates->current == NULL)
+		return -ENOMEM;
+	rates->reg = *reg;
+	ck_epoch_init(&rates->epoch);
+	ck_epoch_register(&rates->epoch, &rates->writer, NULL);
+	return 0;
+}
+
+/*
+ * The new set is fully built before it is published with one pointer store
+ * (after a store fence), so a reader sees either the old set or the whole
+ * new one.  ck_epoch_synchronize returns once every reader that could have
+ * loaded the old pointer has left its section.
+ */
+int
+tg_rates_reload(struct tg_rates *rates, const char *path, struct tg_diag *diag)
+{
+	struct tg_planset *ps = NULL, *old;
+	int rc;
+
+	rc = tg_planset_load(path, &rates->reg, &ps, diag);
+	if (rc != 0)
+		return rc;
+	old = rates->current;
+	ck_pr_fence_store();
+	ck_pr_store_ptr(&rates->current, ps);
+	ck_epoch_synchronize(&rates->writer);
+	tg_planset_free(old);
+	ck_pr_store_64(&rates->generation, rates->generation + 1);
+	return 0;
+}
+
+/* No reader may be inside a section, nor use the set afterwards. */
+void
+tg_rates_fini(struct tg_rates *rates)
+{
+	ck_epoch_synchronize(&rates->writer);
+	tg_planset_free(rates->current);
+	rates->current = NULL;
+	ck_epoch_unregister(&rates->writer);
+}
+
+/*
+ * rec must stay allocated until tg_rates_fini and be registered only once:
+ * ck_epoch keeps every record on its list, even after unregistering, and
+ * pushing one twice would tie the list into a loop.  So a thread's record
+ * lives in its long-lived worker state, not on its stack.
+ */
+void
+tg_rates_reader_register(struct tg_rates *rates, ck_epoch_record_t *rec)
+{
+	ck_stack_entry_t *cursor;
+
+	TG_ASSERT(rec != &rates->writer);
+	for (cursor = CK_STACK_FIRST(&rates->epoch.records); cursor != NULL;
+	     cursor = CK_STACK_NEXT(cursor))
+		TG_ASSERT(cursor != &rec->record_next);
+	ck_epoch_register(&rates->epoch, rec, NULL);
+}
+
+void
+tg_rates_reader_unregister(ck_epoch_record_t *rec)
+{
+	ck_epoch_unregister(rec);
+}
+
+/*
+ * The returned set stays valid until the matching tg_rates_exit; sections
+ * may nest.  Hot path: a few stores and one fence.
+ */
+const struct tg_planset *
+tg_rates_enter(struct tg_rates *rates, ck_epoch_record_t *rec, ck_epoch_section_t *sec)
+{
+	ck_epoch_begin(rec, sec);
+	return ck_pr_load_ptr(&rates->current);
+}
+
+void
+tg_rates_exit(ck_epoch_record_t *rec, ck_epoch_section_t *sec)
+{
+	ck_epoch_end(rec, sec);
+}

@@ -1,0 +1,711 @@
+/*
+ * table.c - the account table in POSIX shared memory.
+ *
+ * Owns the segment's life (create, reserve, attach, validate) and every
+ * change to an account.  Money moves only through one 16-byte CAS on the
+ * balance/hold pair, so each operation is a single atomic step: there is no
+ * window in which a reader, or another writer, can see a reservation without
+ * its balance or a threshold crossing without its refill flag.  Settings
+ * change under a per-account sequence counter.  Nothing here allocates,
+ * sleeps or makes a syscall after the segment is mapped.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tg_atomic.h"
+#include "tg_assert.h"
+#include "tg_hash.h"
+#include "tg_table.h"
+
+#define MIB (1024.0 * 1024.0)
+
+static uint64_t
+slots_for(uint64_t capacity)
+{
+	uint64_t s = capacity + capacity / 4;
+	return s < 16 ? 16 : s;
+}
+
+static size_t
+plans_bytes(void)
+{
+	return (size_t)TG_PLANS_MAX * (TG_PLAN_NAME_MAX + 1);
+}
+
+size_t
+tg_table_size(uint64_t capacity)
+{
+	uint64_t slots = slots_for(capacity);
+	return TG_SHM_HDR_SIZE + plans_bytes() + 2 * slots * 64;
+}
+
+static void
+bind_layout(struct tg_table *t, void *base, size_t size, bool readonly)
+{
+	struct tg_shm_hdr *h = base;
+
+	t->magic = TG_TABLE_MAGIC;
+	t->readonly = readonly;
+	t->base = base;
+	t->size = size;
+	t->hdr = h;
+	t->slots = h->slots;
+	t->accts = (struct tg_acct *)(void *)((char *)base + h->accts_off);
+	t->usage = (struct tg_usage *)(void *)((char *)base + h->usage_off);
+	t->plans.names = (char(*)[TG_PLAN_NAME_MAX + 1])(void *)((char *)base + h->plans_off);
+	t->plans.count = &h->plan_count;
+	t->plans.cap = h->plans_max;
+}
+
+/*
+ * Check that a mapped header describes a segment this build understands and
+ * that its offsets fit in size bytes.  Returns 0 or -EPROTO with err set.
+ */
+static int
+check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *err, size_t errlen)
+{
+	if (size < TG_SHM_HDR_SIZE) {
+		snprintf(err, errlen, "%s: %zu bytes, too small for a tollgate segment", name, size);
+		return -EPROTO;
+	}
+	if (tg_load_64((const uint64_t *)&h->magic) != TG_SHM_MAGIC) {
+		snprintf(err, errlen, "%s: not a tollgate segment (bad magic)", name);
+		return -EPROTO;
+	}
+	if (h->version != TG_SHM_VERSION) {
+		snprintf(err, errlen, "%s: layout version %u, this build reads version %u", name,
+			 h->version, TG_SHM_VERSION);
+		return -EPROTO;
+	}
+	if (h->record_size != sizeof(struct tg_acct) || h->hdr_size != TG_SHM_HDR_SIZE) {
+		snprintf(err, errlen, "%s: record size %u / header %u, expected %zu / %u", name,
+			 h->record_size, h->hdr_size, sizeof(struct tg_acct), TG_SHM_HDR_SIZE);
+		return -EPROTO;
+	}
+	if (h->capacity == 0 || h->capacity > TG_CAPACITY_MAX || h->slots != slots_for(h->capacity) ||
+	    h->total_size != tg_table_size(h->capacity) || h->total_size > size ||
+	    h->plans_off != TG_SHM_HDR_SIZE || h->plans_max != TG_PLANS_MAX ||
+	    h->accts_off != h->plans_off + plans_bytes() ||
+	    h->usage_off != h->accts_off + h->slots * 64) {
+		snprintf(err, errlen, "%s: header sizes and offsets do not add up (corrupt segment)",
+			 name);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int
+fail(int fd, const char *unlink_name, int rc)
+{
+	if (fd >= 0)
+		close(fd);
+	if (unlink_name)
+		shm_unlink(unlink_name);
+	return rc;
+}
+
+int
+tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, size_t errlen)
+{
+	const char *name = cfg->name;
+	bool created = true;
+	size_t size;
+	int fd, rc;
+	void *base;
+
+	memset(t, 0, sizeof(*t));
+	if (name == NULL || name[0] != '/' || strlen(name) >= sizeof(t->name) ||
+	    strchr(name + 1, '/') != NULL) {
+		snprintf(err, errlen, "shm name '%s': must be '/' then up to %zu characters, no '/'",
+			 name ? name : "", sizeof(t->name) - 2);
+		return -EINVAL;
+	}
+	if (cfg->capacity == 0 || cfg->capacity > TG_CAPACITY_MAX) {
+		snprintf(err, errlen, "capacity %llu: must be 1..%llu accounts",
+			 (unsigned long long)cfg->capacity, (unsigned long long)TG_CAPACITY_MAX);
+		return -EINVAL;
+	}
+	size = tg_table_size(cfg->capacity);
+
+	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, cfg->mode);
+	if (fd < 0 && errno == EEXIST && cfg->reuse) {
+		created = false;
+		fd = shm_open(name, O_RDWR, 0);
+	}
+	if (fd < 0) {
+		rc = -errno;
+		if (rc == -EEXIST)
+			snprintf(err, errlen,
+				 "shm segment %s already exists (another engine, or left by a "
+				 "crash): remove it or allow reuse",
+				 name);
+		else
+			snprintf(err, errlen, "cannot open shm segment %s: %s", name, strerror(-rc));
+		return rc;
+	}
+
+	if (created) {
+		/* umask may have narrowed the mode: set exactly what was configured. */
+		if (fchmod(fd, cfg->mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot size shm segment %s to %zu bytes: %s", name,
+				 size, strerror(-rc));
+			return fail(fd, name, rc);
+		}
+		/* Reserve every page now: a small /dev/shm fails here, not with SIGBUS later. */
+		rc = posix_fallocate(fd, 0, (off_t)size);
+		if (rc != 0) {
+			snprintf(err, errlen,
+				 "cannot reserve %.1f MiB in /dev/shm for %llu accounts: %s "
+				 "(enlarge /dev/shm or lower the capacity)",
+				 size / MIB, (unsigned long long)cfg->capacity, strerror(rc));
+			return fail(fd, name, -rc);
+		}
+	} else {
+		struct stat st;
+		if (fstat(fd, &st) < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot stat shm segment %s: %s", name, strerror(-rc));
+			return fail(fd, NULL, rc);
+		}
+		if (st.st_uid != geteuid()) {
+			snprintf(err, errlen, "shm segment %s belongs to uid %u, not to this user (%u)",
+				 name, (unsigned)st.st_uid, (unsigned)geteuid());
+			return fail(fd, NULL, -EPERM);
+		}
+		if ((size_t)st.st_size != size) {
+			snprintf(err, errlen,
+				 "shm segment %s is %lld bytes; capacity %llu needs %zu: remove it "
+				 "or start with the capacity it was made with",
+				 name, (long long)st.st_size, (unsigned long long)cfg->capacity, size);
+			return fail(fd, NULL, -EPROTO);
+		}
+	}
+
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot map shm segment %s: %s", name, strerror(-rc));
+		return fail(fd, created ? name : NULL, rc);
+	}
+	close(fd);
+
+	struct tg_shm_hdr *h = base;
+	if (created) {
+		h->version = TG_SHM_VERSION;
+		h->record_size = sizeof(struct tg_acct);
+		h->capacity = cfg->capacity;
+		h->slots = slots_for(cfg->capacity);
+		h->created = (int64_t)time(NULL);
+		h->hdr_size = TG_SHM_HDR_SIZE;
+		h->total_size = size;
+		h->plans_off = TG_SHM_HDR_SIZE;
+		h->plans_max = TG_PLANS_MAX;
+		h->accts_off = h->plans_off + plans_bytes();
+		h->usage_off = h->accts_off + h->slots * 64;
+		/* The magic goes last: a reader never attaches to a half-written header. */
+		ck_pr_fence_store();
+		tg_store_64((uint64_t *)&h->magic, TG_SHM_MAGIC);
+	} else {
+		rc = check_header(h, size, name, err, errlen);
+		if (rc == 0 && h->capacity != cfg->capacity) {
+			snprintf(err, errlen, "shm segment %s was made for %llu accounts, not %llu",
+				 name, (unsigned long long)h->capacity,
+				 (unsigned long long)cfg->capacity);
+			rc = -EPROTO;
+		}
+		pid_t other = (pid_t)tg_load_32((const uint32_t *)&h->writer_pid);
+		if (rc == 0 && other != 0 && other != getpid() && kill(other, 0) == 0) {
+			snprintf(err, errlen, "shm segment %s is in use by a running engine (pid %d)",
+				 name, (int)other);
+			rc = -EBUSY;
+		}
+		if (rc != 0) {
+			munmap(base, size);
+			return rc;
+		}
+	}
+	ck_pr_inc_64(&h->generation);
+	tg_store_32((uint32_t *)&h->writer_pid, (uint32_t)getpid());
+	bind_layout(t, base, size, false);
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	return 0;
+}
+
+int
+tg_table_attach(struct tg_table *t, const char *name, char *err, size_t errlen)
+{
+	struct stat st;
+	void *base;
+	int fd, rc;
+
+	memset(t, 0, sizeof(*t));
+	fd = shm_open(name, O_RDONLY, 0);
+	if (fd < 0) {
+		rc = -errno;
+		if (rc == -ENOENT)
+			snprintf(err, errlen, "no shm segment %s: is the engine running?", name);
+		else
+			snprintf(err, errlen, "cannot open shm segment %s: %s", name, strerror(-rc));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot stat shm segment %s: %s", name, strerror(-rc));
+		return fail(fd, NULL, rc);
+	}
+	if ((size_t)st.st_size < TG_SHM_HDR_SIZE) {
+		snprintf(err, errlen, "%s: %lld bytes, too small for a tollgate segment", name,
+			 (long long)st.st_size);
+		return fail(fd, NULL, -EPROTO);
+	}
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot map shm segment %s: %s", name, strerror(-rc));
+		return fail(fd, NULL, rc);
+	}
+	close(fd);
+	rc = check_header(base, (size_t)st.st_size, name, err, errlen);
+	if (rc != 0) {
+		munmap(base, (size_t)st.st_size);
+		return rc;
+	}
+	bind_layout(t, base, (size_t)st.st_size, true);
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	return 0;
+}
+
+void
+tg_table_close(struct tg_table *t)
+{
+	if (t->base == NULL)
+		return;
+	TG_CHECK_OBJ(t, TG_TABLE_MAGIC);
+	if (!t->readonly)
+		ck_pr_cas_32((uint32_t *)&t->hdr->writer_pid, (uint32_t)getpid(), 0);
+	munmap(t->base, t->size);
+	memset(t, 0, sizeof(*t));
+}
+
+int
+tg_table_unlink(const char *name)
+{
+	return shm_unlink(name) < 0 ? -errno : 0;
+}
+
+/* ---- lookup and insert ---- */
+
+static inline uint64_t
+home_slot(const struct tg_table *t, uint64_t id)
+{
+	/* Multiply-shift maps the hash onto any slot count, not only powers of two. */
+	return (uint64_t)(((unsigned __int128)tg_mix64(id) * t->slots) >> 64);
+}
+
+void
+tg_table_prefetch(const struct tg_table *t, uint64_t id)
+{
+	__builtin_prefetch(&t->accts[home_slot(t, id)], 1, 3);
+}
+
+struct tg_acct *
+tg_table_find(const struct tg_table *t, uint64_t id)
+{
+	uint64_t key = id + 1, i, n;
+
+	if (TG_UNLIKELY(key == 0))
+		return NULL;
+	i = home_slot(t, id);
+	for (n = 0; n < TG_PROBE_MAX && n < t->slots; n++) {
+		uint64_t k = tg_load_64(&t->accts[i].key);
+		if (k == key)
+			return &t->accts[i];
+		if (k == 0)
+			return NULL;
+		if (++i == t->slots)
+			i = 0;
+	}
+	return NULL;
+}
+
+enum tg_result
+tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct **out, bool *created)
+{
+	uint64_t key = id + 1, i, n;
+
+	TG_CHECK_OBJ(t, TG_TABLE_MAGIC);
+	TG_ASSERT(!t->readonly);
+	*created = false;
+	if (key == 0)
+		return TG_ERR;
+	i = home_slot(t, id);
+	for (n = 0; n < TG_PROBE_MAX && n < t->slots; n++) {
+		struct tg_acct *a = &t->accts[i];
+		uint64_t k = tg_load_64(&a->key);
+
+		if (k == 0) {
+			if (tg_load_64(&t->hdr->count) >= t->hdr->capacity)
+				return TG_FULL;
+			if (ck_pr_cas_64_value(&a->key, 0, key, &k)) {
+				ck_pr_inc_64(&t->hdr->count);
+				*created = true;
+				*out = a;
+				return TG_OK;
+			}
+			/* Lost the race for this slot: k is what won it. */
+		}
+		if (k == key) {
+			*out = a;
+			return TG_OK;
+		}
+		if (++i == t->slots)
+			i = 0;
+	}
+	return TG_FULL;
+}
+
+struct tg_usage *
+tg_table_usage(const struct tg_table *t, const struct tg_acct *a)
+{
+	TG_ASSERT(a >= t->accts && a < t->accts + t->slots);
+	return &t->usage[a - t->accts];
+}
+
+/* ---- money ---- */
+
+static inline void
+load_pair(struct tg_acct *a, uint64_t v[2])
+{
+	v[0] = tg_load_64((uint64_t *)&a->balance);
+	v[1] = tg_load_64(&a->hold);
+}
+
+static inline uint64_t *
+pair_of(struct tg_acct *a)
+{
+	return (uint64_t *)(void *)&a->balance;
+}
+
+static inline int64_t
+reserved_of(uint64_t hold)
+{
+	return (int64_t)(hold & TG_HOLD_RESERVED);
+}
+
+/* balance - reserved, saturated: a deep CDR debt cannot wrap it positive. */
+static inline tg_money_t
+available_of(int64_t balance, uint64_t hold)
+{
+	tg_money_t a;
+	if (!tg_money_sub(balance, reserved_of(hold), &a))
+		a = TG_MONEY_MIN;
+	return a;
+}
+
+tg_money_t
+tg_refill_charge(uint8_t mode, tg_money_t amount, tg_money_t balance)
+{
+	tg_money_t c;
+
+	if (mode == TG_REFILL_ADD)
+		return amount;
+	if (mode == TG_REFILL_TOPUP) {
+		if (!tg_money_sub(amount, balance, &c))
+			return TG_MONEY_MAX;
+		return c > 0 ? c : 0;
+	}
+	return 0;
+}
+
+/*
+ * Would a move of the balance from before to after claim the refill flag?
+ * Only when auto-refill is on with a payment method, no request is in flight,
+ * and the balance goes from above the threshold to at or below it.
+ */
+static inline bool
+crosses(const struct tg_acct *a, int64_t before, int64_t after, uint64_t hold)
+{
+	if (hold & TG_HOLD_REFILL)
+		return false;
+	if (tg_load_8((const uint8_t *)&a->refill_mode) == TG_REFILL_OFF ||
+	    !(tg_load_8((const uint8_t *)&a->flags) & TG_ACCT_PAYMENT))
+		return false;
+	int64_t thr = (int64_t)tg_load_64((const uint64_t *)&a->threshold);
+	return before > thr && after <= thr;
+}
+
+static void
+fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
+{
+	m->balance = (int64_t)v[0];
+	m->available = available_of((int64_t)v[0], v[1]);
+	m->refill_fired = fired;
+	m->refill_cleared = false;
+	m->refill_seq = 0;
+	m->refill_charge = 0;
+	if (fired) {
+		/* Only the holder of the flag bumps the sequence, so each request is unique. */
+		m->refill_seq = ck_pr_faa_32(&a->refill_seq, 1) + 1;
+		m->refill_charge =
+		    tg_refill_charge(tg_load_8(&a->refill_mode),
+				     (int64_t)tg_load_64((uint64_t *)&a->refill_amount),
+				     m->balance);
+	}
+}
+
+tg_money_t
+tg_acct_available(struct tg_acct *a)
+{
+	uint64_t cur[2];
+	load_pair(a, cur);
+	return available_of((int64_t)cur[0], cur[1]);
+}
+
+static enum tg_result
+reserve(struct tg_acct *a, tg_money_t amount, bool new_call, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+	uint8_t state;
+
+	TG_ASSERT(amount >= 0);
+	state = tg_load_8(&a->state);
+	if (state == TG_STATE_CLOSED)
+		return TG_CLOSED;
+	if (state == TG_STATE_SUSPENDED)
+		return TG_SUSPENDED;
+	load_pair(a, cur);
+	for (;;) {
+		tg_money_t avail = available_of((int64_t)cur[0], cur[1]);
+		if (avail <= 0 || avail < amount) {
+			fill_move(a, cur, false, m);
+			return avail <= 0 ? TG_BLOCKED : TG_SHORT;
+		}
+		if (reserved_of(cur[1]) > TG_RESERVED_MAX - amount)
+			return TG_OVERFLOW;
+		set[0] = cur[0];
+		set[1] = cur[1] + (uint64_t)amount;
+		if (amount == 0 || tg_cas_pair(pair_of(a), cur, set))
+			break;
+	}
+	if (new_call)
+		ck_pr_inc_32(&a->calls);
+	fill_move(a, set, false, m);
+	return TG_OK;
+}
+
+enum tg_result
+tg_acct_reserve(struct tg_acct *a, tg_money_t amount, struct tg_move *m)
+{
+	return reserve(a, amount, true, m);
+}
+
+enum tg_result
+tg_acct_extend(struct tg_acct *a, tg_money_t amount, struct tg_move *m)
+{
+	TG_ASSERT(amount > 0);
+	return reserve(a, amount, false, m);
+}
+
+/*
+ * The one debit loop: release `release` from the reservation, take `cost`
+ * from the balance, claim the refill flag on a threshold crossing.
+ */
+static enum tg_result
+move_down(struct tg_acct *a, tg_money_t release, tg_money_t cost, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+	bool fired;
+
+	TG_ASSERT(release >= 0 && cost >= 0);
+	load_pair(a, cur);
+	for (;;) {
+		int64_t before = (int64_t)cur[0], after;
+		TG_ASSERT(reserved_of(cur[1]) >= release);
+		if (!tg_money_sub(before, cost, &after))
+			return TG_OVERFLOW;
+		fired = crosses(a, before, after, cur[1]);
+		set[0] = (uint64_t)after;
+		set[1] = (cur[1] - (uint64_t)release) | (fired ? TG_HOLD_REFILL : 0);
+		if (tg_cas_pair(pair_of(a), cur, set))
+			break;
+	}
+	fill_move(a, set, fired, m);
+	return TG_OK;
+}
+
+enum tg_result
+tg_acct_commit(struct tg_acct *a, tg_money_t reserved, tg_money_t cost, struct tg_move *m)
+{
+	enum tg_result r = move_down(a, reserved, cost, m);
+	if (r == TG_OK)
+		ck_pr_dec_32(&a->calls);
+	return r;
+}
+
+enum tg_result
+tg_acct_debit(struct tg_acct *a, tg_money_t cost, struct tg_move *m)
+{
+	return move_down(a, 0, cost, m);
+}
+
+enum tg_result
+tg_acct_credit(struct tg_acct *a, tg_money_t amount, uint32_t refill_seq, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+
+	TG_ASSERT(amount >= 0);
+	load_pair(a, cur);
+	for (;;) {
+		int64_t after;
+		if (!tg_money_add((int64_t)cur[0], amount, &after))
+			return TG_OVERFLOW;
+		set[0] = (uint64_t)after;
+		set[1] = cur[1];
+		if (refill_seq != 0 && (cur[1] & TG_HOLD_REFILL) &&
+		    tg_load_32(&a->refill_seq) == refill_seq)
+			set[1] &= ~TG_HOLD_REFILL;
+		if (tg_cas_pair(pair_of(a), cur, set))
+			break;
+	}
+	fill_move(a, set, false, m);
+	m->refill_cleared = (cur[1] & TG_HOLD_REFILL) && !(set[1] & TG_HOLD_REFILL);
+	return TG_OK;
+}
+
+enum tg_result
+tg_acct_set_balance(struct tg_acct *a, tg_money_t balance, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+	bool fired;
+
+	load_pair(a, cur);
+	for (;;) {
+		fired = crosses(a, (int64_t)cur[0], balance, cur[1]);
+		set[0] = (uint64_t)balance;
+		set[1] = cur[1] | (fired ? TG_HOLD_REFILL : 0);
+		if (tg_cas_pair(pair_of(a), cur, set))
+			break;
+	}
+	fill_move(a, set, fired, m);
+	return TG_OK;
+}
+
+bool
+tg_acct_refill_clear(struct tg_acct *a, uint32_t refill_seq)
+{
+	uint64_t cur[2], set[2];
+
+	load_pair(a, cur);
+	for (;;) {
+		if (!(cur[1] & TG_HOLD_REFILL) || tg_load_32(&a->refill_seq) != refill_seq)
+			return false;
+		set[0] = cur[0];
+		set[1] = cur[1] & ~TG_HOLD_REFILL;
+		if (tg_cas_pair(pair_of(a), cur, set))
+			return true;
+	}
+}
+
+/* ---- settings ---- */
+
+enum tg_result
+tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+	uint32_t seq;
+	bool fired = false;
+
+	if (s->refill_mode > TG_REFILL_TOPUP || s->state > TG_STATE_CLOSED)
+		return TG_ERR;
+	if (s->refill_mode != TG_REFILL_OFF && !(s->flags & TG_ACCT_PAYMENT))
+		return TG_NOPAYMENT;
+
+	/* Writers of settings take the sequence odd; money never waits on it. */
+	for (;;) {
+		seq = tg_load_32(&a->seq);
+		if (!(seq & 1) && ck_pr_cas_32(&a->seq, seq, seq + 1))
+			break;
+		ck_pr_stall();
+	}
+	ck_pr_fence_store();
+	tg_store_32(&a->plan, s->plan);
+	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
+	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);
+	tg_store_8(&a->state, s->state);
+	tg_store_8(&a->refill_mode, s->refill_mode);
+	tg_store_8(&a->flags, s->flags);
+	ck_pr_fence_store();
+	tg_store_32(&a->seq, seq + 2);
+
+	/* Auto-refill on with the balance already at or below the threshold: fire now. */
+	load_pair(a, cur);
+	if (s->refill_mode != TG_REFILL_OFF) {
+		for (;;) {
+			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > s->threshold)
+				break;
+			set[0] = cur[0];
+			set[1] = cur[1] | TG_HOLD_REFILL;
+			if (tg_cas_pair(pair_of(a), cur, set)) {
+				fired = true;
+				cur[1] = set[1];
+				break;
+			}
+		}
+	}
+	fill_move(a, cur, fired, m);
+	return TG_OK;
+}
+
+void
+tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
+{
+	struct tg_acct *w = (struct tg_acct *)(uintptr_t)a; /* ck_pr loads take non-const */
+	uint32_t s1, s2;
+	uint64_t b1, h1, b2, h2;
+
+	do {
+		s1 = tg_load_32(&w->seq);
+		if (s1 & 1) {
+			ck_pr_stall();
+			continue;
+		}
+		ck_pr_fence_load();
+		v->plan = tg_load_32(&w->plan);
+		v->threshold = (int64_t)tg_load_64((uint64_t *)&w->threshold);
+		v->refill_amount = (int64_t)tg_load_64((uint64_t *)&w->refill_amount);
+		v->state = tg_load_8(&w->state);
+		v->refill_mode = tg_load_8(&w->refill_mode);
+		v->flags = tg_load_8(&w->flags);
+		ck_pr_fence_load();
+		s2 = tg_load_32(&w->seq);
+	} while ((s1 & 1) || s1 != s2);
+
+	/*
+	 * A read-only mapping cannot use cmpxchg16b to read the pair, so read it
+	 * twice until both reads agree.
+	 */
+	for (int tries = 0;; tries++) {
+		b1 = tg_load_64((uint64_t *)&w->balance);
+		h1 = tg_load_64(&w->hold);
+		ck_pr_fence_load();
+		b2 = tg_load_64((uint64_t *)&w->balance);
+		h2 = tg_load_64(&w->hold);
+		if ((b1 == b2 && h1 == h2) || tries > 1000)
+			break;
+	}
+	v->id = tg_load_64(&w->key) - 1;
+	v->balance = (int64_t)b2;
+	v->reserved = reserved_of(h2);
+	v->available = available_of((int64_t)b2, h2);
+	v->refill_inflight = (h2 & TG_HOLD_REFILL) != 0;
+	v->refill_seq = tg_load_32(&w->refill_seq);
+	v->calls = tg_load_32(&w->calls);
+}

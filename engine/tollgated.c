@@ -1,0 +1,222 @@
+/*
+ * tollgated.c - the daemon: settings, segment, plans, accounts, network,
+ * signals.
+ *
+ * Start-up either completes or stops with one line saying why (exit 1; 2 for
+ * bad settings).  After that the main thread only waits for signals:
+ * SIGHUP reloads the rate plans, SIGINT/SIGTERM stop cleanly.  The shared-
+ * memory segment outlives the process, so a restart finds its balances.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "demo.h"
+#include "tg_accounts.h"
+#include "tg_assert.h"
+#include "tg_log.h"
+#include "tg_server.h"
+
+static struct tg_server server;
+
+int
+tg_server_reload(struct tg_server *srv, char *msg, size_t msglen)
+{
+	struct tg_diag diag;
+	int rc;
+
+	tg_diag_init(&diag);
+	pthread_mutex_lock(&srv->reload_lock);
+	rc = tg_rates_reload(&srv->engine.rates, srv->rates_path, &diag);
+	pthread_mutex_unlock(&srv->reload_lock);
+	if (rc == 0) {
+		ck_pr_inc_64(&srv->reloads);
+		const struct tg_planset *ps = srv->engine.rates.current;
+		snprintf(msg, msglen, "%zu plans, %zu prefixes", tg_planset_plans(ps),
+			 tg_planset_prefixes(ps));
+		return 0;
+	}
+	ck_pr_inc_64(&srv->reload_failures);
+	/* Every problem, one per line: file:line: reason. */
+	size_t n = (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problems):",
+				    diag.count);
+	unsigned kept = diag.count < TG_DIAG_KEEP ? diag.count : TG_DIAG_KEEP;
+	for (unsigned i = 0; i < kept && n < msglen; i++)
+		n += (size_t)snprintf(msg + n, msglen - n, "\n%s:%u: %s", diag.msg[i].file,
+				      diag.msg[i].line, diag.msg[i].reason);
+	return rc;
+}
+
+/* A setting that names a file, or the embedded demo data when empty. */
+static int
+input_path(const char *setting, const char *demo, const char *label, char *path, size_t len)
+{
+	if (setting[0] != '\0') {
+		snprintf(path, len, "%s", setting);
+		return 0;
+	}
+	return tg__demo_path(demo, label, path, len);
+}
+
+static int
+start(struct tg_server *srv)
+{
+	struct tg_config *cfg = &srv->cfg;
+	char err[512], accounts[TG_CFG_STR_MAX];
+	struct tg_diag diag;
+	int rc;
+
+	srv->workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	if (srv->workers == 0 || srv->workers > 256) {
+		tg_log("workers: %u is not 1..256", srv->workers);
+		return -EINVAL;
+	}
+	srv->pass_len = (uint32_t)strlen(cfg->requirepass);
+	srv->started_s = (uint64_t)time(NULL);
+	pthread_mutex_init(&srv->reload_lock, NULL);
+
+	struct tg_table_cfg tcfg = {.name = cfg->shm_name, .capacity = cfg->capacity,
+				    .mode = (mode_t)cfg->shm_mode, .reuse = cfg->shm_reuse};
+	rc = tg_table_open(&srv->table, &tcfg, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	struct tg_engine_cfg ecfg = {.max_grant = cfg->max_grant, .call_grace = cfg->call_grace,
+				     .calls_max = cfg->calls_max, .ids_max = cfg->ids_max,
+				     .ids_window = cfg->ids_window, .workers = srv->workers};
+	if (ecfg.max_grant == 0 || ecfg.max_grant > TG_DURATION_MAX || ecfg.calls_max == 0 ||
+	    ecfg.ids_max == 0 || ecfg.ids_window == 0) {
+		tg_log("max-grant, calls-max, ids-max and ids-window must be positive");
+		return -EINVAL;
+	}
+	rc = tg_engine_init(&srv->engine, &srv->table, &ecfg);
+	if (rc != 0) {
+		tg_log("cannot set up the engine: %s", strerror(-rc));
+		return rc;
+	}
+
+	rc = input_path(cfg->rates, tg__demo_rates, "demo-rates", srv->rates_path,
+			sizeof(srv->rates_path));
+	if (rc == 0)
+		rc = tg_server_reload(srv, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	tg_log("rate plans from %s: %s", cfg->rates[0] ? cfg->rates : "the bundled demo", err);
+
+	if (strcmp(cfg->accounts, "none") != 0) {
+		size_t created, skipped;
+		rc = input_path(cfg->accounts, tg__demo_accounts, "demo-accounts", accounts,
+				sizeof(accounts));
+		tg_diag_init(&diag);
+		if (rc == 0)
+			rc = tg_accounts_load(accounts, &srv->table, &diag, &created, &skipped);
+		if (rc != 0) {
+			tg_log("accounts not loaded from %s (%u problems):",
+			       cfg->accounts[0] ? cfg->accounts : "the bundled demo", diag.count);
+			tg_diag_print(&diag, STDERR_FILENO);
+			return rc;
+		}
+		tg_log("accounts from %s: %zu created, %zu already present",
+		       cfg->accounts[0] ? cfg->accounts : "the bundled demo", created, skipped);
+	}
+
+	struct tg_net_handler h;
+	tg_cmd_handler(srv, &h);
+	struct tg_net_cfg ncfg = {
+	    .addr = cfg->bind,
+	    .port = (uint16_t)cfg->port,
+	    .workers = srv->workers,
+	    .max_conns = (cfg->max_clients + srv->workers - 1) / srv->workers,
+	    .inbuf = cfg->max_request + 1024,
+	    .outbuf = cfg->reply_buffer,
+	    .buf_count = 1024,
+	    .buf_size = 16384,
+	    .idle_ms = cfg->idle_timeout * 1000,
+	    .tick_ms = 100,
+	};
+	if (cfg->port > 65535 || cfg->max_clients == 0 || cfg->reply_buffer < 16384 ||
+	    cfg->max_request < 64 || cfg->max_request_noauth < 16) {
+		tg_log("port must be 0..65535, max-clients positive, reply-buffer >= 16384, "
+		       "max-request >= 64, max-request-noauth >= 16");
+		return -EINVAL;
+	}
+	rc = tg_net_start(&srv->net, &ncfg, &h, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	srv->port = tg_net_port(srv->net);
+	srv->magic = TG_SERVER_MAGIC;
+	tg_log("tollgated %s ready on %s:%u: %u workers, shm %s (generation %llu, %llu of %llu "
+	       "accounts)%s",
+	       TG_VERSION, cfg->bind, srv->port, srv->workers, srv->table.name,
+	       (unsigned long long)srv->table.hdr->generation,
+	       (unsigned long long)srv->table.hdr->count,
+	       (unsigned long long)srv->table.hdr->capacity,
+	       srv->pass_len ? ", password required" : "");
+	return 0;
+}
+
+static void
+stop(struct tg_server *srv)
+{
+	if (srv->net)
+		tg_net_stop(srv->net);
+	srv->net = NULL;
+	if (srv->engine.table)
+		tg_engine_fini(&srv->engine);
+	tg_table_close(&srv->table);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct tg_server *srv = &server;
+	char err[512];
+	sigset_t set;
+	int rc, sig;
+
+	tg_log_init("tollgated");
+	tg_config_defaults(&srv->cfg);
+	rc = tg_config_args(&srv->cfg, argc, argv, err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc != 0) {
+		fprintf(stderr, "tollgated: %s (try --help)\n", err);
+		return 2;
+	}
+
+	/* Signals go to this thread alone: block them before any worker starts. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	if (start(srv) != 0) {
+		stop(srv);
+		return 1;
+	}
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			rc = tg_server_reload(srv, err, sizeof(err));
+			tg_log(rc == 0 ? "SIGHUP: rate plans reloaded: %s" : "SIGHUP: %s", err);
+			continue;
+		}
+		tg_log("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		break;
+	}
+	stop(srv);
+	tg_log("stopped");
+	return 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * tbl/tg_counters.h - every counter the engine keeps, per worker.
+ *
+ * TG_COUNTER(name, info_section, description).  Generates the counter enum,
+ * the INFO lines ("name:value" under "# Section") and docs/PROTOCOL.md's
+ * list.  Money counters are micro-units, printed as decimals.  Only grow at
+ * the end.
+ */
+TG_COUNTER(commands, stats, "requests executed")
+TG_COUNTER(protocol_errors, stats, "requests that could not be parsed (connection closed)")
+TG_COUNTER(command_errors, stats, "requests answered with -ERR (unknown command, bad arguments)")
+TG_COUNTER(auth_failures, stats, "AUTH with a wrong password")
+TG_COUNTER(call_auth, calls, "CALL.AUTH requests")
+TG_COUNTER(call_granted, calls, "CALL.AUTH that granted seconds")
+TG_COUNTER(call_blocked, calls, "CALL.AUTH and CALL.UPDATE refused with BLOCKED")
+TG_COUNTER(call_refused, calls, "CALL.AUTH refused: NOACCOUNT, SUSPENDED, CLOSED, NOPLAN, NORATE")
+TG_COUNTER(call_update, calls, "CALL.UPDATE that extended a grant")
+TG_COUNTER(call_ended, calls, "CALL.END that settled a call")
+TG_COUNTER(call_expired, calls, "reservations settled at their grant because no CALL.END came")
+TG_COUNTER(call_overrun_seconds, calls, "seconds reported past a grant (billed as the grant)")
+TG_COUNTER(cdr, calls, "CDRs charged")
+TG_COUNTER(replays, calls, "CALL.END, CDR, ACCT.CREDIT answered from the id window")
+TG_COUNTER(conflicts, calls, "ids reused with different data (CONFLICT)")
+TG_COUNTER(window_full, calls, "requests refused because the id window was full")
+TG_COUNTER(credits, money, "ACCT.CREDIT applied")
+TG_COUNTER(money_charged, money, "micro-units charged by calls and CDRs")
+TG_COUNTER(money_credited, money, "micro-units credited")
+TG_COUNTER(refills_fired, refills, "auto-refill requests fired (threshold crossings)")
+TG_COUNTER(refills_landed, refills, "refill credits that cleared the in-flight flag")
+TG_COUNTER(refills_failed, refills, "refills reported failed by a worker")

@@ -1,0 +1,64 @@
+/*
+ * tg_calls.h - calls in progress: what each CALL.AUTH reserved.
+ *
+ * A fixed-capacity map from (call id) to the call's reservation, shared by
+ * every worker: a switch may send CALL.AUTH and CALL.END on different
+ * connections.  The map is striped: each stripe is a small open-addressing
+ * table under its own spinlock, held only for the few instructions of one
+ * lookup and update, never across a syscall.  Nothing is allocated after
+ * tg_calls_init.
+ */
+#ifndef TG_CALLS_H
+#define TG_CALLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_hash.h"
+#include "tg_rate-t.h"
+#include "tg_result.h"
+
+struct tg_call {
+	uint64_t acct;
+	struct tg_rate rate;  /* copied at auth: a reload mid-call changes nothing */
+	tg_money_t reserved;  /* what the grant holds on the account now */
+	uint32_t granted;     /* seconds granted so far */
+	uint64_t started_ns;  /* CLOCK_MONOTONIC at CALL.AUTH */
+	uint64_t expires_ns;  /* settled at its grant if not ended by then */
+};
+
+struct tg_calls;
+
+/* capacity: calls in progress at once.  Returns 0 or -ENOMEM. */
+int tg_calls_init(struct tg_calls **out, size_t capacity);
+void tg_calls_free(struct tg_calls *c);
+size_t tg_calls_count(const struct tg_calls *c);
+
+/*
+ * Locked access to the entry of call id d.  tg_calls_lock returns the entry
+ * (NULL when absent) with its stripe locked; the caller may read and change
+ * it, then must call tg_calls_unlock (or tg_calls_remove_unlock to drop it).
+ * tg_calls_insert_unlock adds a new entry to the locked stripe: TG_OK or
+ * TG_FULL, and unlocks.
+ */
+struct tg_calls_lock {
+	struct tg_calls *c;
+	unsigned stripe;
+	struct tg_digest d;
+	struct tg_call *entry;
+};
+struct tg_call *tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l);
+void tg_calls_unlock(struct tg_calls_lock *l);
+void tg_calls_remove_unlock(struct tg_calls_lock *l);
+enum tg_result tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call);
+
+/*
+ * Remove every call whose expires_ns <= now_ns, calling fn (outside no lock:
+ * under the stripe lock, so fn must be short and must not touch c) with each.
+ * Returns how many expired.
+ */
+size_t tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
+		       void (*fn)(void *arg, const struct tg_call *call), void *arg);
+
+#endif

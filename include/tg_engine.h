@@ -1,0 +1,149 @@
+/*
+ * tg_engine.h - rating and call control, independent of any wire protocol.
+ *
+ * The engine ties the account table, the live rate plans, the calls in
+ * progress and the id window together into the operations of the contract
+ * (docs/PROTOCOL.md): authorize, extend, end, charge a CDR, credit.  Every
+ * operation runs on a worker (one per thread) that owns its counters and its
+ * epoch record; none allocates, locks a shared lock for more than a map
+ * probe, or makes a syscall.
+ */
+#ifndef TG_ENGINE_H
+#define TG_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ck_epoch.h>
+
+#include "tg_atomic.h"
+#include "tg_calls.h"
+#include "tg_idem.h"
+#include "tg_rate.h"
+#include "tg_table.h"
+
+enum tg_counter {
+#define TG_COUNTER(n, s, d) TG_C_##n,
+#include "tbl/tg_counters.h"
+#undef TG_COUNTER
+	TG_COUNTER__COUNT
+};
+
+/* One worker's counters: written by that worker only, read by anyone. */
+struct tg_counters {
+	uint64_t v[TG_COUNTER__COUNT];
+} __attribute__((aligned(64)));
+
+/* Latency of request batches, log2 buckets of nanoseconds. */
+#define TG_LAT_BUCKETS 40
+struct tg_latency {
+	uint64_t bucket[TG_LAT_BUCKETS];
+} __attribute__((aligned(64)));
+
+#define TG_WORKER_MAGIC 0x776f726bu
+
+struct tg_engine;
+
+struct tg_worker {
+	uint32_t magic;
+	unsigned idx;
+	struct tg_engine *e;
+	ck_epoch_record_t epoch;
+	ck_epoch_section_t section;
+	const struct tg_planset *plans; /* valid between tg_worker_enter and _exit */
+	uint64_t now_ns;                /* CLOCK_MONOTONIC at enter */
+	uint32_t now_s;                 /* CLOCK_REALTIME seconds at enter */
+	uint64_t enter_ns;
+	struct tg_counters *ctr;
+	struct tg_latency *lat;
+};
+
+struct tg_engine_cfg {
+	uint32_t max_grant;     /* seconds one CALL.AUTH / CALL.UPDATE may grant (3600) */
+	uint32_t call_grace;    /* seconds past its grant before a silent call is settled (120) */
+	size_t calls_max;       /* calls in progress at once */
+	size_t ids_max;         /* ids remembered for exactly-once */
+	uint32_t ids_window;    /* seconds each id is remembered (86400) */
+	unsigned workers;       /* worker records to prepare */
+};
+
+struct tg_engine {
+	struct tg_table *table;
+	struct tg_rates rates;
+	struct tg_calls *calls;
+	struct tg_idem *ids;
+	struct tg_engine_cfg cfg;
+	struct tg_worker *workers;   /* cfg.workers + 1: the last is the control thread's */
+	struct tg_counters *ctr;     /* one per worker record */
+	struct tg_latency *lat;
+	uint64_t started_ns;
+};
+
+/* table must stay open while the engine lives.  Returns 0 or -errno. */
+int tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engine_cfg *cfg);
+void tg_engine_fini(struct tg_engine *e);
+/* The worker record idx (0..workers-1), or the control thread's (idx == workers). */
+struct tg_worker *tg_engine_worker(struct tg_engine *e, unsigned idx);
+
+/* Bracket a batch of operations: pins the rate plans, reads the clocks once. */
+void tg_worker_enter(struct tg_worker *w);
+void tg_worker_exit(struct tg_worker *w);
+
+static inline void
+tg_count(struct tg_worker *w, enum tg_counter c, uint64_t n)
+{
+	uint64_t *p = &w->ctr->v[c];
+	tg_store_64(p, tg_load_64(p) + n);
+}
+/* Sum of counter c over every worker. */
+uint64_t tg_engine_counter(const struct tg_engine *e, enum tg_counter c);
+
+/* ---- the operations (docs/PROTOCOL.md) ---- */
+
+struct tg_id {
+	const char *p;
+	size_t len; /* 1..TG_CALLID_MAX */
+};
+
+/* CALL.AUTH: *granted seconds reserved for call id on acct to dest. */
+enum tg_result tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
+			    struct tg_id call, uint32_t *granted);
+/* CALL.UPDATE: *granted is the new total grant. */
+enum tg_result tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call,
+			      uint32_t elapsed, uint32_t *granted);
+/* CALL.END: *charge is what the call cost. */
+enum tg_result tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call,
+			   uint32_t duration, tg_money_t *charge);
+/* CDR: *charge is what the call cost. */
+enum tg_result tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
+		      uint32_t duration, struct tg_id call, tg_money_t *charge);
+/* ACCT.CREDIT: *balance after. */
+enum tg_result tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx,
+			 tg_money_t *balance);
+/* ACCT.REFILL.FAILED: the worker gave up on refill request id. */
+enum tg_result tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req);
+/*
+ * A rated debit with no id and no call: what tollbench core measures and the
+ * demo runs.  Same rating as CDR.
+ */
+enum tg_result tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest,
+			      size_t dlen, uint32_t duration, tg_money_t *charge,
+			      struct tg_move *m);
+/* RATE: quote without debiting. */
+enum tg_result tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest,
+			size_t dlen, uint32_t duration, tg_money_t *charge,
+			const struct tg_rate **rate);
+
+/* Settle calls whose grant (plus grace) ran out.  Returns how many. */
+size_t tg_engine_expire(struct tg_worker *w);
+
+/*
+ * The refill request id of (acct, seq): "refill:<acct>:<seq>".  buf holds
+ * at least 48 bytes.  Returns the length.
+ */
+size_t tg_refill_id(uint64_t acct, uint32_t seq, char *buf);
+/* Parse a refill request id for acct; 0 when it is not one. */
+uint32_t tg_refill_id_parse(uint64_t acct, const char *p, size_t len);
+
+#endif

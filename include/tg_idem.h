@@ -1,0 +1,62 @@
+/*
+ * tg_idem.h - the window of remembered ids: exactly-once for CALL.END, CDR
+ * and ACCT.CREDIT.
+ *
+ * Each entry holds the 128-bit digest of (kind, id), a fingerprint of the
+ * request's data (account, duration, amount, ...), the first reply, and the
+ * time it was first seen.  A request is looked up, applied and recorded while
+ * its stripe is locked, so two copies racing on two connections apply once.
+ * Entries older than the window are forgotten; when a stripe is full of
+ * entries still inside the window the new request is refused (TG_FULL)
+ * rather than risking a double charge.  Fixed size, allocated once.
+ */
+#ifndef TG_IDEM_H
+#define TG_IDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_hash.h"
+#include "tg_result.h"
+
+struct tg_idem;
+
+/* What was remembered of a request. */
+struct tg_idem_rec {
+	uint64_t fingerprint; /* of the request's data */
+	int64_t reply;        /* the first reply (a charge, a balance) */
+	uint32_t seen;        /* Unix seconds when first applied */
+	uint8_t result;       /* enum tg_result of the first reply */
+};
+
+/* capacity: ids remembered at most; window_s: how long each is kept. */
+int tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s);
+void tg_idem_free(struct tg_idem *w);
+size_t tg_idem_count(const struct tg_idem *w);
+/* Insert a remembered id directly (recovery); TG_OK, TG_CONFLICT (present), TG_FULL. */
+enum tg_result tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec *r);
+
+struct tg_idem_lock {
+	struct tg_idem *w;
+	unsigned stripe;
+	struct tg_digest d;
+	uint32_t now;
+	void *slot; /* the entry found, or NULL */
+};
+
+/*
+ * Lock the stripe of d (now: Unix seconds).  Returns the entry remembered
+ * for d (copy it out) or NULL when d is new (or expired).  The caller then
+ * applies the request and calls tg_idem_record_unlock, or only
+ * tg_idem_unlock (a replay, or a request that failed and must not be
+ * remembered).
+ */
+const struct tg_idem_rec *tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now,
+				       struct tg_idem_lock *l);
+void tg_idem_unlock(struct tg_idem_lock *l);
+/* Remember d with r; TG_OK or TG_FULL (stripe full of live entries).  Unlocks. */
+enum tg_result tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r);
+/* Can a new id be remembered in d's stripe?  (check before applying, under the lock) */
+int tg_idem_has_room(const struct tg_idem_lock *l);
+
+#endif

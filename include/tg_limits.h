@@ -1,0 +1,42 @@
+/*
+ * tg_limits.h - every fixed bound of tollgate, in one place.
+ *
+ * Each limit is checked at compile time where it shapes a layout, and at run
+ * time (with a clear error) wherever input can reach it.
+ */
+#ifndef TG_LIMITS_H
+#define TG_LIMITS_H
+
+/* Digits in a destination number or a rate-plan prefix. */
+#define TG_DEST_MAX 32
+/* Bytes in a call id (a SIP Call-ID) or a transaction id. */
+#define TG_CALLID_MAX 255
+/* Bytes in a rate-plan name, without the terminating NUL. */
+#define TG_PLAN_NAME_MAX 31
+/* Distinct plan names ever registered in one shared-memory segment. */
+#define TG_PLANS_MAX 1024
+/* Prefixes in all plans of one plan set (one load). */
+#define TG_PREFIXES_MAX (4u * 1024 * 1024)
+/* Bytes in one line of a CSV input file. */
+#define TG_CSV_LINE_MAX 1024
+/* Files in a rate-plan directory. */
+#define TG_PLAN_FILES_MAX 4096
+/* Bytes of a formatted money amount, NUL included: "-9223372036854.775808". */
+#define TG_MONEY_STR_MAX 24
+/* Usage categories per account (the usage record holds exactly this many). */
+#define TG_CATEGORIES_MAX 8
+/* Billing increments and minimums, seconds. */
+#define TG_INCREMENT_MAX 3600
+/* Longest call duration accepted on the wire, seconds (31 days). */
+#define TG_DURATION_MAX (31u * 24 * 3600)
+/* Accounts in one table. */
+#define TG_CAPACITY_MAX (1ull << 31)
+/* Slots probed before an insert reports the table full. */
+#define TG_PROBE_MAX 4096
+/* Reserved micro-units per account: the low 56 bits of the hold word. */
+#define TG_RESERVED_MAX ((1ll << 56) - 1)
+
+_Static_assert(TG_DEST_MAX <= 32, "prefix lengths are kept in 5 bits");
+_Static_assert(TG_PLAN_NAME_MAX + 1 == 32, "plan names are 32-byte slots in shm");
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * tg_money.h - exact money: a signed 64-bit count of micro-units (1e-6).
+ *
+ * No float or double ever touches an amount.  On the wire and in files an
+ * amount is a plain decimal string: an optional sign, at least one digit,
+ * and optionally a point followed by one to six digits ("10.5",
+ * "-0.000125").  Exponents, a seventh decimal, spaces and overflow are errors.
+ */
+#ifndef TG_MONEY_H
+#define TG_MONEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_limits.h"
+
+typedef int64_t tg_money_t;
+
+#define TG_MONEY_SCALE 1000000
+#define TG_MONEY_MAX   INT64_MAX
+#define TG_MONEY_MIN   INT64_MIN
+
+/*
+ * Parse len bytes of s (not NUL-terminated necessarily) into *out.
+ * Returns 0, -EINVAL for a malformed string, -ERANGE when it does not fit.
+ * *out is written only on success.
+ */
+int tg_money_parse(const char *s, size_t len, tg_money_t *out);
+
+/*
+ * Format v into buf (at least TG_MONEY_STR_MAX bytes) in canonical form:
+ * no trailing zeros in the decimals, no point when there are none
+ * ("10", "10.5", "-0.000125").  Returns the length, NUL not counted.
+ */
+size_t tg_money_format(tg_money_t v, char *buf);
+
+/* Checked arithmetic: return false (and leave *out alone) on overflow. */
+bool tg_money_add(tg_money_t a, tg_money_t b, tg_money_t *out);
+bool tg_money_sub(tg_money_t a, tg_money_t b, tg_money_t *out);
+bool tg_money_mul(tg_money_t a, int64_t n, tg_money_t *out);
+
+/*
+ * ceil(a * b / d) for a, b >= 0 and d > 0, computed in 128 bits: the one
+ * rounding rule of rating (charges round up to the next micro-unit).
+ * Returns false when the result does not fit.
+ */
+bool tg_money_mul_div_ceil(int64_t a, int64_t b, int64_t d, tg_money_t *out);
+
+#endif

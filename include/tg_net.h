@@ -1,0 +1,69 @@
+/*
+ * tg_net.h - the io_uring server: worker threads, connections, batching.
+ *
+ * Each worker owns one io_uring, one SO_REUSEPORT listener with a multishot
+ * accept, a provided-buffer ring fed to multishot recvs, and a fixed pool of
+ * connection slots allocated at start.  Everything parsed from one read is
+ * executed and answered with one send.  The server knows nothing of
+ * accounts: commands go to the handler below.
+ */
+#ifndef TG_NET_H
+#define TG_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_resp.h"
+
+/* exec() return values */
+#define TG_NET_CONTINUE 0
+#define TG_NET_CLOSE    1 /* send what was written, then close (QUIT, protocol error) */
+
+struct tg_net_handler {
+	void *arg;
+	/* Bytes of per-connection state handed to the callbacks (allocated at start). */
+	size_t session_size;
+	void (*session_open)(void *arg, unsigned worker, void *session);
+	void (*session_close)(void *arg, unsigned worker, void *session);
+	/* The largest request this session may send now (smaller before AUTH). */
+	size_t (*max_request)(void *arg, void *session);
+	/* Execute one request, appending its reply to out. */
+	int (*exec)(void *arg, unsigned worker, void *session, const struct tg_req *req,
+		    struct tg_out *out);
+	/* Around each batch of requests from one read (epoch sections, clocks). */
+	void (*batch_begin)(void *arg, unsigned worker);
+	void (*batch_end)(void *arg, unsigned worker);
+	/* Called on every worker about every tick_ms. */
+	void (*tick)(void *arg, unsigned worker);
+	/* Called once on each worker thread before it serves / after it stops. */
+	void (*worker_start)(void *arg, unsigned worker);
+	void (*worker_stop)(void *arg, unsigned worker);
+};
+
+struct tg_net_cfg {
+	const char *addr;       /* "127.0.0.1" */
+	uint16_t port;          /* 6390; 0 picks a free port (see tg_net_port) */
+	unsigned workers;       /* worker threads, >= 1 */
+	unsigned max_conns;     /* connections per worker */
+	size_t inbuf;           /* bytes kept per connection for a partial request */
+	size_t outbuf;          /* bytes of replies per connection per send */
+	unsigned buf_count;     /* provided buffers per worker (power of 2) */
+	size_t buf_size;        /* bytes per provided buffer */
+	uint32_t idle_ms;       /* close connections idle (or stuck mid-request) this long; 0 = never */
+	uint32_t tick_ms;
+};
+
+struct tg_net;
+
+/* Bind, start the workers.  Returns 0 or -errno (with a sentence in err). */
+int tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg,
+		 const struct tg_net_handler *h, char *err, size_t errlen);
+/* The port actually bound. */
+uint16_t tg_net_port(const struct tg_net *n);
+/* Connections open now, all workers. */
+uint64_t tg_net_connections(const struct tg_net *n);
+/* Ask every worker to stop, wait for them, free everything. */
+void tg_net_stop(struct tg_net *n);
+
+#endif

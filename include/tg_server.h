@@ -1,0 +1,55 @@
+/*
+ * tg_server.h - tollgated: the engine behind the io_uring server.
+ *
+ * The server holds what one daemon owns: its settings, the segment, the
+ * engine, the network, and the control path (reloads, signals).  cmd.c turns
+ * RESP requests into engine operations; tollgated.c starts and stops it all.
+ */
+#ifndef TG_SERVER_H
+#define TG_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tg_config.h"
+#include "tg_engine.h"
+#include "tg_net.h"
+#include "tg_table.h"
+
+#define TG_SERVER_MAGIC  0x73727672u
+#define TG_SESSION_MAGIC 0x73657373u
+#define TG_VERSION       "0.1.0"
+
+struct tg_server {
+	uint32_t magic;
+	struct tg_config cfg;
+	struct tg_table table;
+	struct tg_engine engine;
+	struct tg_net *net;
+	pthread_mutex_t reload_lock; /* reloads only: never taken on the hot path */
+	char rates_path[TG_CFG_STR_MAX];
+	uint64_t started_s;
+	unsigned workers;
+	uint16_t port;
+	uint64_t reloads, reload_failures;
+	uint32_t pass_len;
+};
+
+/* Per connection. */
+struct tg_session {
+	uint32_t magic;
+	bool authed;
+};
+
+/* The network callbacks that run commands against srv. */
+void tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h);
+
+/*
+ * Reload the rate plans from srv->rates_path.  Must not be called from
+ * inside a worker's batch.  Returns 0, or -errno / -EINVAL with every problem
+ * (file:line: reason) in msg.
+ */
+int tg_server_reload(struct tg_server *srv, char *msg, size_t msglen);
+
+#endif

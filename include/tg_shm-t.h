@@ -1,0 +1,100 @@
+/*
+ * tg_shm-t.h - the shared-memory segment, box by box (docs/SHM.md).
+ *
+ * This header is the layout and nothing else: tools include it to read a
+ * running engine's segment without dragging in engine internals.  Any change
+ * of size, order or meaning of a field bumps TG_SHM_VERSION.
+ *
+ *   +------------------+ 0
+ *   | struct tg_shm_hdr|   4096 bytes
+ *   +------------------+ plans_off
+ *   | plan names       |   plans_max * 32 bytes, NUL-padded
+ *   +------------------+ accts_off  (64-byte aligned)
+ *   | struct tg_acct   |   slots * 64 bytes, open addressing
+ *   +------------------+ usage_off
+ *   | struct tg_usage  |   slots * 64 bytes, same index as the account
+ *   +------------------+ total_size
+ */
+#ifndef TG_SHM_T_H
+#define TG_SHM_T_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_limits.h"
+
+#define TG_SHM_MAGIC   0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
+#define TG_SHM_VERSION 1u
+#define TG_SHM_HDR_SIZE 4096u
+
+struct tg_shm_hdr {
+	uint64_t magic;       /*   0 TG_SHM_MAGIC */
+	uint32_t version;     /*   8 TG_SHM_VERSION */
+	uint32_t record_size; /*  12 sizeof(struct tg_acct) */
+	uint64_t capacity;    /*  16 accounts the segment was sized for */
+	uint64_t slots;       /*  24 account slots: capacity * 5 / 4 */
+	uint64_t generation;  /*  32 bumped each time a writer attaches */
+	int64_t created;      /*  40 creation time, Unix seconds */
+	int32_t writer_pid;   /*  48 pid of the attached writer; 0 when none */
+	uint32_t hdr_size;    /*  52 TG_SHM_HDR_SIZE */
+	uint64_t total_size;  /*  56 bytes of the whole segment */
+	uint64_t plans_off;   /*  64 offset of the plan-name table */
+	uint64_t accts_off;   /*  72 offset of the account records */
+	uint64_t usage_off;   /*  80 offset of the usage records */
+	uint64_t count;       /*  88 accounts in use */
+	uint32_t plan_count;  /*  96 plan names registered */
+	uint32_t plans_max;   /* 100 slots of the plan-name table */
+	uint8_t reserved[TG_SHM_HDR_SIZE - 104];
+};
+
+/* enum tg_acct_state: persisted, only grow at the end. */
+enum tg_acct_state { TG_STATE_ACTIVE = 0, TG_STATE_SUSPENDED = 1, TG_STATE_CLOSED = 2 };
+/* enum tg_refill_mode: persisted, only grow at the end. */
+enum tg_refill_mode { TG_REFILL_OFF = 0, TG_REFILL_ADD = 1, TG_REFILL_TOPUP = 2 };
+
+/* tg_acct.flags */
+#define TG_ACCT_PAYMENT 0x01u /* a payment method is on file */
+
+/* tg_acct.hold: reserved micro-units in the low 56 bits, flags above. */
+#define TG_HOLD_RESERVED ((uint64_t)TG_RESERVED_MAX)
+#define TG_HOLD_REFILL   (1ull << 63) /* a refill request is in flight */
+
+/*
+ * One account: one cache line.  balance and hold are changed together by one
+ * 16-byte compare-and-swap, so a reservation, a debit and the claim of the
+ * refill flag are each a single atomic step.  The settings (plan, threshold,
+ * refill, state, flags) change under seq, a sequence counter that is odd while
+ * a writer is at work; readers retry until they see the same even value
+ * before and after.
+ */
+struct tg_acct {
+	uint64_t key;          /*  0 account id + 1; 0 = free slot.  Set once, by CAS */
+	uint32_t seq;          /*  8 settings sequence */
+	uint32_t plan;         /* 12 rate-plan id */
+	int64_t balance;       /* 16 micro-units; below zero only through CDRs */
+	uint64_t hold;         /* 24 reserved | TG_HOLD_REFILL */
+	int64_t threshold;     /* 32 auto-refill fires when balance drops to this */
+	int64_t refill_amount; /* 40 ADD: amount charged; TOPUP: level returned to */
+	uint32_t refill_seq;   /* 48 number of the last refill request fired */
+	uint32_t calls;        /* 52 calls holding a reservation */
+	uint8_t state;         /* 56 enum tg_acct_state */
+	uint8_t refill_mode;   /* 57 enum tg_refill_mode */
+	uint8_t flags;         /* 58 TG_ACCT_* */
+	uint8_t pad[5];        /* 59 zero */
+} __attribute__((aligned(64)));
+
+/* Charges per usage category (enum tg_category), same slot index as the account. */
+struct tg_usage {
+	int64_t charged[TG_CATEGORIES_MAX]; /* micro-units */
+} __attribute__((aligned(64)));
+
+_Static_assert(sizeof(struct tg_shm_hdr) == TG_SHM_HDR_SIZE, "header is one page");
+_Static_assert(sizeof(struct tg_acct) == 64, "one cache line per account");
+_Static_assert(offsetof(struct tg_acct, balance) % 16 == 0, "money pair is 16-byte aligned");
+_Static_assert(offsetof(struct tg_acct, hold) == offsetof(struct tg_acct, balance) + 8,
+	       "balance and hold are adjacent");
+_Static_assert(offsetof(struct tg_acct, state) == 56, "layout pinned by docs/SHM.md");
+_Static_assert(sizeof(struct tg_usage) == 64, "one cache line of usage");
+_Static_assert(offsetof(struct tg_shm_hdr, plan_count) == 96, "layout pinned by docs/SHM.md");
+
+#endif

@@ -1,0 +1,169 @@
+/*
+ * tg_table.h - the account table in POSIX shared memory.
+ *
+ * One writer process (the engine, with any number of threads) maps the
+ * segment read-write; any number of reader processes map it read-only.
+ * Inserts and every money operation are lock-free: a CAS on the key to take a
+ * slot, a 16-byte CAS on the balance/hold pair to move money.  Accounts are
+ * never deleted (closing one is a state).
+ */
+#ifndef TG_TABLE_H
+#define TG_TABLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tg_money.h"
+#include "tg_rate-t.h"
+#include "tg_result.h"
+#include "tg_shm-t.h"
+
+#define TG_TABLE_MAGIC 0x7461626cu
+
+struct tg_table {
+	uint32_t magic;
+	bool readonly;
+	void *base;
+	size_t size;
+	struct tg_shm_hdr *hdr;
+	struct tg_acct *accts;
+	struct tg_usage *usage;
+	uint64_t slots;
+	struct tg_plan_registry plans; /* points into the segment */
+	char name[64];
+};
+
+/* How to open a segment as its writer. */
+struct tg_table_cfg {
+	const char *name;  /* "/tollgate" */
+	uint64_t capacity; /* accounts; 1..TG_CAPACITY_MAX */
+	mode_t mode;       /* 0600 by default */
+	bool reuse;        /* attach to a compatible surviving segment instead of failing */
+};
+
+/*
+ * Create (or with cfg->reuse, re-attach to) the segment as its writer.
+ * The whole size is reserved with posix_fallocate so a small /dev/shm fails
+ * here, not with SIGBUS later.  Returns 0 or -errno, with a sentence in err.
+ */
+int tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, size_t errlen);
+/*
+ * Map an existing segment read-only.  Refuses (-EPROTO, with a sentence in
+ * err) a wrong magic, version, record size or a size that does not add up.
+ */
+int tg_table_attach(struct tg_table *t, const char *name, char *err, size_t errlen);
+/* Unmap; a writer also clears writer_pid.  The segment stays. */
+void tg_table_close(struct tg_table *t);
+int tg_table_unlink(const char *name);
+
+/* Bytes a segment of capacity accounts takes. */
+size_t tg_table_size(uint64_t capacity);
+
+/* The account id, or NULL.  Lock-free, wait-free for readers. */
+struct tg_acct *tg_table_find(const struct tg_table *t, uint64_t id);
+/*
+ * Find or create account id (a new account: active, balance 0, plan 0).
+ * TG_OK with *out set (and *created when this call made it), or TG_FULL.
+ */
+enum tg_result tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct **out,
+			       bool *created);
+/* Start loading the home slot of id into cache (for batched lookups). */
+void tg_table_prefetch(const struct tg_table *t, uint64_t id);
+/* The usage record of account a. */
+struct tg_usage *tg_table_usage(const struct tg_table *t, const struct tg_acct *a);
+/* Slot i, 0 <= i < t->slots (for scans: key 0 means free). */
+static inline struct tg_acct *
+tg_table_slot(const struct tg_table *t, uint64_t i)
+{
+	return &t->accts[i];
+}
+static inline uint64_t
+tg_acct_id(const struct tg_acct *a)
+{
+	return a->key - 1;
+}
+
+/* ---- money: each call is one atomic step ---- */
+
+/* What a money operation did. */
+struct tg_move {
+	tg_money_t balance;   /* balance after */
+	tg_money_t available; /* balance - reserved, after */
+	bool refill_fired;    /* this step crossed the threshold and claimed the refill flag */
+	bool refill_cleared;  /* this step (a refill's credit) cleared the flag */
+	uint32_t refill_seq;  /* when fired: the request's number */
+	tg_money_t refill_charge; /* when fired: the amount to charge */
+};
+
+/*
+ * Reserve amount (>= 0) for a new call: TG_OK, or TG_BLOCKED (available
+ * <= 0), TG_SHORT (0 < available < amount), TG_SUSPENDED, TG_CLOSED,
+ * TG_OVERFLOW.  Never takes available below zero.  Counts the call.
+ */
+enum tg_result tg_acct_reserve(struct tg_acct *a, tg_money_t amount, struct tg_move *m);
+/* Reserve amount (> 0) more for a call already counted (a grant extended). */
+enum tg_result tg_acct_extend(struct tg_acct *a, tg_money_t amount, struct tg_move *m);
+/* Available balance now (balance - reserved), from one racy read: a hint for sizing a grant. */
+tg_money_t tg_acct_available(struct tg_acct *a);
+/*
+ * Release reserved (what an earlier reserve took) and debit cost (>= 0) in
+ * one step.  cost may exceed reserved: the call happened.
+ */
+enum tg_result tg_acct_commit(struct tg_acct *a, tg_money_t reserved, tg_money_t cost,
+			      struct tg_move *m);
+/* Debit cost (>= 0) unconditionally: may take the balance below zero. */
+enum tg_result tg_acct_debit(struct tg_acct *a, tg_money_t cost, struct tg_move *m);
+/*
+ * Credit amount (>= 0).  With refill_seq != 0 and that request in flight, the
+ * refill flag clears in the same step.
+ */
+enum tg_result tg_acct_credit(struct tg_acct *a, tg_money_t amount, uint32_t refill_seq,
+			      struct tg_move *m);
+/* Set the balance outright (an operator's correction).  Fires like a debit. */
+enum tg_result tg_acct_set_balance(struct tg_acct *a, tg_money_t balance, struct tg_move *m);
+/* A refill worker gave up on request refill_seq: clear the flag.  False if not in flight. */
+bool tg_acct_refill_clear(struct tg_acct *a, uint32_t refill_seq);
+
+/* ---- settings ---- */
+
+struct tg_acct_settings {
+	uint32_t plan;
+	int64_t threshold;
+	int64_t refill_amount;
+	uint8_t state;       /* enum tg_acct_state */
+	uint8_t refill_mode; /* enum tg_refill_mode */
+	uint8_t flags;       /* TG_ACCT_* */
+};
+
+/*
+ * Replace the settings.  TG_NOPAYMENT when refill_mode is not OFF and no
+ * payment method is on file.  Switching auto-refill on with the balance
+ * already at or below the threshold fires one request at once (in *m).
+ */
+enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s,
+				 struct tg_move *m);
+
+/* A consistent copy of one account, from a read-write or read-only mapping. */
+struct tg_acct_view {
+	uint64_t id;
+	tg_money_t balance;
+	tg_money_t reserved;
+	tg_money_t available;
+	tg_money_t threshold;
+	tg_money_t refill_amount;
+	uint32_t plan;
+	uint32_t refill_seq;
+	uint32_t calls;
+	uint8_t state;
+	uint8_t refill_mode;
+	uint8_t flags;
+	bool refill_inflight;
+};
+void tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v);
+
+/* The amount a refill fired at balance would charge (ADD: amount; TOPUP: level - balance). */
+tg_money_t tg_refill_charge(uint8_t mode, tg_money_t amount, tg_money_t balance);
+
+#endif
