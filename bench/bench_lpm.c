@@ -17,117 +17,28 @@
 
 #include "bench.h"
 #include "tg_diag.h"
-#include "tg_money.h"
 #include "tg_rate.h"
 
 #define DEST_LEN    11
 #define DEST_STRIDE 12 /* 11 digits and a NUL per destination */
 
-struct prefix {
-	char s[16];
-};
-
+/* CPU time of this thread, so a busy machine's preemption does not count. */
 static uint64_t
-rng_next(uint64_t *x)
-{
-	*x ^= *x << 13;
-	*x ^= *x >> 7;
-	*x ^= *x << 17;
-	return *x;
-}
-
-static int
-cmp_prefix(const void *a, const void *b)
-{
-	return strcmp(((const struct prefix *)a)->s, ((const struct prefix *)b)->s);
-}
-
-static uint64_t
-clock_ns(clockid_t clk)
+thread_cpu_ns(void)
 {
 	struct timespec ts;
 
-	clock_gettime(clk, &ts);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t
-now_ns(void)
-{
-	return clock_ns(CLOCK_MONOTONIC);
-}
-
-/* n distinct random prefixes of 3..12 digits, in random order. */
-static struct prefix *
-make_prefixes(size_t n, uint64_t *seed)
-{
-	size_t extra = n / 16 + 16, u = 0;
-	struct prefix *v = calloc(n + extra, sizeof(*v));
-
-	if (v == NULL)
-		return NULL;
-	while (u < n) {
-		size_t m;
-
-		for (m = u; m < n + extra; m++) {
-			size_t len = 3 + rng_next(seed) % 10;
-
-			for (size_t i = 0; i < len; i++)
-				v[m].s[i] = (char)('0' + rng_next(seed) % 10);
-			v[m].s[len] = '\0';
-		}
-		qsort(v, m, sizeof(*v), cmp_prefix);
-		u = 0;
-		for (size_t i = 0; i < m; i++)
-			if (u == 0 || strcmp(v[u - 1].s, v[i].s) != 0)
-				v[u++] = v[i];
-	}
-	for (size_t i = n - 1; i > 0; i--) {
-		size_t j = (size_t)(rng_next(seed) % (i + 1));
-		struct prefix t = v[i];
-
-		v[i] = v[j];
-		v[j] = t;
-	}
-	return v;
-}
-
-/* Write the plan "bench" to a new temporary file; its path goes to path. */
-static int
-write_plan(const struct prefix *v, size_t n, char *path, size_t pathlen)
-{
-	const char *dir = getenv("TMPDIR");
-	FILE *f;
-	int fd;
-
-	snprintf(path, pathlen, "%s/tollbench-lpm-XXXXXX", dir && *dir ? dir : "/tmp");
-	fd = mkstemp(path);
-	if (fd < 0)
-		return -errno;
-	f = fdopen(fd, "w");
-	if (f == NULL) {
-		close(fd);
-		unlink(path);
-		return -ENOMEM;
-	}
-	fputs("plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum\n", f);
-	for (size_t i = 0; i < n; i++) {
-		char money[TG_MONEY_STR_MAX];
-
-		tg_money_format((tg_money_t)(1000 + i % 100000), money);
-		fprintf(f, "bench,%s,international,%s,0,6,6,0\n", v[i].s, money);
-	}
-	if (fclose(f) != 0) {
-		unlink(path);
-		return -EIO;
-	}
-	return 0;
-}
-
 static void
-usage(void)
+usage(FILE *out)
 {
-	fprintf(stderr, "usage: tollbench lpm [-p prefixes] [-d destinations] [-s seconds]\n");
+	fprintf(out, "usage: tollbench lpm [-p prefixes] [-d destinations] [-s seconds]\n"
+	             "  -p  random prefixes of 3..12 digits in the plan (100000)\n"
+	             "  -d  random 11-digit destinations looked up in turn (1000000)\n"
+	             "  -s  seconds to run (2)\n");
 }
 
 int
@@ -141,11 +52,15 @@ tg_bench_lpm(int argc, char **argv)
 	uint64_t ps_each, cpu0, cpu;
 	struct tg_planset *ps = NULL;
 	const struct tg_plan *plan;
-	struct prefix *v;
+	struct tg_bench_prefix *v;
 	struct tg_diag diag;
 	char path[512], *dests;
 	int opt, rc;
 
+	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		usage(stdout);
+		return 0;
+	}
 	optind = 1;
 	while ((opt = getopt(argc, argv, "p:d:s:")) != -1) {
 		char *end;
@@ -154,7 +69,7 @@ tg_bench_lpm(int argc, char **argv)
 		errno = 0;
 		val = strtoul(optarg, &end, 10);
 		if (errno != 0 || *end != '\0' || val == 0) {
-			usage();
+			usage(stderr);
 			return 1;
 		}
 		if (opt == 'p')
@@ -164,30 +79,30 @@ tg_bench_lpm(int argc, char **argv)
 		else if (opt == 's')
 			seconds = val;
 		else {
-			usage();
+			usage(stderr);
 			return 1;
 		}
 	}
 	if (nprefix > TG_PREFIXES_MAX || ndest > 100000000 || seconds > 3600) {
-		usage();
+		usage(stderr);
 		return 1;
 	}
 
-	v = make_prefixes(nprefix, &seed);
+	v = tg_bench_prefixes(nprefix, &seed);
 	if (v == NULL) {
 		fprintf(stderr, "lpm: out of memory\n");
 		return 1;
 	}
-	rc = write_plan(v, nprefix, path, sizeof(path));
+	rc = tg_bench_write_plan("bench", v, nprefix, path, sizeof(path));
 	free(v);
 	if (rc != 0) {
 		fprintf(stderr, "lpm: cannot write a temporary plan: %s\n", strerror(-rc));
 		return 1;
 	}
 	tg_diag_init(&diag);
-	t0 = now_ns();
+	t0 = tg_bench_now_ns();
 	rc = tg_planset_load(path, &reg, &ps, &diag);
-	elapsed = now_ns() - t0;
+	elapsed = tg_bench_now_ns() - t0;
 	unlink(path);
 	if (rc != 0) {
 		tg_diag_print(&diag, 2);
@@ -209,15 +124,15 @@ tg_bench_lpm(int argc, char **argv)
 		char *d = dests + i * DEST_STRIDE;
 
 		for (size_t k = 0; k < DEST_LEN; k++)
-			d[k] = (char)('0' + rng_next(&seed) % 10);
+			d[k] = (char)('0' + tg_bench_rng(&seed) % 10);
 		d[DEST_LEN] = '\0';
 	}
 
 	/* One untimed pass to fault in and warm the caches, then whole passes. */
 	for (size_t i = 0; i < ndest; i++)
 		sum += tg_plan_match(plan, dests + i * DEST_STRIDE, DEST_LEN) != NULL;
-	t0 = now_ns();
-	cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+	t0 = tg_bench_now_ns();
+	cpu0 = thread_cpu_ns();
 	do {
 		for (size_t i = 0; i < ndest; i++) {
 			const struct tg_rate *r =
@@ -229,9 +144,9 @@ tg_bench_lpm(int argc, char **argv)
 			}
 		}
 		lookups += ndest;
-		elapsed = now_ns() - t0;
+		elapsed = tg_bench_now_ns() - t0;
 	} while (elapsed < (uint64_t)seconds * 1000000000u);
-	cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+	cpu = thread_cpu_ns() - cpu0;
 	if (cpu == 0)
 		cpu = 1;
 

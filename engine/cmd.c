@@ -777,6 +777,7 @@ tick(void *arg, unsigned worker)
 	if (worker != 0)
 		return;
 	tg_worker_enter(w);
+	w->measure = false; /* housekeeping, not a request: keep it out of the latency figures */
 	tg_engine_expire(w);
 	tg_worker_exit(w);
 }

@@ -47,7 +47,8 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 	e->workers = calloc(n, sizeof(*e->workers));
 	e->ctr = aligned_alloc(64, n * sizeof(*e->ctr));
 	e->lat = aligned_alloc(64, n * sizeof(*e->lat));
-	if (e->workers == NULL || e->ctr == NULL || e->lat == NULL) {
+	e->rcache = aligned_alloc(64, n * TG_RCACHE_SIZE * sizeof(*e->rcache));
+	if (e->workers == NULL || e->ctr == NULL || e->lat == NULL || e->rcache == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -69,6 +70,8 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 		w->e = e;
 		w->ctr = &e->ctr[i];
 		w->lat = &e->lat[i];
+		w->rcache = &e->rcache[(size_t)i * TG_RCACHE_SIZE];
+		w->rcache_serial = 0;
 		tg_rates_reader_register(&e->rates, &w->epoch);
 	}
 	return 0;
@@ -89,6 +92,7 @@ tg_engine_fini(struct tg_engine *e)
 	free(e->workers);
 	free(e->ctr);
 	free(e->lat);
+	free(e->rcache);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -106,6 +110,12 @@ tg_worker_enter(struct tg_worker *w)
 
 	TG_CHECK_OBJ(w, TG_WORKER_MAGIC);
 	w->plans = tg_rates_enter(&w->e->rates, &w->epoch, &w->section);
+	uint64_t serial = tg_planset_serial(w->plans);
+	if (TG_UNLIKELY(serial != w->rcache_serial)) {
+		memset(w->rcache, 0, TG_RCACHE_SIZE * sizeof(*w->rcache));
+		w->rcache_serial = serial;
+	}
+	w->measure = true;
 	w->now_ns = mono_ns();
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	w->now_s = (uint32_t)ts.tv_sec;
@@ -115,12 +125,14 @@ tg_worker_enter(struct tg_worker *w)
 void
 tg_worker_exit(struct tg_worker *w)
 {
-	uint64_t took = mono_ns() - w->enter_ns;
-	unsigned b = took ? 64 - (unsigned)__builtin_clzll(took) : 0;
+	if (w->measure) {
+		uint64_t took = mono_ns() - w->enter_ns;
+		unsigned b = took ? 64 - (unsigned)__builtin_clzll(took) : 0;
 
-	if (b >= TG_LAT_BUCKETS)
-		b = TG_LAT_BUCKETS - 1;
-	tg_store_64(&w->lat->bucket[b], tg_load_64(&w->lat->bucket[b]) + 1);
+		if (b >= TG_LAT_BUCKETS)
+			b = TG_LAT_BUCKETS - 1;
+		tg_store_64(&w->lat->bucket[b], tg_load_64(&w->lat->bucket[b]) + 1);
+	}
 	w->plans = NULL;
 	tg_rates_exit(&w->epoch, &w->section);
 }
@@ -153,16 +165,41 @@ add_usage(struct tg_worker *w, struct tg_acct *a, const struct tg_rate *r, tg_mo
 	tg_count(w, TG_C_money_charged, (uint64_t)charge);
 }
 
-/* The rate of dest for account a, under the worker's pinned plan set. */
+/*
+ * The rate of dest for account a, under the worker's pinned plan set: from
+ * the worker's cache when this (plan, destination) was rated before.
+ */
 static enum tg_result
 rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
 	 const struct tg_rate **r)
 {
-	const struct tg_plan *p = tg_planset_plan(w->plans, tg_load_32(&a->plan));
+	uint32_t plan = tg_load_32(&a->plan);
+	uint64_t d[2] = {0, 0};
+
+	if (dlen == 0 || dlen > TG_DEST_MAX)
+		return TG_NORATE;
+	for (size_t i = 0; i < dlen; i++) {
+		uint64_t digit = (uint64_t)(unsigned char)dest[i] - '0';
+		if (digit > 9)
+			return TG_NORATE;
+		d[i >> 4] = d[i >> 4] << 4 | (digit + 1); /* +1: "0" and "00" differ */
+	}
+	uint64_t h = tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)plan << 40));
+	struct tg_rcache_entry *c = &w->rcache[h & (TG_RCACHE_SIZE - 1)];
+	if (TG_LIKELY(c->rate != NULL && c->d0 == d[0] && c->d1 == d[1] && c->plan == plan &&
+		      c->len == dlen)) {
+		*r = c->rate;
+		return TG_OK;
+	}
+	const struct tg_plan *p = tg_planset_plan(w->plans, plan);
 	if (p == NULL)
 		return TG_NOPLAN;
 	*r = tg_plan_match(p, dest, dlen);
-	return *r ? TG_OK : TG_NORATE;
+	if (*r == NULL)
+		return TG_NORATE;
+	*c = (struct tg_rcache_entry){.d0 = d[0], .d1 = d[1], .plan = plan, .len = (uint32_t)dlen,
+				      .rate = *r};
+	return TG_OK;
 }
 
 static uint64_t

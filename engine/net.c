@@ -9,8 +9,8 @@
  *
  * Memory.  Per connection slot (cfg->max_conns of them per worker):
  *   session (h->session_size, rounded up to 64) + inbuf (cfg->inbuf)
- *   + outbuf (cfg->outbuf) + sizeof(struct conn) (128 bytes)
- *   + 8 bytes in the send and re-arm lists.
+ *   + outbuf (cfg->outbuf), each rounded up to 64, + struct conn (at most
+ *   128 bytes) + 8 bytes in the send and re-arm lists.
  * Per worker: the provided-buffer ring, cfg->buf_count * cfg->buf_size bytes
  * plus 16 bytes of ring entry and 12 of hold record per buffer, and a 4096
  * entry io_uring.  All of it is mapped once at start (anonymous mappings,
@@ -125,6 +125,8 @@ struct conn {
 	void *session;
 	struct tg_out out; /* replies not yet sent: out.buf[out_sent..out.len) */
 };
+
+_Static_assert(sizeof(struct conn) <= 128, "the per-connection cost documented above");
 
 /* A provided buffer kept by a connection: bytes [off, off + len) still unparsed. */
 struct hold {
@@ -285,6 +287,19 @@ set_stop(struct tg_net *n)
 	ck_pr_fence_store();
 	ck_pr_store_int(&n->stop, 1);
 #endif
+}
+
+static unsigned
+ud_kind(uint64_t ud)
+{
+	return (unsigned)(ud >> 56);
+}
+
+/* Whether ud is one of ours (liburing uses ~0 for its internal timeout). */
+static bool
+ud_ours(uint64_t ud)
+{
+	return ud_kind(ud) >= OP_ACCEPT && ud_kind(ud) <= OP_STOP;
 }
 
 static void
@@ -856,14 +871,15 @@ static void
 on_cqe(struct worker *w, const struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
-	enum op kind = (enum op)(ud >> 56);
 	uint32_t idx = (uint32_t)ud;
 	uint32_t gen = (uint32_t)(ud >> 32) & GEN_MASK;
 	bool final = !(cqe->flags & IORING_CQE_F_MORE);
+	enum op kind;
 	struct conn *c;
 
-	if (kind < OP_ACCEPT || kind > OP_STOP)
-		return; /* liburing's internal timeout */
+	if (!ud_ours(ud))
+		return;
+	kind = (enum op)ud_kind(ud);
 	if (final) {
 		TG_ASSERT(w->inflight > 0);
 		w->inflight--;
@@ -1106,7 +1122,11 @@ worker_setup(struct worker *w)
 	return 0;
 }
 
-/* On the worker thread, after the loop: give everything back to the kernel. */
+/*
+ * On the worker thread, after the loop: close every session, then cancel
+ * everything and wait (at most DRAIN_MS) until the kernel has completed every
+ * request, so no buffer is freed under it.
+ */
 static void
 worker_teardown(struct worker *w)
 {
@@ -1139,12 +1159,10 @@ worker_teardown(struct worker *w)
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		io_uring_for_each_cqe(&w->ring, head, cqe)
 		{
-			if (!(cqe->flags & IORING_CQE_F_MORE) &&
-			    (cqe->user_data >> 56) >= OP_ACCEPT &&
-			    (cqe->user_data >> 56) <= OP_STOP)
+			if (!(cqe->flags & IORING_CQE_F_MORE) && ud_ours(cqe->user_data))
 				w->inflight--;
-			if ((cqe->user_data >> 56) == OP_ACCEPT && cqe->res >= 0)
-				close(cqe->res);
+			if (ud_kind(cqe->user_data) == OP_ACCEPT && cqe->res >= 0)
+				close(cqe->res); /* accepted before the cancel */
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
@@ -1306,6 +1324,7 @@ bind_socket(union addr *a, socklen_t alen, bool reuseport, bool listening)
 
 	if (fd < 0)
 		return -errno;
+	/* Accepted sockets inherit TCP_NODELAY: no system call per connection. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
@@ -1406,6 +1425,7 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 	struct tg_net *n;
 	union addr a;
 	socklen_t alen;
+	void *mem;
 	int rc, probe;
 	bool failed = false;
 
@@ -1429,13 +1449,14 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 	n->headroom = cfg->outbuf / 2 < HEADROOM ? cfg->outbuf / 2 : HEADROOM;
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_cond_init(&n->cv, NULL);
-	if (posix_memalign((void **)&n->w, 64, cfg->workers * sizeof(struct worker)) != 0) {
+	if (posix_memalign(&mem, 64, cfg->workers * sizeof(struct worker)) != 0) {
 		pthread_mutex_destroy(&n->mu);
 		pthread_cond_destroy(&n->cv);
 		free(n);
 		set_err(err, errlen, "cannot allocate the workers", ENOMEM);
 		return -ENOMEM;
 	}
+	n->w = mem;
 	memset(n->w, 0, cfg->workers * sizeof(struct worker));
 	n->nworkers = cfg->workers;
 	for (unsigned i = 0; i < n->nworkers; i++) {
@@ -1453,7 +1474,11 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 		net_destroy(n);
 		return -EINVAL;
 	}
-	/* The probe owns the port (a free one for port 0) while the listeners bind. */
+	/*
+	 * SO_REUSEPORT would let a second daemon share the port silently: a
+	 * probe without it fails when anyone listens there.  For port 0 it
+	 * also picks the port.  It is closed before the listeners bind.
+	 */
 	probe = bind_socket(&a, alen, false, false);
 	if (probe < 0) {
 		bind_err(n, cfg->port, -probe, err, errlen);

@@ -4,12 +4,12 @@
  *
  * A plan's prefixes are a 10-ary trie held in one flat array of nodes, built
  * once at load time and never changed afterwards; readers follow it without
- * locks or allocation.  Each node is ten edges, and an edge carries both the
- * child node (0 = none) and the rate of the prefix that ends on that edge
- * (index + 1, 0 = none), so one step of a lookup reads one 8-byte edge: one
- * cache line per digit.  A direct-indexed jump table over the first
- * jump_digits digits replaces the top of the walk; node 0 is an all-empty
- * node so that a walk which falls off the trie reads zeros and stops.
+ * locks or allocation.  A node is one cache line: the rate of the longest
+ * prefix on the path to it, and ten 4-byte links.  A link is 0 (no prefix
+ * continues with that digit), a node index, or TG__LPM_LEAF | rate for a
+ * prefix that ends there with nothing longer below it.  So one digit of a
+ * lookup reads one line.  A direct-indexed jump table of links over the
+ * first jump_digits digits replaces the top of the walk.
  */
 #ifndef TG_RATE_INT_H
 #define TG_RATE_INT_H
@@ -23,25 +23,26 @@
 #define TG__PLAN_MAGIC    0x706c616eu /* "plan" */
 #define TG__PLANSET_MAGIC 0x706c7374u /* "plst" */
 
-/* The jump table covers at most this many leading digits (10^6 edges). */
+/* The jump table covers at most this many leading digits (10^6 links). */
 #define TG__LPM_JUMP_MAX 6
-
-struct tg__lpm_edge {
-	uint32_t child; /* node index, 0 = no longer prefix below this edge */
-	uint32_t rate;  /* rate index + 1 of the prefix ending here, 0 = none */
-};
+/* A link that is a rate (index + 1) rather than a node. */
+#define TG__LPM_LEAF 0x80000000u
 
 struct tg__lpm_node {
-	struct tg__lpm_edge e[10];
-};
+	uint32_t best; /* rate index + 1 of the longest prefix ending at or above here, or 0 */
+	uint32_t link[10];
+	uint32_t pad[5];
+} __attribute__((aligned(64)));
+
+_Static_assert(sizeof(struct tg__lpm_node) == 64, "one cache line per trie node");
+_Static_assert(TG_PREFIXES_MAX < TG__LPM_LEAF, "a rate index fits beside the leaf bit");
 
 struct tg__lpm {
-	struct tg__lpm_node *nodes; /* [0] empty, [1] root; breadth-first order */
+	struct tg__lpm_node *nodes; /* [0] unused, [1] root; breadth-first order */
 	uint32_t nnodes;
-	uint32_t jump_digits;      /* 0..TG__LPM_JUMP_MAX */
-	struct tg__lpm_edge *jump; /* 10^jump_digits edges: node at that depth, best rate so far */
+	uint32_t jump_digits;       /* 0..TG__LPM_JUMP_MAX */
+	uint32_t *jump;             /* 10^jump_digits links: where a walk is after those digits */
 	size_t nodes_map, jump_map; /* tg__mem_alloc lengths */
-	bool bfs_done;              /* nodes from tg__mem_alloc, not the build's realloc */
 };
 
 struct tg_plan {
@@ -61,6 +62,7 @@ struct tg_planset {
 	struct tg_plan *plans;  /* nplans */
 	struct tg_plan **by_id; /* nby_id slots, NULL where this set has no such plan */
 	uint32_t nby_id;
+	uint64_t serial; /* unique per set ever built: caches keyed on it never see an ABA */
 };
 
 /*

@@ -80,7 +80,8 @@ const char *
 tg_plan_registry_name(const struct tg_plan_registry *reg, uint32_t id)
 {
 	TG_ASSERT(reg != NULL);
-	if (id >= registry_used(reg))
+	/* The slots are in shared memory: never hand out one without its NUL. */
+	if (id >= registry_used(reg) || reg->names[id][TG_PLAN_NAME_MAX] != '\0')
 		return NULL;
 	return reg->names[id];
 }
@@ -127,8 +128,19 @@ charge_of_billed(const struct tg_rate *r, uint64_t billed, tg_money_t *out)
 		return true;
 	}
 	TG_ASSERT(r->per_min >= 0 && r->connect >= 0);
-	if (!tg_money_mul_div_ceil((int64_t)billed, r->per_min, 60, &usage))
+	/*
+	 * The common case fits in 64 bits, where dividing by the constant 60 is a
+	 * multiply; the 128-bit path is kept for rates that would overflow.
+	 */
+	uint64_t p;
+	if (!__builtin_mul_overflow(billed, (uint64_t)r->per_min, &p)) {
+		uint64_t q = p / 60 + (p % 60 != 0);
+		if (q > (uint64_t)INT64_MAX)
+			return false;
+		usage = (tg_money_t)q;
+	} else if (!tg_money_mul_div_ceil((int64_t)billed, r->per_min, 60, &usage)) {
 		return false;
+	}
 	return tg_money_add(r->connect, usage, out);
 }
 

@@ -746,11 +746,21 @@ out:
 struct tg_planset *
 tg__planset_empty(void)
 {
+	static uint64_t serials;
 	struct tg_planset *ps = calloc(1, sizeof(*ps));
 
-	if (ps != NULL)
+	if (ps != NULL) {
 		ps->magic = TG__PLANSET_MAGIC;
+		ps->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
+	}
 	return ps;
+}
+
+uint64_t
+tg_planset_serial(const struct tg_planset *ps)
+{
+	TG_CHECK_OBJ_NOTNULL(ps, TG__PLANSET_MAGIC);
+	return ps->serial;
 }
 
 void

@@ -196,6 +196,11 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		return fail(fd, created ? name : NULL, rc);
 	}
 	close(fd);
+	/*
+	 * Huge pages spare the TLB on a table of millions of accounts; the kernel
+	 * honours this for shared memory when shmem_enabled is "advise" (docs/SHM.md).
+	 */
+	madvise(base, size, MADV_HUGEPAGE);
 
 	struct tg_shm_hdr *h = base;
 	if (created) {
@@ -313,7 +318,9 @@ home_slot(const struct tg_table *t, uint64_t id)
 void
 tg_table_prefetch(const struct tg_table *t, uint64_t id)
 {
-	__builtin_prefetch(&t->accts[home_slot(t, id)], 1, 3);
+	uint64_t i = home_slot(t, id);
+	__builtin_prefetch(&t->accts[i], 1, 3);
+	__builtin_prefetch(&t->usage[i], 1, 3);
 }
 
 struct tg_acct *

@@ -43,6 +43,19 @@ struct tg_latency {
 
 #define TG_WORKER_MAGIC 0x776f726bu
 
+/*
+ * A worker's cache of rating lookups: (plan, destination) -> rate.  Calls
+ * repeat destinations, and a hit skips the trie walk.  Keyed on the plan
+ * set's serial, so a reload empties it.
+ */
+#define TG_RCACHE_SIZE 1024
+struct tg_rcache_entry {
+	uint64_t d0, d1; /* destination digits as nibbles, 16 per word */
+	uint32_t plan;
+	uint32_t len;
+	const struct tg_rate *rate;
+};
+
 struct tg_engine;
 
 struct tg_worker {
@@ -57,6 +70,9 @@ struct tg_worker {
 	uint64_t enter_ns;
 	struct tg_counters *ctr;
 	struct tg_latency *lat;
+	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE */
+	uint64_t rcache_serial;         /* plan set the cache describes */
+	bool measure;                   /* this batch counts in the latency histogram */
 };
 
 struct tg_engine_cfg {
@@ -77,6 +93,7 @@ struct tg_engine {
 	struct tg_worker *workers;   /* cfg.workers + 1: the last is the control thread's */
 	struct tg_counters *ctr;     /* one per worker record */
 	struct tg_latency *lat;
+	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
 };
 

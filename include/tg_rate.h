@@ -44,6 +44,8 @@ void tg_planset_free(struct tg_planset *ps);
 const struct tg_plan *tg_planset_plan(const struct tg_planset *ps, uint32_t id);
 size_t tg_planset_plans(const struct tg_planset *ps);
 size_t tg_planset_prefixes(const struct tg_planset *ps);
+/* A number no other plan set of this process has had: a key for caches of lookups. */
+uint64_t tg_planset_serial(const struct tg_planset *ps);
 
 const char *tg_plan_name(const struct tg_plan *p);
 uint32_t tg_plan_id(const struct tg_plan *p);

@@ -651,10 +651,22 @@ test_slow_reader(void **state)
 	rc_close(&c);
 }
 
+/* A new connection is served. */
+static void
+fresh_ping(uint16_t port)
+{
+	struct rclient c;
+
+	rc_open(&c, port);
+	send_all(c.fd, "PING\r\n", 6);
+	expect_status(&c, "PONG");
+	rc_close(&c);
+}
+
 static void
 check_garbage(const char *junk, size_t n, const char *err)
 {
-	struct rclient c, fresh;
+	struct rclient c;
 
 	rc_open(&c, tg_net_port(srv));
 	send_all(c.fd, "PING\r\n", 6);
@@ -663,10 +675,7 @@ check_garbage(const char *junk, size_t n, const char *err)
 	expect_error_prefix(&c, err);
 	expect_closed(&c);
 	rc_close(&c);
-	rc_open(&fresh, tg_net_port(srv));
-	send_all(fresh.fd, "PING\r\n", 6);
-	expect_status(&fresh, "PONG");
-	rc_close(&fresh);
+	fresh_ping(tg_net_port(srv));
 }
 
 static void
@@ -687,6 +696,31 @@ test_garbage(void **state)
 	check_garbage(huge, 12000, "ERR Protocol error: request too large");
 	free(huge);
 	wait_connections(srv, 0);
+}
+
+/* Clients that reset their connection mid-stream, replies still in flight. */
+static void
+test_reset_mid_stream(void **state)
+{
+	static char buf[500 * 16];
+	size_t len = 0;
+
+	(void)state;
+	for (int i = 0; i < 500; i++)
+		len += (size_t)sprintf(buf + len, "BIG 8000\r\n");
+	for (int i = 0; i < 20; i++) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		struct rclient c;
+
+		rc_open(&c, tg_net_port(srv));
+		send_all(c.fd, buf, len);
+		if (i % 2)
+			usleep(2000);
+		setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		rc_close(&c); /* RST */
+	}
+	wait_connections(srv, 0);
+	fresh_ping(tg_net_port(srv));
 }
 
 static void
@@ -948,21 +982,33 @@ test_bind_errors(void **state)
 int
 main(void)
 {
-	pattern_init();
+	/* One test per line (clang-format would pack them into columns). */
+	// clang-format off
 	const struct CMUnitTest shared[] = {
-	    cmocka_unit_test(test_single_command),      cmocka_unit_test(test_hiredis_client),
-	    cmocka_unit_test(test_pipeline_10k),        cmocka_unit_test(test_split_byte_by_byte),
-	    cmocka_unit_test(test_many_clients),        cmocka_unit_test(test_big_replies),
-	    cmocka_unit_test(test_slow_reader),         cmocka_unit_test(test_garbage),
-	    cmocka_unit_test(test_quit_and_half_close), cmocka_unit_test(test_callbacks),
+		cmocka_unit_test(test_single_command),
+		cmocka_unit_test(test_hiredis_client),
+		cmocka_unit_test(test_pipeline_10k),
+		cmocka_unit_test(test_split_byte_by_byte),
+		cmocka_unit_test(test_many_clients),
+		cmocka_unit_test(test_big_replies),
+		cmocka_unit_test(test_slow_reader),
+		cmocka_unit_test(test_garbage),
+		cmocka_unit_test(test_reset_mid_stream),
+		cmocka_unit_test(test_quit_and_half_close),
+		cmocka_unit_test(test_callbacks),
 	};
 	const struct CMUnitTest own[] = {
-	    cmocka_unit_test(test_idle_timeout), cmocka_unit_test(test_max_conns),
-	    cmocka_unit_test(test_tiny_buffers), cmocka_unit_test(test_stop_with_open_connections),
-	    cmocka_unit_test(test_bind_errors),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_max_conns),
+		cmocka_unit_test(test_tiny_buffers),
+		cmocka_unit_test(test_stop_with_open_connections),
+		cmocka_unit_test(test_bind_errors),
 	};
-	int failed = cmocka_run_group_tests_name("net", shared, setup_srv, teardown_srv);
+	// clang-format on
+	int failed;
 
+	pattern_init();
+	failed = cmocka_run_group_tests_name("net", shared, setup_srv, teardown_srv);
 	failed += cmocka_run_group_tests_name("net_own_server", own, NULL, NULL);
 	return failed ? 1 : 0;
 }

@@ -33,7 +33,7 @@
 
 /* ---- fixtures: a temporary directory, a registry ---- */
 
-static char tmpdir[64];
+static char tmpdir[256];
 static unsigned file_seq;
 
 static char reg_names[TG_PLANS_MAX][TG_PLAN_NAME_MAX + 1];
@@ -62,8 +62,10 @@ rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 static int
 group_setup(void **state)
 {
+	const char *base = getenv("TMPDIR");
+
 	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/tg_test_rate_XXXXXX");
+	snprintf(tmpdir, sizeof(tmpdir), "%s/tg_test_rate_XXXXXX", base && *base ? base : "/tmp");
 	return mkdtemp(tmpdir) == NULL ? -1 : 0;
 }
 
@@ -482,6 +484,9 @@ test_registry(void **state)
 	assert_int_equal(reg_count, 3);
 	reg_reset(TG_PLANS_MAX);
 	assert_int_equal(tg_plan_registry_id(&reg, "A-z_0.9", 7, true), 0);
+	/* A damaged slot in shared memory (no NUL) is never handed out. */
+	memset(reg_names[0], 'x', sizeof(reg_names[0]));
+	assert_null(tg_plan_registry_name(&reg, 0));
 }
 
 static void

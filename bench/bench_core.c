@@ -1,0 +1,269 @@
+/*
+ * bench_core.c - `tollbench core`: the in-process ceiling of rated debits.
+ *
+ * No network: accounts in a real shared-memory table, a generated plan of
+ * many prefixes loaded through the real loader, and the engine's own
+ * tg_rated_debit (account lookup, plan, longest-prefix match, charge, one
+ * atomic debit with the threshold check, usage counters).  Each thread works
+ * in batches: it draws the accounts of the next batch, prefetches their
+ * records, then rates and debits them.  At the end the books must balance:
+ * what the accounts lost equals what the engine says it charged.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "tg_engine.h"
+
+#define BATCH 16
+
+struct core {
+	struct tg_table table;
+	struct tg_engine engine;
+	uint64_t accounts;
+	size_t ndest;
+	char (*dests)[16];
+	size_t *dlen;
+	uint64_t run_ns;
+	volatile int go;
+};
+
+struct thread {
+	pthread_t tid;
+	struct core *c;
+	unsigned idx;
+	uint64_t ops;
+	uint64_t errors;
+	uint64_t ns;
+};
+
+static void *
+run(void *arg)
+{
+	struct thread *th = arg;
+	struct core *c = th->c;
+	struct tg_worker *w = tg_engine_worker(&c->engine, th->idx);
+	uint64_t seed = 0x9e3779b97f4a7c15ull ^ ((uint64_t)th->idx << 32 | 1);
+	uint64_t ids[BATCH], next[BATCH];
+	uint32_t dsel[BATCH];
+	struct tg_move m;
+	tg_money_t charge;
+
+	while (!__atomic_load_n(&c->go, __ATOMIC_ACQUIRE))
+		;
+	for (unsigned i = 0; i < BATCH; i++) {
+		next[i] = tg_bench_rng(&seed) % c->accounts;
+		tg_table_prefetch(&c->table, next[i]);
+	}
+	uint64_t start = tg_bench_now_ns(), deadline = start + c->run_ns, now;
+	do {
+		tg_worker_enter(w);
+		for (unsigned round = 0; round < 64; round++) {
+			/* This batch's accounts were prefetched during the last one. */
+			memcpy(ids, next, sizeof(ids));
+			for (unsigned i = 0; i < BATCH; i++) {
+				next[i] = tg_bench_rng(&seed) % c->accounts;
+				tg_table_prefetch(&c->table, next[i]);
+				dsel[i] = (uint32_t)(tg_bench_rng(&seed) % c->ndest);
+			}
+			for (unsigned i = 0; i < BATCH; i++) {
+				struct tg_acct *a = tg_table_find(&c->table, ids[i]);
+				if (a == NULL ||
+				    tg_rated_debit(w, a, c->dests[dsel[i]], c->dlen[dsel[i]], 125,
+						   &charge, &m) != TG_OK)
+					th->errors++;
+			}
+			th->ops += BATCH;
+		}
+		tg_worker_exit(w);
+		now = tg_bench_now_ns();
+	} while (now < deadline);
+	th->ns = now - start;
+	return NULL;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+		"usage: tollbench core [-a accounts] [-p prefixes] [-D destinations] [-t threads]\n"
+		"                      [-s seconds]\n"
+		"  -a  accounts in the table (1000000)\n"
+		"  -p  prefixes in the rate plan (100000)\n"
+		"  -D  distinct destinations dialled, drawn from the plan (1024)\n"
+		"  -t  threads for the parallel run (0 = one per core)\n"
+		"  -s  seconds per run (3)\n");
+}
+
+/* One run on n threads; returns rated debits per second. */
+static uint64_t
+measure(struct core *c, unsigned n, uint64_t *errors)
+{
+	struct thread *th = calloc(n, sizeof(*th));
+	uint64_t ops = 0, ns = 0;
+
+	c->go = 0;
+	for (unsigned i = 0; i < n; i++) {
+		th[i].c = c;
+		th[i].idx = i;
+		pthread_create(&th[i].tid, NULL, run, &th[i]);
+	}
+	__atomic_store_n(&c->go, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < n; i++) {
+		pthread_join(th[i].tid, NULL);
+		ops += th[i].ops;
+		*errors += th[i].errors;
+		if (th[i].ns > ns)
+			ns = th[i].ns;
+	}
+	free(th);
+	return ns ? ops * 1000000000ull / ns : 0;
+}
+
+int
+tg_bench_core(int argc, char **argv)
+{
+	struct core c = {.accounts = 1000000, .ndest = 1024};
+	size_t nprefix = 100000;
+	unsigned threads = 0, seconds = 3;
+	char shm[64], plan_path[256], err[256];
+	int opt, rc = 1;
+
+	optind = 1;
+	while ((opt = getopt(argc, argv, "a:p:D:t:s:h")) != -1) {
+		switch (opt) {
+		case 'a':
+			c.accounts = strtoull(optarg, NULL, 10);
+			break;
+		case 'p':
+			nprefix = strtoul(optarg, NULL, 10);
+			break;
+		case 'D':
+			c.ndest = strtoul(optarg, NULL, 10);
+			break;
+		case 't':
+			threads = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 's':
+			seconds = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		default:
+			usage();
+			return opt == 'h' ? 0 : 1;
+		}
+	}
+	if (c.accounts == 0 || nprefix == 0 || c.ndest == 0 || seconds == 0) {
+		usage();
+		return 1;
+	}
+	if (threads == 0)
+		threads = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+	c.run_ns = (uint64_t)seconds * 1000000000ull;
+
+	/* The table. */
+	snprintf(shm, sizeof(shm), "/tollbench-core-%d", (int)getpid());
+	struct tg_table_cfg tcfg = {.name = shm, .capacity = c.accounts, .mode = 0600};
+	if (tg_table_open(&c.table, &tcfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tollbench core: %s\n", err);
+		return 1;
+	}
+	tg_table_unlink(shm); /* gone when we exit, however we exit */
+	struct tg_engine_cfg ecfg = {.max_grant = 3600, .call_grace = 60, .calls_max = 1024,
+				     .ids_max = 1024, .ids_window = 60, .workers = threads};
+	if (tg_engine_init(&c.engine, &c.table, &ecfg) != 0) {
+		fprintf(stderr, "tollbench core: cannot set up the engine\n");
+		goto out_table;
+	}
+
+	/* The plan, through the real loader. */
+	uint64_t seed = 42;
+	struct tg_bench_prefix *px = tg_bench_prefixes(nprefix, &seed);
+	if (px == NULL || tg_bench_write_plan("bench", px, nprefix, plan_path,
+					      sizeof(plan_path)) != 0) {
+		fprintf(stderr, "tollbench core: cannot write the plan\n");
+		free(px);
+		goto out_engine;
+	}
+	struct tg_diag diag;
+	tg_diag_init(&diag);
+	rc = tg_rates_reload(&c.engine.rates, plan_path, &diag);
+	unlink(plan_path);
+	if (rc != 0) {
+		tg_diag_print(&diag, 2);
+		free(px);
+		rc = 1;
+		goto out_engine;
+	}
+	rc = 1;
+	int plan = tg_plan_registry_id(&c.table.plans, "bench", 5, false);
+
+	/* Destinations: a prefix of the plan, completed to 11+ digits. */
+	c.dests = calloc(c.ndest, sizeof(*c.dests));
+	c.dlen = calloc(c.ndest, sizeof(*c.dlen));
+	for (size_t i = 0; i < c.ndest; i++) {
+		const char *p = px[tg_bench_rng(&seed) % nprefix].s;
+		size_t l = strlen(p);
+		memcpy(c.dests[i], p, l);
+		while (l < 11)
+			c.dests[i][l++] = (char)('0' + tg_bench_rng(&seed) % 10);
+		c.dlen[i] = l;
+	}
+	free(px);
+
+	/* The accounts: enough money never to block. */
+	const tg_money_t opening = (tg_money_t)1000000 * TG_MONEY_SCALE;
+	uint64_t t0 = tg_bench_now_ns();
+	for (uint64_t id = 0; id < c.accounts; id++) {
+		struct tg_acct *a;
+		struct tg_move m;
+		bool created;
+		if (tg_table_insert(&c.table, id, &a, &created) != TG_OK) {
+			fprintf(stderr, "tollbench core: table full at %llu\n",
+				(unsigned long long)id);
+			goto out_dests;
+		}
+		struct tg_acct_settings s = {.plan = (uint32_t)plan};
+		tg_acct_set_balance(a, opening, &m);
+		tg_acct_configure(a, &s, &m);
+	}
+	printf("setup: %llu accounts, %zu prefixes, %zu destinations in %.0f ms\n",
+	       (unsigned long long)c.accounts, nprefix, c.ndest,
+	       (double)(tg_bench_now_ns() - t0) / 1e6);
+
+	uint64_t errors = 0;
+	uint64_t one = measure(&c, 1, &errors);
+	uint64_t all = measure(&c, threads, &errors);
+	printf("rated debits/s, 1 thread:   %llu\n", (unsigned long long)one);
+	printf("rated debits/s, %u threads: %llu (%llu per thread)\n", threads,
+	       (unsigned long long)all, (unsigned long long)(all / threads));
+
+	/* The books: what the accounts lost is what the engine charged. */
+	tg_money_t lost = 0;
+	for (uint64_t id = 0; id < c.accounts; id++) {
+		struct tg_acct_view v;
+		tg_acct_read(tg_table_find(&c.table, id), &v);
+		lost += opening - v.balance;
+	}
+	uint64_t charged = tg_engine_counter(&c.engine, TG_C_money_charged);
+	if (errors != 0 || (uint64_t)lost != charged) {
+		fprintf(stderr, "tollbench core: FAILED: %llu errors, lost %lld != charged %llu\n",
+			(unsigned long long)errors, (long long)lost, (unsigned long long)charged);
+		goto out_dests;
+	}
+	printf("verified: balances lost exactly the %llu micro-units charged\n",
+	       (unsigned long long)charged);
+	rc = 0;
+out_dests:
+	free(c.dests);
+	free(c.dlen);
+out_engine:
+	tg_engine_fini(&c.engine);
+out_table:
+	tg_table_close(&c.table);
+	return rc;
+}
