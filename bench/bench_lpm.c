@@ -4,8 +4,9 @@
  * Builds the plan the target is stated on (100k random prefixes of 3..12
  * digits), writes it to a temporary CSV file and loads it through the real
  * loader, so what is timed is exactly the structure the engine serves from.
- * Then looks up random 11-digit destinations on one thread for a few seconds.
- * Timing only, never a pass/fail test; integers only, no float.
+ * Then looks up random 11-digit destinations on one thread for a few seconds,
+ * reading each match's rate as rating would.  Timing only, never a pass/fail
+ * test; integers only, no float.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tg_assert.h"
 #include "tg_diag.h"
 #include "tg_rate.h"
 
@@ -66,6 +68,10 @@ tg_bench_lpm(int argc, char **argv)
 		char *end;
 		unsigned long val;
 
+		if (opt != 'p' && opt != 'd' && opt != 's') {
+			usage(stderr);
+			return 1;
+		}
 		errno = 0;
 		val = strtoul(optarg, &end, 10);
 		if (errno != 0 || *end != '\0' || val == 0) {
@@ -76,12 +82,8 @@ tg_bench_lpm(int argc, char **argv)
 			nprefix = val;
 		else if (opt == 'd')
 			ndest = val;
-		else if (opt == 's')
+		else
 			seconds = val;
-		else {
-			usage(stderr);
-			return 1;
-		}
 	}
 	if (nprefix > TG_PREFIXES_MAX || ndest > 100000000 || seconds > 3600) {
 		usage(stderr);
@@ -113,10 +115,10 @@ tg_bench_lpm(int argc, char **argv)
 	printf("lpm: loaded %zu prefixes in %" PRIu64 " ms\n", tg_planset_prefixes(ps),
 	       elapsed / 1000000);
 
+	TG_ASSERT(plan != NULL); /* the plan just loaded */
 	dests = malloc((size_t)ndest * DEST_STRIDE);
-	if (dests == NULL || plan == NULL) {
+	if (dests == NULL) {
 		fprintf(stderr, "lpm: out of memory\n");
-		free(dests);
 		tg_planset_free(ps);
 		return 1;
 	}

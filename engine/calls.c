@@ -47,11 +47,13 @@ struct stripe {
 } __attribute__((aligned(CACHE_LINE)));
 
 _Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache line");
+_Static_assert(sizeof(struct tg_call) + sizeof(struct tg_digest) == 120,
+               "memory per call is documented");
 
 struct tg_calls {
 	uint32_t magic;
-	uint32_t nslots;     /* per stripe */
-	unsigned mask;       /* stripes - 1 */
+	uint32_t nslots; /* per stripe */
+	unsigned mask;   /* stripes - 1 */
 	struct stripe *stripes;
 	struct tg_digest *keys; /* stripe s owns keys[s * nslots ...]; zero = free */
 	struct tg_call *vals;   /* parallel to keys */
@@ -360,7 +362,7 @@ tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call)
  */
 size_t
 tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
-		void (*fn)(void *arg, const struct tg_call *call), void *arg)
+                void (*fn)(void *arg, const struct tg_call *call), void *arg)
 {
 	size_t expired = 0;
 

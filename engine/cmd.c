@@ -509,6 +509,14 @@ cmd_auth(struct ctx *c)
 	return TG_NET_CONTINUE;
 }
 
+/* redis-cli --pipe ends its input with ECHO <magic> and waits for that reply. */
+static int
+cmd_echo(struct ctx *c)
+{
+	tg_out_bulk(c->out, c->req->argv[1].p, c->req->argv[1].len);
+	return TG_NET_CONTINUE;
+}
+
 static int
 cmd_quit(struct ctx *c)
 {
@@ -686,6 +694,7 @@ static const struct command commands[] = {
     {"RATE", 3, 3, false, cmd_rate},
     {"RATES.RELOAD", 0, 0, false, cmd_rates_reload},
     {"PING", 0, 1, true, cmd_ping},
+    {"ECHO", 1, 1, false, cmd_echo},
     {"AUTH", 1, 2, true, cmd_auth},
     {"QUIT", 0, 0, true, cmd_quit},
     {"INFO", 0, 1, false, cmd_info},

@@ -184,7 +184,7 @@ tg_config_usage(FILE *f)
 }
 
 int
-tg_config_args(struct tg_config *c, int argc, char **argv, char *err, size_t errlen)
+tg_config_args(struct tg_config *c, int argc, const char *const *argv, char *err, size_t errlen)
 {
 	int rc;
 

@@ -346,10 +346,10 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 	struct tg_move m;
 	enum tg_result res = TG_BLOCKED;
 
+	/* The stripe is locked whether or not the call is there. */
 	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
 	if (c == NULL || c->acct != acct) {
-		if (c != NULL)
-			tg_calls_unlock(&l);
+		tg_calls_unlock(&l);
 		return TG_NOCALL;
 	}
 	struct tg_acct *a = tg_table_find(e->table, acct);
@@ -399,10 +399,10 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	enum tg_result res = window_check(w, digest(KIND_END, call), fp, &il, charge, &is_new);
 	if (!is_new)
 		return res;
+	/* The stripe is locked whether or not the call is there. */
 	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &cl);
 	if (c == NULL || c->acct != acct) {
-		if (c != NULL)
-			tg_calls_unlock(&cl);
+		tg_calls_unlock(&cl);
 		tg_idem_unlock(&il);
 		return TG_NOCALL;
 	}

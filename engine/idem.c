@@ -12,12 +12,16 @@
  *
  * Expiry is lazy, so no thread ever walks the whole map: an entry is
  * "expired" when seen + window_s < now, and from then on counts as absent.
- * Expired entries are reclaimed (1) when a lookup's probe passes them,
+ * Expired entries are reclaimed (1) when a lookup's probe passes them, and
  * (2) by a short sweep after each insert into a stripe more than 3/4 full,
- * and (3) all at once when an insert finds the stripe full, which the
- * stripe's oldest-entry bound lets it skip when nothing can have expired.
- * tg_idem_count therefore counts entries held, expired ones not yet
- * reclaimed included: an upper bound of the ids remembered.
+ * which keeps the load, and so the probe length, near what the live entries
+ * need.  (1) also means a stripe with no free slot is full of live entries:
+ * a lookup there walks every slot unless it meets an expired one, which it
+ * reclaims.  So "room" is just a free slot, and a full stripe costs a walk
+ * of the stripe per new id until entries leave the window: the price of
+ * running past capacity, paid instead of forgetting a live id.
+ * tg_idem_count counts entries held, expired ones not yet reclaimed
+ * included: an upper bound of the ids remembered.
  *
  * Geometry as in calls.c: stripe by the low bits of d.lo, first slot by the
  * high 32 bits of d.hi; about STRIPE_MEAN ids of capacity per stripe, 1.25
@@ -52,9 +56,8 @@ _Static_assert(sizeof(struct slot) == 40, "memory per id is documented");
 
 struct stripe {
 	ck_spinlock_fas_t lock;
-	uint32_t used;   /* slots holding an entry, live or expired */
-	uint32_t oldest; /* <= the seen of every entry: nothing expired while it is live */
-	uint32_t sweep;  /* where the next sweep starts */
+	uint32_t used;  /* slots holding an entry, live or expired */
+	uint32_t sweep; /* where the next sweep starts */
 } __attribute__((aligned(CACHE_LINE)));
 
 _Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache line");
@@ -168,6 +171,8 @@ delete_at(struct tg_idem *w, unsigned s, uint32_t i)
 /*
  * Slot of d in stripe s (locked), or -1; expired entries on the probe path
  * are reclaimed on the way (d's own included, so d is never held twice).
+ * Only live entries count towards the nslots bound, so -1 leaves either a
+ * free slot in the stripe or no expired entry in it.
  */
 static int64_t
 find(struct tg_idem *w, unsigned s, const struct tg_digest *d, uint32_t now)
@@ -191,49 +196,21 @@ find(struct tg_idem *w, unsigned s, const struct tg_digest *d, uint32_t now)
 }
 
 /*
- * Reclaim every expired entry of stripe s (locked) and make its oldest
- * bound exact.  One pass: a deletion may pull an entry into i, so i is
- * looked at again; entries pulled across the end were already looked at.
+ * Can stripe s (locked) take one more entry?  Asked only after find
+ * returned -1 at the same now, so a stripe with no free slot holds no
+ * expired entry either (see find).
  */
-static void
-purge(struct tg_idem *w, unsigned s, uint32_t now)
-{
-	struct slot *sl = stripe_slots(w, s);
-	uint32_t oldest = UINT32_MAX;
-
-	for (uint32_t i = 0; i < w->nslots;) {
-		if (key_free(&sl[i].d)) {
-			i++;
-		} else if (!live(w, sl[i].r.seen, now)) {
-			delete_at(w, s, i);
-		} else {
-			if (sl[i].r.seen < oldest)
-				oldest = sl[i].r.seen;
-			i++;
-		}
-	}
-	w->stripes[s].oldest = oldest;
-}
-
-/* Can stripe s (locked) take one more entry at now?  May reclaim. */
 static bool
-room(struct tg_idem *w, unsigned s, uint32_t now)
+room(const struct tg_idem *w, unsigned s)
 {
-	struct stripe *st = &w->stripes[s];
-
-	if (st->used < w->nslots)
-		return true;
-	if (live(w, st->oldest, now))
-		return false;
-	purge(w, s, now);
-	return st->used < w->nslots;
+	return w->stripes[s].used < w->nslots;
 }
 
 /*
- * After an insert: when the stripe is more than 3/4 full and something may
- * have expired, look at the next SWEEP_STEP slots, so that expired entries
- * do not pile up where no lookup passes and the load (and so the probe
- * length) stays near what the live entries need.
+ * After an insert into a stripe more than 3/4 full, look at the next
+ * SWEEP_STEP slots, so that expired entries do not pile up where no lookup
+ * passes.  A full turn of the cursor takes nslots / SWEEP_STEP inserts, so
+ * at most about that many expired entries linger (1/16 of the stripe).
  */
 static void
 sweep(struct tg_idem *w, unsigned s, uint32_t now)
@@ -242,7 +219,7 @@ sweep(struct tg_idem *w, unsigned s, uint32_t now)
 	struct slot *sl = stripe_slots(w, s);
 	uint32_t i = st->sweep;
 
-	if ((uint64_t)st->used * 4 <= (uint64_t)w->nslots * 3 || live(w, st->oldest, now))
+	if ((uint64_t)st->used * 4 <= (uint64_t)w->nslots * 3)
 		return;
 	for (unsigned n = 0; n < SWEEP_STEP; n++) {
 		if (!key_free(&sl[i].d) && !live(w, sl[i].r.seen, now))
@@ -267,8 +244,6 @@ insert(struct tg_idem *w, unsigned s, const struct tg_digest *d, const struct tg
 	sl[i].d = *d;
 	sl[i].r = *r;
 	st->used++;
-	if (r->seen < st->oldest)
-		st->oldest = r->seen;
 	count_add(w, 1);
 }
 
@@ -335,10 +310,8 @@ tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s)
 		tg_idem_free(w);
 		return -ENOMEM;
 	}
-	for (unsigned s = 0; s < nstripes; s++) {
+	for (unsigned s = 0; s < nstripes; s++)
 		ck_spinlock_fas_init(&w->stripes[s].lock);
-		w->stripes[s].oldest = UINT32_MAX;
-	}
 	w->magic = IDEM_MAGIC;
 	*out = w;
 	return 0;
@@ -373,9 +346,10 @@ tg_idem_count(const struct tg_idem *w)
 
 /*
  * For recovery, before or while workers run.  Liveness is judged at r->seen:
- * entries of d's stripe older than r->seen - window_s are reclaimed, so ids
- * restored in journal order behave as they did when first applied.
- * TG_CONFLICT when d is held (the record is left as it was).
+ * an entry that had left the window by then counts as absent and may be
+ * reclaimed, so ids restored in journal order behave as they did when first
+ * applied.  TG_CONFLICT when d is held (the record is left as it was),
+ * TG_FULL when its stripe is full of live entries.
  */
 enum tg_result
 tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec *r)
@@ -389,10 +363,12 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 	stripe_lock(&w->stripes[s]);
 	if (find(w, s, &d, r->seen) >= 0)
 		res = TG_CONFLICT;
-	else if (!room(w, s, r->seen))
+	else if (!room(w, s))
 		res = TG_FULL;
-	else
+	else {
 		insert(w, s, &d, r);
+		sweep(w, s, r->seen);
+	}
 	stripe_unlock(&w->stripes[s]);
 	return res;
 }
@@ -447,7 +423,7 @@ tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r)
 
 	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
 	TG_ASSERT(l->slot == NULL);
-	if (room(w, l->stripe, l->now)) {
+	if (room(w, l->stripe)) {
 		insert(w, l->stripe, &l->d, r);
 		sweep(w, l->stripe, l->now);
 	} else {
@@ -458,14 +434,13 @@ tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r)
 }
 
 /*
- * l must be locked on a d that tg_idem_lock did not find.  True when
- * tg_idem_record_unlock under this same lock will succeed.  May reclaim
- * expired entries, which changes nothing the caller can see.
+ * l must be locked on a d that tg_idem_lock did not find.  True exactly
+ * when tg_idem_record_unlock under this same lock will succeed.
  */
 int
 tg_idem_has_room(const struct tg_idem_lock *l)
 {
 	TG_CHECK_OBJ_NOTNULL(l->w, IDEM_MAGIC);
 	TG_ASSERT(l->slot == NULL);
-	return room(l->w, l->stripe, l->now);
+	return room(l->w, l->stripe);
 }

@@ -90,12 +90,12 @@ tg__mem_free(void *p, size_t len)
 		free(p);
 }
 
-/* Append a zeroed node; returns its index, or 0 when out of memory. */
+/* Append a zeroed node; returns its index (>= 2), or 0 when out of memory. */
 static uint32_t
 build_node(struct build *b)
 {
 	if (b->n == b->cap) {
-		uint32_t ncap = b->cap ? b->cap * 2 : 64;
+		uint32_t ncap = b->cap * 2;
 		struct bnode *nn;
 
 		if (b->cap > TG__LPM_LEAF / 2)
@@ -255,18 +255,18 @@ int
 tg__lpm_build(struct tg__lpm *lpm, const struct tg_rate *rates, uint32_t n,
               void (*dup)(void *arg, uint32_t first, uint32_t again), void *arg)
 {
-	struct build b = {NULL, 0, 0};
-	int rc = -ENOMEM;
+	/* Node 0 stays unused (a link of 0 means none); node 1 is the root. */
+	struct build b = {calloc(64, sizeof(struct bnode)), 2, 64};
+	int rc;
 
 	memset(lpm, 0, sizeof(*lpm));
-	if (build_node(&b) != LPM_NONE || build_node(&b) != LPM_ROOT)
-		goto out;
+	if (b.nodes == NULL)
+		return -ENOMEM;
 	rc = build_insert(&b, rates, n, dup, arg);
 	if (rc == 0)
 		rc = build_finish(&b, lpm);
 	if (rc == 0)
 		rc = build_jump(lpm, n);
-out:
 	free(b.nodes);
 	return rc;
 }

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_atomic.h" /* before any ck header: chooses ck's backend under TSan */
 #include "tg_rate.h"
 
 #define TG__PLAN_MAGIC    0x706c616eu /* "plan" */

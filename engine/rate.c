@@ -19,6 +19,10 @@
 #include "tg_assert.h"
 #include "tg_rate.h"
 
+#if defined(TG_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 /* ---- plan names ---- */
 
 const char *
@@ -193,6 +197,59 @@ tg_rate_grant(const struct tg_rate *r, tg_money_t available, uint32_t cap, tg_mo
 
 /* ---- the live plan set ---- */
 
+/*
+ * Under ThreadSanitizer: ck's loads and stores are plain volatile accesses and
+ * its grace periods run inside the uninstrumented libck, so TSan sees neither
+ * the publication of a new set nor that every reader left the old one before
+ * it is freed.  The pointer then goes through the compiler's atomics, and a
+ * reader's exit is declared a release that the reclaiming writer acquires.
+ */
+#if defined(TG_TSAN)
+static void
+publish(struct tg_rates *rates, struct tg_planset *ps)
+{
+	__atomic_store_n(&rates->current, ps, __ATOMIC_RELEASE);
+}
+
+static struct tg_planset *
+current(struct tg_rates *rates)
+{
+	return __atomic_load_n(&rates->current, __ATOMIC_ACQUIRE);
+}
+
+/* The epoch's list of records, read while other threads may push onto it. */
+static ck_stack_entry_t *
+load_entry(ck_stack_entry_t *const *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+#define EPOCH_RELEASE(rec) __tsan_release((rec)->global)
+#define EPOCH_ACQUIRE(ep)  __tsan_acquire(ep)
+#else
+static void
+publish(struct tg_rates *rates, struct tg_planset *ps)
+{
+	ck_pr_fence_store();
+	ck_pr_store_ptr(&rates->current, ps);
+}
+
+static struct tg_planset *
+current(struct tg_rates *rates)
+{
+	return ck_pr_load_ptr(&rates->current);
+}
+
+static ck_stack_entry_t *
+load_entry(ck_stack_entry_t *const *p)
+{
+	return ck_pr_load_ptr(p);
+}
+
+#define EPOCH_RELEASE(rec) ((void)0)
+#define EPOCH_ACQUIRE(ep)  ((void)0)
+#endif
+
 int
 tg_rates_init(struct tg_rates *rates, const struct tg_plan_registry *reg)
 {
@@ -223,9 +280,9 @@ tg_rates_reload(struct tg_rates *rates, const char *path, struct tg_diag *diag)
 	if (rc != 0)
 		return rc;
 	old = rates->current;
-	ck_pr_fence_store();
-	ck_pr_store_ptr(&rates->current, ps);
+	publish(rates, ps);
 	ck_epoch_synchronize(&rates->writer);
+	EPOCH_ACQUIRE(&rates->epoch);
 	tg_planset_free(old);
 	ck_pr_store_64(&rates->generation, rates->generation + 1);
 	return 0;
@@ -236,6 +293,7 @@ void
 tg_rates_fini(struct tg_rates *rates)
 {
 	ck_epoch_synchronize(&rates->writer);
+	EPOCH_ACQUIRE(&rates->epoch);
 	tg_planset_free(rates->current);
 	rates->current = NULL;
 	ck_epoch_unregister(&rates->writer);
@@ -253,8 +311,8 @@ tg_rates_reader_register(struct tg_rates *rates, ck_epoch_record_t *rec)
 	ck_stack_entry_t *cursor;
 
 	TG_ASSERT(rec != &rates->writer);
-	for (cursor = CK_STACK_FIRST(&rates->epoch.records); cursor != NULL;
-	     cursor = CK_STACK_NEXT(cursor))
+	for (cursor = load_entry(&rates->epoch.records.head); cursor != NULL;
+	     cursor = load_entry(&cursor->next))
 		TG_ASSERT(cursor != &rec->record_next);
 	ck_epoch_register(&rates->epoch, rec, NULL);
 }
@@ -273,11 +331,12 @@ const struct tg_planset *
 tg_rates_enter(struct tg_rates *rates, ck_epoch_record_t *rec, ck_epoch_section_t *sec)
 {
 	ck_epoch_begin(rec, sec);
-	return ck_pr_load_ptr(&rates->current);
+	return current(rates);
 }
 
 void
 tg_rates_exit(ck_epoch_record_t *rec, ck_epoch_section_t *sec)
 {
+	EPOCH_RELEASE(rec);
 	ck_epoch_end(rec, sec);
 }

@@ -20,9 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tg_atomic.h" /* first: chooses ck's backend under TSan */
+
 #include "rate-int.h"
 #include "tg_assert.h"
-#include "tg_atomic.h"
 #include "tg_result.h"
 
 #define CSV_HEADER "plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum"

@@ -185,7 +185,7 @@ main(int argc, char **argv)
 
 	tg_log_init("tollgated");
 	tg_config_defaults(&srv->cfg);
-	rc = tg_config_args(&srv->cfg, argc, argv, err, sizeof(err));
+	rc = tg_config_args(&srv->cfg, argc, (const char *const *)argv, err, sizeof(err));
 	if (rc == 1)
 		return 0;
 	if (rc != 0) {

@@ -44,7 +44,8 @@ int tg_config_load(struct tg_config *c, const char *path, char *err, size_t errl
  * it is), then every "--key value" in order.  Returns 0, 1 for --help (usage
  * printed), or -EINVAL with err set.
  */
-int tg_config_args(struct tg_config *c, int argc, char **argv, char *err, size_t errlen);
+int tg_config_args(struct tg_config *c, int argc, const char *const *argv, char *err,
+		   size_t errlen);
 /* Print every setting, one "key value" line each (for --help and docs). */
 void tg_config_usage(FILE *f);
 

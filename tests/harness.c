@@ -211,7 +211,7 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	argv[n++] = (char *)bin;
 	for (unsigned i = 0; base[i] != NULL; i++)
 		argv[n++] = (char *)base[i];
-	argv[n++] = "--shm-name";
+	argv[n++] = (char *)"--shm-name";
 	argv[n++] = d->shm;
 	for (unsigned i = 0; flags != NULL && flags[i] != NULL; i++) {
 		if (n + 1 >= ARGS_MAX) {

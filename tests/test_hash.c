@@ -181,11 +181,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pinned),
-		cmocka_unit_test(test_lengths_alignment),
-		cmocka_unit_test(test_no_collisions),
-		cmocka_unit_test(test_avalanche),
-		cmocka_unit_test(test_kinds),
+	    cmocka_unit_test(test_pinned),        cmocka_unit_test(test_lengths_alignment),
+	    cmocka_unit_test(test_no_collisions), cmocka_unit_test(test_avalanche),
+	    cmocka_unit_test(test_kinds),
 	};
 
 	return cmocka_run_group_tests_name("hash", tests, NULL, NULL);

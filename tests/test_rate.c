@@ -335,7 +335,7 @@ check_grant_brute(const struct tg_rate *r, tg_money_t avail, uint32_t maxcap)
 static void
 check_grant_shape(const struct tg_rate *r)
 {
-	static const uint32_t probes[] = {1, 30, 60, 61, 97, 200, 390};
+	static const uint32_t probes[] = {1, 30, 60, 61, 97, 150, 240};
 	tg_money_t avails[4 + 3 * TG_ARRAY_LEN(probes)] = {-5, 0, 1, INT64_MAX};
 	size_t n = 4;
 
@@ -348,7 +348,7 @@ check_grant_shape(const struct tg_rate *r)
 		avails[n++] = ch + 1;
 	}
 	for (size_t i = 0; i < n; i++)
-		check_grant_brute(r, avails[i], 400);
+		check_grant_brute(r, avails[i], 250);
 }
 
 static void
@@ -1115,7 +1115,7 @@ test_match_100k(void **state)
 	qsort(v, n, sizeof(*v), cmp_prefix);
 
 	/* Random destinations: 11 digits mostly, every length 1..20 some of the time. */
-	for (int k = 0; k < 300000; k++) {
+	for (int k = 0; k < 100000; k++) {
 		char dest[24];
 		size_t dl = k % 10 == 0 ? 1 + rng_next(&x) % 20 : 11;
 		const struct tg_rate *r;
@@ -1129,7 +1129,7 @@ test_match_100k(void **state)
 		if ((r == NULL) != (want == NULL) || (r != NULL && strcmp(r->prefix, want) != 0))
 			fail_msg("%s: matched %s, expected %s", dest, r ? r->prefix : "-",
 			         want ? want : "-");
-		if (k < 300) {
+		if (k < 100) {
 			const char *scan = scan_match(v, n, dest, dl);
 
 			assert_true(scan == want || (scan && want && strcmp(scan, want) == 0));
@@ -1203,7 +1203,7 @@ test_demo_plan(void **state)
 
 /* ---- the live set under readers ---- */
 
-enum { RELOAD_A = 2000, RELOAD_B = 3000, READERS = 3 };
+enum { RELOAD_A = 2000, RELOAD_B = 3000, READERS = 2, RELOADS = 40 };
 
 struct reader {
 	/* ck_epoch keeps a record on its list after unregistering: it must outlive rates. */
@@ -1211,7 +1211,7 @@ struct reader {
 	pthread_t tid;
 	struct tg_rates *rates;
 	uint32_t plan;
-	volatile bool *stop;
+	int *stop; /* set by the main thread (compiler atomics: TSan sees them) */
 	uint64_t seed;
 	unsigned long checks, seen_a, seen_b;
 	int bad; /* 0, or what was wrong */
@@ -1231,7 +1231,7 @@ reader_main(void *arg)
 	ck_epoch_record_t *rec = &rd->rec;
 
 	tg_rates_reader_register(rd->rates, rec);
-	while (!*rd->stop && rd->bad == 0) {
+	while (!__atomic_load_n(rd->stop, __ATOMIC_ACQUIRE) && rd->bad == 0) {
 		ck_epoch_section_t sec;
 		const struct tg_planset *ps = tg_rates_enter(rd->rates, rec, &sec);
 		const struct tg_plan *p = tg_planset_plan(ps, rd->plan);
@@ -1297,7 +1297,7 @@ test_reload_under_readers(void **state)
 	char *bad = new_file(HEADER "p,1,national,0.01,0,60,0,0\n");
 	struct tg_rates *rates = aligned_alloc(64, (sizeof(*rates) + 63) & ~(size_t)63);
 	struct reader rd[READERS];
-	volatile bool stop = false;
+	int stop = 0;
 	struct tg_diag diag;
 	unsigned long total = 0, seen_a = 0, seen_b = 0;
 
@@ -1314,11 +1314,11 @@ test_reload_under_readers(void **state)
 		rd[i].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
 		assert_int_equal(pthread_create(&rd[i].tid, NULL, reader_main, &rd[i]), 0);
 	}
-	for (int k = 0; k < 60; k++) {
+	for (int k = 0; k < RELOADS; k++) {
 		tg_diag_init(&diag);
 		assert_int_equal(tg_rates_reload(rates, k % 2 ? fb : fa, &diag), 0);
 		assert_int_equal(rates->generation, (uint64_t)k + 1);
-		if (k == 30) {
+		if (k == RELOADS / 2) {
 			/* A failed reload leaves the live set and generation alone. */
 			const struct tg_planset *before = rates->current;
 
@@ -1330,7 +1330,7 @@ test_reload_under_readers(void **state)
 		}
 		usleep(1000);
 	}
-	stop = true;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < READERS; i++) {
 		assert_int_equal(pthread_join(rd[i].tid, NULL), 0);
 		if (rd[i].bad != 0)
@@ -1341,7 +1341,7 @@ test_reload_under_readers(void **state)
 	}
 	/* The readers really ran across swaps: both versions were seen. */
 	assert_true(total > 0 && seen_a > 0 && seen_b > 0);
-	/* The id of p never changed across 60 loads. */
+	/* The id of p never changed across all those loads. */
 	assert_int_equal(reg_count, 1);
 	tg_rates_fini(rates);
 	free(rates);

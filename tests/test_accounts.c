@@ -1,0 +1,156 @@
+/*
+ * test_accounts.c - the accounts CSV loader: a good file, every kind of bad
+ * row (and that nothing loads then), and live accounts left alone.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tg_accounts.h"
+#include "tg_rate.h"
+
+static char shm[64], path[64];
+static struct tg_table table;
+
+static int
+setup(void **state)
+{
+	char err[256];
+	(void)state;
+	snprintf(shm, sizeof(shm), "/tg-test-accounts-%d", (int)getpid());
+	snprintf(path, sizeof(path), "/tmp/tg-test-accounts-%d.csv", (int)getpid());
+	tg_table_unlink(shm);
+	struct tg_table_cfg cfg = {.name = shm, .capacity = 8, .mode = 0600};
+	return tg_table_open(&table, &cfg, err, sizeof(err)) == 0 ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	tg_table_close(&table);
+	tg_table_unlink(shm);
+	unlink(path);
+	return 0;
+}
+
+static int
+load(const char *text, struct tg_diag *d, size_t *created, size_t *skipped)
+{
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	tg_diag_init(d);
+	return tg_accounts_load(path, &table, d, created, skipped);
+}
+
+#define HDR "account,balance,plan,state,threshold,refill,refill_amount,payment\n"
+
+static void
+test_good_file(void **state)
+{
+	struct tg_diag d;
+	size_t c, s;
+	struct tg_acct_view v;
+	(void)state;
+	assert_int_equal(load("\xef\xbb\xbf# demo\r\n" HDR "1,25,basic,active,10,add,50,on\r\n"
+			      "0002,-3.5,gold,suspended,,off,,off\n\n"
+			      "3,0,basic,,,,,\n",
+			      &d, &c, &s),
+			 0);
+	assert_int_equal(c, 3);
+	assert_int_equal(s, 0);
+	tg_acct_read(tg_table_find(&table, 1), &v);
+	assert_int_equal(v.balance, 25000000);
+	assert_int_equal(v.threshold, 10000000);
+	assert_int_equal(v.refill_mode, TG_REFILL_ADD);
+	assert_int_equal(v.refill_amount, 50000000);
+	assert_true(v.flags & TG_ACCT_PAYMENT);
+	assert_false(v.refill_inflight);
+	assert_string_equal(tg_plan_registry_name(&table.plans, v.plan), "basic");
+	tg_acct_read(tg_table_find(&table, 2), &v);
+	assert_int_equal(v.balance, -3500000);
+	assert_int_equal(v.state, TG_STATE_SUSPENDED);
+	assert_string_equal(tg_plan_registry_name(&table.plans, v.plan), "gold");
+
+	/* Loaded again after spending: live balances are kept. */
+	struct tg_move m;
+	tg_acct_debit(tg_table_find(&table, 1), 5000000, &m);
+	assert_int_equal(load(HDR "1,25,basic,active,10,add,50,on\n4,1,basic,,,,,\n", &d, &c, &s),
+			 0);
+	assert_int_equal(c, 1);
+	assert_int_equal(s, 1);
+	tg_acct_read(tg_table_find(&table, 1), &v);
+	assert_int_equal(v.balance, 20000000);
+}
+
+static void
+test_bad_rows_load_nothing(void **state)
+{
+	static const struct {
+		const char *row, *reason;
+	} cases[] = {
+	    {"10,1,basic,active,,off,,off,extra", "expected 8 fields"},
+	    {"x1,1,basic,,,,,", "not an account id"},
+	    {"18446744073709551615,1,basic,,,,,", "not an account id"},
+	    {"10,1.0000001,basic,,,,,", "balance"},
+	    {"10,1e3,basic,,,,,", "balance"},
+	    {"10,1,,,,,,", "plan"},
+	    {"10,1,bad plan,,,,,", "plan"},
+	    {"10,1,basic,frozen,,,,", "state"},
+	    {"10,1,basic,,,weekly,,", "refill"},
+	    {"10,1,basic,,5,add,10,off", "payment method"},
+	    {"10,1,basic,,5,add,,on", "refill_amount"},
+	    {"10,1,basic,,,,,maybe", "payment"},
+	};
+	struct tg_diag d;
+	size_t c, s, before = table.hdr->count;
+	char text[512];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* A good row first: it must not be created either. */
+		snprintf(text, sizeof(text), HDR "20,1,basic,,,,,\n%s\n", cases[i].row);
+		assert_int_equal(load(text, &d, &c, &s), -EINVAL);
+		assert_int_equal(d.count, 1);
+		assert_int_equal(d.msg[0].line, 3);
+		assert_non_null(strstr(d.msg[0].reason, cases[i].reason));
+		assert_null(tg_table_find(&table, 20));
+		assert_int_equal(table.hdr->count, before);
+	}
+	assert_int_equal(load(HDR "30,1,basic,,,,,\n31,1,basic,,,,,\n30,2,basic,,,,,\n", &d, &c, &s),
+			 -EINVAL);
+	assert_non_null(strstr(d.msg[0].reason, "already defined at line 2"));
+	assert_int_equal(load("account,balance\n1,2\n", &d, &c, &s), -EINVAL);
+	assert_non_null(strstr(d.msg[0].reason, "bad header"));
+	assert_int_equal(load("", &d, &c, &s), -EINVAL);
+	assert_non_null(strstr(d.msg[0].reason, "no header"));
+	unlink(path);
+	tg_diag_init(&d);
+	assert_int_equal(tg_accounts_load(path, &table, &d, &c, &s), -ENOENT);
+	assert_non_null(strstr(d.msg[0].reason, "cannot read"));
+	/* More than the table holds: refused before anything is created. */
+	assert_int_equal(load(HDR "40,1,p,,,,,\n41,1,p,,,,,\n42,1,p,,,,,\n43,1,p,,,,,\n"
+			      "44,1,p,,,,,\n",
+			      &d, &c, &s),
+			 -ENOSPC);
+	assert_null(tg_table_find(&table, 40));
+	assert_int_equal(table.hdr->count, before);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_good_file),
+	    cmocka_unit_test(test_bad_rows_load_nothing),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
