@@ -273,8 +273,10 @@ tg_calls_count(const struct tg_calls *c)
 
 /*
  * d must not be zero.  Spins until d's stripe is free; the caller holds it
- * until tg_calls_unlock, tg_calls_remove_unlock or tg_calls_insert_unlock,
- * and must take no other stripe lock (of any map) meanwhile.
+ * until tg_calls_unlock, tg_calls_remove_unlock or tg_calls_insert_unlock.
+ * Lock order: at most one calls stripe at a time; a caller may already hold
+ * one idem stripe (CALL.END does), but must not take an idem stripe while
+ * holding a calls stripe, nor call tg_calls_expire.
  */
 struct tg_call *
 tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l)

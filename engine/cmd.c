@@ -263,11 +263,29 @@ pick(const struct tg_arg *a, const char *const *names, int n)
 	return -1;
 }
 
+/*
+ * Register a plan name never seen before.  The registry takes one writer at a
+ * time and reloads register names too, so this takes the reload lock; a
+ * reload holding it waits for every worker to leave the plans, so leave them
+ * first, as RATES.RELOAD does.  Not the hot path: only a new name gets here.
+ */
+static int
+register_plan(struct ctx *c, const struct tg_arg *p)
+{
+	tg_worker_exit(c->w);
+	pthread_mutex_lock(&c->srv->reload_lock);
+	int id = tg_plan_registry_id(&c->srv->table.plans, p->p, p->len, true);
+	pthread_mutex_unlock(&c->srv->reload_lock);
+	tg_worker_enter(c->w);
+	return id;
+}
+
 static int
 cmd_acct_set(struct ctx *c)
 {
 	const struct tg_req *q = c->req;
 	struct tg_table *t = &c->srv->table;
+	const struct tg_arg *new_plan = NULL;
 	struct tg_acct_settings s = {0};
 	struct tg_acct_view v;
 	struct tg_move m;
@@ -296,11 +314,13 @@ cmd_acct_set(struct ctx *c)
 			set_balance = true;
 		} else if (tg_arg_is(k, "PLAN") && !last) {
 			const struct tg_arg *p = &q->argv[++i];
-			plan = tg_plan_registry_id(&t->plans, p->p, p->len, true);
-			if (plan < 0)
-				return reply_err(c, "invalid plan name '%s'%s", show(p, b),
-						 plan == -ENOSPC ? " (too many plans)" : "");
-			s.plan = (uint32_t)plan;
+			/* A new name is registered only once the whole request is good. */
+			plan = tg_plan_registry_id(&t->plans, p->p, p->len, false);
+			new_plan = plan == -ENOENT ? p : NULL;
+			if (plan < 0 && plan != -ENOENT)
+				return reply_err(c, "invalid plan name '%s'", show(p, b));
+			if (plan >= 0)
+				s.plan = (uint32_t)plan;
 		} else if (tg_arg_is(k, "STATE") && !last) {
 			int st = pick(&q->argv[++i], state_names, 3);
 			if (st < 0)
@@ -337,6 +357,13 @@ cmd_acct_set(struct ctx *c)
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
 		return reply_result(c, TG_NOPAYMENT);
+	if (new_plan != NULL) {
+		plan = register_plan(c, new_plan);
+		if (plan < 0)
+			return reply_err(c, "invalid plan name '%s'%s", show(new_plan, b),
+					 plan == -ENOSPC ? " (too many plans)" : "");
+		s.plan = (uint32_t)plan;
+	}
 	if (a == NULL) {
 		bool created;
 		enum tg_result r = tg_table_insert(t, acct, &a, &created);
@@ -346,14 +373,12 @@ cmd_acct_set(struct ctx *c)
 	/* The balance first, then the settings: a new account must not fire a refill at 0. */
 	if (set_balance) {
 		tg_acct_set_balance(a, balance, &m);
-		if (m.refill_fired)
-			tg_count(c->w, TG_C_refills_fired, 1);
+		tg_note_move(c->w, a, &m);
 	}
 	enum tg_result r = tg_acct_configure(a, &s, &m);
 	if (r != TG_OK)
 		return reply_result(c, r);
-	if (m.refill_fired)
-		tg_count(c->w, TG_C_refills_fired, 1);
+	tg_note_move(c->w, a, &m);
 	tg_out_status(c->out, "OK");
 	return TG_NET_CONTINUE;
 }
@@ -690,7 +715,7 @@ static const struct command commands[] = {
     {"ACCT.CREDIT", 3, 3, false, cmd_acct_credit},
     {"ACCT.GET", 1, 1, false, cmd_acct_get},
     {"ACCT.SET", 1, 30, false, cmd_acct_set},
-    {"ACCT.REFILL.FAILED", 2, 2, false, cmd_acct_refill_failed},
+    {"ACCT.REFILL.FAILED", 2, 3, false, cmd_acct_refill_failed},
     {"RATE", 3, 3, false, cmd_rate},
     {"RATES.RELOAD", 0, 0, false, cmd_rates_reload},
     {"PING", 0, 1, true, cmd_ping},

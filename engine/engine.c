@@ -148,9 +148,10 @@ tg_engine_counter(const struct tg_engine *e, enum tg_counter c)
 
 /* ---- helpers ---- */
 
-static void
-count_move(struct tg_worker *w, const struct tg_move *m)
+void
+tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 {
+	(void)a;
 	if (m->refill_fired)
 		tg_count(w, TG_C_refills_fired, 1);
 	if (m->refill_cleared)
@@ -174,31 +175,30 @@ rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
 	 const struct tg_rate **r)
 {
 	uint32_t plan = tg_load_32(&a->plan);
-	uint64_t d[2] = {0, 0};
+	struct tg_rcache_entry *c = NULL;
+	uint64_t d[3] = {0, 0, 0};
 
-	if (dlen == 0 || dlen > TG_DEST_MAX)
-		return TG_NORATE;
-	for (size_t i = 0; i < dlen; i++) {
-		uint64_t digit = (uint64_t)(unsigned char)dest[i] - '0';
-		if (digit > 9)
-			return TG_NORATE;
-		d[i >> 4] = d[i >> 4] << 4 | (digit + 1); /* +1: "0" and "00" differ */
-	}
-	uint64_t h = tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)plan << 40));
-	struct tg_rcache_entry *c = &w->rcache[h & (TG_RCACHE_SIZE - 1)];
-	if (TG_LIKELY(c->rate != NULL && c->d0 == d[0] && c->d1 == d[1] && c->plan == plan &&
-		      c->len == dlen)) {
-		*r = c->rate;
-		return TG_OK;
+	/* The key is the destination's bytes: longer numbers than E.164 allows skip the cache. */
+	if (TG_LIKELY(dlen <= sizeof(d))) {
+		memcpy(d, dest, dlen);
+		uint64_t h = tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^
+				      (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
+		c = &w->rcache[h & (TG_RCACHE_SIZE - 1)];
+		if (TG_LIKELY(c->rate != NULL && c->d[0] == d[0] && c->d[1] == d[1] &&
+			      c->d[2] == d[2] && c->plan == plan && c->len == dlen)) {
+			*r = c->rate;
+			return TG_OK;
+		}
 	}
 	const struct tg_plan *p = tg_planset_plan(w->plans, plan);
 	if (p == NULL)
 		return TG_NOPLAN;
-	*r = tg_plan_match(p, dest, dlen);
+	*r = tg_plan_match(p, dest, dlen); /* also refuses anything but 1..32 digits */
 	if (*r == NULL)
 		return TG_NORATE;
-	*c = (struct tg_rcache_entry){.d0 = d[0], .d1 = d[1], .plan = plan, .len = (uint32_t)dlen,
-				      .rate = *r};
+	if (c != NULL)
+		*c = (struct tg_rcache_entry){.d = {d[0], d[1], d[2]}, .plan = plan,
+					      .len = (uint32_t)dlen, .rate = *r};
 	return TG_OK;
 }
 
@@ -423,7 +423,7 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	tg_calls_remove_unlock(&cl);
 	window_record(w, &il, fp, cost);
 	add_usage(w, a, &rate, cost);
-	count_move(w, &m);
+	tg_note_move(w, a, &m);
 	tg_count(w, TG_C_call_ended, 1);
 	*charge = cost;
 	return TG_OK;
@@ -444,7 +444,7 @@ tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t 
 	if (res != TG_OK)
 		return res;
 	add_usage(w, a, r, *charge);
-	count_move(w, m);
+	tg_note_move(w, a, m);
 	return TG_OK;
 }
 
@@ -493,7 +493,7 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 		return res;
 	}
 	window_record(w, &il, fp, m.balance);
-	count_move(w, &m);
+	tg_note_move(w, a, &m);
 	tg_count(w, TG_C_credits, 1);
 	tg_count(w, TG_C_money_credited, (uint64_t)amount);
 	*balance = m.balance;
@@ -545,7 +545,7 @@ settle_expired(void *arg, const struct tg_call *c)
 	TG_ASSERT(ok && cost <= c->reserved);
 	tg_acct_commit(a, c->reserved, cost, &m);
 	add_usage(w, a, &c->rate, cost);
-	count_move(w, &m);
+	tg_note_move(w, a, &m);
 }
 
 size_t

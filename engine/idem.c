@@ -375,9 +375,10 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 
 /*
  * d must not be zero.  Spins until d's stripe is free; the caller holds it
- * until tg_idem_unlock or tg_idem_record_unlock, and must take no other
- * stripe lock (of any map) meanwhile.  The record returned stays valid only
- * while the lock is held.  May reclaim expired entries of the stripe.
+ * until tg_idem_unlock or tg_idem_record_unlock.  Lock order: at most one
+ * idem stripe at a time, taken before any calls stripe (see calls.c), never
+ * while one is held.  The record returned stays valid only while the lock
+ * is held.  May reclaim expired entries of the stripe.
  */
 const struct tg_idem_rec *
 tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem_lock *l)

@@ -48,9 +48,9 @@ struct tg_latency {
  * repeat destinations, and a hit skips the trie walk.  Keyed on the plan
  * set's serial, so a reload empties it.
  */
-#define TG_RCACHE_SIZE 1024
+#define TG_RCACHE_SIZE 4096
 struct tg_rcache_entry {
-	uint64_t d0, d1; /* destination digits as nibbles, 16 per word */
+	uint64_t d[3]; /* the destination's bytes, zero-padded (at most 24) */
 	uint32_t plan;
 	uint32_t len;
 	const struct tg_rate *rate;
@@ -151,6 +151,13 @@ enum tg_result tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char
 enum tg_result tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest,
 			size_t dlen, uint32_t duration, tg_money_t *charge,
 			const struct tg_rate **rate);
+
+/*
+ * Account for what a money step did: counts a refill fired (and hands the
+ * request to the refill publisher) or landed.  Every caller of a tg_acct_*
+ * money operation outside the engine passes its move here.
+ */
+void tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
 
 /* Settle calls whose grant (plus grace) ran out.  Returns how many. */
 size_t tg_engine_expire(struct tg_worker *w);
