@@ -300,9 +300,12 @@ cmd_acct_set(struct ctx *c)
 	struct tg_acct *a = tg_table_find(t, acct);
 	if (a != NULL) {
 		tg_acct_read(a, &v);
-		s = (struct tg_acct_settings){.plan = v.plan, .threshold = v.threshold,
-					      .refill_amount = v.refill_amount, .state = v.state,
-					      .refill_mode = v.refill_mode, .flags = v.flags};
+		s = (struct tg_acct_settings){.plan = v.plan,
+					      .threshold = v.threshold,
+					      .refill_amount = v.refill_amount,
+					      .state = v.state,
+					      .refill_mode = v.refill_mode,
+					      .flags = v.flags};
 	}
 	/* Parse every option before anything changes. */
 	for (unsigned i = 2; i < q->argc; i++) {
@@ -332,7 +335,8 @@ cmd_acct_set(struct ctx *c)
 		} else if (tg_arg_is(k, "REFILL") && !last) {
 			int mode = pick(&q->argv[++i], refill_names, 3);
 			if (mode < 0)
-				return reply_err(c, "REFILL must be ADD <amount>, TOPUP <level> or OFF");
+				return reply_err(
+				    c, "REFILL must be ADD <amount>, TOPUP <level> or OFF");
 			if (mode != TG_REFILL_OFF) {
 				if (i + 1 >= q->argc)
 					return reply_err(c, "REFILL %s needs an amount",
@@ -352,7 +356,8 @@ cmd_acct_set(struct ctx *c)
 			else
 				return reply_err(c, "PAYMENT must be on or off");
 		} else {
-			return reply_err(c, "unknown or incomplete ACCT.SET option '%s'", show(k, b));
+			return reply_err(c, "unknown or incomplete ACCT.SET option '%s'",
+					 show(k, b));
 		}
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
@@ -740,8 +745,11 @@ static int
 exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct tg_out *out)
 {
 	struct tg_server *srv = arg;
-	struct ctx c = {.srv = srv, .w = tg_engine_worker(&srv->engine, worker), .s = session,
-			.req = req, .out = out};
+	struct ctx c = {.srv = srv,
+			.w = tg_engine_worker(&srv->engine, worker),
+			.s = session,
+			.req = req,
+			.out = out};
 	char b[48];
 
 	TG_CHECK_OBJ(c.s, TG_SESSION_MAGIC);

@@ -181,8 +181,9 @@ rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
 	/* The key is the destination's bytes: longer numbers than E.164 allows skip the cache. */
 	if (TG_LIKELY(dlen <= sizeof(d))) {
 		memcpy(d, dest, dlen);
-		uint64_t h = tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^
-				      (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
+		uint64_t h =
+		    tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^
+			     (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
 		c = &w->rcache[h & (TG_RCACHE_SIZE - 1)];
 		if (TG_LIKELY(c->rate != NULL && c->d[0] == d[0] && c->d[1] == d[1] &&
 			      c->d[2] == d[2] && c->plan == plan && c->len == dlen)) {
@@ -197,8 +198,8 @@ rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
 	if (*r == NULL)
 		return TG_NORATE;
 	if (c != NULL)
-		*c = (struct tg_rcache_entry){.d = {d[0], d[1], d[2]}, .plan = plan,
-					      .len = (uint32_t)dlen, .rate = *r};
+		*c = (struct tg_rcache_entry){
+		    .d = {d[0], d[1], d[2]}, .plan = plan, .len = (uint32_t)dlen, .rate = *r};
 	return TG_OK;
 }
 
@@ -253,8 +254,8 @@ window_check(struct tg_worker *w, struct tg_digest d, uint64_t fp, struct tg_ide
 static void
 window_record(struct tg_worker *w, struct tg_idem_lock *l, uint64_t fp, int64_t reply)
 {
-	struct tg_idem_rec rec = {.fingerprint = fp, .reply = reply, .seen = w->now_s,
-				  .result = TG_OK};
+	struct tg_idem_rec rec = {
+	    .fingerprint = fp, .reply = reply, .seen = w->now_s, .result = TG_OK};
 	/* Room was checked under this same lock: recording cannot fail. */
 	enum tg_result r = tg_idem_record_unlock(l, &rec);
 	TG_ASSERT(r == TG_OK);
@@ -321,7 +322,10 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 			tg_count(w, TG_C_call_refused, 1);
 		return res;
 	}
-	struct tg_call nc = {.acct = acct, .rate = *r, .reserved = cost, .granted = grant,
+	struct tg_call nc = {.acct = acct,
+			     .rate = *r,
+			     .reserved = cost,
+			     .granted = grant,
 			     .started_ns = w->now_ns,
 			     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
 	res = tg_calls_insert_unlock(&l, &nc);

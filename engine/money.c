@@ -117,39 +117,6 @@ tg_money_format(tg_money_t v, char *buf)
 	return len;
 }
 
-bool
-tg_money_add(tg_money_t a, tg_money_t b, tg_money_t *out)
-{
-	tg_money_t r;
-
-	if (__builtin_add_overflow(a, b, &r))
-		return false;
-	*out = r;
-	return true;
-}
-
-bool
-tg_money_sub(tg_money_t a, tg_money_t b, tg_money_t *out)
-{
-	tg_money_t r;
-
-	if (__builtin_sub_overflow(a, b, &r))
-		return false;
-	*out = r;
-	return true;
-}
-
-bool
-tg_money_mul(tg_money_t a, int64_t n, tg_money_t *out)
-{
-	tg_money_t r;
-
-	if (__builtin_mul_overflow(a, n, &r))
-		return false;
-	*out = r;
-	return true;
-}
-
 /*
  * Negative operands or a zero divisor are a caller's bug, not an input error:
  * rates are validated (>= 0) when loaded, so this asserts rather than fails.

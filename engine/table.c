@@ -43,7 +43,7 @@ size_t
 tg_table_size(uint64_t capacity)
 {
 	uint64_t slots = slots_for(capacity);
-	return TG_SHM_HDR_SIZE + plans_bytes() + 2 * slots * 64;
+	return TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot);
 }
 
 static void
@@ -57,8 +57,7 @@ bind_layout(struct tg_table *t, void *base, size_t size, bool readonly)
 	t->size = size;
 	t->hdr = h;
 	t->slots = h->slots;
-	t->accts = (struct tg_acct *)(void *)((char *)base + h->accts_off);
-	t->usage = (struct tg_usage *)(void *)((char *)base + h->usage_off);
+	t->slot = (struct tg_slot *)(void *)((char *)base + h->slots_off);
 	t->plans.names = (char(*)[TG_PLAN_NAME_MAX + 1])(void *)((char *)base + h->plans_off);
 	t->plans.count = &h->plan_count;
 	t->plans.cap = h->plans_max;
@@ -92,8 +91,7 @@ check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *er
 	if (h->capacity == 0 || h->capacity > TG_CAPACITY_MAX || h->slots != slots_for(h->capacity) ||
 	    h->total_size != tg_table_size(h->capacity) || h->total_size > size ||
 	    h->plans_off != TG_SHM_HDR_SIZE || h->plans_max != TG_PLANS_MAX ||
-	    h->accts_off != h->plans_off + plans_bytes() ||
-	    h->usage_off != h->accts_off + h->slots * 64) {
+	    h->slots_off != h->plans_off + plans_bytes() || h->slot_size != sizeof(struct tg_slot)) {
 		snprintf(err, errlen, "%s: header sizes and offsets do not add up (corrupt segment)",
 			 name);
 		return -EPROTO;
@@ -213,8 +211,8 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		h->total_size = size;
 		h->plans_off = TG_SHM_HDR_SIZE;
 		h->plans_max = TG_PLANS_MAX;
-		h->accts_off = h->plans_off + plans_bytes();
-		h->usage_off = h->accts_off + h->slots * 64;
+		h->slots_off = h->plans_off + plans_bytes();
+		h->slot_size = sizeof(struct tg_slot);
 		/* The magic goes last: a reader never attaches to a half-written header. */
 		ck_pr_fence_store();
 		tg_store_64((uint64_t *)&h->magic, TG_SHM_MAGIC);
@@ -319,8 +317,8 @@ void
 tg_table_prefetch(const struct tg_table *t, uint64_t id)
 {
 	uint64_t i = home_slot(t, id);
-	__builtin_prefetch(&t->accts[i], 1, 3);
-	__builtin_prefetch(&t->usage[i], 1, 3);
+	__builtin_prefetch(&t->slot[i].acct, 1, 3);
+	__builtin_prefetch(&t->slot[i].usage, 1, 3);
 }
 
 struct tg_acct *
@@ -332,9 +330,9 @@ tg_table_find(const struct tg_table *t, uint64_t id)
 		return NULL;
 	i = home_slot(t, id);
 	for (n = 0; n < TG_PROBE_MAX && n < t->slots; n++) {
-		uint64_t k = tg_load_64(&t->accts[i].key);
+		uint64_t k = tg_load_64(&t->slot[i].acct.key);
 		if (k == key)
-			return &t->accts[i];
+			return &t->slot[i].acct;
 		if (k == 0)
 			return NULL;
 		if (++i == t->slots)
@@ -355,7 +353,7 @@ tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct **out, bool *cre
 		return TG_ERR;
 	i = home_slot(t, id);
 	for (n = 0; n < TG_PROBE_MAX && n < t->slots; n++) {
-		struct tg_acct *a = &t->accts[i];
+		struct tg_acct *a = &t->slot[i].acct;
 		uint64_t k = tg_load_64(&a->key);
 
 		if (k == 0) {
@@ -382,8 +380,9 @@ tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct **out, bool *cre
 struct tg_usage *
 tg_table_usage(const struct tg_table *t, const struct tg_acct *a)
 {
-	TG_ASSERT(a >= t->accts && a < t->accts + t->slots);
-	return &t->usage[a - t->accts];
+	const struct tg_slot *s = (const struct tg_slot *)(const void *)a;
+	TG_ASSERT(s >= t->slot && s < t->slot + t->slots);
+	return (struct tg_usage *)&s->usage;
 }
 
 /* ---- money ---- */

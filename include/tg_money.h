@@ -35,10 +35,39 @@ int tg_money_parse(const char *s, size_t len, tg_money_t *out);
  */
 size_t tg_money_format(tg_money_t v, char *buf);
 
-/* Checked arithmetic: return false (and leave *out alone) on overflow. */
-bool tg_money_add(tg_money_t a, tg_money_t b, tg_money_t *out);
-bool tg_money_sub(tg_money_t a, tg_money_t b, tg_money_t *out);
-bool tg_money_mul(tg_money_t a, int64_t n, tg_money_t *out);
+/*
+ * Checked arithmetic: return false (and leave *out alone) on overflow.
+ * Inline: every money step of the hot path uses them.
+ */
+static inline bool
+tg_money_add(tg_money_t a, tg_money_t b, tg_money_t *out)
+{
+	tg_money_t r;
+	if (__builtin_add_overflow(a, b, &r))
+		return false;
+	*out = r;
+	return true;
+}
+
+static inline bool
+tg_money_sub(tg_money_t a, tg_money_t b, tg_money_t *out)
+{
+	tg_money_t r;
+	if (__builtin_sub_overflow(a, b, &r))
+		return false;
+	*out = r;
+	return true;
+}
+
+static inline bool
+tg_money_mul(tg_money_t a, int64_t n, tg_money_t *out)
+{
+	tg_money_t r;
+	if (__builtin_mul_overflow(a, n, &r))
+		return false;
+	*out = r;
+	return true;
+}
 
 /*
  * ceil(a * b / d) for a, b >= 0 and d > 0, computed in 128 bits: the one

@@ -9,10 +9,9 @@
  *   | struct tg_shm_hdr|   4096 bytes
  *   +------------------+ plans_off
  *   | plan names       |   plans_max * 32 bytes, NUL-padded
- *   +------------------+ accts_off  (64-byte aligned)
- *   | struct tg_acct   |   slots * 64 bytes, open addressing
- *   +------------------+ usage_off
- *   | struct tg_usage  |   slots * 64 bytes, same index as the account
+ *   +------------------+ slots_off  (128-byte aligned)
+ *   | struct tg_slot   |   slots * 128 bytes, open addressing: each slot is
+ *   |  tg_acct | usage |   the account's line, then its usage line
  *   +------------------+ total_size
  */
 #ifndef TG_SHM_T_H
@@ -39,8 +38,8 @@ struct tg_shm_hdr {
 	uint32_t hdr_size;    /*  52 TG_SHM_HDR_SIZE */
 	uint64_t total_size;  /*  56 bytes of the whole segment */
 	uint64_t plans_off;   /*  64 offset of the plan-name table */
-	uint64_t accts_off;   /*  72 offset of the account records */
-	uint64_t usage_off;   /*  80 offset of the usage records */
+	uint64_t slots_off;   /*  72 offset of the slots */
+	uint64_t slot_size;   /*  80 sizeof(struct tg_slot) */
 	uint64_t count;       /*  88 accounts in use */
 	uint32_t plan_count;  /*  96 plan names registered */
 	uint32_t plans_max;   /* 100 slots of the plan-name table */
@@ -88,7 +87,17 @@ struct tg_usage {
 	int64_t charged[TG_CATEGORIES_MAX]; /* micro-units */
 } __attribute__((aligned(64)));
 
+/*
+ * An account and its usage, side by side: a rated debit touches both, and
+ * two neighbouring lines cost one TLB entry and one DRAM page, not two.
+ */
+struct tg_slot {
+	struct tg_acct acct;
+	struct tg_usage usage;
+} __attribute__((aligned(128)));
+
 _Static_assert(sizeof(struct tg_shm_hdr) == TG_SHM_HDR_SIZE, "header is one page");
+_Static_assert(sizeof(struct tg_slot) == 128, "account line, then usage line");
 _Static_assert(sizeof(struct tg_acct) == 64, "one cache line per account");
 _Static_assert(offsetof(struct tg_acct, balance) % 16 == 0, "money pair is 16-byte aligned");
 _Static_assert(offsetof(struct tg_acct, hold) == offsetof(struct tg_acct, balance) + 8,

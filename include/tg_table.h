@@ -28,8 +28,7 @@ struct tg_table {
 	void *base;
 	size_t size;
 	struct tg_shm_hdr *hdr;
-	struct tg_acct *accts;
-	struct tg_usage *usage;
+	struct tg_slot *slot; /* slots of them */
 	uint64_t slots;
 	struct tg_plan_registry plans; /* points into the segment */
 	char name[64];
@@ -77,7 +76,7 @@ struct tg_usage *tg_table_usage(const struct tg_table *t, const struct tg_acct *
 static inline struct tg_acct *
 tg_table_slot(const struct tg_table *t, uint64_t i)
 {
-	return &t->accts[i];
+	return &t->slot[i].acct;
 }
 static inline uint64_t
 tg_acct_id(const struct tg_acct *a)

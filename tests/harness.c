@@ -205,9 +205,9 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	snprintf(d->log, sizeof(d->log), "%s/tollgated-%u.log", dir, k);
 
 	static const char *const base[] = {
-	    "--bind", "127.0.0.1", "--port", "0", "--workers", "2", "--shm-reuse", "no",
-	    "--capacity", "4096", "--ids-max", "100000", "--calls-max", "100000",
-	    "--accounts", "none", NULL};
+	    "--bind",      "127.0.0.1", "--port",     "0",    "--workers", "2",
+	    "--shm-reuse", "no",        "--capacity", "4096", "--ids-max", "100000",
+	    "--calls-max", "100000",    "--accounts", "none", NULL};
 	argv[n++] = (char *)bin;
 	for (unsigned i = 0; base[i] != NULL; i++)
 		argv[n++] = (char *)base[i];
@@ -235,7 +235,7 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	while (it_now_ms() < deadline) {
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
 			fprintf(stderr, "harness: tollgated exited during start-up (status %d)\n",
-				WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+			        WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
 			d->pid = 0;
 			log_dump(d);
 			shm_unlink(d->shm);
@@ -279,6 +279,11 @@ it_stop(struct it_daemon *d)
 		}
 		sleep_ms(5);
 	}
+	/* A sanitizer that reports and carries on (UBSan by default) fails the stop too. */
+	if (rc == 0 && (it_log_has(d, "runtime error:") || it_log_has(d, "Sanitizer"))) {
+		fprintf(stderr, "harness: tollgated's log has a sanitizer report\n");
+		rc = -2;
+	}
 	if (rc != 0)
 		log_dump(d);
 	d->pid = 0;
@@ -304,8 +309,9 @@ it_connect(const struct it_daemon *d)
 int
 it_raw_connect(uint16_t port)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+	                         .sin_port = htons(port),
+	                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	int one = 1;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 

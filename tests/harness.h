@@ -44,7 +44,8 @@ int it_file_write(const char *dir, const char *name, const char *text, char *pat
 int it_start(struct it_daemon *d, const char *dir, const char *const *flags);
 /*
  * SIGTERM, wait up to 10 s (then SIGKILL), unlink the segment.  Returns the
- * exit status (0 for a clean stop), or -1 if the daemon had to be killed.
+ * exit status (0 for a clean stop), -1 if the daemon had to be killed, -2 if
+ * it exited 0 but its log holds a sanitizer report.
  */
 int it_stop(struct it_daemon *d);
 /* Whether the daemon's log holds the text. */

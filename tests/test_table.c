@@ -73,7 +73,8 @@ test_create_mode_and_header(void **state)
 	assert_int_equal(t.hdr->writer_pid, getpid());
 	assert_int_equal(t.hdr->generation, 1);
 	assert_true(t.hdr->created > 0);
-	assert_int_equal((uintptr_t)t.accts % 64, 0);
+	assert_int_equal((uintptr_t)t.slot % 128, 0);
+	assert_int_equal(t.hdr->slot_size, 128);
 
 	/* A second writer is refused while the first is attached... */
 	struct tg_table t2;
