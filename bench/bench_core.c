@@ -75,7 +75,7 @@ run(void *arg)
 				struct tg_acct *a = tg_table_find(&c->table, ids[i]);
 				if (a == NULL ||
 				    tg_rated_debit(w, a, c->dests[dsel[i]], c->dlen[dsel[i]], 125,
-						   &charge, &m) != TG_OK)
+				                   &charge, &m) != TG_OK)
 					th->errors++;
 			}
 			th->ops += BATCH;
@@ -91,13 +91,13 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: tollbench core [-a accounts] [-p prefixes] [-D destinations] [-t threads]\n"
-		"                      [-s seconds]\n"
-		"  -a  accounts in the table (1000000)\n"
-		"  -p  prefixes in the rate plan (100000)\n"
-		"  -D  distinct destinations dialled, drawn from the plan (1024)\n"
-		"  -t  threads for the parallel run (0 = one per core)\n"
-		"  -s  seconds per run (3)\n");
+	        "usage: tollbench core [-a accounts] [-p prefixes] [-D destinations] [-t threads]\n"
+	        "                      [-s seconds]\n"
+	        "  -a  accounts in the table (1000000)\n"
+	        "  -p  prefixes in the rate plan (100000)\n"
+	        "  -D  distinct destinations dialled, drawn from the plan (1024)\n"
+	        "  -t  threads for the parallel run (0 = one per core)\n"
+	        "  -s  seconds per run (3)\n");
 }
 
 /* One run on n threads; returns rated debits per second. */
@@ -173,8 +173,12 @@ tg_bench_core(int argc, char **argv)
 		return 1;
 	}
 	tg_table_unlink(shm); /* gone when we exit, however we exit */
-	struct tg_engine_cfg ecfg = {.max_grant = 3600, .call_grace = 60, .calls_max = 1024,
-				     .ids_max = 1024, .ids_window = 60, .workers = threads};
+	struct tg_engine_cfg ecfg = {.max_grant = 3600,
+	                             .call_grace = 60,
+	                             .calls_max = 1024,
+	                             .ids_max = 1024,
+	                             .ids_window = 60,
+	                             .workers = threads};
 	if (tg_engine_init(&c.engine, &c.table, &ecfg) != 0) {
 		fprintf(stderr, "tollbench core: cannot set up the engine\n");
 		goto out_table;
@@ -183,8 +187,8 @@ tg_bench_core(int argc, char **argv)
 	/* The plan, through the real loader. */
 	uint64_t seed = 42;
 	struct tg_bench_prefix *px = tg_bench_prefixes(nprefix, &seed);
-	if (px == NULL || tg_bench_write_plan("bench", px, nprefix, plan_path,
-					      sizeof(plan_path)) != 0) {
+	if (px == NULL ||
+	    tg_bench_write_plan("bench", px, nprefix, plan_path, sizeof(plan_path)) != 0) {
 		fprintf(stderr, "tollbench core: cannot write the plan\n");
 		free(px);
 		goto out_engine;
@@ -224,7 +228,7 @@ tg_bench_core(int argc, char **argv)
 		bool created;
 		if (tg_table_insert(&c.table, id, &a, &created) != TG_OK) {
 			fprintf(stderr, "tollbench core: table full at %llu\n",
-				(unsigned long long)id);
+			        (unsigned long long)id);
 			goto out_dests;
 		}
 		struct tg_acct_settings s = {.plan = (uint32_t)plan};
@@ -252,7 +256,7 @@ tg_bench_core(int argc, char **argv)
 	uint64_t charged = tg_engine_counter(&c.engine, TG_C_money_charged);
 	if (errors != 0 || (uint64_t)lost != charged) {
 		fprintf(stderr, "tollbench core: FAILED: %llu errors, lost %lld != charged %llu\n",
-			(unsigned long long)errors, (long long)lost, (unsigned long long)charged);
+		        (unsigned long long)errors, (long long)lost, (unsigned long long)charged);
 		goto out_dests;
 	}
 	printf("verified: balances lost exactly the %llu micro-units charged\n",

@@ -34,7 +34,7 @@ static int
 cmp_prefix(const void *a, const void *b)
 {
 	return strcmp(((const struct tg_bench_prefix *)a)->s,
-		      ((const struct tg_bench_prefix *)b)->s);
+	              ((const struct tg_bench_prefix *)b)->s);
 }
 
 struct tg_bench_prefix *
@@ -73,7 +73,7 @@ tg_bench_prefixes(size_t n, uint64_t *seed)
 
 int
 tg_bench_write_plan(const char *plan, const struct tg_bench_prefix *v, size_t n, char *path,
-		    size_t pathlen)
+                    size_t pathlen)
 {
 	const char *dir = getenv("TMPDIR");
 	FILE *f;

@@ -40,7 +40,7 @@ field_is(const struct tg__csv_row *r, unsigned i, const char *s)
 
 static bool
 money_field(const struct tg__csv_row *r, unsigned i, const char *what, bool may_be_empty,
-	    tg_money_t *out, char *why, size_t whylen)
+            tg_money_t *out, char *why, size_t whylen)
 {
 	char b[40];
 	if (r->len[i] == 0 && may_be_empty) {
@@ -51,7 +51,7 @@ money_field(const struct tg__csv_row *r, unsigned i, const char *what, bool may_
 	if (rc == 0)
 		return true;
 	snprintf(why, whylen, "%s '%s': %s", what, tg__csv_show(b, r->f[i], r->len[i]),
-		 rc == -ERANGE ? "out of range" : "not a decimal amount with at most 6 decimals");
+	         rc == -ERANGE ? "out of range" : "not a decimal amount with at most 6 decimals");
 	return false;
 }
 
@@ -76,7 +76,7 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 	}
 	if (!ok) {
 		snprintf(why, whylen, "account '%s': not an account id",
-			 tg__csv_show(b, r->f[F_ACCT], r->len[F_ACCT]));
+		         tg__csv_show(b, r->f[F_ACCT], r->len[F_ACCT]));
 		return false;
 	}
 	row.id = id;
@@ -93,7 +93,7 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
 		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-')) {
 			snprintf(why, whylen, "plan '%s': letters, digits, '_', '.', '-' only",
-				 tg__csv_show(b, r->f[F_PLAN], r->len[F_PLAN]));
+			         tg__csv_show(b, r->f[F_PLAN], r->len[F_PLAN]));
 			return false;
 		}
 	}
@@ -106,7 +106,7 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		row.s.state = TG_STATE_CLOSED;
 	else {
 		snprintf(why, whylen, "state '%s': active, suspended or closed",
-			 tg__csv_show(b, r->f[F_STATE], r->len[F_STATE]));
+		         tg__csv_show(b, r->f[F_STATE], r->len[F_STATE]));
 		return false;
 	}
 	if (field_is(r, F_REFILL, "off") || r->len[F_REFILL] == 0)
@@ -117,14 +117,14 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		row.s.refill_mode = TG_REFILL_TOPUP;
 	else {
 		snprintf(why, whylen, "refill '%s': off, add or topup",
-			 tg__csv_show(b, r->f[F_REFILL], r->len[F_REFILL]));
+		         tg__csv_show(b, r->f[F_REFILL], r->len[F_REFILL]));
 		return false;
 	}
 	if (field_is(r, F_PAYMENT, "on"))
 		row.s.flags |= TG_ACCT_PAYMENT;
 	else if (!field_is(r, F_PAYMENT, "off") && r->len[F_PAYMENT] != 0) {
 		snprintf(why, whylen, "payment '%s': on or off",
-			 tg__csv_show(b, r->f[F_PAYMENT], r->len[F_PAYMENT]));
+		         tg__csv_show(b, r->f[F_PAYMENT], r->len[F_PAYMENT]));
 		return false;
 	}
 	if (row.s.refill_mode != TG_REFILL_OFF && !(row.s.flags & TG_ACCT_PAYMENT)) {
@@ -161,7 +161,7 @@ by_id(const void *a, const void *b)
 
 int
 tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
-		 size_t *skipped)
+                 size_t *skipped)
 {
 	struct load ld = {.t = t};
 	unsigned bad = 0;
@@ -176,8 +176,8 @@ tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, siz
 		for (size_t i = 1; i < ld.n; i++)
 			if (ld.rows[i].id == ld.rows[i - 1].id) {
 				tg_diag_add(diag, path, ld.rows[i].line,
-					    "account %llu already defined at line %u",
-					    (unsigned long long)ld.rows[i].id, ld.rows[i - 1].line);
+				            "account %llu already defined at line %u",
+				            (unsigned long long)ld.rows[i].id, ld.rows[i - 1].line);
 				bad++;
 			}
 	}
@@ -185,8 +185,8 @@ tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, siz
 		rc = -EINVAL;
 	if (rc == 0 && t->hdr->count + ld.n > t->hdr->capacity) {
 		tg_diag_add(diag, path, 0, "%zu accounts do not fit: capacity %llu, %llu in use",
-			    ld.n, (unsigned long long)t->hdr->capacity,
-			    (unsigned long long)t->hdr->count);
+		            ld.n, (unsigned long long)t->hdr->capacity,
+		            (unsigned long long)t->hdr->count);
 		rc = -ENOSPC;
 	}
 	for (size_t i = 0; rc == 0 && i < ld.n; i++) {
@@ -197,7 +197,7 @@ tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, siz
 		int plan = tg_plan_registry_id(&t->plans, r->plan, strlen(r->plan), true);
 		if (plan < 0) {
 			tg_diag_add(diag, path, r->line, "plan '%s': %s", r->plan,
-				    plan == -ENOSPC ? "too many plans" : "invalid name");
+			            plan == -ENOSPC ? "too many plans" : "invalid name");
 			rc = plan == -ENOSPC ? -ENOSPC : -EINVAL;
 			break;
 		}

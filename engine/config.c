@@ -24,7 +24,7 @@ struct key {
 };
 
 static const struct key keys[] = {
-#define TG_CFG(name, kind, field, def, desc)                                                      \
+#define TG_CFG(name, kind, field, def, desc)                                                       \
 	{name, K_##kind, offsetof(struct tg_config, field), def, desc},
 #include "tbl/tg_config.h"
 #undef TG_CFG
@@ -69,7 +69,7 @@ tg_config_set(struct tg_config *c, const char *key, const char *value, char *err
 	case K_STR:
 		if (strlen(value) >= TG_CFG_STR_MAX) {
 			snprintf(err, errlen, "%s: value longer than %d bytes", key,
-				 TG_CFG_STR_MAX - 1);
+			         TG_CFG_STR_MAX - 1);
 			return -EINVAL;
 		}
 		memcpy(field, value, strlen(value) + 1);
@@ -98,7 +98,7 @@ tg_config_set(struct tg_config *c, const char *key, const char *value, char *err
 		return -EINVAL;
 	}
 	snprintf(err, errlen, "%s: '%s' is not a %s", key, value,
-		 k->kind == K_MODE ? "file mode in octal (0600)" : "non-negative integer");
+	         k->kind == K_MODE ? "file mode in octal (0600)" : "non-negative integer");
 	return -EINVAL;
 }
 
@@ -121,7 +121,8 @@ trim(char *s)
 	while (*s == ' ' || *s == '\t')
 		s++;
 	size_t n = strlen(s);
-	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+	while (n > 0 &&
+	       (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
 		s[--n] = '\0';
 	return s;
 }
@@ -175,12 +176,12 @@ void
 tg_config_usage(FILE *f)
 {
 	fprintf(f, "usage: tollgated [-c FILE] [--KEY VALUE ...]\n\n"
-		   "  -c, --config FILE   read settings from FILE (\"key value\" lines)\n"
-		   "  -h, --help          this text\n\n"
-		   "settings (each also a --flag), with defaults:\n");
+	           "  -c, --config FILE   read settings from FILE (\"key value\" lines)\n"
+	           "  -h, --help          this text\n\n"
+	           "settings (each also a --flag), with defaults:\n");
 	for (size_t i = 0; i < TG_ARRAY_LEN(keys); i++)
 		fprintf(f, "  --%-20s %-12s %s\n", keys[i].name,
-			keys[i].def[0] ? keys[i].def : "\"\"", keys[i].desc);
+		        keys[i].def[0] ? keys[i].def : "\"\"", keys[i].desc);
 }
 
 int
@@ -211,7 +212,7 @@ tg_config_args(struct tg_config *c, int argc, const char *const *argv, char *err
 		}
 		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
 			snprintf(err, errlen, "unexpected argument '%s' (settings are --key value)",
-				 a);
+			         a);
 			return -EINVAL;
 		}
 		if (i + 1 >= argc) {

@@ -104,8 +104,8 @@ split(const char *p, size_t len, struct tg__csv_row *row)
 }
 
 int
-tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv_fn fn,
-	     void *arg, unsigned *bad)
+tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv_fn fn, void *arg,
+             unsigned *bad)
 {
 	char *buf = NULL, why[sizeof(diag->msg[0].reason)];
 	size_t len = 0;
@@ -130,7 +130,7 @@ tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv
 		size_t ll = (size_t)(le - p);
 		if (ll > TG_CSV_LINE_MAX) {
 			tg_diag_add(diag, path, lineno, "line of %zu bytes, at most %u", ll,
-				    TG_CSV_LINE_MAX);
+			            TG_CSV_LINE_MAX);
 			(*bad)++;
 		} else if (blank(p, ll) || p[0] == '#') {
 			/* skipped */

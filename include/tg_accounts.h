@@ -17,6 +17,6 @@
  * Returns 0, -EINVAL, -ENOSPC (table full) or -errno.
  */
 int tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
-		     size_t *skipped);
+                     size_t *skipped);
 
 #endif

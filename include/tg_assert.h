@@ -12,7 +12,7 @@
 
 _Noreturn void tg_panic(const char *file, int line, const char *expr);
 
-#define TG_ASSERT(e) ((e) ? (void)0 : tg_panic(__FILE__, __LINE__, #e))
+#define TG_ASSERT(e)   ((e) ? (void)0 : tg_panic(__FILE__, __LINE__, #e))
 #define TG_LIKELY(e)   __builtin_expect(!!(e), 1)
 #define TG_UNLIKELY(e) __builtin_expect(!!(e), 0)
 

@@ -59,7 +59,7 @@ tg_cas_pair(uint64_t target[2], uint64_t cmp[2], const uint64_t set[2])
 	c = (unsigned __int128)cmp[1] << 64 | cmp[0];
 	s = (unsigned __int128)set[1] << 64 | set[0];
 	bool ok = __atomic_compare_exchange_n((unsigned __int128 *)(void *)target, &c, s, false,
-					      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 	cmp[0] = (uint64_t)c;
 	cmp[1] = (uint64_t)(c >> 64);
 	return ok;

@@ -21,11 +21,11 @@
 
 struct tg_call {
 	uint64_t acct;
-	struct tg_rate rate;  /* copied at auth: a reload mid-call changes nothing */
-	tg_money_t reserved;  /* what the grant holds on the account now */
-	uint32_t granted;     /* seconds granted so far */
-	uint64_t started_ns;  /* CLOCK_MONOTONIC at CALL.AUTH */
-	uint64_t expires_ns;  /* settled at its grant if not ended by then */
+	struct tg_rate rate; /* copied at auth: a reload mid-call changes nothing */
+	tg_money_t reserved; /* what the grant holds on the account now */
+	uint32_t granted;    /* seconds granted so far */
+	uint64_t started_ns; /* CLOCK_MONOTONIC at CALL.AUTH */
+	uint64_t expires_ns; /* settled at its grant if not ended by then */
 };
 
 struct tg_calls;
@@ -59,6 +59,6 @@ enum tg_result tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_c
  * Returns how many expired.
  */
 size_t tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
-		       void (*fn)(void *arg, const struct tg_call *call), void *arg);
+                       void (*fn)(void *arg, const struct tg_call *call), void *arg);
 
 #endif

@@ -16,11 +16,11 @@
 #define TG_CFG_STR_MAX 512
 
 struct tg_config {
-#define TG_CFG_STR(f)  char f[TG_CFG_STR_MAX];
-#define TG_CFG_U32(f)  uint32_t f;
-#define TG_CFG_U64(f)  uint64_t f;
-#define TG_CFG_MODE(f) uint32_t f;
-#define TG_CFG_BOOL(f) bool f;
+#define TG_CFG_STR(f)                        char f[TG_CFG_STR_MAX];
+#define TG_CFG_U32(f)                        uint32_t f;
+#define TG_CFG_U64(f)                        uint64_t f;
+#define TG_CFG_MODE(f)                       uint32_t f;
+#define TG_CFG_BOOL(f)                       bool f;
 #define TG_CFG(name, kind, field, def, desc) TG_CFG_##kind(field)
 #include "tbl/tg_config.h"
 #undef TG_CFG
@@ -36,7 +36,7 @@ struct tg_config {
 void tg_config_defaults(struct tg_config *c);
 /* Set key to value.  Returns 0 or -EINVAL with a sentence in err. */
 int tg_config_set(struct tg_config *c, const char *key, const char *value, char *err,
-		  size_t errlen);
+                  size_t errlen);
 /* Apply a config file.  Returns 0, -errno or -EINVAL, with "file:line: reason" in err. */
 int tg_config_load(struct tg_config *c, const char *path, char *err, size_t errlen);
 /*
@@ -45,7 +45,7 @@ int tg_config_load(struct tg_config *c, const char *path, char *err, size_t errl
  * printed), or -EINVAL with err set.
  */
 int tg_config_args(struct tg_config *c, int argc, const char *const *argv, char *err,
-		   size_t errlen);
+                   size_t errlen);
 /* Print every setting, one "key value" line each (for --help and docs). */
 void tg_config_usage(FILE *f);
 

@@ -22,7 +22,7 @@ struct tg_diag {
 
 void tg_diag_init(struct tg_diag *d);
 __attribute__((format(printf, 4, 5))) void tg_diag_add(struct tg_diag *d, const char *file,
-						      unsigned line, const char *fmt, ...);
+                                                       unsigned line, const char *fmt, ...);
 /* Write every kept message as "file:line: reason\n" to fd, and a count of the rest. */
 void tg_diag_print(const struct tg_diag *d, int fd);
 

@@ -52,7 +52,7 @@ struct tg_idem_lock {
  * remembered).
  */
 const struct tg_idem_rec *tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now,
-				       struct tg_idem_lock *l);
+                                       struct tg_idem_lock *l);
 void tg_idem_unlock(struct tg_idem_lock *l);
 /* Remember d with r; TG_OK or TG_FULL (stripe full of live entries).  Unlocks. */
 enum tg_result tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r);

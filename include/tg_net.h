@@ -30,7 +30,7 @@ struct tg_net_handler {
 	size_t (*max_request)(void *arg, void *session);
 	/* Execute one request, appending its reply to out. */
 	int (*exec)(void *arg, unsigned worker, void *session, const struct tg_req *req,
-		    struct tg_out *out);
+	            struct tg_out *out);
 	/* Around each batch of requests from one read (epoch sections, clocks). */
 	void (*batch_begin)(void *arg, unsigned worker);
 	void (*batch_end)(void *arg, unsigned worker);
@@ -42,23 +42,23 @@ struct tg_net_handler {
 };
 
 struct tg_net_cfg {
-	const char *addr;       /* "127.0.0.1" */
-	uint16_t port;          /* 6390; 0 picks a free port (see tg_net_port) */
-	unsigned workers;       /* worker threads, >= 1 */
-	unsigned max_conns;     /* connections per worker */
-	size_t inbuf;           /* bytes kept per connection for a partial request */
-	size_t outbuf;          /* bytes of replies per connection per send */
-	unsigned buf_count;     /* provided buffers per worker (power of 2) */
-	size_t buf_size;        /* bytes per provided buffer */
-	uint32_t idle_ms;       /* close connections idle (or stuck mid-request) this long; 0 = never */
+	const char *addr;   /* "127.0.0.1" */
+	uint16_t port;      /* 6390; 0 picks a free port (see tg_net_port) */
+	unsigned workers;   /* worker threads, >= 1 */
+	unsigned max_conns; /* connections per worker */
+	size_t inbuf;       /* bytes kept per connection for a partial request */
+	size_t outbuf;      /* bytes of replies per connection per send */
+	unsigned buf_count; /* provided buffers per worker (power of 2) */
+	size_t buf_size;    /* bytes per provided buffer */
+	uint32_t idle_ms;   /* close connections idle (or stuck mid-request) this long; 0 = never */
 	uint32_t tick_ms;
 };
 
 struct tg_net;
 
 /* Bind, start the workers.  Returns 0 or -errno (with a sentence in err). */
-int tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg,
-		 const struct tg_net_handler *h, char *err, size_t errlen);
+int tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_net_handler *h,
+                 char *err, size_t errlen);
 /* The port actually bound. */
 uint16_t tg_net_port(const struct tg_net *n);
 /* Connections open now, all workers. */

@@ -11,13 +11,13 @@
 
 /* One row of a rate plan: what a call to destinations under prefix costs. */
 struct tg_rate {
-	tg_money_t per_min;  /* micro-units per minute */
-	tg_money_t connect;  /* connect fee, charged once per connected call */
-	uint32_t initial;    /* first billing increment, seconds, >= 1 */
-	uint32_t increment;  /* each later increment, seconds, >= 1 */
-	uint32_t minimum;    /* minimum billed seconds of a connected call */
-	uint8_t category;    /* enum tg_category */
-	uint8_t prefix_len;  /* digits in prefix */
+	tg_money_t per_min;           /* micro-units per minute */
+	tg_money_t connect;           /* connect fee, charged once per connected call */
+	uint32_t initial;             /* first billing increment, seconds, >= 1 */
+	uint32_t increment;           /* each later increment, seconds, >= 1 */
+	uint32_t minimum;             /* minimum billed seconds of a connected call */
+	uint8_t category;             /* enum tg_category */
+	uint8_t prefix_len;           /* digits in prefix */
 	char prefix[TG_DEST_MAX + 2]; /* NUL-terminated */
 };
 

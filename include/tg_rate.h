@@ -38,7 +38,7 @@ const char *tg_plan_registry_name(const struct tg_plan_registry *reg, uint32_t i
  * plan set owned by the caller.
  */
 int tg_planset_load(const char *path, struct tg_plan_registry *reg, struct tg_planset **out,
-		    struct tg_diag *diag);
+                    struct tg_diag *diag);
 void tg_planset_free(struct tg_planset *ps);
 /* The plan of id, or NULL when this set does not hold it. */
 const struct tg_plan *tg_planset_plan(const struct tg_planset *ps, uint32_t id);
@@ -71,7 +71,7 @@ bool tg_rate_charge(const struct tg_rate *r, uint32_t duration, tg_money_t *out)
  * affordable.  *cost receives the charge of the grant.
  */
 uint32_t tg_rate_grant(const struct tg_rate *r, tg_money_t available, uint32_t cap,
-		       tg_money_t *cost);
+                       tg_money_t *cost);
 
 /* ---- the live plan set ---- */
 
@@ -97,7 +97,7 @@ void tg_rates_fini(struct tg_rates *rates);
 void tg_rates_reader_register(struct tg_rates *rates, ck_epoch_record_t *rec);
 void tg_rates_reader_unregister(ck_epoch_record_t *rec);
 const struct tg_planset *tg_rates_enter(struct tg_rates *rates, ck_epoch_record_t *rec,
-					 ck_epoch_section_t *sec);
+                                        ck_epoch_section_t *sec);
 void tg_rates_exit(ck_epoch_record_t *rec, ck_epoch_section_t *sec);
 
 #endif

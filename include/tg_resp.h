@@ -33,10 +33,10 @@ struct tg_req {
 };
 
 enum tg_parse {
-	TG_PARSE_OK,        /* one request parsed, *used bytes consumed */
-	TG_PARSE_MORE,      /* incomplete: keep the bytes, read more */
-	TG_PARSE_EMPTY,     /* an empty line or "*0": consumed *used bytes, no request */
-	TG_PARSE_ERROR,     /* can never parse: reply with *err, then close */
+	TG_PARSE_OK,    /* one request parsed, *used bytes consumed */
+	TG_PARSE_MORE,  /* incomplete: keep the bytes, read more */
+	TG_PARSE_EMPTY, /* an empty line or "*0": consumed *used bytes, no request */
+	TG_PARSE_ERROR, /* can never parse: reply with *err, then close */
 };
 
 /*
@@ -46,7 +46,7 @@ enum tg_parse {
  * without the leading "-" and trailing CRLF ("ERR Protocol error: ...").
  */
 enum tg_parse tg_resp_parse(const char *buf, size_t len, size_t max_req, struct tg_req *req,
-			    size_t *used, const char **err);
+                            size_t *used, const char **err);
 
 /* An output buffer.  Writers that do not fit set overflow and write nothing. */
 struct tg_out {

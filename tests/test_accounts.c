@@ -61,10 +61,10 @@ test_good_file(void **state)
 	struct tg_acct_view v;
 	(void)state;
 	assert_int_equal(load("\xef\xbb\xbf# demo\r\n" HDR "1,25,basic,active,10,add,50,on\r\n"
-			      "0002,-3.5,gold,suspended,,off,,off\n\n"
-			      "3,0,basic,,,,,\n",
-			      &d, &c, &s),
-			 0);
+	                      "0002,-3.5,gold,suspended,,off,,off\n\n"
+	                      "3,0,basic,,,,,\n",
+	                      &d, &c, &s),
+	                 0);
 	assert_int_equal(c, 3);
 	assert_int_equal(s, 0);
 	tg_acct_read(tg_table_find(&table, 1), &v);
@@ -84,7 +84,7 @@ test_good_file(void **state)
 	struct tg_move m;
 	tg_acct_debit(tg_table_find(&table, 1), 5000000, &m);
 	assert_int_equal(load(HDR "1,25,basic,active,10,add,50,on\n4,1,basic,,,,,\n", &d, &c, &s),
-			 0);
+	                 0);
 	assert_int_equal(c, 1);
 	assert_int_equal(s, 1);
 	tg_acct_read(tg_table_find(&table, 1), &v);
@@ -125,8 +125,8 @@ test_bad_rows_load_nothing(void **state)
 		assert_null(tg_table_find(&table, 20));
 		assert_int_equal(table.hdr->count, before);
 	}
-	assert_int_equal(load(HDR "30,1,basic,,,,,\n31,1,basic,,,,,\n30,2,basic,,,,,\n", &d, &c, &s),
-			 -EINVAL);
+	assert_int_equal(
+	    load(HDR "30,1,basic,,,,,\n31,1,basic,,,,,\n30,2,basic,,,,,\n", &d, &c, &s), -EINVAL);
 	assert_non_null(strstr(d.msg[0].reason, "already defined at line 2"));
 	assert_int_equal(load("account,balance\n1,2\n", &d, &c, &s), -EINVAL);
 	assert_non_null(strstr(d.msg[0].reason, "bad header"));
@@ -138,9 +138,9 @@ test_bad_rows_load_nothing(void **state)
 	assert_non_null(strstr(d.msg[0].reason, "cannot read"));
 	/* More than the table holds: refused before anything is created. */
 	assert_int_equal(load(HDR "40,1,p,,,,,\n41,1,p,,,,,\n42,1,p,,,,,\n43,1,p,,,,,\n"
-			      "44,1,p,,,,,\n",
-			      &d, &c, &s),
-			 -ENOSPC);
+	                          "44,1,p,,,,,\n",
+	                      &d, &c, &s),
+	                 -ENOSPC);
 	assert_null(tg_table_find(&table, 40));
 	assert_int_equal(table.hdr->count, before);
 }

@@ -44,7 +44,7 @@ test_set_and_refuse(void **state)
 	assert_int_equal(tg_config_set(&c, "shm-reuse", "no", err, sizeof(err)), 0);
 	assert_false(c.shm_reuse);
 	assert_int_equal(tg_config_set(&c, "capacity", "18446744073709551615", err, sizeof(err)),
-			 0);
+	                 0);
 	assert_int_equal(tg_config_set(&c, "nope", "1", err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "unknown setting 'nope'"));
 	assert_int_equal(tg_config_set(&c, "port", "-1", err, sizeof(err)), -EINVAL);

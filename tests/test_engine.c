@@ -38,8 +38,8 @@ account(uint64_t id, tg_money_t balance)
 	bool created;
 	assert_int_equal(tg_table_insert(&table, id, &a, &created), TG_OK);
 	tg_acct_set_balance(a, balance, &m);
-	struct tg_acct_settings s = {.plan = (uint32_t)tg_plan_registry_id(&table.plans, "p", 1,
-									   false)};
+	struct tg_acct_settings s = {
+	    .plan = (uint32_t)tg_plan_registry_id(&table.plans, "p", 1, false)};
 	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
 	return a;
 }
@@ -53,8 +53,7 @@ view(uint64_t id)
 }
 
 static struct tg_id
-ID(const char *s)
-{
+ID(const char *s) {
 	return (struct tg_id){s, strlen(s)};
 }
 
@@ -74,8 +73,12 @@ setup(void **state)
 	FILE *f = fopen(rates_path, "w");
 	fputs(rates_csv, f);
 	fclose(f);
-	struct tg_engine_cfg ecfg = {.max_grant = 3600, .call_grace = 120, .calls_max = 64,
-				     .ids_max = 64, .ids_window = 3600, .workers = 1};
+	struct tg_engine_cfg ecfg = {.max_grant = 3600,
+	                             .call_grace = 120,
+	                             .calls_max = 64,
+	                             .ids_max = 64,
+	                             .ids_window = 3600,
+	                             .workers = 1};
 	if (tg_engine_init(&engine, &table, &ecfg) != 0)
 		return -1;
 	tg_diag_init(&diag);
@@ -137,7 +140,7 @@ test_grant_reserve_end(void **state)
 	assert_int_equal(tg_engine_counter(&engine, TG_C_conflicts), 2);
 	assert_int_equal(tg_engine_counter(&engine, TG_C_replays), 1);
 	assert_int_equal(tg_table_usage(&table, tg_table_find(&table, 1))->charged[TG_CAT_national],
-			 1200000);
+	                 1200000);
 }
 
 static void
@@ -275,9 +278,11 @@ test_credit_and_refill_ids(void **state)
 	assert_int_equal(tg_credit(w, 999, 6 * U, ID("t2"), &b), TG_NOACCOUNT);
 
 	/* Auto-refill: a crossing fires; the refill's credit clears the flag. */
-	struct tg_acct_settings s = {.plan = a->plan, .threshold = 10 * U,
-				     .refill_mode = TG_REFILL_ADD, .refill_amount = 50 * U,
-				     .flags = TG_ACCT_PAYMENT};
+	struct tg_acct_settings s = {.plan = a->plan,
+	                             .threshold = 10 * U,
+	                             .refill_mode = TG_REFILL_ADD,
+	                             .refill_amount = 50 * U,
+	                             .flags = TG_ACCT_PAYMENT};
 	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
 	tg_money_t c;
 	assert_int_equal(tg_cdr(w, 11, "1555", 4, 1500, ID("big"), &c), TG_OK); /* 15.00 */

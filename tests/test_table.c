@@ -19,7 +19,7 @@
 
 #include "tg_table.h"
 
-#define M(units) ((tg_money_t)(units) * TG_MONEY_SCALE)
+#define M(units) ((tg_money_t)(units)*TG_MONEY_SCALE)
 
 static char shm_name[64];
 
@@ -264,8 +264,8 @@ test_refill_fires_once_per_crossing(void **state)
 	struct tg_acct *a = new_acct(&t, 3, M(20));
 
 	/* Refill without a payment method is refused. */
-	struct tg_acct_settings s = {.threshold = M(10), .refill_mode = TG_REFILL_ADD,
-				     .refill_amount = M(50)};
+	struct tg_acct_settings s = {
+	    .threshold = M(10), .refill_mode = TG_REFILL_ADD, .refill_amount = M(50)};
 	assert_int_equal(tg_acct_configure(a, &s, &m), TG_NOPAYMENT);
 	s.flags = TG_ACCT_PAYMENT;
 	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);

@@ -111,8 +111,9 @@ conservation_worker(void *arg)
 			if (nopen > 0) {
 				unsigned k = (unsigned)(r % nopen);
 				/* Cost up to 120% of the reservation: calls overrun. */
-				tg_money_t cost = (tg_money_t)(rnd(&seed) % (uint64_t)(open[k].amount +
-										      open[k].amount / 5));
+				tg_money_t cost =
+				    (tg_money_t)(rnd(&seed) %
+				                 (uint64_t)(open[k].amount + open[k].amount / 5));
 				if (tg_acct_commit(open[k].a, open[k].amount, cost, &m) != TG_OK)
 					w->failures++;
 				w->debited += cost;
@@ -147,7 +148,8 @@ conservation_worker(void *arg)
 	}
 	while (nopen > 0) {
 		nopen--;
-		if (tg_acct_commit(open[nopen].a, open[nopen].amount, open[nopen].amount, &m) != TG_OK)
+		if (tg_acct_commit(open[nopen].a, open[nopen].amount, open[nopen].amount, &m) !=
+		    TG_OK)
 			w->failures++;
 		w->debited += open[nopen].amount;
 		w->fired += m.refill_fired;
@@ -174,9 +176,9 @@ test_conservation(void **state)
 		tg_money_t b = (tg_money_t)(100 + i) * UNIT;
 		assert_int_equal(tg_acct_set_balance(a, b, &m), TG_OK);
 		struct tg_acct_settings s = {.threshold = 50 * UNIT,
-					     .refill_mode = TG_REFILL_TOPUP,
-					     .refill_amount = 120 * UNIT,
-					     .flags = TG_ACCT_PAYMENT};
+		                             .refill_mode = TG_REFILL_TOPUP,
+		                             .refill_amount = 120 * UNIT,
+		                             .flags = TG_ACCT_PAYMENT};
 		assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
 		assert_false(m.refill_fired);
 		opening += b;
@@ -243,9 +245,9 @@ configurer(void *arg)
 	struct tg_move m;
 	for (uint32_t k = 1; !tg_load_32(&stop_flag); k++) {
 		struct tg_acct_settings s = {.plan = k & 0xffff,
-					     .threshold = -(tg_money_t)k,
-					     .refill_amount = (tg_money_t)k,
-					     .state = TG_STATE_ACTIVE};
+		                             .threshold = -(tg_money_t)k,
+		                             .refill_amount = (tg_money_t)k,
+		                             .state = TG_STATE_ACTIVE};
 		tg_acct_configure(a, &s, &m);
 	}
 	return NULL;
@@ -343,9 +345,9 @@ test_one_refill_per_crossing(void **state)
 		crossing_rounds = 100;
 	assert_int_equal(tg_table_insert(&table, 9000, &cross_acct, &created), TG_OK);
 	struct tg_acct_settings s = {.threshold = 10 * UNIT,
-				     .refill_mode = TG_REFILL_ADD,
-				     .refill_amount = 16 * UNIT,
-				     .flags = TG_ACCT_PAYMENT};
+	                             .refill_mode = TG_REFILL_ADD,
+	                             .refill_amount = 16 * UNIT,
+	                             .flags = TG_ACCT_PAYMENT};
 	assert_int_equal(tg_acct_set_balance(cross_acct, 20 * UNIT, &m), TG_OK);
 	assert_int_equal(tg_acct_configure(cross_acct, &s, &m), TG_OK);
 	pthread_barrier_init(&barrier, NULL, THREADS + 1);
@@ -369,7 +371,8 @@ test_one_refill_per_crossing(void **state)
 		pthread_join(t[i], NULL);
 	pthread_barrier_destroy(&barrier);
 	assert_int_equal(fired_total, (uint64_t)crossing_rounds);
-	printf("crossings: %ld rounds, %llu refills\n", crossing_rounds, (unsigned long long)fired_total);
+	printf("crossings: %ld rounds, %llu refills\n", crossing_rounds,
+	       (unsigned long long)fired_total);
 }
 
 /* ---- concurrent inserts ---- */

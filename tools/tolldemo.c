@@ -99,7 +99,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: tolldemo [--rates FILE] [--accounts FILE] [--calls FILE]\n"
-			"  with no options, the demo data bundled from tools/demo/\n");
+	                "  with no options, the demo data bundled from tools/demo/\n");
 }
 
 int
@@ -127,13 +127,13 @@ main(int argc, char **argv)
 		}
 	}
 	if ((rates ? snprintf(rates_path, sizeof(rates_path), "%s", rates) < 0
-		   : tg__demo_path(tg__demo_rates, "rates", rates_path, sizeof(rates_path)) != 0) ||
+	           : tg__demo_path(tg__demo_rates, "rates", rates_path, sizeof(rates_path)) != 0) ||
 	    (accounts ? snprintf(accounts_path, sizeof(accounts_path), "%s", accounts) < 0
-		      : tg__demo_path(tg__demo_accounts, "accounts", accounts_path,
-				      sizeof(accounts_path)) != 0) ||
-	    (calls_file ? snprintf(calls_path, sizeof(calls_path), "%s", calls_file) < 0
-			: tg__demo_path(tg__demo_calls, "calls", calls_path, sizeof(calls_path)) !=
-			      0)) {
+	              : tg__demo_path(tg__demo_accounts, "accounts", accounts_path,
+	                              sizeof(accounts_path)) != 0) ||
+	    (calls_file
+	         ? snprintf(calls_path, sizeof(calls_path), "%s", calls_file) < 0
+	         : tg__demo_path(tg__demo_calls, "calls", calls_path, sizeof(calls_path)) != 0)) {
 		fprintf(stderr, "tolldemo: cannot prepare the demo data: %s\n", strerror(errno));
 		return 1;
 	}
@@ -145,8 +145,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	tg_table_unlink(shm);
-	struct tg_engine_cfg ecfg = {.max_grant = 3600, .call_grace = 120, .calls_max = 1024,
-				     .ids_max = 4096, .ids_window = 86400, .workers = 1};
+	struct tg_engine_cfg ecfg = {.max_grant = 3600,
+	                             .call_grace = 120,
+	                             .calls_max = 1024,
+	                             .ids_max = 4096,
+	                             .ids_window = 86400,
+	                             .workers = 1};
 	if (tg_engine_init(&engine, &table, &ecfg) != 0) {
 		fprintf(stderr, "tolldemo: cannot set up the engine\n");
 		goto out_table;
@@ -156,7 +160,7 @@ main(int argc, char **argv)
 	if (tg_rates_reload(&engine.rates, rates_path, &diag) != 0 ||
 	    tg_accounts_load(accounts_path, &table, &diag, &created, &skipped) != 0 ||
 	    tg__csv_read(calls_path, "account,destination,duration,call_id", &diag, add_call,
-			 &calls, &bad) != 0 ||
+	                 &calls, &bad) != 0 ||
 	    bad != 0) {
 		tg_diag_print(&diag, 2);
 		goto out_engine;
@@ -185,7 +189,7 @@ main(int argc, char **argv)
 			r = tg_call_end(w, c->acct, id, talked, &charge);
 			tg_money_format(charge, charge_s);
 			snprintf(outcome, sizeof(outcome), "granted %u s%s", granted,
-				 talked < c->duration ? ", cut" : "");
+			         talked < c->duration ? ", cut" : "");
 		} else {
 			snprintf(outcome, sizeof(outcome), "refused: %s", tg_result_name(r));
 		}
@@ -200,8 +204,8 @@ main(int argc, char **argv)
 		       (unsigned long long)c->acct, c->dest, cat, c->duration, outcome, charge_s,
 		       bal_s,
 		       tg_engine_counter(&engine, TG_C_refills_fired) > fired
-			   ? "  <- auto-refill request fired"
-			   : "");
+		           ? "  <- auto-refill request fired"
+		           : "");
 	}
 
 	printf("\n%-5s %-6s %-10s %10s %10s  %s\n", "acct", "plan", "state", "balance", "charged",
@@ -226,7 +230,7 @@ main(int argc, char **argv)
 			total += us->charged[k];
 			tg_money_format(us->charged[k], u);
 			n += (size_t)snprintf(line + n, sizeof(line) - n, "%s %s  ",
-					      tg_category_name(k), u);
+			                      tg_category_name(k), u);
 		}
 		tg_money_format(v.balance, b);
 		tg_money_format(total, u);
