@@ -30,6 +30,7 @@ struct core {
 	char (*dests)[16];
 	size_t *dlen;
 	uint64_t run_ns;
+	bool bare; /* the baseline: one atomic add per account, no rating */
 	volatile int go;
 };
 
@@ -73,9 +74,12 @@ run(void *arg)
 			}
 			for (unsigned i = 0; i < BATCH; i++) {
 				struct tg_acct *a = tg_table_find(&c->table, ids[i]);
-				if (a == NULL ||
-				    tg_rated_debit(w, a, c->dests[dsel[i]], c->dlen[dsel[i]], 125,
-				                   &charge, &m) != TG_OK)
+				if (a == NULL)
+					th->errors++;
+				else if (c->bare)
+					ck_pr_faa_64((uint64_t *)&a->balance, (uint64_t)-1);
+				else if (tg_rated_debit(w, a, c->dests[dsel[i]], c->dlen[dsel[i]],
+				                        125, &charge, &m) != TG_OK)
 					th->errors++;
 			}
 			th->ops += BATCH;
@@ -239,12 +243,32 @@ tg_bench_core(int argc, char **argv)
 	       (unsigned long long)c.accounts, nprefix, c.ndest,
 	       (double)(tg_bench_now_ns() - t0) / 1e6);
 
+	/*
+	 * Side by side: the same loop doing only an atomic add on each account's
+	 * balance (the memory floor), then the rated debits.  The bare adds are
+	 * put back before the books are checked.
+	 */
 	uint64_t errors = 0;
+	c.bare = true;
+	uint64_t bare1 = measure(&c, 1, &errors);
+	uint64_t bare_all = measure(&c, threads, &errors);
+	c.bare = false;
+	for (uint64_t id = 0; id < c.accounts; id++) {
+		struct tg_move m;
+		tg_acct_set_balance(tg_table_find(&c.table, id), opening, &m);
+	}
 	uint64_t one = measure(&c, 1, &errors);
 	uint64_t all = measure(&c, threads, &errors);
-	printf("rated debits/s, 1 thread:   %llu\n", (unsigned long long)one);
-	printf("rated debits/s, %u threads: %llu (%llu per thread)\n", threads,
-	       (unsigned long long)all, (unsigned long long)(all / threads));
+	printf("%-34s %12s %12s\n", "per second", "1 thread", "all threads");
+	printf("%-34s %12llu %12llu\n", "bare atomic add (baseline)", (unsigned long long)bare1,
+	       (unsigned long long)bare_all);
+	printf("%-34s %12llu %12llu\n", "rated debit", (unsigned long long)one,
+	       (unsigned long long)all);
+	printf("%-34s %11llu%% %11llu%%\n", "rated / baseline",
+	       (unsigned long long)(bare1 ? one * 100 / bare1 : 0),
+	       (unsigned long long)(bare_all ? all * 100 / bare_all : 0));
+	printf("threads: %u; rated debits per thread: %llu\n", threads,
+	       (unsigned long long)(all / threads));
 
 	/* The books: what the accounts lost is what the engine charged. */
 	tg_money_t lost = 0;
