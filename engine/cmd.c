@@ -671,9 +671,14 @@ cmd_info(struct ctx *c)
 			 (unsigned long long)ck_pr_load_64(&srv->reloads),
 			 (unsigned long long)ck_pr_load_64(&srv->reload_failures));
 	}
+	struct tg_net_stats ns;
+	tg_net_stats(srv->net, &ns);
 	if (want(sec, "clients"))
-		info_add(&i, "# Clients\r\nconnected_clients:%llu\r\n\r\n",
-			 (unsigned long long)tg_net_connections(srv->net));
+		info_add(&i,
+			 "# Clients\r\nconnected_clients:%llu\r\ntotal_connections_received:%llu\r\n"
+			 "rejected_connections:%llu\r\nidle_closed_connections:%llu\r\n\r\n",
+			 (unsigned long long)ns.open, (unsigned long long)ns.accepted,
+			 (unsigned long long)ns.rejected, (unsigned long long)ns.idle_closed);
 	if (want(sec, "accounts")) {
 		const struct tg_planset *ps = c->w->plans;
 		info_add(&i,
@@ -690,6 +695,10 @@ cmd_info(struct ctx *c)
 		if (!want(sec, sections[k]))
 			continue;
 		info_add(&i, "# %s\r\n", titles[k]);
+		if (k == 0) /* counted by the server, not the engine */
+			info_add(&i, "protocol_errors:%llu\r\nreplies_too_large:%llu\r\n",
+				 (unsigned long long)ns.protocol_errors,
+				 (unsigned long long)ns.too_large);
 		info_counters(&i, e, sections[k]);
 		info_add(&i, "\r\n");
 	}

@@ -18,6 +18,7 @@
 #include "tg_assert.h"
 #include "tg_engine.h"
 #include "tg_hash.h"
+#include "tg_refill.h"
 
 /* Id spaces of tg_digest: a call id and a CDR's id may be the same string. */
 enum { KIND_CALL = 1, KIND_END = 2, KIND_CDR = 3, KIND_CREDIT = 4 };
@@ -83,6 +84,7 @@ fail:
 void
 tg_engine_fini(struct tg_engine *e)
 {
+	tg_refill_stop(e); /* if still running: it reads the table and the counters */
 	if (e->ids)
 		tg_idem_free(e->ids);
 	if (e->calls)
@@ -143,6 +145,8 @@ tg_engine_counter(const struct tg_engine *e, enum tg_counter c)
 	uint64_t sum = 0;
 	for (unsigned i = 0; i <= e->cfg.workers; i++)
 		sum += tg_load_64(&e->ctr[i].v[c]);
+	if (e->refill != NULL)
+		sum += tg__refill_counter(e->refill, c);
 	return sum;
 }
 
@@ -151,9 +155,12 @@ tg_engine_counter(const struct tg_engine *e, enum tg_counter c)
 void
 tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 {
-	(void)a;
-	if (m->refill_fired)
+	if (m->refill_fired) {
 		tg_count(w, TG_C_refills_fired, 1);
+		/* The publisher takes it from here: a record write and a ring push, nothing more. */
+		if (w->e->refill != NULL)
+			tg__refill_fire(w, a, m);
+	}
 	if (m->refill_cleared)
 		tg_count(w, TG_C_refills_landed, 1);
 }
@@ -290,12 +297,25 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 	if (res != TG_OK)
 		goto refused;
 
+	/*
+	 * A call id that already ended must not be authorized again: its END
+	 * replay would answer from the window and leave the new reservation to
+	 * expire at its full grant.  Holding that id's window stripe (before the
+	 * call map, the one lock order) closes the race with a concurrent END.
+	 */
+	struct tg_idem_lock il;
+	if (tg_idem_lock(e->ids, digest(KIND_END, call), w->now_s, &il) != NULL) {
+		tg_idem_unlock(&il);
+		tg_count(w, TG_C_conflicts, 1);
+		return TG_CONFLICT;
+	}
 	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
 	if (c != NULL) {
 		/* The same call authorized again (a switch's retry): the same grant. */
 		bool same = c->acct == acct;
 		*granted = c->granted;
 		tg_calls_unlock(&l);
+		tg_idem_unlock(&il);
 		if (!same)
 			tg_count(w, TG_C_conflicts, 1);
 		return same ? TG_OK : TG_CONFLICT;
@@ -314,6 +334,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 	}
 	if (res != TG_OK) {
 		tg_calls_unlock(&l);
+		tg_idem_unlock(&il);
 		if (res == TG_SHORT)
 			res = TG_BLOCKED;
 		if (res == TG_BLOCKED)
@@ -329,6 +350,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 			     .started_ns = w->now_ns,
 			     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
 	res = tg_calls_insert_unlock(&l, &nc);
+	tg_idem_unlock(&il);
 	if (res != TG_OK) {
 		tg_acct_commit(a, cost, 0, &m);
 		return res;

@@ -1575,6 +1575,21 @@ tg_net_connections(const struct tg_net *n)
 	return sum;
 }
 
+void
+tg_net_stats(const struct tg_net *n, struct tg_net_stats *st)
+{
+	TG_CHECK_OBJ_NOTNULL(n, NET_MAGIC);
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		st->open += load64(&n->w[i].stats.open);
+		st->accepted += load64(&n->w[i].stats.accepted);
+		st->rejected += load64(&n->w[i].stats.rejected);
+		st->idle_closed += load64(&n->w[i].stats.idle_closed);
+		st->protocol_errors += load64(&n->w[i].stats.proto_errors);
+		st->too_large += load64(&n->w[i].stats.too_large);
+	}
+}
+
 /*
  * Contract: called once, not from a worker thread (not from a callback).
  * Open connections are closed (session_close runs for each on its worker);

@@ -63,6 +63,17 @@ int tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct
 uint16_t tg_net_port(const struct tg_net *n);
 /* Connections open now, all workers. */
 uint64_t tg_net_connections(const struct tg_net *n);
+/* What the server counted, all workers summed. */
+struct tg_net_stats {
+	uint64_t open;            /* connections open now */
+	uint64_t accepted;        /* connections accepted since start */
+	uint64_t rejected;        /* closed at once: max-clients reached */
+	uint64_t idle_closed;     /* closed by the idle timeout */
+	uint64_t protocol_errors; /* closed after a frame that could not parse */
+	uint64_t too_large;       /* replies replaced by "-ERR reply too large" */
+};
+void tg_net_stats(const struct tg_net *n, struct tg_net_stats *st);
+
 /* Ask every worker to stop, wait for them, free everything. */
 void tg_net_stop(struct tg_net *n);
 

@@ -165,6 +165,25 @@ test_never_connected_and_overrun(void **state)
 	assert_int_equal(tg_engine_counter(&engine, TG_C_call_overrun_seconds), 15);
 }
 
+/* A switch re-sending CALL.AUTH after CALL.END must not open a second reservation. */
+static void
+test_auth_after_end_is_conflict(void **state)
+{
+	uint32_t g;
+	tg_money_t c;
+	(void)state;
+
+	account(13, 5 * U);
+	assert_int_equal(tg_call_auth(w, 13, "1555", 4, ID("late"), &g), TG_OK);
+	assert_int_equal(tg_call_end(w, 13, ID("late"), 10, &c), TG_OK);
+	assert_int_equal(c, 600000);
+	assert_int_equal(tg_call_auth(w, 13, "1555", 4, ID("late"), &g), TG_CONFLICT);
+	assert_int_equal(view(13).reserved, 0);
+	assert_int_equal(view(13).calls, 0);
+	assert_int_equal(tg_call_end(w, 13, ID("late"), 10, &c), TG_OK);
+	assert_int_equal(view(13).balance, 4400000);
+}
+
 static void
 test_update_extends(void **state)
 {
@@ -353,6 +372,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_grant_reserve_end),
 	    cmocka_unit_test(test_never_connected_and_overrun),
+	    cmocka_unit_test(test_auth_after_end_is_conflict),
 	    cmocka_unit_test(test_update_extends),
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_cdr_exactly_once_and_below_zero),

@@ -7,7 +7,6 @@
  * the end.
  */
 TG_COUNTER(commands, stats, "requests executed")
-TG_COUNTER(protocol_errors, stats, "requests that could not be parsed (connection closed)")
 TG_COUNTER(command_errors, stats, "requests answered with -ERR (unknown command, bad arguments)")
 TG_COUNTER(auth_failures, stats, "AUTH with a wrong password")
 TG_COUNTER(call_auth, calls, "CALL.AUTH requests")
@@ -28,3 +27,7 @@ TG_COUNTER(money_credited, money, "micro-units credited")
 TG_COUNTER(refills_fired, refills, "auto-refill requests fired (threshold crossings)")
 TG_COUNTER(refills_landed, refills, "refill credits that cleared the in-flight flag")
 TG_COUNTER(refills_failed, refills, "refills reported failed by a worker")
+TG_COUNTER(refills_published, refills, "refill requests put on the stream for the first time")
+TG_COUNTER(refills_republished, refills, "refill requests put on the stream again, same id, after refill-timeout with no answer")
+TG_COUNTER(refills_publish_failures, refills, "XADDs that failed (Redis down, slow or refusing); the request stays pending")
+TG_COUNTER(refills_ring_full, refills, "refills fired while the worker's ring was full; found by the publisher's scan")
