@@ -22,6 +22,15 @@ int tg_bench_lpm(int argc, char **argv);
  */
 int tg_bench_core(int argc, char **argv);
 
+/*
+ * Over the network: io_uring client threads drive a running tollgated (or a
+ * redis-server with bench/baseline.lua, or bare INCRBY) closed or open loop
+ * and report throughput, errors by code and latency percentiles.  See
+ * --help and docs/BENCHMARKS.md.  Returns 0; 1 when the run failed, lost a
+ * connection or left requests unanswered; 2 for bad options.
+ */
+int tg_bench_load(int argc, char **argv);
+
 /* ---- shared by the benchmarks (gen.c) ---- */
 
 struct tg_bench_prefix {

@@ -19,6 +19,13 @@
 # requests of a 2M run share a call id with a probability of about 0.9,
 # which is a -CONFLICT on both systems (same id, another account).
 #
+# After every run it checks the servers' own counters: tollgated rated every
+# request (cdr + replays) and charged exactly count x the checked charge;
+# Redis answered no error and baseline.lua did its two HINCRBYs per request.
+# Besides req/s and redis-benchmark's p50/p99 it reports the CPU time per
+# request of the server and of redis-benchmark (/proc/PID/stat, `times`),
+# which other load on the machine disturbs much less than req/s.
+#
 # Options:
 #   --workers LIST      tollgated --workers values, comma-separated (default 1,2)
 #   --runs N            run each benchmark N times, report the median (default 1)
@@ -117,7 +124,6 @@ bc=$(flag -c 50)
 [ "$br" -gt 0 ] || die "the benchmark flags need -r (random account ids): $bflags"
 [ "$br" -le "$accounts" ] || die "-r $br is more than --accounts $accounts: requests would hit missing accounts"
 
-nworkers=$(echo $workers | wc -w)
 if [ -z "$ids_max" ]; then
 	need=$((runs * bn + 10))
 	[ "$latency" = yes ] && need=$((need + 2 * latency_n + 500000))
@@ -135,8 +141,10 @@ cli_pin() { if [ "$pin" = yes ]; then echo "taskset -c 0"; fi; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/redis-compare.XXXXXX")
 pids=
 shms=
+bpid=
 cleanup() {
 	trap - EXIT INT TERM HUP
+	[ -z "$bpid" ] || kill "$bpid" 2>/dev/null || true
 	for p in $pids; do kill "$p" 2>/dev/null || true; done
 	for p in $pids; do
 		i=0
@@ -240,7 +248,9 @@ field() { awk -v k="$1" 'prev == k { print; exit } { prev = $0 }'; }
 
 ACCT=000000000042 # as redis-benchmark sends account 42
 vid="verify-$$"
-expect=$(redis-cli -p "$(echo $tg_ports | cut -d' ' -f1)" RATE basic "$DEST" "$DUR" | field charge)
+first_tg=${tg_ports# }
+first_tg=${first_tg%% *}
+expect=$(redis-cli -p "$first_tg" RATE basic "$DEST" "$DUR" | field charge)
 say "check: CDR $ACCT $DEST $DUR $vid (tollgated's RATE quote: $expect)"
 check_one() { # name cdr-cmd... ; uses $bal_cmd, which prints the balance in micro-units
 	name=$1; shift
@@ -309,9 +319,16 @@ run_rb() {
 	before=$(stats "$kind" "$port")
 	s0=$(proc_cpu "$spid")
 	child_cpu >"$tmp/c0"
+	# in the background and waited for, so that a signal to this script is
+	# handled at once (the trap kills the benchmark too)
 	# shellcheck disable=SC2086
-	if ! $(cli_pin) redis-benchmark -h 127.0.0.1 -p "$port" $bflags $extra --csv "$@" \
-		>"$tmp/rb.out" 2>"$tmp/rb.err"; then
+	$(cli_pin) redis-benchmark -h 127.0.0.1 -p "$port" $bflags $extra --csv "$@" \
+		>"$tmp/rb.out" 2>"$tmp/rb.err" &
+	bpid=$!
+	rb_rc=0
+	wait "$bpid" || rb_rc=$?
+	bpid=
+	if [ "$rb_rc" -ne 0 ]; then
 		say "FAILED: redis-benchmark against $tag (port $port) exited non-zero:"
 		tail -5 "$tmp/rb.err" | tr '\r' '\n' | grep -v '^ *$' | tail -3 | sed 's/^/    /' >&2
 		case "$kind" in tg)
@@ -319,6 +336,7 @@ run_rb() {
 				grep -E '^(cdr|replays|conflicts|window_full|command_errors|protocol_errors|ids_remembered):' |
 				tr '\n' ' ' | sed 's/^/    tollgated INFO: /' >&2
 			echo >&2
+			tp=
 			eval "tp=\$tpid_$port"
 			kill -0 "$tp" 2>/dev/null || say "    tollgated on port $port is GONE (pid $tp exited)"
 			tail -5 "$tmp/tollgated-$port.log" | sed 's/^/    log: /' >&2 ;;
@@ -335,6 +353,7 @@ run_rb() {
 	[ -n "$rps" ] || die "no result from redis-benchmark against $tag: $(cat "$tmp/rb.out" "$tmp/rb.err" | tail -3)"
 	sent=$(echo "$bflags $extra" | awk '{ v = 100000; for (i = 1; i < NF; i++) if ($i == "-n") v = $(i + 1); print v }')
 	after=$(stats "$kind" "$port")
+	# shellcheck disable=SC2086 # four numbers, split on purpose
 	set -- $before $after
 	if [ "$kind" = tg ]; then
 		# every request rated, and the money moved is exactly count x the checked charge
@@ -395,7 +414,7 @@ row() { # label tag ratios?
 	f=$(failed "$2")
 	note=
 	[ "$f" -eq 0 ] || note="  ($f of $runs runs FAILED)"
-	vl= vi=
+	vl="" vi=""
 	if [ "$3" = yes ]; then
 		vl=$(ratio "$rps" "$lua_rps" "%.1f")
 		vi=$(ratio "$rps" "$incr_rps" "%.2f")
@@ -450,7 +469,7 @@ if [ "$latency" = yes ]; then
 			tag=${t%% *}
 			label=${t#* }
 			us() { awk -v v="$(median "$tag" "$1")" 'BEGIN { if (v == "-" || v == 0) print "-"; else printf("%.0f", v * 1000) }'; }
-			load= m=
+			load="" m=""
 			case "$tag" in lat_tg*)
 				m=$(awk -v v="$max" 'BEGIN { printf("%.0f", v) }')
 				load=$(awk -v a="$(median "$tag" 2)" -v b="$max" 'BEGIN { if (b > 0) printf("%.0f%%", 100 * a / b) }') ;;

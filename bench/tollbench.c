@@ -16,6 +16,7 @@ static const struct {
 } subs[] = {
     {"core", tg_bench_core, "rated debits in process, no network: the ceiling"},
     {"lpm", tg_bench_lpm, "longest-prefix matches on a large plan"},
+    {"load", tg_bench_load, "requests over TCP to a running server: throughput, latency"},
 };
 
 int

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tg_assert.h"
+#include "tg_refill.h"
 #include "tg_server.h"
 
 struct ctx {
@@ -658,21 +659,24 @@ cmd_info(struct ctx *c)
 	char buf[8192];
 	struct info i = {buf, 0, sizeof(buf)};
 
+	struct tg_net_stats ns = {0};
+	struct tg_net *net = tg_load_ptr(&srv->net);
+	if (net != NULL) /* NULL only while the server is still starting */
+		tg_net_stats(net, &ns);
 	if (want(sec, "server")) {
 		info_add(&i,
 			 "# Server\r\ntollgate_version:%s\r\nprocess_id:%d\r\ntcp_port:%u\r\n"
 			 "uptime_in_seconds:%llu\r\nworkers:%u\r\nshm_name:%s\r\n"
 			 "shm_generation:%llu\r\nconfig_file:%s\r\nrates:%s\r\n"
 			 "rates_reloads:%llu\r\nrates_reload_failures:%llu\r\n\r\n",
-			 TG_VERSION, (int)getpid(), srv->port,
+			 TG_VERSION, (int)getpid(), net ? tg_net_port(net) : 0,
 			 (unsigned long long)(c->w->now_s - srv->started_s), srv->workers,
 			 srv->table.name, (unsigned long long)srv->table.hdr->generation,
 			 srv->cfg.config_file, srv->rates_path,
-			 (unsigned long long)ck_pr_load_64(&srv->reloads),
-			 (unsigned long long)ck_pr_load_64(&srv->reload_failures));
+			 (unsigned long long)tg_load_64(&srv->reloads),
+			 (unsigned long long)tg_load_64(&srv->reload_failures));
 	}
-	struct tg_net_stats ns;
-	tg_net_stats(srv->net, &ns);
+
 	if (want(sec, "clients"))
 		info_add(&i,
 			 "# Clients\r\nconnected_clients:%llu\r\ntotal_connections_received:%llu\r\n"
@@ -700,6 +704,9 @@ cmd_info(struct ctx *c)
 				 (unsigned long long)ns.protocol_errors,
 				 (unsigned long long)ns.too_large);
 		info_counters(&i, e, sections[k]);
+		if (strcmp(sections[k], "refills") == 0) /* a gauge, not a counter */
+			info_add(&i, "refills_pending:%llu\r\n",
+			         (unsigned long long)tg_refill_pending(e));
 		info_add(&i, "\r\n");
 	}
 	if (want(sec, "latency")) {

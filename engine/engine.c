@@ -157,7 +157,7 @@ tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 {
 	if (m->refill_fired) {
 		tg_count(w, TG_C_refills_fired, 1);
-		/* The publisher takes it from here: a record write and a ring push, nothing more. */
+		/* To the publisher: a record write and a ring push, nothing more. */
 		if (w->e->refill != NULL)
 			tg__refill_fire(w, a, m);
 	}

@@ -43,7 +43,8 @@ size_t
 tg_table_size(uint64_t capacity)
 {
 	uint64_t slots = slots_for(capacity);
-	return TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot);
+	return TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot) +
+	       slots * sizeof(struct tg_refill_rec);
 }
 
 static void
@@ -58,6 +59,7 @@ bind_layout(struct tg_table *t, void *base, size_t size, bool readonly)
 	t->hdr = h;
 	t->slots = h->slots;
 	t->slot = (struct tg_slot *)(void *)((char *)base + h->slots_off);
+	t->refills = (struct tg_refill_rec *)(void *)((char *)base + h->refill_off);
 	t->plans.names = (char(*)[TG_PLAN_NAME_MAX + 1])(void *)((char *)base + h->plans_off);
 	t->plans.count = &h->plan_count;
 	t->plans.cap = h->plans_max;
@@ -91,7 +93,9 @@ check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *er
 	if (h->capacity == 0 || h->capacity > TG_CAPACITY_MAX || h->slots != slots_for(h->capacity) ||
 	    h->total_size != tg_table_size(h->capacity) || h->total_size > size ||
 	    h->plans_off != TG_SHM_HDR_SIZE || h->plans_max != TG_PLANS_MAX ||
-	    h->slots_off != h->plans_off + plans_bytes() || h->slot_size != sizeof(struct tg_slot)) {
+	    h->slots_off != h->plans_off + plans_bytes() || h->slot_size != sizeof(struct tg_slot) ||
+	    h->refill_off != h->slots_off + h->slots * sizeof(struct tg_slot) ||
+	    h->refill_size != sizeof(struct tg_refill_rec)) {
 		snprintf(err, errlen, "%s: header sizes and offsets do not add up (corrupt segment)",
 			 name);
 		return -EPROTO;
@@ -213,6 +217,8 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		h->plans_max = TG_PLANS_MAX;
 		h->slots_off = h->plans_off + plans_bytes();
 		h->slot_size = sizeof(struct tg_slot);
+		h->refill_off = h->slots_off + h->slots * sizeof(struct tg_slot);
+		h->refill_size = sizeof(struct tg_refill_rec);
 		/* The magic goes last: a reader never attaches to a half-written header. */
 		ck_pr_fence_store();
 		tg_store_64((uint64_t *)&h->magic, TG_SHM_MAGIC);
@@ -448,6 +454,27 @@ crosses(const struct tg_acct *a, int64_t before, int64_t after, uint64_t hold)
 	return before > thr && after <= thr;
 }
 
+/*
+ * The hold bits that claim the refill flag for the account's next request.
+ * Only a claimant advances refill_seq, and only while it holds the flag, so
+ * the number read here is final once the claim's CAS succeeds.
+ */
+static inline uint64_t
+claim_bits(const struct tg_acct *a)
+{
+	uint64_t next = (uint64_t)tg_load_32(&a->refill_seq) + 1;
+	return TG_HOLD_REFILL | ((next << TG_HOLD_SEQ_SHIFT) & TG_HOLD_SEQ);
+}
+
+/* Does the flag in hold belong to request seq?  Both the bits and the counter must say so. */
+static inline bool
+holds_request(const struct tg_acct *a, uint64_t hold, uint32_t seq)
+{
+	return (hold & TG_HOLD_REFILL) &&
+	       ((hold & TG_HOLD_SEQ) >> TG_HOLD_SEQ_SHIFT) == (seq & 0x7fu) &&
+	       tg_load_32(&a->refill_seq) == seq;
+}
+
 static void
 fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 {
@@ -459,7 +486,8 @@ fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 	m->refill_charge = 0;
 	if (fired) {
 		/* Only the holder of the flag bumps the sequence, so each request is unique. */
-		m->refill_seq = ck_pr_faa_32(&a->refill_seq, 1) + 1;
+		m->refill_seq = tg_load_32(&a->refill_seq) + 1;
+		tg_store_32(&a->refill_seq, m->refill_seq);
 		m->refill_charge =
 		    tg_refill_charge(tg_load_8(&a->refill_mode),
 				     (int64_t)tg_load_64((uint64_t *)&a->refill_amount),
@@ -539,7 +567,7 @@ move_down(struct tg_acct *a, tg_money_t release, tg_money_t cost, struct tg_move
 			return TG_OVERFLOW;
 		fired = crosses(a, before, after, cur[1]);
 		set[0] = (uint64_t)after;
-		set[1] = (cur[1] - (uint64_t)release) | (fired ? TG_HOLD_REFILL : 0);
+		set[1] = (cur[1] - (uint64_t)release) | (fired ? claim_bits(a) : 0);
 		if (tg_cas_pair(pair_of(a), cur, set))
 			break;
 	}
@@ -575,9 +603,8 @@ tg_acct_credit(struct tg_acct *a, tg_money_t amount, uint32_t refill_seq, struct
 			return TG_OVERFLOW;
 		set[0] = (uint64_t)after;
 		set[1] = cur[1];
-		if (refill_seq != 0 && (cur[1] & TG_HOLD_REFILL) &&
-		    tg_load_32(&a->refill_seq) == refill_seq)
-			set[1] &= ~TG_HOLD_REFILL;
+		if (refill_seq != 0 && holds_request(a, cur[1], refill_seq))
+			set[1] &= ~(TG_HOLD_REFILL | TG_HOLD_SEQ);
 		if (tg_cas_pair(pair_of(a), cur, set))
 			break;
 	}
@@ -596,7 +623,7 @@ tg_acct_set_balance(struct tg_acct *a, tg_money_t balance, struct tg_move *m)
 	for (;;) {
 		fired = crosses(a, (int64_t)cur[0], balance, cur[1]);
 		set[0] = (uint64_t)balance;
-		set[1] = cur[1] | (fired ? TG_HOLD_REFILL : 0);
+		set[1] = cur[1] | (fired ? claim_bits(a) : 0);
 		if (tg_cas_pair(pair_of(a), cur, set))
 			break;
 	}
@@ -611,10 +638,10 @@ tg_acct_refill_clear(struct tg_acct *a, uint32_t refill_seq)
 
 	load_pair(a, cur);
 	for (;;) {
-		if (!(cur[1] & TG_HOLD_REFILL) || tg_load_32(&a->refill_seq) != refill_seq)
+		if (!holds_request(a, cur[1], refill_seq))
 			return false;
 		set[0] = cur[0];
-		set[1] = cur[1] & ~TG_HOLD_REFILL;
+		set[1] = cur[1] & ~(TG_HOLD_REFILL | TG_HOLD_SEQ);
 		if (tg_cas_pair(pair_of(a), cur, set))
 			return true;
 	}
@@ -658,7 +685,7 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > s->threshold)
 				break;
 			set[0] = cur[0];
-			set[1] = cur[1] | TG_HOLD_REFILL;
+			set[1] = cur[1] | claim_bits(a);
 			if (tg_cas_pair(pair_of(a), cur, set)) {
 				fired = true;
 				cur[1] = set[1];

@@ -19,6 +19,7 @@
 #include "tg_accounts.h"
 #include "tg_assert.h"
 #include "tg_log.h"
+#include "tg_refill.h"
 #include "tg_server.h"
 
 static struct tg_server server;
@@ -127,6 +128,16 @@ start(struct tg_server *srv)
 		       cfg->accounts[0] ? cfg->accounts : "the bundled demo", created, skipped);
 	}
 
+	/* After the accounts (their start-up scan adopts what loading fired), before any worker. */
+	struct tg_refill_cfg rcfg = {.host = cfg->redis_host, .port = cfg->redis_port,
+				     .stream = cfg->refill_stream, .timeout_s = cfg->refill_timeout,
+				     .ring = cfg->refill_ring};
+	rc = tg_refill_start(&srv->engine, &rcfg, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+
 	struct tg_net_handler h;
 	tg_cmd_handler(srv, &h);
 	struct tg_net_cfg ncfg = {
@@ -147,7 +158,11 @@ start(struct tg_server *srv)
 		       "max-request >= 64, max-request-noauth >= 16");
 		return -EINVAL;
 	}
-	rc = tg_net_start(&srv->net, &ncfg, &h, err, sizeof(err));
+	/* Workers may run INFO before tg_net_start returns: publish the handle atomically. */
+	struct tg_net *net;
+	rc = tg_net_start(&net, &ncfg, &h, err, sizeof(err));
+	if (rc == 0)
+		tg_store_ptr(&srv->net, net);
 	if (rc != 0) {
 		tg_log("%s", err);
 		return rc;
@@ -158,7 +173,7 @@ start(struct tg_server *srv)
 	       "accounts)%s",
 	       TG_VERSION, cfg->bind, srv->port, srv->workers, srv->table.name,
 	       (unsigned long long)srv->table.hdr->generation,
-	       (unsigned long long)srv->table.hdr->count,
+	       (unsigned long long)tg_load_64(&srv->table.hdr->count),
 	       (unsigned long long)srv->table.hdr->capacity,
 	       srv->pass_len ? ", password required" : "");
 	return 0;
@@ -170,6 +185,8 @@ stop(struct tg_server *srv)
 	if (srv->net)
 		tg_net_stop(srv->net);
 	srv->net = NULL;
+	/* Workers are gone: the publisher drains their rings one last time and stops. */
+	tg_refill_stop(&srv->engine);
 	if (srv->engine.table)
 		tg_engine_fini(&srv->engine);
 	tg_table_close(&srv->table);

@@ -38,6 +38,8 @@
 #define tg_store_8(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define tg_store_32(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define tg_store_64(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define tg_load_ptr(p)     __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define tg_store_ptr(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #else
 #define tg_load_8(p)      ck_pr_load_8(p)
 #define tg_load_32(p)     ck_pr_load_32(p)
@@ -45,6 +47,8 @@
 #define tg_store_8(p, v)  ck_pr_store_8((p), (v))
 #define tg_store_32(p, v) ck_pr_store_32((p), (v))
 #define tg_store_64(p, v) ck_pr_store_64((p), (v))
+#define tg_load_ptr(p)     ck_pr_load_ptr(p)
+#define tg_store_ptr(p, v) ck_pr_store_ptr((p), (v))
 #endif
 
 /*

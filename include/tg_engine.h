@@ -57,6 +57,7 @@ struct tg_rcache_entry {
 };
 
 struct tg_engine;
+struct tg_refill;
 
 struct tg_worker {
 	uint32_t magic;
@@ -95,6 +96,7 @@ struct tg_engine {
 	struct tg_latency *lat;
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
+	struct tg_refill *refill;       /* the refill publisher (tg_refill.h), or NULL */
 };
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */

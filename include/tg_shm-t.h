@@ -12,6 +12,8 @@
  *   +------------------+ slots_off  (128-byte aligned)
  *   | struct tg_slot   |   slots * 128 bytes, open addressing: each slot is
  *   |  tg_acct | usage |   the account's line, then its usage line
+ *   +------------------+ refill_off
+ *   | tg_refill_rec    |   slots * 32 bytes, same index as the slot
  *   +------------------+ total_size
  */
 #ifndef TG_SHM_T_H
@@ -23,7 +25,7 @@
 #include "tg_limits.h"
 
 #define TG_SHM_MAGIC   0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION 1u
+#define TG_SHM_VERSION 2u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -43,7 +45,9 @@ struct tg_shm_hdr {
 	uint64_t count;       /*  88 accounts in use */
 	uint32_t plan_count;  /*  96 plan names registered */
 	uint32_t plans_max;   /* 100 slots of the plan-name table */
-	uint8_t reserved[TG_SHM_HDR_SIZE - 104];
+	uint64_t refill_off;  /* 104 offset of the pending-refill records */
+	uint32_t refill_size; /* 112 sizeof(struct tg_refill_rec) */
+	uint8_t reserved[TG_SHM_HDR_SIZE - 116];
 };
 
 /* enum tg_acct_state: persisted, only grow at the end. */
@@ -57,6 +61,9 @@ enum tg_refill_mode { TG_REFILL_OFF = 0, TG_REFILL_ADD = 1, TG_REFILL_TOPUP = 2 
 /* tg_acct.hold: reserved micro-units in the low 56 bits, flags above. */
 #define TG_HOLD_RESERVED ((uint64_t)TG_RESERVED_MAX)
 #define TG_HOLD_REFILL   (1ull << 63) /* a refill request is in flight */
+/* Bits 56-62: the low 7 bits of the number of the request in flight, set with the flag. */
+#define TG_HOLD_SEQ_SHIFT 56
+#define TG_HOLD_SEQ       (0x7full << TG_HOLD_SEQ_SHIFT)
 
 /*
  * One account: one cache line.  balance and hold are changed together by one
@@ -71,7 +78,7 @@ struct tg_acct {
 	uint32_t seq;          /*  8 settings sequence */
 	uint32_t plan;         /* 12 rate-plan id */
 	int64_t balance;       /* 16 micro-units; below zero only through CDRs */
-	uint64_t hold;         /* 24 reserved | TG_HOLD_REFILL */
+	uint64_t hold;         /* 24 reserved | TG_HOLD_SEQ | TG_HOLD_REFILL */
 	int64_t threshold;     /* 32 auto-refill fires when balance drops to this */
 	int64_t refill_amount; /* 40 ADD: amount charged; TOPUP: level returned to */
 	uint32_t refill_seq;   /* 48 number of the last refill request fired */
@@ -86,6 +93,41 @@ struct tg_acct {
 struct tg_usage {
 	int64_t charged[TG_CATEGORIES_MAX]; /* micro-units */
 } __attribute__((aligned(64)));
+
+/* enum tg_refill_state: tg_refill_rec's life.  Persisted, only grow at the end. */
+enum tg_refill_state {
+	TG_RREC_EMPTY = 0,     /* no request was ever written here */
+	TG_RREC_WRITING = 1,   /* its writer is filling the fields in */
+	TG_RREC_PENDING = 2,   /* written, not yet on the stream */
+	TG_RREC_QUEUED = 3,    /* in the publisher's pipeline right now */
+	TG_RREC_PUBLISHED = 4, /* on the stream (attempt times); waits for its credit */
+	TG_RREC_DROPPED = 5,   /* credited or failed before it was ever published */
+};
+
+/* The tag word of a refill record: one 64-bit word, changed by compare-and-swap. */
+#define TG_RTAG(seq, attempt, mode, state)                                                         \
+	((uint64_t)(uint32_t)(seq) | (uint64_t)(uint16_t)(attempt) << 32 |                         \
+	 (uint64_t)(uint8_t)(mode) << 48 | (uint64_t)(uint8_t)(state) << 56)
+#define TG_RTAG_SEQ(t)     ((uint32_t)(t))
+#define TG_RTAG_ATTEMPT(t) ((uint16_t)((t) >> 32))
+#define TG_RTAG_MODE(t)    ((uint8_t)((t) >> 48))
+#define TG_RTAG_STATE(t)   ((uint8_t)((t) >> 56))
+
+/*
+ * The pending auto-refill request of one account (docs/SHM.md, docs/REFILL.md),
+ * same slot index as the account.  Written by whoever fired the request (the
+ * worker whose debit claimed TG_HOLD_REFILL) before it hands the request to
+ * the publisher; the publisher moves the state on.  The fields are valid only
+ * while the tag reads the same, in a state other than WRITING, before and
+ * after reading them.
+ */
+struct tg_refill_rec {
+	int64_t balance;    /*  0 balance when the request fired, micro-units */
+	int64_t amount;     /*  8 what to charge, micro-units */
+	uint32_t fired;     /* 16 when it fired, Unix seconds */
+	uint32_t published; /* 20 last publication, Unix seconds (publisher only) */
+	uint64_t tag;       /* 24 TG_RTAG(seq, attempt, mode, state) */
+} __attribute__((aligned(32)));
 
 /*
  * An account and its usage, side by side: a rated debit touches both, and
@@ -105,5 +147,9 @@ _Static_assert(offsetof(struct tg_acct, hold) == offsetof(struct tg_acct, balanc
 _Static_assert(offsetof(struct tg_acct, state) == 56, "layout pinned by docs/SHM.md");
 _Static_assert(sizeof(struct tg_usage) == 64, "one cache line of usage");
 _Static_assert(offsetof(struct tg_shm_hdr, plan_count) == 96, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_shm_hdr, refill_off) == 104, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_shm_hdr, refill_size) == 112, "layout pinned by docs/SHM.md");
+_Static_assert(sizeof(struct tg_refill_rec) == 32, "two refill records per cache line");
+_Static_assert(offsetof(struct tg_refill_rec, tag) == 24, "layout pinned by docs/SHM.md");
 
 #endif

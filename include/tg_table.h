@@ -29,6 +29,8 @@ struct tg_table {
 	size_t size;
 	struct tg_shm_hdr *hdr;
 	struct tg_slot *slot; /* slots of them */
+	/* slots of them, same index as slot: the pending refill of each account */
+	struct tg_refill_rec *refills;
 	uint64_t slots;
 	struct tg_plan_registry plans; /* points into the segment */
 	char name[64];
@@ -77,6 +79,18 @@ static inline struct tg_acct *
 tg_table_slot(const struct tg_table *t, uint64_t i)
 {
 	return &t->slot[i].acct;
+}
+/* The slot index of account a. */
+static inline uint64_t
+tg_table_index(const struct tg_table *t, const struct tg_acct *a)
+{
+	return (uint64_t)((const struct tg_slot *)(const void *)a - t->slot);
+}
+/* The pending-refill record of account a (written by whoever fired its request). */
+static inline struct tg_refill_rec *
+tg_table_refill(const struct tg_table *t, const struct tg_acct *a)
+{
+	return &t->refills[tg_table_index(t, a)];
 }
 static inline uint64_t
 tg_acct_id(const struct tg_acct *a)

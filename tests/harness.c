@@ -207,7 +207,7 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	static const char *const base[] = {
 	    "--bind",      "127.0.0.1", "--port",     "0",    "--workers", "2",
 	    "--shm-reuse", "no",        "--capacity", "4096", "--ids-max", "100000",
-	    "--calls-max", "100000",    "--accounts", "none", NULL};
+	    "--calls-max", "100000",    "--accounts", "none", "--redis-host", "none", NULL};
 	argv[n++] = (char *)bin;
 	for (unsigned i = 0; base[i] != NULL; i++)
 		argv[n++] = (char *)base[i];

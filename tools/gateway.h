@@ -18,7 +18,7 @@
 
 #include "tg_money.h"
 
-/* Outcomes of one charge attempt.  DECLINED and EXPIRED are final; TIMEOUT and ERROR are retried. */
+/* Outcomes of one charge attempt.  DECLINED, EXPIRED: final; TIMEOUT, ERROR: retried. */
 enum tg_charge_outcome {
 	TG_CHARGE_APPROVED = 0, /* the money was taken (now or by an earlier attempt) */
 	TG_CHARGE_DECLINED,     /* the issuer refused: final */
@@ -69,9 +69,9 @@ void tg_gateway_close(struct tg_gateway *gw);
  * The simulator, on a Redis server at host:port (password may be NULL).
  * What each token does comes from the hash tollgate:sim:tokens (token ->
  * approve | decline | expired | timeout | error | intermittent[:N]; a token
- * not in the hash is approved); intermittent:N times out on the first N
- * attempts of each request id (N defaults to 1), counted in the hash
- * tollgate:sim:attempts, then approves.  Every approved charge is recorded
+ * not in the hash is approved).  Every call is counted per request id in
+ * the hash tollgate:sim:attempts; intermittent:N times out on the first N
+ * calls for a request id (N defaults to 1), then approves.  Every approved charge is recorded
  * once with HSETNX in the hash tollgate:sim:charges: request id ->
  * "<amount> <token> <unix time>"; a request id found there is approved again
  * without a new record.  The reference is "sim:<request id>".  The Redis

@@ -26,3 +26,8 @@ TG_CFG("idle-timeout", U32, idle_timeout, "300", "seconds before an idle or half
 TG_CFG("max-request", U32, max_request, "65536", "bytes of one request")
 TG_CFG("max-request-noauth", U32, max_request_noauth, "256", "bytes of one request before AUTH")
 TG_CFG("reply-buffer", U32, reply_buffer, "65536", "bytes of replies per connection per send")
+TG_CFG("redis-host", STR, redis_host, "127.0.0.1", "Redis the refill requests are published to; none = publish nothing (requests stay pending)")
+TG_CFG("redis-port", U32, redis_port, "6379", "port of that Redis")
+TG_CFG("refill-stream", STR, refill_stream, "tollgate:refill", "stream key the refill requests are added to")
+TG_CFG("refill-timeout", U32, refill_timeout, "600", "seconds a published refill may go unanswered (no credit, no failure) before it is republished with the same id")
+TG_CFG("refill-ring", U32, refill_ring, "4096", "refill triggers each worker can hand the publisher before they wait in shared memory; a power of two")

@@ -1,0 +1,1219 @@
+/*
+ * test_tollrefill.c - the refill worker against a real redis-server and the
+ * real tollgated.
+ *
+ * Every test gets its own redis-server (redis_harness.c) and daemon
+ * (harness.c), fires refill requests on the engine with ACCT.SET (the
+ * engine's own flag and request id are the ground truth), publishes the
+ * stream entries itself exactly as docs/REFILL.md describes them (the
+ * engine's publisher is turned off; one end-to-end test turns it on, and
+ * is skipped when the engine has none), runs tollrefill as a child process
+ * and checks what it did from the outside: balances and flags on the engine,
+ * charges and calls recorded by the gateway simulator, mail files in the
+ * spool, entries pending in the group.  Amounts are compared as strings or
+ * micro-units, never floats.  The worker's log is checked for sanitizer
+ * reports after every run.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+
+#include "harness.h"
+#include "redis_harness.h"
+#include "tg_money.h"
+
+#define FMT(a, b) __attribute__((format(printf, a, b)))
+
+#define U 1000000LL /* micro-units per currency unit */
+
+#define STREAM "tollgate:refill"
+#define GROUP  "refill"
+/* Longest a worker run may take before the test kills it, ms. */
+#define RUN_TIMEOUT_MS 60000
+/* Longest a test waits for a running worker to get something done, ms. */
+#define WAIT_MS 20000
+#define LOG_MAX (1 << 17)
+
+/* ------------------------------------------------------------------ */
+/* the fixture: one redis-server, one tollgated, one spool per test    */
+
+struct fx {
+	char dir[IT_PATH_MAX], mail[IT_PATH_MAX];
+	struct tg_test_redis redis;
+	struct it_daemon d;
+	redisContext *r, *e;
+	unsigned runs; /* worker runs: names their logs */
+};
+
+static struct fx fx;
+
+static void
+sleep_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* snprintf that fails the test instead of cutting a path short. */
+static void pathf(char *out, size_t cap, const char *fmt, ...) FMT(3, 4);
+
+static void
+pathf(char *out, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, cap, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0 && (size_t)n < cap);
+}
+
+static redisReply *vcmd(redisContext *c, const char *fmt, va_list ap) FMT(2, 0);
+
+static redisReply *
+vcmd(redisContext *c, const char *fmt, va_list ap)
+{
+	redisReply *r = redisvCommand(c, fmt, ap);
+	if (r == NULL)
+		fail_msg("connection failed: %s", c->errstr);
+	return r;
+}
+
+/* A command whose reply must not be an error.  The caller frees it. */
+static redisReply *cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
+
+static redisReply *
+cmd(redisContext *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = vcmd(c, fmt, ap);
+	va_end(ap);
+	if (r->type == REDIS_REPLY_ERROR)
+		fail_msg("%s: %s", fmt, r->str);
+	return r;
+}
+
+/* A command whose reply is ignored (but must not be an error). */
+static void run_cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
+
+static void
+run_cmd(redisContext *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = vcmd(c, fmt, ap);
+	va_end(ap);
+	if (r->type == REDIS_REPLY_ERROR)
+		fail_msg("%s: %s", fmt, r->str);
+	freeReplyObject(r);
+}
+
+/* An integer reply (a nil counts as 0). */
+static long long int_cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
+
+static long long
+int_cmd(redisContext *c, const char *fmt, ...)
+{
+	va_list ap;
+	long long v = 0;
+
+	va_start(ap, fmt);
+	redisReply *r = vcmd(c, fmt, ap);
+	va_end(ap);
+	if (r->type == REDIS_REPLY_INTEGER)
+		v = r->integer;
+	else if (r->type == REDIS_REPLY_STRING)
+		v = strtoll(r->str, NULL, 10);
+	else if (r->type != REDIS_REPLY_NIL)
+		fail_msg("%s: not an integer reply (type %d)", fmt, r->type);
+	freeReplyObject(r);
+	return v;
+}
+
+/*
+ * Start the fixture's tollgated with extra flags (NULL-terminated, may be
+ * NULL).  The tests publish the stream entries themselves, so the engine's
+ * own publisher is turned off (redis-host none): it must neither add
+ * entries to the test's stream nor reach for a Redis on the default port.
+ * An engine without that setting (no publisher) is started without it.
+ */
+static int
+engine_start(const char *const *extra)
+{
+	static int has_publisher = -1; /* unknown until the first start */
+	const char *flags[32];
+	unsigned n = 0;
+
+	if (has_publisher != 0) {
+		flags[n++] = "--redis-host";
+		flags[n++] = "none";
+	}
+	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
+		flags[n++] = extra[i];
+	flags[n] = NULL;
+	assert_true(n < sizeof(flags) / sizeof(flags[0]));
+	int rc = it_start(&fx.d, fx.dir, flags);
+	if (rc != 0 && has_publisher == -1) {
+		fprintf(stderr, "tollgated has no redis-host setting: no publisher to turn off\n");
+		has_publisher = 0;
+		return engine_start(extra);
+	}
+	if (has_publisher == -1)
+		has_publisher = 1;
+	if (rc == 0) {
+		fx.e = it_connect(&fx.d);
+		assert_non_null(fx.e);
+	}
+	return rc;
+}
+
+static int
+setup_bare(void **state)
+{
+	(void)state;
+	memset(&fx, 0, sizeof(fx));
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_dir_make(fx.mail, sizeof(fx.mail)), 0);
+	assert_int_equal(tg_test_redis_start(&fx.redis), 0);
+	fx.r = tg_test_redis_connect(&fx.redis);
+	assert_non_null(fx.r);
+	assert_int_equal(engine_start(NULL), 0);
+	return 0;
+}
+
+/* The usual start: the group exists before anything is published, as in production. */
+static int
+setup(void **state)
+{
+	setup_bare(state);
+	run_cmd(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	if (fx.r != NULL)
+		redisFree(fx.r);
+	if (fx.e != NULL)
+		redisFree(fx.e);
+	if (fx.d.pid > 0)
+		assert_int_equal(it_stop(&fx.d), 0);
+	tg_test_redis_stop(&fx.redis);
+	it_dir_remove(fx.mail);
+	it_dir_remove(fx.dir);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the engine's side                                                   */
+
+/* ACCT.GET field of acct, as a string, into out. */
+static void
+acct_field(uint64_t acct, const char *field, char *out, size_t cap)
+{
+	redisReply *r = cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
+
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		if (strcmp(r->element[i]->str, field) != 0)
+			continue;
+		const redisReply *v = r->element[i + 1];
+		if (v->type == REDIS_REPLY_INTEGER)
+			snprintf(out, cap, "%lld", v->integer);
+		else
+			snprintf(out, cap, "%s", v->str ? v->str : "");
+		freeReplyObject(r);
+		return;
+	}
+	fail_msg("ACCT.GET %llu has no field %s", (unsigned long long)acct, field);
+}
+
+static tg_money_t
+balance(uint64_t acct)
+{
+	char s[64];
+	tg_money_t v;
+
+	acct_field(acct, "balance", s, sizeof(s));
+	assert_int_equal(tg_money_parse(s, strlen(s), &v), 0);
+	return v;
+}
+
+static void
+expect_pending(uint64_t acct, const char *request)
+{
+	char s[64];
+
+	acct_field(acct, "refill_pending", s, sizeof(s));
+	assert_string_equal(s, request[0] ? "1" : "0");
+	acct_field(acct, "refill_request", s, sizeof(s));
+	assert_string_equal(s, request);
+}
+
+/* An INFO counter of the engine. */
+static long long
+info(const char *name)
+{
+	redisReply *r = cmd(fx.e, "INFO all");
+	char key[64];
+	long long v = -1;
+
+	snprintf(key, sizeof(key), "\n%s:", name);
+	const char *p = strstr(r->str, key);
+	if (p != NULL)
+		v = strtoll(p + strlen(key), NULL, 10);
+	freeReplyObject(r);
+	if (v < 0)
+		fail_msg("INFO has no %s", name);
+	return v;
+}
+
+/*
+ * Set acct up at balance 5 with threshold 10 and the given refill setting
+ * (mode "ADD" or "TOPUP", amount): already at the threshold, so the engine fires
+ * request refill:<acct>:1 at once.
+ */
+static void
+fire(uint64_t acct, const char *mode, const char *amount)
+{
+	char want[64];
+
+	run_cmd(fx.e, "ACCT.SET %llu BALANCE 5 THRESHOLD 10 PAYMENT on REFILL %s %s",
+	        (unsigned long long)acct, mode, amount);
+	snprintf(want, sizeof(want), "refill:%llu:1", (unsigned long long)acct);
+	expect_pending(acct, want);
+}
+
+/* ------------------------------------------------------------------ */
+/* Redis's side: profiles, the stream, the simulator, the worker's keys */
+
+/* A customer profile; NULL fields are left out. */
+static void
+profile(uint64_t acct, const char *email, const char *method, const char *token, const char *name)
+{
+	const char *k[] = {"email", "method", "token", "name"};
+	const char *v[] = {email, method, token, name};
+
+	for (size_t i = 0; i < 4; i++)
+		if (v[i] != NULL)
+			run_cmd(fx.r, "HSET tollgate:customer:%llu %s %s", (unsigned long long)acct,
+			        k[i], v[i]);
+}
+
+static void
+token_does(const char *token, const char *behaviour)
+{
+	run_cmd(fx.r, "HSET tollgate:sim:tokens %s %s", token, behaviour);
+}
+
+/* Publish request refill:<acct>:<n> as docs/REFILL.md says the engine does. */
+static void
+publish(uint64_t acct, unsigned n, const char *mode, const char *amount, unsigned attempt)
+{
+	run_cmd(fx.r,
+	        "XADD " STREAM " * id refill:%llu:%u account %llu balance 5 threshold 10 "
+	        "mode %s amount %s fired %lld attempt %u",
+	        (unsigned long long)acct, n, (unsigned long long)acct, mode, amount,
+	        (long long)time(NULL), attempt);
+}
+
+/* XADD an entry given as "field value ..." words, whatever they hold. */
+static void
+xadd_words(const char *words)
+{
+	char copy[512], *save = NULL;
+	const char *argv[32] = {"XADD", STREAM, "*"};
+	int n = 3;
+
+	snprintf(copy, sizeof(copy), "%s", words);
+	for (char *t = strtok_r(copy, " ", &save); t != NULL; t = strtok_r(NULL, " ", &save)) {
+		assert_true(n < 32);
+		argv[n++] = t;
+	}
+	redisReply *r = redisCommandArgv(fx.r, n, argv, NULL);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	freeReplyObject(r);
+}
+
+/* Charges the simulator took, all requests. */
+static long long
+charges(void)
+{
+	return int_cmd(fx.r, "HLEN tollgate:sim:charges");
+}
+
+/* Calls the simulator received for one request. */
+static long long
+gateway_calls(const char *request)
+{
+	return int_cmd(fx.r, "HGET tollgate:sim:attempts %s", request);
+}
+
+/* A counter of the workers, from tollgate:refill:stats. */
+static long long
+counter(const char *name)
+{
+	return int_cmd(fx.r, "HGET tollgate:refill:stats %s", name);
+}
+
+/* Entries delivered to the group and not acknowledged. */
+static long long
+group_pending(void)
+{
+	redisReply *r = cmd(fx.r, "XPENDING " STREAM " " GROUP);
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	long long n = r->element[0]->integer;
+	freeReplyObject(r);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* the mail spool                                                      */
+
+/* Files in the spool whose name ends with suffix (dot-files excluded: they are not mail). */
+static unsigned
+mails(const char *suffix)
+{
+	DIR *d = opendir(fx.mail);
+	struct dirent *e;
+	unsigned n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name), s = strlen(suffix);
+		if (e->d_name[0] != '.' && l >= s && strcmp(e->d_name + l - s, suffix) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* A whole file into buf (NUL-terminated); its length, or -1 when it does not exist. */
+static long
+slurp(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t n = 0;
+	ssize_t k;
+
+	if (fd < 0)
+		return -1;
+	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+		n += (size_t)k;
+	close(fd);
+	buf[n] = '\0';
+	return (long)n;
+}
+
+/* The mail of kind for request into buf; fails the test when it is not there. */
+static void
+mail_read(const char *request, const char *kind, char *buf, size_t cap)
+{
+	char path[IT_PATH_MAX];
+
+	pathf(path, sizeof(path), "%s/%s.%s", fx.mail, request, kind);
+	if (slurp(path, buf, cap) < 0)
+		fail_msg("no mail %s", path);
+}
+
+static void
+expect_has(const char *text, const char *needle)
+{
+	if (strstr(text, needle) == NULL)
+		fail_msg("expected \"%s\" in:\n%s", needle, text);
+}
+
+static unsigned
+occurrences(const char *text, const char *needle)
+{
+	unsigned n = 0;
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* running the worker                                                  */
+
+struct worker {
+	pid_t pid;
+	char log[IT_PATH_MAX];
+};
+
+/*
+ * Start tollrefill with the fixture's addresses, a short back-off and the
+ * extra flags (NULL-terminated, may be NULL; they come last and override).
+ */
+static void
+worker_start(struct worker *w, const char *const *extra)
+{
+	const char *bin = getenv("TOLLREFILL");
+	char redis[32], engine[32];
+	const char *argv[48];
+	unsigned n = 0;
+
+	if (bin == NULL || bin[0] == '\0')
+		fail_msg("TOLLREFILL is not set (run through meson test)");
+	snprintf(redis, sizeof(redis), "127.0.0.1:%u", fx.redis.port);
+	snprintf(engine, sizeof(engine), "127.0.0.1:%u", fx.d.port);
+	pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
+	argv[n++] = bin;
+	argv[n++] = "--redis";
+	argv[n++] = redis;
+	argv[n++] = "--engine";
+	argv[n++] = engine;
+	argv[n++] = "--mail-dir";
+	argv[n++] = fx.mail;
+	argv[n++] = "--backoff-ms";
+	argv[n++] = "20";
+	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	assert_true(n < sizeof(argv) / sizeof(argv[0]));
+
+	pid_t parent = getpid();
+	w->pid = fork();
+	assert_true(w->pid >= 0);
+	if (w->pid == 0) {
+		int fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent || fd < 0 || null < 0 || dup2(null, 0) < 0 ||
+		    dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+			_exit(126);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+}
+
+static void
+worker_log(const struct worker *w, char *buf, size_t cap)
+{
+	if (slurp(w->log, buf, cap) < 0)
+		buf[0] = '\0';
+}
+
+/* Whether the worker's log holds text. */
+static int
+worker_said(const struct worker *w, const char *text)
+{
+	static char buf[LOG_MAX];
+	worker_log(w, buf, sizeof(buf));
+	return strstr(buf, text) != NULL;
+}
+
+/* Wait for the worker to exit (SIGKILL after timeout_ms); its exit status, 128+sig if killed. */
+static int
+worker_wait(struct worker *w, uint64_t timeout_ms)
+{
+	static char buf[LOG_MAX];
+	uint64_t deadline = it_now_ms() + timeout_ms;
+	int status = 0, rc;
+
+	for (;;) {
+		pid_t p = waitpid(w->pid, &status, WNOHANG);
+		if (p == w->pid)
+			break;
+		if (it_now_ms() >= deadline) {
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, &status, 0);
+			break;
+		}
+		sleep_ms(5);
+	}
+	w->pid = 0;
+	rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	worker_log(w, buf, sizeof(buf));
+	/* The worker's stderr is its log: a sanitizer report there fails the test. */
+	if (strstr(buf, "runtime error:") != NULL || strstr(buf, "Sanitizer") != NULL)
+		fail_msg("sanitizer report in %s:\n%s", w->log, buf);
+	return rc;
+}
+
+/* SIGTERM and wait: a clean stop is exit 0 within a few seconds. */
+static int
+worker_stop(struct worker *w)
+{
+	kill(w->pid, SIGTERM);
+	return worker_wait(w, 10000);
+}
+
+static void
+worker_dump(const struct worker *w)
+{
+	static char buf[LOG_MAX];
+	worker_log(w, buf, sizeof(buf));
+	fprintf(stderr, "---- %s ----\n%s---- end ----\n", w->log, buf);
+}
+
+/* One --once run with extra flags; its exit status must be want. */
+static void
+run_once(struct worker *w, int want, const char *const *extra)
+{
+	const char *flags[32];
+	unsigned n = 0;
+
+	flags[n++] = "--once";
+	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
+		flags[n++] = extra[i];
+	flags[n] = NULL;
+	worker_start(w, flags);
+	int rc = worker_wait(w, RUN_TIMEOUT_MS);
+	if (rc != want) {
+		worker_dump(w);
+		fail_msg("tollrefill exited %d, expected %d", rc, want);
+	}
+}
+
+/* Poll until counter(name) reaches n, or fail after WAIT_MS. */
+static void
+wait_counter(const char *name, long long n, const struct worker *w)
+{
+	uint64_t deadline = it_now_ms() + WAIT_MS;
+
+	while (counter(name) < n) {
+		if (it_now_ms() >= deadline) {
+			if (w != NULL)
+				worker_dump(w);
+			fail_msg("stat %s stayed at %lld, expected %lld", name, counter(name), n);
+		}
+		sleep_ms(10);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* tests                                                               */
+
+/* The worker makes its group (XGROUP CREATE ... $ MKSTREAM) and a second start finds it there. */
+static void
+test_group_created(void **state)
+{
+	struct worker w;
+	static const char *const custom[] = {"--stream", "other:stream", "--group", "g2", NULL};
+
+	(void)state;
+	run_once(&w, 0, NULL);
+	assert_true(worker_said(&w, "created group refill on tollgate:refill"));
+	redisReply *r = cmd(fx.r, "XINFO GROUPS " STREAM);
+	assert_int_equal(r->elements, 1);
+	freeReplyObject(r);
+	run_once(&w, 0, NULL); /* BUSYGROUP: fine */
+	assert_false(worker_said(&w, "created group"));
+	run_once(&w, 0, custom);
+	r = cmd(fx.r, "XINFO GROUPS other:stream");
+	assert_int_equal(r->elements, 1);
+	freeReplyObject(r);
+}
+
+/* Approved: credited once, one receipt, one charge, the flag cleared; a republication changes
+ * nothing. */
+static void
+test_approved_then_republished(void **state)
+{
+	char mail[8192], again[8192], rec[128];
+	struct worker w;
+
+	(void)state;
+	fire(100, "ADD", "50");
+	profile(100, "ann@example.com", "card", "tok_ann", "Ann Example");
+	publish(100, 1, "add", "50", 1);
+	run_once(&w, 0, NULL);
+
+	assert_true(balance(100) == 55 * U);
+	expect_pending(100, "");
+	assert_int_equal(info("refills_landed"), 1);
+	assert_int_equal(info("credits"), 1);
+	assert_int_equal(charges(), 1);
+	assert_int_equal(gateway_calls("refill:100:1"), 1);
+	redisReply *r = cmd(fx.r, "HGET tollgate:sim:charges refill:100:1");
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	snprintf(rec, sizeof(rec), "%s", r->str);
+	freeReplyObject(r);
+	assert_true(strncmp(rec, "50 tok_ann ", 11) == 0);
+	assert_int_equal(mails(".receipt"), 1);
+	assert_int_equal(mails(".failure"), 0);
+	mail_read("refill:100:1", "receipt", mail, sizeof(mail));
+	expect_has(mail, "To: \"Ann Example\" <ann@example.com>\n");
+	expect_has(mail, "\nSubject: ");
+	expect_has(mail, "\n\nHello Ann Example,");
+	expect_has(mail, "Account:            100\n");
+	expect_has(mail, "Amount charged:     $50.00\n");
+	expect_has(mail, "Balance after:      $55.00\n");
+	assert_int_equal(counter("approved"), 1);
+	assert_int_equal(group_pending(), 0);
+	assert_true(worker_said(&w, "refill:100:1 account 100: approved"));
+
+	/* The same request again (the engine republished it): acknowledged, nothing else. */
+	publish(100, 1, "add", "50", 2);
+	run_once(&w, 0, NULL);
+	assert_true(balance(100) == 55 * U);
+	assert_int_equal(info("credits"), 1);
+	assert_int_equal(charges(), 1);
+	assert_int_equal(gateway_calls("refill:100:1"), 1);
+	assert_int_equal(mails(".receipt"), 1);
+	mail_read("refill:100:1", "receipt", again, sizeof(again));
+	assert_string_equal(mail, again);
+	assert_int_equal(counter("replayed"), 1);
+	assert_int_equal(counter("approved"), 1);
+	assert_int_equal(group_pending(), 0);
+}
+
+/* Declined and expired: one failure mail each, the flag cleared by ACCT.REFILL.FAILED, no credit,
+ * no retry. */
+static void
+test_declined_and_expired(void **state)
+{
+	char mail[8192], again[8192];
+	struct worker w;
+
+	(void)state;
+	token_does("tok_dec", "decline");
+	token_does("tok_exp", "expired");
+	fire(101, "ADD", "50");
+	profile(101, "bob@example.com", "paypal", "tok_dec", NULL);
+	fire(102, "TOPUP", "30");
+	profile(102, "cy@example.com", "card", "tok_exp", "Cy");
+	publish(101, 1, "add", "50", 1);
+	publish(102, 1, "topup", "25", 1);
+	run_once(&w, 0, NULL);
+
+	assert_true(balance(101) == 5 * U);
+	assert_true(balance(102) == 5 * U);
+	expect_pending(101, "");
+	expect_pending(102, "");
+	assert_int_equal(info("refills_failed"), 2);
+	assert_int_equal(info("credits"), 0);
+	assert_int_equal(charges(), 0);
+	assert_int_equal(gateway_calls("refill:101:1"), 1); /* final at once: no retry */
+	assert_int_equal(gateway_calls("refill:102:1"), 1);
+	assert_int_equal(mails(".failure"), 2);
+	assert_int_equal(mails(".receipt"), 0);
+	mail_read("refill:101:1", "failure", mail, sizeof(mail));
+	expect_has(mail, "To: bob@example.com\n");
+	expect_has(mail, "the payment was declined");
+	expect_has(mail, "This is the only notification you will receive.");
+	expect_has(mail, "$0.00");
+	expect_has(mail, "Refill amount:      $50.00\n");
+	mail_read("refill:102:1", "failure", again, sizeof(again));
+	expect_has(again, "has expired");
+	expect_has(again, "Refill amount:      $25.00\n");
+	assert_int_equal(counter("failed"), 2);
+	assert_int_equal(group_pending(), 0);
+
+	/* Republished: no second attempt, no second mail. */
+	publish(101, 1, "add", "50", 2);
+	run_once(&w, 0, NULL);
+	assert_int_equal(gateway_calls("refill:101:1"), 1);
+	assert_int_equal(mails(".failure"), 2);
+	mail_read("refill:101:1", "failure", again, sizeof(again));
+	assert_string_equal(mail, again);
+	assert_true(balance(101) == 5 * U);
+	assert_int_equal(counter("replayed"), 1);
+	assert_int_equal(counter("failed"), 2);
+	assert_int_equal(group_pending(), 0);
+}
+
+/* intermittent:2 with 3 attempts: approved on the third, charged once. */
+static void
+test_intermittent_approved_on_third_attempt(void **state)
+{
+	static const char *const flags[] = {"--attempts", "3", NULL};
+	struct worker w;
+
+	(void)state;
+	token_does("tok_flaky", "intermittent:2");
+	fire(103, "TOPUP", "30");
+	profile(103, "dee@example.com", "card", "tok_flaky", NULL);
+	publish(103, 1, "topup", "25", 1);
+	run_once(&w, 0, flags);
+	assert_int_equal(gateway_calls("refill:103:1"), 3);
+	assert_int_equal(charges(), 1);
+	assert_true(balance(103) == 30 * U);
+	expect_pending(103, "");
+	assert_int_equal(mails(".receipt"), 1);
+	assert_int_equal(mails(".failure"), 0);
+	assert_true(worker_said(&w, "3 attempts"));
+}
+
+/* A gateway that always times out: failure after exactly --attempts tries, with pauses between. */
+static void
+test_timeout_fails_after_attempts(void **state)
+{
+	static const char *const flags[] = {"--attempts", "4", "--backoff-ms", "40", NULL};
+	char mail[8192];
+	struct worker w;
+
+	(void)state;
+	token_does("tok_slow", "timeout");
+	fire(104, "ADD", "50");
+	profile(104, "eve@example.com", "card", "tok_slow", NULL);
+	publish(104, 1, "add", "50", 1);
+	uint64_t t0 = it_now_ms();
+	run_once(&w, 0, flags);
+	/* Pauses of 40, 80 and 160 ms between the four attempts. */
+	assert_true(it_now_ms() - t0 >= 280);
+	assert_int_equal(gateway_calls("refill:104:1"), 4);
+	assert_int_equal(charges(), 0);
+	assert_true(balance(104) == 5 * U);
+	expect_pending(104, "");
+	assert_int_equal(mails(".failure"), 1);
+	mail_read("refill:104:1", "failure", mail, sizeof(mail));
+	expect_has(mail, "did not answer (4 attempts)");
+	assert_int_equal(counter("failed"), 1);
+	assert_int_equal(group_pending(), 0);
+}
+
+/* No profile, no usable method, no token: failed as no-payment-method, mailed when there is an
+ * address. */
+static void
+test_no_payment_method(void **state)
+{
+	char mail[8192];
+	struct worker w;
+
+	(void)state;
+	fire(105, "ADD", "50"); /* no profile at all */
+	fire(106, "ADD", "50");
+	profile(106, "fay@example.com", "cheque", "tok_x", NULL);
+	fire(107, "ADD", "50");
+	profile(107, "gus@example.com", "card", NULL, NULL);
+	publish(105, 1, "add", "50", 1);
+	publish(106, 1, "add", "50", 1);
+	publish(107, 1, "add", "50", 1);
+	run_once(&w, 0, NULL);
+	for (uint64_t a = 105; a <= 107; a++) {
+		expect_pending(a, "");
+		assert_true(balance(a) == 5 * U);
+	}
+	assert_int_equal(gateway_calls("refill:105:1") + gateway_calls("refill:106:1") +
+	                     gateway_calls("refill:107:1"),
+	                 0);
+	assert_int_equal(mails(".failure"), 2); /* 105 has no address to mail */
+	mail_read("refill:106:1", "failure", mail, sizeof(mail));
+	expect_has(mail, "no valid credit card or PayPal account on file");
+	expect_has(mail, "This is the only notification you will receive.");
+	mail_read("refill:107:1", "failure", mail, sizeof(mail));
+	assert_int_equal(counter("failed"), 3);
+	assert_int_equal(info("refills_failed"), 3);
+	assert_true(worker_said(&w, "refill:105:1 account 105: failed (no-payment-method"));
+	assert_int_equal(group_pending(), 0);
+}
+
+/* Malformed entries: each logged, acknowledged and counted; the good one after them still goes
+ * through. */
+static void
+test_malformed_entries_acked_and_counted(void **state)
+{
+	static const char *const bad[] = {
+	    "id refill:110:1 account 110 amount abc",         /* bad amount */
+	    "id refill:110:1 account 110 amount -5",          /* not positive */
+	    "id refill:110:1 account 110 amount 1.0000001",   /* a 7th decimal */
+	    "account 110 amount 50",                          /* no id */
+	    "id refill:110:1 amount 50",                      /* no account */
+	    "id refill:110:1 account 110",                    /* no amount */
+	    "id refill:999:1 account 110 amount 50",          /* someone else's request */
+	    "id refill:0110:1 account 110 amount 50",         /* not the canonical spelling */
+	    "id refill:110:1 account 11x amount 50",          /* bad account */
+	    "id refill:110:1 account 110 amount 50 mode odd", /* bad mode */
+	    "id refill:110:1 id refill:110:2 account 110 amount 50", /* twice */
+	};
+	struct worker w;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		xadd_words(bad[i]);
+	fire(110, "ADD", "50");
+	profile(110, "hal@example.com", "card", "tok_hal", NULL);
+	publish(110, 1, "add", "50", 1);
+	run_once(&w, 0, NULL);
+	assert_int_equal(counter("malformed"), (long long)(sizeof(bad) / sizeof(bad[0])));
+	assert_int_equal(counter("approved"), 1);
+	assert_int_equal(group_pending(), 0);
+	assert_true(balance(110) == 55 * U);
+	assert_int_equal(charges(), 1);
+	assert_true(worker_said(&w, "malformed (bad amount \"abc\")"));
+	assert_true(worker_said(&w, "malformed (no id field)"));
+	/* Nothing left to loop on: a second run finds nothing. */
+	run_once(&w, 0, NULL);
+	assert_int_equal(counter("malformed"), (long long)(sizeof(bad) / sizeof(bad[0])));
+}
+
+/* Two workers in parallel on 20 requests: each settled exactly once. */
+static void
+test_two_workers_twenty_requests(void **state)
+{
+	static const char *const fa[] = {"--consumer", "wa", NULL};
+	static const char *const fb[] = {"--consumer", "wb", NULL};
+	struct worker a, b;
+	char amount[16], email[64];
+
+	(void)state;
+	for (uint64_t acct = 200; acct < 220; acct++) {
+		snprintf(amount, sizeof(amount), "%llu", (unsigned long long)acct - 190);
+		fire(acct, "ADD", amount);
+		snprintf(email, sizeof(email), "c%llu@example.com", (unsigned long long)acct);
+		profile(acct, email, acct % 2 ? "card" : "paypal", "tok_ok", NULL);
+	}
+	worker_start(&a, fa);
+	worker_start(&b, fb);
+	for (uint64_t acct = 200; acct < 220; acct++) {
+		snprintf(amount, sizeof(amount), "%llu", (unsigned long long)acct - 190);
+		publish(acct, 1, "add", amount, 1);
+	}
+	wait_counter("approved", 20, &a);
+	assert_int_equal(worker_stop(&a), 0);
+	assert_int_equal(worker_stop(&b), 0);
+	/* Their logs together hold one outcome line per request: none twice. */
+	static char la[LOG_MAX], lb[LOG_MAX];
+	worker_log(&a, la, sizeof(la));
+	worker_log(&b, lb, sizeof(lb));
+	assert_int_equal(occurrences(la, ": approved:") + occurrences(lb, ": approved:"), 20);
+	for (uint64_t acct = 200; acct < 220; acct++) {
+		char line[64];
+		snprintf(line, sizeof(line), "refill:%llu:1 account", (unsigned long long)acct);
+		assert_int_equal(occurrences(la, line) + occurrences(lb, line), 1);
+	}
+
+	assert_int_equal(charges(), 20);
+	assert_int_equal(info("credits"), 20);
+	assert_int_equal(info("refills_landed"), 20);
+	for (uint64_t acct = 200; acct < 220; acct++) {
+		char id[32];
+		snprintf(id, sizeof(id), "refill:%llu:1", (unsigned long long)acct);
+		assert_int_equal(gateway_calls(id), 1);
+		assert_true(balance(acct) == (5 + (int64_t)acct - 190) * U);
+		expect_pending(acct, "");
+	}
+	assert_int_equal(mails(".receipt"), 20);
+	assert_int_equal(counter("approved"), 20);
+	assert_int_equal(counter("replayed"), 0);
+	assert_int_equal(group_pending(), 0);
+}
+
+/*
+ * A worker that died after the gateway took the money and before it wrote
+ * anything down: the next one asks the gateway again, which answers
+ * "approved" from its record without charging a second time.
+ */
+static void
+test_crash_after_charge_charges_once(void **state)
+{
+	char rec[128];
+	struct worker w;
+
+	(void)state;
+	fire(700, "ADD", "50");
+	profile(700, "max@example.com", "card", "tok_ok", NULL);
+	run_cmd(fx.r, "HSET tollgate:sim:charges refill:700:1 %s", "50 tok_ok 1000");
+	publish(700, 1, "add", "50", 1);
+	run_once(&w, 0, NULL);
+	assert_int_equal(charges(), 1);
+	redisReply *r = cmd(fx.r, "HGET tollgate:sim:charges refill:700:1");
+	snprintf(rec, sizeof(rec), "%s", r->str);
+	freeReplyObject(r);
+	assert_string_equal(rec, "50 tok_ok 1000"); /* the first charge's record, untouched */
+	assert_true(balance(700) == 55 * U);
+	expect_pending(700, "");
+	assert_int_equal(mails(".receipt"), 1);
+	assert_int_equal(counter("approved"), 1);
+}
+
+/* A dead worker's entry is left alone until --claim-idle, then taken over. */
+static void
+test_dead_worker_taken_over(void **state)
+{
+	static const char *const patient[] = {"--consumer", "live", NULL};
+	static const char *const eager[] = {"--consumer", "live", "--claim-idle", "200", NULL};
+	struct worker w;
+
+	(void)state;
+	fire(300, "ADD", "50");
+	profile(300, "ida@example.com", "card", "tok_ok", NULL);
+	publish(300, 1, "add", "50", 1);
+	/* The dead worker: reads the entry and is never heard of again. */
+	redisReply *r = cmd(fx.r, "XREADGROUP GROUP " GROUP " dead COUNT 1 STREAMS " STREAM " >");
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	freeReplyObject(r);
+	assert_int_equal(group_pending(), 1);
+
+	run_once(&w, 0, patient); /* --claim-idle 60000: not yet */
+	assert_int_equal(charges(), 0);
+	assert_int_equal(group_pending(), 1);
+	assert_true(balance(300) == 5 * U);
+
+	sleep_ms(300);
+	run_once(&w, 0, eager);
+	assert_int_equal(charges(), 1);
+	assert_int_equal(group_pending(), 0);
+	assert_true(balance(300) == 55 * U);
+	expect_pending(300, "");
+	assert_int_equal(mails(".receipt"), 1);
+}
+
+/* The engine down: the entry stays pending (not acknowledged), and is settled once it is back. */
+static void
+test_engine_down_then_back(void **state)
+{
+	static const char *const once[] = {"--consumer", "c1", "--attempts", "2", NULL};
+	static const char *const daemon[] = {"--consumer", "c1", NULL};
+	char port[16], csv[IT_PATH_MAX];
+	struct worker w;
+
+	(void)state;
+	profile(400, "jo@example.com", "card", "tok_ok", NULL);
+	publish(400, 1, "add", "50", 1);
+	/* Stop the engine; its port is where the worker will look for it. */
+	redisFree(fx.e);
+	fx.e = NULL;
+	uint16_t p = fx.d.port;
+	assert_int_equal(it_stop(&fx.d), 0);
+
+	/* --once gives up after its attempts, exit 75, leaving the entry pending. */
+	run_once(&w, 75, once);
+	assert_true(worker_said(&w, "cannot connect"));
+	assert_int_equal(group_pending(), 1);
+	assert_int_equal(mails(".receipt"), 0);
+
+	/* A long-running worker keeps trying. */
+	worker_start(&w, daemon);
+	sleep_ms(400);
+	assert_int_equal(group_pending(), 1);
+	assert_int_equal(w.pid != 0 && waitpid(w.pid, NULL, WNOHANG) == 0, 1);
+
+	/*
+	 * The engine comes back on the same port with account 400 loaded
+	 * below its threshold: it fires refill:400:1 as it loads, before it
+	 * answers anyone, so the worker's credit always finds it in flight.
+	 */
+	assert_int_equal(it_file_write(fx.dir, "accounts.csv",
+	                               "account,balance,plan,state,threshold,refill,"
+	                               "refill_amount,payment\n"
+	                               "400,5,basic,active,10,add,50,on\n",
+	                               csv, sizeof(csv)),
+	                 0);
+	snprintf(port, sizeof(port), "%u", p);
+	const char *const flags[] = {"--port", port, "--accounts", csv, NULL};
+	assert_int_equal(engine_start(flags), 0);
+
+	wait_counter("replayed", 1, &w);
+	assert_int_equal(worker_stop(&w), 0);
+	assert_int_equal(group_pending(), 0);
+	assert_true(balance(400) == 55 * U);
+	expect_pending(400, "");
+	assert_int_equal(info("refills_landed"), 1);
+	assert_int_equal(charges(), 1);
+	assert_int_equal(gateway_calls("refill:400:1"), 1); /* charged once, before the outage */
+	assert_int_equal(mails(".receipt"), 1);
+}
+
+/* Redis down when the worker starts: it waits, then works once Redis is there. */
+static void
+test_redis_down_at_start(void **state)
+{
+	static const char *const flags[] = {"--consumer", "c1", NULL};
+	struct worker w;
+
+	(void)state;
+	redisFree(fx.r);
+	fx.r = NULL;
+	tg_test_redis_stop(&fx.redis);
+	worker_start(&w, flags);
+	sleep_ms(300);
+	assert_int_equal(tg_test_redis_start(&fx.redis), 0); /* same port, empty */
+	fx.r = tg_test_redis_connect(&fx.redis);
+	assert_non_null(fx.r);
+	/* The worker may have made the group already: BUSYGROUP is fine here too. */
+	redisReply *r = redisCommand(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
+	assert_non_null(r);
+	freeReplyObject(r);
+	fire(500, "ADD", "50");
+	profile(500, "kim@example.com", "card", "tok_ok", NULL);
+	publish(500, 1, "add", "50", 1);
+	wait_counter("approved", 1, &w);
+	assert_int_equal(worker_stop(&w), 0);
+	assert_true(worker_said(&w, "redis 127.0.0.1"));
+	assert_true(balance(500) == 55 * U);
+	assert_int_equal(group_pending(), 0);
+}
+
+/* SIGTERM (and SIGINT) stop an idle worker at once, with status 0. */
+static void
+test_clean_exit_on_signals(void **state)
+{
+	struct worker w;
+
+	(void)state;
+	worker_start(&w, NULL);
+	sleep_ms(200);
+	uint64_t t0 = it_now_ms();
+	assert_int_equal(worker_stop(&w), 0);
+	assert_true(it_now_ms() - t0 < 3000);
+	assert_true(worker_said(&w, "stopped: approved 0"));
+	/* Nothing pending: it left the group as it found it. */
+	redisReply *r = cmd(fx.r, "XINFO CONSUMERS " STREAM " " GROUP);
+	assert_int_equal(r->elements, 0);
+	freeReplyObject(r);
+
+	worker_start(&w, NULL);
+	sleep_ms(200);
+	kill(w.pid, SIGINT);
+	assert_int_equal(worker_wait(&w, 10000), 0);
+}
+
+/* --sendmail: each new mail piped once into the command; a replay pipes nothing. */
+static void
+test_sendmail_pipes_new_mail_once(void **state)
+{
+	char sendmail[IT_PATH_MAX + 32], sent[IT_PATH_MAX], text[16384];
+	struct worker w;
+
+	(void)state;
+	pathf(sent, sizeof(sent), "%s/sent.txt", fx.dir);
+	snprintf(sendmail, sizeof(sendmail), "cat >> '%s'", sent);
+	const char *const flags[] = {"--sendmail", sendmail, NULL};
+	fire(600, "ADD", "50");
+	profile(600, "lu@example.com", "card", "tok_ok", "Lu");
+	publish(600, 1, "add", "50", 1);
+	run_once(&w, 0, flags);
+	publish(600, 1, "add", "50", 2);
+	run_once(&w, 0, flags);
+	assert_true(slurp(sent, text, sizeof(text)) > 0);
+	assert_int_equal(occurrences(text, "\nSubject: Auto-refill receipt"), 1);
+	expect_has(text, "To: \"Lu\" <lu@example.com>\n");
+}
+
+/*
+ * End to end, with the engine's own publisher writing the stream (skipped
+ * when tollgated has none): a crossing is published, settled by the worker
+ * and cleared on the engine, and the next crossing fires a new request.
+ */
+static void
+test_end_to_end_with_the_engines_publisher(void **state)
+{
+	char redis_port[16];
+	struct worker w;
+	uint64_t deadline;
+
+	(void)state;
+	redisFree(fx.e);
+	fx.e = NULL;
+	assert_int_equal(it_stop(&fx.d), 0);
+	snprintf(redis_port, sizeof(redis_port), "%u", fx.redis.port);
+	const char *const flags[] = {"--redis-host", "127.0.0.1", "--redis-port", redis_port, NULL};
+	if (it_start(&fx.d, fx.dir, flags) != 0)
+		skip();
+	fx.e = it_connect(&fx.d);
+	assert_non_null(fx.e);
+
+	token_does("tok_no", "decline");
+	profile(800, "nia@example.com", "card", "tok_ok", NULL);
+	profile(801, "oz@example.com", "paypal", "tok_no", NULL);
+	fire(800, "ADD", "50");
+	fire(801, "ADD", "20");
+	deadline = it_now_ms() + WAIT_MS;
+	while (int_cmd(fx.r, "XLEN " STREAM) < 2) {
+		if (it_now_ms() >= deadline)
+			fail_msg("the engine did not publish the two requests");
+		sleep_ms(10);
+	}
+	run_once(&w, 0, NULL);
+	assert_true(balance(800) == 55 * U);
+	expect_pending(800, "");
+	assert_true(balance(801) == 5 * U);
+	expect_pending(801, "");
+	assert_int_equal(mails(".receipt"), 1);
+	assert_int_equal(mails(".failure"), 1);
+
+	/* The next crossing is a new request, published and settled the same way. */
+	run_cmd(fx.e, "ACCT.SET 800 BALANCE 5");
+	expect_pending(800, "refill:800:2");
+	deadline = it_now_ms() + WAIT_MS;
+	while (int_cmd(fx.r, "XLEN " STREAM) < 3) {
+		if (it_now_ms() >= deadline)
+			fail_msg("the engine did not publish refill:800:2");
+		sleep_ms(10);
+	}
+	run_once(&w, 0, NULL);
+	assert_true(balance(800) == 55 * U);
+	expect_pending(800, "");
+	assert_int_equal(charges(), 2);
+	assert_int_equal(mails(".receipt"), 2);
+	assert_int_equal(info("refills_landed"), 2);
+	assert_int_equal(info("refills_failed"), 1);
+	assert_int_equal(group_pending(), 0);
+}
+
+/* Bad options: exit 1 with a message, nothing done. */
+static void
+test_bad_options(void **state)
+{
+	static const char *const nomail[] = {"--mail-dir", "/nonexistent/dir", "--once", NULL};
+	static const char *const badport[] = {"--engine", "127.0.0.1:99999", "--once", NULL};
+	static const char *const badnum[] = {"--attempts", "0", "--once", NULL};
+	struct worker w;
+
+	(void)state;
+	worker_start(&w, nomail);
+	assert_int_equal(worker_wait(&w, RUN_TIMEOUT_MS), 1);
+	worker_start(&w, badport);
+	assert_int_equal(worker_wait(&w, RUN_TIMEOUT_MS), 1);
+	assert_true(worker_said(&w, "bad value \"127.0.0.1:99999\" for --engine"));
+	worker_start(&w, badnum);
+	assert_int_equal(worker_wait(&w, RUN_TIMEOUT_MS), 1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_group_created, setup_bare, teardown),
+	    cmocka_unit_test_setup_teardown(test_approved_then_republished, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_declined_and_expired, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_intermittent_approved_on_third_attempt, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout_fails_after_attempts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_payment_method, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_malformed_entries_acked_and_counted, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_two_workers_twenty_requests, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_after_charge_charges_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dead_worker_taken_over, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_engine_down_then_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_redis_down_at_start, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clean_exit_on_signals, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendmail_pipes_new_mail_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_end_to_end_with_the_engines_publisher, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
+	};
+	struct tg_test_redis probe = {0};
+
+	signal(SIGPIPE, SIG_IGN);
+	/* No redis-server on this machine: skip, as every integration test does. */
+	if (tg_test_redis_start(&probe) == -ENOENT) {
+		fprintf(stderr, "redis-server not found: skipping\n");
+		return 77;
+	}
+	tg_test_redis_stop(&probe);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1375 @@
+/*
+ * tollrefill.c - the refill worker: reads tollgated's refill requests from a
+ * Redis stream, charges the customer through the payment gateway, credits
+ * the account on the engine and mails a receipt, or, when the charge fails,
+ * mails the billing contact once and reports the failure to the engine.
+ *
+ * Owns its consumer in the group, its pending entries, and the outcome
+ * records tollgate:refill:outcome:<request id> (the one word on what became
+ * of a request, written before anything customer-visible happens, so a
+ * retry, a republished request or another worker taking over follows it
+ * instead of charging again) and the counters in tollgate:refill:stats.
+ * It must never acknowledge an entry before its outcome is settled (credit
+ * accepted, or failure mailed and reported), never charge a request that
+ * has an outcome, never send a second mail of a kind for a request, and
+ * never let Redis or the engine being down lose a request: it backs off and
+ * retries, leaving the entry pending.  Money is micro-units throughout.
+ * One thread; parallelism is several processes in one consumer group.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "gateway.h"
+#include "mail.h"
+#include "tg_assert.h"
+#include "tg_engine.h"
+#include "tg_log.h"
+#include "tg_money.h"
+
+#define PROFILE_PREFIX "tollgate:customer:"
+#define OUTCOME_PREFIX "tollgate:refill:outcome:"
+#define STATS_KEY      "tollgate:refill:stats"
+/* Outcomes are kept a month: far longer than any republication of a request. */
+#define OUTCOME_TTL_S (30u * 24 * 3600)
+/* Entries fetched per read or claim. */
+#define BATCH 16
+/* Longest BLOCK of a read, ms: how long a SIGTERM may wait to be noticed. */
+#define BLOCK_MS_MAX 1000
+/* Socket timeout of every connection beyond the BLOCK, ms. */
+#define IO_TIMEOUT_MS 5000
+/* Longest pause between two charge attempts, ms. */
+#define PAUSE_MAX_MS 60000
+/* Longest pause before trying an unreachable Redis or engine again, ms. */
+#define RETRY_MAX_MS 10000
+/* Bounds of the options. */
+#define ATTEMPTS_MAX       100
+#define CLAIM_EVERY_MIN_MS 100
+#define CLAIM_EVERY_MAX_MS 5000
+/* Bytes of a stream entry id ("1700000000000-0"), NUL included. */
+#define MSGID_MAX 48
+/* Bytes of a payment token, NUL included. */
+#define TOKEN_MAX    256
+#define WORKER_MAGIC 0x7265666cu /* "refl" */
+
+/* Exit status of --once when Redis or the engine stayed unreachable: EX_TEMPFAIL. */
+#define EXIT_TEMPFAIL 75
+
+static volatile sig_atomic_t stopping;
+
+/* ------------------------------------------------------------------ */
+/* options                                                             */
+
+struct opts {
+	char redis_host[256];
+	uint16_t redis_port;
+	const char *redis_password;
+	char engine_host[256];
+	uint16_t engine_port;
+	const char *engine_password;
+	const char *stream, *group;
+	char consumer[128];
+	uint64_t claim_idle_ms;
+	unsigned attempts;
+	uint64_t backoff_ms;
+	const char *mail_dir, *mail_from, *sendmail;
+	bool once;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: tollrefill --mail-dir DIR [options]\n"
+	    "  --redis HOST:PORT        the stream, profiles and outcomes (127.0.0.1:6379)\n"
+	    "  --redis-password PW      AUTH to Redis\n"
+	    "  --engine HOST:PORT       tollgated (127.0.0.1:6390)\n"
+	    "  --engine-password PW     AUTH to tollgated\n"
+	    "  --stream KEY             the refill stream (tollgate:refill)\n"
+	    "  --group NAME             the consumer group (refill)\n"
+	    "  --consumer NAME          this worker's name in the group (hostname-pid)\n"
+	    "  --claim-idle MS          take over entries pending that long elsewhere (60000)\n"
+	    "  --attempts N             charge attempts on timeout or error (3)\n"
+	    "  --backoff-ms MS          pause after a failed attempt, doubling (500)\n"
+	    "  --mail-dir DIR           the mail spool (required)\n"
+	    "  --mail-from ADDR         the From: address (billing@localhost)\n"
+	    "  --sendmail CMD           also pipe each new mail into CMD (/usr/sbin/sendmail -t)\n"
+	    "  --once                   process what is there, then exit\n"
+	    "docs/REFILL.md, \"Worker\", has the whole story.\n");
+}
+
+/* A whole decimal number in [min, max]. */
+static bool
+parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9')
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* "host:port" (the last ':' splits, so "[::1]" is not supported: write "::1:6379"). */
+static bool
+parse_addr(const char *s, char *host, size_t cap, uint16_t *port)
+{
+	const char *colon = strrchr(s, ':');
+	uint64_t p;
+
+	if (colon == NULL || colon == s || (size_t)(colon - s) >= cap ||
+	    !parse_u64(colon + 1, 1, 65535, &p))
+		return false;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	*port = (uint16_t)p;
+	return true;
+}
+
+/* 0, or 1 after printing why (the caller exits 1). */
+static int
+parse_opts(int argc, char **argv, struct opts *o)
+{
+	enum {
+		O_REDIS = 256,
+		O_REDIS_PW,
+		O_ENGINE,
+		O_ENGINE_PW,
+		O_STREAM,
+		O_GROUP,
+		O_CONSUMER,
+		O_CLAIM,
+		O_ATTEMPTS,
+		O_BACKOFF,
+		O_MAILDIR,
+		O_MAILFROM,
+		O_SENDMAIL,
+		O_ONCE,
+		O_HELP,
+	};
+	static const struct option longs[] = {
+	    {"redis", required_argument, NULL, O_REDIS},
+	    {"redis-password", required_argument, NULL, O_REDIS_PW},
+	    {"engine", required_argument, NULL, O_ENGINE},
+	    {"engine-password", required_argument, NULL, O_ENGINE_PW},
+	    {"stream", required_argument, NULL, O_STREAM},
+	    {"group", required_argument, NULL, O_GROUP},
+	    {"consumer", required_argument, NULL, O_CONSUMER},
+	    {"claim-idle", required_argument, NULL, O_CLAIM},
+	    {"attempts", required_argument, NULL, O_ATTEMPTS},
+	    {"backoff-ms", required_argument, NULL, O_BACKOFF},
+	    {"mail-dir", required_argument, NULL, O_MAILDIR},
+	    {"mail-from", required_argument, NULL, O_MAILFROM},
+	    {"sendmail", required_argument, NULL, O_SENDMAIL},
+	    {"once", no_argument, NULL, O_ONCE},
+	    {"help", no_argument, NULL, O_HELP},
+	    {NULL, 0, NULL, 0},
+	};
+	char host[64];
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	snprintf(o->redis_host, sizeof(o->redis_host), "127.0.0.1");
+	o->redis_port = 6379;
+	snprintf(o->engine_host, sizeof(o->engine_host), "127.0.0.1");
+	o->engine_port = 6390;
+	o->stream = "tollgate:refill";
+	o->group = "refill";
+	o->claim_idle_ms = 60000;
+	o->attempts = 3;
+	o->backoff_ms = 500;
+	o->mail_from = "billing@localhost";
+	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(o->consumer, sizeof(o->consumer), "%s-%d", host, (int)getpid());
+
+	while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+		switch (c) {
+		case O_REDIS:
+			if (!parse_addr(optarg, o->redis_host, sizeof(o->redis_host),
+			                &o->redis_port))
+				goto bad;
+			break;
+		case O_REDIS_PW:
+			o->redis_password = optarg;
+			break;
+		case O_ENGINE:
+			if (!parse_addr(optarg, o->engine_host, sizeof(o->engine_host),
+			                &o->engine_port))
+				goto bad;
+			break;
+		case O_ENGINE_PW:
+			o->engine_password = optarg;
+			break;
+		case O_STREAM:
+			o->stream = optarg;
+			break;
+		case O_GROUP:
+			o->group = optarg;
+			break;
+		case O_CONSUMER:
+			if (optarg[0] == '\0' ||
+			    (size_t)snprintf(o->consumer, sizeof(o->consumer), "%s", optarg) >=
+			        sizeof(o->consumer))
+				goto bad;
+			break;
+		case O_CLAIM:
+			if (!parse_u64(optarg, 1, UINT32_MAX, &o->claim_idle_ms))
+				goto bad;
+			break;
+		case O_ATTEMPTS:
+			if (!parse_u64(optarg, 1, ATTEMPTS_MAX, &v))
+				goto bad;
+			o->attempts = (unsigned)v;
+			break;
+		case O_BACKOFF:
+			if (!parse_u64(optarg, 0, PAUSE_MAX_MS, &o->backoff_ms))
+				goto bad;
+			break;
+		case O_MAILDIR:
+			o->mail_dir = optarg;
+			break;
+		case O_MAILFROM:
+			o->mail_from = optarg;
+			break;
+		case O_SENDMAIL:
+			o->sendmail = optarg[0] ? optarg : NULL;
+			break;
+		case O_ONCE:
+			o->once = true;
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "tollrefill: unexpected argument \"%s\"\n", argv[optind]);
+		return 1;
+	}
+	if (o->mail_dir == NULL) {
+		fprintf(stderr, "tollrefill: --mail-dir is required\n");
+		return 1;
+	}
+	if (!tg_mail_address_ok(o->mail_from)) {
+		fprintf(stderr, "tollrefill: --mail-from \"%s\" is not a plain address\n",
+		        o->mail_from);
+		return 1;
+	}
+	return 0;
+bad:
+	fprintf(stderr, "tollrefill: bad value \"%s\" for --%s\n", optarg, longs[c - O_REDIS].name);
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* time, signals, pauses                                               */
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
+
+/* Sleep ms, cut short by SIGTERM/SIGINT.  False when stopping. */
+static bool
+pause_ms(uint64_t ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	while (!stopping) {
+		uint64_t t = now_ms();
+		if (t >= end)
+			return true;
+		uint64_t left = end - t;
+		struct timespec ts = {.tv_sec = (time_t)(left / 1000),
+		                      .tv_nsec = (long)(left % 1000) * 1000000};
+		nanosleep(&ts, NULL); /* EINTR: a signal, checked above */
+	}
+	return false;
+}
+
+/* s[0..n) with anything unprintable shown as '?', cut to fit: safe in one log line. */
+static const char *
+printable(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t k = 0, i = 0;
+
+	TG_ASSERT(cap >= 4);
+	for (; i < n && k + 4 < cap; i++)
+		out[k++] = (s[i] >= ' ' && s[i] < 0x7f) ? s[i] : '?';
+	if (i < n) {
+		memcpy(out + k, "...", 3);
+		k += 3;
+	}
+	out[k] = '\0';
+	return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* the worker and its connections                                      */
+
+struct counts {
+	uint64_t approved, failed, malformed, replayed, refused;
+};
+
+struct worker {
+	uint32_t magic;
+	const struct opts *o;
+	redisContext *r; /* Redis: stream, profiles, outcomes; NULL while down */
+	redisContext *e; /* tollgated; NULL while down */
+	struct tg_gateway gw;
+	struct tg_mail_spool mail;
+	bool read_pending;            /* re-read this consumer's pending entries first */
+	char pending_from[MSGID_MAX]; /* the pending read goes on after this id */
+	bool claim_done;              /* --once: the one XAUTOCLAIM pass is over */
+	char claim_cursor[MSGID_MAX];
+	uint64_t claim_due_ms; /* next XAUTOCLAIM */
+	uint64_t retry_ms;     /* next pause after a Redis or engine failure */
+	unsigned failures_in_row;
+	struct counts n;
+};
+
+/* Read this consumer's pending entries again, from the first. */
+static void
+want_pending(struct worker *w)
+{
+	w->read_pending = true;
+	snprintf(w->pending_from, sizeof(w->pending_from), "0");
+}
+
+static struct timeval
+timeval_ms(uint64_t ms)
+{
+	return (struct timeval){.tv_sec = (time_t)(ms / 1000),
+	                        .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+}
+
+/* Close *c after an I/O error (already logged by the caller). */
+static void
+drop(redisContext **c)
+{
+	if (*c != NULL)
+		redisFree(*c);
+	*c = NULL;
+}
+
+/* A connection with timeouts, authenticated when password is set; NULL after logging. */
+static redisContext *
+dial(const char *what, const char *host, uint16_t port, const char *password, uint64_t io_ms)
+{
+	struct timeval tv = timeval_ms(IO_TIMEOUT_MS);
+	redisContext *c = redisConnectWithTimeout(host, port, tv);
+
+	if (c == NULL || c->err) {
+		tg_log("%s %s:%u: cannot connect: %s", what, host, (unsigned)port,
+		       c ? c->errstr : "out of memory");
+		drop(&c);
+		return NULL;
+	}
+	tv = timeval_ms(io_ms);
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		tg_log("%s %s:%u: cannot set timeouts", what, host, (unsigned)port);
+		drop(&c);
+		return NULL;
+	}
+	if (password != NULL) {
+		redisReply *r = redisCommand(c, "AUTH %s", password);
+		bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+		if (!ok)
+			tg_log("%s %s:%u: AUTH failed: %s", what, host, (unsigned)port,
+			       r == NULL                      ? c->errstr
+			       : r->type == REDIS_REPLY_ERROR ? r->str
+			                                      : "?");
+		if (r != NULL)
+			freeReplyObject(r);
+		if (!ok) {
+			drop(&c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+/*
+ * Redis connected, with the group in place (XGROUP CREATE ... $ MKSTREAM;
+ * BUSYGROUP means another worker made it).  False after logging.
+ */
+static bool
+redis_up(struct worker *w)
+{
+	const struct opts *o = w->o;
+
+	if (w->r != NULL)
+		return true;
+	w->r = dial("redis", o->redis_host, o->redis_port, o->redis_password,
+	            IO_TIMEOUT_MS + BLOCK_MS_MAX);
+	if (w->r == NULL)
+		return false;
+	redisReply *r = redisCommand(w->r, "XGROUP CREATE %s %s $ MKSTREAM", o->stream, o->group);
+	bool ok =
+	    r != NULL && (r->type == REDIS_REPLY_STATUS ||
+	                  (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) == 0));
+	if (!ok)
+		tg_log("redis: XGROUP CREATE %s %s: %s", o->stream, o->group,
+		       r == NULL                      ? w->r->errstr
+		       : r->type == REDIS_REPLY_ERROR ? r->str
+		                                      : "?");
+	else if (r->type == REDIS_REPLY_STATUS)
+		tg_log("redis: created group %s on %s", o->group, o->stream);
+	if (r != NULL)
+		freeReplyObject(r);
+	if (!ok) {
+		drop(&w->r);
+		return false;
+	}
+	/* A new connection may have lost replies in flight: what we hold is pending, re-read it. */
+	want_pending(w);
+	return true;
+}
+
+/*
+ * One Redis command.  The reply, never NULL and never an error reply; or
+ * NULL after logging (an I/O error drops the connection, NOGROUP too so the
+ * group is made again).  Every NULL is a transient failure to its caller.
+ */
+static redisReply *
+rq(struct worker *w, const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+
+	if (!redis_up(w))
+		return NULL;
+	va_start(ap, fmt);
+	r = redisvCommand(w->r, fmt, ap);
+	va_end(ap);
+	if (r == NULL) {
+		tg_log("redis: %s", w->r->errstr);
+		drop(&w->r);
+		return NULL;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		tg_log("redis said: %s", r->str);
+		if (strncmp(r->str, "NOGROUP", 7) == 0)
+			drop(&w->r);
+		freeReplyObject(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Engine connected and authenticated; false after logging. */
+static bool
+engine_up(struct worker *w)
+{
+	const struct opts *o = w->o;
+
+	if (w->e == NULL)
+		w->e = dial("engine", o->engine_host, o->engine_port, o->engine_password,
+		            IO_TIMEOUT_MS);
+	return w->e != NULL;
+}
+
+/* How an engine command went. */
+enum engine_said {
+	E_OK,      /* the reply is in the out parameter */
+	E_DOWN,    /* unreachable, or refused for now (NOAUTH, WRONGPASS, FULL): retry */
+	E_REFUSED, /* a final error reply, copied to why */
+};
+
+/*
+ * One engine command.  On E_OK *out holds the reply (caller frees); on
+ * E_REFUSED why holds the error line.  I/O errors drop the connection.  A
+ * connection that had been open a while may have been closed by the
+ * engine's idle timeout, so an I/O error on it is retried once on a fresh
+ * one: every command sent here is idempotent on its request id.
+ */
+static enum engine_said
+eq(struct worker *w, redisReply **out, char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r = NULL;
+
+	*out = NULL;
+	for (int tries = w->e != NULL ? 2 : 1; tries > 0 && r == NULL; tries--) {
+		if (!engine_up(w))
+			return E_DOWN;
+		va_start(ap, fmt);
+		r = redisvCommand(w->e, fmt, ap);
+		va_end(ap);
+		if (r == NULL) {
+			tg_log("engine: %s", w->e->errstr);
+			drop(&w->e);
+		}
+	}
+	if (r == NULL)
+		return E_DOWN;
+	if (r->type != REDIS_REPLY_ERROR) {
+		*out = r;
+		return E_OK;
+	}
+	printable(r->str, r->len, why, whylen);
+	freeReplyObject(r);
+	if (strncmp(why, "NOAUTH", 6) == 0 || strncmp(why, "WRONGPASS", 9) == 0 ||
+	    strncmp(why, "FULL", 4) == 0) {
+		tg_log("engine said: %s", why);
+		drop(&w->e);
+		return E_DOWN;
+	}
+	return E_REFUSED;
+}
+
+/* ------------------------------------------------------------------ */
+/* requests: one stream entry                                          */
+
+struct request {
+	char msgid[MSGID_MAX];
+	char id[TG_CALLID_MAX + 1];
+	uint64_t account;
+	tg_money_t amount;
+	bool has_balance;
+	tg_money_t balance;
+	char why[160]; /* what is wrong with a malformed entry */
+};
+
+/* The value of a field as a NUL-terminated copy, or false if it does not fit. */
+static bool
+field_copy(const redisReply *v, char *out, size_t cap)
+{
+	if (v->len >= cap || memchr(v->str, '\0', v->len) != NULL)
+		return false;
+	memcpy(out, v->str, v->len);
+	out[v->len] = '\0';
+	return true;
+}
+
+static bool
+is_digits(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* Why the entry is malformed, with the offending value, into q->why; returns false. */
+static bool
+malformed(struct request *q, const char *what, const redisReply *v)
+{
+	char shown[48];
+
+	if (v == NULL)
+		snprintf(q->why, sizeof(q->why), "%s", what);
+	else
+		snprintf(q->why, sizeof(q->why), "%s \"%s\"", what,
+		         printable(v->str, v->len, shown, sizeof(shown)));
+	return false;
+}
+
+/*
+ * Parse one stream entry ([id, [field, value, ...]]) into q: the fields of
+ * docs/REFILL.md.  id, account and amount are required; balance, threshold,
+ * mode, fired and attempt are checked when present; unknown fields are
+ * ignored (a newer publisher may add some).  False with q->why set when the
+ * entry is malformed; q->msgid is set whenever the entry has an id at all.
+ */
+static bool
+parse_entry(const redisReply *e, struct request *q)
+{
+	static const char *const names[] = {"id",   "account", "balance", "threshold",
+	                                    "mode", "amount",  "fired",   "attempt"};
+	enum { F_ID, F_ACCOUNT, F_BALANCE, F_THRESHOLD, F_MODE, F_AMOUNT, F_FIRED, F_ATTEMPT };
+	const redisReply *f[TG_ARRAY_LEN(names)] = {NULL};
+	char num[32];
+	uint64_t acct;
+
+	memset(q, 0, sizeof(*q));
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    e->element[0]->type != REDIS_REPLY_STRING ||
+	    !field_copy(e->element[0], q->msgid, sizeof(q->msgid)))
+		return malformed(q, "not a stream entry", NULL);
+	const redisReply *kv = e->element[1];
+	if (kv->type == REDIS_REPLY_NIL)
+		return malformed(q, "deleted from the stream while pending", NULL);
+	if (kv->type != REDIS_REPLY_ARRAY || kv->elements % 2 != 0)
+		return malformed(q, "fields are not pairs", NULL);
+	for (size_t i = 0; i < kv->elements; i += 2) {
+		const redisReply *k = kv->element[i], *v = kv->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+			return malformed(q, "a field is not a string", NULL);
+		for (size_t j = 0; j < TG_ARRAY_LEN(names); j++) {
+			if (k->len != strlen(names[j]) || memcmp(k->str, names[j], k->len) != 0)
+				continue;
+			if (f[j] != NULL)
+				return malformed(q, "field given twice:", k);
+			f[j] = v;
+		}
+	}
+	for (size_t j = 0; j < TG_ARRAY_LEN(names); j++) {
+		if (f[j] == NULL && (j == F_ID || j == F_ACCOUNT || j == F_AMOUNT)) {
+			snprintf(q->why, sizeof(q->why), "no %s field", names[j]);
+			return false;
+		}
+	}
+	if (!field_copy(f[F_ACCOUNT], num, sizeof(num)) ||
+	    !parse_u64(num, 0, UINT64_MAX - 1, &acct))
+		return malformed(q, "bad account", f[F_ACCOUNT]);
+	q->account = acct;
+	/*
+	 * Only the canonical spelling: "refill:0042:1" would be another txid to
+	 * the engine and another mail name here, so a second credit and mail.
+	 */
+	char canon[48];
+	uint32_t seq = 0;
+	if (field_copy(f[F_ID], q->id, sizeof(q->id)))
+		seq = tg_refill_id_parse(acct, q->id, strlen(q->id));
+	if (seq == 0 || tg_refill_id(acct, seq, canon) != strlen(q->id) ||
+	    strcmp(canon, q->id) != 0)
+		return malformed(q, "id is not a refill request id of the account:", f[F_ID]);
+	if (tg_money_parse(f[F_AMOUNT]->str, f[F_AMOUNT]->len, &q->amount) != 0 || q->amount <= 0)
+		return malformed(q, "bad amount", f[F_AMOUNT]);
+	if (f[F_BALANCE] != NULL) {
+		if (tg_money_parse(f[F_BALANCE]->str, f[F_BALANCE]->len, &q->balance) != 0)
+			return malformed(q, "bad balance", f[F_BALANCE]);
+		q->has_balance = true;
+	}
+	tg_money_t threshold;
+	if (f[F_THRESHOLD] != NULL &&
+	    tg_money_parse(f[F_THRESHOLD]->str, f[F_THRESHOLD]->len, &threshold) != 0)
+		return malformed(q, "bad threshold", f[F_THRESHOLD]);
+	if (f[F_MODE] != NULL && strcmp(f[F_MODE]->str, "add") != 0 &&
+	    strcmp(f[F_MODE]->str, "topup") != 0)
+		return malformed(q, "bad mode", f[F_MODE]);
+	for (size_t j = F_FIRED; j <= F_ATTEMPT; j++)
+		if (f[j] != NULL && (!field_copy(f[j], num, sizeof(num)) || !is_digits(num)))
+			return malformed(q, j == F_FIRED ? "bad fired" : "bad attempt", f[j]);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* the customer profile                                                */
+
+struct profile {
+	bool found;
+	char email[TG_MAIL_ADDR_MAX + 1]; /* "" when missing or not a plain address */
+	char method[8];                   /* "card", "paypal", or "" */
+	char token[TOKEN_MAX];            /* "" when missing or unusable */
+	char name[TG_MAIL_NAME_MAX + 1];
+};
+
+/* Whether a token can be handed to a gateway: printable ASCII, no spaces. */
+static bool
+token_ok(const redisReply *v)
+{
+	if (v->len == 0 || v->len >= TOKEN_MAX)
+		return false;
+	for (size_t i = 0; i < v->len; i++)
+		if (v->str[i] <= ' ' || v->str[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/* Read tollgate:customer:<acct> into p.  False on a transient Redis failure. */
+static bool
+profile_get(struct worker *w, uint64_t acct, struct profile *p)
+{
+	redisReply *r;
+
+	memset(p, 0, sizeof(*p));
+	if (!redis_up(w))
+		return false;
+	r = redisCommand(w->r, "HGETALL " PROFILE_PREFIX "%llu", (unsigned long long)acct);
+	if (r == NULL) {
+		tg_log("redis: %s", w->r->errstr);
+		drop(&w->r);
+		return false;
+	}
+	if (r->type == REDIS_REPLY_ERROR) /* WRONGTYPE: not a profile; the request fails */
+		tg_log("account %llu: profile unreadable: %s", (unsigned long long)acct, r->str);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+		p->found = true;
+		for (size_t i = 0; i + 1 < r->elements; i += 2) {
+			const redisReply *k = r->element[i], *v = r->element[i + 1];
+			if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+				continue;
+			if (strcmp(k->str, "email") == 0) {
+				if (!field_copy(v, p->email, sizeof(p->email)) ||
+				    !tg_mail_address_ok(p->email))
+					p->email[0] = '\0';
+			} else if (strcmp(k->str, "method") == 0) {
+				if (strcmp(v->str, "card") == 0 || strcmp(v->str, "paypal") == 0)
+					snprintf(p->method, sizeof(p->method), "%s", v->str);
+			} else if (strcmp(k->str, "token") == 0) {
+				if (token_ok(v))
+					field_copy(v, p->token, sizeof(p->token));
+			} else if (strcmp(k->str, "name") == 0) {
+				/* Cut long names: the mail shows at most TG_MAIL_NAME_MAX bytes. */
+				size_t n = v->len < TG_MAIL_NAME_MAX ? v->len : TG_MAIL_NAME_MAX;
+				memcpy(p->name, v->str, n);
+				p->name[n] = '\0';
+			}
+		}
+	}
+	freeReplyObject(r);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* outcomes: what became of a request, recorded before anyone is told  */
+
+enum outcome_state { OC_NONE, OC_APPROVED, OC_CREDITED, OC_FAILED };
+
+struct outcome {
+	enum outcome_state state;
+	tg_money_t amount;  /* APPROVED, CREDITED: what was charged */
+	tg_money_t balance; /* CREDITED: the engine's balance after the credit */
+	unsigned attempts;  /* charge attempts made */
+	char reason[32];    /* FAILED: the one word reported to the engine */
+	char ref[TG_GATEWAY_REF_MAX];
+	bool unreadable; /* NONE, but a record that is not ours is in the way */
+};
+
+/*
+ * The record's text: "approved <amount> <attempts> <ref>",
+ * "credited <amount> <attempts> <balance> <ref>", "failed <reason> <attempts>".
+ */
+static void
+outcome_format(const struct outcome *oc, char *buf, size_t cap)
+{
+	char a[TG_MONEY_STR_MAX], b[TG_MONEY_STR_MAX];
+
+	tg_money_format(oc->amount, a);
+	tg_money_format(oc->balance, b);
+	switch (oc->state) {
+	case OC_APPROVED:
+		snprintf(buf, cap, "approved %s %u %s", a, oc->attempts, oc->ref);
+		break;
+	case OC_CREDITED:
+		snprintf(buf, cap, "credited %s %u %s %s", a, oc->attempts, b, oc->ref);
+		break;
+	case OC_FAILED:
+		snprintf(buf, cap, "failed %s %u", oc->reason, oc->attempts);
+		break;
+	case OC_NONE:
+		TG_ASSERT(!"an outcome to record");
+	}
+}
+
+/* Parse a record; false (and OC_NONE) when it is not one of ours. */
+static bool
+outcome_parse(const char *s, struct outcome *oc)
+{
+	char word[16], a[TG_MONEY_STR_MAX + 1], b[TG_MONEY_STR_MAX + 1];
+	int used = 0;
+
+	memset(oc, 0, sizeof(*oc));
+	if (sscanf(s, "%15s", word) != 1)
+		return false;
+	if (strcmp(word, "failed") == 0) {
+		if (sscanf(s, "failed %31s %u%n", oc->reason, &oc->attempts, &used) != 2 ||
+		    s[used] != '\0')
+			return false;
+		oc->state = OC_FAILED;
+		return true;
+	}
+	if (strcmp(word, "approved") == 0) {
+		if (sscanf(s, "approved %24s %u %n", a, &oc->attempts, &used) != 2 || used == 0)
+			return false;
+		oc->state = OC_APPROVED;
+	} else if (strcmp(word, "credited") == 0) {
+		if (sscanf(s, "credited %24s %u %24s %n", a, &oc->attempts, b, &used) != 3 ||
+		    used == 0 || tg_money_parse(b, strlen(b), &oc->balance) != 0)
+			return false;
+		oc->state = OC_CREDITED;
+	} else {
+		return false;
+	}
+	if (tg_money_parse(a, strlen(a), &oc->amount) != 0 || oc->amount <= 0 ||
+	    (size_t)snprintf(oc->ref, sizeof(oc->ref), "%s", s + used) >= sizeof(oc->ref)) {
+		oc->state = OC_NONE;
+		return false;
+	}
+	return true;
+}
+
+/* The recorded outcome of request id into oc (OC_NONE: none).  False on a Redis failure. */
+static bool
+outcome_get(struct worker *w, const char *id, struct outcome *oc)
+{
+	redisReply *r = rq(w, "GET " OUTCOME_PREFIX "%s", id);
+
+	memset(oc, 0, sizeof(*oc));
+	if (r == NULL)
+		return false;
+	if (r->type == REDIS_REPLY_STRING && !outcome_parse(r->str, oc)) {
+		char shown[64];
+		tg_log("%s: outcome record \"%s\" is not one of ours: replaced", id,
+		       printable(r->str, r->len, shown, sizeof(shown)));
+		oc->state = OC_NONE;
+		oc->unreadable = true;
+	}
+	freeReplyObject(r);
+	return true;
+}
+
+/*
+ * Record oc for id.  how: "NX" (first outcome: 1 if recorded, 0 if another
+ * worker's is there) or "XX" (moving our own record on).  -1 on a Redis
+ * failure.  The record lives OUTCOME_TTL_S from its first writing.
+ */
+static int
+outcome_put(struct worker *w, const char *id, const struct outcome *oc, const char *how)
+{
+	char text[TG_GATEWAY_REF_MAX + 96];
+	redisReply *r;
+
+	outcome_format(oc, text, sizeof(text));
+	if (strcmp(how, "NX") == 0)
+		r = rq(w, "SET " OUTCOME_PREFIX "%s %s NX EX %u", id, text, OUTCOME_TTL_S);
+	else
+		r = rq(w, "SET " OUTCOME_PREFIX "%s %s XX KEEPTTL", id, text);
+	if (r == NULL)
+		return -1;
+	int won = r->type == REDIS_REPLY_STATUS;
+	freeReplyObject(r);
+	/* XX finds no key only if the record expired under us: write it afresh. */
+	if (!won && strcmp(how, "XX") == 0)
+		return outcome_put(w, id, oc, "NX");
+	return won;
+}
+
+/* ------------------------------------------------------------------ */
+/* settling a request                                                  */
+
+enum step {
+	STEP_DONE,  /* acknowledged */
+	STEP_RETRY, /* Redis, the engine or the spool failed, or stopping: left pending */
+};
+
+/* XACK the entry and count it, in one MULTI/EXEC.  Counts locally too. */
+static enum step
+ack(struct worker *w, const char *msgid, const char *counter, uint64_t *local)
+{
+	const struct opts *o = w->o;
+	bool ok = true;
+
+	if (!redis_up(w))
+		return STEP_RETRY;
+	redisAppendCommand(w->r, "MULTI");
+	redisAppendCommand(w->r, "XACK %s %s %s", o->stream, o->group, msgid);
+	redisAppendCommand(w->r, "HINCRBY " STATS_KEY " %s 1", counter);
+	redisAppendCommand(w->r, "EXEC");
+	for (int i = 0; i < 4; i++) {
+		void *p = NULL;
+		if (redisGetReply(w->r, &p) != REDIS_OK || p == NULL) {
+			tg_log("redis: %s", w->r->errstr);
+			drop(&w->r);
+			return STEP_RETRY;
+		}
+		redisReply *r = p;
+		if (i == 3 && r->type != REDIS_REPLY_ARRAY) {
+			tg_log("redis: EXEC of the XACK of %s: %s", msgid,
+			       r->type == REDIS_REPLY_ERROR ? r->str : "aborted");
+			ok = false;
+		}
+		freeReplyObject(r);
+	}
+	if (!ok)
+		return STEP_RETRY;
+	(*local)++;
+	return STEP_DONE;
+}
+
+/* The mail fields both kinds share. */
+static void
+mail_fill(struct tg_mail_refill *m, const struct request *q, const struct profile *p,
+          const struct outcome *oc)
+{
+	memset(m, 0, sizeof(*m));
+	m->request_id = q->id;
+	m->account = q->account;
+	m->to = p->email;
+	m->name = p->name;
+	m->method = p->method[0] ? p->method : NULL;
+	m->amount = oc->state == OC_FAILED ? q->amount : oc->amount;
+	m->balance_after = oc->balance;
+	m->reference = oc->ref;
+	m->reason = oc->reason;
+	m->attempts = oc->attempts;
+	m->has_balance = q->has_balance;
+	m->balance_at_request = q->balance;
+}
+
+/*
+ * Post one mail.  Sets *said to what the log line says about it; false
+ * when the spool failed (retry later: the mail is not there yet).
+ */
+static bool
+mail_once(struct worker *w, enum tg_mail_kind kind, const struct request *q,
+          const struct profile *p, const struct outcome *oc, const char **said)
+{
+	struct tg_mail_refill m;
+
+	if (p->email[0] == '\0') {
+		*said = "no mail (no billing email on file)";
+		return true;
+	}
+	mail_fill(&m, q, p, oc);
+	int rc = tg_mail_post(&w->mail, kind, &m);
+	if (rc < 0) {
+		tg_log("%s: cannot write the %s mail: %s", q->id,
+		       kind == TG_MAIL_RECEIPT ? "receipt" : "failure", strerror(-rc));
+		return false;
+	}
+	*said = rc == 1 ? "mailed" : "mail already sent";
+	return true;
+}
+
+/* An approved charge: credit it (once), mail the receipt (once), acknowledge. */
+static enum step
+settle_approved(struct worker *w, const struct request *q, const struct profile *p,
+                struct outcome *oc, bool replay)
+{
+	char amount[TG_MONEY_STR_MAX], bal[TG_MONEY_STR_MAX], why[160];
+	const char *mailed;
+
+	tg_money_format(oc->amount, amount);
+	if (oc->state == OC_APPROVED) {
+		redisReply *r;
+		/* Exactly once on the txid: a retry of this credit is a replay, not a second
+		 * credit. */
+		switch (eq(w, &r, why, sizeof(why), "ACCT.CREDIT %llu %s %s",
+		           (unsigned long long)q->account, amount, q->id)) {
+		case E_DOWN:
+			return STEP_RETRY;
+		case E_REFUSED:
+			tg_log("%s account %llu: CHARGED %s BUT NOT CREDITED: the engine said "
+			       "\"%s\"; acknowledged, an operator must credit it",
+			       q->id, (unsigned long long)q->account, amount, why);
+			return ack(w, q->msgid, "refused", &w->n.refused);
+		case E_OK:
+			break;
+		}
+		bool ok = (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+		          tg_money_parse(r->str, r->len, &oc->balance) == 0;
+		freeReplyObject(r);
+		if (!ok) {
+			tg_log("%s: the engine's reply to ACCT.CREDIT is not an amount", q->id);
+			drop(&w->e);
+			return STEP_RETRY;
+		}
+		oc->state = OC_CREDITED;
+		if (outcome_put(w, q->id, oc, "XX") < 0)
+			return STEP_RETRY;
+	}
+	if (!mail_once(w, TG_MAIL_RECEIPT, q, p, oc, &mailed))
+		return STEP_RETRY;
+	enum step s = replay ? ack(w, q->msgid, "replayed", &w->n.replayed)
+	                     : ack(w, q->msgid, "approved", &w->n.approved);
+	if (s != STEP_DONE)
+		return s;
+	tg_money_format(oc->balance, bal);
+	tg_log("%s account %llu: %sapproved: charged %s by %s (ref %s, %u attempt%s), credited, "
+	       "balance %s, receipt %s",
+	       q->id, (unsigned long long)q->account, replay ? "replayed, already " : "", amount,
+	       p->method[0] ? p->method : "the method on file", oc->ref, oc->attempts,
+	       oc->attempts == 1 ? "" : "s", bal, mailed);
+	return STEP_DONE;
+}
+
+/* A failed refill: mail the billing contact (once), report to the engine, acknowledge. */
+static enum step
+settle_failed(struct worker *w, const struct request *q, const struct profile *p,
+              const struct outcome *oc, bool replay)
+{
+	char why[160];
+	const char *mailed, *reported = "reported";
+	redisReply *r;
+
+	if (!mail_once(w, TG_MAIL_FAILURE, q, p, oc, &mailed))
+		return STEP_RETRY;
+	switch (eq(w, &r, why, sizeof(why), "ACCT.REFILL.FAILED %llu %s %s",
+	           (unsigned long long)q->account, q->id, oc->reason)) {
+	case E_DOWN:
+		return STEP_RETRY;
+	case E_REFUSED:
+		/* NOACCOUNT or not its request: nothing in flight to clear, nothing to retry. */
+		tg_log("%s: the engine refused ACCT.REFILL.FAILED: %s", q->id, why);
+		reported = "engine refused the report";
+		break;
+	case E_OK:
+		freeReplyObject(r);
+		break;
+	}
+	enum step s = replay ? ack(w, q->msgid, "replayed", &w->n.replayed)
+	                     : ack(w, q->msgid, "failed", &w->n.failed);
+	if (s != STEP_DONE)
+		return s;
+	char tries[32];
+	if (oc->attempts == 0)
+		snprintf(tries, sizeof(tries), "nothing charged");
+	else
+		snprintf(tries, sizeof(tries), "after %u attempt%s", oc->attempts,
+		         oc->attempts == 1 ? "" : "s");
+	tg_log("%s account %llu: %sfailed (%s, %s): failure %s, %s", q->id,
+	       (unsigned long long)q->account, replay ? "replayed, already " : "", oc->reason,
+	       tries, mailed, reported);
+	return STEP_DONE;
+}
+
+/*
+ * Charge q through the gateway: up to --attempts tries while it times out
+ * or errs, pausing --backoff-ms, doubling.  Fills oc (APPROVED or FAILED).
+ * STEP_RETRY only when stopping in a pause (nothing recorded: the entry
+ * stays pending and the gateway's idempotency covers a charge already made).
+ */
+static enum step
+charge(struct worker *w, const struct request *q, const struct profile *p, struct outcome *oc)
+{
+	const struct opts *o = w->o;
+	uint64_t pause = o->backoff_ms;
+
+	memset(oc, 0, sizeof(*oc));
+	for (unsigned k = 1;; k++) {
+		enum tg_charge_outcome out =
+		    tg_gateway_charge(&w->gw, q->id, p->method, p->token, q->amount, oc->ref);
+		oc->attempts = k;
+		if (out == TG_CHARGE_APPROVED) {
+			oc->state = OC_APPROVED;
+			oc->amount = q->amount;
+			return STEP_DONE;
+		}
+		if (out == TG_CHARGE_DECLINED || out == TG_CHARGE_EXPIRED || k >= o->attempts) {
+			oc->state = OC_FAILED;
+			snprintf(oc->reason, sizeof(oc->reason), "%s", tg_charge_outcome_name(out));
+			return STEP_DONE;
+		}
+		tg_log("%s: charge attempt %u of %u: %s; next in %llu ms", q->id, k, o->attempts,
+		       tg_charge_outcome_name(out), (unsigned long long)pause);
+		if (!pause_ms(pause))
+			return STEP_RETRY;
+		pause = pause * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS : pause * 2;
+	}
+}
+
+/* One stream entry, from parsing to acknowledgement. */
+static enum step
+handle(struct worker *w, const redisReply *entry)
+{
+	struct request q;
+	struct profile p;
+	struct outcome oc, theirs;
+
+	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
+	if (!parse_entry(entry, &q)) {
+		tg_log("stream entry %s: malformed (%s): acknowledged without processing",
+		       q.msgid[0] ? q.msgid : "?", q.why);
+		/* Redis gives every entry an id; without one there is nothing to acknowledge. */
+		if (q.msgid[0] == '\0')
+			return STEP_DONE;
+		return ack(w, q.msgid, "malformed", &w->n.malformed);
+	}
+	if (!outcome_get(w, q.id, &oc) || !profile_get(w, q.account, &p))
+		return STEP_RETRY;
+	if (oc.state != OC_NONE)
+		return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, true)
+		                             : settle_approved(w, &q, &p, &oc, true);
+	bool overwrite = oc.unreadable;
+
+	if (!p.found || p.method[0] == '\0' || p.token[0] == '\0') {
+		memset(&oc, 0, sizeof(oc));
+		oc.state = OC_FAILED;
+		snprintf(oc.reason, sizeof(oc.reason), "no-payment-method");
+	} else if (charge(w, &q, &p, &oc) != STEP_DONE) {
+		return STEP_RETRY;
+	}
+
+	int won = outcome_put(w, q.id, &oc, overwrite ? "XX" : "NX");
+	if (won < 0)
+		return STEP_RETRY;
+	if (!won) {
+		/* Another worker took the entry over and recorded first: follow it, mostly. */
+		if (!outcome_get(w, q.id, &theirs))
+			return STEP_RETRY;
+		bool ours = theirs.state == OC_NONE; /* unreadable, or gone meanwhile */
+		if (oc.state == OC_APPROVED && theirs.state == OC_FAILED) {
+			/* Money was taken: it must reach the account whatever was recorded. */
+			tg_log("%s: charged although the failure \"%s\" was recorded: crediting it",
+			       q.id, theirs.reason);
+			ours = true;
+		}
+		if (!ours)
+			oc = theirs;
+		else if (outcome_put(w, q.id, &oc, "XX") < 0)
+			return STEP_RETRY;
+	}
+	return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, false)
+	                             : settle_approved(w, &q, &p, &oc, false);
+}
+
+/* ------------------------------------------------------------------ */
+/* the loop                                                            */
+
+enum source { SRC_PENDING, SRC_CLAIM, SRC_NEW };
+
+static uint64_t
+claim_every_ms(const struct opts *o)
+{
+	uint64_t t = o->claim_idle_ms / 2;
+	return t < CLAIM_EVERY_MIN_MS   ? CLAIM_EVERY_MIN_MS
+	       : t > CLAIM_EVERY_MAX_MS ? CLAIM_EVERY_MAX_MS
+	                                : t;
+}
+
+/*
+ * Fetch a batch from src.  Returns the reply to free (NULL on a Redis
+ * failure) and points *entries at its entries (NULL when there are none).
+ */
+static redisReply *
+fetch(struct worker *w, enum source src, const redisReply **entries)
+{
+	const struct opts *o = w->o;
+	redisReply *r;
+
+	*entries = NULL;
+	switch (src) {
+	case SRC_PENDING:
+		r = rq(w, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s %s", o->group, o->consumer,
+		       BATCH, o->stream, w->pending_from);
+		break;
+	case SRC_CLAIM:
+		r = rq(w, "XAUTOCLAIM %s %s %s %llu %s COUNT %d", o->stream, o->group, o->consumer,
+		       (unsigned long long)o->claim_idle_ms, w->claim_cursor, BATCH);
+		if (r == NULL)
+			return NULL;
+		/* [next cursor, [entries], [deleted ids]]; deleted ones have left the PEL. */
+		if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+		    r->element[0]->type == REDIS_REPLY_STRING &&
+		    r->element[0]->len < sizeof(w->claim_cursor)) {
+			memcpy(w->claim_cursor, r->element[0]->str, r->element[0]->len);
+			w->claim_cursor[r->element[0]->len] = '\0';
+			if (r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements > 0)
+				*entries = r->element[1];
+		} else {
+			tg_log("redis: unexpected XAUTOCLAIM reply");
+			snprintf(w->claim_cursor, sizeof(w->claim_cursor), "0-0");
+		}
+		return r;
+	case SRC_NEW:
+	default:
+		if (o->once) {
+			r = rq(w, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >", o->group,
+			       o->consumer, BATCH, o->stream);
+		} else {
+			uint64_t now = now_ms(), block = BLOCK_MS_MAX;
+			if (w->claim_due_ms > now && w->claim_due_ms - now < block)
+				block = w->claim_due_ms - now;
+			r = rq(w, "XREADGROUP GROUP %s %s COUNT %d BLOCK %llu STREAMS %s >",
+			       o->group, o->consumer, BATCH,
+			       (unsigned long long)(block ? block : 1), o->stream);
+		}
+		break;
+	}
+	if (r == NULL)
+		return NULL;
+	/* [[stream, [entries]]], or nil when a BLOCK ran out. */
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+	    r->element[0]->element[1]->type == REDIS_REPLY_ARRAY &&
+	    r->element[0]->element[1]->elements > 0)
+		*entries = r->element[0]->element[1];
+	return r;
+}
+
+/* A Redis or engine failure: pause (doubling) before trying again.  False: give up now. */
+static bool
+after_failure(struct worker *w)
+{
+	const struct opts *o = w->o;
+
+	want_pending(w);
+	w->failures_in_row++;
+	if (stopping)
+		return false;
+	if (o->once && w->failures_in_row >= o->attempts) {
+		tg_log("giving up after %u failures in a row: entries stay pending",
+		       w->failures_in_row);
+		return false;
+	}
+	tg_log("retrying in %llu ms", (unsigned long long)w->retry_ms);
+	bool go_on = pause_ms(w->retry_ms);
+	w->retry_ms = w->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : w->retry_ms * 2;
+	return go_on;
+}
+
+/* Read, claim and settle until stopped (--once: until nothing is left).  The exit status. */
+static int
+run(struct worker *w)
+{
+	const struct opts *o = w->o;
+
+	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
+	want_pending(w);
+	snprintf(w->claim_cursor, sizeof(w->claim_cursor), "0-0");
+	w->claim_due_ms = now_ms();
+	w->retry_ms = o->backoff_ms ? o->backoff_ms : 1;
+
+	while (!stopping) {
+		enum source src = SRC_NEW;
+		const redisReply *entries;
+
+		if (w->read_pending)
+			src = SRC_PENDING;
+		else if (!w->claim_done && now_ms() >= w->claim_due_ms)
+			src = SRC_CLAIM;
+		redisReply *r = fetch(w, src, &entries);
+		if (r == NULL) {
+			if (!after_failure(w))
+				return stopping ? 0 : EXIT_TEMPFAIL;
+			continue;
+		}
+		bool failed = false;
+		for (size_t i = 0; entries != NULL && i < entries->elements && !stopping; i++) {
+			const redisReply *e = entries->element[i];
+			if (handle(w, e) != STEP_DONE) {
+				failed = true;
+				break;
+			}
+			/* The pending read goes on after the last entry settled. */
+			if (src == SRC_PENDING && e->type == REDIS_REPLY_ARRAY && e->elements > 0 &&
+			    e->element[0]->type == REDIS_REPLY_STRING &&
+			    e->element[0]->len < sizeof(w->pending_from)) {
+				memcpy(w->pending_from, e->element[0]->str, e->element[0]->len);
+				w->pending_from[e->element[0]->len] = '\0';
+			}
+		}
+		freeReplyObject(r);
+		if (failed) {
+			if (!after_failure(w))
+				return stopping ? 0 : EXIT_TEMPFAIL;
+			continue;
+		}
+		w->failures_in_row = 0;
+		w->retry_ms = o->backoff_ms ? o->backoff_ms : 1;
+		if (entries != NULL)
+			continue;
+		/* Nothing from this source: move on to the next. */
+		if (src == SRC_PENDING) {
+			w->read_pending = false;
+		} else if (src == SRC_CLAIM) {
+			if (strcmp(w->claim_cursor, "0-0") == 0) {
+				w->claim_due_ms = now_ms() + claim_every_ms(o);
+				w->claim_done = o->once;
+			}
+		} else if (o->once) {
+			break;
+		}
+	}
+	return 0;
+}
+
+/*
+ * On a clean stop, leave the group as we found it: a consumer with nothing
+ * pending is removed (the default name holds the pid, so each run is a new
+ * consumer).  One with entries pending stays, for XAUTOCLAIM or its next
+ * run under the same --consumer.
+ */
+static void
+leave_group(struct worker *w)
+{
+	const struct opts *o = w->o;
+
+	if (w->r == NULL)
+		return;
+	redisReply *r =
+	    redisCommand(w->r, "XPENDING %s %s - + 1 %s", o->stream, o->group, o->consumer);
+	bool idle = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 0;
+	if (r != NULL)
+		freeReplyObject(r);
+	if (!idle)
+		return;
+	r = redisCommand(w->r, "XGROUP DELCONSUMER %s %s %s", o->stream, o->group, o->consumer);
+	if (r != NULL)
+		freeReplyObject(r);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct opts o;
+	struct worker w = {.magic = WORKER_MAGIC, .o = &o};
+	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps wake up */
+	int rc;
+
+	tg_log_init("tollrefill");
+	if (parse_opts(argc, argv, &o) != 0)
+		return 1;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN); /* a dead sendmail or peer is an error return, not a death */
+
+	rc = tg_mail_open(&w.mail, o.mail_dir, o.mail_from, o.sendmail);
+	if (rc != 0) {
+		tg_log("mail spool %s: %s", o.mail_dir, strerror(-rc));
+		return 1;
+	}
+	rc = tg_gateway_sim_open(&w.gw, o.redis_host, o.redis_port, o.redis_password);
+	if (rc != 0) {
+		tg_log("gateway: %s", strerror(-rc));
+		tg_mail_close(&w.mail);
+		return 1;
+	}
+	tg_log("consumer %s of group %s on %s at %s:%u; engine %s:%u; gateway %s; mail %s%s%s%s",
+	       o.consumer, o.group, o.stream, o.redis_host, (unsigned)o.redis_port, o.engine_host,
+	       (unsigned)o.engine_port, w.gw.ops->name, o.mail_dir, o.sendmail ? " and \"" : "",
+	       o.sendmail ? o.sendmail : "", o.sendmail ? "\"" : "");
+
+	rc = run(&w);
+
+	tg_log("%s: approved %llu, failed %llu, replayed %llu, malformed %llu, refused %llu",
+	       stopping  ? "stopped"
+	       : rc == 0 ? "done"
+	                 : "gave up",
+	       (unsigned long long)w.n.approved, (unsigned long long)w.n.failed,
+	       (unsigned long long)w.n.replayed, (unsigned long long)w.n.malformed,
+	       (unsigned long long)w.n.refused);
+	leave_group(&w);
+	drop(&w.r);
+	drop(&w.e);
+	tg_gateway_close(&w.gw);
+	tg_mail_close(&w.mail);
+	return rc;
+}
