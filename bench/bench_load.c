@@ -150,6 +150,7 @@ struct thr {
 	struct pslot ps[2];
 	/* the thread's own until it is done */
 	struct tg_hist late; /* lower bounds for unanswered and unsent requests */
+	struct tg_hist lag;  /* open loop: how late the client itself put requests out */
 	struct errtab errs;
 	uint64_t sent, unanswered, unsent, disconnects;
 	uint64_t next_due, stop_ns, last_reply_ns;
@@ -164,7 +165,7 @@ struct load {
 	unsigned threads, conns, pipeline;
 	uint64_t seconds, count, accounts, rate, secs, seed;
 	double zipf_s;
-	int zipf, json, quiet;
+	int zipf, json, quiet, spin;
 	enum target target;
 	unsigned mix[MIX__N], mix_total;
 	/* derived */
@@ -752,6 +753,8 @@ conn_fill(struct thr *t, struct conn *c, uint64_t now)
 		if (c->owed_n > 0) {
 			struct owed *o = &c->owed[c->owed_head];
 			request(L, c, K_END, o->acct, o->seq, o->due_ns);
+			if (L->rate)
+				tg_hist_record(&t->lag, now > o->due_ns ? now - o->due_ns : 0);
 			if (++c->owed_head == L->pipeline)
 				c->owed_head = 0;
 			c->owed_n--;
@@ -769,6 +772,8 @@ conn_fill(struct thr *t, struct conn *c, uint64_t now)
 				break;
 			}
 		}
+		if (L->rate)
+			tg_hist_record(&t->lag, now - sched);
 		enum mix m = pick_mix(L, t);
 		uint64_t n = m == MIX_AUTH_END ? 2 : 1, acct = pick_account(L, t);
 		c->next_slot += n;
@@ -991,8 +996,10 @@ thr_run(void *arg)
 			wait = TURN_NS;
 		if (drain_end - now < wait)
 			wait = drain_end - now;
-		if (wait == 0) {
-			rc = io_uring_submit(&t->ring);
+		if (wait == 0 || L->spin) {
+			/* Enter the kernel even with nothing to submit: completions
+			 * are posted by task work that runs on the way out. */
+			rc = io_uring_submit_and_get_events(&t->ring);
 		} else {
 			struct __kernel_timespec ts = {.tv_sec = (long long)(wait / SEC_NS),
 			                               .tv_nsec = (long long)(wait % SEC_NS)};
@@ -1058,6 +1065,8 @@ usage(FILE *f)
 	    "  --seed N         seed of the account and mix draws (from the clock)\n"
 	    "  --json           the final report as JSON on stdout\n"
 	    "  --csv FILE       one row a second: second,requests,p50,p90,p99,p999,max (us)\n"
+	    "  --spin           poll for completions instead of sleeping: no wake-up delay\n"
+	    "                   in the client's timing, at the cost of a busy core per thread\n"
 	    "  -q               no progress line each second\n");
 }
 
@@ -1075,6 +1084,7 @@ enum {
 	OPT_JSON,
 	OPT_CSV,
 	OPT_HELP,
+	OPT_SPIN,
 };
 
 static const struct option long_opts[] = {
@@ -1091,6 +1101,7 @@ static const struct option long_opts[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"csv", required_argument, NULL, OPT_CSV},
     {"help", no_argument, NULL, OPT_HELP},
+    {"spin", no_argument, NULL, OPT_SPIN},
     {NULL, 0, NULL, 0},
 };
 
@@ -1158,6 +1169,9 @@ parse(struct load *L, int argc, char **argv)
 			break;
 		case 'q':
 			L->quiet = 1;
+			break;
+		case OPT_SPIN:
+			L->spin = 1;
 			break;
 		case OPT_RATE:
 			if (parse_u64(optarg, 1, 1000000000, 1, &L->rate) != 0)
@@ -1443,6 +1457,7 @@ setup(struct load *L)
 		tg_hist_reset(&t->ps[0].h);
 		tg_hist_reset(&t->ps[1].h);
 		tg_hist_reset(&t->late);
+		tg_hist_reset(&t->lag);
 		for (unsigned k = 0; k < n; k++, next++) {
 			struct conn *c = &L->conn[next];
 			c->magic = CONN_MAGIC;
@@ -1548,6 +1563,7 @@ threads_done(struct load *L)
 struct totals {
 	struct pslot all;   /* every answered request */
 	struct tg_hist lat; /* all, plus the lower bounds of the unanswered and unsent */
+	struct tg_hist lag; /* open loop: when each request went out - when it was due */
 	struct errtab errs;
 	uint64_t sent, unanswered, unsent, disconnects, end_ns;
 };
@@ -1599,6 +1615,12 @@ report_text(const struct load *L, const struct totals *T, double elapsed)
 	printf("             (%s)\n", L->rate
 	                                  ? "from each request's scheduled send time to its reply"
 	                                  : "from each request's send to its reply");
+	if (L->rate)
+		printf(
+		    "send lag     p50 %.1f  p99 %.1f  max %.1f us (how late the client itself put "
+		    "requests out: part of the latency)\n",
+		    us(tg_hist_percentile(&T->lag, 50)), us(tg_hist_percentile(&T->lag, 99)),
+		    us(T->lag.max));
 }
 
 static void
@@ -1633,10 +1655,13 @@ report_json(const struct load *L, const struct totals *T, double elapsed)
 		printf("%s\"OTHER\": %" PRIu64, T->errs.n ? ", " : "", T->errs.other);
 	printf("},\n");
 	printf("  \"latency_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, "
-	       "\"max\": %.1f, \"mean\": %.1f}\n",
+	       "\"max\": %.1f, \"mean\": %.1f},\n",
 	       us(tg_hist_percentile(h, 50)), us(tg_hist_percentile(h, 90)),
 	       us(tg_hist_percentile(h, 99)), us(tg_hist_percentile(h, 99.9)), us(h->max),
 	       us(tg_hist_mean(h)));
+	printf("  \"send_lag_us\": {\"p50\": %.1f, \"p99\": %.1f, \"max\": %.1f}\n",
+	       us(tg_hist_percentile(&T->lag, 50)), us(tg_hist_percentile(&T->lag, 99)),
+	       us(T->lag.max));
 	printf("}\n");
 }
 
@@ -1720,6 +1745,7 @@ run(struct load *L, FILE *csv, struct totals *T)
 		struct thr *t = &L->thr[i];
 		pthread_join(t->tid, NULL);
 		tg_hist_add(&T->lat, &t->late);
+		tg_hist_add(&T->lag, &t->lag);
 		T->sent += t->sent;
 		T->unanswered += t->unanswered;
 		T->unsent += t->unsent;
@@ -1768,6 +1794,7 @@ tg_bench_load(int argc, char **argv)
 		goto out;
 	tg_hist_reset(&T->all.h);
 	tg_hist_reset(&T->lat);
+	tg_hist_reset(&T->lag);
 
 	struct sigaction sa = {.sa_handler = on_sigint}, old;
 	sigemptyset(&sa.sa_mask);

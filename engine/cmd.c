@@ -29,6 +29,7 @@ typedef int (*cmd_fn)(struct ctx *c);
 
 struct command {
 	const char *name;
+	uint8_t kind; /* enum tg_hist_kind: which latency histogram */
 	int8_t min_args; /* arguments after the name */
 	int8_t max_args; /* -1: any */
 	bool noauth;     /* allowed before AUTH */
@@ -613,39 +614,21 @@ want(const struct tg_arg *sec, const char *name)
 	       tg_arg_is(sec, name);
 }
 
-static uint64_t
-lat_percentile(const struct tg_engine *e, uint64_t total, unsigned permille)
-{
-	uint64_t want_n = (total * permille + 999) / 1000, seen = 0;
-	for (unsigned b = 0; b < TG_LAT_BUCKETS; b++) {
-		for (unsigned k = 0; k <= e->cfg.workers; k++)
-			seen += tg_load_64(&e->lat[k].bucket[b]);
-		if (seen >= want_n && want_n > 0)
-			return b == 0 ? 0 : (1ull << b); /* upper bound of the bucket, ns */
-	}
-	return 0;
-}
 
 static void
 info_counters(struct info *i, const struct tg_engine *e, const char *section)
 {
 	char money[TG_MONEY_STR_MAX];
-	static const struct {
-		const char *name, *section;
-	} names[] = {
-#define TG_COUNTER(n, s, d) {#n, #s},
-#include "tbl/tg_counters.h"
-#undef TG_COUNTER
-	};
+
 	for (unsigned k = 0; k < TG_COUNTER__COUNT; k++) {
-		if (strcmp(names[k].section, section) != 0)
+		if (strcmp(tg_counter_section(k), section) != 0)
 			continue;
 		uint64_t v = tg_engine_counter(e, k);
-		if (strncmp(names[k].name, "money_", 6) == 0) {
+		if (tg_counter_is_money(k)) {
 			tg_money_format((tg_money_t)v, money);
-			info_add(i, "%s:%s\r\n", names[k].name, money);
+			info_add(i, "%s:%s\r\n", tg_counter_name(k), money);
 		} else {
-			info_add(i, "%s:%llu\r\n", names[k].name, (unsigned long long)v);
+			info_add(i, "%s:%llu\r\n", tg_counter_name(k), (unsigned long long)v);
 		}
 	}
 }
@@ -710,17 +693,19 @@ cmd_info(struct ctx *c)
 		info_add(&i, "\r\n");
 	}
 	if (want(sec, "latency")) {
-		uint64_t total = 0;
-		for (unsigned b = 0; b < TG_LAT_BUCKETS; b++)
-			for (unsigned k = 0; k <= e->cfg.workers; k++)
-				total += tg_load_64(&e->lat[k].bucket[b]);
-		info_add(&i,
-			 "# Latency\r\nbatches:%llu\r\nbatch_p50_usec:%llu\r\n"
-			 "batch_p99_usec:%llu\r\nbatch_p999_usec:%llu\r\n\r\n",
-			 (unsigned long long)total,
-			 (unsigned long long)(lat_percentile(e, total, 500) + 999) / 1000,
-			 (unsigned long long)(lat_percentile(e, total, 990) + 999) / 1000,
-			 (unsigned long long)(lat_percentile(e, total, 999) + 999) / 1000);
+		/* Per kind of command, from every thread's histogram: microseconds. */
+		info_add(&i, "# Latency\r\n");
+		for (unsigned k = 0; k < TG_HIST__COUNT; k++) {
+			struct tg_hist h;
+			tg_stats_hist(srv->table.stats, TG_STATS_BLOCKS, k, &h);
+			info_add(&i,
+				 "latency_%s:calls=%llu,p50_usec=%llu,p99_usec=%llu,p999_usec=%llu\r\n",
+				 tg_hist_name(k), (unsigned long long)tg_hist_total(&h),
+				 (unsigned long long)(tg_hist_percentile(&h, 50000) + 999) / 1000,
+				 (unsigned long long)(tg_hist_percentile(&h, 99000) + 999) / 1000,
+				 (unsigned long long)(tg_hist_percentile(&h, 99900) + 999) / 1000);
+		}
+		info_add(&i, "\r\n");
 	}
 	tg_out_bulk(c->out, buf, i.len);
 	return TG_NET_CONTINUE;
@@ -729,23 +714,23 @@ cmd_info(struct ctx *c)
 /* ---- dispatch ---- */
 
 static const struct command commands[] = {
-    {"CDR", 4, 4, false, cmd_cdr},
-    {"CALL.AUTH", 3, 3, false, cmd_call_auth},
-    {"CALL.END", 3, 3, false, cmd_call_end},
-    {"CALL.UPDATE", 3, 3, false, cmd_call_update},
-    {"ACCT.CREDIT", 3, 3, false, cmd_acct_credit},
-    {"ACCT.GET", 1, 1, false, cmd_acct_get},
-    {"ACCT.SET", 1, 30, false, cmd_acct_set},
-    {"ACCT.REFILL.FAILED", 2, 3, false, cmd_acct_refill_failed},
-    {"RATE", 3, 3, false, cmd_rate},
-    {"RATES.RELOAD", 0, 0, false, cmd_rates_reload},
-    {"PING", 0, 1, true, cmd_ping},
-    {"ECHO", 1, 1, false, cmd_echo},
-    {"AUTH", 1, 2, true, cmd_auth},
-    {"QUIT", 0, 0, true, cmd_quit},
-    {"INFO", 0, 1, false, cmd_info},
-    {"COMMAND", 0, -1, false, cmd_command},
-    {"CONFIG", 1, 3, false, cmd_config},
+    {"CDR", TG_H_CDR, 4, 4, false, cmd_cdr},
+    {"CALL.AUTH", TG_H_AUTH, 3, 3, false, cmd_call_auth},
+    {"CALL.END", TG_H_END, 3, 3, false, cmd_call_end},
+    {"CALL.UPDATE", TG_H_UPDATE, 3, 3, false, cmd_call_update},
+    {"ACCT.CREDIT", TG_H_CREDIT, 3, 3, false, cmd_acct_credit},
+    {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get},
+    {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set},
+    {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed},
+    {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate},
+    {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload},
+    {"PING", TG_H_OTHER, 0, 1, true, cmd_ping},
+    {"ECHO", TG_H_OTHER, 1, 1, false, cmd_echo},
+    {"AUTH", TG_H_OTHER, 1, 2, true, cmd_auth},
+    {"QUIT", TG_H_OTHER, 0, 0, true, cmd_quit},
+    {"INFO", TG_H_OTHER, 0, 1, false, cmd_info},
+    {"COMMAND", TG_H_OTHER, 0, -1, false, cmd_command},
+    {"CONFIG", TG_H_OTHER, 1, 3, false, cmd_config},
 };
 
 static const struct command *
@@ -781,7 +766,9 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 	int nargs = (int)req->argc - 1;
 	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args))
 		return reply_err(&c, "wrong number of arguments for '%s' command", cmd->name);
-	return cmd->fn(&c);
+	int rc = cmd->fn(&c);
+	tg_worker_lap(c.w, (enum tg_hist_kind)cmd->kind);
+	return rc;
 }
 
 static void
@@ -835,7 +822,6 @@ tick(void *arg, unsigned worker)
 	if (worker != 0)
 		return;
 	tg_worker_enter(w);
-	w->measure = false; /* housekeeping, not a request: keep it out of the latency figures */
 	tg_engine_expire(w);
 	tg_worker_exit(w);
 }

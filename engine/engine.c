@@ -41,20 +41,20 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 
 	memset(e, 0, sizeof(*e));
 	TG_CHECK_OBJ_NOTNULL(table, TG_TABLE_MAGIC);
-	TG_ASSERT(cfg->workers >= 1);
+	TG_ASSERT(cfg->workers >= 1 && cfg->workers <= TG_WORKERS_MAX);
 	e->table = table;
 	e->cfg = *cfg;
 	e->started_ns = mono_ns();
 	e->workers = calloc(n, sizeof(*e->workers));
-	e->ctr = aligned_alloc(64, n * sizeof(*e->ctr));
-	e->lat = aligned_alloc(64, n * sizeof(*e->lat));
 	e->rcache = aligned_alloc(64, n * TG_RCACHE_SIZE * sizeof(*e->rcache));
-	if (e->workers == NULL || e->ctr == NULL || e->lat == NULL || e->rcache == NULL) {
+	if (e->workers == NULL || e->rcache == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	memset(e->ctr, 0, n * sizeof(*e->ctr));
-	memset(e->lat, 0, n * sizeof(*e->lat));
+	/* A new run counts from zero; readers notice by the header's generation. */
+	memset(table->stats, 0, (size_t)TG_STATS_BLOCKS * sizeof(*table->stats));
+	tg_store_32(&table->hdr->workers, cfg->workers);
+	tg_store_64((uint64_t *)&table->hdr->started, (uint64_t)time(NULL));
 	rc = tg_rates_init(&e->rates, &table->plans);
 	if (rc != 0)
 		goto fail;
@@ -69,8 +69,7 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 		w->magic = TG_WORKER_MAGIC;
 		w->idx = i;
 		w->e = e;
-		w->ctr = &e->ctr[i];
-		w->lat = &e->lat[i];
+		w->stats = &table->stats[i < cfg->workers ? i : TG_STATS_CONTROL];
 		w->rcache = &e->rcache[(size_t)i * TG_RCACHE_SIZE];
 		w->rcache_serial = 0;
 		tg_rates_reader_register(&e->rates, &w->epoch);
@@ -92,8 +91,6 @@ tg_engine_fini(struct tg_engine *e)
 	if (e->table)
 		tg_rates_fini(&e->rates);
 	free(e->workers);
-	free(e->ctr);
-	free(e->lat);
 	free(e->rcache);
 	memset(e, 0, sizeof(*e));
 }
@@ -117,36 +114,35 @@ tg_worker_enter(struct tg_worker *w)
 		memset(w->rcache, 0, TG_RCACHE_SIZE * sizeof(*w->rcache));
 		w->rcache_serial = serial;
 	}
-	w->measure = true;
 	w->now_ns = mono_ns();
+	w->mark_ns = w->now_ns;
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	w->now_s = (uint32_t)ts.tv_sec;
-	w->enter_ns = w->now_ns;
 }
 
 void
 tg_worker_exit(struct tg_worker *w)
 {
-	if (w->measure) {
-		uint64_t took = mono_ns() - w->enter_ns;
-		unsigned b = took ? 64 - (unsigned)__builtin_clzll(took) : 0;
-
-		if (b >= TG_LAT_BUCKETS)
-			b = TG_LAT_BUCKETS - 1;
-		tg_store_64(&w->lat->bucket[b], tg_load_64(&w->lat->bucket[b]) + 1);
-	}
 	w->plans = NULL;
 	tg_rates_exit(&w->epoch, &w->section);
+}
+
+void
+tg_worker_lap(struct tg_worker *w, enum tg_hist_kind k)
+{
+	uint64_t now = mono_ns();
+	uint64_t *b = &w->stats->hist[k].count[tg_hist_bucket(now - w->mark_ns)];
+
+	tg_store_64(b, tg_load_64(b) + 1);
+	w->mark_ns = now;
 }
 
 uint64_t
 tg_engine_counter(const struct tg_engine *e, enum tg_counter c)
 {
 	uint64_t sum = 0;
-	for (unsigned i = 0; i <= e->cfg.workers; i++)
-		sum += tg_load_64(&e->ctr[i].v[c]);
-	if (e->refill != NULL)
-		sum += tg__refill_counter(e->refill, c);
+	for (unsigned i = 0; i < TG_STATS_BLOCKS; i++)
+		sum += tg_load_64(&e->table->stats[i].counter[c]);
 	return sum;
 }
 
@@ -171,6 +167,7 @@ add_usage(struct tg_worker *w, struct tg_acct *a, const struct tg_rate *r, tg_mo
 	struct tg_usage *u = tg_table_usage(w->e->table, a);
 	ck_pr_faa_64((uint64_t *)&u->charged[r->category], (uint64_t)charge);
 	tg_count(w, TG_C_money_charged, (uint64_t)charge);
+	tg_count(w, (enum tg_counter)(TG_C_charged_local + r->category), (uint64_t)charge);
 }
 
 /*

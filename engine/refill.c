@@ -131,7 +131,7 @@ struct tg_refill {
 	/* Written by the publisher (and start-up) only, read by anyone. */
 	uint64_t adopted __attribute__((aligned(64))); /* made pending by the publisher's hand */
 	uint64_t removed;                              /* left the pending set */
-	struct tg_counters ctr;                        /* published, republished, failures */
+	struct tg_stats *ctr; /* the publisher's block in the segment */
 };
 
 static uint64_t
@@ -165,7 +165,7 @@ bump(uint64_t *p, uint64_t n)
 static void
 count(struct tg_refill *r, enum tg_counter c, uint64_t n)
 {
-	bump(&r->ctr.v[c], n);
+	bump(&r->ctr->counter[c], n);
 }
 
 static uint64_t
@@ -243,11 +243,6 @@ tg__refill_fire(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 	}
 }
 
-uint64_t
-tg__refill_counter(const struct tg_refill *r, enum tg_counter c)
-{
-	return tg_load_64(&r->ctr.v[c]);
-}
 
 uint64_t
 tg_refill_pending(const struct tg_engine *e)
@@ -776,6 +771,7 @@ tg_refill_start(struct tg_engine *e, const struct tg_refill_cfg *cfg, char *err,
 	r->magic = REFILL_MAGIC;
 	r->e = e;
 	r->t = e->table;
+	r->ctr = &e->table->stats[TG_STATS_PUBLISHER];
 	snprintf(r->host, sizeof(r->host), "%s", cfg->host);
 	snprintf(r->stream, sizeof(r->stream), "%s", cfg->stream);
 	r->port = (uint16_t)cfg->port;

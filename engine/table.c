@@ -39,12 +39,20 @@ plans_bytes(void)
 	return (size_t)TG_PLANS_MAX * (TG_PLAN_NAME_MAX + 1);
 }
 
+/* The counter blocks start on the page after the refill records. */
+static uint64_t
+stats_off_for(uint64_t capacity)
+{
+	uint64_t slots = slots_for(capacity);
+	uint64_t end = TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot) +
+		       slots * sizeof(struct tg_refill_rec);
+	return (end + 4095) & ~(uint64_t)4095;
+}
+
 size_t
 tg_table_size(uint64_t capacity)
 {
-	uint64_t slots = slots_for(capacity);
-	return TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot) +
-	       slots * sizeof(struct tg_refill_rec);
+	return stats_off_for(capacity) + (size_t)TG_STATS_BLOCKS * sizeof(struct tg_stats);
 }
 
 static void
@@ -60,6 +68,7 @@ bind_layout(struct tg_table *t, void *base, size_t size, bool readonly)
 	t->slots = h->slots;
 	t->slot = (struct tg_slot *)(void *)((char *)base + h->slots_off);
 	t->refills = (struct tg_refill_rec *)(void *)((char *)base + h->refill_off);
+	t->stats = (struct tg_stats *)(void *)((char *)base + h->stats_off);
 	t->plans.names = (char(*)[TG_PLAN_NAME_MAX + 1])(void *)((char *)base + h->plans_off);
 	t->plans.count = &h->plan_count;
 	t->plans.cap = h->plans_max;
@@ -95,7 +104,9 @@ check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *er
 	    h->plans_off != TG_SHM_HDR_SIZE || h->plans_max != TG_PLANS_MAX ||
 	    h->slots_off != h->plans_off + plans_bytes() || h->slot_size != sizeof(struct tg_slot) ||
 	    h->refill_off != h->slots_off + h->slots * sizeof(struct tg_slot) ||
-	    h->refill_size != sizeof(struct tg_refill_rec)) {
+	    h->refill_size != sizeof(struct tg_refill_rec) || h->stats_blocks != TG_STATS_BLOCKS ||
+	    h->stats_off != stats_off_for(h->capacity) || h->stats_size != sizeof(struct tg_stats) ||
+	    h->counters > TG_COUNTERS_MAX || h->hist_buckets != TG_HIST_BUCKETS) {
 		snprintf(err, errlen, "%s: header sizes and offsets do not add up (corrupt segment)",
 			 name);
 		return -EPROTO;
@@ -219,6 +230,11 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		h->slot_size = sizeof(struct tg_slot);
 		h->refill_off = h->slots_off + h->slots * sizeof(struct tg_slot);
 		h->refill_size = sizeof(struct tg_refill_rec);
+		h->stats_blocks = TG_STATS_BLOCKS;
+		h->stats_off = stats_off_for(cfg->capacity);
+		h->stats_size = sizeof(struct tg_stats);
+		h->counters = TG_COUNTER__COUNT;
+		h->hist_buckets = TG_HIST_BUCKETS;
 		/* The magic goes last: a reader never attaches to a half-written header. */
 		ck_pr_fence_store();
 		tg_store_64((uint64_t *)&h->magic, TG_SHM_MAGIC);

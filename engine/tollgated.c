@@ -72,8 +72,8 @@ start(struct tg_server *srv)
 	int rc;
 
 	srv->workers = cfg->workers ? cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-	if (srv->workers == 0 || srv->workers > 256) {
-		tg_log("workers: %u is not 1..256", srv->workers);
+	if (srv->workers == 0 || srv->workers > TG_WORKERS_MAX) {
+		tg_log("workers: %u is not 1..%d", srv->workers, TG_WORKERS_MAX);
 		return -EINVAL;
 	}
 	srv->pass_len = (uint32_t)strlen(cfg->requirepass);

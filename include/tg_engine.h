@@ -21,25 +21,8 @@
 #include "tg_calls.h"
 #include "tg_idem.h"
 #include "tg_rate.h"
+#include "tg_stats.h"
 #include "tg_table.h"
-
-enum tg_counter {
-#define TG_COUNTER(n, s, d) TG_C_##n,
-#include "tbl/tg_counters.h"
-#undef TG_COUNTER
-	TG_COUNTER__COUNT
-};
-
-/* One worker's counters: written by that worker only, read by anyone. */
-struct tg_counters {
-	uint64_t v[TG_COUNTER__COUNT];
-} __attribute__((aligned(64)));
-
-/* Latency of request batches, log2 buckets of nanoseconds. */
-#define TG_LAT_BUCKETS 40
-struct tg_latency {
-	uint64_t bucket[TG_LAT_BUCKETS];
-} __attribute__((aligned(64)));
 
 #define TG_WORKER_MAGIC 0x776f726bu
 
@@ -68,12 +51,10 @@ struct tg_worker {
 	const struct tg_planset *plans; /* valid between tg_worker_enter and _exit */
 	uint64_t now_ns;                /* CLOCK_MONOTONIC at enter */
 	uint32_t now_s;                 /* CLOCK_REALTIME seconds at enter */
-	uint64_t enter_ns;
-	struct tg_counters *ctr;
-	struct tg_latency *lat;
+	struct tg_stats *stats;         /* this thread's block in the segment */
+	uint64_t mark_ns;               /* when the last command of the batch finished */
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE */
 	uint64_t rcache_serial;         /* plan set the cache describes */
-	bool measure;                   /* this batch counts in the latency histogram */
 };
 
 struct tg_engine_cfg {
@@ -92,8 +73,6 @@ struct tg_engine {
 	struct tg_idem *ids;
 	struct tg_engine_cfg cfg;
 	struct tg_worker *workers;   /* cfg.workers + 1: the last is the control thread's */
-	struct tg_counters *ctr;     /* one per worker record */
-	struct tg_latency *lat;
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
 	struct tg_refill *refill;       /* the refill publisher (tg_refill.h), or NULL */
@@ -112,10 +91,16 @@ void tg_worker_exit(struct tg_worker *w);
 static inline void
 tg_count(struct tg_worker *w, enum tg_counter c, uint64_t n)
 {
-	uint64_t *p = &w->ctr->v[c];
+	uint64_t *p = &w->stats->counter[c];
 	tg_store_64(p, tg_load_64(p) + n);
 }
-/* Sum of counter c over every worker. */
+/*
+ * A command of kind k just finished: its latency (since the previous one of
+ * the batch, or the batch's start) goes to the worker's histogram.
+ */
+void tg_worker_lap(struct tg_worker *w, enum tg_hist_kind k);
+
+/* Sum of counter c over every thread's block. */
 uint64_t tg_engine_counter(const struct tg_engine *e, enum tg_counter c);
 
 /* ---- the operations (docs/PROTOCOL.md) ---- */

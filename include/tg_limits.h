@@ -33,6 +33,8 @@
 #define TG_CAPACITY_MAX (1ull << 31)
 /* Slots probed before an insert reports the table full. */
 #define TG_PROBE_MAX 4096
+/* Worker threads of one engine (each has a block of counters in shm). */
+#define TG_WORKERS_MAX 64
 /* Reserved micro-units per account: the low 56 bits of the hold word. */
 #define TG_RESERVED_MAX ((1ll << 56) - 1)
 

@@ -59,7 +59,5 @@ uint64_t tg_refill_pending(const struct tg_engine *e);
  * lock, no allocation.  Only called with w->e->refill set and m->refill_fired.
  */
 void tg__refill_fire(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
-/* The publisher's own share of counter c (published, republished, failures). */
-uint64_t tg__refill_counter(const struct tg_refill *r, enum tg_counter c);
 
 #endif

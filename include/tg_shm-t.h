@@ -14,6 +14,9 @@
  *   |  tg_acct | usage |   the account's line, then its usage line
  *   +------------------+ refill_off
  *   | tg_refill_rec    |   slots * 32 bytes, same index as the slot
+ *   +------------------+ stats_off  (next page)
+ *   | struct tg_stats  |   stats_blocks blocks: counters and latency
+ *   |                  |   histograms, one block per engine thread
  *   +------------------+ total_size
  */
 #ifndef TG_SHM_T_H
@@ -23,9 +26,10 @@
 #include <stdint.h>
 
 #include "tg_limits.h"
+#include "tg_stats-t.h"
 
 #define TG_SHM_MAGIC   0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION 2u
+#define TG_SHM_VERSION 3u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -47,7 +51,14 @@ struct tg_shm_hdr {
 	uint32_t plans_max;   /* 100 slots of the plan-name table */
 	uint64_t refill_off;  /* 104 offset of the pending-refill records */
 	uint32_t refill_size; /* 112 sizeof(struct tg_refill_rec) */
-	uint8_t reserved[TG_SHM_HDR_SIZE - 116];
+	uint32_t stats_blocks; /* 116 TG_STATS_BLOCKS */
+	uint64_t stats_off;    /* 120 offset of the counter blocks */
+	uint32_t stats_size;   /* 128 sizeof(struct tg_stats) */
+	uint32_t counters;     /* 132 TG_COUNTER__COUNT: counters in use in each block */
+	uint32_t workers;      /* 136 worker threads of the attached engine */
+	uint32_t hist_buckets; /* 140 TG_HIST_BUCKETS */
+	int64_t started;       /* 144 when the attached engine started, Unix seconds */
+	uint8_t reserved[TG_SHM_HDR_SIZE - 152];
 };
 
 /* enum tg_acct_state: persisted, only grow at the end. */
@@ -149,6 +160,8 @@ _Static_assert(sizeof(struct tg_usage) == 64, "one cache line of usage");
 _Static_assert(offsetof(struct tg_shm_hdr, plan_count) == 96, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, refill_off) == 104, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, refill_size) == 112, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_shm_hdr, stats_off) == 120, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_shm_hdr, started) == 144, "layout pinned by docs/SHM.md");
 _Static_assert(sizeof(struct tg_refill_rec) == 32, "two refill records per cache line");
 _Static_assert(offsetof(struct tg_refill_rec, tag) == 24, "layout pinned by docs/SHM.md");
 

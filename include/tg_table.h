@@ -31,6 +31,7 @@ struct tg_table {
 	struct tg_slot *slot; /* slots of them */
 	/* slots of them, same index as slot: the pending refill of each account */
 	struct tg_refill_rec *refills;
+	struct tg_stats *stats; /* TG_STATS_BLOCKS */
 	uint64_t slots;
 	struct tg_plan_registry plans; /* points into the segment */
 	char name[64];

@@ -200,7 +200,7 @@ sim_charge(void *impl, const char *request_id, const char *method, const char *t
 {
 	struct sim *s = impl;
 	redisReply *r;
-	long fails;
+	long fails = 1;
 
 	TG_CHECK_OBJ_NOTNULL(s, SIM_MAGIC);
 	(void)method; /* the simulator treats cards and PayPal alike */
