@@ -150,7 +150,7 @@ struct thr {
 	struct pslot ps[2];
 	/* the thread's own until it is done */
 	struct tg_hist late; /* lower bounds for unanswered and unsent requests */
-	struct tg_hist lag;  /* open loop: how late the client itself put requests out */
+	struct tg_hist lag;  /* open loop: due to sent (a full pipeline, or the client late) */
 	struct errtab errs;
 	uint64_t sent, unanswered, unsent, disconnects;
 	uint64_t next_due, stop_ns, last_reply_ns;
@@ -1617,8 +1617,8 @@ report_text(const struct load *L, const struct totals *T, double elapsed)
 	                                  : "from each request's send to its reply");
 	if (L->rate)
 		printf(
-		    "send lag     p50 %.1f  p99 %.1f  max %.1f us (how late the client itself put "
-		    "requests out: part of the latency)\n",
+		    "send lag     p50 %.1f  p99 %.1f  max %.1f us (due to sent: waiting for a free "
+		    "slot or for the client to run)\n",
 		    us(tg_hist_percentile(&T->lag, 50)), us(tg_hist_percentile(&T->lag, 99)),
 		    us(T->lag.max));
 }
@@ -1667,11 +1667,20 @@ report_json(const struct load *L, const struct totals *T, double elapsed)
 
 /* One interval: a progress line on stderr, a row in the CSV. */
 static void
-report_second(const struct load *L, FILE *csv, unsigned sec, const struct pslot *s, uint64_t ns)
+report_second(const struct load *L, FILE *csv, unsigned sec, const struct pslot *s, uint64_t ns,
+              int last)
 {
 	const struct tg_hist *h = &s->h;
 
-	if (!L->quiet)
+	/* The tail after the last whole second (the drain) is too short for a
+	 * rate: its count is shown instead.  The CSV keeps it as a last row. */
+	if (!L->quiet && last && ns < SEC_NS)
+		fprintf(stderr,
+		        "tollbench load:  end %10" PRIu64 " replies errors %-6" PRIu64
+		        "  p50 %8.1f us  p99 %8.1f us\n",
+		        s->replies, s->errors, us(tg_hist_percentile(h, 50)),
+		        us(tg_hist_percentile(h, 99)));
+	else if (!L->quiet)
 		fprintf(stderr,
 		        "tollbench load: %4us %10.0f req/s  errors %-6" PRIu64
 		        "  p50 %8.1f us  p99 %8.1f us\n",
@@ -1732,7 +1741,7 @@ run(struct load *L, FILE *csv, struct totals *T)
 		collect(L, sec);
 		now = tg_bench_now_ns();
 		if (!all || sec->replies > 0)
-			report_second(L, csv, k, sec, now - prev);
+			report_second(L, csv, k, sec, now - prev, all);
 		prev = now;
 		take(&T->all, sec);
 		if (all)

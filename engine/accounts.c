@@ -17,17 +17,9 @@
 
 enum { F_ACCT, F_BALANCE, F_PLAN, F_STATE, F_THRESHOLD, F_REFILL, F_AMOUNT, F_PAYMENT, F_COUNT };
 
-struct row {
-	uint64_t id;
-	tg_money_t balance;
-	struct tg_acct_settings s;
-	char plan[TG_PLAN_NAME_MAX + 1];
-	unsigned line;
-};
-
 struct load {
 	struct tg_table *t;
-	struct row *rows;
+	struct tg_account_row *rows;
 	size_t n, cap;
 	int err;
 };
@@ -59,7 +51,7 @@ static bool
 check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 {
 	struct load *ld = arg;
-	struct row row = {.line = r->line};
+	struct tg_account_row row = {.line = r->line};
 	char b[40];
 
 	if (r->n != F_COUNT) {
@@ -137,7 +129,7 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 	}
 	if (ld->n == ld->cap) {
 		size_t cap = ld->cap ? ld->cap * 2 : 1024;
-		struct row *nr = realloc(ld->rows, cap * sizeof(*nr));
+		struct tg_account_row *nr = realloc(ld->rows, cap * sizeof(*nr));
 		if (nr == NULL) {
 			ld->err = -ENOMEM;
 			snprintf(why, whylen, "out of memory");
@@ -153,21 +145,28 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 static int
 by_id(const void *a, const void *b)
 {
-	const struct row *x = a, *y = b;
+	const struct tg_account_row *x = a, *y = b;
 	if (x->id != y->id)
 		return x->id < y->id ? -1 : 1;
 	return x->line < y->line ? -1 : 1;
 }
 
-int
-tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
-                 size_t *skipped)
+static int
+by_line(const void *a, const void *b)
 {
-	struct load ld = {.t = t};
+	const struct tg_account_row *x = a, *y = b;
+	return x->line < y->line ? -1 : x->line > y->line;
+}
+
+int
+tg_accounts_read(const char *path, struct tg_diag *diag, struct tg_account_row **out, size_t *n)
+{
+	struct load ld = {0};
 	unsigned bad = 0;
 	int rc;
 
-	*created = *skipped = 0;
+	*out = NULL;
+	*n = 0;
 	rc = tg__csv_read(path, HEADER, diag, check_row, &ld, &bad);
 	if (rc == 0 && ld.err)
 		rc = ld.err;
@@ -180,9 +179,28 @@ tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, siz
 				            (unsigned long long)ld.rows[i].id, ld.rows[i - 1].line);
 				bad++;
 			}
+		qsort(ld.rows, ld.n, sizeof(*ld.rows), by_line);
 	}
 	if (rc == 0 && bad > 0)
 		rc = -EINVAL;
+	if (rc != 0) {
+		free(ld.rows);
+		return rc;
+	}
+	*out = ld.rows;
+	*n = ld.n;
+	return 0;
+}
+
+int
+tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
+                 size_t *skipped)
+{
+	struct load ld = {.t = t};
+	int rc;
+
+	*created = *skipped = 0;
+	rc = tg_accounts_read(path, diag, &ld.rows, &ld.n);
 	if (rc == 0 && t->hdr->count + ld.n > t->hdr->capacity) {
 		tg_diag_add(diag, path, 0, "%zu accounts do not fit: capacity %llu, %llu in use",
 		            ld.n, (unsigned long long)t->hdr->capacity,
@@ -190,7 +208,7 @@ tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, siz
 		rc = -ENOSPC;
 	}
 	for (size_t i = 0; rc == 0 && i < ld.n; i++) {
-		struct row *r = &ld.rows[i];
+		struct tg_account_row *r = &ld.rows[i];
 		struct tg_acct *a;
 		struct tg_move m;
 		bool is_new;

@@ -22,6 +22,7 @@
 
 #include "tg_atomic.h" /* first: chooses ck's backend under TSan */
 
+#include "csv.h"
 #include "rate-int.h"
 #include "tg_assert.h"
 #include "tg_result.h"
@@ -220,34 +221,19 @@ field_seconds(const char *fname, const char *s, size_t len, uint32_t lo, uint32_
 
 /* Check and store one data row; false with a reason in why when it is bad. */
 static bool
-parse_row(struct load *ld, const char *line, size_t len, uint32_t file, unsigned lineno, char *why,
-          size_t whylen)
+parse_row(struct load *ld, const struct tg__csv_row *row, uint32_t file, char *why, size_t whylen)
 {
-	const char *f[CSV_FIELDS];
-	size_t fl[CSV_FIELDS];
-	unsigned nf = 0;
-	const char *p = line, *end = line + len;
+	const char *const *f = row->f;
+	const size_t *fl = row->len;
+	unsigned lineno = row->line;
 	char b[CSV_SHOW + 4];
 	const char *reason;
 	struct row r;
 	struct lplan *lp;
 	int cat, pl;
 
-	for (;;) {
-		const char *c = memchr(p, ',', (size_t)(end - p));
-		const char *fe = c ? c : end;
-
-		if (nf < CSV_FIELDS) {
-			f[nf] = p;
-			fl[nf] = (size_t)(fe - p);
-		}
-		nf++;
-		if (c == NULL)
-			break;
-		p = c + 1;
-	}
-	if (nf != CSV_FIELDS) {
-		snprintf(why, whylen, "expected %u fields, found %u", CSV_FIELDS, nf);
+	if (row->n != CSV_FIELDS) {
+		snprintf(why, whylen, "expected %u fields, found %u", CSV_FIELDS, row->n);
 		return false;
 	}
 
@@ -340,119 +326,35 @@ parse_row(struct load *ld, const char *line, size_t len, uint32_t file, unsigned
 	return true;
 }
 
-/* Read all of fd into a fresh buffer.  Returns 0 or -errno. */
-static int
-read_all(int fd, char **out, size_t *outlen)
-{
-	size_t cap = 64 * 1024, len = 0;
-	char *buf = malloc(cap);
-
-	if (buf == NULL)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-
-		if (len == cap) {
-			char *nb = realloc(buf, cap * 2);
-
-			if (nb == NULL) {
-				free(buf);
-				return -ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			n = -errno;
-			free(buf);
-			return (int)n;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	*out = buf;
-	*outlen = len;
-	return 0;
-}
+struct file_ctx {
+	struct load *ld;
+	uint32_t file;
+};
 
 static bool
-blank(const char *s, size_t len)
+check_row(void *arg, const struct tg__csv_row *row, char *why, size_t whylen)
 {
-	for (size_t i = 0; i < len; i++)
-		if (s[i] != ' ' && s[i] != '\t')
-			return false;
-	return true;
+	struct file_ctx *fc = arg;
+
+	if (fc->ld->stop)
+		return true; /* a limit was hit and reported: the rest is not read */
+	if (parse_row(fc->ld, row, fc->file, why, whylen))
+		return true;
+	fc->ld->bad = true;
+	return false;
 }
 
 /* Read and check one file (index file of ld->files).  Returns 0 or -errno. */
 static int
 load_file(struct load *ld, uint32_t file)
 {
-	const char *path = ld->files[file];
-	char *buf = NULL, *p, *end;
-	size_t len = 0;
-	unsigned lineno = 0;
-	bool header = false, header_bad = false;
-	int fd, rc;
+	struct file_ctx fc = {ld, file};
+	unsigned bad = 0;
+	int rc = tg__csv_read(ld->files[file], CSV_HEADER, ld->diag, check_row, &fc, &bad);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		tg_diag_add(ld->diag, path, 0, "cannot open: %s", strerror(-rc));
-		return rc;
-	}
-	rc = read_all(fd, &buf, &len);
-	close(fd);
-	if (rc < 0) {
-		tg_diag_add(ld->diag, path, 0, "cannot read: %s", strerror(-rc));
-		return rc;
-	}
-
-	p = buf;
-	end = buf + len;
-	if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
-		p += 3; /* a UTF-8 byte-order mark, as spreadsheets write it */
-	while (p < end && !ld->stop) {
-		char *nl = memchr(p, '\n', (size_t)(end - p));
-		char *le = nl ? nl : end;
-		char why[sizeof(ld->diag->msg[0].reason)];
-		size_t ll;
-
-		lineno++;
-		if (le > p && le[-1] == '\r')
-			le--;
-		ll = (size_t)(le - p);
-		if (ll > TG_CSV_LINE_MAX) {
-			tg_diag_add(ld->diag, path, lineno, "line of %zu bytes, at most %u", ll,
-			            TG_CSV_LINE_MAX);
-			ld->bad = true;
-		} else if (blank(p, ll) || p[0] == '#') {
-			/* skipped */
-		} else if (!header) {
-			if (ll != strlen(CSV_HEADER) || memcmp(p, CSV_HEADER, ll) != 0) {
-				tg_diag_add(ld->diag, path, lineno, "bad header, expected %s",
-				            CSV_HEADER);
-				ld->bad = true;
-				header_bad = true;
-				break; /* the columns are unknown: the rest cannot be read */
-			}
-			header = true;
-		} else if (!parse_row(ld, p, ll, file, lineno, why, sizeof(why))) {
-			tg_diag_add(ld->diag, path, lineno, "%s", why);
-			ld->bad = true;
-		}
-		p = nl ? nl + 1 : end;
-	}
-	if (!header && !header_bad && !ld->stop) {
-		tg_diag_add(ld->diag, path, 0, "no header line (expected %s)", CSV_HEADER);
+	if (bad != 0)
 		ld->bad = true;
-	}
-	free(buf);
-	return 0;
+	return rc;
 }
 
 static int

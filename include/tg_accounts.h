@@ -9,6 +9,24 @@
 #include "tg_diag.h"
 #include "tg_table.h"
 
+/* One checked row of an accounts file. */
+struct tg_account_row {
+	uint64_t id;
+	tg_money_t balance;
+	struct tg_acct_settings s; /* s.plan is not set: the name is in plan */
+	char plan[TG_PLAN_NAME_MAX + 1];
+	unsigned line; /* 1-based */
+};
+
+/*
+ * Read and check every row of path, touching no table (tollctl uses it to
+ * refuse a file before sending anything).  On success *rows is a malloc'ed
+ * array of *n rows in file order, no account twice; on any problem each is
+ * reported in diag and the result is -EINVAL (or -errno / -ENOMEM).
+ */
+int tg_accounts_read(const char *path, struct tg_diag *diag, struct tg_account_row **rows,
+                     size_t *n);
+
 /*
  * Create the accounts of path in t.  Every row is checked before any account
  * is touched: one bad row (reported in diag with file, line and reason) and
