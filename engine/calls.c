@@ -27,6 +27,7 @@
 #include <ck_pr.h>
 #include <ck_spinlock.h>
 
+#include "stripe.h"
 #include "tg_assert.h"
 #include "tg_calls.h"
 
@@ -61,62 +62,6 @@ struct tg_calls {
 	uint64_t count __attribute__((aligned(CACHE_LINE)));
 };
 
-/*
- * ck's spinlock, except under ThreadSanitizer: there ck's builtin backend
- * releases the lock with a fence and a volatile store, which TSan does not
- * see as a release, so the same lock word is taken and given back with
- * acquire and release atomics it understands.
- */
-static inline void
-stripe_lock(struct stripe *st)
-{
-#if defined(TG_TSAN)
-	while (__atomic_exchange_n(&st->lock.value, 1u, __ATOMIC_ACQUIRE) != 0)
-		while (__atomic_load_n(&st->lock.value, __ATOMIC_RELAXED) != 0)
-			ck_pr_stall();
-#else
-	ck_spinlock_fas_lock(&st->lock);
-#endif
-}
-
-static inline void
-stripe_unlock(struct stripe *st)
-{
-#if defined(TG_TSAN)
-	__atomic_store_n(&st->lock.value, 0u, __ATOMIC_RELEASE);
-#else
-	ck_spinlock_fas_unlock(&st->lock);
-#endif
-}
-
-static inline void
-count_add(struct tg_calls *c, int64_t delta)
-{
-#if defined(TG_TSAN)
-	__atomic_fetch_add(&c->count, (uint64_t)delta, __ATOMIC_RELAXED);
-#else
-	ck_pr_add_64(&c->count, (uint64_t)delta);
-#endif
-}
-
-static inline bool
-key_free(const struct tg_digest *k)
-{
-	return (k->lo | k->hi) == 0;
-}
-
-static inline bool
-key_eq(const struct tg_digest *a, const struct tg_digest *b)
-{
-	return ((a->lo ^ b->lo) | (a->hi ^ b->hi)) == 0;
-}
-
-static inline uint32_t
-home(const struct tg_calls *c, const struct tg_digest *d)
-{
-	return (uint32_t)(((d->hi >> 32) * (uint64_t)c->nslots) >> 32);
-}
-
 static inline uint32_t
 next(const struct tg_calls *c, uint32_t i)
 {
@@ -131,12 +76,12 @@ static int64_t
 find(const struct tg_calls *c, unsigned s, const struct tg_digest *d)
 {
 	const struct tg_digest *keys = c->keys + (size_t)s * c->nslots;
-	uint32_t i = home(c, d);
+	uint32_t i = tg__home(d, c->nslots);
 
 	for (uint32_t n = 0; n < c->nslots; n++) {
-		if (key_free(&keys[i]))
+		if (tg__key_free(&keys[i]))
 			return -1;
-		if (key_eq(&keys[i], d))
+		if (tg__key_eq(&keys[i], d))
 			return i;
 		i = next(c, i);
 	}
@@ -156,13 +101,13 @@ delete_at(struct tg_calls *c, unsigned s, uint32_t i)
 	struct tg_call *vals = c->vals + (size_t)s * c->nslots;
 	uint32_t hole = i, j = i;
 
-	TG_ASSERT(!key_free(&keys[i]));
+	TG_ASSERT(!tg__key_free(&keys[i]));
 	memset(&keys[hole], 0, sizeof(keys[hole]));
 	for (;;) {
 		j = next(c, j);
-		if (key_free(&keys[j]))
+		if (tg__key_free(&keys[j]))
 			break;
-		uint32_t k = home(c, &keys[j]);
+		uint32_t k = tg__home(&keys[j], c->nslots);
 		bool stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
 		if (stays)
 			continue;
@@ -172,7 +117,7 @@ delete_at(struct tg_calls *c, unsigned s, uint32_t i)
 		hole = j;
 	}
 	c->stripes[s].used--;
-	count_add(c, -1);
+	tg__count_add(&c->count, -1);
 }
 
 /* Stripes and slots for capacity; false when the sizes overflow. */
@@ -284,11 +229,11 @@ tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l)
 	int64_t i;
 
 	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
-	TG_ASSERT(!key_free(&d));
+	TG_ASSERT(!tg__key_free(&d));
 	l->c = c;
 	l->stripe = (unsigned)(d.lo & c->mask);
 	l->d = d;
-	stripe_lock(&c->stripes[l->stripe]);
+	tg__spin_lock(&c->stripes[l->stripe].lock);
 	i = find(c, l->stripe, &d);
 	l->entry = i < 0 ? NULL : &c->vals[(size_t)l->stripe * c->nslots + (size_t)i];
 	return l->entry;
@@ -303,7 +248,7 @@ tg_calls_unlock(struct tg_calls_lock *l)
 	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
 	l->c = NULL;
 	l->entry = NULL;
-	stripe_unlock(&c->stripes[l->stripe]);
+	tg__spin_unlock(&c->stripes[l->stripe].lock);
 }
 
 /* l must be locked on a call that was found (l->entry not NULL). */
@@ -317,7 +262,7 @@ tg_calls_remove_unlock(struct tg_calls_lock *l)
 	TG_ASSERT(l->entry != NULL);
 	base = (size_t)l->stripe * c->nslots;
 	TG_ASSERT(l->entry >= c->vals + base && l->entry < c->vals + base + c->nslots);
-	TG_ASSERT(key_eq(&c->keys[l->entry - c->vals], &l->d));
+	TG_ASSERT(tg__key_eq(&c->keys[l->entry - c->vals], &l->d));
 	delete_at(c, l->stripe, (uint32_t)(l->entry - (c->vals + base)));
 	tg_calls_unlock(l);
 }
@@ -342,13 +287,13 @@ tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call)
 		return TG_FULL;
 	}
 	keys = c->keys + (size_t)l->stripe * c->nslots;
-	i = home(c, &l->d);
-	while (!key_free(&keys[i]))
+	i = tg__home(&l->d, c->nslots);
+	while (!tg__key_free(&keys[i]))
 		i = next(c, i);
 	keys[i] = l->d;
 	c->vals[(size_t)l->stripe * c->nslots + i] = *call;
 	st->used++;
-	count_add(c, 1);
+	tg__count_add(&c->count, 1);
 	tg_calls_unlock(l);
 	return TG_OK;
 }
@@ -375,14 +320,14 @@ tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
 		const struct tg_call *vals = c->vals + (size_t)s * c->nslots;
 		unsigned work = 0;
 
-		stripe_lock(st);
+		tg__spin_lock(&st->lock);
 		for (uint32_t i = 0; i < c->nslots;) {
 			if (++work == EXPIRE_CHUNK) {
-				stripe_unlock(st);
-				stripe_lock(st);
+				tg__spin_unlock(&st->lock);
+				tg__spin_lock(&st->lock);
 				work = 0;
 			}
-			if (key_free(&keys[i]) || vals[i].expires_ns > now_ns) {
+			if (tg__key_free(&keys[i]) || vals[i].expires_ns > now_ns) {
 				i++;
 				continue;
 			}
@@ -392,7 +337,7 @@ tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
 			delete_at(c, s, i);
 			expired++;
 		}
-		stripe_unlock(st);
+		tg__spin_unlock(&st->lock);
 	}
 	return expired;
 }

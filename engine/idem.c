@@ -36,6 +36,7 @@
 #include <ck_pr.h>
 #include <ck_spinlock.h>
 
+#include "stripe.h"
 #include "tg_assert.h"
 #include "tg_idem.h"
 
@@ -73,62 +74,11 @@ struct tg_idem {
 	uint64_t count __attribute__((aligned(CACHE_LINE)));
 };
 
-/* As in calls.c: TSan does not see ck's builtin-backend unlock as a release. */
-static inline void
-stripe_lock(struct stripe *st)
-{
-#if defined(TG_TSAN)
-	while (__atomic_exchange_n(&st->lock.value, 1u, __ATOMIC_ACQUIRE) != 0)
-		while (__atomic_load_n(&st->lock.value, __ATOMIC_RELAXED) != 0)
-			ck_pr_stall();
-#else
-	ck_spinlock_fas_lock(&st->lock);
-#endif
-}
-
-static inline void
-stripe_unlock(struct stripe *st)
-{
-#if defined(TG_TSAN)
-	__atomic_store_n(&st->lock.value, 0u, __ATOMIC_RELEASE);
-#else
-	ck_spinlock_fas_unlock(&st->lock);
-#endif
-}
-
-static inline void
-count_add(struct tg_idem *w, int64_t delta)
-{
-#if defined(TG_TSAN)
-	__atomic_fetch_add(&w->count, (uint64_t)delta, __ATOMIC_RELAXED);
-#else
-	ck_pr_add_64(&w->count, (uint64_t)delta);
-#endif
-}
-
-static inline bool
-key_free(const struct tg_digest *k)
-{
-	return (k->lo | k->hi) == 0;
-}
-
-static inline bool
-key_eq(const struct tg_digest *a, const struct tg_digest *b)
-{
-	return ((a->lo ^ b->lo) | (a->hi ^ b->hi)) == 0;
-}
-
 /* Seen at seen, is it still remembered at now?  A seen after now is live. */
 static inline bool
 live(const struct tg_idem *w, uint32_t seen, uint32_t now)
 {
 	return (uint64_t)seen + w->window >= now;
-}
-
-static inline uint32_t
-home(const struct tg_idem *w, const struct tg_digest *d)
-{
-	return (uint32_t)(((d->hi >> 32) * (uint64_t)w->nslots) >> 32);
 }
 
 static inline uint32_t
@@ -150,13 +100,13 @@ delete_at(struct tg_idem *w, unsigned s, uint32_t i)
 	struct slot *sl = stripe_slots(w, s);
 	uint32_t hole = i, j = i;
 
-	TG_ASSERT(!key_free(&sl[i].d));
+	TG_ASSERT(!tg__key_free(&sl[i].d));
 	memset(&sl[hole], 0, sizeof(sl[hole]));
 	for (;;) {
 		j = next(w, j);
-		if (key_free(&sl[j].d))
+		if (tg__key_free(&sl[j].d))
 			break;
-		uint32_t k = home(w, &sl[j].d);
+		uint32_t k = tg__home(&sl[j].d, w->nslots);
 		bool stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
 		if (stays)
 			continue;
@@ -165,7 +115,7 @@ delete_at(struct tg_idem *w, unsigned s, uint32_t i)
 		hole = j;
 	}
 	w->stripes[s].used--;
-	count_add(w, -1);
+	tg__count_add(&w->count, -1);
 }
 
 /*
@@ -178,16 +128,16 @@ static int64_t
 find(struct tg_idem *w, unsigned s, const struct tg_digest *d, uint32_t now)
 {
 	struct slot *sl = stripe_slots(w, s);
-	uint32_t i = home(w, d);
+	uint32_t i = tg__home(d, w->nslots);
 
 	for (uint32_t n = 0; n < w->nslots;) {
-		if (key_free(&sl[i].d))
+		if (tg__key_free(&sl[i].d))
 			return -1;
 		if (!live(w, sl[i].r.seen, now)) {
 			delete_at(w, s, i); /* a later entry may now be at i */
 			continue;
 		}
-		if (key_eq(&sl[i].d, d))
+		if (tg__key_eq(&sl[i].d, d))
 			return i;
 		i = next(w, i);
 		n++;
@@ -222,7 +172,7 @@ sweep(struct tg_idem *w, unsigned s, uint32_t now)
 	if ((uint64_t)st->used * 4 <= (uint64_t)w->nslots * 3)
 		return;
 	for (unsigned n = 0; n < SWEEP_STEP; n++) {
-		if (!key_free(&sl[i].d) && !live(w, sl[i].r.seen, now))
+		if (!tg__key_free(&sl[i].d) && !live(w, sl[i].r.seen, now))
 			delete_at(w, s, i); /* look at i again */
 		else
 			i = next(w, i);
@@ -236,15 +186,15 @@ insert(struct tg_idem *w, unsigned s, const struct tg_digest *d, const struct tg
 {
 	struct stripe *st = &w->stripes[s];
 	struct slot *sl = stripe_slots(w, s);
-	uint32_t i = home(w, d);
+	uint32_t i = tg__home(d, w->nslots);
 
 	TG_ASSERT(st->used < w->nslots);
-	while (!key_free(&sl[i].d))
+	while (!tg__key_free(&sl[i].d))
 		i = next(w, i);
 	sl[i].d = *d;
 	sl[i].r = *r;
 	st->used++;
-	count_add(w, 1);
+	tg__count_add(&w->count, 1);
 }
 
 static bool
@@ -358,9 +308,9 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 	enum tg_result res = TG_OK;
 
 	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
-	TG_ASSERT(!key_free(&d));
+	TG_ASSERT(!tg__key_free(&d));
 	s = (unsigned)(d.lo & w->mask);
-	stripe_lock(&w->stripes[s]);
+	tg__spin_lock(&w->stripes[s].lock);
 	if (find(w, s, &d, r->seen) >= 0)
 		res = TG_CONFLICT;
 	else if (!room(w, s))
@@ -369,7 +319,7 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 		insert(w, s, &d, r);
 		sweep(w, s, r->seen);
 	}
-	stripe_unlock(&w->stripes[s]);
+	tg__spin_unlock(&w->stripes[s].lock);
 	return res;
 }
 
@@ -386,12 +336,12 @@ tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem
 	int64_t i;
 
 	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
-	TG_ASSERT(!key_free(&d));
+	TG_ASSERT(!tg__key_free(&d));
 	l->w = w;
 	l->stripe = (unsigned)(d.lo & w->mask);
 	l->d = d;
 	l->now = now;
-	stripe_lock(&w->stripes[l->stripe]);
+	tg__spin_lock(&w->stripes[l->stripe].lock);
 	i = find(w, l->stripe, &d, now);
 	l->slot = i < 0 ? NULL : &stripe_slots(w, l->stripe)[i];
 	return i < 0 ? NULL : &((struct slot *)l->slot)->r;
@@ -406,7 +356,7 @@ tg_idem_unlock(struct tg_idem_lock *l)
 	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
 	l->w = NULL;
 	l->slot = NULL;
-	stripe_unlock(&w->stripes[l->stripe]);
+	tg__spin_unlock(&w->stripes[l->stripe].lock);
 }
 
 /*

@@ -99,7 +99,8 @@ tg_hist_percentile(const struct tg_hist *h, unsigned per100k)
 	for (unsigned b = 0; b < TG_HIST_BUCKETS; b++) {
 		seen += h->count[b];
 		if (seen >= rank)
-			return b + 1 < TG_HIST_BUCKETS ? tg_hist_value(b + 1) - 1 : tg_hist_value(b);
+			return b + 1 < TG_HIST_BUCKETS ? tg_hist_value(b + 1) - 1
+			                               : tg_hist_value(b);
 	}
 	return tg_hist_value(TG_HIST_BUCKETS - 1);
 }

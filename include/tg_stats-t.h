@@ -84,7 +84,8 @@ struct tg_stats {
 
 _Static_assert(TG_COUNTER__COUNT <= TG_COUNTERS_MAX, "counter slots");
 _Static_assert(sizeof(struct tg_stats) % 64 == 0, "blocks on their own cache lines");
-_Static_assert(sizeof(struct tg_stats) == 8 * TG_COUNTERS_MAX + 8 * TG_HIST_BUCKETS * TG_HIST__COUNT,
-	       "layout pinned by docs/SHM.md");
+_Static_assert(sizeof(struct tg_stats) ==
+                   8 * TG_COUNTERS_MAX + 8 * TG_HIST_BUCKETS * TG_HIST__COUNT,
+               "layout pinned by docs/SHM.md");
 
 #endif

@@ -20,7 +20,7 @@ const char *tg_hist_name(enum tg_hist_kind k);
 uint64_t tg_stats_counter(const struct tg_stats *blocks, unsigned n, enum tg_counter c);
 /* Histogram of kind k summed over n blocks. */
 void tg_stats_hist(const struct tg_stats *blocks, unsigned n, enum tg_hist_kind k,
-		   struct tg_hist *out);
+                   struct tg_hist *out);
 uint64_t tg_hist_total(const struct tg_hist *h);
 /*
  * The value (ns, upper bound of its bucket) at or below which per100k of
