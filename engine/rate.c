@@ -46,7 +46,7 @@ tg__plan_name_check(const char *name, size_t len)
 static uint32_t
 registry_used(const struct tg_plan_registry *reg)
 {
-	uint32_t n = ck_pr_load_32(reg->count);
+	uint32_t n = tg_load_32(reg->count);
 
 	ck_pr_fence_load(); /* the names written before count was published */
 	return n < reg->cap ? n : reg->cap;
@@ -76,7 +76,7 @@ tg_plan_registry_id(struct tg_plan_registry *reg, const char *name, size_t len, 
 	memset(reg->names[n], 0, sizeof(reg->names[n]));
 	memcpy(reg->names[n], name, len);
 	ck_pr_fence_store();
-	ck_pr_store_32(reg->count, n + 1);
+	tg_store_32(reg->count, n + 1);
 	return (int)n;
 }
 
