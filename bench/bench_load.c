@@ -1382,9 +1382,8 @@ check_server(struct load *L, int fd)
 			return -1;
 		if (rep[0] == '-' || strncmp(rep, ":0\r\n", 4) == 0)
 			fprintf(stderr,
-			        "tollbench load: warning: account %s is not on the server (%s): "
-			        "requests will fail\n",
-			        last, rep[0] == '-' ? first_line(rep) : "EXISTS 0");
+			        "tollbench load: warning: %s %s answers %s: requests will fail\n",
+			        w[0], key, rep[0] == '-' ? first_line(rep) : "0 (no such account)");
 	}
 	tv.tv_sec = 0;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

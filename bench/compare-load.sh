@@ -19,8 +19,10 @@
 #   --tollbench PATH   (default $TOLLBENCH, else build/bench/tollbench)
 #   --redis-port P     (default 6479)
 #   --tg-port P        (default 6480)
-#   --ids-max N        tollgated --ids-max: CDR ids remembered; a run that sends more
-#                      CDRs in all gets FULL errors (default 16000000, about 800 MB)
+#   --ids-max N        tollgated --ids-max: the CDR ids it remembers (50 bytes each); once
+#                      the runs have sent more CDRs than that, CDRs get FULL errors.
+#                      Default: enough for every run at 2.5M requests/s (-d) or for
+#                      every -n, at least 4000000
 #   --keep             keep the temporary directory (logs, reports) and print its path
 #   -- FLAGS           tollbench load flags for all three, replacing the default
 #                      -c 50 -P 32 -d 5 (--mix must stay cdr: Redis has no CALL.AUTH)
@@ -42,7 +44,7 @@ tollgated=${TOLLGATED:-"$root/build/engine/tollgated"}
 tollbench=${TOLLBENCH:-"$root/build/bench/tollbench"}
 rport=6479
 tport=6480
-ids_max=16000000
+ids_max=
 keep=no
 lflags="-c 50 -P 32 -d 5"
 
@@ -67,13 +69,33 @@ while [ $# -gt 0 ]; do
 	*) die "unknown option $1 (try --help)" ;;
 	esac
 done
-for v in "$workers" "$runs" "$accounts" "$rport" "$tport" "$ids_max"; do
+for v in "$workers" "$runs" "$accounts" "$rport" "$tport" "${ids_max:-0}"; do
 	case "$v" in '' | *[!0-9]*) die "not a number: '$v'" ;; esac
 done
 [ "$runs" -ge 1 ] || die "--runs must be at least 1"
 case " $lflags " in *" --target "* | *" -p "* | *" --accounts "*)
 	die "the flags may not set --target, -p or --accounts: this script does" ;;
 esac
+# The CDRs all runs send at most: -n each, or -d seconds at 2.5M/s (more
+# than two cores manage); k and M suffixes as tollbench takes them.
+if [ -z "$ids_max" ]; then
+	ids_max=$(echo "$lflags" | awk -v runs="$runs" '{
+		n = ""; d = 10
+		for (i = 1; i < NF; i++) {
+			if ($i == "-n") n = $(i + 1)
+			if ($i == "-d") d = $(i + 1)
+		}
+		if (n != "") {
+			m = 1
+			if (n ~ /[kK]$/) m = 1000
+			if (n ~ /[mM]$/) m = 1000000
+			per = (n + 0) * m
+		} else per = d * 2500000
+		v = runs * per * 1.1 + 100000
+		if (v < 4000000) v = 4000000
+		printf("%.0f", v)
+	}')
+fi
 [ -x "$tollgated" ] || die "no tollgated at $tollgated (meson setup build && ninja -C build, or --tollgated PATH)"
 [ -x "$tollbench" ] || die "no tollbench at $tollbench (or --tollbench PATH)"
 [ -r "$rates" ] || die "cannot read $rates"

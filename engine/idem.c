@@ -66,6 +66,7 @@ _Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache
 struct tg_idem {
 	uint32_t magic;
 	uint32_t nslots; /* per stripe */
+	uint32_t limit;  /* entries a stripe may hold: 15/16 of nslots */
 	unsigned mask;   /* stripes - 1 */
 	uint32_t window;
 	struct stripe *stripes;
@@ -151,9 +152,26 @@ find(struct tg_idem *w, unsigned s, const struct tg_digest *d, uint32_t now)
  * expired entry either (see find).
  */
 static bool
-room(const struct tg_idem *w, unsigned s)
+room(struct tg_idem *w, unsigned s, uint32_t now)
 {
-	return w->stripes[s].used < w->nslots;
+	struct stripe *st = &w->stripes[s];
+	struct slot *sl = stripe_slots(w, s);
+
+	if (st->used < w->limit)
+		return true;
+	/*
+	 * At the limit: clear every expired entry of the stripe before saying
+	 * no.  Linear probing stays short because a stripe is never filled past
+	 * the limit (15/16 of its slots), and the window never holds much more
+	 * than its capacity.
+	 */
+	for (uint32_t i = 0; i < w->nslots;) {
+		if (!tg__key_free(&sl[i].d) && !live(w, sl[i].r.seen, now))
+			delete_at(w, s, i); /* look at i again */
+		else
+			i++;
+	}
+	return st->used < w->limit;
 }
 
 /*
@@ -252,6 +270,7 @@ tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s)
 	if (w == NULL)
 		return -ENOMEM;
 	w->nslots = nslots;
+	w->limit = nslots - nslots / 16;
 	w->mask = nstripes - 1;
 	w->window = window_s;
 	w->stripes = alloc_zeroed(nstripes, sizeof(*w->stripes));
@@ -313,7 +332,7 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 	tg__spin_lock(&w->stripes[s].lock);
 	if (find(w, s, &d, r->seen) >= 0)
 		res = TG_CONFLICT;
-	else if (!room(w, s))
+	else if (!room(w, s, r->seen))
 		res = TG_FULL;
 	else {
 		insert(w, s, &d, r);
@@ -374,7 +393,7 @@ tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r)
 
 	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
 	TG_ASSERT(l->slot == NULL);
-	if (room(w, l->stripe)) {
+	if (room(w, l->stripe, l->now)) {
 		insert(w, l->stripe, &l->d, r);
 		sweep(w, l->stripe, l->now);
 	} else {
@@ -393,5 +412,5 @@ tg_idem_has_room(const struct tg_idem_lock *l)
 {
 	TG_CHECK_OBJ_NOTNULL(l->w, IDEM_MAGIC);
 	TG_ASSERT(l->slot == NULL);
-	return room(l->w, l->stripe);
+	return room(l->w, l->stripe, l->now);
 }

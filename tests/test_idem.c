@@ -201,7 +201,7 @@ test_full_stripe(void **state)
 		}
 		assert_int_equal(tg_idem_record_unlock(&l, &r), TG_OK);
 	}
-	assert_true(full >= 125);
+	assert_true(full >= 100); /* the capacity asked for; a stripe stops at 15/16 of its slots */
 	assert_int_equal(tg_idem_count(w), full);
 	for (unsigned i = 0; i < full; i++)
 		assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, i), 1060), i);
@@ -243,7 +243,7 @@ test_restore(void **state)
 		if (tg_idem_restore(w, crafted(2, 0x80000000u, i), &ri) == TG_FULL)
 			break;
 	}
-	assert_true(i >= 125 && i < 1000);
+	assert_true(i >= 100 && i < 1000);
 	/* the first one left when it was looked up at 601 */
 	assert_int_equal(tg_idem_count(w), i);
 	struct tg_idem_rec later = rec(1, 0, 601);
@@ -350,7 +350,7 @@ test_reference_model(void **state)
 			if (full_at[s] == 0)
 				full_at[s] = live[s];
 			assert_int_equal(live[s], full_at[s]);
-			assert_true(live[s] >= 1500 * 5 / 4 / 2);
+			assert_true(live[s] >= 1500 / 2);
 			fulls++;
 			continue;
 		}
