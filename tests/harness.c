@@ -41,8 +41,8 @@ it_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void
-sleep_ms(unsigned ms)
+void
+it_sleep_ms(unsigned ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -204,10 +204,11 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	snprintf(d->shm, sizeof(d->shm), "/tg-it-%d-%u", (int)getpid(), k);
 	snprintf(d->log, sizeof(d->log), "%s/tollgated-%u.log", dir, k);
 
-	static const char *const base[] = {
-	    "--bind",      "127.0.0.1", "--port",     "0",    "--workers", "2",
-	    "--shm-reuse", "no",        "--capacity", "4096", "--ids-max", "100000",
-	    "--calls-max", "100000",    "--accounts", "none", "--redis-host", "none", NULL};
+	static const char *const base[] = {"--bind",       "127.0.0.1", "--port",      "0",
+	                                   "--workers",    "2",         "--shm-reuse", "no",
+	                                   "--capacity",   "4096",      "--ids-max",   "100000",
+	                                   "--calls-max",  "100000",    "--accounts",  "none",
+	                                   "--redis-host", "none",      NULL};
 	argv[n++] = (char *)bin;
 	for (unsigned i = 0; base[i] != NULL; i++)
 		argv[n++] = (char *)base[i];
@@ -245,7 +246,7 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 			d->port = log_port(d);
 		if (d->port != 0 && answers(d))
 			return 0;
-		sleep_ms(10);
+		it_sleep_ms(10);
 	}
 	fprintf(stderr, "harness: tollgated not ready after %d ms\n", START_TIMEOUT);
 	log_dump(d);
@@ -277,7 +278,7 @@ it_stop(struct it_daemon *d)
 			rc = -1;
 			break;
 		}
-		sleep_ms(5);
+		it_sleep_ms(5);
 	}
 	/* A sanitizer that reports and carries on (UBSan by default) fails the stop too. */
 	if (rc == 0 && (it_log_has(d, "runtime error:") || it_log_has(d, "Sanitizer"))) {

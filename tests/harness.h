@@ -66,5 +66,7 @@ size_t it_raw_read(int fd, char *buf, size_t cap, int quiet_ms, int *closed);
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 uint64_t it_now_ms(void);
+/* Sleep ms milliseconds, through signals. */
+void it_sleep_ms(unsigned ms);
 
 #endif

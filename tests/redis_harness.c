@@ -24,27 +24,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "redis_harness.h"
 
 #define READY_TIMEOUT_MS 10000
 #define STOP_TIMEOUT_MS  5000
 #define PORT_TRIES       5
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
 
 /* The redis-server to run: $REDIS_SERVER, or the first on PATH.  NULL if none. */
 static const char *
@@ -84,25 +69,6 @@ free_port(void)
 		port = ntohs(sa.sin_port);
 	close(fd);
 	return port;
-}
-
-static void
-remove_dir(const char *dir)
-{
-	char path[512];
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (d == NULL)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < sizeof(path))
-			unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
 }
 
 static void
@@ -150,10 +116,10 @@ spawn(const char *bin, const struct tg_test_redis *r)
 static int
 wait_ready(struct tg_test_redis *r)
 {
-	uint64_t deadline = now_ms() + READY_TIMEOUT_MS;
+	uint64_t deadline = it_now_ms() + READY_TIMEOUT_MS;
 	int status;
 
-	while (now_ms() < deadline) {
+	while (it_now_ms() < deadline) {
 		if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
 			r->pid = 0;
 			return -ECHILD;
@@ -169,7 +135,7 @@ wait_ready(struct tg_test_redis *r)
 			if (ok)
 				return 0;
 		}
-		sleep_ms(20);
+		it_sleep_ms(20);
 	}
 	return -ETIMEDOUT;
 }
@@ -177,19 +143,19 @@ wait_ready(struct tg_test_redis *r)
 static void
 kill_wait(struct tg_test_redis *r)
 {
-	uint64_t deadline = now_ms() + STOP_TIMEOUT_MS;
+	uint64_t deadline = it_now_ms() + STOP_TIMEOUT_MS;
 	int status;
 
 	if (r->pid <= 0)
 		return;
 	kill(r->pid, SIGTERM);
 	while (waitpid(r->pid, &status, WNOHANG) == 0) {
-		if (now_ms() > deadline) {
+		if (it_now_ms() > deadline) {
 			kill(r->pid, SIGKILL);
 			waitpid(r->pid, &status, 0);
 			break;
 		}
-		sleep_ms(10);
+		it_sleep_ms(10);
 	}
 	r->pid = 0;
 }
@@ -218,14 +184,14 @@ tg_test_redis_start(struct tg_test_redis *r)
 		if (picked)
 			r->port = free_port();
 		if (r->port == 0) {
-			remove_dir(r->dir);
+			it_dir_remove(r->dir);
 			return -EADDRNOTAVAIL;
 		}
 		r->pid = spawn(bin, r);
 		if (r->pid < 0) {
 			rc = -errno;
 			r->pid = 0;
-			remove_dir(r->dir);
+			it_dir_remove(r->dir);
 			return rc;
 		}
 		rc = wait_ready(r);
@@ -235,7 +201,7 @@ tg_test_redis_start(struct tg_test_redis *r)
 		if (rc != -ECHILD || !picked || tries == PORT_TRIES - 1)
 			copy_log(r);
 		kill_wait(r);
-		remove_dir(r->dir);
+		it_dir_remove(r->dir);
 		r->dir[0] = '\0';
 		if (rc != -ECHILD || !picked)
 			break;
@@ -252,7 +218,7 @@ tg_test_redis_stop(struct tg_test_redis *r)
 		return;
 	kill_wait(r);
 	if (r->dir[0] != '\0')
-		remove_dir(r->dir);
+		it_dir_remove(r->dir);
 	r->dir[0] = '\0';
 }
 

@@ -49,22 +49,6 @@ static const char rates_csv[] =
 
 /* ---- helpers ---- */
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 static struct tg_id
 ID(const char *s) {
 	return (struct tg_id){s, strlen(s)};
@@ -225,11 +209,11 @@ stream_len(void)
 static long long
 wait_len(long long n, unsigned timeout_ms)
 {
-	uint64_t deadline = now_ms() + timeout_ms;
+	uint64_t deadline = it_now_ms() + timeout_ms;
 	long long len;
 
-	while ((len = stream_len()) < n && now_ms() < deadline)
-		sleep_ms(5);
+	while ((len = stream_len()) < n && it_now_ms() < deadline)
+		it_sleep_ms(5);
 	return len;
 }
 
@@ -361,7 +345,7 @@ test_crossing_fields_add_and_topup(void **state)
 	assert_int_equal(b.attempt, 1);
 
 	/* Once each: nothing more comes. */
-	sleep_ms(200);
+	it_sleep_ms(200);
 	assert_int_equal(stream_len(), 2);
 	assert_int_equal(counter(TG_C_refills_published), 2);
 	assert_int_equal(counter(TG_C_refills_fired), 2);
@@ -421,7 +405,7 @@ test_threads_one_entry_per_crossing(void **state)
 	run_racers(); /* 100 - 80 = 20: each account crosses 50 once */
 	assert_int_equal(counter(TG_C_refills_fired), T_ACCTS);
 	assert_int_equal(wait_len(T_ACCTS, 10000), T_ACCTS);
-	sleep_ms(200);
+	it_sleep_ms(200);
 	assert_once_each(T_FIRST, T_ACCTS, 1);
 
 	/* The refills land (20 + 100 = 120), and the next crossing is request 2. */
@@ -434,7 +418,7 @@ test_threads_one_entry_per_crossing(void **state)
 	run_racers(); /* 120 - 80 = 40 */
 	assert_int_equal(counter(TG_C_refills_fired), 2 * T_ACCTS);
 	assert_int_equal(wait_len(2 * T_ACCTS, 10000), 2 * T_ACCTS);
-	sleep_ms(200);
+	it_sleep_ms(200);
 	assert_once_each(T_FIRST, T_ACCTS, 2);
 	assert_int_equal(counter(TG_C_refills_published), 2 * T_ACCTS);
 	assert_int_equal(tg_refill_pending(&engine), 0);
@@ -459,11 +443,11 @@ test_redis_down_requests_wait_then_publish_once(void **state)
 	tg_test_redis_stop(&redis);
 
 	/* Workers go on: 200000 debits, 1000 crossings among them, nothing waits. */
-	uint64_t t0 = now_ms();
+	uint64_t t0 = it_now_ms();
 	for (unsigned round = 0; round < 200; round++)
 		for (unsigned k = 0; k < D_ACCTS; k++)
 			debit_on(k % WORKERS, D_FIRST + k, round < 11 ? U : 1);
-	uint64_t took = now_ms() - t0;
+	uint64_t took = it_now_ms() - t0;
 	printf("# 200000 debits with Redis down: %llu ms\n", (unsigned long long)took);
 	assert_int_equal(counter(TG_C_refills_fired), D_ACCTS);
 	assert_int_equal(tg_refill_pending(&engine), D_ACCTS);
@@ -475,7 +459,7 @@ test_redis_down_requests_wait_then_publish_once(void **state)
 	rc = tg_test_redis_connect(&redis);
 	assert_non_null(rc);
 	assert_int_equal(wait_len(D_ACCTS, 15000), D_ACCTS);
-	sleep_ms(300); /* the stale triggers left in the rings must not publish again */
+	it_sleep_ms(300); /* the stale triggers left in the rings must not publish again */
 	assert_once_each(D_FIRST, D_ACCTS, 1);
 	assert_int_equal(tg_refill_pending(&engine), 0);
 	assert_int_equal(counter(TG_C_refills_published), D_ACCTS);
@@ -495,19 +479,19 @@ test_redis_paused_workers_do_not_wait(void **state)
 	redisReply *r = redisCommand(rc, "CLIENT PAUSE 1500 WRITE");
 	assert_non_null(r);
 	freeReplyObject(r);
-	uint64_t t0 = now_ms();
+	uint64_t t0 = it_now_ms();
 	for (unsigned k = 1; k < D_ACCTS; k++)
 		assert_true(debit_on(k % WORKERS, D_FIRST + k, 11 * U).refill_fired);
 	for (unsigned round = 0; round < 100; round++)
 		for (unsigned k = 0; k < D_ACCTS; k++)
 			debit_on(k % WORKERS, D_FIRST + k, 1);
-	uint64_t took = now_ms() - t0;
+	uint64_t took = it_now_ms() - t0;
 	/* ...and the workers did all of that without waiting for it. */
 	printf("# 101000 debits while Redis was paused: %llu ms\n", (unsigned long long)took);
 	assert_true(took < 1500);
 	assert_true(stream_len() <= 1 + 256); /* at most the one pipeline caught in the pause */
 	assert_int_equal(wait_len(D_ACCTS, 15000), D_ACCTS);
-	sleep_ms(200);
+	it_sleep_ms(200);
 	assert_once_each(D_FIRST, D_ACCTS, 1);
 	assert_int_equal(tg_refill_pending(&engine), 0);
 }
@@ -543,10 +527,10 @@ test_republish_after_timeout_keeps_id(void **state)
 	assert_int_equal(credit(3, 50 * U, "refill:3:1"), TG_OK);
 	assert_false(inflight(3));
 	long long len = stream_len();
-	sleep_ms(2000);
+	it_sleep_ms(2000);
 	assert_true(stream_len() <= len + 1); /* one XADD may have been on its way */
 	len = stream_len();
-	sleep_ms(1500);
+	it_sleep_ms(1500);
 	assert_int_equal(stream_len(), len);
 }
 
@@ -577,7 +561,7 @@ test_credit_clears_and_next_crossing_is_request_2(void **state)
 	struct entry e = entry_of("refill:7:2");
 	assert_string_equal(e.balance, "9");
 	assert_int_equal(e.attempt, 1);
-	sleep_ms(100);
+	it_sleep_ms(100);
 	assert_int_equal(stream_len(), 2);
 }
 
@@ -634,7 +618,7 @@ test_restart_publishes_with_the_same_id(void **state)
 	struct tg_move m;
 	assert_int_equal(tg_acct_debit(tg_table_find(&table, 21), 12 * U, &m), TG_OK);
 	assert_true(m.refill_fired); /* 8 */
-	sleep_ms(100);
+	it_sleep_ms(100);
 	assert_int_equal(stream_len(), 0); /* redis-host none: nothing published */
 	/* 22:1 was published long ago and never answered; 23:1 was in a pipeline. */
 	struct tg_refill_rec *r22 = tg_table_refill(&table, tg_table_find(&table, 22));
@@ -660,7 +644,7 @@ test_restart_publishes_with_the_same_id(void **state)
 	assert_int_equal(e.attempt, 2);
 	e = entry_of("refill:23:1");
 	assert_int_equal(e.attempt, 1);
-	sleep_ms(200);
+	it_sleep_ms(200);
 	assert_int_equal(stream_len(), 4);
 	assert_int_equal(tg_refill_pending(&engine), 0);
 	assert_int_equal(counter(TG_C_refills_published), 3);
