@@ -45,7 +45,7 @@ stats_off_for(uint64_t capacity)
 {
 	uint64_t slots = slots_for(capacity);
 	uint64_t end = TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot) +
-		       slots * sizeof(struct tg_refill_rec);
+	               slots * sizeof(struct tg_refill_rec);
 	return (end + 4095) & ~(uint64_t)4095;
 }
 
@@ -82,7 +82,8 @@ static int
 check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *err, size_t errlen)
 {
 	if (size < TG_SHM_HDR_SIZE) {
-		snprintf(err, errlen, "%s: %zu bytes, too small for a tollgate segment", name, size);
+		snprintf(err, errlen, "%s: %zu bytes, too small for a tollgate segment", name,
+		         size);
 		return -EPROTO;
 	}
 	if (tg_load_64((const uint64_t *)&h->magic) != TG_SHM_MAGIC) {
@@ -91,24 +92,26 @@ check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *er
 	}
 	if (h->version != TG_SHM_VERSION) {
 		snprintf(err, errlen, "%s: layout version %u, this build reads version %u", name,
-			 h->version, TG_SHM_VERSION);
+		         h->version, TG_SHM_VERSION);
 		return -EPROTO;
 	}
 	if (h->record_size != sizeof(struct tg_acct) || h->hdr_size != TG_SHM_HDR_SIZE) {
 		snprintf(err, errlen, "%s: record size %u / header %u, expected %zu / %u", name,
-			 h->record_size, h->hdr_size, sizeof(struct tg_acct), TG_SHM_HDR_SIZE);
+		         h->record_size, h->hdr_size, sizeof(struct tg_acct), TG_SHM_HDR_SIZE);
 		return -EPROTO;
 	}
-	if (h->capacity == 0 || h->capacity > TG_CAPACITY_MAX || h->slots != slots_for(h->capacity) ||
-	    h->total_size != tg_table_size(h->capacity) || h->total_size > size ||
-	    h->plans_off != TG_SHM_HDR_SIZE || h->plans_max != TG_PLANS_MAX ||
-	    h->slots_off != h->plans_off + plans_bytes() || h->slot_size != sizeof(struct tg_slot) ||
+	if (h->capacity == 0 || h->capacity > TG_CAPACITY_MAX ||
+	    h->slots != slots_for(h->capacity) || h->total_size != tg_table_size(h->capacity) ||
+	    h->total_size > size || h->plans_off != TG_SHM_HDR_SIZE ||
+	    h->plans_max != TG_PLANS_MAX || h->slots_off != h->plans_off + plans_bytes() ||
+	    h->slot_size != sizeof(struct tg_slot) ||
 	    h->refill_off != h->slots_off + h->slots * sizeof(struct tg_slot) ||
 	    h->refill_size != sizeof(struct tg_refill_rec) || h->stats_blocks != TG_STATS_BLOCKS ||
-	    h->stats_off != stats_off_for(h->capacity) || h->stats_size != sizeof(struct tg_stats) ||
-	    h->counters > TG_COUNTERS_MAX || h->hist_buckets != TG_HIST_BUCKETS) {
-		snprintf(err, errlen, "%s: header sizes and offsets do not add up (corrupt segment)",
-			 name);
+	    h->stats_off != stats_off_for(h->capacity) ||
+	    h->stats_size != sizeof(struct tg_stats) || h->counters > TG_COUNTERS_MAX ||
+	    h->hist_buckets != TG_HIST_BUCKETS) {
+		snprintf(err, errlen,
+		         "%s: header sizes and offsets do not add up (corrupt segment)", name);
 		return -EPROTO;
 	}
 	return 0;
@@ -136,13 +139,14 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 	memset(t, 0, sizeof(*t));
 	if (name == NULL || name[0] != '/' || strlen(name) >= sizeof(t->name) ||
 	    strchr(name + 1, '/') != NULL) {
-		snprintf(err, errlen, "shm name '%s': must be '/' then up to %zu characters, no '/'",
-			 name ? name : "", sizeof(t->name) - 2);
+		snprintf(err, errlen,
+		         "shm name '%s': must be '/' then up to %zu characters, no '/'",
+		         name ? name : "", sizeof(t->name) - 2);
 		return -EINVAL;
 	}
 	if (cfg->capacity == 0 || cfg->capacity > TG_CAPACITY_MAX) {
 		snprintf(err, errlen, "capacity %llu: must be 1..%llu accounts",
-			 (unsigned long long)cfg->capacity, (unsigned long long)TG_CAPACITY_MAX);
+		         (unsigned long long)cfg->capacity, (unsigned long long)TG_CAPACITY_MAX);
 		return -EINVAL;
 	}
 	size = tg_table_size(cfg->capacity);
@@ -156,11 +160,12 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		rc = -errno;
 		if (rc == -EEXIST)
 			snprintf(err, errlen,
-				 "shm segment %s already exists (another engine, or left by a "
-				 "crash): remove it or allow reuse",
-				 name);
+			         "shm segment %s already exists (another engine, or left by a "
+			         "crash): remove it or allow reuse",
+			         name);
 		else
-			snprintf(err, errlen, "cannot open shm segment %s: %s", name, strerror(-rc));
+			snprintf(err, errlen, "cannot open shm segment %s: %s", name,
+			         strerror(-rc));
 		return rc;
 	}
 
@@ -169,35 +174,38 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		if (fchmod(fd, cfg->mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
 			rc = -errno;
 			snprintf(err, errlen, "cannot size shm segment %s to %zu bytes: %s", name,
-				 size, strerror(-rc));
+			         size, strerror(-rc));
 			return fail(fd, name, rc);
 		}
 		/* Reserve every page now: a small /dev/shm fails here, not with SIGBUS later. */
 		rc = posix_fallocate(fd, 0, (off_t)size);
 		if (rc != 0) {
 			snprintf(err, errlen,
-				 "cannot reserve %.1f MiB in /dev/shm for %llu accounts: %s "
-				 "(enlarge /dev/shm or lower the capacity)",
-				 size / MIB, (unsigned long long)cfg->capacity, strerror(rc));
+			         "cannot reserve %.1f MiB in /dev/shm for %llu accounts: %s "
+			         "(enlarge /dev/shm or lower the capacity)",
+			         size / MIB, (unsigned long long)cfg->capacity, strerror(rc));
 			return fail(fd, name, -rc);
 		}
 	} else {
 		struct stat st;
 		if (fstat(fd, &st) < 0) {
 			rc = -errno;
-			snprintf(err, errlen, "cannot stat shm segment %s: %s", name, strerror(-rc));
+			snprintf(err, errlen, "cannot stat shm segment %s: %s", name,
+			         strerror(-rc));
 			return fail(fd, NULL, rc);
 		}
 		if (st.st_uid != geteuid()) {
-			snprintf(err, errlen, "shm segment %s belongs to uid %u, not to this user (%u)",
-				 name, (unsigned)st.st_uid, (unsigned)geteuid());
+			snprintf(err, errlen,
+			         "shm segment %s belongs to uid %u, not to this user (%u)", name,
+			         (unsigned)st.st_uid, (unsigned)geteuid());
 			return fail(fd, NULL, -EPERM);
 		}
 		if ((size_t)st.st_size != size) {
 			snprintf(err, errlen,
-				 "shm segment %s is %lld bytes; capacity %llu needs %zu: remove it "
-				 "or start with the capacity it was made with",
-				 name, (long long)st.st_size, (unsigned long long)cfg->capacity, size);
+			         "shm segment %s is %lld bytes; capacity %llu needs %zu: remove it "
+			         "or start with the capacity it was made with",
+			         name, (long long)st.st_size, (unsigned long long)cfg->capacity,
+			         size);
 			return fail(fd, NULL, -EPROTO);
 		}
 	}
@@ -242,14 +250,15 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		rc = check_header(h, size, name, err, errlen);
 		if (rc == 0 && h->capacity != cfg->capacity) {
 			snprintf(err, errlen, "shm segment %s was made for %llu accounts, not %llu",
-				 name, (unsigned long long)h->capacity,
-				 (unsigned long long)cfg->capacity);
+			         name, (unsigned long long)h->capacity,
+			         (unsigned long long)cfg->capacity);
 			rc = -EPROTO;
 		}
 		pid_t other = (pid_t)tg_load_32((const uint32_t *)&h->writer_pid);
 		if (rc == 0 && other != 0 && other != getpid() && kill(other, 0) == 0) {
-			snprintf(err, errlen, "shm segment %s is in use by a running engine (pid %d)",
-				 name, (int)other);
+			snprintf(err, errlen,
+			         "shm segment %s is in use by a running engine (pid %d)", name,
+			         (int)other);
 			rc = -EBUSY;
 		}
 		if (rc != 0) {
@@ -278,7 +287,8 @@ tg_table_attach(struct tg_table *t, const char *name, char *err, size_t errlen)
 		if (rc == -ENOENT)
 			snprintf(err, errlen, "no shm segment %s: is the engine running?", name);
 		else
-			snprintf(err, errlen, "cannot open shm segment %s: %s", name, strerror(-rc));
+			snprintf(err, errlen, "cannot open shm segment %s: %s", name,
+			         strerror(-rc));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0) {
@@ -288,7 +298,7 @@ tg_table_attach(struct tg_table *t, const char *name, char *err, size_t errlen)
 	}
 	if ((size_t)st.st_size < TG_SHM_HDR_SIZE) {
 		snprintf(err, errlen, "%s: %lld bytes, too small for a tollgate segment", name,
-			 (long long)st.st_size);
+		         (long long)st.st_size);
 		return fail(fd, NULL, -EPROTO);
 	}
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
@@ -504,10 +514,9 @@ fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 		/* Only the holder of the flag bumps the sequence, so each request is unique. */
 		m->refill_seq = tg_load_32(&a->refill_seq) + 1;
 		tg_store_32(&a->refill_seq, m->refill_seq);
-		m->refill_charge =
-		    tg_refill_charge(tg_load_8(&a->refill_mode),
-				     (int64_t)tg_load_64((uint64_t *)&a->refill_amount),
-				     m->balance);
+		m->refill_charge = tg_refill_charge(
+		    tg_load_8(&a->refill_mode), (int64_t)tg_load_64((uint64_t *)&a->refill_amount),
+		    m->balance);
 	}
 }
 
@@ -661,6 +670,35 @@ tg_acct_refill_clear(struct tg_acct *a, uint32_t refill_seq)
 		if (tg_cas_pair(pair_of(a), cur, set))
 			return true;
 	}
+}
+
+uint64_t
+tg_table_release_reservations(struct tg_table *t, tg_money_t *amount)
+{
+	uint64_t touched = 0;
+
+	TG_CHECK_OBJ(t, TG_TABLE_MAGIC);
+	TG_ASSERT(!t->readonly);
+	*amount = 0;
+	for (uint64_t i = 0; i < t->slots; i++) {
+		struct tg_acct *a = &t->slot[i].acct;
+		uint64_t cur[2], set[2];
+		if (tg_load_64(&a->key) == 0)
+			continue;
+		load_pair(a, cur);
+		if (reserved_of(cur[1]) == 0 && tg_load_32(&a->calls) == 0)
+			continue;
+		for (;;) {
+			set[0] = cur[0];
+			set[1] = cur[1] & ~TG_HOLD_RESERVED;
+			if (tg_cas_pair(pair_of(a), cur, set))
+				break;
+		}
+		*amount += reserved_of(cur[1]);
+		tg_store_32(&a->calls, 0);
+		touched++;
+	}
+	return touched;
 }
 
 /* ---- settings ---- */

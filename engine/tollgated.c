@@ -38,17 +38,17 @@ tg_server_reload(struct tg_server *srv, char *msg, size_t msglen)
 		ck_pr_inc_64(&srv->reloads);
 		const struct tg_planset *ps = srv->engine.rates.current;
 		snprintf(msg, msglen, "%zu plans, %zu prefixes", tg_planset_plans(ps),
-			 tg_planset_prefixes(ps));
+		         tg_planset_prefixes(ps));
 		return 0;
 	}
 	ck_pr_inc_64(&srv->reload_failures);
 	/* Every problem, one per line: file:line: reason. */
-	size_t n = (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problems):",
-				    diag.count);
+	size_t n =
+	    (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problems):", diag.count);
 	unsigned kept = diag.count < TG_DIAG_KEEP ? diag.count : TG_DIAG_KEEP;
 	for (unsigned i = 0; i < kept && n < msglen; i++)
 		n += (size_t)snprintf(msg + n, msglen - n, "\n%s:%u: %s", diag.msg[i].file,
-				      diag.msg[i].line, diag.msg[i].reason);
+		                      diag.msg[i].line, diag.msg[i].reason);
 	return rc;
 }
 
@@ -80,16 +80,38 @@ start(struct tg_server *srv)
 	srv->started_s = (uint64_t)time(NULL);
 	pthread_mutex_init(&srv->reload_lock, NULL);
 
-	struct tg_table_cfg tcfg = {.name = cfg->shm_name, .capacity = cfg->capacity,
-				    .mode = (mode_t)cfg->shm_mode, .reuse = cfg->shm_reuse};
+	struct tg_table_cfg tcfg = {.name = cfg->shm_name,
+	                            .capacity = cfg->capacity,
+	                            .mode = (mode_t)cfg->shm_mode,
+	                            .reuse = cfg->shm_reuse};
 	rc = tg_table_open(&srv->table, &tcfg, err, sizeof(err));
 	if (rc != 0) {
 		tg_log("%s", err);
 		return rc;
 	}
-	struct tg_engine_cfg ecfg = {.max_grant = cfg->max_grant, .call_grace = cfg->call_grace,
-				     .calls_max = cfg->calls_max, .ids_max = cfg->ids_max,
-				     .ids_window = cfg->ids_window, .workers = srv->workers};
+	if (tg_load_64(&srv->table.hdr->generation) > 1) {
+		/*
+		 * The calls the previous engine had in progress lived in its memory:
+		 * their CALL.END will get NOCALL.  Release what they held rather than
+		 * keep it reserved forever.
+		 */
+		tg_money_t held;
+		uint64_t n = tg_table_release_reservations(&srv->table, &held);
+		if (n > 0) {
+			char amt[TG_MONEY_STR_MAX];
+			tg_money_format(held, amt);
+			tg_log(
+			    "previous engine left calls in progress on %llu accounts: released %s "
+			    "reserved (those calls' CALL.END will get NOCALL)",
+			    (unsigned long long)n, amt);
+		}
+	}
+	struct tg_engine_cfg ecfg = {.max_grant = cfg->max_grant,
+	                             .call_grace = cfg->call_grace,
+	                             .calls_max = cfg->calls_max,
+	                             .ids_max = cfg->ids_max,
+	                             .ids_window = cfg->ids_window,
+	                             .workers = srv->workers};
 	if (ecfg.max_grant == 0 || ecfg.max_grant > TG_DURATION_MAX || ecfg.calls_max == 0 ||
 	    ecfg.ids_max == 0 || ecfg.ids_window == 0) {
 		tg_log("max-grant, calls-max, ids-max and ids-window must be positive");
@@ -102,7 +124,7 @@ start(struct tg_server *srv)
 	}
 
 	rc = input_path(cfg->rates, tg__demo_rates, "demo-rates", srv->rates_path,
-			sizeof(srv->rates_path));
+	                sizeof(srv->rates_path));
 	if (rc == 0)
 		rc = tg_server_reload(srv, err, sizeof(err));
 	if (rc != 0) {
@@ -114,7 +136,7 @@ start(struct tg_server *srv)
 	if (strcmp(cfg->accounts, "none") != 0) {
 		size_t created, skipped;
 		rc = input_path(cfg->accounts, tg__demo_accounts, "demo-accounts", accounts,
-				sizeof(accounts));
+		                sizeof(accounts));
 		tg_diag_init(&diag);
 		if (rc == 0)
 			rc = tg_accounts_load(accounts, &srv->table, &diag, &created, &skipped);
@@ -129,9 +151,11 @@ start(struct tg_server *srv)
 	}
 
 	/* After the accounts (their start-up scan adopts what loading fired), before any worker. */
-	struct tg_refill_cfg rcfg = {.host = cfg->redis_host, .port = cfg->redis_port,
-				     .stream = cfg->refill_stream, .timeout_s = cfg->refill_timeout,
-				     .ring = cfg->refill_ring};
+	struct tg_refill_cfg rcfg = {.host = cfg->redis_host,
+	                             .port = cfg->redis_port,
+	                             .stream = cfg->refill_stream,
+	                             .timeout_s = cfg->refill_timeout,
+	                             .ring = cfg->refill_ring};
 	rc = tg_refill_start(&srv->engine, &rcfg, err, sizeof(err));
 	if (rc != 0) {
 		tg_log("%s", err);

@@ -70,7 +70,7 @@ struct tg_acct *tg_table_find(const struct tg_table *t, uint64_t id);
  * TG_OK with *out set (and *created when this call made it), or TG_FULL.
  */
 enum tg_result tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct **out,
-			       bool *created);
+                               bool *created);
 /* Start loading the home slot of id into cache (for batched lookups). */
 void tg_table_prefetch(const struct tg_table *t, uint64_t id);
 /* The usage record of account a. */
@@ -103,11 +103,11 @@ tg_acct_id(const struct tg_acct *a)
 
 /* What a money operation did. */
 struct tg_move {
-	tg_money_t balance;   /* balance after */
-	tg_money_t available; /* balance - reserved, after */
-	bool refill_fired;    /* this step crossed the threshold and claimed the refill flag */
-	bool refill_cleared;  /* this step (a refill's credit) cleared the flag */
-	uint32_t refill_seq;  /* when fired: the request's number */
+	tg_money_t balance;       /* balance after */
+	tg_money_t available;     /* balance - reserved, after */
+	bool refill_fired;        /* this step crossed the threshold and claimed the refill flag */
+	bool refill_cleared;      /* this step (a refill's credit) cleared the flag */
+	uint32_t refill_seq;      /* when fired: the request's number */
 	tg_money_t refill_charge; /* when fired: the amount to charge */
 };
 
@@ -126,7 +126,7 @@ tg_money_t tg_acct_available(struct tg_acct *a);
  * one step.  cost may exceed reserved: the call happened.
  */
 enum tg_result tg_acct_commit(struct tg_acct *a, tg_money_t reserved, tg_money_t cost,
-			      struct tg_move *m);
+                              struct tg_move *m);
 /* Debit cost (>= 0) unconditionally: may take the balance below zero. */
 enum tg_result tg_acct_debit(struct tg_acct *a, tg_money_t cost, struct tg_move *m);
 /*
@@ -134,11 +134,20 @@ enum tg_result tg_acct_debit(struct tg_acct *a, tg_money_t cost, struct tg_move 
  * refill flag clears in the same step.
  */
 enum tg_result tg_acct_credit(struct tg_acct *a, tg_money_t amount, uint32_t refill_seq,
-			      struct tg_move *m);
+                              struct tg_move *m);
 /* Set the balance outright (an operator's correction).  Fires like a debit. */
 enum tg_result tg_acct_set_balance(struct tg_acct *a, tg_money_t balance, struct tg_move *m);
 /* A refill worker gave up on request refill_seq: clear the flag.  False if not in flight. */
 bool tg_acct_refill_clear(struct tg_acct *a, uint32_t refill_seq);
+
+/*
+ * At start-up on a segment a previous engine left: the calls it had in
+ * progress are gone with its process, so their reservations would hold money
+ * forever.  Release every reservation and call count (writer only, before
+ * any worker runs).  Returns the accounts touched; *amount the micro-units
+ * released.
+ */
+uint64_t tg_table_release_reservations(struct tg_table *t, tg_money_t *amount);
 
 /* ---- settings ---- */
 
@@ -157,7 +166,7 @@ struct tg_acct_settings {
  * already at or below the threshold fires one request at once (in *m).
  */
 enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s,
-				 struct tg_move *m);
+                                 struct tg_move *m);
 
 /* A consistent copy of one account, from a read-write or read-only mapping. */
 struct tg_acct_view {

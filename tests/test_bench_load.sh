@@ -97,6 +97,28 @@ total=$(awk -F, 'NR > 1 { n += $2 } END { print n + 0 }' "$tmp/open.csv")
 [ "$rows" -ge 1 ] && [ "$rows" -eq $(($(wc -l <"$tmp/open.csv") - 1)) ] || fail "CSV rows: $(cat "$tmp/open.csv")"
 [ "$total" = 2000 ] || fail "CSV rows add up to $total requests, not 2000"
 
+# The engine counted exactly what the generator sent: CDRs and money charged.
+info() { redis-cli -p "$port" INFO "$1" | tr -d '\r' | sed -n "s/^$2://p"; }
+if command -v redis-cli >/dev/null 2>&1; then
+	cdr0=$(info calls cdr) money0=$(info money money_charged)
+	"$TOLLBENCH" load -p "$port" -c 4 -P 16 -n 5000 --accounts 1000 --mix cdr \
+		--dest 14155551212 --secs 125 --json >"$tmp/count.json" 2>"$tmp/count.err" ||
+		{ cat "$tmp/count.err" >&2; fail "count run: tollbench load failed"; }
+	[ "$(num requests "$tmp/count.json")" = 5000 ] || fail "count run: $(num requests "$tmp/count.json") answered"
+	cdr1=$(info calls cdr) money1=$(info money money_charged)
+	[ $((cdr1 - cdr0)) = 5000 ] || fail "engine counted $((cdr1 - cdr0)) CDRs, the generator sent 5000"
+	# 125 s at 0.012/min, 6/6 billing: 126 s billed, 0.0252 each; 5000 of them: 126,
+	# compared in integer micro-units (no floating point near money).
+	micro() { # "12.5" -> 12500000
+		int=${1%%.*} frac=
+		case $1 in *.*) frac=${1#*.} ;; esac
+		frac=$(printf '%s000000' "$frac" | cut -c1-6 | sed 's/^0*//; s/^$/0/')
+		echo $((int * 1000000 + frac))
+	}
+	[ $(($(micro "$money1") - $(micro "$money0"))) = 126000000 ] ||
+		fail "engine charged $money0 -> $money1, not 126 more"
+fi
+
 # The human report, and the daemon still up.
 "$TOLLBENCH" load -p "$port" -c 2 -n 100 --accounts 1000 -q >"$tmp/text.out" 2>&1 ||
 	{ cat "$tmp/text.out" >&2; fail "text report: tollbench load failed"; }

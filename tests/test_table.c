@@ -333,6 +333,38 @@ test_refill_fires_once_per_crossing(void **state)
 	tg_table_unlink(shm_name);
 }
 
+/* A restarted engine cannot know its predecessor's calls: their holds are released. */
+static void
+test_release_reservations_after_restart(void **state)
+{
+	struct tg_table t;
+	struct tg_move m;
+	struct tg_acct_view v;
+	tg_money_t amount;
+	(void)state;
+
+	make_name("release");
+	open_table(&t, 10);
+	struct tg_acct *a = new_acct(&t, 1, M(10));
+	struct tg_acct *b = new_acct(&t, 2, M(10));
+	new_acct(&t, 3, M(10));
+	assert_int_equal(tg_acct_reserve(a, M(4), &m), TG_OK);
+	assert_int_equal(tg_acct_reserve(a, M(1), &m), TG_OK);
+	assert_int_equal(tg_acct_reserve(b, 0, &m), TG_OK); /* a free call: no money, one call */
+	assert_int_equal(tg_table_release_reservations(&t, &amount), 2);
+	assert_int_equal(amount, M(5));
+	tg_acct_read(a, &v);
+	assert_int_equal(v.reserved, 0);
+	assert_int_equal(v.available, M(10));
+	assert_int_equal(v.balance, M(10));
+	assert_int_equal(v.calls, 0);
+	tg_acct_read(b, &v);
+	assert_int_equal(v.calls, 0);
+	assert_int_equal(tg_table_release_reservations(&t, &amount), 0);
+	tg_table_close(&t);
+	tg_table_unlink(shm_name);
+}
+
 static void
 test_reader_process_sees_updates(void **state)
 {
@@ -443,6 +475,7 @@ main(void)
 	    cmocka_unit_test(test_reserve_commit_debit_credit),
 	    cmocka_unit_test(test_states_block),
 	    cmocka_unit_test(test_refill_fires_once_per_crossing),
+	    cmocka_unit_test(test_release_reservations_after_restart),
 	    cmocka_unit_test(test_reader_process_sees_updates),
 	    cmocka_unit_test(test_attach_refuses_foreign_segments),
 	};

@@ -94,8 +94,6 @@ stat_account(FILE *f, const struct stat_src *s, uint64_t id)
 	char m[TG_MONEY_STR_MAX], b[96];
 	struct tg_acct_view v;
 	struct rrec r;
-	int64_t bal;
-	uint64_t hold;
 
 	if (a == NULL) {
 		fprintf(stderr, "tollstat: account %" PRIu64 ": no such account in %s\n", id,
@@ -103,7 +101,6 @@ stat_account(FILE *f, const struct stat_src *s, uint64_t id)
 		return STAT_EXIT_FOUND;
 	}
 	tg_acct_read(a, &v);
-	stat_pair_read(a, &bal, &hold);
 	const struct tg_usage *u = tg_table_usage(t, a);
 	rrec_read(tg_table_refill(t, a), &r);
 	int64_t now = (int64_t)time(NULL);
@@ -160,8 +157,6 @@ stat_account(FILE *f, const struct stat_src *s, uint64_t id)
 	}
 	FIELD("slot", "%" PRIu64, tg_table_index(t, a));
 #undef FIELD
-	(void)bal;
-	(void)hold;
 	return STAT_EXIT_OK;
 }
 

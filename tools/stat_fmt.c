@@ -528,9 +528,9 @@ stat_print_doc(FILE *f)
 	para(f,
 	     "Counters only grow within one run of the engine. Money counters are micro-units "
 	     "(1e-6 of the currency): `INFO` and `tollstat` print them as decimals, and "
-	     "Prometheus gets them as integers of micro-units under a `_micro` name, divided by "
-	     "nothing and rounded never (divide by 1e6 for the amount; Prometheus' float64 holds "
-	     "them exactly up to 2^53 micro-units, about 9 billion of the currency).");
+	     "Prometheus gets them as integers of micro-units under a `_micro` name (divide by "
+	     "1e6 for the amount; Prometheus' float64 holds them exactly up to 2^53 micro-units, "
+	     "about 9 billion of the currency).");
 	for (unsigned k = 0; k < nsec; k++) {
 		fprintf(f, "### INFO section `%s`\n\n", secs[k]);
 		fputs("| counter | unit | Prometheus | description |\n|---|---|---|---|\n", f);

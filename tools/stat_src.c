@@ -73,8 +73,7 @@ stat_src_open(struct stat_src *s, const char *name)
 {
 	memset(s, 0, sizeof(*s));
 	s->name = name;
-	/* The file attached must be the one identified: a segment made anew in between is retried.
-	 */
+	/* The file mapped must be the one identified: one made anew in between is retried. */
 	for (int tries = 0; tries < 3; tries++) {
 		dev_t d1, d2;
 		ino_t i1, i2;
@@ -131,8 +130,7 @@ stat_src_refresh(struct stat_src *s)
 
 	uint64_t gen = tg_load_64(&s->t.hdr->generation);
 	int32_t pid = (int32_t)tg_load_32((uint32_t *)&s->t.hdr->writer_pid);
-	/* Every writer that attaches bumps the generation; a writer going away only clears its pid.
-	 */
+	/* A writer that attaches bumps the generation; one going away only clears its pid. */
 	if (gen != s->generation || (pid != s->pid && pid != 0))
 		return remap(s) ? STAT_NEW_ENGINE : STAT_LOST;
 	s->pid = pid;
