@@ -1,19 +1,23 @@
 /*
- * mail.h - the refill worker's mail: receipts and failure notices, written
- * once each into a spool directory.
+ * mail.h - the refill worker's mail: receipts and failure notices, composed
+ * as RFC 5322 messages and handed to a notifier.
  *
- * A mail is one file named "<request id>.<kind>" ("refill:42:1.receipt",
- * "refill:42:1.failure") holding an RFC 5322 message.  The name is claimed
- * exclusively, so however many workers and retries try, one request gets at
- * most one mail of each kind.  Optionally each new mail is also piped into a
- * command (sendmail -t).  This module composes and delivers; it never
- * decides whether a mail is due.
+ * A notifier is a table of function pointers behind a small handle, like
+ * the payment gateway (gateway.h), so another transport can replace the
+ * bundled ones without touching the worker.  Two are bundled: a maildir
+ * (each mail a file linked into DIR/new under a name made of the request id
+ * and the kind, so it is created at most once) and a sendmail pipe (each
+ * mail piped into a command such as "sendmail -t").  This module composes
+ * and delivers; it never decides whether a mail is due, and it keeps no
+ * record of what it sent beyond what its transport itself holds: the worker
+ * keeps that record (docs/REFILL.md, "Mail").
  */
 #ifndef TG_MAIL_H
 #define TG_MAIL_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "tg_money.h"
 
@@ -23,20 +27,25 @@
 #define TG_MAIL_ADDR_MAX 254
 /* Bytes of a display name kept in a mail, NUL not counted; longer names are cut. */
 #define TG_MAIL_NAME_MAX 128
+/* Bytes of a maildir file name for a mail ("refill.42.1.receipt"), NUL included. */
+#define TG_MAIL_FILE_MAX (TG_CALLID_MAX + 16)
 
 enum tg_mail_kind { TG_MAIL_RECEIPT, TG_MAIL_FAILURE };
 
 /* What a mail says.  Strings are NUL-terminated and borrowed for the call. */
 struct tg_mail_refill {
-	const char *request_id; /* "refill:<acct>:<n>": no '/', not starting with '.' */
+	const char *request_id; /* "refill:<acct>:<n>": letters, digits, ':', '-', '_' */
 	uint64_t account;
 	const char *to;     /* the billing contact (tg_mail_address_ok) */
 	const char *name;   /* may be NULL or empty */
 	const char *method; /* "card", "paypal", or NULL when none is on file */
+	const char *token;  /* the method's token (only its last 4 characters are shown); may be
+	                       NULL */
 	tg_money_t amount;  /* charged (receipt) or asked for (failure) */
+	time_t date;        /* the mail's date (header and body); 0: now */
 	/* receipt */
-	tg_money_t balance_after;
-	const char *reference; /* the gateway's reference */
+	tg_money_t balance_after; /* the engine's reply to ACCT.CREDIT */
+	const char *reference;    /* the gateway's reference */
 	/* failure */
 	const char *reason; /* declined, expired, timeout, error, no-payment-method */
 	unsigned attempts;  /* charge attempts made (0: none) */
@@ -44,37 +53,82 @@ struct tg_mail_refill {
 	tg_money_t balance_at_request;
 };
 
-#define TG_MAIL_SPOOL_MAGIC 0x6d61696cu /* "mail" */
-
-struct tg_mail_spool {
-	uint32_t magic;
-	int dirfd;
-	unsigned seq; /* temporary file names */
-	char from[TG_MAIL_ADDR_MAX + 1];
-	char host[64];
-	const char *sendmail; /* borrowed; NULL: spool only */
-};
+/* "receipt" or "failure". */
+const char *tg_mail_kind_name(enum tg_mail_kind kind);
 
 /* Whether addr is a plain, header-safe address: local@domain, no spaces or controls. */
 bool tg_mail_address_ok(const char *addr);
 
 /*
- * Open the spool at dir (an existing directory, writable).  from is the
- * From: address (tg_mail_address_ok); sendmail, when not NULL, a shell
- * command each new mail is piped into, kept by reference.  0 or -errno.
+ * Compose the mail of kind for m into out (cap bytes): headers (To, From,
+ * Subject, Date, Message-ID, MIME, X-Tollgate-Request), a blank line, the
+ * body; LF line ends.  from is the From: address, host the right side of
+ * the Message-ID.  Returns the length (no NUL counted), -EINVAL for a bad
+ * address or request id, -EMSGSIZE when it does not fit.
  */
-int tg_mail_open(struct tg_mail_spool *s, const char *dir, const char *from, const char *sendmail);
-void tg_mail_close(struct tg_mail_spool *s);
+int tg_mail_compose(enum tg_mail_kind kind, const struct tg_mail_refill *m, const char *from,
+                    const char *host, char *out, size_t cap);
 
 /*
- * Compose and post one mail of kind for m.  Returns 1 when this call wrote
- * it, 0 when that request's mail of that kind was already in the spool
- * (nothing written, nothing piped), -EINVAL for a bad address or request
- * id, another -errno when the spool could not be written (nothing
- * published: a retry may write it).  The file appears complete or not at
- * all.  A failing sendmail is logged and does not change the result: the
- * mail stays in the spool.
+ * The maildir file name of the mail of kind for request_id: the id with
+ * ':' turned into '.' (':' separates a maildir name from its flags), a dot
+ * and the kind: "refill.42.1.receipt".  The mapping is one to one on the
+ * ids tg_mail_compose accepts.  -EINVAL for a bad id, else 0.
  */
-int tg_mail_post(struct tg_mail_spool *s, enum tg_mail_kind kind, const struct tg_mail_refill *m);
+int tg_mail_file_name(const char *request_id, enum tg_mail_kind kind, char *out, size_t cap);
+
+struct tg_notifier_ops {
+	const char *name;
+	/*
+	 * Whether send itself refuses to deliver a mail of a kind twice for a
+	 * request (answering 0 instead).  When false, the caller must claim
+	 * the mail elsewhere before sending it.
+	 */
+	bool exclusive;
+	/*
+	 * Deliver the mail of kind for m (already checked).  1: delivered by
+	 * this call; 0: it had been delivered before (exclusive notifiers
+	 * only), nothing done; -errno: not delivered (the caller may retry).
+	 */
+	int (*send)(void *impl, enum tg_mail_kind kind, const struct tg_mail_refill *m);
+	/* Release everything impl holds.  Called once. */
+	void (*close)(void *impl);
+};
+
+#define TG_NOTIFIER_MAGIC 0x6e6f7466u /* "notf" */
+
+struct tg_notifier {
+	uint32_t magic;
+	const struct tg_notifier_ops *ops;
+	void *impl;
+};
+
+/*
+ * Check m (request id, address) and deliver it through n.  1, 0 or -errno
+ * as tg_notifier_ops.send; -EINVAL for a mail that can never be sent.
+ */
+int tg_notify(struct tg_notifier *n, enum tg_mail_kind kind, const struct tg_mail_refill *m);
+
+/* Close n and clear it; a cleared or never-opened (zeroed) handle is ignored. */
+void tg_notifier_close(struct tg_notifier *n);
+
+/*
+ * The maildir notifier, on dir: dir itself (its parent must exist) and its
+ * tmp, new and cur are created when missing (mode 0700).  Each mail is
+ * written to tmp/ under a unique name, flushed with fsync, then linked into
+ * new/ under tg_mail_file_name, which fails if the name exists: exclusive.
+ * A mail already in new/ or moved by a reader into cur/ (with or without
+ * ":2,<flags>") counts as delivered.  from is the From: address.  0 or
+ * -errno (-EINVAL for a bad from).
+ */
+int tg_notifier_maildir_open(struct tg_notifier *n, const char *dir, const char *from);
+
+/*
+ * The sendmail notifier: each mail piped into cmd, run by /bin/sh -c (e.g.
+ * "/usr/sbin/sendmail -t": the recipients come from the headers); a mail is
+ * delivered when cmd read it all and exited 0.  Not exclusive.  cmd is kept
+ * by reference.  0 or -errno (-EINVAL for a bad from or an empty cmd).
+ */
+int tg_notifier_sendmail_open(struct tg_notifier *n, const char *cmd, const char *from);
 
 #endif

@@ -122,13 +122,14 @@ struct stat_snap {
 int stat_spend_reset(struct stat_spend *sp, const struct stat_src *s);
 void stat_spend_free(struct stat_spend *sp);
 /*
- * Take a snapshot of s into out.  ntop (0..STAT_TOP_MAX) accounts go into
- * the top list: by spend since sp's previous scan when sp is primed (sp is
- * then updated), by spend since creation when sp is NULL.  With ntop 0 the
- * usage records are not read at all.
+ * Take a snapshot of s into out; with scan_slots false the per-slot figures
+ * (totals, pending, top list) are left zero for the caller to carry over.  ntop (0..STAT_TOP_MAX)
+ * accounts go into the top list: by spend since sp's previous scan when sp is primed (sp is then
+ * updated), by spend since creation when sp is NULL.  With ntop 0 the usage records are not read at
+ * all.
  */
 void stat_snap_take(const struct stat_src *s, struct stat_snap *out, struct stat_spend *sp,
-                    unsigned ntop);
+                    unsigned ntop, bool scan_slots);
 
 /* ---- formatting (stat_fmt.c) ---- */
 

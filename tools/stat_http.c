@@ -217,7 +217,7 @@ serve(int fd, struct stat_src *src, bool *attached)
 		respond(fd, "500 Internal Server Error", text, msg, sizeof(msg) - 1);
 		return;
 	}
-	stat_snap_take(src, &snap, NULL, 0);
+	stat_snap_take(src, &snap, NULL, 0, true);
 	stat_print_prom(m, src, &snap);
 	fclose(m);
 	respond(fd, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body, len);

@@ -260,7 +260,8 @@ scan(const struct tg_table *t, struct stat_snap *n, struct stat_spend *sp, unsig
 }
 
 void
-stat_snap_take(const struct stat_src *s, struct stat_snap *n, struct stat_spend *sp, unsigned ntop)
+stat_snap_take(const struct stat_src *s, struct stat_snap *n, struct stat_spend *sp, unsigned ntop,
+               bool scan_slots)
 {
 	const struct tg_table *t = &s->t;
 	struct tg_shm_hdr *h = t->hdr;
@@ -293,5 +294,6 @@ stat_snap_take(const struct stat_src *s, struct stat_snap *n, struct stat_spend 
 			n->counter[c] = tg_stats_counter(t->stats, h->stats_blocks, c);
 	for (unsigned k = 0; k < TG_HIST__COUNT; k++)
 		tg_stats_hist(t->stats, h->stats_blocks, k, &n->hist[k]);
-	scan(t, n, sp, ntop);
+	if (scan_slots)
+		scan(t, n, sp, ntop);
 }

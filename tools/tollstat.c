@@ -36,7 +36,8 @@ struct opts {
 	const char *shm;
 	enum mode mode;
 	unsigned top;
-	unsigned interval;
+	unsigned interval_ms;
+	unsigned scan_ms; /* live view: walk every slot at most this often */
 	const char *listen;
 	uint64_t account;
 };
@@ -71,7 +72,9 @@ usage(FILE *f)
 	      "  --shm NAME          the segment (default " DEFAULT_SHM ")\n"
 	      "  --top N             accounts in the top list, 0..100 (default 10; 0: no usage "
 	      "scan)\n"
-	      "  -i SECONDS          refresh interval of the live view, 1..3600 (default 1)\n"
+	      "  -i SECONDS          refresh interval of the live view, 0.1..3600 (default 1)\n"
+	      "  --scan SECONDS      live view: walk every slot (totals, top list) at most this\n"
+	      "                      often, 0.1..3600 (default 5); counters refresh every -i\n"
 	      "exit: 0 ok; 1 verify found violations, or no such account; 2 no segment or one\n"
 	      "of another layout; 3 usage; 4 cannot listen or write\n",
 	      f);
@@ -97,13 +100,46 @@ parse_uint(const char *s, uint64_t max, uint64_t *out)
 }
 
 /* Returns -1 to go on, else the exit code. */
+/* "2", "0.1", "0.25": seconds with at most 3 decimals, 0.1 to INTERVAL_MAX, as ms. */
+static bool
+parse_interval(const char *s, unsigned *ms)
+{
+	unsigned long whole = 0, frac = 0, scale = 1000;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return false;
+	while (*p >= '0' && *p <= '9' && whole <= INTERVAL_MAX)
+		whole = whole * 10 + (unsigned long)(*p++ - '0');
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return false;
+		while (*p >= '0' && *p <= '9' && scale > 1) {
+			scale /= 10;
+			frac += (unsigned long)(*p++ - '0') * scale;
+		}
+	}
+	if (*p != '\0' || whole > INTERVAL_MAX)
+		return false;
+	unsigned long total = whole * 1000 + frac;
+	if (total < 100 || total > (unsigned long)INTERVAL_MAX * 1000)
+		return false;
+	*ms = (unsigned)total;
+	return true;
+}
+
 static int
 parse(int argc, char **argv, struct opts *o)
 {
 	uint64_t v;
 	int i;
 
-	*o = (struct opts){.shm = DEFAULT_SHM, .mode = M_LIVE, .top = DEFAULT_TOP, .interval = 1};
+	*o = (struct opts){.shm = DEFAULT_SHM,
+	                   .mode = M_LIVE,
+	                   .top = DEFAULT_TOP,
+	                   .interval_ms = 1000,
+	                   .scan_ms = 5000};
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -136,13 +172,21 @@ parse(int argc, char **argv, struct opts *o)
 			}
 			o->top = (unsigned)v;
 			i++;
-		} else if ((strcmp(a, "-i") == 0 || strcmp(a, "--interval") == 0) && val) {
-			if (!parse_uint(val, INTERVAL_MAX, &v) || v == 0) {
-				fprintf(stderr, "tollstat: -i %s: expected 1..%d seconds\n", val,
-				        INTERVAL_MAX);
+		} else if (strcmp(a, "--scan") == 0 && val) {
+			if (!parse_interval(val, &o->scan_ms)) {
+				fprintf(stderr, "tollstat: --scan %s: expected 0.1..%d seconds\n",
+				        val, INTERVAL_MAX);
 				return STAT_EXIT_USAGE;
 			}
-			o->interval = (unsigned)v;
+			i++;
+		} else if ((strcmp(a, "-i") == 0 || strcmp(a, "--interval") == 0) && val) {
+			if (!parse_interval(val, &o->interval_ms)) {
+				fprintf(stderr,
+				        "tollstat: -i %s: expected 0.1..%d seconds (at most 3 "
+				        "decimals)\n",
+				        val, INTERVAL_MAX);
+				return STAT_EXIT_USAGE;
+			}
 			i++;
 		} else if (strcmp(a, "account") == 0 && val && i + 2 == argc) {
 			/* Account ids as the protocol reads them: decimal, leading zeros allowed.
@@ -185,10 +229,18 @@ terminal_size(unsigned *rows, unsigned *cols)
 }
 
 /* Sleep s seconds or until a signal comes. */
-static void
-nap(unsigned s)
+static uint64_t
+mono_ms(void)
 {
-	struct timespec ts = {(time_t)s, 0};
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+nap(unsigned ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
 	nanosleep(&ts, NULL);
 }
 
@@ -200,6 +252,7 @@ live(struct stat_src *src, const struct opts *o)
 	char notice[STAT_ERR_MAX + 128] = "";
 	unsigned notice_left = 0, rows, cols;
 	bool have_prev = false, tty = isatty(STDOUT_FILENO);
+	uint64_t last_scan_ms = 0;
 	int cur = 0;
 
 	if (snaps == NULL || (o->top && stat_spend_reset(&spend, src) != 0)) {
@@ -237,7 +290,29 @@ live(struct stat_src *src, const struct opts *o)
 			         src->err);
 			notice_left = 1;
 		}
-		stat_snap_take(src, &snaps[cur], o->top ? &spend : NULL, o->top);
+		/*
+		 * Counters and histograms every refresh; the walk over every slot
+		 * (totals, pending, top list) only every scan interval: on a big
+		 * table it is the one costly part, and the engine shares the cores.
+		 */
+		uint64_t now = mono_ms();
+		bool scan = !have_prev || now - last_scan_ms >= o->scan_ms;
+		stat_snap_take(src, &snaps[cur], o->top ? &spend : NULL, o->top, scan);
+		if (scan) {
+			last_scan_ms = now;
+		} else {
+			struct stat_snap *p = &snaps[cur ^ 1], *n = &snaps[cur];
+			n->used = p->used;
+			n->calls = p->calls;
+			n->inflight = p->inflight;
+			n->pending = p->pending;
+			n->balance = p->balance;
+			n->reserved = p->reserved;
+			n->scan_ns = p->scan_ns;
+			n->ntop = p->ntop;
+			memcpy(n->top, p->top, sizeof(n->top));
+			n->top_interval = p->top_interval;
+		}
 		terminal_size(&rows, &cols);
 		stat_print_live(stdout, src, have_prev ? &snaps[cur ^ 1] : NULL, &snaps[cur],
 		                notice_left ? notice : NULL, rows, cols);
@@ -246,7 +321,7 @@ live(struct stat_src *src, const struct opts *o)
 		have_prev = true;
 		cur ^= 1;
 		if (!stopping)
-			nap(o->interval);
+			nap(o->interval_ms);
 	}
 	if (tty)
 		fputs("\033[?1049l", stdout);
@@ -284,7 +359,7 @@ main(int argc, char **argv)
 	case M_ONCE:
 	case M_JSON:
 	case M_PROM:
-		stat_snap_take(&src, &snap, NULL, o.mode == M_PROM ? 0 : o.top);
+		stat_snap_take(&src, &snap, NULL, o.mode == M_PROM ? 0 : o.top, true);
 		if (o.mode == M_ONCE)
 			stat_print_text(stdout, &src, &snap);
 		else if (o.mode == M_JSON)
