@@ -383,7 +383,7 @@ has out "4 accounts in 1250 slots: 5 violations"
 rm -f "/dev/shm$shm-broken"
 
 # ---- the live view: figures, and a restart noticed ----
-"$TOLLSTAT" --shm "$shm" -i 1 >"$dir/live.out" 2>"$dir/live.err" &
+"$TOLLSTAT" --shm "$shm" -i 1 --scan 1 >"$dir/live.out" 2>"$dir/live.err" &
 vpid=$!
 sleep 1.5
 cli_is 0.2 CDR 1004 447700900000 100 cdr2

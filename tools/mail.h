@@ -16,9 +16,11 @@
 #define TG_MAIL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
+#include "tg_limits.h"
 #include "tg_money.h"
 
 /* Bytes of one composed mail, headers included. */
