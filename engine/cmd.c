@@ -29,7 +29,7 @@ typedef int (*cmd_fn)(struct ctx *c);
 
 struct command {
 	const char *name;
-	uint8_t kind; /* enum tg_hist_kind: which latency histogram */
+	uint8_t kind;    /* enum tg_hist_kind: which latency histogram */
 	int8_t min_args; /* arguments after the name */
 	int8_t max_args; /* -1: any */
 	bool noauth;     /* allowed before AUTH */
@@ -45,8 +45,7 @@ reply_result(struct ctx *c, enum tg_result r)
 	return TG_NET_CONTINUE;
 }
 
-static int
-reply_err(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int reply_err(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int
 reply_err(struct ctx *c, const char *fmt, ...)
@@ -111,7 +110,7 @@ arg_seconds(struct ctx *c, unsigned i, const char *what, uint32_t *out)
 		return true;
 	}
 	reply_err(c, "invalid %s '%s' (0 to %u seconds)", what, show(&c->req->argv[i], b),
-		  TG_DURATION_MAX);
+	          TG_DURATION_MAX);
 	return false;
 }
 
@@ -137,7 +136,7 @@ arg_money(struct ctx *c, unsigned i, const char *what, tg_money_t *out)
 	if (rc == 0)
 		return true;
 	reply_err(c, "invalid %s '%s' (%s)", what, show(a, b),
-		  rc == -ERANGE ? "out of range" : "a decimal with at most 6 decimals");
+	          rc == -ERANGE ? "out of range" : "a decimal with at most 6 decimals");
 	return false;
 }
 
@@ -244,7 +243,7 @@ cmd_acct_refill_failed(struct ctx *c)
 	enum tg_result r = tg_refill_failed(c->w, acct, req);
 	if (r == TG_ERR)
 		return reply_err(c, "not a refill request id of account %llu",
-				 (unsigned long long)acct);
+		                 (unsigned long long)acct);
 	if (r != TG_OK)
 		return reply_result(c, r);
 	tg_out_status(c->out, "OK");
@@ -303,11 +302,11 @@ cmd_acct_set(struct ctx *c)
 	if (a != NULL) {
 		tg_acct_read(a, &v);
 		s = (struct tg_acct_settings){.plan = v.plan,
-					      .threshold = v.threshold,
-					      .refill_amount = v.refill_amount,
-					      .state = v.state,
-					      .refill_mode = v.refill_mode,
-					      .flags = v.flags};
+		                              .threshold = v.threshold,
+		                              .refill_amount = v.refill_amount,
+		                              .state = v.state,
+		                              .refill_mode = v.refill_mode,
+		                              .flags = v.flags};
 	}
 	/* Parse every option before anything changes. */
 	for (unsigned i = 2; i < q->argc; i++) {
@@ -342,7 +341,7 @@ cmd_acct_set(struct ctx *c)
 			if (mode != TG_REFILL_OFF) {
 				if (i + 1 >= q->argc)
 					return reply_err(c, "REFILL %s needs an amount",
-							 refill_names[mode]);
+					                 refill_names[mode]);
 				if (!arg_money(c, ++i, "refill amount", &s.refill_amount))
 					return TG_NET_CONTINUE;
 				if (s.refill_amount <= 0)
@@ -359,7 +358,7 @@ cmd_acct_set(struct ctx *c)
 				return reply_err(c, "PAYMENT must be on or off");
 		} else {
 			return reply_err(c, "unknown or incomplete ACCT.SET option '%s'",
-					 show(k, b));
+			                 show(k, b));
 		}
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
@@ -368,7 +367,7 @@ cmd_acct_set(struct ctx *c)
 		plan = register_plan(c, new_plan);
 		if (plan < 0)
 			return reply_err(c, "invalid plan name '%s'%s", show(new_plan, b),
-					 plan == -ENOSPC ? " (too many plans)" : "");
+			                 plan == -ENOSPC ? " (too many plans)" : "");
 		s.plan = (uint32_t)plan;
 	}
 	if (a == NULL) {
@@ -523,7 +522,7 @@ cmd_auth(struct ctx *c)
 
 	if (srv->pass_len == 0) {
 		tg_out_error(c->out, "ERR",
-			     "AUTH <password> called without any password configured");
+		             "AUTH <password> called without any password configured");
 		return TG_NET_CONTINUE;
 	}
 	if (c->req->argc == 3 && !tg_arg_is(&c->req->argv[1], "default")) {
@@ -614,7 +613,6 @@ want(const struct tg_arg *sec, const char *name)
 	       tg_arg_is(sec, name);
 }
 
-
 static void
 info_counters(struct info *i, const struct tg_engine *e, const char *section)
 {
@@ -648,33 +646,34 @@ cmd_info(struct ctx *c)
 		tg_net_stats(net, &ns);
 	if (want(sec, "server")) {
 		info_add(&i,
-			 "# Server\r\ntollgate_version:%s\r\nprocess_id:%d\r\ntcp_port:%u\r\n"
-			 "uptime_in_seconds:%llu\r\nworkers:%u\r\nshm_name:%s\r\n"
-			 "shm_generation:%llu\r\nconfig_file:%s\r\nrates:%s\r\n"
-			 "rates_reloads:%llu\r\nrates_reload_failures:%llu\r\n\r\n",
-			 TG_VERSION, (int)getpid(), net ? tg_net_port(net) : 0,
-			 (unsigned long long)(c->w->now_s - srv->started_s), srv->workers,
-			 srv->table.name, (unsigned long long)srv->table.hdr->generation,
-			 srv->cfg.config_file, srv->rates_path,
-			 (unsigned long long)tg_load_64(&srv->reloads),
-			 (unsigned long long)tg_load_64(&srv->reload_failures));
+		         "# Server\r\ntollgate_version:%s\r\nprocess_id:%d\r\ntcp_port:%u\r\n"
+		         "uptime_in_seconds:%llu\r\nworkers:%u\r\nshm_name:%s\r\n"
+		         "shm_generation:%llu\r\nconfig_file:%s\r\nrates:%s\r\n"
+		         "rates_reloads:%llu\r\nrates_reload_failures:%llu\r\n\r\n",
+		         TG_VERSION, (int)getpid(), net ? tg_net_port(net) : 0,
+		         (unsigned long long)(c->w->now_s - srv->started_s), srv->workers,
+		         srv->table.name, (unsigned long long)srv->table.hdr->generation,
+		         srv->cfg.config_file, srv->rates_path,
+		         (unsigned long long)tg_load_64(&srv->reloads),
+		         (unsigned long long)tg_load_64(&srv->reload_failures));
 	}
 
 	if (want(sec, "clients"))
-		info_add(&i,
-			 "# Clients\r\nconnected_clients:%llu\r\ntotal_connections_received:%llu\r\n"
-			 "rejected_connections:%llu\r\nidle_closed_connections:%llu\r\n\r\n",
-			 (unsigned long long)ns.open, (unsigned long long)ns.accepted,
-			 (unsigned long long)ns.rejected, (unsigned long long)ns.idle_closed);
+		info_add(
+		    &i,
+		    "# Clients\r\nconnected_clients:%llu\r\ntotal_connections_received:%llu\r\n"
+		    "rejected_connections:%llu\r\nidle_closed_connections:%llu\r\n\r\n",
+		    (unsigned long long)ns.open, (unsigned long long)ns.accepted,
+		    (unsigned long long)ns.rejected, (unsigned long long)ns.idle_closed);
 	if (want(sec, "accounts")) {
 		const struct tg_planset *ps = c->w->plans;
 		info_add(&i,
-			 "# Accounts\r\naccounts:%llu\r\ncapacity:%llu\r\ncalls_in_progress:%zu\r\n"
-			 "ids_remembered:%zu\r\nplans:%zu\r\nprefixes:%zu\r\n\r\n",
-			 (unsigned long long)ck_pr_load_64(&srv->table.hdr->count),
-			 (unsigned long long)srv->table.hdr->capacity, tg_calls_count(e->calls),
-			 tg_idem_count(e->ids), ps ? tg_planset_plans(ps) : 0,
-			 ps ? tg_planset_prefixes(ps) : 0);
+		         "# Accounts\r\naccounts:%llu\r\ncapacity:%llu\r\ncalls_in_progress:%zu\r\n"
+		         "ids_remembered:%zu\r\nplans:%zu\r\nprefixes:%zu\r\n\r\n",
+		         (unsigned long long)ck_pr_load_64(&srv->table.hdr->count),
+		         (unsigned long long)srv->table.hdr->capacity, tg_calls_count(e->calls),
+		         tg_idem_count(e->ids), ps ? tg_planset_plans(ps) : 0,
+		         ps ? tg_planset_prefixes(ps) : 0);
 	}
 	static const char *const sections[] = {"stats", "calls", "refills", "money"};
 	static const char *const titles[] = {"Stats", "Calls", "Refills", "Money"};
@@ -682,10 +681,6 @@ cmd_info(struct ctx *c)
 		if (!want(sec, sections[k]))
 			continue;
 		info_add(&i, "# %s\r\n", titles[k]);
-		if (k == 0) /* counted by the server, not the engine */
-			info_add(&i, "protocol_errors:%llu\r\nreplies_too_large:%llu\r\n",
-				 (unsigned long long)ns.protocol_errors,
-				 (unsigned long long)ns.too_large);
 		info_counters(&i, e, sections[k]);
 		if (strcmp(sections[k], "refills") == 0) /* a gauge, not a counter */
 			info_add(&i, "refills_pending:%llu\r\n",
@@ -698,12 +693,13 @@ cmd_info(struct ctx *c)
 		for (unsigned k = 0; k < TG_HIST__COUNT; k++) {
 			struct tg_hist h;
 			tg_stats_hist(srv->table.stats, TG_STATS_BLOCKS, k, &h);
-			info_add(&i,
-				 "latency_%s:calls=%llu,p50_usec=%llu,p99_usec=%llu,p999_usec=%llu\r\n",
-				 tg_hist_name(k), (unsigned long long)tg_hist_total(&h),
-				 (unsigned long long)(tg_hist_percentile(&h, 50000) + 999) / 1000,
-				 (unsigned long long)(tg_hist_percentile(&h, 99000) + 999) / 1000,
-				 (unsigned long long)(tg_hist_percentile(&h, 99900) + 999) / 1000);
+			info_add(
+			    &i,
+			    "latency_%s:calls=%llu,p50_usec=%llu,p99_usec=%llu,p999_usec=%llu\r\n",
+			    tg_hist_name(k), (unsigned long long)tg_hist_total(&h),
+			    (unsigned long long)(tg_hist_percentile(&h, 50000) + 999) / 1000,
+			    (unsigned long long)(tg_hist_percentile(&h, 99000) + 999) / 1000,
+			    (unsigned long long)(tg_hist_percentile(&h, 99900) + 999) / 1000);
 		}
 		info_add(&i, "\r\n");
 	}
@@ -747,10 +743,10 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 {
 	struct tg_server *srv = arg;
 	struct ctx c = {.srv = srv,
-			.w = tg_engine_worker(&srv->engine, worker),
-			.s = session,
-			.req = req,
-			.out = out};
+	                .w = tg_engine_worker(&srv->engine, worker),
+	                .s = session,
+	                .req = req,
+	                .out = out};
 	char b[48];
 
 	TG_CHECK_OBJ(c.s, TG_SESSION_MAGIC);
@@ -826,12 +822,24 @@ tick(void *arg, unsigned worker)
 	tg_worker_exit(w);
 }
 
+/* The server's counters go to each worker's block in the segment, in enum tg_net_counter order. */
+static uint64_t *
+net_counters(void *arg, unsigned worker)
+{
+	struct tg_server *srv = arg;
+	return &tg_engine_worker(&srv->engine, worker)->stats->counter[TG_C_connections_accepted];
+}
+
+_Static_assert(TG_C_bytes_sent - TG_C_connections_accepted + 1 == TG_NETC__COUNT,
+               "the server's counters are contiguous in tbl/tg_counters.h, in its order");
+
 void
 tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 {
 	memset(h, 0, sizeof(*h));
 	h->arg = srv;
 	h->session_size = sizeof(struct tg_session);
+	h->counters = net_counters;
 	h->session_open = session_open;
 	h->session_close = session_close;
 	h->max_request = max_request;

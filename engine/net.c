@@ -169,15 +169,10 @@ struct worker {
 	uint64_t now_ms, next_tick_ms;
 	int setup_rc;
 	char setup_err[200];
-	/* Written by this worker only, read by any thread. */
-	struct {
-		uint64_t open;
-		uint64_t accepted;
-		uint64_t rejected;
-		uint64_t idle_closed;
-		uint64_t proto_errors;
-		uint64_t too_large;
-	} stats __attribute__((aligned(64)));
+	/* Written by this worker only, read by any thread: own[] unless the handler gives a place.
+	 */
+	uint64_t *ctr;
+	uint64_t own[TG_NETC__COUNT] __attribute__((aligned(64)));
 };
 
 struct tg_net {
@@ -303,9 +298,9 @@ ud_ours(uint64_t ud)
 }
 
 static void
-stat_inc(uint64_t *counter)
+stat_add(struct worker *w, enum tg_net_counter k, uint64_t n)
 {
-	store64(counter, *counter + 1);
+	store64(&w->ctr[k], load64(&w->ctr[k]) + n);
 }
 
 /* Give provided buffer bid back to the kernel (published before the next submit). */
@@ -485,7 +480,7 @@ conn_close(struct worker *w, struct conn *c)
 	c->state = CONN_CLOSING;
 	if (h->session_close)
 		h->session_close(h->arg, w->id, c->session);
-	store64(&w->stats.open, w->stats.open - 1);
+	stat_add(w, TG_NETC_CLOSED, 1);
 	hold_release_all(w, c);
 	c->in_len = 0;
 	if (c->recv_armed || c->send_inflight) {
@@ -518,7 +513,7 @@ conn_open(struct worker *w, int fd)
 
 		io_uring_prep_close(sqe, fd);
 		sqe->user_data = ud_make(OP_REJECT, 0, 0);
-		stat_inc(&w->stats.rejected);
+		stat_add(w, TG_NETC_REJECTED, 1);
 		return;
 	}
 	c = &w->conns[w->free_head];
@@ -540,8 +535,7 @@ conn_open(struct worker *w, int fd)
 	c->last_ms = w->now_ms;
 	c->partial_ms = 0;
 	memset(c->session, 0, h->session_size);
-	stat_inc(&w->stats.accepted);
-	store64(&w->stats.open, w->stats.open + 1);
+	stat_add(w, TG_NETC_ACCEPTED, 1);
 	if (h->session_open)
 		h->session_open(h->arg, w->id, c->session);
 	arm_recv(w, c);
@@ -571,7 +565,7 @@ conn_error(struct worker *w, struct conn *c, const char *err)
 		tg_out_raw(&c->out, "\r\n", 2);
 	}
 	c->close_after = true;
-	stat_inc(&w->stats.proto_errors);
+	stat_add(w, TG_NETC_PROTOCOL_ERRORS, 1);
 }
 
 static size_t
@@ -642,7 +636,7 @@ conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t s
 				c->out.len = before;
 				c->out.overflow = false;
 				tg_out_raw(&c->out, too_large, sizeof(too_large) - 1);
-				stat_inc(&w->stats.too_large);
+				stat_add(w, TG_NETC_TOO_LARGE, 1);
 			}
 			if (rc == TG_NET_CLOSE) {
 				c->close_after = true;
@@ -809,6 +803,7 @@ on_recv(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
 			size_t used = 0;
 
 			c->last_ms = w->now_ms;
+			stat_add(w, TG_NETC_BYTES_IN, (uint64_t)res);
 			if (!c->send_inflight && c->hold_n == 0)
 				used = conn_feed(w, c, p, (size_t)res);
 			if (used < (size_t)res && c->state == CONN_OPEN && !c->close_after)
@@ -841,6 +836,7 @@ on_send(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
 		return;
 	}
 	c->last_ms = w->now_ms;
+	stat_add(w, TG_NETC_BYTES_OUT, (uint64_t)cqe->res);
 	c->out_sent += (uint32_t)cqe->res;
 	TG_ASSERT(c->out_sent <= c->out.len);
 	if (c->out_sent == c->out.len) {
@@ -1002,7 +998,7 @@ tick(struct worker *w)
 			continue;
 		if (w->now_ms - c->last_ms >= idle ||
 		    (c->in_len > 0 && w->now_ms - c->partial_ms >= idle)) {
-			stat_inc(&w->stats.idle_closed);
+			stat_add(w, TG_NETC_IDLE_CLOSED, 1);
 			conn_close(w, c);
 		}
 	}
@@ -1141,7 +1137,7 @@ worker_teardown(struct worker *w)
 			c->state = CONN_CLOSING;
 			if (h->session_close)
 				h->session_close(h->arg, w->id, c->session);
-			store64(&w->stats.open, w->stats.open - 1);
+			stat_add(w, TG_NETC_CLOSED, 1);
 		}
 		/* Wakes a recv or a send stuck on a peer that does not read. */
 		if (c->fd >= 0)
@@ -1463,6 +1459,9 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 		n->w[i].magic = WORKER_MAGIC;
 		n->w[i].id = i;
 		n->w[i].net = n;
+		n->w[i].ctr = h->counters ? h->counters(h->arg, i) : NULL;
+		if (n->w[i].ctr == NULL)
+			n->w[i].ctr = n->w[i].own;
 		n->w[i].lfd = -1;
 		n->w[i].efd = -1;
 	}
@@ -1571,7 +1570,8 @@ tg_net_connections(const struct tg_net *n)
 
 	TG_CHECK_OBJ_NOTNULL(n, NET_MAGIC);
 	for (unsigned i = 0; i < n->nworkers; i++)
-		sum += load64(&n->w[i].stats.open);
+		sum +=
+		    load64(&n->w[i].ctr[TG_NETC_ACCEPTED]) - load64(&n->w[i].ctr[TG_NETC_CLOSED]);
 	return sum;
 }
 
@@ -1581,12 +1581,13 @@ tg_net_stats(const struct tg_net *n, struct tg_net_stats *st)
 	TG_CHECK_OBJ_NOTNULL(n, NET_MAGIC);
 	memset(st, 0, sizeof(*st));
 	for (unsigned i = 0; i < n->nworkers; i++) {
-		st->open += load64(&n->w[i].stats.open);
-		st->accepted += load64(&n->w[i].stats.accepted);
-		st->rejected += load64(&n->w[i].stats.rejected);
-		st->idle_closed += load64(&n->w[i].stats.idle_closed);
-		st->protocol_errors += load64(&n->w[i].stats.proto_errors);
-		st->too_large += load64(&n->w[i].stats.too_large);
+		const uint64_t *k = n->w[i].ctr;
+		st->open += load64(&k[TG_NETC_ACCEPTED]) - load64(&k[TG_NETC_CLOSED]);
+		st->accepted += load64(&k[TG_NETC_ACCEPTED]);
+		st->rejected += load64(&k[TG_NETC_REJECTED]);
+		st->idle_closed += load64(&k[TG_NETC_IDLE_CLOSED]);
+		st->protocol_errors += load64(&k[TG_NETC_PROTOCOL_ERRORS]);
+		st->too_large += load64(&k[TG_NETC_TOO_LARGE]);
 	}
 }
 

@@ -20,8 +20,29 @@
 #define TG_NET_CONTINUE 0
 #define TG_NET_CLOSE    1 /* send what was written, then close (QUIT, protocol error) */
 
+/*
+ * The server's counters, in this order: where they live is the handler's
+ * choice (tollgated puts them in each worker's block of the segment).
+ */
+enum tg_net_counter {
+	TG_NETC_ACCEPTED,
+	TG_NETC_CLOSED,
+	TG_NETC_REJECTED,
+	TG_NETC_IDLE_CLOSED,
+	TG_NETC_PROTOCOL_ERRORS,
+	TG_NETC_TOO_LARGE,
+	TG_NETC_BYTES_IN,
+	TG_NETC_BYTES_OUT,
+	TG_NETC__COUNT
+};
+
 struct tg_net_handler {
 	void *arg;
+	/*
+	 * Where worker `worker` keeps its TG_NETC__COUNT counters (written by
+	 * that worker alone, read by anyone); NULL: the server's own memory.
+	 */
+	uint64_t *(*counters)(void *arg, unsigned worker);
 	/* Bytes of per-connection state handed to the callbacks (allocated at start). */
 	size_t session_size;
 	void (*session_open)(void *arg, unsigned worker, void *session);
