@@ -34,7 +34,7 @@ typedef bool (*tg__csv_fn)(void *arg, const struct tg__csv_row *row, char *why, 
  * could not be (reported in diag too).
  */
 int tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv_fn fn,
-		 void *arg, unsigned *bad);
+                 void *arg, unsigned *bad);
 
 /* Quote at most 32 bytes of s for a reason; non-printables as '?'. */
 const char *tg__csv_show(char buf[40], const char *s, size_t len);

@@ -176,7 +176,7 @@ add_usage(struct tg_worker *w, struct tg_acct *a, const struct tg_rate *r, tg_mo
  */
 static enum tg_result
 rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
-	 const struct tg_rate **r)
+         const struct tg_rate **r)
 {
 	uint32_t plan = tg_load_32(&a->plan);
 	struct tg_rcache_entry *c = NULL;
@@ -187,10 +187,10 @@ rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
 		memcpy(d, dest, dlen);
 		uint64_t h =
 		    tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^
-			     (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
+		             (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
 		c = &w->rcache[h & (TG_RCACHE_SIZE - 1)];
 		if (TG_LIKELY(c->rate != NULL && c->d[0] == d[0] && c->d[1] == d[1] &&
-			      c->d[2] == d[2] && c->plan == plan && c->len == dlen)) {
+		              c->d[2] == d[2] && c->plan == plan && c->len == dlen)) {
 			*r = c->rate;
 			return TG_OK;
 		}
@@ -228,7 +228,7 @@ digest(uint32_t kind, struct tg_id id)
  */
 static enum tg_result
 window_check(struct tg_worker *w, struct tg_digest d, uint64_t fp, struct tg_idem_lock *l,
-	     int64_t *reply, bool *is_new)
+             int64_t *reply, bool *is_new)
 {
 	const struct tg_idem_rec *rec = tg_idem_lock(w->e->ids, d, w->now_s, l);
 
@@ -269,7 +269,7 @@ window_record(struct tg_worker *w, struct tg_idem_lock *l, uint64_t fp, int64_t 
 
 enum tg_result
 tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, struct tg_id call,
-	     uint32_t *granted)
+             uint32_t *granted)
 {
 	struct tg_engine *e = w->e;
 	const struct tg_rate *r;
@@ -341,11 +341,11 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		return res;
 	}
 	struct tg_call nc = {.acct = acct,
-			     .rate = *r,
-			     .reserved = cost,
-			     .granted = grant,
-			     .started_ns = w->now_ns,
-			     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
+	                     .rate = *r,
+	                     .reserved = cost,
+	                     .granted = grant,
+	                     .started_ns = w->now_ns,
+	                     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
 	res = tg_calls_insert_unlock(&l, &nc);
 	tg_idem_unlock(&il);
 	if (res != TG_OK) {
@@ -362,7 +362,7 @@ refused:
 
 enum tg_result
 tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t elapsed,
-	       uint32_t *granted)
+               uint32_t *granted)
 {
 	struct tg_engine *e = w->e;
 	struct tg_calls_lock l;
@@ -410,7 +410,7 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 
 enum tg_result
 tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t duration,
-	    tg_money_t *charge)
+            tg_money_t *charge)
 {
 	struct tg_engine *e = w->e;
 	struct tg_idem_lock il;
@@ -454,7 +454,7 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 
 enum tg_result
 tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
-	       uint32_t duration, tg_money_t *charge, struct tg_move *m)
+               uint32_t duration, tg_money_t *charge, struct tg_move *m)
 {
 	const struct tg_rate *r;
 	enum tg_result res = rate_for(w, a, dest, dlen, &r);
@@ -497,7 +497,7 @@ tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, uint32
 
 enum tg_result
 tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx,
-	  tg_money_t *balance)
+          tg_money_t *balance)
 {
 	struct tg_idem_lock il;
 	struct tg_move m;
@@ -510,7 +510,7 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 		return res;
 	struct tg_acct *a = tg_table_find(w->e->table, acct);
 	res = a ? tg_acct_credit(a, amount, tg_refill_id_parse(acct, tx.p, tx.len), &m)
-		: TG_NOACCOUNT;
+	        : TG_NOACCOUNT;
 	if (res != TG_OK) {
 		tg_idem_unlock(&il);
 		return res;
@@ -540,7 +540,7 @@ tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
 
 enum tg_result
 tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest, size_t dlen,
-	 uint32_t duration, tg_money_t *charge, const struct tg_rate **rate)
+         uint32_t duration, tg_money_t *charge, const struct tg_rate **rate)
 {
 	int id = tg_plan_registry_id(&w->e->table->plans, plan, plen, false);
 	const struct tg_plan *p = id >= 0 ? tg_planset_plan(w->plans, (uint32_t)id) : NULL;

@@ -131,7 +131,7 @@ struct tg_refill {
 	/* Written by the publisher (and start-up) only, read by anyone. */
 	uint64_t adopted __attribute__((aligned(64))); /* made pending by the publisher's hand */
 	uint64_t removed;                              /* left the pending set */
-	struct tg_stats *ctr; /* the publisher's block in the segment */
+	struct tg_stats *ctr;                          /* the publisher's block in the segment */
 };
 
 static uint64_t
@@ -242,7 +242,6 @@ tg__refill_fire(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 			tg_store_32(&r->rescan, 1);
 	}
 }
-
 
 uint64_t
 tg_refill_pending(const struct tg_engine *e)

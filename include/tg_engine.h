@@ -58,12 +58,12 @@ struct tg_worker {
 };
 
 struct tg_engine_cfg {
-	uint32_t max_grant;     /* seconds one CALL.AUTH / CALL.UPDATE may grant (3600) */
-	uint32_t call_grace;    /* seconds past its grant before a silent call is settled (120) */
-	size_t calls_max;       /* calls in progress at once */
-	size_t ids_max;         /* ids remembered for exactly-once */
-	uint32_t ids_window;    /* seconds each id is remembered (86400) */
-	unsigned workers;       /* worker records to prepare */
+	uint32_t max_grant;  /* seconds one CALL.AUTH / CALL.UPDATE may grant (3600) */
+	uint32_t call_grace; /* seconds past its grant before a silent call is settled (120) */
+	size_t calls_max;    /* calls in progress at once */
+	size_t ids_max;      /* ids remembered for exactly-once */
+	uint32_t ids_window; /* seconds each id is remembered (86400) */
+	unsigned workers;    /* worker records to prepare */
 };
 
 struct tg_engine {
@@ -72,10 +72,10 @@ struct tg_engine {
 	struct tg_calls *calls;
 	struct tg_idem *ids;
 	struct tg_engine_cfg cfg;
-	struct tg_worker *workers;   /* cfg.workers + 1: the last is the control thread's */
+	struct tg_worker *workers;      /* cfg.workers + 1: the last is the control thread's */
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
-	struct tg_refill *refill;       /* the refill publisher (tg_refill.h), or NULL */
+	struct tg_refill *refill; /* the refill publisher (tg_refill.h), or NULL */
 };
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */
@@ -112,32 +112,31 @@ struct tg_id {
 
 /* CALL.AUTH: *granted seconds reserved for call id on acct to dest. */
 enum tg_result tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
-			    struct tg_id call, uint32_t *granted);
+                            struct tg_id call, uint32_t *granted);
 /* CALL.UPDATE: *granted is the new total grant. */
 enum tg_result tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call,
-			      uint32_t elapsed, uint32_t *granted);
+                              uint32_t elapsed, uint32_t *granted);
 /* CALL.END: *charge is what the call cost. */
-enum tg_result tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call,
-			   uint32_t duration, tg_money_t *charge);
+enum tg_result tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t duration,
+                           tg_money_t *charge);
 /* CDR: *charge is what the call cost. */
 enum tg_result tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
-		      uint32_t duration, struct tg_id call, tg_money_t *charge);
+                      uint32_t duration, struct tg_id call, tg_money_t *charge);
 /* ACCT.CREDIT: *balance after. */
 enum tg_result tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx,
-			 tg_money_t *balance);
+                         tg_money_t *balance);
 /* ACCT.REFILL.FAILED: the worker gave up on refill request id. */
 enum tg_result tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req);
 /*
  * A rated debit with no id and no call: what tollbench core measures and the
  * demo runs.  Same rating as CDR.
  */
-enum tg_result tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest,
-			      size_t dlen, uint32_t duration, tg_money_t *charge,
-			      struct tg_move *m);
+enum tg_result tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
+                              uint32_t duration, tg_money_t *charge, struct tg_move *m);
 /* RATE: quote without debiting. */
 enum tg_result tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest,
-			size_t dlen, uint32_t duration, tg_money_t *charge,
-			const struct tg_rate **rate);
+                        size_t dlen, uint32_t duration, tg_money_t *charge,
+                        const struct tg_rate **rate);
 
 /*
  * Account for what a money step did: counts a refill fired (and hands the

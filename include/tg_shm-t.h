@@ -28,29 +28,29 @@
 #include "tg_limits.h"
 #include "tg_stats-t.h"
 
-#define TG_SHM_MAGIC   0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION 3u
+#define TG_SHM_MAGIC    0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
+#define TG_SHM_VERSION  3u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
-	uint64_t magic;       /*   0 TG_SHM_MAGIC */
-	uint32_t version;     /*   8 TG_SHM_VERSION */
-	uint32_t record_size; /*  12 sizeof(struct tg_acct) */
-	uint64_t capacity;    /*  16 accounts the segment was sized for */
-	uint64_t slots;       /*  24 account slots: capacity * 5 / 4 */
-	uint64_t generation;  /*  32 bumped each time a writer attaches */
-	int64_t created;      /*  40 creation time, Unix seconds */
-	int32_t writer_pid;   /*  48 pid of the attached writer; 0 when none */
-	uint32_t hdr_size;    /*  52 TG_SHM_HDR_SIZE */
-	uint64_t total_size;  /*  56 bytes of the whole segment */
-	uint64_t plans_off;   /*  64 offset of the plan-name table */
-	uint64_t slots_off;   /*  72 offset of the slots */
-	uint64_t slot_size;   /*  80 sizeof(struct tg_slot) */
-	uint64_t count;       /*  88 accounts in use */
-	uint32_t plan_count;  /*  96 plan names registered */
-	uint32_t plans_max;   /* 100 slots of the plan-name table */
-	uint64_t refill_off;  /* 104 offset of the pending-refill records */
-	uint32_t refill_size; /* 112 sizeof(struct tg_refill_rec) */
+	uint64_t magic;        /*   0 TG_SHM_MAGIC */
+	uint32_t version;      /*   8 TG_SHM_VERSION */
+	uint32_t record_size;  /*  12 sizeof(struct tg_acct) */
+	uint64_t capacity;     /*  16 accounts the segment was sized for */
+	uint64_t slots;        /*  24 account slots: capacity * 5 / 4 */
+	uint64_t generation;   /*  32 bumped each time a writer attaches */
+	int64_t created;       /*  40 creation time, Unix seconds */
+	int32_t writer_pid;    /*  48 pid of the attached writer; 0 when none */
+	uint32_t hdr_size;     /*  52 TG_SHM_HDR_SIZE */
+	uint64_t total_size;   /*  56 bytes of the whole segment */
+	uint64_t plans_off;    /*  64 offset of the plan-name table */
+	uint64_t slots_off;    /*  72 offset of the slots */
+	uint64_t slot_size;    /*  80 sizeof(struct tg_slot) */
+	uint64_t count;        /*  88 accounts in use */
+	uint32_t plan_count;   /*  96 plan names registered */
+	uint32_t plans_max;    /* 100 slots of the plan-name table */
+	uint64_t refill_off;   /* 104 offset of the pending-refill records */
+	uint32_t refill_size;  /* 112 sizeof(struct tg_refill_rec) */
 	uint32_t stats_blocks; /* 116 TG_STATS_BLOCKS */
 	uint64_t stats_off;    /* 120 offset of the counter blocks */
 	uint32_t stats_size;   /* 128 sizeof(struct tg_stats) */
@@ -154,7 +154,7 @@ _Static_assert(sizeof(struct tg_slot) == 128, "account line, then usage line");
 _Static_assert(sizeof(struct tg_acct) == 64, "one cache line per account");
 _Static_assert(offsetof(struct tg_acct, balance) % 16 == 0, "money pair is 16-byte aligned");
 _Static_assert(offsetof(struct tg_acct, hold) == offsetof(struct tg_acct, balance) + 8,
-	       "balance and hold are adjacent");
+               "balance and hold are adjacent");
 _Static_assert(offsetof(struct tg_acct, state) == 56, "layout pinned by docs/SHM.md");
 _Static_assert(sizeof(struct tg_usage) == 64, "one cache line of usage");
 _Static_assert(offsetof(struct tg_shm_hdr, plan_count) == 96, "layout pinned by docs/SHM.md");

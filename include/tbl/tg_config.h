@@ -14,20 +14,29 @@ TG_CFG("shm-mode", MODE, shm_mode, "0600", "permissions of the segment when crea
 TG_CFG("shm-reuse", BOOL, shm_reuse, "yes", "attach to a surviving segment of the same capacity")
 TG_CFG("capacity", U64, capacity, "1000000", "accounts the segment is sized for")
 TG_CFG("rates", STR, rates, "", "rate-plan CSV file or directory; empty = the bundled demo plans")
-TG_CFG("accounts", STR, accounts, "", "accounts CSV loaded at start; empty = bundled demo accounts; none = skip")
+TG_CFG("accounts", STR, accounts, "",
+       "accounts CSV loaded at start; empty = bundled demo accounts; none = skip")
 TG_CFG("requirepass", STR, requirepass, "", "password clients must AUTH with; empty = none")
 TG_CFG("max-grant", U32, max_grant, "3600", "most seconds one CALL.AUTH or CALL.UPDATE grants")
-TG_CFG("call-grace", U32, call_grace, "120", "seconds past its grant before a call with no CALL.END is settled at the grant")
+TG_CFG("call-grace", U32, call_grace, "120",
+       "seconds past its grant before a call with no CALL.END is settled at the grant")
 TG_CFG("calls-max", U64, calls_max, "1000000", "calls in progress at once")
 TG_CFG("ids-max", U64, ids_max, "4000000", "call ids and txids remembered for exactly-once")
 TG_CFG("ids-window", U32, ids_window, "86400", "seconds each id is remembered")
 TG_CFG("max-clients", U32, max_clients, "10000", "connections at once, all workers")
-TG_CFG("idle-timeout", U32, idle_timeout, "300", "seconds before an idle or half-sent connection is closed; 0 = never")
+TG_CFG("idle-timeout", U32, idle_timeout, "300",
+       "seconds before an idle or half-sent connection is closed; 0 = never")
 TG_CFG("max-request", U32, max_request, "65536", "bytes of one request")
 TG_CFG("max-request-noauth", U32, max_request_noauth, "256", "bytes of one request before AUTH")
 TG_CFG("reply-buffer", U32, reply_buffer, "65536", "bytes of replies per connection per send")
-TG_CFG("redis-host", STR, redis_host, "127.0.0.1", "Redis the refill requests are published to; none = publish nothing (requests stay pending)")
+TG_CFG("redis-host", STR, redis_host, "127.0.0.1",
+       "Redis the refill requests are published to; none = publish nothing (requests stay pending)")
 TG_CFG("redis-port", U32, redis_port, "6379", "port of that Redis")
-TG_CFG("refill-stream", STR, refill_stream, "tollgate:refill", "stream key the refill requests are added to")
-TG_CFG("refill-timeout", U32, refill_timeout, "600", "seconds a published refill may go unanswered (no credit, no failure) before it is republished with the same id")
-TG_CFG("refill-ring", U32, refill_ring, "4096", "refill triggers each worker can hand the publisher before they wait in shared memory; a power of two")
+TG_CFG("refill-stream", STR, refill_stream, "tollgate:refill",
+       "stream key the refill requests are added to")
+TG_CFG("refill-timeout", U32, refill_timeout, "600",
+       "seconds a published refill may go unanswered (no credit, no failure) before it is "
+       "republished with the same id")
+TG_CFG("refill-ring", U32, refill_ring, "4096",
+       "refill triggers each worker can hand the publisher before they wait in shared memory; a "
+       "power of two")

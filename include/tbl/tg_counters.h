@@ -28,10 +28,14 @@ TG_COUNTER(refills_fired, refills, "auto-refill requests fired (threshold crossi
 TG_COUNTER(refills_landed, refills, "refill credits that cleared the in-flight flag")
 TG_COUNTER(refills_failed, refills, "refills reported failed by a worker")
 TG_COUNTER(refills_published, refills, "refill requests put on the stream for the first time")
-TG_COUNTER(refills_republished, refills, "refill requests put on the stream again, same id, after refill-timeout with no answer")
-TG_COUNTER(refills_publish_failures, refills, "XADDs that failed (Redis down, slow or refusing); the request stays pending")
-TG_COUNTER(refills_ring_full, refills, "refills fired while the worker's ring was full; found by the publisher's scan")
-TG_COUNTER(connections_accepted, clients, "connections accepted (the server's counters, in this order)")
+TG_COUNTER(refills_republished, refills,
+           "refill requests put on the stream again, same id, after refill-timeout with no answer")
+TG_COUNTER(refills_publish_failures, refills,
+           "XADDs that failed (Redis down, slow or refusing); the request stays pending")
+TG_COUNTER(refills_ring_full, refills,
+           "refills fired while the worker's ring was full; found by the publisher's scan")
+TG_COUNTER(connections_accepted, clients,
+           "connections accepted (the server's counters, in this order)")
 TG_COUNTER(connections_closed, clients, "connections closed, for any reason")
 TG_COUNTER(connections_rejected, clients, "connections closed at once: max-clients reached")
 TG_COUNTER(connections_idle_closed, clients, "connections closed by the idle timeout")
