@@ -10,7 +10,8 @@
  * is skipped when the engine has none), runs tollrefill as a child process
  * and checks what it did from the outside: balances and flags on the engine,
  * charges and calls recorded by the gateway simulator, mail files in the
- * spool, entries pending in the group.  Amounts are compared as strings or
+ * maildir (or what a sendmail command received), malformed entries in the
+ * dead-letter stream, entries pending in the group.  Amounts are compared as strings or
  * micro-units, never floats.  The worker's log is checked for sanitizer
  * reports after every run.
  */
@@ -20,6 +21,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +45,7 @@
 #define U 1000000LL /* micro-units per currency unit */
 
 #define STREAM "tollgate:refill"
+#define DEAD   "tollgate:refill:dead"
 #define GROUP  "refill"
 /* Longest a worker run may take before the test kills it, ms. */
 #define RUN_TIMEOUT_MS 60000
@@ -51,7 +54,7 @@
 #define LOG_MAX (1 << 17)
 
 /* ------------------------------------------------------------------ */
-/* the fixture: one redis-server, one tollgated, one spool per test    */
+/* the fixture: one redis-server, one tollgated, one maildir per test  */
 
 struct fx {
 	char dir[IT_PATH_MAX], mail[IT_PATH_MAX];
@@ -184,6 +187,20 @@ engine_start(const char *const *extra)
 	return rc;
 }
 
+/* Remove a maildir: the files of its tmp, new and cur, those, then the directory. */
+static void
+maildir_remove(const char *dir)
+{
+	static const char *const subs[] = {"tmp", "new", "cur"};
+	char path[IT_PATH_MAX];
+
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
+		it_dir_remove(path);
+	}
+	it_dir_remove(dir);
+}
+
 static int
 setup_bare(void **state)
 {
@@ -218,7 +235,7 @@ teardown(void **state)
 	if (fx.d.pid > 0)
 		assert_int_equal(it_stop(&fx.d), 0);
 	tg_test_redis_stop(&fx.redis);
-	it_dir_remove(fx.mail);
+	maildir_remove(fx.mail);
 	it_dir_remove(fx.dir);
 	return 0;
 }
@@ -388,16 +405,18 @@ group_pending(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* the mail spool                                                      */
+/* the maildir                                                         */
 
-/* Files in the spool whose name ends with suffix (dot-files excluded: they are not mail). */
+/* Files in fx.mail/sub whose name ends with suffix. */
 static unsigned
-mails(const char *suffix)
+files_in(const char *sub, const char *suffix)
 {
-	DIR *d = opendir(fx.mail);
+	char path[IT_PATH_MAX];
 	struct dirent *e;
 	unsigned n = 0;
 
+	pathf(path, sizeof(path), "%s/%s", fx.mail, sub);
+	DIR *d = opendir(path);
 	assert_non_null(d);
 	while ((e = readdir(d)) != NULL) {
 		size_t l = strlen(e->d_name), s = strlen(suffix);
@@ -406,6 +425,26 @@ mails(const char *suffix)
 	}
 	closedir(d);
 	return n;
+}
+
+/* Mails delivered to the maildir (in new/) whose name ends with suffix. */
+static unsigned
+mails(const char *suffix)
+{
+	return files_in("new", suffix);
+}
+
+/* The path of the mail of kind for request in new/: "refill:1:2" -> "new/refill.1.2.<kind>". */
+static void
+mail_path(const char *request, const char *kind, char *path, size_t cap)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "%s.%s", request, kind);
+	for (char *p = name; *p != '\0'; p++)
+		if (*p == ':')
+			*p = '.';
+	pathf(path, cap, "%s/new/%s", fx.mail, name);
 }
 
 /* A whole file into buf (NUL-terminated); its length, or -1 when it does not exist. */
@@ -431,7 +470,7 @@ mail_read(const char *request, const char *kind, char *buf, size_t cap)
 {
 	char path[IT_PATH_MAX];
 
-	pathf(path, sizeof(path), "%s/%s.%s", fx.mail, request, kind);
+	mail_path(request, kind, path, sizeof(path));
 	if (slurp(path, buf, cap) < 0)
 		fail_msg("no mail %s", path);
 }
@@ -461,8 +500,10 @@ struct worker {
 };
 
 /*
- * Start tollrefill with the fixture's addresses, a short back-off and the
- * extra flags (NULL-terminated, may be NULL; they come last and override).
+ * Start tollrefill with the fixture's addresses, a short back-off, the
+ * fixture's maildir (unless extra names --sendmail: the two are exclusive)
+ * and the extra flags (NULL-terminated, may be NULL; they come last and
+ * override).
  */
 static void
 worker_start(struct worker *w, const char *const *extra)
@@ -482,8 +523,13 @@ worker_start(struct worker *w, const char *const *extra)
 	argv[n++] = redis;
 	argv[n++] = "--engine";
 	argv[n++] = engine;
-	argv[n++] = "--mail-dir";
-	argv[n++] = fx.mail;
+	bool sendmail = false;
+	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
+		sendmail |= strcmp(extra[i], "--sendmail") == 0;
+	if (!sendmail) {
+		argv[n++] = "--maildir";
+		argv[n++] = fx.mail;
+	}
 	argv[n++] = "--backoff-ms";
 	argv[n++] = "20";
 	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
@@ -658,7 +704,21 @@ test_approved_then_republished(void **state)
 	expect_has(mail, "\n\nHello Ann Example,");
 	expect_has(mail, "Account:            100\n");
 	expect_has(mail, "Amount charged:     $50.00\n");
-	expect_has(mail, "Balance after:      $55.00\n");
+	/* The token's last 4 characters only; the balance is the engine's reply to the credit. */
+	expect_has(mail, "Payment method:     credit card ****_ann\n");
+	assert_null(strstr(mail, "tok_ann"));
+	expect_has(mail, "New balance:        $55.00\n");
+	expect_has(mail, "Message-ID: <refill.100.1.receipt@");
+	/* The Date header, RFC 5322, and the same date in the body. */
+	const char *date = strstr(mail, "\nDate: ");
+	assert_non_null(date);
+	char day[64], body[80];
+	assert_int_equal(sscanf(date, "\nDate: %63[^\n]", day), 1);
+	assert_int_equal(strlen(day), strlen("Thu, 26 Nov 2026 13:58:40 +0000"));
+	assert_string_equal(day + strlen(day) - 6, " +0000");
+	snprintf(body, sizeof(body), "  Date:               %s\n", day);
+	expect_has(mail, body);
+	assert_int_equal(files_in("tmp", ""), 0); /* nothing left behind in tmp/ */
 	assert_int_equal(counter("approved"), 1);
 	assert_int_equal(group_pending(), 0);
 	assert_true(worker_said(&w, "refill:100:1 account 100: approved"));
@@ -712,8 +772,10 @@ test_declined_and_expired(void **state)
 	expect_has(mail, "To: bob@example.com\n");
 	expect_has(mail, "the payment was declined");
 	expect_has(mail, "This is the only notification you will receive.");
-	expect_has(mail, "$0.00");
+	expect_has(mail, "when your prepaid balance falls to $0.00, you will not be\nable to use "
+	                 "your service");
 	expect_has(mail, "Refill amount:      $50.00\n");
+	expect_has(mail, "Payment method:     PayPal ****_dec\n");
 	mail_read("refill:102:1", "failure", again, sizeof(again));
 	expect_has(again, "has expired");
 	expect_has(again, "Refill amount:      $25.00\n");
@@ -853,9 +915,93 @@ test_malformed_entries_acked_and_counted(void **state)
 	assert_int_equal(charges(), 1);
 	assert_true(worker_said(&w, "malformed (bad amount \"abc\")"));
 	assert_true(worker_said(&w, "malformed (no id field)"));
+	assert_true(worker_said(&w, "moved to " DEAD " and acknowledged"));
+
+	/* Each one in the dead-letter stream, in order: its own fields, reason, source-id. */
+	assert_int_equal(int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
+	redisReply *src =
+	    cmd(fx.r, "XRANGE " STREAM " - + COUNT %d", (int)(sizeof(bad) / sizeof(bad[0])));
+	redisReply *dead = cmd(fx.r, "XRANGE " DEAD " - +");
+	assert_int_equal(dead->elements, sizeof(bad) / sizeof(bad[0]));
+	for (size_t i = 0; i < dead->elements; i++) {
+		const redisReply *f = dead->element[i]->element[1];
+		const redisReply *o = src->element[i]->element[1];
+		char words[512] = "";
+		size_t n = 0;
+		assert_int_equal(f->elements, o->elements + 4);
+		for (size_t k = 0; k < o->elements; k++) {
+			assert_string_equal(f->element[k]->str, o->element[k]->str);
+			n += (size_t)snprintf(words + n, sizeof(words) - n, "%s%s", k ? " " : "",
+			                      o->element[k]->str);
+		}
+		assert_string_equal(words, bad[i]);
+		assert_string_equal(f->element[o->elements]->str, "reason");
+		assert_string_equal(f->element[o->elements + 2]->str, "source-id");
+		assert_string_equal(f->element[o->elements + 3]->str,
+		                    src->element[i]->element[0]->str);
+	}
+	assert_string_equal(dead->element[0]->element[1]->element[7]->str, "bad amount \"abc\"");
+	assert_string_equal(dead->element[3]->element[1]->element[5]->str, "no id field");
+	freeReplyObject(src);
+	freeReplyObject(dead);
+
 	/* Nothing left to loop on: a second run finds nothing. */
 	run_once(&w, 0, NULL);
 	assert_int_equal(counter("malformed"), (long long)(sizeof(bad) / sizeof(bad[0])));
+	assert_int_equal(int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
+}
+
+/*
+ * A dead-letter stream that cannot be written (its key holds a string): the
+ * malformed entry is not acknowledged, nothing is lost; once the key is
+ * fixed it is moved, once.  --dead-stream names another stream.
+ */
+static void
+test_dead_letter_unwritable_keeps_the_entry(void **state)
+{
+	static const char *const flags[] = {"--consumer", "c8", "--attempts", "2", NULL};
+	static const char *const other[] = {"--consumer", "c8", "--dead-stream", "ops:poison",
+	                                    NULL};
+	struct worker w;
+
+	(void)state;
+	run_cmd(fx.r, "SET " DEAD " not-a-stream");
+	xadd_words("id refill:120:1 account 120 amount 0");
+	run_once(&w, 75, flags);
+	assert_true(worker_said(&w, "cannot move it to " DEAD ": WRONGTYPE"));
+	assert_int_equal(group_pending(), 1);
+	assert_int_equal(counter("malformed"), 0);
+
+	run_once(&w, 0, other);
+	assert_int_equal(group_pending(), 0);
+	assert_int_equal(counter("malformed"), 1);
+	assert_int_equal(int_cmd(fx.r, "XLEN ops:poison"), 1);
+	redisReply *r = cmd(fx.r, "XRANGE ops:poison - +");
+	const redisReply *f = r->element[0]->element[1];
+	assert_int_equal(f->elements, 10);
+	assert_string_equal(f->element[6]->str, "reason");
+	assert_string_equal(f->element[7]->str, "bad amount \"0\"");
+	freeReplyObject(r);
+	/* An entry deleted from the stream while pending goes too: no fields, its reason. */
+	run_cmd(fx.r, "DEL " DEAD);
+	xadd_words("id refill:121:1 account 121 amount 5 mode nope");
+	r = cmd(fx.r, "XREADGROUP GROUP " GROUP " c9 COUNT 1 STREAMS " STREAM " >");
+	char id[64];
+	snprintf(id, sizeof(id), "%s", r->element[0]->element[1]->element[0]->element[0]->str);
+	freeReplyObject(r);
+	run_cmd(fx.r, "XDEL " STREAM " %s", id);
+	static const char *const c9[] = {"--consumer", "c9", NULL};
+	run_once(&w, 0, c9);
+	assert_true(worker_said(&w, "deleted from the stream while pending"));
+	assert_int_equal(group_pending(), 0);
+	assert_int_equal(counter("malformed"), 2);
+	r = cmd(fx.r, "XRANGE " DEAD " - +");
+	assert_int_equal(r->elements, 1);
+	f = r->element[0]->element[1];
+	assert_int_equal(f->elements, 4);
+	assert_string_equal(f->element[1]->str, "deleted from the stream while pending");
+	assert_string_equal(f->element[3]->str, id);
+	freeReplyObject(r);
 }
 
 /* Two workers in parallel on 20 requests: each settled exactly once. */
@@ -1080,26 +1226,109 @@ test_clean_exit_on_signals(void **state)
 	assert_int_equal(worker_wait(&w, 10000), 0);
 }
 
-/* --sendmail: each new mail piped once into the command; a replay pipes nothing. */
+/*
+ * --sendmail: each mail piped once into the command, no maildir; a replay
+ * pipes nothing.  A command that fails leaves the entry pending (the credit
+ * is not made twice), and the mail goes once a command works.
+ */
 static void
-test_sendmail_pipes_new_mail_once(void **state)
+test_sendmail_pipes_each_mail_once(void **state)
 {
-	char sendmail[IT_PATH_MAX + 32], sent[IT_PATH_MAX], text[16384];
+	char good[IT_PATH_MAX + 32], bad[IT_PATH_MAX + 32], sent[IT_PATH_MAX], text[16384];
 	struct worker w;
 
 	(void)state;
 	pathf(sent, sizeof(sent), "%s/sent.txt", fx.dir);
-	snprintf(sendmail, sizeof(sendmail), "cat >> '%s'", sent);
-	const char *const flags[] = {"--sendmail", sendmail, NULL};
+	snprintf(good, sizeof(good), "cat >> '%s'", sent);
+	snprintf(bad, sizeof(bad), "cat > /dev/null; exit 3");
+	const char *const flags[] = {"--consumer", "s1", "--sendmail", good, NULL};
+	const char *const failing[] = {"--consumer", "s1", "--sendmail", bad,
+	                               "--attempts", "2",  NULL};
 	fire(600, "ADD", "50");
-	profile(600, "lu@example.com", "card", "tok_ok", "Lu");
+	profile(600, "lu@example.com", "card", "tok_lu_4242", "Lu");
 	publish(600, 1, "add", "50", 1);
 	run_once(&w, 0, flags);
+	assert_true(worker_said(&w, "mail by sendmail"));
 	publish(600, 1, "add", "50", 2);
 	run_once(&w, 0, flags);
 	assert_true(slurp(sent, text, sizeof(text)) > 0);
 	assert_int_equal(occurrences(text, "\nSubject: Auto-refill receipt"), 1);
 	expect_has(text, "To: \"Lu\" <lu@example.com>\n");
+	expect_has(text, "Payment method:     credit card ****4242\n");
+	assert_int_equal(counter("replayed"), 1);
+
+	/* A failing command: credited once, the entry left pending, no mail recorded. */
+	token_does("tok_no", "decline");
+	fire(601, "ADD", "50");
+	profile(601, "mo@example.com", "paypal", "tok_no", NULL);
+	publish(601, 1, "add", "50", 1);
+	run_once(&w, 75, failing);
+	assert_true(worker_said(&w, "exit 3") || worker_said(&w, "status 3"));
+	assert_int_equal(group_pending(), 1);
+	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 0);
+	expect_pending(601, "refill:601:1"); /* the failure is reported only after its mail */
+	run_once(&w, 0, flags);
+	assert_int_equal(group_pending(), 0);
+	expect_pending(601, "");
+	assert_true(slurp(sent, text, sizeof(text)) > 0);
+	assert_int_equal(occurrences(text, "\nSubject: Auto-refill failed for account 601"), 1);
+	assert_int_equal(gateway_calls("refill:601:1"), 1);
+	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 1);
+}
+
+/*
+ * The maildir: a mail is sent once even after its reader took it away.
+ * --mail-dir is the same option as --maildir.
+ */
+static void
+test_maildir_mail_sent_once_whatever_the_reader_does(void **state)
+{
+	char from[IT_PATH_MAX], to[IT_PATH_MAX], other[IT_PATH_MAX];
+	struct worker w;
+
+	(void)state;
+	fire(610, "ADD", "50");
+	profile(610, "nu@example.com", "card", "tok_nu", NULL);
+	publish(610, 1, "add", "50", 1);
+	run_once(&w, 0, NULL);
+	assert_int_equal(mails(".receipt"), 1);
+	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:610:1:receipt"), 1);
+
+	/* The reader moves it to cur/ and marks it seen: a replay sends nothing. */
+	mail_path("refill:610:1", "receipt", from, sizeof(from));
+	pathf(to, sizeof(to), "%s/cur/refill.610.1.receipt:2,S", fx.mail);
+	assert_int_equal(rename(from, to), 0);
+	publish(610, 1, "add", "50", 2);
+	run_once(&w, 0, NULL);
+	assert_int_equal(mails(".receipt"), 0);
+	assert_int_equal(files_in("cur", ":2,S"), 1);
+
+	/* Even without the mail record, the maildir itself knows: cur/ holds it. */
+	run_cmd(fx.r, "DEL tollgate:refill:mail:refill:610:1:receipt");
+	publish(610, 1, "add", "50", 3);
+	run_once(&w, 0, NULL);
+	assert_int_equal(mails(".receipt"), 0);
+
+	/* The reader deleted it: the mail record still says it went. */
+	assert_int_equal(unlink(to), 0);
+	publish(610, 1, "add", "50", 4);
+	run_once(&w, 0, NULL);
+	assert_int_equal(mails(".receipt"), 0);
+	assert_int_equal(files_in("cur", ""), 0);
+	assert_int_equal(counter("replayed"), 3);
+	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+
+	/* --mail-dir: the old name of --maildir; the maildir is made when missing. */
+	pathf(other, sizeof(other), "%s/alias", fx.dir);
+	const char *const alias[] = {"--mail-dir", other, NULL};
+	fire(611, "ADD", "50");
+	profile(611, "xi@example.com", "card", "tok_xi", NULL);
+	publish(611, 1, "add", "50", 1);
+	run_once(&w, 0, alias);
+	pathf(to, sizeof(to), "%s/new/refill.611.1.receipt", other);
+	assert_int_equal(access(to, F_OK), 0);
+	assert_int_equal(mails(".receipt"), 0);
+	maildir_remove(other);
 }
 
 /*
@@ -1201,7 +1430,11 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_engine_down_then_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_redis_down_at_start, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clean_exit_on_signals, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_sendmail_pipes_new_mail_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sendmail_pipes_each_mail_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_maildir_mail_sent_once_whatever_the_reader_does,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dead_letter_unwritable_keeps_the_entry, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_end_to_end_with_the_engines_publisher, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),

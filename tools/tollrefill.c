@@ -11,10 +11,13 @@
  * instead of charging again) and the counters in tollgate:refill:stats.
  * It must never acknowledge an entry before its outcome is settled (credit
  * accepted, or failure mailed and reported), never charge a request that
- * has an outcome, never send a second mail of a kind for a request, and
- * never let Redis or the engine being down lose a request: it backs off and
- * retries, leaving the entry pending.  Money is micro-units throughout.
- * One thread; parallelism is several processes in one consumer group.
+ * has an outcome, never send a second mail of a kind for a request (the
+ * records tollgate:refill:mail:<request id>:<kind>, beside the notifier's
+ * own guarantee), never drop a malformed entry without first copying it to
+ * the dead-letter stream, and never let Redis or the engine being down lose
+ * a request: it backs off and retries, leaving the entry pending.  Money is
+ * micro-units throughout.  One thread; parallelism is several processes in
+ * one consumer group.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,9 +42,17 @@
 
 #define PROFILE_PREFIX "tollgate:customer:"
 #define OUTCOME_PREFIX "tollgate:refill:outcome:"
+#define MAIL_PREFIX    "tollgate:refill:mail:"
 #define STATS_KEY      "tollgate:refill:stats"
-/* Outcomes are kept a month: far longer than any republication of a request. */
+/* Outcomes and mail records are kept a month: far longer than any republication. */
 #define OUTCOME_TTL_S (30u * 24 * 3600)
+/* Field/value pairs of a malformed entry copied to the dead-letter stream, at most. */
+#define DEAD_PAIRS_MAX 1000
+/* Bytes of a stream key, NUL included. */
+#define STREAM_KEY_MAX 512
+/* The test hook (docs/REFILL.md): exit 9 right after the gateway approved a charge. */
+#define CRASH_HOOK_ENV "TOLLREFILL_TEST_CRASH_AFTER_CHARGE"
+#define CRASH_HOOK_RC  9
 /* Entries fetched per read or claim. */
 #define BATCH 16
 /* Longest BLOCK of a read, ms: how long a SIGTERM may wait to be noticed. */
@@ -77,36 +88,42 @@ struct opts {
 	char engine_host[256];
 	uint16_t engine_port;
 	const char *engine_password;
+	bool has_engine;
 	const char *stream, *group;
+	const char *dead_stream; /* --dead-stream, or dead_default */
+	char dead_default[STREAM_KEY_MAX];
 	char consumer[128];
 	uint64_t claim_idle_ms;
 	unsigned attempts;
 	uint64_t backoff_ms;
-	const char *mail_dir, *mail_from, *sendmail;
+	const char *maildir, *mail_from, *sendmail;
 	bool once;
+	bool crash_after_charge; /* the test hook, from the environment */
 };
 
 static void
 usage(FILE *f)
 {
-	fprintf(
-	    f,
-	    "usage: tollrefill --mail-dir DIR [options]\n"
-	    "  --redis HOST:PORT        the stream, profiles and outcomes (127.0.0.1:6379)\n"
-	    "  --redis-password PW      AUTH to Redis\n"
-	    "  --engine HOST:PORT       tollgated (127.0.0.1:6390)\n"
-	    "  --engine-password PW     AUTH to tollgated\n"
-	    "  --stream KEY             the refill stream (tollgate:refill)\n"
-	    "  --group NAME             the consumer group (refill)\n"
-	    "  --consumer NAME          this worker's name in the group (hostname-pid)\n"
-	    "  --claim-idle MS          take over entries pending that long elsewhere (60000)\n"
-	    "  --attempts N             charge attempts on timeout or error (3)\n"
-	    "  --backoff-ms MS          pause after a failed attempt, doubling (500)\n"
-	    "  --mail-dir DIR           the mail spool (required)\n"
-	    "  --mail-from ADDR         the From: address (billing@localhost)\n"
-	    "  --sendmail CMD           also pipe each new mail into CMD (/usr/sbin/sendmail -t)\n"
-	    "  --once                   process what is there, then exit\n"
-	    "docs/REFILL.md, \"Worker\", has the whole story.\n");
+	fprintf(f,
+	        "usage: tollrefill --engine HOST:PORT (--maildir DIR | --sendmail CMD) [options]\n"
+	        "  --engine HOST:PORT       tollgated (required)\n"
+	        "  --engine-password PW     AUTH to tollgated\n"
+	        "  --redis HOST:PORT        the stream, profiles and outcomes (127.0.0.1:6379)\n"
+	        "  --redis-password PW      AUTH to Redis\n"
+	        "  --stream KEY             the refill stream (tollgate:refill)\n"
+	        "  --dead-stream KEY        where malformed entries go (<stream>:dead)\n"
+	        "  --group NAME             the consumer group (refill)\n"
+	        "  --consumer NAME          this worker's name in the group (hostname-pid)\n"
+	        "  --claim-idle MS          take over entries pending that long elsewhere (60000)\n"
+	        "  --attempts N             charge attempts on timeout or error (3)\n"
+	        "  --backoff-ms MS          pause after a failed attempt, doubling (500)\n"
+	        "  --maildir DIR            deliver mail into this maildir (made when missing)\n"
+	        "  --mail-dir DIR           the same as --maildir\n"
+	        "  --sendmail CMD           deliver mail by piping it into CMD (/usr/sbin/sendmail "
+	        "-t)\n"
+	        "  --mail-from ADDR         the From: address (billing@localhost)\n"
+	        "  --once                   process what is there, then exit\n"
+	        "docs/REFILL.md, \"Worker\", has the whole story.\n");
 }
 
 /* A whole decimal number in [min, max]. */
@@ -157,8 +174,10 @@ parse_opts(int argc, char **argv, struct opts *o)
 		O_ATTEMPTS,
 		O_BACKOFF,
 		O_MAILDIR,
+		O_MAILDIR_ALIAS,
 		O_MAILFROM,
 		O_SENDMAIL,
+		O_DEAD,
 		O_ONCE,
 		O_HELP,
 	};
@@ -173,9 +192,11 @@ parse_opts(int argc, char **argv, struct opts *o)
 	    {"claim-idle", required_argument, NULL, O_CLAIM},
 	    {"attempts", required_argument, NULL, O_ATTEMPTS},
 	    {"backoff-ms", required_argument, NULL, O_BACKOFF},
-	    {"mail-dir", required_argument, NULL, O_MAILDIR},
+	    {"maildir", required_argument, NULL, O_MAILDIR},
+	    {"mail-dir", required_argument, NULL, O_MAILDIR_ALIAS},
 	    {"mail-from", required_argument, NULL, O_MAILFROM},
 	    {"sendmail", required_argument, NULL, O_SENDMAIL},
+	    {"dead-stream", required_argument, NULL, O_DEAD},
 	    {"once", no_argument, NULL, O_ONCE},
 	    {"help", no_argument, NULL, O_HELP},
 	    {NULL, 0, NULL, 0},
@@ -195,6 +216,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 	o->attempts = 3;
 	o->backoff_ms = 500;
 	o->mail_from = "billing@localhost";
+	const char *hook = getenv(CRASH_HOOK_ENV);
+	o->crash_after_charge = hook != NULL && strcmp(hook, "1") == 0;
 	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
 		snprintf(host, sizeof(host), "localhost");
 	host[sizeof(host) - 1] = '\0';
@@ -214,12 +237,20 @@ parse_opts(int argc, char **argv, struct opts *o)
 			if (!parse_addr(optarg, o->engine_host, sizeof(o->engine_host),
 			                &o->engine_port))
 				goto bad;
+			o->has_engine = true;
 			break;
 		case O_ENGINE_PW:
 			o->engine_password = optarg;
 			break;
 		case O_STREAM:
+			if (optarg[0] == '\0' || strlen(optarg) + 6 > STREAM_KEY_MAX)
+				goto bad;
 			o->stream = optarg;
+			break;
+		case O_DEAD:
+			if (optarg[0] == '\0' || strlen(optarg) >= STREAM_KEY_MAX)
+				goto bad;
+			o->dead_stream = optarg;
 			break;
 		case O_GROUP:
 			o->group = optarg;
@@ -244,13 +275,18 @@ parse_opts(int argc, char **argv, struct opts *o)
 				goto bad;
 			break;
 		case O_MAILDIR:
-			o->mail_dir = optarg;
+		case O_MAILDIR_ALIAS:
+			if (optarg[0] == '\0')
+				goto bad;
+			o->maildir = optarg;
 			break;
 		case O_MAILFROM:
 			o->mail_from = optarg;
 			break;
 		case O_SENDMAIL:
-			o->sendmail = optarg[0] ? optarg : NULL;
+			if (optarg[0] == '\0')
+				goto bad;
+			o->sendmail = optarg;
 			break;
 		case O_ONCE:
 			o->once = true;
@@ -267,8 +303,26 @@ parse_opts(int argc, char **argv, struct opts *o)
 		fprintf(stderr, "tollrefill: unexpected argument \"%s\"\n", argv[optind]);
 		return 1;
 	}
-	if (o->mail_dir == NULL) {
-		fprintf(stderr, "tollrefill: --mail-dir is required\n");
+	if (!o->has_engine) {
+		fprintf(stderr, "tollrefill: --engine HOST:PORT is required: the address of "
+		                "tollgated, to credit the refills on\n");
+		return 1;
+	}
+	if ((o->maildir == NULL) == (o->sendmail == NULL)) {
+		fprintf(stderr, "tollrefill: %s\n",
+		        o->maildir == NULL ? "--maildir DIR or --sendmail CMD is required: where "
+		                             "receipts and failure notices go"
+		                           : "--maildir and --sendmail are exclusive: choose one "
+		                             "way to deliver mail");
+		return 1;
+	}
+	if (o->dead_stream == NULL) {
+		snprintf(o->dead_default, sizeof(o->dead_default), "%s:dead", o->stream);
+		o->dead_stream = o->dead_default;
+	}
+	if (strcmp(o->dead_stream, o->stream) == 0) {
+		fprintf(stderr, "tollrefill: --dead-stream must not be the refill stream (%s)\n",
+		        o->stream);
 		return 1;
 	}
 	if (!tg_mail_address_ok(o->mail_from)) {
@@ -348,7 +402,7 @@ struct worker {
 	redisContext *r; /* Redis: stream, profiles, outcomes; NULL while down */
 	redisContext *e; /* tollgated; NULL while down */
 	struct tg_gateway gw;
-	struct tg_mail_spool mail;
+	struct tg_notifier mail;
 	bool read_pending;            /* re-read this consumer's pending entries first */
 	char pending_from[MSGID_MAX]; /* the pending read goes on after this id */
 	bool claim_done;              /* --once: the one XAUTOCLAIM pass is over */
@@ -875,7 +929,7 @@ outcome_put(struct worker *w, const char *id, const struct outcome *oc, const ch
 
 enum step {
 	STEP_DONE,  /* acknowledged */
-	STEP_RETRY, /* Redis, the engine or the spool failed, or stopping: left pending */
+	STEP_RETRY, /* Redis, the engine or the mail failed, or stopping: left pending */
 };
 
 /* XACK the entry and count it, in one MULTI/EXEC.  Counts locally too. */
@@ -912,6 +966,128 @@ ack(struct worker *w, const char *msgid, const char *counter, uint64_t *local)
 	return STEP_DONE;
 }
 
+/*
+ * Move a malformed entry to the dead-letter stream and acknowledge it, in
+ * one script: atomic like MULTI/EXEC, and unlike it the XACK is never run
+ * when the XADD failed (a dead-letter key of another type), and nothing is
+ * run when the entry is no longer pending at this consumer (another worker
+ * took it over and moves it itself): the entry lands there exactly once.
+ * KEYS: stream, dead-letter stream, stats; ARGV: group, consumer, entry id,
+ * then the fields to add.
+ */
+static const char dead_lua[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])\n"
+    "if #p == 0 then return 0 end\n"
+    "redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])\n"
+    "redis.call('HINCRBY', KEYS[3], 'malformed', 1)\n"
+    "return 1\n";
+
+/* The arguments of one command, as redisCommandArgv takes them. */
+struct args {
+	const char **v;
+	size_t *len;
+	size_t n, cap;
+};
+
+static void
+arg_add(struct args *a, const char *s, size_t len)
+{
+	TG_ASSERT(a->n < a->cap);
+	a->v[a->n] = s;
+	a->len[a->n++] = len;
+}
+
+static void
+arg_str(struct args *a, const char *s)
+{
+	arg_add(a, s, strlen(s));
+}
+
+/*
+ * A malformed entry: its fields as they were (the first DEAD_PAIRS_MAX
+ * pairs), plus reason (why, with the offending value) and source-id (its
+ * id in the refill stream), go to --dead-stream; then it is acknowledged.
+ * STEP_RETRY leaves it pending (Redis failed or refused).
+ */
+static enum step
+dead_letter(struct worker *w, const redisReply *entry, const struct request *q)
+{
+	const struct opts *o = w->o;
+	const redisReply *kv = entry->element[1];
+	size_t pairs, total = 0;
+	char reason[sizeof(q->why) + 64];
+	enum step s = STEP_RETRY;
+	redisReply *r = NULL;
+
+	if (kv->type == REDIS_REPLY_ARRAY)
+		total = kv->elements / 2;
+	pairs = total < DEAD_PAIRS_MAX ? total : DEAD_PAIRS_MAX;
+	if (pairs < total)
+		snprintf(reason, sizeof(reason), "%s (%zu fields, the first %d kept)", q->why,
+		         total, DEAD_PAIRS_MAX);
+	else
+		snprintf(reason, sizeof(reason), "%s", q->why);
+
+	/* EVAL script 3 keys group consumer id, the pairs, reason and source-id. */
+	struct args a = {.cap = 9 + 2 * pairs + 4};
+	a.v = calloc(a.cap, sizeof(*a.v));
+	a.len = calloc(a.cap, sizeof(*a.len));
+	if (a.v == NULL || a.len == NULL) {
+		tg_log("stream entry %s: out of memory", q->msgid);
+		goto out;
+	}
+	arg_str(&a, "EVAL");
+	arg_add(&a, dead_lua, sizeof(dead_lua) - 1);
+	arg_str(&a, "3");
+	arg_str(&a, o->stream);
+	arg_str(&a, o->dead_stream);
+	arg_str(&a, STATS_KEY);
+	arg_str(&a, o->group);
+	arg_str(&a, o->consumer);
+	arg_str(&a, q->msgid);
+	for (size_t i = 0; i < pairs; i++) {
+		const redisReply *k = kv->element[2 * i], *v = kv->element[2 * i + 1];
+		bool str = k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING;
+		arg_add(&a, str ? k->str : "?", str ? k->len : 1);
+		arg_add(&a, str ? v->str : "?", str ? v->len : 1);
+	}
+	arg_str(&a, "reason");
+	arg_str(&a, reason);
+	arg_str(&a, "source-id");
+	arg_str(&a, q->msgid);
+	TG_ASSERT(a.n == a.cap);
+	if (!redis_up(w))
+		goto out;
+	r = redisCommandArgv(w->r, (int)a.n, a.v, a.len);
+	if (r == NULL) {
+		tg_log("redis: %s", w->r->errstr);
+		drop(&w->r);
+		goto out;
+	}
+	if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+		w->n.malformed++;
+		tg_log("stream entry %s: malformed (%s): moved to %s and acknowledged", q->msgid,
+		       q->why, o->dead_stream);
+		s = STEP_DONE;
+	} else if (r->type == REDIS_REPLY_INTEGER) {
+		tg_log("stream entry %s: malformed (%s): no longer pending here (taken over): left "
+		       "to its new owner",
+		       q->msgid, q->why);
+		s = STEP_DONE;
+	} else {
+		tg_log("stream entry %s: malformed (%s): cannot move it to %s: %s; left pending",
+		       q->msgid, q->why, o->dead_stream,
+		       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	}
+out:
+	if (r != NULL)
+		freeReplyObject(r);
+	free(a.v);
+	free(a.len);
+	return s;
+}
+
 /* The mail fields both kinds share. */
 static void
 mail_fill(struct tg_mail_refill *m, const struct request *q, const struct profile *p,
@@ -923,6 +1099,7 @@ mail_fill(struct tg_mail_refill *m, const struct request *q, const struct profil
 	m->to = p->email;
 	m->name = p->name;
 	m->method = p->method[0] ? p->method : NULL;
+	m->token = p->token;
 	m->amount = oc->state == OC_FAILED ? q->amount : oc->amount;
 	m->balance_after = oc->balance;
 	m->reference = oc->ref;
@@ -933,26 +1110,89 @@ mail_fill(struct tg_mail_refill *m, const struct request *q, const struct profil
 }
 
 /*
- * Post one mail.  Sets *said to what the log line says about it; false
- * when the spool failed (retry later: the mail is not there yet).
+ * The mail record of a request: 1 when the mail of kind is recorded as
+ * sent (or being sent), 0 when not, -1 on a Redis failure.  With how "NX"
+ * it records it (1: recorded by this call, 0: it was there), with "GET"
+ * it only looks.
+ */
+static int
+mail_record(struct worker *w, const char *id, enum tg_mail_kind kind, const char *how)
+{
+	redisReply *r;
+	int rc;
+
+	if (strcmp(how, "GET") == 0) {
+		r = rq(w, "EXISTS " MAIL_PREFIX "%s:%s", id, tg_mail_kind_name(kind));
+		if (r == NULL)
+			return -1;
+		rc = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+	} else {
+		r = rq(w, "SET " MAIL_PREFIX "%s:%s %s NX EX %u", id, tg_mail_kind_name(kind),
+		       w->o->consumer, OUTCOME_TTL_S);
+		if (r == NULL)
+			return -1;
+		rc = r->type == REDIS_REPLY_STATUS;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+/*
+ * Send one mail, once.  The record tollgate:refill:mail:<id>:<kind> says a
+ * mail went (or was claimed): a reader emptying the maildir does not make
+ * it go again.  An exclusive notifier (the maildir) is asked first and the
+ * record written after, so a crash in between finds the mail in the
+ * maildir; any other (sendmail) is claimed first and released when it
+ * fails, so a crash in between loses that mail rather than sending it twice.
+ * Sets *said to what the log line says about it; false when it must be
+ * tried again (the mail is not out yet, or Redis failed).
  */
 static bool
 mail_once(struct worker *w, enum tg_mail_kind kind, const struct request *q,
           const struct profile *p, const struct outcome *oc, const char **said)
 {
 	struct tg_mail_refill m;
+	int rc;
 
 	if (p->email[0] == '\0') {
 		*said = "no mail (no billing email on file)";
 		return true;
 	}
+	rc = mail_record(w, q->id, kind, "GET");
+	if (rc != 0) {
+		*said = "mail already sent";
+		return rc > 0;
+	}
+	bool exclusive = w->mail.ops->exclusive;
+	if (!exclusive) {
+		rc = mail_record(w, q->id, kind, "NX");
+		if (rc <= 0) {
+			*said = "mail already sent";
+			return rc == 0;
+		}
+	}
 	mail_fill(&m, q, p, oc);
-	int rc = tg_mail_post(&w->mail, kind, &m);
+	rc = tg_notify(&w->mail, kind, &m);
+	if (rc == -EINVAL) {
+		/* Cannot happen with a parsed request and a checked address: never loop on it. */
+		tg_log("%s: the %s mail cannot be composed: not sent", q->id,
+		       tg_mail_kind_name(kind));
+		*said = "no mail (cannot be composed)";
+		return true;
+	}
 	if (rc < 0) {
-		tg_log("%s: cannot write the %s mail: %s", q->id,
-		       kind == TG_MAIL_RECEIPT ? "receipt" : "failure", strerror(-rc));
+		tg_log("%s: the %s mail was not delivered by %s: %s", q->id,
+		       tg_mail_kind_name(kind), w->mail.ops->name, strerror(-rc));
+		if (!exclusive) {
+			redisReply *r =
+			    rq(w, "DEL " MAIL_PREFIX "%s:%s", q->id, tg_mail_kind_name(kind));
+			if (r != NULL)
+				freeReplyObject(r);
+		}
 		return false;
 	}
+	if (exclusive && mail_record(w, q->id, kind, "NX") < 0)
+		return false; /* the retry finds the mail in the maildir */
 	*said = rc == 1 ? "mailed" : "mail already sent";
 	return true;
 }
@@ -1066,6 +1306,13 @@ charge(struct worker *w, const struct request *q, const struct profile *p, struc
 		enum tg_charge_outcome out =
 		    tg_gateway_charge(&w->gw, q->id, p->method, p->token, q->amount, oc->ref);
 		oc->attempts = k;
+		if (out == TG_CHARGE_APPROVED && o->crash_after_charge) {
+			/* The test hook: die where a crash hurts most, charged and nothing
+			 * recorded. */
+			tg_log("%s: %s=1: exiting %d right after the charge", q->id, CRASH_HOOK_ENV,
+			       CRASH_HOOK_RC);
+			_exit(CRASH_HOOK_RC);
+		}
 		if (out == TG_CHARGE_APPROVED) {
 			oc->state = OC_APPROVED;
 			oc->amount = q->amount;
@@ -1094,12 +1341,13 @@ handle(struct worker *w, const redisReply *entry)
 
 	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
 	if (!parse_entry(entry, &q)) {
-		tg_log("stream entry %s: malformed (%s): acknowledged without processing",
-		       q.msgid[0] ? q.msgid : "?", q.why);
-		/* Redis gives every entry an id; without one there is nothing to acknowledge. */
-		if (q.msgid[0] == '\0')
+		/* Redis gives every entry an id; without one there is nothing to move or
+		 * acknowledge. */
+		if (q.msgid[0] == '\0') {
+			tg_log("stream entry ?: malformed (%s): ignored", q.why);
 			return STEP_DONE;
-		return ack(w, q.msgid, "malformed", &w->n.malformed);
+		}
+		return dead_letter(w, entry, &q);
 	}
 	if (!outcome_get(w, q.id, &oc) || !profile_get(w, q.account, &p))
 		return STEP_RETRY;
@@ -1341,21 +1589,29 @@ main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN); /* a dead sendmail or peer is an error return, not a death */
 
-	rc = tg_mail_open(&w.mail, o.mail_dir, o.mail_from, o.sendmail);
+	if (o.maildir != NULL)
+		rc = tg_notifier_maildir_open(&w.mail, o.maildir, o.mail_from);
+	else
+		rc = tg_notifier_sendmail_open(&w.mail, o.sendmail, o.mail_from);
 	if (rc != 0) {
-		tg_log("mail spool %s: %s", o.mail_dir, strerror(-rc));
+		tg_log("%s %s: %s", o.maildir ? "maildir" : "sendmail",
+		       o.maildir ? o.maildir : o.sendmail, strerror(-rc));
 		return 1;
 	}
 	rc = tg_gateway_sim_open(&w.gw, o.redis_host, o.redis_port, o.redis_password);
 	if (rc != 0) {
 		tg_log("gateway: %s", strerror(-rc));
-		tg_mail_close(&w.mail);
+		tg_notifier_close(&w.mail);
 		return 1;
 	}
-	tg_log("consumer %s of group %s on %s at %s:%u; engine %s:%u; gateway %s; mail %s%s%s%s",
-	       o.consumer, o.group, o.stream, o.redis_host, (unsigned)o.redis_port, o.engine_host,
-	       (unsigned)o.engine_port, w.gw.ops->name, o.mail_dir, o.sendmail ? " and \"" : "",
-	       o.sendmail ? o.sendmail : "", o.sendmail ? "\"" : "");
+	tg_log("consumer %s of group %s on %s (dead letters to %s) at %s:%u; engine %s:%u; "
+	       "gateway %s; mail by %s %s%s%s",
+	       o.consumer, o.group, o.stream, o.dead_stream, o.redis_host, (unsigned)o.redis_port,
+	       o.engine_host, (unsigned)o.engine_port, w.gw.ops->name, w.mail.ops->name,
+	       o.maildir ? "" : "\"", o.maildir ? o.maildir : o.sendmail, o.maildir ? "" : "\"");
+	if (o.crash_after_charge)
+		tg_log("test hook %s=1: this worker exits %d right after its first approved charge",
+		       CRASH_HOOK_ENV, CRASH_HOOK_RC);
 
 	rc = run(&w);
 
@@ -1370,6 +1626,6 @@ main(int argc, char **argv)
 	drop(&w.r);
 	drop(&w.e);
 	tg_gateway_close(&w.gw);
-	tg_mail_close(&w.mail);
+	tg_notifier_close(&w.mail);
 	return rc;
 }
