@@ -35,6 +35,7 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
+#include "rcmd.h"
 #include "redis_harness.h"
 #include "tg_money.h"
 
@@ -73,80 +74,6 @@ struct fx {
 
 static struct fx fx;
 
-static void pathf(char *out, size_t cap, const char *fmt, ...) FMT(3, 4);
-
-static void
-pathf(char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(out, cap, fmt, ap);
-	va_end(ap);
-	assert_true(n >= 0 && (size_t)n < cap);
-}
-
-static redisReply *vcmd(redisContext *c, const char *fmt, va_list ap) FMT(2, 0);
-
-static redisReply *
-vcmd(redisContext *c, const char *fmt, va_list ap)
-{
-	redisReply *r = redisvCommand(c, fmt, ap);
-	if (r == NULL)
-		fail_msg("connection failed: %s", c->errstr);
-	return r;
-}
-
-/* A command whose reply must not be an error.  The caller frees it. */
-static redisReply *cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
-
-static redisReply *
-cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = vcmd(c, fmt, ap);
-	va_end(ap);
-	if (r->type == REDIS_REPLY_ERROR)
-		fail_msg("%s: %s", fmt, r->str);
-	return r;
-}
-
-static void run_cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
-
-static void
-run_cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = vcmd(c, fmt, ap);
-	va_end(ap);
-	if (r->type == REDIS_REPLY_ERROR)
-		fail_msg("%s: %s", fmt, r->str);
-	freeReplyObject(r);
-}
-
-/* An integer reply (a nil counts as 0). */
-static long long int_cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
-
-static long long
-int_cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	long long v = 0;
-
-	va_start(ap, fmt);
-	redisReply *r = vcmd(c, fmt, ap);
-	va_end(ap);
-	if (r->type == REDIS_REPLY_INTEGER)
-		v = r->integer;
-	else if (r->type == REDIS_REPLY_STRING)
-		v = strtoll(r->str, NULL, 10);
-	else if (r->type != REDIS_REPLY_NIL)
-		fail_msg("%s: not an integer reply (type %d)", fmt, r->type);
-	freeReplyObject(r);
-	return v;
-}
-
 static tg_money_t
 money(const char *s)
 {
@@ -164,7 +91,7 @@ maildir_remove(const char *dir)
 	char path[IT_PATH_MAX];
 
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
+		it_pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
 		it_dir_remove(path);
 	}
 	it_dir_remove(dir);
@@ -191,15 +118,15 @@ setup(void **state)
 	(void)state;
 	memset(&fx, 0, sizeof(fx));
 	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
-	pathf(fx.mail, sizeof(fx.mail), "%s/maildir", fx.dir);
+	it_pathf(fx.mail, sizeof(fx.mail), "%s/maildir", fx.dir);
 	assert_int_equal(it_file_write(fx.dir, "accounts.csv", ACCOUNTS, fx.csv, sizeof(fx.csv)),
 	                 0);
 	assert_int_equal(tg_test_redis_start(&fx.redis), 0);
 	fx.r = tg_test_redis_connect(&fx.redis);
 	assert_non_null(fx.r);
 	/* The group before the first publication, as in production. */
-	run_cmd(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
-	run_cmd(fx.r, "HSET tollgate:sim:tokens tok_declined decline");
+	it_run_cmd(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_declined decline");
 	return 0;
 }
 
@@ -226,7 +153,7 @@ teardown(void **state)
 static void
 acct_field(uint64_t acct, const char *field, char *out, size_t cap)
 {
-	redisReply *r = cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
+	redisReply *r = it_cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
 
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
 	for (size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -274,7 +201,7 @@ expect_request(uint64_t acct, const char *request)
 static long long
 info(const char *name)
 {
-	redisReply *r = cmd(fx.e, "INFO all");
+	redisReply *r = it_cmd(fx.e, "INFO all");
 	char key[64];
 	long long v = -1;
 
@@ -346,7 +273,7 @@ traffic_auth(struct traffic *t)
 	char id[64];
 
 	snprintf(id, sizeof(id), "auth-%llu-%u", (unsigned long long)t->acct, ++t->seq);
-	redisReply *r = cmd(t->c, "CALL.AUTH %llu " DEST " %s", (unsigned long long)t->acct, id);
+	redisReply *r = it_cmd(t->c, "CALL.AUTH %llu " DEST " %s", (unsigned long long)t->acct, id);
 	if (r->type != REDIS_REPLY_INTEGER || r->integer <= 0)
 		fail_msg("CALL.AUTH %llu: not a grant (type %d %s) at balance %lld",
 		         (unsigned long long)t->acct, r->type,
@@ -383,15 +310,15 @@ traffic_cdr(struct traffic *t, unsigned seconds)
 static void
 profile(uint64_t acct, const char *email, const char *method, const char *token)
 {
-	run_cmd(fx.r, "HSET tollgate:customer:%llu email %s method %s token %s name %s",
-	        (unsigned long long)acct, email, method, token, "Test");
+	it_run_cmd(fx.r, "HSET tollgate:customer:%llu email %s method %s token %s name %s",
+	           (unsigned long long)acct, email, method, token, "Test");
 }
 
 /* Stream entries (all attempts) whose account is acct; the last one's fields into *last. */
 static unsigned
 requests_for(uint64_t acct, redisReply **last)
 {
-	redisReply *r = cmd(fx.r, "XRANGE " STREAM " - +");
+	redisReply *r = it_cmd(fx.r, "XRANGE " STREAM " - +");
 	char a[32];
 	unsigned n = 0;
 
@@ -408,9 +335,9 @@ requests_for(uint64_t acct, redisReply **last)
 			if (last != NULL) {
 				if (*last != NULL)
 					freeReplyObject(*last);
-				*last = cmd(fx.r, "XRANGE " STREAM " %s %s",
-				            r->element[i]->element[0]->str,
-				            r->element[i]->element[0]->str);
+				*last = it_cmd(fx.r, "XRANGE " STREAM " %s %s",
+				               r->element[i]->element[0]->str,
+				               r->element[i]->element[0]->str);
 			}
 		}
 	}
@@ -433,7 +360,7 @@ entry_field(const redisReply *range, const char *name)
 static long long
 group_pending(void)
 {
-	redisReply *r = cmd(fx.r, "XPENDING " STREAM " " GROUP);
+	redisReply *r = it_cmd(fx.r, "XPENDING " STREAM " " GROUP);
 	long long n = r->element[0]->integer;
 	freeReplyObject(r);
 	return n;
@@ -447,7 +374,7 @@ files(const char *sub, const char *prefix)
 	struct dirent *e;
 	unsigned n = 0;
 
-	pathf(path, sizeof(path), "%s/%s", fx.mail, sub);
+	it_pathf(path, sizeof(path), "%s/%s", fx.mail, sub);
 	DIR *d = opendir(path);
 	if (d == NULL)
 		return 0;
@@ -467,7 +394,7 @@ mails(uint64_t acct, const char *kind)
 	unsigned n = 0;
 
 	snprintf(prefix, sizeof(prefix), "refill.%llu.", (unsigned long long)acct);
-	pathf(path, sizeof(path), "%s/new", fx.mail);
+	it_pathf(path, sizeof(path), "%s/new", fx.mail);
 	DIR *d = opendir(path);
 	if (d == NULL)
 		return 0;
@@ -489,8 +416,8 @@ mail_read(uint64_t acct, unsigned n, const char *kind, char *buf, size_t cap)
 	size_t len = 0;
 	ssize_t k;
 
-	pathf(path, sizeof(path), "%s/new/refill.%llu.%u.%s", fx.mail, (unsigned long long)acct, n,
-	      kind);
+	it_pathf(path, sizeof(path), "%s/new/refill.%llu.%u.%s", fx.mail, (unsigned long long)acct,
+	         n, kind);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		fail_msg("no mail %s", path);
@@ -543,7 +470,7 @@ worker_start(struct worker *w, const char *const *extra, const char *env)
 		fail_msg("TOLLREFILL is not set (run through meson test)");
 	snprintf(redis, sizeof(redis), "127.0.0.1:%u", fx.redis.port);
 	snprintf(engine, sizeof(engine), "127.0.0.1:%u", fx.d.port);
-	pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
+	it_pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
 	argv[n++] = bin;
 	argv[n++] = "--redis";
 	argv[n++] = redis;
@@ -729,13 +656,13 @@ test_cdrs_cross_once_add_and_topup(void **state)
 	freeReplyObject(e);
 
 	/* One charge each, at the gateway, for the request's amount. */
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 2);
-	assert_int_equal(int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2001:1"), 1);
-	assert_int_equal(int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2002:1"), 1);
-	redisReply *r = cmd(fx.r, "HGET tollgate:sim:charges refill:2001:1");
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 2);
+	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2001:1"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2002:1"), 1);
+	redisReply *r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:2001:1");
 	assert_true(strncmp(r->str, "50 tok_visa_4242 ", 17) == 0);
 	freeReplyObject(r);
-	r = cmd(fx.r, "HGET tollgate:sim:charges refill:2002:1");
+	r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:2002:1");
 	assert_true(strncmp(r->str, "30 tok_pp_7788 ", 15) == 0);
 	freeReplyObject(r);
 
@@ -757,7 +684,7 @@ test_cdrs_cross_once_add_and_topup(void **state)
 	expect_has(mail, "To: \"Test\" <ann@example.com>\n");
 	expect_has(mail, "Amount charged:     $50.00\n");
 	expect_has(mail, "Payment method:     credit card ****4242\n");
-	r = cmd(fx.r, "GET tollgate:refill:outcome:refill:2001:1");
+	r = it_cmd(fx.r, "GET tollgate:refill:outcome:refill:2001:1");
 	snprintf(rec, sizeof(rec), "%s", r->str);
 	freeReplyObject(r);
 	char amount[32], after[32];
@@ -860,8 +787,8 @@ test_many_connections_cross_at_once(void **state)
 	assert_int_equal(info("refills_fired"), 1);
 	assert_int_equal(info("refills_landed"), 1);
 	assert_int_equal(info("credits"), 1);
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
-	assert_int_equal(int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2003:1"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2003:1"), 1);
 	assert_true(balance(2003) == 10 * U + 500000 - charged + 50 * U);
 	expect_request(2003, "");
 	assert_int_equal(worker_stop(&w), 0);
@@ -893,8 +820,8 @@ test_worker_killed_after_charge_taken_over(void **state)
 	assert_int_equal(worker_wait(&a, WAIT_MS), 9);
 	assert_true(worker_said(&a, "TOLLREFILL_TEST_CRASH_AFTER_CHARGE=1: exiting 9"));
 	/* Charged, nothing else: no credit, no mail, the entry pending at the dead worker. */
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
-	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:outcome:refill:2004:1"), 0);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:outcome:refill:2004:1"), 0);
 	assert_true(balance(2004) == t.bal);
 	expect_request(2004, "refill:2004:1");
 	assert_int_equal(mails(2004, "receipt"), 0);
@@ -903,8 +830,8 @@ test_worker_killed_after_charge_taken_over(void **state)
 	worker_start(&b, rescuer, NULL);
 	WAIT_FOR(!refill_pending(2004) && mails(2004, "receipt") == 1, &b);
 	assert_int_equal(worker_stop(&b), 0);
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
-	assert_int_equal(int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2004:1"), 2);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2004:1"), 2);
 	assert_int_equal(info("credits"), 1);
 	assert_int_equal(info("refills_landed"), 1);
 	assert_int_equal(requests_for(2004, NULL), 1);
@@ -953,7 +880,7 @@ test_declined_then_fixed(void **state)
 	expect_request(2005, "");
 	assert_int_equal(info("credits"), 0);
 	assert_int_equal(info("refills_failed"), 1);
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
 	assert_true(balance(2005) == 10 * U);
 
 	/* Rating goes on down to $0.00, where CALL.AUTH blocks; no new request on the way. */
@@ -972,8 +899,8 @@ test_declined_then_fixed(void **state)
 	expect_request(2005, "");
 
 	/* The card is fixed, a payment lifts the balance above the threshold. */
-	run_cmd(fx.r, "HSET tollgate:customer:2005 token tok_visa_2005");
-	r = cmd(fx.e, "ACCT.CREDIT 2005 20 payment-2005-1");
+	it_run_cmd(fx.r, "HSET tollgate:customer:2005 token tok_visa_2005");
+	r = it_cmd(fx.e, "ACCT.CREDIT 2005 20 payment-2005-1");
 	assert_true(money(r->str) == 20 * U);
 	freeReplyObject(r);
 	t.bal += 20 * U;
@@ -985,9 +912,9 @@ test_declined_then_fixed(void **state)
 	assert_true(t.crossed_at >= 0);
 	WAIT_FOR(mails(2005, "receipt") == 1 && !refill_pending(2005), &w);
 	assert_int_equal(requests_for(2005, NULL), 2);
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
-	assert_int_equal(int_cmd(fx.r, "HEXISTS tollgate:sim:charges refill:2005:2"), 1);
-	assert_int_equal(int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2005:1"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HEXISTS tollgate:sim:charges refill:2005:2"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2005:1"), 1);
 	assert_true(balance(2005) == t.bal + 50 * U);
 	assert_true(balance(2005) == 58 * U);
 	mail_read(2005, 2, "receipt", mail, sizeof(mail));
@@ -1029,15 +956,15 @@ test_bad_config_and_unreachable_redis(void **state)
 	assert_true(worker_said(&w, "--dead-stream must not be the refill stream"));
 
 	/* No --engine at all: said so, exit 1. */
-	pathf(cmdline, sizeof(cmdline), "'%s' --maildir '%s' --once >'%s/noengine.log' 2>&1", bin,
-	      fx.mail, fx.dir);
+	it_pathf(cmdline, sizeof(cmdline), "'%s' --maildir '%s' --once >'%s/noengine.log' 2>&1",
+	         bin, fx.mail, fx.dir);
 	int status = system(cmdline);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 1);
 	struct worker nolog;
-	pathf(nolog.log, sizeof(nolog.log), "%s/noengine.log", fx.dir);
+	it_pathf(nolog.log, sizeof(nolog.log), "%s/noengine.log", fx.dir);
 	assert_true(worker_said(&nolog, "tollrefill: --engine HOST:PORT is required"));
-	assert_int_equal(int_cmd(fx.r, "XLEN " STREAM), 0);
+	assert_int_equal(it_int_cmd(fx.r, "XLEN " STREAM), 0);
 
 	/* A request on the stream, then Redis goes away. */
 	profile(2006, "fi@example.com", "card", "tok_visa_2006");
@@ -1072,7 +999,7 @@ test_bad_config_and_unreachable_redis(void **state)
 	WAIT_FOR(!refill_pending(2006) && mails(2006, "receipt") == 1, &w);
 	assert_int_equal(worker_stop(&w), 0);
 	assert_true(balance(2006) == t.bal + 25 * U);
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 	assert_int_equal(info("refills_landed"), 1);
 	assert_int_equal(info("credits"), 1);
 	assert_true(info("refills_republished") >= 1);

@@ -37,6 +37,7 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
+#include "rcmd.h"
 #include "redis_harness.h"
 #include "tg_money.h"
 
@@ -65,90 +66,6 @@ struct fx {
 };
 
 static struct fx fx;
-
-static void
-sleep_ms(unsigned ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-/* snprintf that fails the test instead of cutting a path short. */
-static void pathf(char *out, size_t cap, const char *fmt, ...) FMT(3, 4);
-
-static void
-pathf(char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(out, cap, fmt, ap);
-	va_end(ap);
-	assert_true(n >= 0 && (size_t)n < cap);
-}
-
-static redisReply *vcmd(redisContext *c, const char *fmt, va_list ap) FMT(2, 0);
-
-static redisReply *
-vcmd(redisContext *c, const char *fmt, va_list ap)
-{
-	redisReply *r = redisvCommand(c, fmt, ap);
-	if (r == NULL)
-		fail_msg("connection failed: %s", c->errstr);
-	return r;
-}
-
-/* A command whose reply must not be an error.  The caller frees it. */
-static redisReply *cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
-
-static redisReply *
-cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = vcmd(c, fmt, ap);
-	va_end(ap);
-	if (r->type == REDIS_REPLY_ERROR)
-		fail_msg("%s: %s", fmt, r->str);
-	return r;
-}
-
-/* A command whose reply is ignored (but must not be an error). */
-static void run_cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
-
-static void
-run_cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = vcmd(c, fmt, ap);
-	va_end(ap);
-	if (r->type == REDIS_REPLY_ERROR)
-		fail_msg("%s: %s", fmt, r->str);
-	freeReplyObject(r);
-}
-
-/* An integer reply (a nil counts as 0). */
-static long long int_cmd(redisContext *c, const char *fmt, ...) FMT(2, 3);
-
-static long long
-int_cmd(redisContext *c, const char *fmt, ...)
-{
-	va_list ap;
-	long long v = 0;
-
-	va_start(ap, fmt);
-	redisReply *r = vcmd(c, fmt, ap);
-	va_end(ap);
-	if (r->type == REDIS_REPLY_INTEGER)
-		v = r->integer;
-	else if (r->type == REDIS_REPLY_STRING)
-		v = strtoll(r->str, NULL, 10);
-	else if (r->type != REDIS_REPLY_NIL)
-		fail_msg("%s: not an integer reply (type %d)", fmt, r->type);
-	freeReplyObject(r);
-	return v;
-}
 
 /*
  * Start the fixture's tollgated with extra flags (NULL-terminated, may be
@@ -195,7 +112,7 @@ maildir_remove(const char *dir)
 	char path[IT_PATH_MAX];
 
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
+		it_pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
 		it_dir_remove(path);
 	}
 	it_dir_remove(dir);
@@ -220,7 +137,7 @@ static int
 setup(void **state)
 {
 	setup_bare(state);
-	run_cmd(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
+	it_run_cmd(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
 	return 0;
 }
 
@@ -247,7 +164,7 @@ teardown(void **state)
 static void
 acct_field(uint64_t acct, const char *field, char *out, size_t cap)
 {
-	redisReply *r = cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
+	redisReply *r = it_cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
 
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
 	for (size_t i = 0; i + 1 < r->elements; i += 2) {
@@ -290,7 +207,7 @@ expect_pending(uint64_t acct, const char *request)
 static long long
 info(const char *name)
 {
-	redisReply *r = cmd(fx.e, "INFO all");
+	redisReply *r = it_cmd(fx.e, "INFO all");
 	char key[64];
 	long long v = -1;
 
@@ -314,8 +231,8 @@ fire(uint64_t acct, const char *mode, const char *amount)
 {
 	char want[64];
 
-	run_cmd(fx.e, "ACCT.SET %llu BALANCE 5 THRESHOLD 10 PAYMENT on REFILL %s %s",
-	        (unsigned long long)acct, mode, amount);
+	it_run_cmd(fx.e, "ACCT.SET %llu BALANCE 5 THRESHOLD 10 PAYMENT on REFILL %s %s",
+	           (unsigned long long)acct, mode, amount);
 	snprintf(want, sizeof(want), "refill:%llu:1", (unsigned long long)acct);
 	expect_pending(acct, want);
 }
@@ -332,25 +249,25 @@ profile(uint64_t acct, const char *email, const char *method, const char *token,
 
 	for (size_t i = 0; i < 4; i++)
 		if (v[i] != NULL)
-			run_cmd(fx.r, "HSET tollgate:customer:%llu %s %s", (unsigned long long)acct,
-			        k[i], v[i]);
+			it_run_cmd(fx.r, "HSET tollgate:customer:%llu %s %s",
+			           (unsigned long long)acct, k[i], v[i]);
 }
 
 static void
 token_does(const char *token, const char *behaviour)
 {
-	run_cmd(fx.r, "HSET tollgate:sim:tokens %s %s", token, behaviour);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens %s %s", token, behaviour);
 }
 
 /* Publish request refill:<acct>:<n> as docs/REFILL.md says the engine does. */
 static void
 publish(uint64_t acct, unsigned n, const char *mode, const char *amount, unsigned attempt)
 {
-	run_cmd(fx.r,
-	        "XADD " STREAM " * id refill:%llu:%u account %llu balance 5 threshold 10 "
-	        "mode %s amount %s fired %lld attempt %u",
-	        (unsigned long long)acct, n, (unsigned long long)acct, mode, amount,
-	        (long long)time(NULL), attempt);
+	it_run_cmd(fx.r,
+	           "XADD " STREAM " * id refill:%llu:%u account %llu balance 5 threshold 10 "
+	           "mode %s amount %s fired %lld attempt %u",
+	           (unsigned long long)acct, n, (unsigned long long)acct, mode, amount,
+	           (long long)time(NULL), attempt);
 }
 
 /* XADD an entry given as "field value ..." words, whatever they hold. */
@@ -376,28 +293,28 @@ xadd_words(const char *words)
 static long long
 charges(void)
 {
-	return int_cmd(fx.r, "HLEN tollgate:sim:charges");
+	return it_int_cmd(fx.r, "HLEN tollgate:sim:charges");
 }
 
 /* Calls the simulator received for one request. */
 static long long
 gateway_calls(const char *request)
 {
-	return int_cmd(fx.r, "HGET tollgate:sim:attempts %s", request);
+	return it_int_cmd(fx.r, "HGET tollgate:sim:attempts %s", request);
 }
 
 /* A counter of the workers, from tollgate:refill:stats. */
 static long long
 counter(const char *name)
 {
-	return int_cmd(fx.r, "HGET tollgate:refill:stats %s", name);
+	return it_int_cmd(fx.r, "HGET tollgate:refill:stats %s", name);
 }
 
 /* Entries delivered to the group and not acknowledged. */
 static long long
 group_pending(void)
 {
-	redisReply *r = cmd(fx.r, "XPENDING " STREAM " " GROUP);
+	redisReply *r = it_cmd(fx.r, "XPENDING " STREAM " " GROUP);
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
 	long long n = r->element[0]->integer;
 	freeReplyObject(r);
@@ -415,7 +332,7 @@ files_in(const char *sub, const char *suffix)
 	struct dirent *e;
 	unsigned n = 0;
 
-	pathf(path, sizeof(path), "%s/%s", fx.mail, sub);
+	it_pathf(path, sizeof(path), "%s/%s", fx.mail, sub);
 	DIR *d = opendir(path);
 	assert_non_null(d);
 	while ((e = readdir(d)) != NULL) {
@@ -444,7 +361,7 @@ mail_path(const char *request, const char *kind, char *path, size_t cap)
 	for (char *p = name; *p != '\0'; p++)
 		if (*p == ':')
 			*p = '.';
-	pathf(path, cap, "%s/new/%s", fx.mail, name);
+	it_pathf(path, cap, "%s/new/%s", fx.mail, name);
 }
 
 /* A whole file into buf (NUL-terminated); its length, or -1 when it does not exist. */
@@ -517,7 +434,7 @@ worker_start(struct worker *w, const char *const *extra)
 		fail_msg("TOLLREFILL is not set (run through meson test)");
 	snprintf(redis, sizeof(redis), "127.0.0.1:%u", fx.redis.port);
 	snprintf(engine, sizeof(engine), "127.0.0.1:%u", fx.d.port);
-	pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
+	it_pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
 	argv[n++] = bin;
 	argv[n++] = "--redis";
 	argv[n++] = redis;
@@ -585,7 +502,7 @@ worker_wait(struct worker *w, uint64_t timeout_ms)
 			waitpid(w->pid, &status, 0);
 			break;
 		}
-		sleep_ms(5);
+		it_sleep_ms(5);
 	}
 	w->pid = 0;
 	rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -643,7 +560,7 @@ wait_counter(const char *name, long long n, const struct worker *w)
 				worker_dump(w);
 			fail_msg("stat %s stayed at %lld, expected %lld", name, counter(name), n);
 		}
-		sleep_ms(10);
+		it_sleep_ms(10);
 	}
 }
 
@@ -660,13 +577,13 @@ test_group_created(void **state)
 	(void)state;
 	run_once(&w, 0, NULL);
 	assert_true(worker_said(&w, "created group refill on tollgate:refill"));
-	redisReply *r = cmd(fx.r, "XINFO GROUPS " STREAM);
+	redisReply *r = it_cmd(fx.r, "XINFO GROUPS " STREAM);
 	assert_int_equal(r->elements, 1);
 	freeReplyObject(r);
 	run_once(&w, 0, NULL); /* BUSYGROUP: fine */
 	assert_false(worker_said(&w, "created group"));
 	run_once(&w, 0, custom);
-	r = cmd(fx.r, "XINFO GROUPS other:stream");
+	r = it_cmd(fx.r, "XINFO GROUPS other:stream");
 	assert_int_equal(r->elements, 1);
 	freeReplyObject(r);
 }
@@ -691,7 +608,7 @@ test_approved_then_republished(void **state)
 	assert_int_equal(info("credits"), 1);
 	assert_int_equal(charges(), 1);
 	assert_int_equal(gateway_calls("refill:100:1"), 1);
-	redisReply *r = cmd(fx.r, "HGET tollgate:sim:charges refill:100:1");
+	redisReply *r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:100:1");
 	assert_int_equal(r->type, REDIS_REPLY_STRING);
 	snprintf(rec, sizeof(rec), "%s", r->str);
 	freeReplyObject(r);
@@ -918,10 +835,10 @@ test_malformed_entries_acked_and_counted(void **state)
 	assert_true(worker_said(&w, "moved to " DEAD " and acknowledged"));
 
 	/* Each one in the dead-letter stream, in order: its own fields, reason, source-id. */
-	assert_int_equal(int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
+	assert_int_equal(it_int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
 	redisReply *src =
-	    cmd(fx.r, "XRANGE " STREAM " - + COUNT %d", (int)(sizeof(bad) / sizeof(bad[0])));
-	redisReply *dead = cmd(fx.r, "XRANGE " DEAD " - +");
+	    it_cmd(fx.r, "XRANGE " STREAM " - + COUNT %d", (int)(sizeof(bad) / sizeof(bad[0])));
+	redisReply *dead = it_cmd(fx.r, "XRANGE " DEAD " - +");
 	assert_int_equal(dead->elements, sizeof(bad) / sizeof(bad[0]));
 	for (size_t i = 0; i < dead->elements; i++) {
 		const redisReply *f = dead->element[i]->element[1];
@@ -948,7 +865,7 @@ test_malformed_entries_acked_and_counted(void **state)
 	/* Nothing left to loop on: a second run finds nothing. */
 	run_once(&w, 0, NULL);
 	assert_int_equal(counter("malformed"), (long long)(sizeof(bad) / sizeof(bad[0])));
-	assert_int_equal(int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
+	assert_int_equal(it_int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
 }
 
 /*
@@ -965,7 +882,7 @@ test_dead_letter_unwritable_keeps_the_entry(void **state)
 	struct worker w;
 
 	(void)state;
-	run_cmd(fx.r, "SET " DEAD " not-a-stream");
+	it_run_cmd(fx.r, "SET " DEAD " not-a-stream");
 	xadd_words("id refill:120:1 account 120 amount 0");
 	run_once(&w, 75, flags);
 	assert_true(worker_said(&w, "cannot move it to " DEAD ": WRONGTYPE"));
@@ -975,27 +892,27 @@ test_dead_letter_unwritable_keeps_the_entry(void **state)
 	run_once(&w, 0, other);
 	assert_int_equal(group_pending(), 0);
 	assert_int_equal(counter("malformed"), 1);
-	assert_int_equal(int_cmd(fx.r, "XLEN ops:poison"), 1);
-	redisReply *r = cmd(fx.r, "XRANGE ops:poison - +");
+	assert_int_equal(it_int_cmd(fx.r, "XLEN ops:poison"), 1);
+	redisReply *r = it_cmd(fx.r, "XRANGE ops:poison - +");
 	const redisReply *f = r->element[0]->element[1];
 	assert_int_equal(f->elements, 10);
 	assert_string_equal(f->element[6]->str, "reason");
 	assert_string_equal(f->element[7]->str, "bad amount \"0\"");
 	freeReplyObject(r);
 	/* An entry deleted from the stream while pending goes too: no fields, its reason. */
-	run_cmd(fx.r, "DEL " DEAD);
+	it_run_cmd(fx.r, "DEL " DEAD);
 	xadd_words("id refill:121:1 account 121 amount 5 mode nope");
-	r = cmd(fx.r, "XREADGROUP GROUP " GROUP " c9 COUNT 1 STREAMS " STREAM " >");
+	r = it_cmd(fx.r, "XREADGROUP GROUP " GROUP " c9 COUNT 1 STREAMS " STREAM " >");
 	char id[64];
 	snprintf(id, sizeof(id), "%s", r->element[0]->element[1]->element[0]->element[0]->str);
 	freeReplyObject(r);
-	run_cmd(fx.r, "XDEL " STREAM " %s", id);
+	it_run_cmd(fx.r, "XDEL " STREAM " %s", id);
 	static const char *const c9[] = {"--consumer", "c9", NULL};
 	run_once(&w, 0, c9);
 	assert_true(worker_said(&w, "deleted from the stream while pending"));
 	assert_int_equal(group_pending(), 0);
 	assert_int_equal(counter("malformed"), 2);
-	r = cmd(fx.r, "XRANGE " DEAD " - +");
+	r = it_cmd(fx.r, "XRANGE " DEAD " - +");
 	assert_int_equal(r->elements, 1);
 	f = r->element[0]->element[1];
 	assert_int_equal(f->elements, 4);
@@ -1070,11 +987,11 @@ test_crash_after_charge_charges_once(void **state)
 	(void)state;
 	fire(700, "ADD", "50");
 	profile(700, "max@example.com", "card", "tok_ok", NULL);
-	run_cmd(fx.r, "HSET tollgate:sim:charges refill:700:1 %s", "50 tok_ok 1000");
+	it_run_cmd(fx.r, "HSET tollgate:sim:charges refill:700:1 %s", "50 tok_ok 1000");
 	publish(700, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
 	assert_int_equal(charges(), 1);
-	redisReply *r = cmd(fx.r, "HGET tollgate:sim:charges refill:700:1");
+	redisReply *r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:700:1");
 	snprintf(rec, sizeof(rec), "%s", r->str);
 	freeReplyObject(r);
 	assert_string_equal(rec, "50 tok_ok 1000"); /* the first charge's record, untouched */
@@ -1097,7 +1014,8 @@ test_dead_worker_taken_over(void **state)
 	profile(300, "ida@example.com", "card", "tok_ok", NULL);
 	publish(300, 1, "add", "50", 1);
 	/* The dead worker: reads the entry and is never heard of again. */
-	redisReply *r = cmd(fx.r, "XREADGROUP GROUP " GROUP " dead COUNT 1 STREAMS " STREAM " >");
+	redisReply *r =
+	    it_cmd(fx.r, "XREADGROUP GROUP " GROUP " dead COUNT 1 STREAMS " STREAM " >");
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
 	freeReplyObject(r);
 	assert_int_equal(group_pending(), 1);
@@ -1107,7 +1025,7 @@ test_dead_worker_taken_over(void **state)
 	assert_int_equal(group_pending(), 1);
 	assert_true(balance(300) == 5 * U);
 
-	sleep_ms(300);
+	it_sleep_ms(300);
 	run_once(&w, 0, eager);
 	assert_int_equal(charges(), 1);
 	assert_int_equal(group_pending(), 0);
@@ -1142,7 +1060,7 @@ test_engine_down_then_back(void **state)
 
 	/* A long-running worker keeps trying. */
 	worker_start(&w, daemon);
-	sleep_ms(400);
+	it_sleep_ms(400);
 	assert_int_equal(group_pending(), 1);
 	assert_int_equal(w.pid != 0 && waitpid(w.pid, NULL, WNOHANG) == 0, 1);
 
@@ -1184,7 +1102,7 @@ test_redis_down_at_start(void **state)
 	fx.r = NULL;
 	tg_test_redis_stop(&fx.redis);
 	worker_start(&w, flags);
-	sleep_ms(300);
+	it_sleep_ms(300);
 	assert_int_equal(tg_test_redis_start(&fx.redis), 0); /* same port, empty */
 	fx.r = tg_test_redis_connect(&fx.redis);
 	assert_non_null(fx.r);
@@ -1210,18 +1128,18 @@ test_clean_exit_on_signals(void **state)
 
 	(void)state;
 	worker_start(&w, NULL);
-	sleep_ms(200);
+	it_sleep_ms(200);
 	uint64_t t0 = it_now_ms();
 	assert_int_equal(worker_stop(&w), 0);
 	assert_true(it_now_ms() - t0 < 3000);
 	assert_true(worker_said(&w, "stopped: approved 0"));
 	/* Nothing pending: it left the group as it found it. */
-	redisReply *r = cmd(fx.r, "XINFO CONSUMERS " STREAM " " GROUP);
+	redisReply *r = it_cmd(fx.r, "XINFO CONSUMERS " STREAM " " GROUP);
 	assert_int_equal(r->elements, 0);
 	freeReplyObject(r);
 
 	worker_start(&w, NULL);
-	sleep_ms(200);
+	it_sleep_ms(200);
 	kill(w.pid, SIGINT);
 	assert_int_equal(worker_wait(&w, 10000), 0);
 }
@@ -1238,7 +1156,7 @@ test_sendmail_pipes_each_mail_once(void **state)
 	struct worker w;
 
 	(void)state;
-	pathf(sent, sizeof(sent), "%s/sent.txt", fx.dir);
+	it_pathf(sent, sizeof(sent), "%s/sent.txt", fx.dir);
 	snprintf(good, sizeof(good), "cat >> '%s'", sent);
 	snprintf(bad, sizeof(bad), "cat > /dev/null; exit 3");
 	const char *const flags[] = {"--consumer", "s1", "--sendmail", good, NULL};
@@ -1265,7 +1183,7 @@ test_sendmail_pipes_each_mail_once(void **state)
 	run_once(&w, 75, failing);
 	assert_true(worker_said(&w, "exit 3") || worker_said(&w, "status 3"));
 	assert_int_equal(group_pending(), 1);
-	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 0);
+	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 0);
 	expect_pending(601, "refill:601:1"); /* the failure is reported only after its mail */
 	run_once(&w, 0, flags);
 	assert_int_equal(group_pending(), 0);
@@ -1273,7 +1191,7 @@ test_sendmail_pipes_each_mail_once(void **state)
 	assert_true(slurp(sent, text, sizeof(text)) > 0);
 	assert_int_equal(occurrences(text, "\nSubject: Auto-refill failed for account 601"), 1);
 	assert_int_equal(gateway_calls("refill:601:1"), 1);
-	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 1);
 }
 
 /*
@@ -1292,11 +1210,11 @@ test_maildir_mail_sent_once_whatever_the_reader_does(void **state)
 	publish(610, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
 	assert_int_equal(mails(".receipt"), 1);
-	assert_int_equal(int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:610:1:receipt"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:610:1:receipt"), 1);
 
 	/* The reader moves it to cur/ and marks it seen: a replay sends nothing. */
 	mail_path("refill:610:1", "receipt", from, sizeof(from));
-	pathf(to, sizeof(to), "%s/cur/refill.610.1.receipt:2,S", fx.mail);
+	it_pathf(to, sizeof(to), "%s/cur/refill.610.1.receipt:2,S", fx.mail);
 	assert_int_equal(rename(from, to), 0);
 	publish(610, 1, "add", "50", 2);
 	run_once(&w, 0, NULL);
@@ -1304,7 +1222,7 @@ test_maildir_mail_sent_once_whatever_the_reader_does(void **state)
 	assert_int_equal(files_in("cur", ":2,S"), 1);
 
 	/* Even without the mail record, the maildir itself knows: cur/ holds it. */
-	run_cmd(fx.r, "DEL tollgate:refill:mail:refill:610:1:receipt");
+	it_run_cmd(fx.r, "DEL tollgate:refill:mail:refill:610:1:receipt");
 	publish(610, 1, "add", "50", 3);
 	run_once(&w, 0, NULL);
 	assert_int_equal(mails(".receipt"), 0);
@@ -1316,16 +1234,16 @@ test_maildir_mail_sent_once_whatever_the_reader_does(void **state)
 	assert_int_equal(mails(".receipt"), 0);
 	assert_int_equal(files_in("cur", ""), 0);
 	assert_int_equal(counter("replayed"), 3);
-	assert_int_equal(int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 
 	/* --mail-dir: the old name of --maildir; the maildir is made when missing. */
-	pathf(other, sizeof(other), "%s/alias", fx.dir);
+	it_pathf(other, sizeof(other), "%s/alias", fx.dir);
 	const char *const alias[] = {"--mail-dir", other, NULL};
 	fire(611, "ADD", "50");
 	profile(611, "xi@example.com", "card", "tok_xi", NULL);
 	publish(611, 1, "add", "50", 1);
 	run_once(&w, 0, alias);
-	pathf(to, sizeof(to), "%s/new/refill.611.1.receipt", other);
+	it_pathf(to, sizeof(to), "%s/new/refill.611.1.receipt", other);
 	assert_int_equal(access(to, F_OK), 0);
 	assert_int_equal(mails(".receipt"), 0);
 	maildir_remove(other);
@@ -1360,10 +1278,10 @@ test_end_to_end_with_the_engines_publisher(void **state)
 	fire(800, "ADD", "50");
 	fire(801, "ADD", "20");
 	deadline = it_now_ms() + WAIT_MS;
-	while (int_cmd(fx.r, "XLEN " STREAM) < 2) {
+	while (it_int_cmd(fx.r, "XLEN " STREAM) < 2) {
 		if (it_now_ms() >= deadline)
 			fail_msg("the engine did not publish the two requests");
-		sleep_ms(10);
+		it_sleep_ms(10);
 	}
 	run_once(&w, 0, NULL);
 	assert_true(balance(800) == 55 * U);
@@ -1374,13 +1292,13 @@ test_end_to_end_with_the_engines_publisher(void **state)
 	assert_int_equal(mails(".failure"), 1);
 
 	/* The next crossing is a new request, published and settled the same way. */
-	run_cmd(fx.e, "ACCT.SET 800 BALANCE 5");
+	it_run_cmd(fx.e, "ACCT.SET 800 BALANCE 5");
 	expect_pending(800, "refill:800:2");
 	deadline = it_now_ms() + WAIT_MS;
-	while (int_cmd(fx.r, "XLEN " STREAM) < 3) {
+	while (it_int_cmd(fx.r, "XLEN " STREAM) < 3) {
 		if (it_now_ms() >= deadline)
 			fail_msg("the engine did not publish refill:800:2");
-		sleep_ms(10);
+		it_sleep_ms(10);
 	}
 	run_once(&w, 0, NULL);
 	assert_true(balance(800) == 55 * U);
