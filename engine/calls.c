@@ -178,8 +178,10 @@ tg_calls_init(struct tg_calls **out, size_t capacity)
 	c->nslots = nslots;
 	c->mask = nstripes - 1;
 	c->stripes = alloc_zeroed(nstripes, sizeof(*c->stripes));
-	c->keys = alloc_zeroed((size_t)nstripes * nslots, sizeof(*c->keys));
-	c->vals = alloc_zeroed((size_t)nstripes * nslots, sizeof(*c->vals));
+	/* calloc: for arrays this size the pages come zeroed from the kernel, untouched until used.
+	 */
+	c->keys = calloc((size_t)nstripes * nslots, sizeof(*c->keys));
+	c->vals = calloc((size_t)nstripes * nslots, sizeof(*c->vals));
 	if (c->stripes == NULL || c->keys == NULL || c->vals == NULL) {
 		tg_calls_free(c);
 		return -ENOMEM;

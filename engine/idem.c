@@ -274,7 +274,9 @@ tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s)
 	w->mask = nstripes - 1;
 	w->window = window_s;
 	w->stripes = alloc_zeroed(nstripes, sizeof(*w->stripes));
-	w->slots = alloc_zeroed((size_t)nstripes * nslots, sizeof(*w->slots));
+	/* calloc: for an array this size the pages come zeroed from the kernel, untouched until
+	 * used. */
+	w->slots = calloc((size_t)nstripes * nslots, sizeof(*w->slots));
 	if (w->stripes == NULL || w->slots == NULL) {
 		tg_idem_free(w);
 		return -ENOMEM;
