@@ -1,0 +1,36 @@
+/*
+ * tbl/tg_journal.h - the journal's record types (docs/JOURNAL.md).
+ *
+ * TG_JREC(NAME, name, value, description).  The payload of a record of type
+ * TG_JREC_NAME is struct tg_jrec_name (include/tg_journal.h), whose fields are
+ * listed here in order.  The numeric value is written to disk: persisted,
+ * only grow at the end, never reuse a value.  0 is never a valid type.
+ *
+ * Money is i64 micro-units; account ids are u64; call ids and txids are
+ * their 128-bit digest (tg_digest: lo, hi).  Never a float.
+ */
+
+/* acct u64, call {lo, hi}, amount i64 (micro-units reserved by this step),
+ * seconds u32 (total granted to the call), pad u32 */
+TG_JREC(RESERVE, reserve, 1, "a call's reservation made or extended")
+/* acct u64, call {lo, hi}, reserved i64 (released), cost i64 (debited),
+ * duration u32 (seconds), category u32 (enum tg_category) */
+TG_JREC(COMMIT, commit, 2, "a call ended: reservation released, cost debited")
+/* acct u64, call {lo, hi}, cost i64, duration u32, category u32 */
+TG_JREC(DEBIT, debit, 3, "a CDR debited with no reservation")
+/* acct u64, txid {lo, hi}, amount i64, refill_seq u32 (0: not a refill), pad u32 */
+TG_JREC(CREDIT, credit, 4, "an account credited")
+/* acct u64, balance i64 (the new balance) */
+TG_JREC(SET_BALANCE, set_balance, 5, "an operator set the balance outright")
+/* acct u64, threshold i64, refill_amount i64, plan u32, state u8,
+ * refill_mode u8, flags u8, pad u8 */
+TG_JREC(SETTINGS, settings, 6, "an account's settings replaced (or the account created)")
+/* acct u64, refill_seq u32, mode u32, balance i64, threshold i64, charge i64 */
+TG_JREC(REFILL_FIRED, refill_fired, 7, "a threshold crossing fired a refill request")
+/* acct u64, refill_seq u32, reason u32 (enum tg_jrefill_reason) */
+TG_JREC(REFILL_CLEARED, refill_cleared, 8, "a refill request's in-flight flag cleared")
+/* acct u64, call {lo, hi}, reserved i64, cost i64, seconds u32, category u32 */
+TG_JREC(EXPIRE, expire, 9, "a call with no CALL.END settled at its timeout")
+/* digest {lo, hi}, fingerprint u64, reply i64, seen u32 (Unix s),
+ * result u32 (enum tg_result) */
+TG_JREC(ID, id, 10, "an idempotency id remembered with its first reply")
