@@ -752,11 +752,35 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 }
 
 void
+tg_acct_read_money(const struct tg_acct *a, int64_t *balance, uint64_t *hold)
+{
+	const uint64_t *bp = (const uint64_t *)(const void *)&a->balance;
+	uint64_t b1, h1, b2, h2;
+
+	/*
+	 * A read-only mapping cannot use cmpxchg16b to read the pair, so read it
+	 * twice until both reads agree.
+	 */
+	for (int tries = 0;; tries++) {
+		b1 = tg_load_64(bp);
+		h1 = tg_load_64(&a->hold);
+		ck_pr_fence_load();
+		b2 = tg_load_64(bp);
+		h2 = tg_load_64(&a->hold);
+		if ((b1 == b2 && h1 == h2) || tries > 1000)
+			break;
+	}
+	*balance = (int64_t)b2;
+	*hold = h2;
+}
+
+void
 tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
 {
 	struct tg_acct *w = (struct tg_acct *)(uintptr_t)a; /* ck_pr loads take non-const */
 	uint32_t s1, s2;
-	uint64_t b1, h1, b2, h2;
+	int64_t b2;
+	uint64_t h2;
 
 	do {
 		s1 = tg_load_32(&w->seq);
@@ -775,23 +799,11 @@ tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
 		s2 = tg_load_32(&w->seq);
 	} while ((s1 & 1) || s1 != s2);
 
-	/*
-	 * A read-only mapping cannot use cmpxchg16b to read the pair, so read it
-	 * twice until both reads agree.
-	 */
-	for (int tries = 0;; tries++) {
-		b1 = tg_load_64((uint64_t *)&w->balance);
-		h1 = tg_load_64(&w->hold);
-		ck_pr_fence_load();
-		b2 = tg_load_64((uint64_t *)&w->balance);
-		h2 = tg_load_64(&w->hold);
-		if ((b1 == b2 && h1 == h2) || tries > 1000)
-			break;
-	}
+	tg_acct_read_money(a, &b2, &h2);
 	v->id = tg_load_64(&w->key) - 1;
-	v->balance = (int64_t)b2;
+	v->balance = b2;
 	v->reserved = reserved_of(h2);
-	v->available = available_of((int64_t)b2, h2);
+	v->available = available_of(b2, h2);
 	v->refill_inflight = (h2 & TG_HOLD_REFILL) != 0;
 	v->refill_seq = tg_load_32(&w->refill_seq);
 	v->calls = tg_load_32(&w->calls);

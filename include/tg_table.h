@@ -185,6 +185,8 @@ struct tg_acct_view {
 	bool refill_inflight;
 };
 void tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v);
+/* Just the money pair, consistently, from any mapping: what tg_acct_read uses. */
+void tg_acct_read_money(const struct tg_acct *a, int64_t *balance, uint64_t *hold);
 
 /* The amount a refill fired at balance would charge (ADD: amount; TOPUP: level - balance). */
 tg_money_t tg_refill_charge(uint8_t mode, tg_money_t amount, tg_money_t balance);

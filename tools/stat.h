@@ -71,8 +71,6 @@ enum stat_change stat_src_refresh(struct stat_src *s);
 void stat_src_close(struct stat_src *s);
 /* Is process pid running?  False for 0. */
 bool stat_pid_alive(int32_t pid);
-/* balance and hold of a, read twice until both reads agree (a read-only map has no cmpxchg16b). */
-void stat_pair_read(const struct tg_acct *a, int64_t *balance, uint64_t *hold);
 
 /* One account of the top list. */
 struct stat_top {

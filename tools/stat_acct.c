@@ -286,7 +286,7 @@ check_account(struct vctx *v, uint64_t i)
 	uint64_t hold;
 
 	tg_acct_read(a, &av);
-	stat_pair_read(a, &balance, &hold);
+	tg_acct_read_money(a, &balance, &hold);
 	/* The view's money and the pair just read may differ on a live engine: use the pair's. */
 	int64_t reserved = (int64_t)(hold & TG_HOLD_RESERVED);
 	int64_t avail;

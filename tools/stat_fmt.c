@@ -278,7 +278,7 @@ stat_print_text(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 			const struct tg_acct *acct = tg_table_slot(&s->t, n->top[i].slot);
 			int64_t bal;
 			uint64_t hold;
-			stat_pair_read(acct, &bal, &hold);
+			tg_acct_read_money(acct, &bal, &hold);
 			fprintf(f, "%-22" PRIu64 " %20s %20s\n", n->top[i].id,
 			        stat_money(n->top[i].spent, a), stat_money(bal, b));
 		}

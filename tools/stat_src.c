@@ -144,24 +144,6 @@ stat_pid_alive(int32_t pid)
 	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-void
-stat_pair_read(const struct tg_acct *a, int64_t *balance, uint64_t *hold)
-{
-	uint64_t b1, h1, b2, h2;
-
-	for (int tries = 0;; tries++) {
-		b1 = tg_load_64((const uint64_t *)&a->balance);
-		h1 = tg_load_64(&a->hold);
-		ck_pr_fence_load();
-		b2 = tg_load_64((const uint64_t *)&a->balance);
-		h2 = tg_load_64(&a->hold);
-		if ((b1 == b2 && h1 == h2) || tries > 1000)
-			break;
-	}
-	*balance = (int64_t)b2;
-	*hold = h2;
-}
-
 int
 stat_spend_reset(struct stat_spend *sp, const struct stat_src *s)
 {
@@ -230,7 +212,7 @@ scan(const struct tg_table *t, struct stat_snap *n, struct stat_spend *sp, unsig
 		if (key == 0)
 			continue;
 		n->used++;
-		stat_pair_read(&sl->acct, &balance, &hold);
+		tg_acct_read_money(&sl->acct, &balance, &hold);
 		n->balance += balance;
 		n->reserved += (int64_t)(hold & TG_HOLD_RESERVED);
 		n->calls += tg_load_32(&sl->acct.calls);
