@@ -10,7 +10,7 @@
  * Memory.  Per connection slot (cfg->max_conns of them per worker):
  *   session (h->session_size, rounded up to 64) + inbuf (cfg->inbuf)
  *   + outbuf (cfg->outbuf), each rounded up to 64, + struct conn (at most
- *   128 bytes) + 8 bytes in the send and re-arm lists.
+ *   192 bytes) + 8 bytes in the send and re-arm lists.
  * Per worker: the provided-buffer ring, cfg->buf_count * cfg->buf_size bytes
  * plus 16 bytes of ring entry and 12 of hold record per buffer, and a 4096
  * entry io_uring.  All of it is mapped once at start (anonymous mappings,
@@ -32,6 +32,19 @@
  * buffers stops receiving (its multishot recv is cancelled) until it has
  * caught up, so one slow reader cannot drain the worker's buffer ring.
  * The bytes of a request split across reads are carried in inbuf.
+ *
+ * Limits against hostile peers (docs/SECURITY.md).  With max_per_addr set,
+ * connections are counted per source address in one table shared by the
+ * workers (a mutex taken once per accept and once per close, never per
+ * request; the address costs a getpeername per accept).  A connection over
+ * max_conns or max_per_addr gets one error line and is closed at once.  Every
+ * tick: a request whose first byte came request_ms ago and is still not
+ * whole closes its connection (a client trickling bytes cannot hold a slot),
+ * and so does output that has waited reply_ms with no progress (a client that
+ * reads nothing).  Held buffers are bounded per connection (HOLD_PAUSE) but
+ * not per worker, so when half a worker's buffer ring is held, connections
+ * that hold buffers behind a send stuck for PRESSURE_MS are closed early
+ * rather than let non-readers starve everyone of receive buffers.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,12 +58,14 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_hash.h"
 #include "tg_net.h"
 
 #define NET_MAGIC    0x4e455431u /* "NET1" */
@@ -63,6 +78,8 @@
 #define HEADROOM 8192
 /* Buffers a connection may hold unparsed before its recv is paused. */
 #define HOLD_PAUSE 4
+/* With half the buffer ring held, a send stuck this long closes a holder (if reply_ms is set). */
+#define PRESSURE_MS 1000
 /* Bounds checked against the configuration. */
 #define WORKERS_MAX   1024
 #define CONNS_MAX     (1u << 24)
@@ -124,9 +141,19 @@ struct conn {
 	char *in;
 	void *session;
 	struct tg_out out; /* replies not yet sent: out.buf[out_sent..out.len) */
+	/* Cold: touched by the tick, at accept and at close. */
+	uint64_t send_ms;  /* the send in flight was submitted, or last made progress */
+	bool addr_counted; /* counted in the per-address table under peer */
+	struct tg_net_peer peer;
 };
 
-_Static_assert(sizeof(struct conn) <= 128, "the per-connection cost documented above");
+_Static_assert(sizeof(struct conn) <= 192, "the per-connection cost documented above");
+
+/* One source address in the per-address table; count 0 marks a free entry. */
+struct addr_ent {
+	uint64_t k0, k1;
+	uint32_t count;
+};
 
 /* A provided buffer kept by a connection: bytes [off, off + len) still unparsed. */
 struct hold {
@@ -187,6 +214,11 @@ struct tg_net {
 	size_t headroom;
 	unsigned nworkers;
 	struct worker *w;
+	/* Connections per source address (max_per_addr), all workers: linear probing. */
+	pthread_mutex_t addr_mu;
+	struct addr_ent *addrs;
+	size_t addrs_bytes;
+	uint64_t addr_mask, addr_seed;
 	/* start-up handshake */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -411,6 +443,126 @@ mark_rearm(struct worker *w, struct conn *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* source addresses                                                    */
+
+void
+tg_net_peer_str(const struct tg_net_peer *p, char *buf, size_t len)
+{
+	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	char tmp[INET6_ADDRSTRLEN];
+
+	if (memcmp(p->addr, v4mapped, sizeof(v4mapped)) == 0)
+		inet_ntop(AF_INET, p->addr + 12, tmp, sizeof(tmp));
+	else
+		inet_ntop(AF_INET6, p->addr, tmp, sizeof(tmp));
+	snprintf(buf, len, "%s", tmp);
+}
+
+/* The peer of fd, IPv4 mapped into IPv6.  False when it cannot be had (not IP, or gone). */
+static bool
+peer_of(int fd, struct tg_net_peer *p)
+{
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in4;
+		struct sockaddr_in6 in6;
+	} a;
+	socklen_t len = sizeof(a);
+
+	memset(p, 0, sizeof(*p));
+	if (getpeername(fd, &a.sa, &len) < 0)
+		return false;
+	if (a.sa.sa_family == AF_INET) {
+		p->addr[10] = p->addr[11] = 0xff;
+		memcpy(p->addr + 12, &a.in4.sin_addr, 4);
+		return true;
+	}
+	if (a.sa.sa_family == AF_INET6) {
+		memcpy(p->addr, &a.in6.sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The table is sized at twice the connections of all workers, so it is at
+ * most half full and a probe always ends; the seed is random so a peer who
+ * picks its addresses (an IPv6 /64) cannot aim them all at one chain.
+ */
+static uint64_t
+addr_home(const struct tg_net *n, uint64_t k0, uint64_t k1)
+{
+	uint64_t k[2] = {k0, k1};
+
+	return tg_hash64(k, sizeof(k), n->addr_seed) & n->addr_mask;
+}
+
+/* Count one more connection from p unless it has max_per_addr already.  Any worker. */
+static bool
+addr_take(struct tg_net *n, const struct tg_net_peer *p)
+{
+	uint64_t k0, k1, i;
+	bool ok = true;
+
+	memcpy(&k0, p->addr, 8);
+	memcpy(&k1, p->addr + 8, 8);
+	pthread_mutex_lock(&n->addr_mu);
+	for (i = addr_home(n, k0, k1);; i = (i + 1) & n->addr_mask) {
+		struct addr_ent *e = &n->addrs[i];
+
+		if (e->count == 0) {
+			e->k0 = k0;
+			e->k1 = k1;
+			e->count = 1;
+			break;
+		}
+		if (e->k0 == k0 && e->k1 == k1) {
+			if (e->count >= n->cfg.max_per_addr)
+				ok = false;
+			else
+				e->count++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->addr_mu);
+	return ok;
+}
+
+/* One connection from p is gone.  An entry that reaches 0 is removed by backward shift. */
+static void
+addr_release(struct tg_net *n, const struct tg_net_peer *p)
+{
+	uint64_t k0, k1, i, j;
+
+	memcpy(&k0, p->addr, 8);
+	memcpy(&k1, p->addr + 8, 8);
+	pthread_mutex_lock(&n->addr_mu);
+	for (i = addr_home(n, k0, k1);; i = (i + 1) & n->addr_mask) {
+		struct addr_ent *e = &n->addrs[i];
+
+		TG_ASSERT(e->count != 0); /* it was counted, so it is there */
+		if (e->k0 == k0 && e->k1 == k1)
+			break;
+	}
+	if (--n->addrs[i].count == 0) {
+		/* Pull later entries of the chain back over the hole, so lookups never stop early.
+		 */
+		for (j = (i + 1) & n->addr_mask; n->addrs[j].count != 0;
+		     j = (j + 1) & n->addr_mask) {
+			uint64_t h = addr_home(n, n->addrs[j].k0, n->addrs[j].k1);
+			bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+
+			if (!stays) {
+				n->addrs[i] = n->addrs[j];
+				n->addrs[j].count = 0;
+				i = j;
+			}
+		}
+	}
+	pthread_mutex_unlock(&n->addr_mu);
+}
+
+/* ------------------------------------------------------------------ */
 /* connections                                                         */
 
 static void
@@ -481,6 +633,10 @@ conn_close(struct worker *w, struct conn *c)
 	if (h->session_close)
 		h->session_close(h->arg, w->id, c->session);
 	stat_add(w, TG_NETC_CLOSED, 1);
+	if (c->addr_counted) {
+		addr_release(w->net, &c->peer);
+		c->addr_counted = false;
+	}
 	hold_release_all(w, c);
 	c->in_len = 0;
 	if (c->recv_armed || c->send_inflight) {
@@ -502,18 +658,50 @@ slot_free(struct worker *w, struct conn *c)
 	w->free_head = c->idx;
 }
 
+/*
+ * Refuse a connection without a slot: one error line (best effort: the socket
+ * is new, so its send buffer has room; MSG_DONTWAIT never lets it wait), then
+ * the close, hard-linked so it runs whatever the send did.  The message is
+ * static: it outlives the request.
+ */
+static void
+conn_reject(struct worker *w, int fd, const char *msg, enum tg_net_counter k)
+{
+	struct io_uring_sqe *sqe;
+
+	/* Both entries in one submission, or the link would be cut. */
+	if (io_uring_sq_space_left(&w->ring) < 2) {
+		buf_publish(w);
+		io_uring_submit(&w->ring);
+	}
+	sqe = sqe_get(w);
+	io_uring_prep_send(sqe, fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+	sqe->flags |= IOSQE_IO_HARDLINK;
+	sqe->user_data = ud_make(OP_REJECT, 0, 0);
+	sqe = sqe_get(w);
+	io_uring_prep_close(sqe, fd);
+	sqe->user_data = ud_make(OP_REJECT, 0, 0);
+	stat_add(w, k, 1);
+}
+
 static void
 conn_open(struct worker *w, int fd)
 {
-	const struct tg_net_handler *h = &w->net->h;
+	struct tg_net *n = w->net;
+	const struct tg_net_handler *h = &n->h;
+	struct tg_net_peer peer;
+	bool have_peer = false;
 	struct conn *c;
 
 	if (w->free_head == NONE32) {
-		struct io_uring_sqe *sqe = sqe_get(w);
-
-		io_uring_prep_close(sqe, fd);
-		sqe->user_data = ud_make(OP_REJECT, 0, 0);
-		stat_add(w, TG_NETC_REJECTED, 1);
+		conn_reject(w, fd, "-ERR max number of clients reached\r\n", TG_NETC_REJECTED);
+		return;
+	}
+	if (n->cfg.max_per_addr || h->session_peer)
+		have_peer = peer_of(fd, &peer);
+	if (n->cfg.max_per_addr && have_peer && !addr_take(n, &peer)) {
+		conn_reject(w, fd, "-ERR too many connections from this address\r\n",
+		            TG_NETC_ADDR_REJECTED);
 		return;
 	}
 	c = &w->conns[w->free_head];
@@ -534,10 +722,18 @@ conn_open(struct worker *w, int fd)
 	c->out.overflow = false;
 	c->last_ms = w->now_ms;
 	c->partial_ms = 0;
+	c->send_ms = 0;
+	c->addr_counted = n->cfg.max_per_addr && have_peer;
+	if (have_peer)
+		c->peer = peer;
+	else
+		memset(&c->peer, 0, sizeof(c->peer));
 	memset(c->session, 0, h->session_size);
 	stat_add(w, TG_NETC_ACCEPTED, 1);
 	if (h->session_open)
 		h->session_open(h->arg, w->id, c->session);
+	if (have_peer && h->session_peer)
+		h->session_peer(h->arg, c->session, &peer);
 	arm_recv(w, c);
 }
 
@@ -576,6 +772,14 @@ max_request(const struct worker *w, struct conn *c)
 	return h->max_request ? h->max_request(h->arg, c->session) : w->net->cfg.inbuf;
 }
 
+static uint32_t
+max_args(const struct worker *w, struct conn *c)
+{
+	const struct tg_net_handler *h = &w->net->h;
+
+	return h->max_args ? h->max_args(h->arg, c->session) : TG_ARGS_MAX;
+}
+
 enum run {
 	RUN_MORE,     /* everything parsed but an incomplete tail */
 	RUN_CROSSED,  /* parsing passed stop_after */
@@ -609,7 +813,8 @@ conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t s
 			*used = pos;
 			return RUN_HEADROOM;
 		}
-		r = tg_resp_parse(buf + pos, len - pos, max_request(w, c), &req, &n, &err);
+		r = tg_resp_parse_args(buf + pos, len - pos, max_request(w, c), max_args(w, c),
+		                       &req, &n, &err);
 		switch (r) {
 		case TG_PARSE_MORE:
 			*used = pos;
@@ -678,12 +883,20 @@ conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 	const size_t cap = w->net->cfg.inbuf;
 	size_t off = 0, used;
 	enum run r;
+	/*
+	 * The carried request is refused by the parser once it reaches
+	 * max_request bytes, so no more than that is ever copied to complete it:
+	 * a connection limited to a small request (before AUTH) never touches
+	 * more of inbuf than that.
+	 */
+	size_t lim = max_request(w, c) + 1 < cap ? max_request(w, c) + 1 : cap;
 
 	if (c->out.cap - c->out.len < w->net->headroom)
 		return 0;
 	while (c->in_len > 0) {
 		size_t old = c->in_len;
-		size_t k = n - off < cap - old ? n - off : cap - old;
+		size_t room = lim > old ? lim - old : 0;
+		size_t k = n - off < room ? n - off : room;
 
 		memcpy(c->in + old, p + off, k);
 		c->in_len += (uint32_t)k;
@@ -706,7 +919,7 @@ conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
 		off += k;
 		if (off == n)
 			return n;
-		if (used == 0 && c->in_len == cap) {
+		if (used == 0 && c->in_len >= lim) {
 			conn_too_large(w, c);
 			return n;
 		}
@@ -836,6 +1049,7 @@ on_send(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
 		return;
 	}
 	c->last_ms = w->now_ms;
+	c->send_ms = w->now_ms;
 	stat_add(w, TG_NETC_BYTES_OUT, (uint64_t)cqe->res);
 	c->out_sent += (uint32_t)cqe->res;
 	TG_ASSERT(c->out_sent <= c->out.len);
@@ -956,6 +1170,7 @@ turn_end(struct worker *w)
 			                   c->out.len - c->out_sent, MSG_NOSIGNAL);
 			sqe->user_data = ud_make(OP_SEND, c->idx, c->gen);
 			c->send_inflight = true;
+			c->send_ms = w->now_ms;
 		}
 	}
 	w->n_dirty = 0;
@@ -977,11 +1192,31 @@ turn_end(struct worker *w)
 	w->n_rearm = kept;
 }
 
+/* Which timeout, if any, closes c now. */
+static enum tg_net_counter
+conn_expired(const struct worker *w, const struct conn *c, bool pressure)
+{
+	const struct tg_net_cfg *cfg = &w->net->cfg;
+	uint64_t now = w->now_ms;
+
+	if (cfg->idle_ms && (now - c->last_ms >= cfg->idle_ms ||
+	                     (c->in_len > 0 && now - c->partial_ms >= cfg->idle_ms)))
+		return TG_NETC_IDLE_CLOSED;
+	if (cfg->request_ms && c->in_len > 0 && now - c->partial_ms >= cfg->request_ms)
+		return TG_NETC_REQUEST_TIMEOUT;
+	if (cfg->reply_ms && c->send_inflight &&
+	    (now - c->send_ms >= cfg->reply_ms ||
+	     (pressure && c->hold_n > 0 && now - c->send_ms >= PRESSURE_MS)))
+		return TG_NETC_STALLED;
+	return TG_NETC__COUNT;
+}
+
 static void
 tick(struct worker *w)
 {
 	const struct tg_net_handler *h = &w->net->h;
-	uint32_t idle = w->net->cfg.idle_ms;
+	const struct tg_net_cfg *cfg = &w->net->cfg;
+	bool pressure = (uint64_t)w->held * 2 >= cfg->buf_count;
 
 	if (h->tick)
 		h->tick(h->arg, w->id);
@@ -989,16 +1224,17 @@ tick(struct worker *w)
 		w->accept_retry = false;
 		arm_accept(w);
 	}
-	if (idle == 0)
+	if (cfg->idle_ms == 0 && cfg->request_ms == 0 && cfg->reply_ms == 0)
 		return;
 	for (uint32_t i = 0; i < w->hw; i++) {
 		struct conn *c = &w->conns[i];
+		enum tg_net_counter why;
 
 		if (c->state != CONN_OPEN)
 			continue;
-		if (w->now_ms - c->last_ms >= idle ||
-		    (c->in_len > 0 && w->now_ms - c->partial_ms >= idle)) {
-			stat_add(w, TG_NETC_IDLE_CLOSED, 1);
+		why = conn_expired(w, c, pressure);
+		if (why != TG_NETC__COUNT) {
+			stat_add(w, why, 1);
 			conn_close(w, c);
 		}
 	}
@@ -1138,6 +1374,10 @@ worker_teardown(struct worker *w)
 			if (h->session_close)
 				h->session_close(h->arg, w->id, c->session);
 			stat_add(w, TG_NETC_CLOSED, 1);
+			if (c->addr_counted) {
+				addr_release(w->net, &c->peer);
+				c->addr_counted = false;
+			}
 		}
 		/* Wakes a recv or a send stuck on a peer that does not read. */
 		if (c->fd >= 0)
@@ -1393,6 +1633,8 @@ net_destroy(struct tg_net *n)
 	}
 	pthread_mutex_destroy(&n->mu);
 	pthread_cond_destroy(&n->cv);
+	pthread_mutex_destroy(&n->addr_mu);
+	unmap(n->addrs, n->addrs_bytes);
 	free(n->w);
 	n->magic = 0;
 	free(n);
@@ -1445,9 +1687,11 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 	n->headroom = cfg->outbuf / 2 < HEADROOM ? cfg->outbuf / 2 : HEADROOM;
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_cond_init(&n->cv, NULL);
+	pthread_mutex_init(&n->addr_mu, NULL);
 	if (posix_memalign(&mem, 64, cfg->workers * sizeof(struct worker)) != 0) {
 		pthread_mutex_destroy(&n->mu);
 		pthread_cond_destroy(&n->cv);
+		pthread_mutex_destroy(&n->addr_mu);
 		free(n);
 		set_err(err, errlen, "cannot allocate the workers", ENOMEM);
 		return -ENOMEM;
@@ -1466,6 +1710,24 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 		n->w[i].efd = -1;
 	}
 
+	if (cfg->max_per_addr) {
+		/* At least twice the connections of all workers: never more than half full. */
+		uint64_t slots = 16;
+
+		while (slots < 2 * (uint64_t)cfg->workers * cfg->max_conns)
+			slots *= 2;
+		n->addr_mask = slots - 1;
+		n->addrs_bytes = slots * sizeof(struct addr_ent);
+		n->addrs = map(n->addrs_bytes);
+		if (getrandom(&n->addr_seed, sizeof(n->addr_seed), GRND_NONBLOCK) !=
+		    sizeof(n->addr_seed))
+			n->addr_seed = now_ms() ^ ((uint64_t)getpid() << 32);
+		if (n->addrs == NULL) {
+			set_err(err, errlen, "cannot map the per-address table", ENOMEM);
+			net_destroy(n);
+			return -ENOMEM;
+		}
+	}
 	if (parse_addr(n->addr, cfg->port, &a, &alen) < 0) {
 		if (err != NULL && errlen > 0)
 			snprintf(err, errlen, "cannot bind %s: not an IPv4 or IPv6 address",
@@ -1588,6 +1850,9 @@ tg_net_stats(const struct tg_net *n, struct tg_net_stats *st)
 		st->idle_closed += load64(&k[TG_NETC_IDLE_CLOSED]);
 		st->protocol_errors += load64(&k[TG_NETC_PROTOCOL_ERRORS]);
 		st->too_large += load64(&k[TG_NETC_TOO_LARGE]);
+		st->addr_rejected += load64(&k[TG_NETC_ADDR_REJECTED]);
+		st->request_timeouts += load64(&k[TG_NETC_REQUEST_TIMEOUT]);
+		st->stalled += load64(&k[TG_NETC_STALLED]);
 	}
 }
 

@@ -11,8 +11,9 @@
  *
  * Grammar accepted (anything else is TG_PARSE_ERROR):
  *   multibulk  '*' count CRLF, then count times: '$' length CRLF bytes CRLF
- *              count is 1..TG_ARGS_MAX ("*0" and "*-1" are empty, as in
- *              Redis), length is 0..TG_ARG_MAX; numbers are plain decimals
+ *              count is 1..max_args, at most TG_ARGS_MAX ("*0" and "*-1"
+ *              are empty, as in Redis; inline requests have the same
+ *              cap), length is 0..TG_ARG_MAX; numbers are plain decimals
  *              with no sign and no leading zero.
  *   inline     a line not starting with '*', ended by LF or CRLF, split on
  *              spaces and tabs.  An argument may be wrapped in double or
@@ -129,10 +130,10 @@ fail(const char **err, const char *msg)
 	return TG_PARSE_ERROR;
 }
 
-/* buf[0] is '*'.  Same contract as tg_resp_parse. */
+/* buf[0] is '*'; max_args <= TG_ARGS_MAX.  Same contract as tg_resp_parse_args. */
 static enum tg_parse
-parse_multibulk(const char *buf, size_t len, size_t max_req, struct tg_req *req, size_t *used,
-                const char **err)
+parse_multibulk(const char *buf, size_t len, size_t max_req, uint32_t max_args, struct tg_req *req,
+                size_t *used, const char **err)
 {
 	size_t pos = 1;
 	uint32_t argc, alen;
@@ -148,7 +149,7 @@ parse_multibulk(const char *buf, size_t len, size_t max_req, struct tg_req *req,
 		pos += 4;
 		argc = 0;
 	} else {
-		s = parse_num(buf, len, &pos, TG_ARGS_MAX, &argc);
+		s = parse_num(buf, len, &pos, max_args, &argc);
 		if (s == STEP_MORE)
 			return need_more(len, max_req, err);
 		if (s == STEP_BIG)
@@ -218,10 +219,10 @@ inline_byte_err(char c, bool quoted)
 	return NULL;
 }
 
-/* buf[0] is not '*'; len > 0.  Same contract as tg_resp_parse. */
+/* buf[0] is not '*'; len > 0; max_args <= TG_ARGS_MAX.  Same contract as tg_resp_parse_args. */
 static enum tg_parse
-parse_inline(const char *buf, size_t len, size_t max_req, struct tg_req *req, size_t *used,
-             const char **err)
+parse_inline(const char *buf, size_t len, size_t max_req, uint32_t max_args, struct tg_req *req,
+             size_t *used, const char **err)
 {
 	size_t scan = len < max_req ? len : max_req;
 	const char *nl = memchr(buf, '\n', scan);
@@ -247,7 +248,7 @@ parse_inline(const char *buf, size_t len, size_t max_req, struct tg_req *req, si
 			i++;
 		if (i == end)
 			break;
-		if (argc == TG_ARGS_MAX)
+		if (argc == max_args)
 			return fail(err, err_too_many);
 		if (buf[i] == '"' || buf[i] == '\'') {
 			char q = buf[i];
@@ -288,9 +289,19 @@ enum tg_parse
 tg_resp_parse(const char *buf, size_t len, size_t max_req, struct tg_req *req, size_t *used,
               const char **err)
 {
+	return tg_resp_parse_args(buf, len, max_req, TG_ARGS_MAX, req, used, err);
+}
+
+/* As tg_resp_parse; a count above max_args (clamped to 1..TG_ARGS_MAX) is "too many arguments". */
+enum tg_parse
+tg_resp_parse_args(const char *buf, size_t len, size_t max_req, uint32_t max_args,
+                   struct tg_req *req, size_t *used, const char **err)
+{
 	enum tg_parse r;
 
 	TG_ASSERT(req != NULL && used != NULL && err != NULL);
+	if (max_args == 0 || max_args > TG_ARGS_MAX)
+		max_args = TG_ARGS_MAX;
 	TG_ASSERT(buf != NULL || len == 0);
 	*used = 0;
 	*err = NULL;
@@ -298,9 +309,9 @@ tg_resp_parse(const char *buf, size_t len, size_t max_req, struct tg_req *req, s
 	if (len == 0)
 		return TG_PARSE_MORE; /* no frame has begun, so none is too large yet */
 	if (buf[0] == '*')
-		r = parse_multibulk(buf, len, max_req, req, used, err);
+		r = parse_multibulk(buf, len, max_req, max_args, req, used, err);
 	else
-		r = parse_inline(buf, len, max_req, req, used, err);
+		r = parse_inline(buf, len, max_req, max_args, req, used, err);
 	if (r != TG_PARSE_OK && r != TG_PARSE_EMPTY) {
 		*used = 0;
 		req->argc = 0;

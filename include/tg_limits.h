@@ -37,6 +37,15 @@
 #define TG_WORKERS_MAX 64
 /* Reserved micro-units per account: the low 56 bits of the hold word. */
 #define TG_RESERVED_MAX ((1ll << 56) - 1)
+/* Users in the users file (docs/SECURITY.md). */
+#define TG_USERS_MAX 1024
+/* Bytes of a user name and of a password. */
+#define TG_USER_NAME_MAX 64
+#define TG_PASSWORD_MAX  200
+/* Source addresses whose failed AUTHs are remembered at once (the oldest make room). */
+#define TG_AUTH_ADDRS 4096
+/* Bytes of replies a connection may have waiting to be sent before it has authenticated. */
+#define TG_NOAUTH_PENDING_MAX 2048
 
 _Static_assert(TG_DEST_MAX <= 32, "prefix lengths are kept in 5 bits");
 _Static_assert(TG_PLAN_NAME_MAX + 1 == 32, "plan names are 32-byte slots in shm");

@@ -33,8 +33,19 @@ enum tg_net_counter {
 	TG_NETC_TOO_LARGE,
 	TG_NETC_BYTES_IN,
 	TG_NETC_BYTES_OUT,
+	TG_NETC_ADDR_REJECTED,   /* closed at once: max_per_addr from that address */
+	TG_NETC_REQUEST_TIMEOUT, /* closed: a request did not arrive whole within request_ms */
+	TG_NETC_STALLED,         /* closed: replies went unread (reply_ms, or buffer pressure) */
 	TG_NETC__COUNT
 };
+
+/* A connection's source address: IPv6, or IPv4 as ::ffff:a.b.c.d. */
+struct tg_net_peer {
+	uint8_t addr[16];
+};
+
+/* The address as text ("127.0.0.1", "2001:db8::1") into buf (48 bytes are enough). */
+void tg_net_peer_str(const struct tg_net_peer *p, char *buf, size_t len);
 
 struct tg_net_handler {
 	void *arg;
@@ -49,6 +60,14 @@ struct tg_net_handler {
 	void (*session_close)(void *arg, unsigned worker, void *session);
 	/* The largest request this session may send now (smaller before AUTH). */
 	size_t (*max_request)(void *arg, void *session);
+	/* The most arguments (name included) one request may have now; NULL: TG_ARGS_MAX. */
+	uint32_t (*max_args)(void *arg, void *session);
+	/*
+	 * Called right after session_open with the peer's address (a
+	 * getpeername per accepted connection, only when this is set or
+	 * max_per_addr is); not called when the address cannot be had.
+	 */
+	void (*session_peer)(void *arg, void *session, const struct tg_net_peer *peer);
 	/* Execute one request, appending its reply to out. */
 	int (*exec)(void *arg, unsigned worker, void *session, const struct tg_req *req,
 	            struct tg_out *out);
@@ -73,6 +92,12 @@ struct tg_net_cfg {
 	size_t buf_size;    /* bytes per provided buffer */
 	uint32_t idle_ms;   /* close connections idle (or stuck mid-request) this long; 0 = never */
 	uint32_t tick_ms;
+	/* Connections from one source address, all workers together; 0 = no limit. */
+	unsigned max_per_addr;
+	/* Close a connection whose request has not arrived whole this long after its first byte. */
+	uint32_t request_ms; /* 0 = never (idle_ms still applies) */
+	/* Close a connection whose replies have waited unsent, with no progress, this long. */
+	uint32_t reply_ms; /* 0 = never (idle_ms still applies) */
 };
 
 struct tg_net;
@@ -86,12 +111,15 @@ uint16_t tg_net_port(const struct tg_net *n);
 uint64_t tg_net_connections(const struct tg_net *n);
 /* What the server counted, all workers summed. */
 struct tg_net_stats {
-	uint64_t open;            /* connections open now */
-	uint64_t accepted;        /* connections accepted since start */
-	uint64_t rejected;        /* closed at once: max-clients reached */
-	uint64_t idle_closed;     /* closed by the idle timeout */
-	uint64_t protocol_errors; /* closed after a frame that could not parse */
-	uint64_t too_large;       /* replies replaced by "-ERR reply too large" */
+	uint64_t open;             /* connections open now */
+	uint64_t accepted;         /* connections accepted since start */
+	uint64_t rejected;         /* closed at once: max-clients reached */
+	uint64_t idle_closed;      /* closed by the idle timeout */
+	uint64_t protocol_errors;  /* closed after a frame that could not parse */
+	uint64_t too_large;        /* replies replaced by "-ERR reply too large" */
+	uint64_t addr_rejected;    /* closed at once: max_per_addr reached for that address */
+	uint64_t request_timeouts; /* closed: a request took longer than request_ms to arrive */
+	uint64_t stalled; /* closed: replies unread for reply_ms, or under buffer pressure */
 };
 void tg_net_stats(const struct tg_net *n, struct tg_net_stats *st);
 

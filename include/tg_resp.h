@@ -47,6 +47,14 @@ enum tg_parse {
  */
 enum tg_parse tg_resp_parse(const char *buf, size_t len, size_t max_req, struct tg_req *req,
                             size_t *used, const char **err);
+/*
+ * The same with a cap on the arguments (name included): a request with more
+ * than max_args is TG_PARSE_ERROR "too many arguments".  max_args 0 or above
+ * TG_ARGS_MAX means TG_ARGS_MAX.  The server uses this one (max-args, and 3
+ * before AUTH).
+ */
+enum tg_parse tg_resp_parse_args(const char *buf, size_t len, size_t max_req, uint32_t max_args,
+                                 struct tg_req *req, size_t *used, const char **err);
 
 /* An output buffer.  Writers that do not fit set overflow and write nothing. */
 struct tg_out {
