@@ -31,6 +31,13 @@ int tg_bench_core(int argc, char **argv);
  */
 int tg_bench_load(int argc, char **argv);
 
+/*
+ * Recovery at start-up: a snapshot of -a accounts and -r journal records
+ * after it, then load + replay + install timed against reading the same
+ * bytes.  Returns 0, or 1 on error.
+ */
+int tg_bench_recover(int argc, char **argv);
+
 /* ---- shared by the benchmarks (gen.c) ---- */
 
 struct tg_bench_prefix {

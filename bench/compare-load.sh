@@ -15,6 +15,8 @@
 #   --runs N           run each N times, interleaved, and report the median (default 3)
 #   --accounts N       accounts 0..N-1 on both servers (default 1000000)
 #   --rates FILE       rate plans (default tools/demo/rates.csv)
+#   --durability M   tollgated --durability: durable (default), relaxed or off; the
+#                      journal goes to the temporary directory
 #   --tollgated PATH   (default $TOLLGATED, else build/engine/tollgated)
 #   --tollbench PATH   (default $TOLLBENCH, else build/bench/tollbench)
 #   --redis-port P     (default 6479)
@@ -36,6 +38,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 
+durability=durable
 workers=1
 runs=3
 accounts=1000000
@@ -54,6 +57,7 @@ say() { echo "compare-load: $*" >&2; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--durability) durability=${2:?}; shift 2 ;;
 	--workers) workers=${2:?}; shift 2 ;;
 	--runs) runs=${2:?}; shift 2 ;;
 	--accounts) accounts=${2:?}; shift 2 ;;
@@ -158,6 +162,7 @@ say "starting tollgated on port $tport (shm /$shm, --ids-max $ids_max)"
 port_free "$tport" tollgated
 "$tollgated" --port "$tport" --bind 127.0.0.1 --workers "$workers" --shm-name "/$shm" \
 	--shm-reuse no --capacity $((accounts + accounts / 10 + 1000)) \
+	--data-dir "$tmp/data" --durability "$durability" \
 	--accounts "$tmp/accounts.csv" --rates "$rates" --ids-max "$ids_max" \
 	>"$tmp/tollgated.log" 2>&1 &
 tpid=$!

@@ -34,6 +34,8 @@
 #   --latency-n N       requests per latency run (default 300000)
 #   --accounts N        accounts (default 1000000; must cover -r)
 #   --rates FILE        rate plans (default tools/demo/rates.csv)
+#   --durability M   tollgated --durability: durable (default), relaxed or off; the
+#                      journal goes to the temporary directory
 #   --tollgated PATH    the binary (default $TOLLGATED, else build/engine/tollgated)
 #   --redis-port P      (default 6479)
 #   --tg-port P         first tollgated port; the i-th --workers value uses P+i-1 (default 6480)
@@ -51,6 +53,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 
+durability=durable
 workers=1,2
 runs=1
 latency=no
@@ -75,6 +78,7 @@ say() { echo "redis-compare: $*" >&2; }
 
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--durability) durability=${2:?}; shift 2 ;;
 	--workers) workers=${2:?}; shift 2 ;;
 	--runs) runs=${2:?}; shift 2 ;;
 	--latency) latency=yes; shift ;;
@@ -223,6 +227,7 @@ for w in $workers; do
 	port_free "$p" tollgated
 	$pinned "$tollgated" --port "$p" --bind 127.0.0.1 --workers "$w" --shm-name "/$shm" \
 		--shm-reuse no --capacity "$capacity" --accounts "$tmp/accounts.csv" --rates "$rates" \
+		--data-dir "$tmp/data-$p" --durability "$durability" \
 		--ids-max "$ids_max" >"$tmp/tollgated-$p.log" 2>&1 &
 	tpid=$!
 	pids="$pids $tpid"

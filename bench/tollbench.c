@@ -17,6 +17,7 @@ static const struct {
     {"core", tg_bench_core, "rated debits in process, no network: the ceiling"},
     {"lpm", tg_bench_lpm, "longest-prefix matches on a large plan"},
     {"load", tg_bench_load, "requests over TCP to a running server: throughput, latency"},
+    {"recover", tg_bench_recover, "start-up: snapshot + journal replay + install"},
 };
 
 int

@@ -196,6 +196,13 @@ int
 tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
                  size_t *skipped)
 {
+	return tg_accounts_load_cb(path, t, diag, created, skipped, NULL, NULL);
+}
+
+int
+tg_accounts_load_cb(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
+                    size_t *skipped, void (*on_new)(void *arg, struct tg_acct *a), void *arg)
+{
 	struct load ld = {.t = t};
 	int rc;
 
@@ -231,6 +238,8 @@ tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, siz
 		r->s.plan = (uint32_t)plan;
 		tg_acct_set_balance(a, r->balance, &m);
 		tg_acct_configure(a, &r->s, &m);
+		if (on_new != NULL)
+			on_new(arg, a);
 		(*created)++;
 	}
 	free(ld.rows);

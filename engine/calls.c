@@ -16,8 +16,8 @@
  * STRIPE_MEAN calls each, 1.25 slots per call of capacity: with hundreds of
  * calls per stripe the extra quarter is several standard deviations of the
  * spread between stripes, so a stripe fills only when the whole map is near
- * capacity.  Memory: 120 bytes per slot (16 of digest, 104 of struct
- * tg_call), so 150 bytes per call of capacity, plus 64 per stripe.
+ * capacity.  Memory: 136 bytes per slot (16 of digest, 120 of struct
+ * tg_call), so 170 bytes per call of capacity, plus 64 per stripe.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -48,7 +48,7 @@ struct stripe {
 } __attribute__((aligned(CACHE_LINE)));
 
 _Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache line");
-_Static_assert(sizeof(struct tg_call) + sizeof(struct tg_digest) == 120,
+_Static_assert(sizeof(struct tg_call) + sizeof(struct tg_digest) == 136,
                "memory per call is documented");
 
 struct tg_calls {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tg_assert.h"
+#include "tg_log.h"
 #include "tg_refill.h"
 #include "tg_server.h"
 
@@ -289,7 +290,6 @@ cmd_acct_set(struct ctx *c)
 	const struct tg_arg *new_plan = NULL;
 	struct tg_acct_settings s = {0};
 	struct tg_acct_view v;
-	struct tg_move m;
 	tg_money_t balance = 0;
 	bool set_balance = false;
 	int plan = -1;
@@ -363,6 +363,8 @@ cmd_acct_set(struct ctx *c)
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
 		return reply_result(c, TG_NOPAYMENT);
+	if (tg_engine_refusing(c->w))
+		return reply_result(c, TG_NOSPACE);
 	if (new_plan != NULL) {
 		plan = register_plan(c, new_plan);
 		if (plan < 0)
@@ -377,14 +379,11 @@ cmd_acct_set(struct ctx *c)
 			return reply_result(c, r);
 	}
 	/* The balance first, then the settings: a new account must not fire a refill at 0. */
-	if (set_balance) {
-		tg_acct_set_balance(a, balance, &m);
-		tg_note_move(c->w, a, &m);
-	}
-	enum tg_result r = tg_acct_configure(a, &s, &m);
+	if (set_balance)
+		tg_engine_set_balance(c->w, a, balance);
+	enum tg_result r = tg_engine_configure(c->w, a, &s);
 	if (r != TG_OK)
 		return reply_result(c, r);
-	tg_note_move(c->w, a, &m);
 	tg_out_status(c->out, "OK");
 	return TG_NET_CONTINUE;
 }
@@ -503,40 +502,66 @@ cmd_ping(struct ctx *c)
 	return TG_NET_CONTINUE;
 }
 
-/* Compare in time independent of where the first difference is. */
-static bool
-same_secret(const char *a, size_t alen, const char *b, size_t blen)
-{
-	volatile unsigned char diff = (unsigned char)(alen != blen);
-	for (size_t i = 0; i < alen; i++)
-		diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
-	return diff == 0 && blen > 0;
-}
-
+/*
+ * AUTH <password> (the user "default", that is requirepass), or AUTH <user>
+ * <password> as Redis 6 clients send it.  A failure leaves the connection as
+ * it was (authenticated or not); auth-max-failures of them close it, and
+ * auth-addr-failures from one address within auth-lockout seconds lock the
+ * address out of AUTH for auth-lockout seconds (tg_auth_check).
+ */
 static int
 cmd_auth(struct ctx *c)
 {
 	struct tg_server *srv = c->srv;
-	/* AUTH <password>, or AUTH <user> <password> as Redis 6 clients send it. */
 	const struct tg_arg *p = &c->req->argv[c->req->argc - 1];
+	const struct tg_arg *u = c->req->argc == 3 ? &c->req->argv[1] : NULL;
+	const struct tg_user *user;
+	uint32_t retry_s;
+	bool locked_now;
+	char msg[128];
 
-	if (srv->pass_len == 0) {
+	if (!srv->auth.required) {
 		tg_out_error(c->out, "ERR",
 		             "AUTH <password> called without any password configured");
 		return TG_NET_CONTINUE;
 	}
-	if (c->req->argc == 3 && !tg_arg_is(&c->req->argv[1], "default")) {
-		tg_count(c->w, TG_C_auth_failures, 1);
-		tg_out_error(c->out, "WRONGPASS", "invalid username-password pair");
+	enum tg_auth_outcome r =
+	    tg_auth_check(&srv->auth, c->s->peer_known ? c->s->peer : NULL, u ? u->p : NULL,
+	                  u ? u->len : 0, p->p, p->len, &user, &retry_s, &locked_now);
+	if (r == TG_AUTH_OK) {
+		c->s->authed = true;
+		c->s->role = user->role;
+		c->s->user = user;
+		tg_out_status(c->out, "OK");
 		return TG_NET_CONTINUE;
 	}
-	if (!same_secret(p->p, p->len, srv->cfg.requirepass, srv->pass_len)) {
+	if (r == TG_AUTH_LOCKED) {
+		tg_count(c->w, TG_C_auth_locked_refused, 1);
+		snprintf(msg, sizeof(msg),
+		         "too many failed AUTH attempts from this address: try again in %u s",
+		         (unsigned)retry_s);
+	} else {
 		tg_count(c->w, TG_C_auth_failures, 1);
-		tg_out_error(c->out, "WRONGPASS", "invalid username-password pair");
-		return TG_NET_CONTINUE;
+		snprintf(msg, sizeof(msg), "invalid username-password pair");
 	}
-	c->s->authed = true;
-	tg_out_status(c->out, "OK");
+	if (locked_now) {
+		struct tg_net_peer peer;
+		char addr[64];
+		memcpy(peer.addr, c->s->peer, sizeof(peer.addr));
+		tg_net_peer_str(&peer, addr, sizeof(addr));
+		tg_count(c->w, TG_C_auth_lockouts, 1);
+		tg_log("AUTH: %u failures from %s within %u s: locked out for %u s",
+		       (unsigned)srv->cfg.auth_addr_failures, addr, (unsigned)srv->cfg.auth_lockout,
+		       (unsigned)srv->cfg.auth_lockout);
+	}
+	tg_out_error(c->out, "WRONGPASS", msg);
+	if (c->s->auth_failures < UINT8_MAX)
+		c->s->auth_failures++;
+	if (srv->cfg.auth_max_failures && c->s->auth_failures >= srv->cfg.auth_max_failures) {
+		/* One connection guessing on: close it, the guesser must pay a new handshake. */
+		tg_count(c->w, TG_C_auth_failure_closes, 1);
+		return TG_NET_CLOSE;
+	}
 	return TG_NET_CONTINUE;
 }
 
@@ -581,6 +606,20 @@ cmd_config(struct ctx *c)
 	} else {
 		tg_out_array(c->out, 0);
 	}
+	return TG_NET_CONTINUE;
+}
+
+/*
+ * Kamailio's ndb_redis (and other Redis clients) send SELECT 0 on every
+ * connect: there is one database, number 0.
+ */
+static int
+cmd_select(struct ctx *c)
+{
+	const struct tg_arg *db = &c->req->argv[1];
+	if (db->len != 1 || db->p[0] != '0')
+		return reply_err(c, "DB index is out of range (tollgate has database 0 only)");
+	tg_out_status(c->out, "OK");
 	return TG_NET_CONTINUE;
 }
 
@@ -662,9 +701,13 @@ cmd_info(struct ctx *c)
 		info_add(
 		    &i,
 		    "# Clients\r\nconnected_clients:%llu\r\ntotal_connections_received:%llu\r\n"
-		    "rejected_connections:%llu\r\nidle_closed_connections:%llu\r\n\r\n",
+		    "rejected_connections:%llu\r\nidle_closed_connections:%llu\r\n"
+		    "connections_addr_rejected:%llu\r\nconnections_request_timeout:%llu\r\n"
+		    "connections_stalled:%llu\r\n\r\n",
 		    (unsigned long long)ns.open, (unsigned long long)ns.accepted,
-		    (unsigned long long)ns.rejected, (unsigned long long)ns.idle_closed);
+		    (unsigned long long)ns.rejected, (unsigned long long)ns.idle_closed,
+		    (unsigned long long)ns.addr_rejected, (unsigned long long)ns.request_timeouts,
+		    (unsigned long long)ns.stalled);
 	if (want(sec, "accounts")) {
 		const struct tg_planset *ps = c->w->plans;
 		info_add(&i,
@@ -675,8 +718,8 @@ cmd_info(struct ctx *c)
 		         tg_idem_count(e->ids), ps ? tg_planset_plans(ps) : 0,
 		         ps ? tg_planset_prefixes(ps) : 0);
 	}
-	static const char *const sections[] = {"stats", "calls", "refills", "money"};
-	static const char *const titles[] = {"Stats", "Calls", "Refills", "Money"};
+	static const char *const sections[] = {"stats", "calls", "refills", "money", "journal"};
+	static const char *const titles[] = {"Stats", "Calls", "Refills", "Money", "Journal"};
 	for (unsigned k = 0; k < TG_ARRAY_LEN(sections); k++) {
 		if (!want(sec, sections[k]))
 			continue;
@@ -685,6 +728,14 @@ cmd_info(struct ctx *c)
 		if (strcmp(sections[k], "refills") == 0) /* a gauge, not a counter */
 			info_add(&i, "refills_pending:%llu\r\n",
 			         (unsigned long long)tg_refill_pending(e));
+		if (strcmp(sections[k], "journal") == 0) /* its gauges */
+			info_add(&i,
+			         "durability:%s\r\njournal_lsn:%llu\r\njournal_disk_free:%llu\r\n"
+			         "journal_low_space:%d\r\n",
+			         e->jw ? tg_durability_name(tg_jw_mode(e->jw)) : "off",
+			         (unsigned long long)(e->jw ? tg_jw_durable(e->jw) : 0),
+			         (unsigned long long)(e->jw ? tg_jw_free_bytes(e->jw) : 0),
+			         e->jw ? (int)tg_jw_low_space(e->jw) : 0);
 		info_add(&i, "\r\n");
 	}
 	if (want(sec, "latency")) {
@@ -727,6 +778,7 @@ static const struct command commands[] = {
     {"INFO", TG_H_OTHER, 0, 1, false, cmd_info},
     {"COMMAND", TG_H_OTHER, 0, -1, false, cmd_command},
     {"CONFIG", TG_H_OTHER, 1, 3, false, cmd_config},
+    {"SELECT", TG_H_OTHER, 1, 1, false, cmd_select},
 };
 
 static const struct command *
@@ -736,6 +788,39 @@ lookup(const struct tg_arg *name)
 		if (tg_arg_is(name, commands[i].name))
 			return &commands[i];
 	return NULL;
+}
+
+/*
+ * Who may run what besides admin (docs/SECURITY.md).  A command not named
+ * here is admin only, so one added to commands[] later is safe until someone
+ * decides otherwise.  Kept apart from commands[] for that reason.
+ */
+static const struct {
+	const char *name;
+	uint8_t roles;
+} grants[] = {
+    {"AUTH", TG_ROLES_ALL},          {"PING", TG_ROLES_ALL},
+    {"QUIT", TG_ROLES_ALL},          {"ECHO", TG_ROLES_ALL},
+    {"COMMAND", TG_ROLES_ALL},       {"CONFIG", TG_ROLES_ALL},
+    {"SELECT", TG_ROLES_ALL},        {"INFO", TG_ROLES_ALL},
+    {"CALL.AUTH", TG_ROLE_CALL},     {"CALL.UPDATE", TG_ROLE_CALL},
+    {"CALL.END", TG_ROLE_CALL},      {"CDR", TG_ROLE_CALL},
+    {"RATE", TG_ROLE_CALL},          {"ACCT.GET", TG_ROLE_CALL | TG_ROLE_REFILL},
+    {"ACCT.CREDIT", TG_ROLE_REFILL}, {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
+};
+
+/* The roles of commands[i], filled once by tg_cmd_handler before any worker runs. */
+static uint8_t cmd_roles[TG_ARRAY_LEN(commands)];
+
+static void
+roles_init(void)
+{
+	for (size_t i = 0; i < TG_ARRAY_LEN(commands); i++) {
+		cmd_roles[i] = TG_ROLE_ADMIN;
+		for (size_t k = 0; k < TG_ARRAY_LEN(grants); k++)
+			if (strcmp(commands[i].name, grants[k].name) == 0)
+				cmd_roles[i] |= grants[k].roles;
+	}
 }
 
 static int
@@ -752,11 +837,31 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 	TG_CHECK_OBJ(c.s, TG_SESSION_MAGIC);
 	TG_ASSERT(req->argc >= 1);
 	tg_count(c.w, TG_C_commands, 1);
+	/*
+	 * Before AUTH nobody needs to pipeline: a peer that does is not a
+	 * client.  Capping what it can have waiting caps the memory it can make
+	 * the engine touch (docs/SECURITY.md, "Memory").
+	 */
+	if (TG_UNLIKELY(!c.s->authed && out->len >= TG_NOAUTH_PENDING_MAX)) {
+		tg_count(c.w, TG_C_noauth_closes, 1);
+		tg_out_error(out, "ERR", "too many requests before AUTH");
+		return TG_NET_CLOSE;
+	}
 	const struct command *cmd = lookup(&req->argv[0]);
 	if (cmd == NULL)
 		return reply_err(&c, "unknown command '%s'", show(&req->argv[0], b));
 	if (!cmd->noauth && !c.s->authed) {
 		tg_out_error(out, "NOAUTH", "Authentication required.");
+		return TG_NET_CONTINUE;
+	}
+	/* Before AUTH only the noauth commands get here: the role is whoever authenticates. */
+	if (TG_UNLIKELY(c.s->authed && !(cmd_roles[cmd - commands] & c.s->role))) {
+		char msg[160];
+		tg_count(c.w, TG_C_noperm, 1);
+		snprintf(msg, sizeof(msg),
+		         "this user has no permissions to run the '%s' command (role %s)",
+		         cmd->name, tg_role_name(c.s->role));
+		tg_out_error(out, tg_result_name(TG_NOPERM), msg);
 		return TG_NET_CONTINUE;
 	}
 	int nargs = (int)req->argc - 1;
@@ -774,7 +879,20 @@ session_open(void *arg, unsigned worker, void *session)
 	struct tg_session *s = session;
 	(void)worker;
 	s->magic = TG_SESSION_MAGIC;
-	s->authed = srv->pass_len == 0;
+	/* With no credential configured every connection is trusted as admin. */
+	s->authed = !srv->auth.required;
+	s->role = s->authed ? TG_ROLE_ADMIN : 0;
+}
+
+/* Where the connection comes from: the key of AUTH's lockout. */
+static void
+session_peer(void *arg, void *session, const struct tg_net_peer *peer)
+{
+	struct tg_session *s = session;
+	(void)arg;
+	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
+	memcpy(s->peer, peer->addr, sizeof(s->peer));
+	s->peer_known = true;
 }
 
 static void
@@ -795,6 +913,19 @@ max_request(void *arg, void *session)
 	return s->authed ? srv->cfg.max_request : srv->cfg.max_request_noauth;
 }
 
+/*
+ * The same before AUTH: max-request-noauth already caps what an unknown peer
+ * sends, and a command with its usual arguments should get NOAUTH, not a
+ * protocol error.
+ */
+static uint32_t
+max_args(void *arg, void *session)
+{
+	struct tg_server *srv = arg;
+	(void)session;
+	return srv->cfg.max_args;
+}
+
 static void
 batch_begin(void *arg, unsigned worker)
 {
@@ -802,11 +933,14 @@ batch_begin(void *arg, unsigned worker)
 	tg_worker_enter(tg_engine_worker(&srv->engine, worker));
 }
 
+/* The replies of the batch are sent after this returns: in durable mode, once on disk. */
 static void
 batch_end(void *arg, unsigned worker)
 {
 	struct tg_server *srv = arg;
-	tg_worker_exit(tg_engine_worker(&srv->engine, worker));
+	struct tg_worker *w = tg_engine_worker(&srv->engine, worker);
+	tg_worker_exit(w);
+	tg_worker_commit(w);
 }
 
 static void
@@ -820,6 +954,7 @@ tick(void *arg, unsigned worker)
 	tg_worker_enter(w);
 	tg_engine_expire(w);
 	tg_worker_exit(w);
+	tg_worker_commit(w);
 }
 
 /* The server's counters go to each worker's block in the segment, in enum tg_net_counter order. */
@@ -830,12 +965,13 @@ net_counters(void *arg, unsigned worker)
 	return &tg_engine_worker(&srv->engine, worker)->stats->counter[TG_C_connections_accepted];
 }
 
-_Static_assert(TG_C_bytes_sent - TG_C_connections_accepted + 1 == TG_NETC__COUNT,
+_Static_assert(TG_C_connections_stalled - TG_C_connections_accepted + 1 == TG_NETC__COUNT,
                "the server's counters are contiguous in tbl/tg_counters.h, in its order");
 
 void
 tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 {
+	roles_init();
 	memset(h, 0, sizeof(*h));
 	h->arg = srv;
 	h->session_size = sizeof(struct tg_session);
@@ -843,6 +979,10 @@ tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 	h->session_open = session_open;
 	h->session_close = session_close;
 	h->max_request = max_request;
+	h->max_args = max_args;
+	/* The address costs a getpeername per connection: only when a lockout can use it. */
+	if (srv->auth.required && srv->cfg.auth_addr_failures > 0)
+		h->session_peer = session_peer;
 	h->exec = exec;
 	h->batch_begin = batch_begin;
 	h->batch_end = batch_end;

@@ -84,6 +84,8 @@ void
 tg_engine_fini(struct tg_engine *e)
 {
 	tg_refill_stop(e); /* if still running: it reads the table and the counters */
+	for (unsigned i = 0; e->workers != NULL && i <= e->cfg.workers; i++)
+		tg_jstage_fini(&e->workers[i].stage);
 	if (e->ids)
 		tg_idem_free(e->ids);
 	if (e->calls)
@@ -114,6 +116,8 @@ tg_worker_enter(struct tg_worker *w)
 		memset(w->rcache, 0, TG_RCACHE_SIZE * sizeof(*w->rcache));
 		w->rcache_serial = serial;
 	}
+	tg_store_64(&w->open, ((tg_load_64(&w->open) >> 1) + 1) << 1 | 1);
+	ck_pr_fence_memory();
 	w->now_ns = mono_ns();
 	w->mark_ns = w->now_ns;
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
@@ -146,19 +150,188 @@ tg_engine_counter(const struct tg_engine *e, enum tg_counter c)
 	return sum;
 }
 
+/* ---- the journal ---- */
+
+/* Stage one record of the batch (nothing when the engine keeps no journal). */
+static inline void
+jrec(struct tg_worker *w, unsigned type, const void *p, size_t len)
+{
+	if (w->e->jw != NULL)
+		tg_jw_stage(w->e->jw, &w->stage, type, p, len);
+}
+
+int
+tg_engine_journal(struct tg_engine *e, struct tg_jw *jw)
+{
+	for (unsigned i = 0; i <= e->cfg.workers; i++) {
+		int rc = tg_jstage_init(&e->workers[i].stage, 4096);
+		if (rc != 0)
+			return rc;
+	}
+	e->jw = jw;
+	return 0;
+}
+
+/*
+ * Wait until no other worker has a batch open that was open when we looked:
+ * whatever this batch replayed was applied by one of those batches or by one
+ * already on disk.  A worker's batch closes as soon as its own records are
+ * on disk, never waiting on anyone, so two replaying workers cannot wait on
+ * each other.  Rare (retries), and bounded by one sync.
+ */
+static void
+wait_others(struct tg_worker *w)
+{
+	struct tg_engine *e = w->e;
+
+	ck_pr_fence_memory();
+	for (unsigned i = 0; i < e->cfg.workers; i++) {
+		struct tg_worker *o = &e->workers[i];
+		uint64_t s = tg_load_64(&o->open);
+		if (o == w || !(s & 1))
+			continue;
+		while (tg_load_64(&o->open) == s) {
+			struct timespec ts = {0, 20000};
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+void
+tg_worker_commit(struct tg_worker *w)
+{
+	struct tg_engine *e = w->e;
+
+	if (e->jw != NULL && w->stage.n > 0)
+		tg_jw_commit(e->jw, &w->stage);
+	tg_store_64(&w->open, tg_load_64(&w->open) & ~1ull);
+	if (e->jw != NULL && w->replayed && tg_jw_mode(e->jw) == TG_DURABLE)
+		wait_others(w);
+	w->replayed = false;
+}
+
+void
+tg_engine_journal1(struct tg_engine *e, unsigned type, const void *payload, size_t len)
+{
+	struct tg_jitem item;
+	struct tg_jstage one = {.n = 0, .cap = 1, .items = &item};
+
+	if (e->jw == NULL)
+		return;
+	tg_jw_stage(e->jw, &one, type, payload, len);
+	tg_jw_commit(e->jw, &one);
+	if (tg_jw_mode(e->jw) == TG_RELAXED)
+		tg_jw_sync(e->jw);
+}
+
+bool
+tg_engine_refusing(struct tg_worker *w)
+{
+	if (w->e->jw == NULL || !tg_jw_low_space(w->e->jw))
+		return false;
+	tg_count(w, TG_C_journal_nospace, 1);
+	return true;
+}
+
+static void
+jrec_settings(struct tg_worker *w, struct tg_acct *a)
+{
+	struct tg_acct_view v;
+	struct tg_jrec_settings p;
+
+	if (w->e->jw == NULL)
+		return;
+	tg_acct_read(a, &v);
+	memset(&p, 0, sizeof(p));
+	p.acct = v.id;
+	p.threshold = v.threshold;
+	p.refill_amount = v.refill_amount;
+	p.state = v.state;
+	p.refill_mode = v.refill_mode;
+	p.flags = v.flags;
+	const char *name = tg_plan_registry_name(&w->e->table->plans, v.plan);
+	if (name != NULL)
+		strncpy(p.plan, name, sizeof(p.plan) - 1);
+	jrec(w, TG_JREC_SETTINGS, &p, sizeof(p));
+}
+
 /* ---- helpers ---- */
 
 void
 tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 {
 	if (m->refill_fired) {
+		struct tg_jrec_refill_fired p = {.acct = tg_acct_id(a),
+		                                 .refill_seq = m->refill_seq,
+		                                 .mode = tg_load_8(&a->refill_mode),
+		                                 .balance = m->balance,
+		                                 .threshold =
+		                                     (int64_t)tg_load_64((uint64_t *)&a->threshold),
+		                                 .charge = m->refill_charge};
+		jrec(w, TG_JREC_REFILL_FIRED, &p, sizeof(p));
 		tg_count(w, TG_C_refills_fired, 1);
 		/* To the publisher: a record write and a ring push, nothing more. */
 		if (w->e->refill != NULL)
 			tg__refill_fire(w, a, m);
 	}
-	if (m->refill_cleared)
+	if (m->refill_cleared) {
+		struct tg_jrec_refill_cleared p = {.acct = tg_acct_id(a),
+		                                   .refill_seq = m->refill_seq_cleared,
+		                                   .reason = TG_JREFILL_CREDITED};
+		jrec(w, TG_JREC_REFILL_CLEARED, &p, sizeof(p));
 		tg_count(w, TG_C_refills_landed, 1);
+	}
+}
+
+enum tg_result
+tg_engine_set_balance(struct tg_worker *w, struct tg_acct *a, tg_money_t balance)
+{
+	struct tg_move m;
+	enum tg_result r = tg_acct_set_balance(a, balance, &m);
+
+	if (r != TG_OK)
+		return r;
+	struct tg_jrec_set_balance p = {
+	    .acct = tg_acct_id(a), .balance = balance, .delta = balance - m.before};
+	jrec(w, TG_JREC_SET_BALANCE, &p, sizeof(p));
+	tg_note_move(w, a, &m);
+	return TG_OK;
+}
+
+enum tg_result
+tg_engine_configure(struct tg_worker *w, struct tg_acct *a, const struct tg_acct_settings *s)
+{
+	struct tg_move m;
+	enum tg_result r = tg_acct_configure(a, s, &m);
+
+	if (r != TG_OK)
+		return r;
+	jrec_settings(w, a);
+	tg_note_move(w, a, &m);
+	return TG_OK;
+}
+
+void
+tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a)
+{
+	struct tg_acct_view v;
+
+	if (w->e->jw == NULL)
+		return;
+	tg_acct_read(a, &v);
+	struct tg_jrec_set_balance p = {.acct = v.id, .balance = v.balance, .delta = v.balance};
+	jrec(w, TG_JREC_SET_BALANCE, &p, sizeof(p));
+	jrec_settings(w, a);
+	if (v.refill_inflight) {
+		struct tg_jrec_refill_fired f = {
+		    .acct = v.id,
+		    .refill_seq = v.refill_seq,
+		    .mode = v.refill_mode,
+		    .balance = v.balance,
+		    .threshold = v.threshold,
+		    .charge = tg_refill_charge(v.refill_mode, v.refill_amount, v.balance)};
+		jrec(w, TG_JREC_REFILL_FIRED, &f, sizeof(f));
+	}
 }
 
 static void
@@ -243,6 +416,7 @@ window_check(struct tg_worker *w, struct tg_digest d, uint64_t fp, struct tg_ide
 			return TG_CONFLICT;
 		}
 		tg_count(w, TG_C_replays, 1);
+		w->replayed = true; /* the first may not be on disk yet */
 		*reply = rep;
 		return res;
 	}
@@ -267,6 +441,23 @@ window_record(struct tg_worker *w, struct tg_idem_lock *l, uint64_t fp, int64_t 
 
 /* ---- call control ---- */
 
+static void
+jrec_reserve(struct tg_worker *w, uint64_t acct, struct tg_id call, tg_money_t amount,
+             uint32_t seconds, const struct tg_rate *r)
+{
+	struct tg_jrec_reserve p = {.acct = acct,
+	                            .call = tg_jdigest_of(digest(KIND_CALL, call)),
+	                            .amount = amount,
+	                            .seconds = seconds,
+	                            .category = r->category,
+	                            .per_min = r->per_min,
+	                            .connect = r->connect,
+	                            .initial = r->initial,
+	                            .increment = r->increment,
+	                            .minimum = r->minimum};
+	jrec(w, TG_JREC_RESERVE, &p, sizeof(p));
+}
+
 enum tg_result
 tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, struct tg_id call,
              uint32_t *granted)
@@ -280,6 +471,8 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 	uint32_t grant = 0;
 
 	tg_count(w, TG_C_call_auth, 1);
+	if (tg_engine_refusing(w))
+		return TG_NOSPACE;
 	struct tg_acct *a = tg_table_find(e->table, acct);
 	if (a == NULL) {
 		res = TG_NOACCOUNT;
@@ -311,6 +504,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		/* The same call authorized again (a switch's retry): the same grant. */
 		bool same = c->acct == acct;
 		*granted = c->granted;
+		w->replayed = true;
 		tg_calls_unlock(&l);
 		tg_idem_unlock(&il);
 		if (!same)
@@ -341,6 +535,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		return res;
 	}
 	struct tg_call nc = {.acct = acct,
+	                     .key = digest(KIND_CALL, call),
 	                     .rate = *r,
 	                     .reserved = cost,
 	                     .granted = grant,
@@ -352,6 +547,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		tg_acct_commit(a, cost, 0, &m);
 		return res;
 	}
+	jrec_reserve(w, acct, call, cost, grant, r);
 	tg_count(w, TG_C_call_granted, 1);
 	*granted = grant;
 	return TG_OK;
@@ -369,6 +565,8 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 	struct tg_move m;
 	enum tg_result res = TG_BLOCKED;
 
+	if (tg_engine_refusing(w))
+		return TG_NOSPACE;
 	/* The stripe is locked whether or not the call is there. */
 	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
 	if (c == NULL || c->acct != acct) {
@@ -392,6 +590,7 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 		}
 		res = tg_acct_extend(a, cost - c->reserved, &m);
 		if (res == TG_OK) {
+			jrec_reserve(w, acct, call, cost - c->reserved, g, &c->rate);
 			c->reserved = cost;
 			c->granted = g;
 			c->expires_ns = c->started_ns + (uint64_t)(g + e->cfg.call_grace) * NS;
@@ -442,6 +641,15 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	TG_ASSERT(a != NULL);
 	res = tg_acct_commit(a, c->reserved, cost, &m);
 	TG_ASSERT(res == TG_OK);
+	struct tg_jrec_commit p = {.acct = acct,
+	                           .call = tg_jdigest_of(digest(KIND_CALL, call)),
+	                           .end = tg_jdigest_of(digest(KIND_END, call)),
+	                           .fingerprint = fp,
+	                           .reserved = c->reserved,
+	                           .cost = cost,
+	                           .duration = billed,
+	                           .category = c->rate.category};
+	jrec(w, TG_JREC_COMMIT, &p, sizeof(p));
 	struct tg_rate rate = c->rate;
 	tg_calls_remove_unlock(&cl);
 	window_record(w, &il, fp, cost);
@@ -452,13 +660,14 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	return TG_OK;
 }
 
-enum tg_result
-tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
-               uint32_t duration, tg_money_t *charge, struct tg_move *m)
+static enum tg_result
+rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
+            uint32_t duration, tg_money_t *charge, struct tg_move *m, const struct tg_rate **rp)
 {
 	const struct tg_rate *r;
 	enum tg_result res = rate_for(w, a, dest, dlen, &r);
 
+	*rp = NULL;
 	if (res != TG_OK)
 		return res;
 	if (!tg_rate_charge(r, duration, charge))
@@ -466,9 +675,21 @@ tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t 
 	res = tg_acct_debit(a, *charge, m);
 	if (res != TG_OK)
 		return res;
+	*rp = r;
 	add_usage(w, a, r, *charge);
-	tg_note_move(w, a, m);
 	return TG_OK;
+}
+
+enum tg_result
+tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
+               uint32_t duration, tg_money_t *charge, struct tg_move *m)
+{
+	const struct tg_rate *r;
+	enum tg_result res = rated_debit(w, a, dest, dlen, duration, charge, m, &r);
+
+	if (res == TG_OK)
+		tg_note_move(w, a, m);
+	return res;
 }
 
 enum tg_result
@@ -480,16 +701,30 @@ tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, uint32
 	bool is_new;
 	uint64_t fp = fingerprint(acct, duration, dest, dlen);
 
-	enum tg_result res = window_check(w, digest(KIND_CDR, call), fp, &il, charge, &is_new);
+	struct tg_digest d = digest(KIND_CDR, call);
+	enum tg_result res = window_check(w, d, fp, &il, charge, &is_new);
 	if (!is_new)
 		return res;
+	if (tg_engine_refusing(w)) {
+		tg_idem_unlock(&il);
+		return TG_NOSPACE;
+	}
+	const struct tg_rate *r = NULL;
 	struct tg_acct *a = tg_table_find(w->e->table, acct);
-	res = a ? tg_rated_debit(w, a, dest, dlen, duration, charge, &m) : TG_NOACCOUNT;
+	res = a ? rated_debit(w, a, dest, dlen, duration, charge, &m, &r) : TG_NOACCOUNT;
 	if (res != TG_OK) {
 		/* Refused requests are not remembered: a corrected retry may follow. */
 		tg_idem_unlock(&il);
 		return res;
 	}
+	struct tg_jrec_debit p = {.acct = acct,
+	                          .id = tg_jdigest_of(d),
+	                          .fingerprint = fp,
+	                          .cost = *charge,
+	                          .duration = duration,
+	                          .category = r->category};
+	jrec(w, TG_JREC_DEBIT, &p, sizeof(p));
+	tg_note_move(w, a, &m);
 	window_record(w, &il, fp, *charge);
 	tg_count(w, TG_C_cdr, 1);
 	return TG_OK;
@@ -505,16 +740,24 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 	uint64_t fp = fingerprint(acct, amount, NULL, 0);
 
 	TG_ASSERT(amount > 0);
-	enum tg_result res = window_check(w, digest(KIND_CREDIT, tx), fp, &il, balance, &is_new);
+	struct tg_digest d = digest(KIND_CREDIT, tx);
+	enum tg_result res = window_check(w, d, fp, &il, balance, &is_new);
 	if (!is_new)
 		return res;
+	uint32_t seq = tg_refill_id_parse(acct, tx.p, tx.len);
 	struct tg_acct *a = tg_table_find(w->e->table, acct);
-	res = a ? tg_acct_credit(a, amount, tg_refill_id_parse(acct, tx.p, tx.len), &m)
-	        : TG_NOACCOUNT;
+	res = a ? tg_acct_credit(a, amount, seq, &m) : TG_NOACCOUNT;
 	if (res != TG_OK) {
 		tg_idem_unlock(&il);
 		return res;
 	}
+	struct tg_jrec_credit p = {.acct = acct,
+	                           .txid = tg_jdigest_of(d),
+	                           .fingerprint = fp,
+	                           .amount = amount,
+	                           .balance = m.balance,
+	                           .refill_seq = seq};
+	jrec(w, TG_JREC_CREDIT, &p, sizeof(p));
 	window_record(w, &il, fp, m.balance);
 	tg_note_move(w, a, &m);
 	tg_count(w, TG_C_credits, 1);
@@ -533,8 +776,12 @@ tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
 	if (a == NULL)
 		return TG_NOACCOUNT;
 	/* A repeated report (a worker retrying) finds the flag already clear: still OK. */
-	if (tg_acct_refill_clear(a, seq))
+	if (tg_acct_refill_clear(a, seq)) {
+		struct tg_jrec_refill_cleared p = {
+		    .acct = acct, .refill_seq = seq, .reason = TG_JREFILL_FAILED};
+		jrec(w, TG_JREC_REFILL_CLEARED, &p, sizeof(p));
 		tg_count(w, TG_C_refills_failed, 1);
+	}
 	return TG_OK;
 }
 
@@ -567,6 +814,13 @@ settle_expired(void *arg, const struct tg_call *c)
 	bool ok = tg_rate_charge(&c->rate, c->granted, &cost);
 	TG_ASSERT(ok && cost <= c->reserved);
 	tg_acct_commit(a, c->reserved, cost, &m);
+	struct tg_jrec_expire p = {.acct = c->acct,
+	                           .call = tg_jdigest_of(c->key),
+	                           .reserved = c->reserved,
+	                           .cost = cost,
+	                           .seconds = c->granted,
+	                           .category = c->rate.category};
+	jrec(w, TG_JREC_EXPIRE, &p, sizeof(p));
 	add_usage(w, a, &c->rate, cost);
 	tg_note_move(w, a, &m);
 }

@@ -212,9 +212,8 @@ tg_journal_seg_name(char name[TG_JOURNAL_NAME_LEN], uint64_t first_lsn)
 	snprintf(name, TG_JOURNAL_NAME_LEN, "journal-%016" PRIx64 ".tgj", first_lsn);
 }
 
-/* The first LSN named by a segment file name, or false when it is not one. */
-static bool
-seg_name_parse(const char *name, uint64_t *lsn)
+bool
+tg_journal_seg_name_parse(const char *name, uint64_t *lsn)
 {
 	uint64_t v = 0;
 
@@ -286,7 +285,7 @@ list_segments(int dirfd, uint64_t **out, size_t *n)
 	while ((e = readdir(d)) != NULL) {
 		uint64_t lsn;
 
-		if (!seg_name_parse(e->d_name, &lsn))
+		if (!tg_journal_seg_name_parse(e->d_name, &lsn))
 			continue;
 		if (cnt == TG_JOURNAL_SEGMENTS_MAX) {
 			rc = -EMFILE;
@@ -608,7 +607,8 @@ tg_journal_describe(const struct tg_journal_reader *r, char *buf, size_t len)
 		    buf, len,
 		    "journal: %s in %s at offset %llu (LSN %llu expected) with more journal "
 		    "after it; start-up stops.  Restore %s from a backup or replica, or discard "
-		    "everything from there on with `tollctl journal-cut --at %s:%llu` "
+		    "everything from there on with `tollctl journal-cut --data-dir DIR --at "
+		    "%s:%llu` "
 		    "(docs/JOURNAL.md)",
 		    p->empty_seg ? "an empty segment file" : "a damaged record", f, off, lsn, f, f,
 		    off);
@@ -680,7 +680,7 @@ tg_journal_truncate_at(const char *dir, const char *file, uint64_t offset)
 	size_t n = 0;
 	int dirfd, rc;
 
-	if (!seg_name_parse(file, &lsn))
+	if (!tg_journal_seg_name_parse(file, &lsn))
 		return -EINVAL;
 	if (offset != 0 && (offset < TG_JOURNAL_HDR_SIZE || offset % TG_JOURNAL_ALIGN != 0))
 		return -EINVAL;

@@ -262,6 +262,20 @@ tg_refill_pending(const struct tg_engine *e)
 
 /* ---- the publisher's side ---- */
 
+/*
+ * Clear a void request's flag (auto-refill was switched off while it was in
+ * flight), and record it: a replayed journal must not find it in flight.
+ */
+static void
+clear_void(struct tg_refill *r, struct tg_acct *a, uint32_t seq)
+{
+	if (!tg_acct_refill_clear(a, seq))
+		return;
+	struct tg_jrec_refill_cleared p = {
+	    .acct = tg_acct_id(a), .refill_seq = seq, .reason = TG_JREFILL_FAILED};
+	tg_engine_journal1(r->e, TG_JREC_REFILL_CLEARED, &p, sizeof(p));
+}
+
 /* Whether request seq of a is answered: its flag is down, or a newer request fired. */
 static bool
 answered(struct tg_acct *a, uint32_t seq)
@@ -286,7 +300,7 @@ rebuild(struct tg_refill *r, uint64_t i, uint32_t seq)
 	if (!v.refill_inflight || v.refill_seq != seq)
 		return;
 	if (v.refill_mode != TG_REFILL_ADD && v.refill_mode != TG_REFILL_TOPUP) {
-		tg_acct_refill_clear(a, seq);
+		clear_void(r, a, seq);
 		return;
 	}
 	rec_write(&r->t->refills[i], seq, v.refill_mode, v.balance,
@@ -323,7 +337,8 @@ adopt_all(struct tg_refill *r)
 			if (answered(a, seq) || TG_RTAG_MODE(tag) == TG_REFILL_OFF) {
 				tg_store_64(&rec->tag,
 				            retag(tag, TG_RTAG_ATTEMPT(tag), TG_RREC_DROPPED));
-				tg_acct_refill_clear(a, seq); /* void: auto-refill was off */
+				if (TG_RTAG_MODE(tag) == TG_REFILL_OFF)
+					clear_void(r, a, seq); /* void: auto-refill was off */
 			} else {
 				tg_store_64(&rec->tag,
 				            retag(tag, TG_RTAG_ATTEMPT(tag), TG_RREC_PENDING));
@@ -609,7 +624,7 @@ take(struct tg_refill *r, uint64_t i, uint32_t want_seq)
 			                 retag(tag, TG_RTAG_ATTEMPT(tag), TG_RREC_DROPPED)))
 				bump(&r->removed, 1);
 			if (off)
-				tg_acct_refill_clear(a, seq);
+				clear_void(r, a, seq);
 			return;
 		}
 		uint64_t queued = retag(tag, TG_RTAG_ATTEMPT(tag), TG_RREC_QUEUED);

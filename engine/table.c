@@ -11,8 +11,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -117,6 +119,56 @@ check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *er
 	return 0;
 }
 
+/*
+ * The group named by cfg->group ("" or NULL: none) into *gid.  A number is
+ * taken as a gid.  Returns 0, 1 when no group is configured, or -EINVAL.
+ */
+static int
+shm_group(const struct tg_table_cfg *cfg, gid_t *gid, char *err, size_t errlen)
+{
+	struct group gr, *found = NULL;
+	char buf[4096], *end;
+	unsigned long n;
+
+	if (cfg->group == NULL || cfg->group[0] == '\0')
+		return 1;
+	n = strtoul(cfg->group, &end, 10);
+	if (*end == '\0' && cfg->group[0] >= '0' && cfg->group[0] <= '9' && n < (gid_t)-1) {
+		*gid = (gid_t)n;
+		return 0;
+	}
+	if (getgrnam_r(cfg->group, &gr, buf, sizeof(buf), &found) != 0 || found == NULL) {
+		snprintf(err, errlen, "shm-group '%s': no such group", cfg->group);
+		return -EINVAL;
+	}
+	*gid = found->gr_gid;
+	return 0;
+}
+
+/*
+ * Give the segment exactly the configured mode and group, on creation and on
+ * reuse alike: a segment a previous run left looser is tightened.  umask
+ * cannot narrow what fchmod sets.
+ */
+static int
+set_perms(int fd, const struct tg_table_cfg *cfg, bool have_group, gid_t gid, char *err,
+          size_t errlen)
+{
+	if (fchmod(fd, cfg->mode) < 0) {
+		snprintf(err, errlen, "cannot set mode %04o on shm segment %s: %s",
+		         (unsigned)cfg->mode, cfg->name, strerror(errno));
+		return -errno;
+	}
+	if (have_group && fchown(fd, (uid_t)-1, gid) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "cannot give shm segment %s to group %s (gid %u): %s%s",
+		         cfg->name, cfg->group, (unsigned)gid, strerror(e),
+		         e == EPERM ? " (the engine's user must be a member of it)" : "");
+		return -e;
+	}
+	return 0;
+}
+
 static int
 fail(int fd, const char *unlink_name, int rc)
 {
@@ -149,6 +201,22 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		         (unsigned long long)cfg->capacity, (unsigned long long)TG_CAPACITY_MAX);
 		return -EINVAL;
 	}
+	/*
+	 * Every process that can write the segment can move money: only the
+	 * engine's user may.  Group and others may at most read (tollstat).
+	 */
+	if ((cfg->mode & 0600) != 0600 || (cfg->mode & 0133) != 0) {
+		snprintf(err, errlen,
+		         "shm mode %04o: the segment must be read-write for its owner and "
+		         "writable by no one else (0600, or 0640 with a group for tollstat)",
+		         (unsigned)cfg->mode);
+		return -EINVAL;
+	}
+	gid_t gid = 0;
+	rc = shm_group(cfg, &gid, err, errlen);
+	if (rc < 0)
+		return rc;
+	bool have_group = rc == 0;
 	size = tg_table_size(cfg->capacity);
 
 	fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, cfg->mode);
@@ -170,8 +238,10 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 	}
 
 	if (created) {
-		/* umask may have narrowed the mode: set exactly what was configured. */
-		if (fchmod(fd, cfg->mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
+		rc = set_perms(fd, cfg, have_group, gid, err, errlen);
+		if (rc < 0)
+			return fail(fd, name, rc);
+		if (ftruncate(fd, (off_t)size) < 0) {
 			rc = -errno;
 			snprintf(err, errlen, "cannot size shm segment %s to %zu bytes: %s", name,
 			         size, strerror(-rc));
@@ -208,6 +278,9 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 			         size);
 			return fail(fd, NULL, -EPROTO);
 		}
+		rc = set_perms(fd, cfg, have_group, gid, err, errlen);
+		if (rc < 0)
+			return fail(fd, NULL, rc);
 	}
 
 	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -222,6 +295,14 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 	 * honours this for shared memory when shmem_enabled is "advise" (docs/SHM.md).
 	 */
 	madvise(base, size, MADV_HUGEPAGE);
+	/*
+	 * Map every page now, in one call: recovery then fills millions of
+	 * accounts without a page fault each.  Best effort (Linux 5.14+).
+	 */
+#ifdef MADV_POPULATE_WRITE
+	if (created)
+		madvise(base, size, MADV_POPULATE_WRITE);
+#endif
 
 	struct tg_shm_hdr *h = base;
 	if (created) {
@@ -300,6 +381,14 @@ tg_table_attach(struct tg_table *t, const char *name, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %lld bytes, too small for a tollgate segment", name,
 		         (long long)st.st_size);
 		return fail(fd, NULL, -EPROTO);
+	}
+	/* Anyone could have written what a segment writable by others says: do not report it. */
+	if (st.st_mode & 0022) {
+		snprintf(err, errlen,
+		         "shm segment %s is writable by users other than its owner (mode %04o): "
+		         "refusing to trust it",
+		         name, (unsigned)(st.st_mode & 07777));
+		return fail(fd, NULL, -EPERM);
 	}
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
@@ -508,6 +597,8 @@ fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 	m->available = available_of((int64_t)v[0], v[1]);
 	m->refill_fired = fired;
 	m->refill_cleared = false;
+	m->refill_seq_cleared = 0;
+	m->before = 0;
 	m->refill_seq = 0;
 	m->refill_charge = 0;
 	if (fired) {
@@ -635,6 +726,8 @@ tg_acct_credit(struct tg_acct *a, tg_money_t amount, uint32_t refill_seq, struct
 	}
 	fill_move(a, set, false, m);
 	m->refill_cleared = (cur[1] & TG_HOLD_REFILL) && !(set[1] & TG_HOLD_REFILL);
+	if (m->refill_cleared)
+		m->refill_seq_cleared = refill_seq;
 	return TG_OK;
 }
 
@@ -653,6 +746,7 @@ tg_acct_set_balance(struct tg_acct *a, tg_money_t balance, struct tg_move *m)
 			break;
 	}
 	fill_move(a, set, fired, m);
+	m->before = (int64_t)cur[0];
 	return TG_OK;
 }
 
@@ -699,6 +793,27 @@ tg_table_release_reservations(struct tg_table *t, tg_money_t *amount)
 		touched++;
 	}
 	return touched;
+}
+
+void
+tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
+                const struct tg_acct_settings *s)
+{
+	uint64_t hold = (uint64_t)r->reserved & TG_HOLD_RESERVED;
+
+	TG_ASSERT(r->reserved >= 0 && r->reserved <= TG_RESERVED_MAX);
+	if (r->refill_inflight)
+		hold |= TG_HOLD_REFILL | ((uint64_t)(r->refill_seq & 0x7fu) << TG_HOLD_SEQ_SHIFT);
+	tg_store_64((uint64_t *)&a->balance, (uint64_t)r->balance);
+	tg_store_64(&a->hold, hold);
+	tg_store_32(&a->calls, r->calls);
+	tg_store_32(&a->refill_seq, r->refill_seq);
+	tg_store_32(&a->plan, s->plan);
+	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
+	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);
+	tg_store_8(&a->state, s->state);
+	tg_store_8(&a->refill_mode, s->refill_mode);
+	tg_store_8(&a->flags, s->flags);
 }
 
 /* ---- settings ---- */

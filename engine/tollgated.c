@@ -18,6 +18,7 @@
 #include "demo.h"
 #include "tg_accounts.h"
 #include "tg_assert.h"
+#include "tg_durable.h"
 #include "tg_log.h"
 #include "tg_refill.h"
 #include "tg_server.h"
@@ -63,6 +64,13 @@ input_path(const char *setting, const char *demo, const char *label, char *path,
 	return tg__demo_path(demo, label, path, len);
 }
 
+/* An account the accounts file created: into the journal like any other change. */
+static void
+record_new(void *arg, struct tg_acct *a)
+{
+	tg_engine_journal_new(arg, a);
+}
+
 static int
 start(struct tg_server *srv)
 {
@@ -77,19 +85,41 @@ start(struct tg_server *srv)
 		return -EINVAL;
 	}
 	srv->pass_len = (uint32_t)strlen(cfg->requirepass);
+	/* Credentials first: a bad users file stops start-up before anything is created. */
+	struct tg_auth_cfg acfg = {.requirepass = cfg->requirepass,
+	                           .users = cfg->users,
+	                           .addr_failures = cfg->auth_addr_failures,
+	                           .lockout_s = cfg->auth_lockout,
+	                           .max_request_noauth = cfg->max_request_noauth};
+	rc = tg_auth_init(&srv->auth, &acfg, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	/* Seconds become milliseconds in 32 bits: 49 days is past any sensible timeout. */
+	if (cfg->max_args < 3 || cfg->max_args > TG_ARGS_MAX || cfg->idle_timeout > 4000000 ||
+	    cfg->request_timeout > 4000000 || cfg->reply_timeout > 4000000) {
+		tg_log("max-args must be 3..%d; idle-timeout, request-timeout and reply-timeout at "
+		       "most 4000000 seconds",
+		       TG_ARGS_MAX);
+		return -EINVAL;
+	}
 	srv->started_s = (uint64_t)time(NULL);
 	pthread_mutex_init(&srv->reload_lock, NULL);
 
 	struct tg_table_cfg tcfg = {.name = cfg->shm_name,
 	                            .capacity = cfg->capacity,
 	                            .mode = (mode_t)cfg->shm_mode,
-	                            .reuse = cfg->shm_reuse};
-	rc = tg_table_open(&srv->table, &tcfg, err, sizeof(err));
-	if (rc != 0) {
-		tg_log("%s", err);
+	                            .reuse = cfg->shm_reuse,
+	                            .group = cfg->shm_group};
+	/* The journal's state first: it decides whether a surviving segment may be kept. */
+	rc = tg_durable_prepare(srv);
+	if (rc != 0)
 		return rc;
-	}
-	if (tg_load_64(&srv->table.hdr->generation) > 1) {
+	rc = tg_durable_open_table(srv, &tcfg);
+	if (rc != 0)
+		return rc;
+	if (srv->dur.mode == TG_NOJOURNAL && tg_load_64(&srv->table.hdr->generation) > 1) {
 		/*
 		 * The calls the previous engine had in progress lived in its memory:
 		 * their CALL.END will get NOCALL.  Release what they held rather than
@@ -122,6 +152,11 @@ start(struct tg_server *srv)
 		tg_log("cannot set up the engine: %s", strerror(-rc));
 		return rc;
 	}
+	/* Accounts, calls and ids as the journal has them; from here on every change is recorded.
+	 */
+	rc = tg_durable_install(srv);
+	if (rc != 0)
+		return rc;
 
 	rc = input_path(cfg->rates, tg__demo_rates, "demo-rates", srv->rates_path,
 	                sizeof(srv->rates_path));
@@ -138,8 +173,11 @@ start(struct tg_server *srv)
 		rc = input_path(cfg->accounts, tg__demo_accounts, "demo-accounts", accounts,
 		                sizeof(accounts));
 		tg_diag_init(&diag);
+		struct tg_worker *ctl = tg_engine_worker(&srv->engine, srv->workers);
 		if (rc == 0)
-			rc = tg_accounts_load(accounts, &srv->table, &diag, &created, &skipped);
+			rc = tg_accounts_load_cb(accounts, &srv->table, &diag, &created, &skipped,
+			                         record_new, ctl);
+		tg_worker_commit(ctl);
 		if (rc != 0) {
 			tg_log("accounts not loaded from %s (%u problems):",
 			       cfg->accounts[0] ? cfg->accounts : "the bundled demo", diag.count);
@@ -161,6 +199,9 @@ start(struct tg_server *srv)
 		tg_log("%s", err);
 		return rc;
 	}
+	rc = tg_durable_start(srv);
+	if (rc != 0)
+		return rc;
 
 	struct tg_net_handler h;
 	tg_cmd_handler(srv, &h);
@@ -175,6 +216,9 @@ start(struct tg_server *srv)
 	    .buf_size = 16384,
 	    .idle_ms = cfg->idle_timeout * 1000,
 	    .tick_ms = 100,
+	    .max_per_addr = cfg->max_clients_per_addr,
+	    .request_ms = cfg->request_timeout * 1000,
+	    .reply_ms = cfg->reply_timeout * 1000,
 	};
 	if (cfg->port > 65535 || cfg->max_clients == 0 || cfg->reply_buffer < 16384 ||
 	    cfg->max_request < 64 || cfg->max_request_noauth < 16) {
@@ -199,7 +243,7 @@ start(struct tg_server *srv)
 	       (unsigned long long)srv->table.hdr->generation,
 	       (unsigned long long)tg_load_64(&srv->table.hdr->count),
 	       (unsigned long long)srv->table.hdr->capacity,
-	       srv->pass_len ? ", password required" : "");
+	       srv->auth.required ? ", AUTH required" : "");
 	return 0;
 }
 
@@ -211,8 +255,11 @@ stop(struct tg_server *srv)
 	srv->net = NULL;
 	/* Workers are gone: the publisher drains their rings one last time and stops. */
 	tg_refill_stop(&srv->engine);
+	/* Nothing changes any more: last sync, last snapshot, the segment marked clean. */
+	tg_durable_stop(srv);
 	if (srv->engine.table)
 		tg_engine_fini(&srv->engine);
+	tg_auth_fini(&srv->auth);
 	tg_table_close(&srv->table);
 }
 
@@ -236,6 +283,8 @@ main(int argc, char **argv)
 
 	/* Signals go to this thread alone: block them before any worker starts. */
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit must fail the journal's write (and stop us clearly), not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);

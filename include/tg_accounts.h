@@ -36,5 +36,8 @@ int tg_accounts_read(const char *path, struct tg_diag *diag, struct tg_account_r
  */
 int tg_accounts_load(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
                      size_t *skipped);
+/* The same, calling on_new(arg, a) for each account it creates (to record it). */
+int tg_accounts_load_cb(const char *path, struct tg_table *t, struct tg_diag *diag, size_t *created,
+                        size_t *skipped, void (*on_new)(void *arg, struct tg_acct *a), void *arg);
 
 #endif

@@ -20,6 +20,7 @@
 #include "tg_atomic.h"
 #include "tg_calls.h"
 #include "tg_idem.h"
+#include "tg_jwriter.h"
 #include "tg_rate.h"
 #include "tg_stats.h"
 #include "tg_table.h"
@@ -55,6 +56,15 @@ struct tg_worker {
 	uint64_t mark_ns;               /* when the last command of the batch finished */
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE */
 	uint64_t rcache_serial;         /* plan set the cache describes */
+	struct tg_jstage stage;         /* journal records of the batch in progress */
+	/*
+	 * Durable mode: a reply taken from state another worker applied (a replayed
+	 * id, a call authorized again) may leave only once that worker's batch is on
+	 * disk too.  open: batch number << 1, | 1 from tg_worker_enter until the
+	 * batch's own records are on disk; replayed marks a batch that must wait.
+	 */
+	uint64_t open;
+	bool replayed;
 };
 
 struct tg_engine_cfg {
@@ -76,6 +86,7 @@ struct tg_engine {
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
 	struct tg_refill *refill; /* the refill publisher (tg_refill.h), or NULL */
+	struct tg_jw *jw;         /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
 };
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */
@@ -87,6 +98,24 @@ struct tg_worker *tg_engine_worker(struct tg_engine *e, unsigned idx);
 /* Bracket a batch of operations: pins the rate plans, reads the clocks once. */
 void tg_worker_enter(struct tg_worker *w);
 void tg_worker_exit(struct tg_worker *w);
+
+/*
+ * Record every change from now on in jw (set before any worker runs; the
+ * engine does not own it).  Returns 0 or -ENOMEM.
+ */
+int tg_engine_journal(struct tg_engine *e, struct tg_jw *jw);
+/*
+ * Commit the journal records of w's batch: in durable mode, returns once they
+ * are on disk.  Called at the end of every batch, before any reply is sent.
+ */
+void tg_worker_commit(struct tg_worker *w);
+/* One record from a thread that is no worker (the refill publisher); durable on return. */
+void tg_engine_journal1(struct tg_engine *e, unsigned type, const void *payload, size_t len);
+/*
+ * Whether changes that take money must be refused now (the journal's disk
+ * is at its reserve).  Counts the refusal.
+ */
+bool tg_engine_refusing(struct tg_worker *w);
 
 static inline void
 tg_count(struct tg_worker *w, enum tg_counter c, uint64_t n)
@@ -144,6 +173,13 @@ enum tg_result tg_quote(struct tg_worker *w, const char *plan, size_t plen, cons
  * money operation outside the engine passes its move here.
  */
 void tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
+
+/* ACCT.SET's two steps, recorded: the balance outright, then the settings. */
+enum tg_result tg_engine_set_balance(struct tg_worker *w, struct tg_acct *a, tg_money_t balance);
+enum tg_result tg_engine_configure(struct tg_worker *w, struct tg_acct *a,
+                                   const struct tg_acct_settings *s);
+/* Record an account just created outside the engine's operations (loaded from a file). */
+void tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a);
 
 /* Settle calls whose grant (plus grace) ran out.  Returns how many. */
 size_t tg_engine_expire(struct tg_worker *w);

@@ -96,11 +96,20 @@ struct tg_jrec_reserve {
 	struct tg_jdigest call;
 	int64_t amount;
 	uint32_t seconds;
-	uint32_t pad;
+	uint8_t category;
+	uint8_t pad[3];
+	int64_t per_min;
+	int64_t connect;
+	uint32_t initial;
+	uint32_t increment;
+	uint32_t minimum;
+	uint32_t pad2;
 };
 struct tg_jrec_commit {
 	uint64_t acct;
 	struct tg_jdigest call;
+	struct tg_jdigest end;
+	uint64_t fingerprint;
 	int64_t reserved;
 	int64_t cost;
 	uint32_t duration;
@@ -108,7 +117,8 @@ struct tg_jrec_commit {
 };
 struct tg_jrec_debit {
 	uint64_t acct;
-	struct tg_jdigest call;
+	struct tg_jdigest id;
+	uint64_t fingerprint;
 	int64_t cost;
 	uint32_t duration;
 	uint32_t category;
@@ -116,23 +126,27 @@ struct tg_jrec_debit {
 struct tg_jrec_credit {
 	uint64_t acct;
 	struct tg_jdigest txid;
+	uint64_t fingerprint;
 	int64_t amount;
+	int64_t balance;
 	uint32_t refill_seq;
 	uint32_t pad;
 };
 struct tg_jrec_set_balance {
 	uint64_t acct;
 	int64_t balance;
+	int64_t delta;
 };
+#define TG_JPLAN_NAME 32
 struct tg_jrec_settings {
 	uint64_t acct;
 	int64_t threshold;
 	int64_t refill_amount;
-	uint32_t plan;
 	uint8_t state;
 	uint8_t refill_mode;
 	uint8_t flags;
-	uint8_t pad;
+	uint8_t pad[5];
+	char plan[TG_JPLAN_NAME];
 };
 struct tg_jrec_refill_fired {
 	uint64_t acct;
@@ -154,13 +168,6 @@ struct tg_jrec_expire {
 	int64_t cost;
 	uint32_t seconds;
 	uint32_t category;
-};
-struct tg_jrec_id {
-	struct tg_jdigest digest;
-	uint64_t fingerprint;
-	int64_t reply;
-	uint32_t seen;
-	uint32_t result;
 };
 
 /* Every payload is a whole number of 8-byte words: no hidden padding on disk. */
@@ -222,6 +229,8 @@ ssize_t tg_journal_encode(void *buf, size_t cap, unsigned type, uint64_t lsn, in
 void tg_journal_seg_header(struct tg_jseg_hdr *h, uint64_t first_lsn, int64_t created);
 /* The file name of that segment, "journal-<16 hex digits>.tgj", into name. */
 void tg_journal_seg_name(char name[TG_JOURNAL_NAME_LEN], uint64_t first_lsn);
+/* The first LSN named by a segment file name, or false when it is not one. */
+bool tg_journal_seg_name_parse(const char *name, uint64_t *lsn);
 
 /* ---- the reader ---- */
 
@@ -298,7 +307,7 @@ int tg_journal_truncate_tail(struct tg_journal_reader *r);
 /*
  * An operator's decision after CORRUPT (tollctl journal-cut --at
  * FILE:OFFSET): cut segment file of dir at offset (0, or a multiple of 8 at
- * or past the header) and rename every later segment to "<name>.cut", so
+ * or past the header) and rename every later segment to "<name>.cut-<unix seconds>", so
  * its records leave the journal but stay on disk for inspection.  fsyncs
  * the file and the directory.  0 or -errno; -EINVAL for a bad offset or a
  * name that is not a segment's, -ENOENT when file does not exist.

@@ -12,7 +12,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tg_auth.h"
 #include "tg_config.h"
+#include "tg_durable.h"
 #include "tg_engine.h"
 #include "tg_net.h"
 #include "tg_table.h"
@@ -34,12 +36,19 @@ struct tg_server {
 	uint16_t port;
 	uint64_t reloads, reload_failures;
 	uint32_t pass_len;
+	struct tg_auth auth;   /* users and failed AUTHs (docs/SECURITY.md) */
+	struct tg_durable dur; /* journal, snapshots, recovery (docs/JOURNAL.md) */
 };
 
 /* Per connection. */
 struct tg_session {
 	uint32_t magic;
 	bool authed;
+	bool peer_known;            /* peer holds the source address */
+	uint8_t role;               /* TG_ROLE_* of the user authenticated as; 0 before AUTH */
+	uint8_t auth_failures;      /* failed AUTHs on this connection (saturates at 255) */
+	uint8_t peer[16];           /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+	const struct tg_user *user; /* who it authenticated as; NULL before AUTH or with no users */
 };
 
 /* The network callbacks that run commands against srv. */

@@ -29,7 +29,7 @@
 #include "tg_stats-t.h"
 
 #define TG_SHM_MAGIC    0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION  3u
+#define TG_SHM_VERSION  4u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -58,7 +58,9 @@ struct tg_shm_hdr {
 	uint32_t workers;      /* 136 worker threads of the attached engine */
 	uint32_t hist_buckets; /* 140 TG_HIST_BUCKETS */
 	int64_t started;       /* 144 when the attached engine started, Unix seconds */
-	uint8_t reserved[TG_SHM_HDR_SIZE - 152];
+	uint64_t journal_lsn;  /* 152 last LSN on disk (docs/JOURNAL.md); 0: no journal */
+	uint64_t clean_lsn; /* 160 set by a clean stop: the table is exactly the journal to here */
+	uint8_t reserved[TG_SHM_HDR_SIZE - 168];
 };
 
 /* enum tg_acct_state: persisted, only grow at the end. */
@@ -162,6 +164,7 @@ _Static_assert(offsetof(struct tg_shm_hdr, refill_off) == 104, "layout pinned by
 _Static_assert(offsetof(struct tg_shm_hdr, refill_size) == 112, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, stats_off) == 120, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, started) == 144, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_shm_hdr, clean_lsn) == 160, "layout pinned by docs/SHM.md");
 _Static_assert(sizeof(struct tg_refill_rec) == 32, "two refill records per cache line");
 _Static_assert(offsetof(struct tg_refill_rec, tag) == 24, "layout pinned by docs/SHM.md");
 

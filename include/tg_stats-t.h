@@ -77,10 +77,15 @@ struct tg_stats {
 	struct tg_hist hist[TG_HIST__COUNT];
 } __attribute__((aligned(64)));
 
-/* Blocks: one per worker (up to TG_WORKERS_MAX), the control thread, the refill publisher. */
+/*
+ * Blocks: one per worker (up to TG_WORKERS_MAX), the control thread, the
+ * refill publisher, the journal (written with atomic adds by whichever thread
+ * flushes it).
+ */
 #define TG_STATS_CONTROL   TG_WORKERS_MAX
 #define TG_STATS_PUBLISHER (TG_WORKERS_MAX + 1)
-#define TG_STATS_BLOCKS    (TG_WORKERS_MAX + 2)
+#define TG_STATS_JOURNAL   (TG_WORKERS_MAX + 2)
+#define TG_STATS_BLOCKS    (TG_WORKERS_MAX + 3)
 
 _Static_assert(TG_COUNTER__COUNT <= TG_COUNTERS_MAX, "counter slots");
 _Static_assert(sizeof(struct tg_stats) % 64 == 0, "blocks on their own cache lines");

@@ -41,8 +41,9 @@ struct tg_table {
 struct tg_table_cfg {
 	const char *name;  /* "/tollgate" */
 	uint64_t capacity; /* accounts; 1..TG_CAPACITY_MAX */
-	mode_t mode;       /* 0600 by default */
+	mode_t mode;       /* 0600, or 0640 with group; never writable by others */
 	bool reuse;        /* attach to a compatible surviving segment instead of failing */
+	const char *group; /* NULL or "": the creator's group; else a group name or number */
 };
 
 /*
@@ -103,12 +104,14 @@ tg_acct_id(const struct tg_acct *a)
 
 /* What a money operation did. */
 struct tg_move {
-	tg_money_t balance;       /* balance after */
-	tg_money_t available;     /* balance - reserved, after */
-	bool refill_fired;        /* this step crossed the threshold and claimed the refill flag */
-	bool refill_cleared;      /* this step (a refill's credit) cleared the flag */
-	uint32_t refill_seq;      /* when fired: the request's number */
-	tg_money_t refill_charge; /* when fired: the amount to charge */
+	tg_money_t balance;   /* balance after */
+	tg_money_t available; /* balance - reserved, after */
+	bool refill_fired;    /* this step crossed the threshold and claimed the refill flag */
+	bool refill_cleared;  /* this step (a refill's credit) cleared the flag */
+	uint32_t refill_seq_cleared; /* when cleared: the request's number */
+	tg_money_t before;           /* balance before (set by tg_acct_set_balance) */
+	uint32_t refill_seq;         /* when fired: the request's number */
+	tg_money_t refill_charge;    /* when fired: the amount to charge */
 };
 
 /*
@@ -148,6 +151,22 @@ bool tg_acct_refill_clear(struct tg_acct *a, uint32_t refill_seq);
  * released.
  */
 uint64_t tg_table_release_reservations(struct tg_table *t, tg_money_t *amount);
+
+/*
+ * Recovery: set an account to what the journal says, outright (writer only,
+ * before any worker runs).  refill_inflight sets the flag with refill_seq's
+ * low bits, as a fired request would.
+ */
+struct tg_acct_settings;
+struct tg_acct_restore {
+	tg_money_t balance;
+	tg_money_t reserved;
+	uint32_t calls;
+	uint32_t refill_seq;
+	bool refill_inflight;
+};
+void tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
+                     const struct tg_acct_settings *s);
 
 /* ---- settings ---- */
 

@@ -72,8 +72,10 @@ it_dir_remove(const char *dir)
 	while ((e = readdir(d)) != NULL) {
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < sizeof(path))
-			unlink(path);
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path))
+			continue;
+		if (unlink(path) != 0 && (errno == EISDIR || errno == EPERM))
+			it_dir_remove(path); /* a daemon's data directory */
 	}
 	closedir(d);
 	rmdir(dir);
@@ -154,6 +156,8 @@ log_port(const struct it_daemon *d)
 	return (*end == ':' && port > 0 && port <= 65535) ? (uint16_t)port : 0;
 }
 
+static int spawn(struct it_daemon *d, const char *bin, const char *const *flags);
+
 static void
 child(const struct it_daemon *d, char **argv)
 {
@@ -191,9 +195,6 @@ int
 it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 {
 	const char *bin = getenv("TOLLGATED");
-	char *argv[ARGS_MAX];
-	unsigned n = 0;
-	int status;
 
 	memset(d, 0, sizeof(*d));
 	if (bin == NULL || bin[0] == '\0') {
@@ -203,9 +204,53 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	unsigned k = ++started;
 	snprintf(d->shm, sizeof(d->shm), "/tg-it-%d-%u", (int)getpid(), k);
 	snprintf(d->log, sizeof(d->log), "%s/tollgated-%u.log", dir, k);
+	snprintf(d->data, sizeof(d->data), "%s/data-%u", dir, k);
+	shm_unlink(d->shm);
+	return spawn(d, bin, flags);
+}
+
+int
+it_restart(struct it_daemon *d, const char *const *flags, int reboot)
+{
+	const char *bin = getenv("TOLLGATED");
+
+	if (bin == NULL || bin[0] == '\0' || d->shm[0] == '\0')
+		return -1;
+	if (reboot)
+		shm_unlink(d->shm);
+	/* Each run its own log: the port is read back from the log. */
+	d->port = 0;
+	d->runs++;
+	char *dot = strrchr(d->log, '.');
+	if (dot == NULL)
+		return -1;
+	snprintf(dot, sizeof(d->log) - (size_t)(dot - d->log), ".%u.log", d->runs);
+	return spawn(d, bin, flags);
+}
+
+int
+it_kill(struct it_daemon *d)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return -1;
+	kill(d->pid, SIGKILL);
+	if (waitpid(d->pid, &status, 0) != d->pid)
+		return -1;
+	d->pid = 0;
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? 0 : 1;
+}
+
+static int
+spawn(struct it_daemon *d, const char *bin, const char *const *flags)
+{
+	char *argv[ARGS_MAX];
+	unsigned n = 0;
+	int status;
 
 	static const char *const base[] = {"--bind",       "127.0.0.1", "--port",      "0",
-	                                   "--workers",    "2",         "--shm-reuse", "no",
+	                                   "--workers",    "2",         "--shm-reuse", "yes",
 	                                   "--capacity",   "4096",      "--ids-max",   "100000",
 	                                   "--calls-max",  "100000",    "--accounts",  "none",
 	                                   "--redis-host", "none",      NULL};
@@ -214,6 +259,8 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 		argv[n++] = (char *)base[i];
 	argv[n++] = (char *)"--shm-name";
 	argv[n++] = d->shm;
+	argv[n++] = (char *)"--data-dir";
+	argv[n++] = d->data;
 	for (unsigned i = 0; flags != NULL && flags[i] != NULL; i++) {
 		if (n + 1 >= ARGS_MAX) {
 			fprintf(stderr, "harness: too many flags\n");
@@ -223,7 +270,6 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	}
 	argv[n] = NULL;
 
-	shm_unlink(d->shm);
 	d->pid = fork();
 	if (d->pid < 0) {
 		d->pid = 0;
@@ -257,6 +303,15 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 int
 it_stop(struct it_daemon *d)
 {
+	int rc = it_term(d);
+
+	shm_unlink(d->shm);
+	return rc;
+}
+
+int
+it_term(struct it_daemon *d)
+{
 	int status = 0, rc = -1;
 
 	if (d->pid <= 0)
@@ -288,7 +343,6 @@ it_stop(struct it_daemon *d)
 	if (rc != 0)
 		log_dump(d);
 	d->pid = 0;
-	shm_unlink(d->shm);
 	return rc;
 }
 

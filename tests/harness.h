@@ -23,7 +23,9 @@ struct it_daemon {
 	pid_t pid;
 	uint16_t port;
 	char shm[64];
-	char log[IT_PATH_MAX];
+	char log[IT_PATH_MAX];  /* this run's log */
+	char data[IT_PATH_MAX]; /* --data-dir: <dir>/data-<n>, kept across restarts */
+	unsigned runs;          /* restarts so far */
 };
 
 /* Make a fresh private directory (mode 0700) under TMPDIR or /tmp.  0 or -errno. */
@@ -43,11 +45,21 @@ int it_file_write(const char *dir, const char *name, const char *text, char *pat
  */
 int it_start(struct it_daemon *d, const char *dir, const char *const *flags);
 /*
+ * Start d again after it stopped or was killed: same segment name and data
+ * directory, a new port and a new log (<name>.<run>.log).  reboot: unlink
+ * the segment first, as a reboot would.  Flags as for it_start.
+ */
+int it_restart(struct it_daemon *d, const char *const *flags, int reboot);
+/* SIGKILL and reap, leaving segment and data as a crash would.  0, or -1/1. */
+int it_kill(struct it_daemon *d);
+/*
  * SIGTERM, wait up to 10 s (then SIGKILL), unlink the segment.  Returns the
  * exit status (0 for a clean stop), -1 if the daemon had to be killed, -2 if
  * it exited 0 but its log holds a sanitizer report.
  */
 int it_stop(struct it_daemon *d);
+/* it_stop, but the segment stays, as a clean stop leaves it. */
+int it_term(struct it_daemon *d);
 /* Whether the daemon's log holds the text. */
 int it_log_has(const struct it_daemon *d, const char *text);
 

@@ -40,7 +40,7 @@ awk 'BEGIN {
 }' >"$tmp/accounts.csv"
 
 "$TOLLGATED" --port 0 --bind 127.0.0.1 --workers 1 --shm-name "/$shm" --shm-reuse no \
-	--capacity 2000 --accounts "$tmp/accounts.csv" 2>"$tmp/tollgated.log" &
+	--data-dir "$tmp/data" --capacity 2000 --accounts "$tmp/accounts.csv" 2>"$tmp/tollgated.log" &
 pid=$!
 i=0
 while ! grep -q "ready on" "$tmp/tollgated.log"; do

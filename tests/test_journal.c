@@ -44,13 +44,23 @@ make_payload(unsigned t, uint64_t lsn, void *out)
 	memset(out, 0, n);
 	switch (t) {
 	case TG_JREC_RESERVE: {
-		struct tg_jrec_reserve p = {
-		    splitmix(&s), {splitmix(&s), splitmix(&s)}, 1500000, 60, 0};
+		struct tg_jrec_reserve p = {.acct = splitmix(&s),
+		                            .call = {splitmix(&s), splitmix(&s)},
+		                            .amount = 1500000,
+		                            .seconds = 60,
+		                            .per_min = 100000,
+		                            .initial = 60,
+		                            .increment = 60};
 		memcpy(out, &p, sizeof(p));
 		break;
 	}
 	case TG_JREC_SETTINGS: {
-		struct tg_jrec_settings p = {splitmix(&s), 10000000, 50000000, 3, 0, 1, 1, 0};
+		struct tg_jrec_settings p = {.acct = splitmix(&s),
+		                             .threshold = 10000000,
+		                             .refill_amount = 50000000,
+		                             .refill_mode = 1,
+		                             .flags = 1,
+		                             .plan = "gold"};
 		memcpy(out, &p, sizeof(p));
 		break;
 	}
@@ -256,22 +266,22 @@ test_encode_layout(void **state)
 
 	(void)state;
 	memset(buf, 0xee, sizeof(buf));
-	assert_int_equal(tg_journal_encode(buf, 47, TG_JREC_SET_BALANCE, 5, 9, pl, len), -ENOSPC);
+	assert_int_equal(tg_journal_encode(buf, 55, TG_JREC_SET_BALANCE, 5, 9, pl, len), -ENOSPC);
 	assert_int_equal(buf[0], 0xee); /* nothing written */
-	assert_int_equal(tg_journal_encode(buf, 48, TG_JREC_SET_BALANCE, 5, 9, pl, len), 48);
+	assert_int_equal(tg_journal_encode(buf, 56, TG_JREC_SET_BALANCE, 5, 9, pl, len), 56);
 	memcpy(&h, buf, sizeof(h));
-	assert_int_equal(h.len, 16);
+	assert_int_equal(h.len, 24);
 	assert_int_equal(h.version, 1);
 	assert_int_equal(h.type, TG_JREC_SET_BALANCE);
 	assert_int_equal(h.flags, 0);
 	assert_int_equal(h.lsn, 5);
 	assert_int_equal(h.time, 9);
-	assert_int_equal(h.crc, tg_crc32c(0, buf + 8, 24 + 16));
-	assert_int_equal(buf[48], 0xee);
+	assert_int_equal(h.crc, tg_crc32c(0, buf + 8, 24 + 24));
+	assert_int_equal(buf[56], 0xee);
 	assert_int_equal(tg_journal_rec_size(1), 40);
 	assert_int_equal(tg_journal_rec_size(8), 40);
 	assert_int_equal(tg_journal_rec_size(9), 48);
-	assert_string_equal(tg_journal_type_name(TG_JREC_ID), "id");
+	assert_string_equal(tg_journal_type_name(TG_JREC_EXPIRE), "expire");
 	assert_string_equal(tg_journal_type_name(0), "?");
 	assert_int_equal(tg_journal_payload_size(TG_JREC__COUNT + 1), 0);
 }

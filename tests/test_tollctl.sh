@@ -5,7 +5,10 @@
 # file writes, no accounts) and its own redis-server on a private port, both
 # stopped at the end; runs tollctl and checks what it prints and its exit
 # code (docs/TOOLS.md): 0 ok, 1 server error, 2 usage, 3 cannot connect,
-# 4 bad input file.  Never touches a server it did not start.  The binaries
+# 4 bad input file.  Then journal-check and journal-cut on the daemon's data
+# directory and on copies of it (a torn tail, a byte flipped in the middle):
+# what they print, where they refuse, and that tollgated starts on the cut
+# journal.  Never touches a server it did not start.  The binaries
 # come from meson: TOLLGATED, TOLLCTL.  Exit 77 (skip) without redis-server.
 set -u
 : "${TOLLGATED:?TOLLGATED: path of tollgated}" "${TOLLCTL:?TOLLCTL: path of tollctl}"
@@ -33,7 +36,8 @@ cleanup() {
 	stop "$dpid"
 	stop "$ppid"
 	stop "$rpid"
-	rm -f "/dev/shm$shm" "/dev/shm$shm-pw" "/dev/shm$shm-bad" "/dev/shm$shm-one"
+	rm -f "/dev/shm$shm" "/dev/shm$shm-pw" "/dev/shm$shm-bad" "/dev/shm$shm-one" \
+		"/dev/shm$shm-cut"
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -73,14 +77,15 @@ field_is() { # FIELD VALUE
 }
 ctl() { "$TOLLCTL" -p "$port" "$@"; }
 
-# start_daemon LOG EXTRA-ARGS...: start tollgated on port 0, publishing refill
-# requests to our redis-server; sets dpid_, port_.
+# start_daemon LOG DATA-DIR EXTRA-ARGS...: start tollgated on port 0 with its own
+# data directory (one tollgated per data directory), publishing refill requests to
+# our redis-server; sets dpid_, port_.
 start_daemon() {
-	log=$1
-	shift
+	log=$1 data=$2
+	shift 2
 	"$TOLLGATED" --bind 127.0.0.1 --port 0 --workers 2 --shm-reuse no --capacity 4096 \
 		--ids-max 100000 --calls-max 100000 --accounts none --rates "$dir/rates.csv" \
-		--redis-host 127.0.0.1 --redis-port "$rport" "$@" 2>"$log" &
+		--data-dir "$data" --redis-host 127.0.0.1 --redis-port "$rport" "$@" 2>"$log" &
 	dpid_=$!
 	port_=""
 	for _ in $(seq 200); do
@@ -127,7 +132,7 @@ printf '%s\n' "$good_rates" >"$dir/rates.csv"
 
 # Our redis-server first: the daemons publish refill requests to it, never elsewhere.
 start_redis
-start_daemon "$dir/daemon.log" --shm-name "$shm"
+start_daemon "$dir/daemon.log" "$dir/data" --shm-name "$shm"
 dpid=$dpid_ port=$port_
 
 # ---- load-accounts: a good file (CRLF, a byte-order mark, comments, leading zeros) ----
@@ -244,6 +249,7 @@ done
 # The daemon's own start-up loader says exactly the same of the same file.
 "$TOLLGATED" --bind 127.0.0.1 --port 0 --workers 1 --shm-reuse no --capacity 64 \
 	--ids-max 1000 --calls-max 1000 --rates "$dir/rates.csv" --shm-name "$shm-bad" \
+	--data-dir "$dir/data-bad" \
 	--redis-host 127.0.0.1 --redis-port "$rport" \
 	--accounts "$dir/bad.csv" 2>"$dir/startup.log" &
 spid=$!
@@ -419,7 +425,7 @@ is err "tollctl: cannot connect to 127.0.0.2:1: Connection refused"
 # ---- a password ----
 t auth-unset 1 ctl -a secret info
 has err "tollctl: ERR"
-start_daemon "$dir/daemon-pw.log" --shm-name "$shm-pw" --requirepass s3cret
+start_daemon "$dir/daemon-pw.log" "$dir/data-pw" --shm-name "$shm-pw" --requirepass s3cret
 ppid=$dpid_ pport=$port_
 t auth-ok 0 "$TOLLCTL" -p "$pport" -a s3cret info server
 has out "tollgate_version:"
@@ -434,8 +440,10 @@ has err "7 not sent"
 stop "$ppid"
 ppid=""
 
-# ---- a connection the daemon closes: one client at most, and redis-cli holds it ----
-start_daemon "$dir/daemon-one.log" --shm-name "$shm-one" --workers 1 --max-clients 1
+# ---- a connection over max-clients: one client at most, and redis-cli holds it ----
+# The daemon answers it with an error and closes it (docs/PROTOCOL.md): exit 1.
+start_daemon "$dir/daemon-one.log" "$dir/data-one" --shm-name "$shm-one" --workers 1 \
+	--max-clients 1
 ppid=$dpid_ pport=$port_
 hold=""
 for _ in $(seq 20); do
@@ -448,13 +456,62 @@ for _ in $(seq 20); do
 	stop "$hold"
 	sleep 0.2
 done
-t lost 3 "$TOLLCTL" -p "$pport" info
-has err "tollctl: connection to 127.0.0.1:$pport lost: "
-t lost-load 3 "$TOLLCTL" -p "$pport" load-accounts "$dir/good.csv"
+t rejected 1 "$TOLLCTL" -p "$pport" info
+is err "tollctl: ERR max number of clients reached"
+# load-accounts pipelines: the error, then the closed connection under the rest.
+t rejected-load 3 "$TOLLCTL" -p "$pport" load-accounts "$dir/good.csv"
 has err "lost"
 stop "$hold"
 stop "$ppid"
 ppid=""
+
+# ---- a connection lost under a command: a server that accepts and closes at once ----
+if command -v python3 >/dev/null 2>&1; then
+	python3 -c '
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept(); c.close()
+' >"$dir/closer.port" 2>/dev/null &
+	ppid=$!
+	cport=""
+	for _ in $(seq 50); do
+		cport=$(cat "$dir/closer.port")
+		[ -n "$cport" ] && break
+		sleep 0.1
+	done
+	t lost 3 "$TOLLCTL" -p "$cport" info
+	has err "tollctl: connection to 127.0.0.1:$cport lost: "
+	t lost-load 3 "$TOLLCTL" -p "$cport" load-accounts "$dir/good.csv"
+	has err "lost"
+	stop "$ppid"
+	ppid=""
+fi
+
+# ---- journal-check, journal-cut: usage, and a data directory in use ----
+seg1=journal-0000000000000001.tgj
+t journal-check-usage 2 "$TOLLCTL" journal-check
+has err "journal-check: --data-dir DIR is required"
+t journal-check-extra 2 "$TOLLCTL" journal-check --data-dir "$dir/data" now
+t journal-cut-no-at 2 "$TOLLCTL" journal-cut --data-dir "$dir/data"
+has err "journal-cut: --at FILE:OFFSET is required"
+t journal-cut-bad-at 2 "$TOLLCTL" journal-cut --data-dir "$dir/data" --at "$seg1"
+has err "expected FILE:OFFSET"
+t journal-cut-bad-file 2 "$TOLLCTL" journal-cut --data-dir "$dir/data" --at journal-1.tgj:64
+t journal-cut-bad-off 2 "$TOLLCTL" journal-cut --data-dir "$dir/data" --at "$seg1:12"
+has err "a multiple of 8 from 64 on"
+t journal-check-missing 4 "$TOLLCTL" journal-check --data-dir "$dir/nowhere"
+has err "tollctl: $dir/nowhere: cannot read the journal: No such file or directory"
+# A running tollgated holds its data directory: checked read-only, never cut.
+t journal-check-live 0 "$TOLLCTL" journal-check --data-dir "$dir/data"
+has out "status     END"
+has out "note       tollgated pid $dpid holds $dir/data"
+live_records=$(field records)
+cp -p "$dir/data/$seg1" "$dir/seg1.before"
+t journal-cut-live 5 "$TOLLCTL" journal-cut --data-dir "$dir/data" --at "$seg1:64"
+is err "tollctl: a tollgated is running on $dir/data (pid $dpid): stop it first; nothing was changed"
+cmp -s "$dir/data/$seg1" "$dir/seg1.before" || fail "the segment changed"
 
 # ---- no daemon ----
 stop "$dpid"
@@ -463,6 +520,100 @@ t no-daemon 3 ctl show 1001
 is err "tollctl: cannot connect to 127.0.0.1:$port: Connection refused"
 t no-daemon-load 3 ctl load-accounts "$dir/good.csv"
 t no-daemon-default 3 env TOLLGATE_PORT= "$TOLLCTL" -p "$port" reload
+
+# ---- journal-check after a clean stop ----
+t journal-check 0 "$TOLLCTL" journal-check --data-dir "$dir/data"
+field_is segments 1
+field_is first "$seg1"
+field_is first_lsn 1
+field_is status END
+records=$(field records)
+if [ "$records" -lt "$live_records" ] || [ "$records" -le 1000 ]; then
+	fail "$records records after the stop, $live_records before"
+fi
+field_is last_lsn "$records"
+has out "verdict    journal: clean end in $seg1 at offset $(stat -c %s "$dir/data/$seg1"),"
+lacks out "note"
+t journal-check-records 0 "$TOLLCTL" journal-check --data-dir "$dir/data" --records
+n=$(grep -cE "^[0-9]+ $seg1:[0-9]+ [a-z_]+ [0-9]+$" "$dir/out")
+[ "$n" = "$records" ] || fail "$n record lines, $records records"
+grep -qE "^1 $seg1:64 [a-z_]+ [0-9]+$" "$dir/out" || fail "no line for LSN 1 at offset 64"
+
+# ---- a torn tail: the last record cut short ----
+cp -a "$dir/data" "$dir/torn"
+truncate -s -3 "$dir/torn/$seg1"
+t journal-check-torn 1 "$TOLLCTL" journal-check --data-dir "$dir/torn"
+field_is status TORN_TAIL
+field_is last_lsn $((records - 1))
+has out "verdict    journal: torn tail in $seg1 at offset"
+
+# ---- damage in the middle: journal-check says where, journal-cut cuts there ----
+cp -a "$dir/data" "$dir/damaged"
+size=$(stat -c %s "$dir/damaged/$seg1")
+mid=$((size / 2))
+byte=$(od -An -tu1 -j "$mid" -N1 "$dir/damaged/$seg1" | tr -d ' ')
+# shellcheck disable=SC2059
+printf "\\$(printf %03o $((255 - byte)))" |
+	dd of="$dir/damaged/$seg1" bs=1 seek="$mid" conv=notrunc 2>/dev/null
+t journal-check-damaged 4 "$TOLLCTL" journal-check --data-dir "$dir/damaged"
+field_is status CORRUPT
+has out "a damaged record in $seg1 at offset"
+at=$(field at)
+off=${at#"$seg1":}
+lost=$(awk '$1 == "verdict" { sub(/.*\(LSN /, ""); sub(/ .*/, ""); print }' "$dir/out")
+if [ "$off" -le 64 ] || [ "$off" -gt "$mid" ] || [ $((mid - off)) -ge 4200 ]; then
+	fail "damage at $mid reported at offset $off"
+fi
+cp -p "$dir/damaged/$seg1" "$dir/damaged.before"
+t journal-cut-past 4 "$TOLLCTL" journal-cut --data-dir "$dir/damaged" --at "$seg1:$((off + 8))"
+has err "tollctl: the journal cannot be read past $at (CORRUPT)"
+t journal-cut-inside 4 "$TOLLCTL" journal-cut --data-dir "$dir/damaged" --at "$seg1:72"
+has err "tollctl: $seg1:72 is inside the record of LSN 1 ($seg1:64 to"
+t journal-cut-beyond 4 "$TOLLCTL" journal-cut --data-dir "$dir/damaged" --at "$seg1:$((size + 8))"
+has err "is past its end ($size bytes)"
+t journal-cut-no-segment 4 "$TOLLCTL" journal-cut --data-dir "$dir/damaged" \
+	--at journal-00000000000000ff.tgj:64
+has err "journal-00000000000000ff.tgj: No such file or directory"
+cmp -s "$dir/damaged/$seg1" "$dir/damaged.before" || fail "a refused cut changed the segment"
+t journal-cut 0 "$TOLLCTL" journal-cut --data-dir "$dir/damaged" --at "$at"
+has out "cut $seg1 at offset $off: $((size - off)) bytes removed"
+has out "the journal now ends at LSN $((lost - 1)); discarded from LSN $lost on: 0 records read before the reader stopped (CORRUPT)"
+[ "$(stat -c %s "$dir/damaged/$seg1")" = "$off" ] || fail "the segment was not cut at $off"
+t journal-check-cut 0 "$TOLLCTL" journal-check --data-dir "$dir/damaged"
+field_is status END
+field_is last_lsn $((lost - 1))
+# The cut journal starts: tollgated recovers what came before the damage.
+start_daemon "$dir/daemon-cut.log" "$dir/damaged" --shm-name "$shm-cut"
+ppid=$dpid_ pport=$port_
+has_log() { grep -qF -- "$1" "$dir/daemon-cut.log" || fail "daemon-cut.log lacks '$1'"; }
+name=journal-cut-start
+checks=$((checks + 1))
+has_log "journal: recovered to LSN $((lost - 1))"
+t journal-cut-show 0 "$TOLLCTL" -p "$pport" show 1001
+field_is plan basic
+stop "$ppid"
+ppid=""
+
+# A cut at the clean end of the last segment leaves nothing to remove.
+t journal-cut-end 0 "$TOLLCTL" journal-cut --data-dir "$dir/data" --at "$seg1:$(stat -c %s "$dir/data/$seg1")"
+has out ": 0 bytes removed"
+has out "discarded from LSN $((records + 1)) on: 0 records"
+# Snapshots past a cut hold what it discards: set aside with the segments after it.
+count() { # PATH...: how many of them exist (a glob that matched nothing counts 0)
+	n=0
+	for f in "$@"; do [ -e "$f" ] && n=$((n + 1)); done
+	echo "$n"
+}
+snaps=$(count "$dir"/data/snapshot-*.tgs)
+[ "$snaps" -ge 1 ] || fail "no snapshot after a clean stop"
+t journal-cut-snap 0 "$TOLLCTL" journal-cut --data-dir "$dir/data" --at "$seg1:64"
+has out "the journal is now empty; discarded: $records records"
+has out "past the cut) as snapshot-"
+[ "$(count "$dir"/data/snapshot-*.tgs)" = 0 ] || fail "a snapshot past the cut was kept"
+[ "$(count "$dir"/data/snapshot-*.tgs.cut-*)" = "$snaps" ] || fail "the snapshots were not set aside"
+t journal-check-empty 0 "$TOLLCTL" journal-check --data-dir "$dir/data"
+field_is records 0
+field_is last_lsn -
 
 echo "$checks commands, $fails failures"
 [ "$fails" = 0 ]

@@ -23,11 +23,13 @@
 
 /* Exit codes: the contract with scripts, also in the usage text and docs/TOOLS.md. */
 enum {
-	STAT_EXIT_OK = 0,     /* done; verify found nothing wrong */
-	STAT_EXIT_FOUND = 1,  /* verify found violations; account: no such account */
-	STAT_EXIT_ATTACH = 2, /* no segment, or one of another layout: nothing was read */
-	STAT_EXIT_USAGE = 3,  /* bad arguments (usage printed) */
-	STAT_EXIT_IO = 4,     /* --listen cannot listen; output cannot be written */
+	STAT_EXIT_OK = 0,      /* done; verify found nothing wrong */
+	STAT_EXIT_FOUND = 1,   /* verify found violations or balances that differ; account: none */
+	STAT_EXIT_ATTACH = 2,  /* no segment, or one of another layout: nothing was read */
+	STAT_EXIT_USAGE = 3,   /* bad arguments (usage printed) */
+	STAT_EXIT_IO = 4,      /* --listen cannot listen; output cannot be written */
+	STAT_EXIT_JOURNAL = 5, /* verify --data-dir: the data-dir cannot be read, or its journal
+	                          is damaged: the conservation check could not be made */
 };
 
 /* Most accounts in the top list (--top). */
@@ -168,8 +170,22 @@ void stat_print_live(FILE *f, const struct stat_src *s, const struct stat_snap *
 
 /* `tollstat account <id>`: STAT_EXIT_OK, or STAT_EXIT_FOUND for no such account. */
 int stat_account(FILE *f, const struct stat_src *s, uint64_t id);
-/* `tollstat verify`: STAT_EXIT_OK when every invariant holds, else STAT_EXIT_FOUND. */
-int stat_verify(FILE *f, const struct stat_src *s);
+/*
+ * `tollstat verify`: STAT_EXIT_OK when every invariant holds, else STAT_EXIT_FOUND.
+ * journal_next: a conservation check follows (the summary line says whether).
+ */
+int stat_verify(FILE *f, const struct stat_src *s, bool journal_next);
+
+/* ---- the conservation check (stat_journal.c) ---- */
+
+/*
+ * `tollstat verify --data-dir DIR`: every account rebuilt from DIR's newest
+ * snapshot and journal, compared with the table (again for about 2 s on a
+ * running engine).  Reads DIR and the segment only.  STAT_EXIT_OK when they
+ * agree, STAT_EXIT_FOUND when accounts differ (printed), STAT_EXIT_JOURNAL
+ * when DIR or its journal cannot be read (the reason on stderr).
+ */
+int stat_verify_journal(FILE *f, const struct stat_src *s, const char *dir);
 
 /* ---- --listen (stat_http.c) ---- */
 

@@ -5,27 +5,41 @@
  * it owns argument handling, the loading of an accounts file over the wire
  * (checked whole first, by ctl_accounts.c), the customer profile hash in the
  * refill Redis (docs/REFILL.md), and turning replies into text and exit codes
- * (docs/TOOLS.md).  It never decides anything about money: amounts and other
- * values it passes through are checked by the daemon, which is the
- * authority on the protocol; tollctl checks locally only what it must
- * interpret itself (an accounts file, a profile).  It never sends a command
- * of an accounts file that has a bad row, and never retries a command (a
- * retried ACCT.SET could overwrite a balance that moved meanwhile).
+ * (docs/TOOLS.md).  Two commands work on files instead, with no daemon:
+ * journal-check reads a data directory's journal (read-only) and says what
+ * the reader finds, and journal-cut is the operator's way past damage
+ * (docs/JOURNAL.md): it refuses while a tollgated holds the directory, cuts
+ * only at a record's start, and deletes nothing (what it discards is renamed).
+ * It never decides anything about money: amounts and other values it passes
+ * through are checked by the daemon, which is the authority on the protocol;
+ * tollctl checks locally only what it must interpret itself (an accounts
+ * file, a profile).  It never sends a command of an accounts file that has a
+ * bad row, and never retries a command (a retried ACCT.SET could overwrite a
+ * balance that moved meanwhile).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
 #include "ctl_accounts.h"
+#include "tg_journal.h"
 #include "tg_money.h"
+#include "tg_replay.h"
 
 /* Exit codes: the contract with scripts, also in the usage text and docs/TOOLS.md. */
 enum {
@@ -34,7 +48,10 @@ enum {
 	CTL_USAGE = 2,   /* bad arguments (usage printed) */
 	CTL_CONNECT = 3, /* cannot connect, or the connection was lost */
 	CTL_INPUT = 4,   /* load-accounts: the file is invalid; nothing was sent */
+	CTL_BUSY = 5,    /* journal-cut: a tollgated holds the data directory; nothing changed */
 };
+/* journal-check: a torn tail (the next start cuts it); damage is CTL_INPUT. */
+#define CTL_TORN CTL_SERVER
 
 #define DEFAULT_HOST       "127.0.0.1"
 #define DEFAULT_PORT       6390
@@ -69,15 +86,19 @@ struct ctl {
 struct args {
 	const char *pos[ARGS_MAX];
 	int npos;
-	bool json, overwrite;
+	bool json, overwrite, records;
 	const char *email, *method, *token, *name;
+	const char *data_dir, *at;
 };
 
 /* Which --options a command takes. */
 enum {
 	OPT_JSON = 1u << 0,
-	OPT_LOAD = 1u << 1,    /* --overwrite, --skip-existing */
-	OPT_PROFILE = 1u << 2, /* --email, --method, --token, --name */
+	OPT_LOAD = 1u << 1,     /* --overwrite, --skip-existing */
+	OPT_PROFILE = 1u << 2,  /* --email, --method, --token, --name */
+	OPT_DATA_DIR = 1u << 3, /* --data-dir */
+	OPT_AT = 1u << 4,       /* --at */
+	OPT_RECORDS = 1u << 5,  /* --records */
 };
 
 struct command {
@@ -117,12 +138,27 @@ static const char usage_text[] =
     "        write the customer profile hash tollgate:customer:ACCT to the refill Redis\n"
     "  profile-show ACCT [--json]   read it back\n"
     "\n"
+    "commands on a data directory (no daemon; docs/JOURNAL.md):\n"
+    "  journal-check --data-dir DIR [--records]\n"
+    "        read the whole journal, read-only, and print what the reader finds: its\n"
+    "        segments, records, first and last LSN and the verdict; --records also lists\n"
+    "        every record (LSN, FILE:OFFSET, type, account)\n"
+    "  journal-cut --data-dir DIR --at FILE:OFFSET\n"
+    "        discard the journal from the record at OFFSET of segment FILE on (the place\n"
+    "        tollgated names when it refuses a damaged journal): that segment is cut there,\n"
+    "        later segments and snapshots past the cut are renamed NAME.cut-SECONDS.\n"
+    "        Refused while a tollgated runs on DIR\n"
+    "\n"
     "exit status:\n"
-    "  0  ok\n"
-    "  1  the server answered with an error (printed), or profile-show found no profile\n"
+    "  0  ok; journal-check: the journal ends cleanly\n"
+    "  1  the server answered with an error (printed), or profile-show found no profile;\n"
+    "     journal-check: a torn tail (the next start cuts it)\n"
     "  2  usage error: bad arguments\n"
     "  3  cannot connect, or the connection was lost\n"
-    "  4  load-accounts: the file is invalid or unreadable (nothing was sent)\n";
+    "  4  load-accounts: the file is invalid or unreadable (nothing was sent);\n"
+    "     journal-check: the journal is damaged or unreadable; journal-cut: refused\n"
+    "     (the offset is not a record's start, or lies past the damage) or failed\n"
+    "  5  journal-cut: a tollgated is running on the data directory (nothing changed)\n";
 
 /* ---- messages ---- */
 
@@ -275,6 +311,12 @@ parse_args(const struct command *cmd, int argc, char **argv, struct args *a)
 			val = &a->token;
 		else if ((cmd->opts & OPT_PROFILE) && strcmp(s, "--name") == 0)
 			val = &a->name;
+		else if ((cmd->opts & OPT_DATA_DIR) && strcmp(s, "--data-dir") == 0)
+			val = &a->data_dir;
+		else if ((cmd->opts & OPT_AT) && strcmp(s, "--at") == 0)
+			val = &a->at;
+		else if ((cmd->opts & OPT_RECORDS) && strcmp(s, "--records") == 0)
+			a->records = true;
 		else
 			return usage_error("%s: unknown option '%s'", cmd->name, s);
 		if (val != NULL) {
@@ -857,6 +899,491 @@ cmd_profile_show(struct ctl *x, const struct args *a)
 	return rc;
 }
 
+/* ---- the journal of a data directory (no daemon) ---- */
+
+/* The data directory given with --data-dir, or a usage error. */
+static int
+need_data_dir(const char *cmd, const struct args *a)
+{
+	if (a->data_dir == NULL || a->data_dir[0] == '\0')
+		return usage_error("%s: --data-dir DIR is required", cmd);
+	return CTL_OK;
+}
+
+/* The pid tollgated wrote into DIR/LOCK when it names a live process, else 0. */
+static long
+lock_holder_pid(const char *dir)
+{
+	char path[PATH_MAX], buf[24] = "";
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		return 0;
+	if (fgets(buf, sizeof(buf), f) != NULL)
+		pid = strtol(buf, NULL, 10);
+	fclose(f);
+	if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
+		return 0;
+	return pid;
+}
+
+/* Segment names of dir that sort after lsn: the names journal-cut sets aside.  */
+struct seg_list {
+	uint64_t *lsn;
+	size_t n;
+};
+
+static int
+cmp_lsn(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Names of kind ("journal" or "snapshot") in dir, by LSN.  0 or -errno. */
+static int
+list_files(const char *dir, bool snapshots, struct seg_list *out)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t cap = 0;
+
+	out->lsn = NULL;
+	out->n = 0;
+	if (d == NULL)
+		return -errno;
+	while ((e = readdir(d)) != NULL) {
+		uint64_t lsn = 0;
+		bool ok;
+		if (snapshots) {
+			ok = strlen(e->d_name) == TG_SNAP_NAME_LEN - 1 &&
+			     strncmp(e->d_name, "snapshot-", 9) == 0 &&
+			     strcmp(e->d_name + 25, ".tgs") == 0;
+			for (int i = 9; ok && i < 25; i++) {
+				char c = e->d_name[i];
+				ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+				lsn = lsn << 4 | (uint64_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+			}
+		} else {
+			ok = tg_journal_seg_name_parse(e->d_name, &lsn);
+		}
+		if (!ok)
+			continue;
+		if (out->n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			uint64_t *nv = realloc(out->lsn, ncap * sizeof(*nv));
+			if (nv == NULL) {
+				closedir(d);
+				free(out->lsn);
+				out->lsn = NULL;
+				return -ENOMEM;
+			}
+			out->lsn = nv;
+			cap = ncap;
+		}
+		out->lsn[out->n++] = lsn;
+	}
+	closedir(d);
+	if (out->n > 1)
+		qsort(out->lsn, out->n, sizeof(*out->lsn), cmp_lsn);
+	return 0;
+}
+
+static void
+snap_name(char name[TG_SNAP_NAME_LEN], uint64_t lsn)
+{
+	snprintf(name, TG_SNAP_NAME_LEN, "snapshot-%016" PRIx64 ".tgs", lsn);
+}
+
+/* The size of dir/name, or -1. */
+static int64_t
+file_size(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* What a walk through the journal found. */
+struct jwalk {
+	enum tg_journal_status st;
+	struct tg_journal_pos pos; /* where it stopped */
+	char verdict[600];
+	uint64_t records, first_lsn, last_lsn;
+	size_t segments;
+	uint64_t first_seg, last_seg;
+	/* journal-cut: the cut point */
+	const char *cut_file;
+	uint64_t cut_off;
+	bool cut_found;  /* a record starts there (or the walk stopped there) */
+	bool cut_inside; /* it falls inside the record at cut_rec_off */
+	uint64_t cut_rec_off, cut_rec_end, cut_lsn; /* first LSN discarded */
+	uint64_t discarded;                         /* records at or past the cut */
+	bool past_cut;
+};
+
+/*
+ * Read the whole journal in dir; with list, print each record.  0 with w
+ * filled (whatever the reader's verdict), or -errno when the directory
+ * cannot be opened.
+ */
+static int
+walk_journal(const char *dir, bool list, struct jwalk *w)
+{
+	struct tg_journal_reader *jr;
+	struct tg_jrec rec;
+	int rc = tg_journal_open_dir(&jr, dir);
+
+	if (rc != 0)
+		return rc;
+	w->segments = tg_journal_segments(jr);
+	if (w->segments > 0) {
+		w->first_seg = tg_journal_segment_lsn(jr, 0);
+		w->last_seg = tg_journal_segment_lsn(jr, w->segments - 1);
+	}
+	while ((w->st = tg_journal_next(jr, &rec)) == TG_JOURNAL_OK) {
+		const struct tg_journal_pos *p = tg_journal_where(jr);
+		uint64_t end = p->offset, start = end - tg_journal_rec_size(rec.len);
+		if (w->records++ == 0)
+			w->first_lsn = rec.lsn;
+		w->last_lsn = rec.lsn;
+		if (list) {
+			uint64_t acct = 0;
+			if (rec.len >= sizeof(acct))
+				memcpy(&acct, rec.payload, sizeof(acct));
+			printf("%" PRIu64 " %s:%" PRIu64 " %s %" PRIu64 "\n", rec.lsn, p->file,
+			       start, tg_journal_type_name(rec.type), acct);
+		}
+		if (w->cut_file != NULL && !w->past_cut && strcmp(p->file, w->cut_file) == 0) {
+			/* At 0 the whole segment goes: its first record at the header's end. */
+			if (start == w->cut_off ||
+			    (w->cut_off == 0 && start == TG_JOURNAL_HDR_SIZE)) {
+				w->cut_found = w->past_cut = true;
+				w->cut_lsn = rec.lsn;
+			} else if (start < w->cut_off && w->cut_off < end) {
+				w->cut_inside = true;
+				w->cut_rec_off = start;
+				w->cut_rec_end = end;
+				w->cut_lsn = rec.lsn;
+			}
+		}
+		/* A cut at the end of a segment: the next record, in the next segment, is the first
+		 * lost. */
+		if (w->cut_file != NULL && !w->past_cut && !w->cut_inside &&
+		    strcmp(p->file, w->cut_file) > 0) {
+			w->cut_found = w->past_cut = true;
+			w->cut_lsn = rec.lsn;
+		}
+		w->discarded += w->past_cut;
+	}
+	w->pos = *tg_journal_where(jr);
+	tg_journal_describe(jr, w->verdict, sizeof(w->verdict));
+	tg_journal_close(jr);
+	return 0;
+}
+
+static int
+cmd_journal_check(struct ctl *x, const struct args *a)
+{
+	const char *dir = a->data_dir;
+	struct jwalk w = {0};
+	struct seg_list snaps;
+	int rc = need_data_dir("journal-check", a);
+
+	(void)x;
+	if (rc != CTL_OK)
+		return rc;
+	rc = walk_journal(dir, a->records, &w);
+	if (rc != 0) {
+		say("%s: cannot read the journal: %s", dir, strerror(-rc));
+		return CTL_INPUT;
+	}
+	char first[TG_JOURNAL_NAME_LEN] = "-", last[TG_JOURNAL_NAME_LEN] = "-";
+	if (w.segments > 0) {
+		tg_journal_seg_name(first, w.first_seg);
+		tg_journal_seg_name(last, w.last_seg);
+	}
+	printf("directory  %s\n", dir);
+	printf("segments   %zu\n", w.segments);
+	printf("first      %s\n", first);
+	printf("last       %s\n", last);
+	printf("records    %" PRIu64 "\n", w.records);
+	if (w.records > 0) {
+		printf("first_lsn  %" PRIu64 "\n", w.first_lsn);
+		printf("last_lsn   %" PRIu64 "\n", w.last_lsn);
+	} else {
+		printf("first_lsn  -\n");
+		printf("last_lsn   -\n");
+	}
+	if (list_files(dir, true, &snaps) == 0) {
+		if (snaps.n > 0)
+			printf("snapshots  %zu (newest at LSN %" PRIu64 ")\n", snaps.n,
+			       snaps.lsn[snaps.n - 1]);
+		else
+			printf("snapshots  0\n");
+		free(snaps.lsn);
+	}
+	printf("status     %s\n", tg_journal_status_name(w.st));
+	if (w.pos.file[0] != '\0')
+		printf("at         %s:%" PRIu64 "\n", w.pos.file, w.pos.offset);
+	printf("verdict    %s\n", w.verdict);
+	long pid = lock_holder_pid(dir);
+	if (pid != 0)
+		printf("note       tollgated pid %ld holds %s: its last segment grows while it is "
+		       "read, so its end may be a write in progress\n",
+		       pid, dir);
+	if (w.st == TG_JOURNAL_END)
+		return CTL_OK;
+	return w.st == TG_JOURNAL_TORN_TAIL ? CTL_TORN : CTL_INPUT;
+}
+
+/* "journal-....tgj:1234" into file and offset.  false for anything else. */
+static bool
+parse_at(const char *at, char file[TG_JOURNAL_NAME_LEN], uint64_t *offset)
+{
+	const char *colon = strrchr(at, ':');
+	uint64_t lsn, v = 0;
+
+	if (colon == NULL || (size_t)(colon - at) != TG_JOURNAL_NAME_LEN - 1 || colon[1] == '\0' ||
+	    strlen(colon + 1) > 20)
+		return false;
+	memcpy(file, at, TG_JOURNAL_NAME_LEN - 1);
+	file[TG_JOURNAL_NAME_LEN - 1] = '\0';
+	if (!tg_journal_seg_name_parse(file, &lsn))
+		return false;
+	for (const char *p = colon + 1; *p; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*offset = v;
+	return true;
+}
+
+/* The name file was set aside as by the cut just made: the newest "<file>.cut-N". */
+static void
+cut_name(const char *dir, const char *file, char *out, size_t len)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t n = strlen(file);
+	long long best = -1;
+
+	snprintf(out, len, "%s.cut-?", file);
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, file, n) != 0 || strncmp(e->d_name + n, ".cut-", 5) != 0)
+			continue;
+		long long t = strtoll(e->d_name + n + 5, NULL, 10);
+		size_t l = strlen(e->d_name);
+		if (t > best && l < len) {
+			best = t;
+			memcpy(out, e->d_name, l + 1);
+		}
+	}
+	closedir(d);
+}
+
+/*
+ * Take DIR/LOCK as tollgated does, so that no tollgated starts while the
+ * journal is cut.  The fd (to keep until done), -1 with CTL_BUSY or
+ * CTL_INPUT reported.
+ */
+static int
+lock_data_dir(const char *dir, int *code)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		say("%s: cannot open the lock file: %s", path, strerror(errno));
+		*code = CTL_INPUT;
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+		long pid = lock_holder_pid(dir);
+		close(fd);
+		if (e == EWOULDBLOCK) {
+			if (pid != 0)
+				say("a tollgated is running on %s (pid %ld): stop it first; "
+				    "nothing "
+				    "was changed",
+				    dir, pid);
+			else
+				say("a tollgated is running on %s: stop it first; nothing was "
+				    "changed",
+				    dir);
+			*code = CTL_BUSY;
+		} else {
+			say("%s: cannot lock: %s", path, strerror(e));
+			*code = CTL_INPUT;
+		}
+		return -1;
+	}
+	return fd;
+}
+
+static int
+cmd_journal_cut(struct ctl *x, const struct args *a)
+{
+	const char *dir = a->data_dir;
+	char file[TG_JOURNAL_NAME_LEN], name[TG_JOURNAL_NAME_LEN], aside[TG_JOURNAL_NAME_LEN + 32];
+	struct seg_list segs = {0}, snaps = {0};
+	struct jwalk w = {0};
+	uint64_t offset, file_lsn;
+	int rc = need_data_dir("journal-cut", a), code = CTL_INPUT, lock;
+
+	(void)x;
+	if (rc != CTL_OK)
+		return rc;
+	if (a->at == NULL)
+		return usage_error("journal-cut: --at FILE:OFFSET is required");
+	if (!parse_at(a->at, file, &offset))
+		return usage_error("journal-cut: --at '%s': expected FILE:OFFSET, FILE a segment "
+		                   "name (journal-<16 hex digits>.tgj) and OFFSET bytes",
+		                   a->at);
+	if (offset != 0 && (offset < TG_JOURNAL_HDR_SIZE || offset % TG_JOURNAL_ALIGN != 0))
+		return usage_error("journal-cut: --at %s: a record starts at offset 0 (the whole "
+		                   "segment) or at a multiple of %u from %u on",
+		                   a->at, TG_JOURNAL_ALIGN, TG_JOURNAL_HDR_SIZE);
+	tg_journal_seg_name_parse(file, &file_lsn);
+	lock = lock_data_dir(dir, &code);
+	if (lock < 0)
+		return code;
+
+	int64_t size = file_size(dir, file);
+	if (size < 0) {
+		say("%s/%s: %s", dir, file, strerror(errno));
+		goto out;
+	}
+	if ((uint64_t)size < offset) {
+		say("%s: offset %" PRIu64 " is past its end (%" PRId64
+		    " bytes); nothing was changed",
+		    file, offset, size);
+		goto out;
+	}
+	/* The cut must fall between records, at or before the first damage. */
+	w.cut_file = file;
+	w.cut_off = offset;
+	rc = walk_journal(dir, false, &w);
+	if (rc != 0) {
+		say("%s: cannot read the journal: %s", dir, strerror(-rc));
+		goto out;
+	}
+	/* Segment names sort as their LSNs: fixed width, lower-case hex. */
+	int where = strcmp(w.pos.file, file);
+	if (w.st != TG_JOURNAL_END && (where < 0 || (where == 0 && w.pos.offset < offset))) {
+		say("the journal cannot be read past %s:%" PRIu64 " (%s): a cut at %s:%" PRIu64
+		    " would leave that in place; cut at %s:%" PRIu64 " (journal-check shows "
+		    "where); nothing was changed",
+		    w.pos.file[0] ? w.pos.file : "(no segment)", w.pos.offset,
+		    tg_journal_status_name(w.st), file, offset, w.pos.file, w.pos.offset);
+		goto out;
+	}
+	if (offset == 0) {
+		w.cut_found = true; /* the whole segment */
+		w.cut_lsn = file_lsn;
+	} else if (!w.cut_found && !w.cut_inside && where == 0 && w.pos.offset == offset) {
+		/* Exactly where the reader stopped: the damage, a torn tail, or the end. */
+		w.cut_found = true;
+		w.cut_lsn = w.pos.lsn;
+	}
+	if (w.cut_inside) {
+		say("%s:%" PRIu64 " is inside the record of LSN %" PRIu64 " (%s:%" PRIu64
+		    " to %" PRIu64 "): cut at %" PRIu64 " to discard it, or at %" PRIu64
+		    " to keep it; nothing was changed",
+		    file, offset, w.cut_lsn, file, w.cut_rec_off, w.cut_rec_end, w.cut_rec_off,
+		    w.cut_rec_end);
+		goto out;
+	}
+	if (!w.cut_found) {
+		say("no record of the journal starts at %s:%" PRIu64 " (journal-check --records "
+		    "lists where each one does); nothing was changed",
+		    file, offset);
+		goto out;
+	}
+
+	if (list_files(dir, false, &segs) != 0 || list_files(dir, true, &snaps) != 0) {
+		say("%s: cannot list: %s", dir, strerror(errno));
+		goto out;
+	}
+	rc = tg_journal_truncate_at(dir, file, offset);
+	if (rc != 0) {
+		say("%s: cannot cut %s at %" PRIu64 ": %s", dir, file, offset, strerror(-rc));
+		goto out;
+	}
+	printf("cut %s at offset %" PRIu64 ": %" PRId64 " bytes removed\n", file, offset,
+	       size - (int64_t)offset);
+	for (size_t i = 0; i < segs.n; i++) {
+		if (segs.lsn[i] <= file_lsn)
+			continue;
+		tg_journal_seg_name(name, segs.lsn[i]);
+		cut_name(dir, name, aside, sizeof(aside));
+		printf("set aside %s (%" PRId64 " bytes) as %s\n", name, file_size(dir, aside),
+		       aside);
+	}
+	/*
+	 * A snapshot at or past the first LSN discarded holds what the cut
+	 * discards, and the writer would append after its LSN, leaving a gap in
+	 * the journal: set it aside too, the same way.
+	 */
+	char snap[TG_SNAP_NAME_LEN], from[PATH_MAX], to[PATH_MAX + 32];
+	long long now = (long long)time(NULL);
+	bool renamed = false;
+	for (size_t i = 0; i < snaps.n; i++) {
+		if (snaps.lsn[i] < w.cut_lsn)
+			continue;
+		snap_name(snap, snaps.lsn[i]);
+		snprintf(from, sizeof(from), "%s/%s", dir, snap);
+		snprintf(to, sizeof(to), "%s.cut-%lld", from, now);
+		if (rename(from, to) != 0) {
+			say("the journal was cut, but %s could not be set aside: %s; move it out "
+			    "of %s "
+			    "before starting tollgated",
+			    from, strerror(errno), dir);
+			goto out;
+		}
+		renamed = true;
+		printf("set aside %s (LSN %" PRIu64 ", past the cut) as %s.cut-%lld\n", snap,
+		       snaps.lsn[i], snap, now);
+	}
+	if (renamed) {
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0)
+			say("%s: fsync: %s (the renames may not survive a crash)", dir,
+			    strerror(errno));
+		if (dfd >= 0)
+			close(dfd);
+	}
+	if (w.cut_lsn > 1)
+		printf("the journal now ends at LSN %" PRIu64 "; discarded from LSN %" PRIu64
+		       " on: ",
+		       w.cut_lsn - 1, w.cut_lsn);
+	else
+		printf("the journal is now empty; discarded: ");
+	if (w.st == TG_JOURNAL_END)
+		printf("%" PRIu64 " records\n", w.discarded);
+	else
+		printf("%" PRIu64 " records read before the reader stopped (%s), and what it could "
+		       "not read\n",
+		       w.discarded, tg_journal_status_name(w.st));
+	code = CTL_OK;
+out:
+	free(segs.lsn);
+	free(snaps.lsn);
+	close(lock);
+	return code;
+}
+
 /* ---- main ---- */
 
 static const struct command commands[] = {
@@ -869,6 +1396,8 @@ static const struct command commands[] = {
     {"info", 0, 1, 0, cmd_info},
     {"profile", 1, 1, OPT_PROFILE, cmd_profile},
     {"profile-show", 1, 1, OPT_JSON, cmd_profile_show},
+    {"journal-check", 0, 0, OPT_DATA_DIR | OPT_RECORDS, cmd_journal_check},
+    {"journal-cut", 0, 0, OPT_DATA_DIR | OPT_AT, cmd_journal_cut},
 };
 
 /* Whether a command talks to tollgated (the others connect on their own). */
@@ -876,7 +1405,8 @@ static bool
 to_daemon(const struct command *cmd)
 {
 	return cmd->fn != cmd_load_accounts && cmd->fn != cmd_profile &&
-	       cmd->fn != cmd_profile_show;
+	       cmd->fn != cmd_profile_show && cmd->fn != cmd_journal_check &&
+	       cmd->fn != cmd_journal_cut;
 }
 
 /* Defaults from the environment; an empty variable counts as unset.  CTL_OK or CTL_USAGE. */

@@ -3,7 +3,7 @@
  * shared-memory segment alone (docs/TOOLS.md).
  *
  * Owns the command line, the choice of output (live view, -1, --json,
- * --prometheus, --listen, --doc, account, verify) and the live loop: refresh
+ * --prometheus, --listen, --doc, account, verify [--data-dir]) and the live loop: refresh
  * every interval, notice a restarted engine or a segment made anew, and
  * start the per-second figures over when so.  It must never connect to the
  * engine, never write to the segment (it maps it read-only), and never
@@ -40,6 +40,7 @@ struct opts {
 	unsigned scan_ms; /* live view: walk every slot at most this often */
 	const char *listen;
 	uint64_t account;
+	const char *data_dir; /* verify: also the conservation check against this journal */
 };
 
 static volatile sig_atomic_t stopping;
@@ -55,9 +56,9 @@ static void
 usage(FILE *f)
 {
 	fputs("usage: tollstat [--shm NAME] [-1 | --json | --prometheus | --listen HOST:PORT]\n"
-	      "                [--top N] [-i SECONDS]\n"
+	      "                [--top N] [-i SECONDS] [--scan SECONDS]\n"
 	      "       tollstat [--shm NAME] account ID\n"
-	      "       tollstat [--shm NAME] verify\n"
+	      "       tollstat [--shm NAME] verify [--data-dir DIR]\n"
 	      "       tollstat --doc\n"
 	      "\n"
 	      "Reads the engine's shared-memory segment only (read-only); never connects to it.\n"
@@ -69,14 +70,18 @@ usage(FILE *f)
 	      "  --doc               print docs/STATS.md\n"
 	      "  account ID          one account in full\n"
 	      "  verify              check the table's invariants over every slot\n"
+	      "  --data-dir DIR      verify: also rebuild every balance from DIR's snapshot and\n"
+	      "                      journal and compare it with the table (read-only; a live\n"
+	      "                      engine is fine)\n"
 	      "  --shm NAME          the segment (default " DEFAULT_SHM ")\n"
 	      "  --top N             accounts in the top list, 0..100 (default 10; 0: no usage "
 	      "scan)\n"
 	      "  -i SECONDS          refresh interval of the live view, 0.1..3600 (default 1)\n"
 	      "  --scan SECONDS      live view: walk every slot (totals, top list) at most this\n"
 	      "                      often, 0.1..3600 (default 5); counters refresh every -i\n"
-	      "exit: 0 ok; 1 verify found violations, or no such account; 2 no segment or one\n"
-	      "of another layout; 3 usage; 4 cannot listen or write\n",
+	      "exit: 0 ok; 1 verify found violations or balances that differ, or no such\n"
+	      "account; 2 no segment or one of another layout; 3 usage; 4 cannot listen or\n"
+	      "write; 5 verify --data-dir: the data-dir or its journal cannot be read\n",
 	      f);
 }
 
@@ -198,8 +203,16 @@ parse(int argc, char **argv, struct opts *o)
 			}
 			o->mode = M_ACCOUNT;
 			i++;
-		} else if (strcmp(a, "verify") == 0 && i + 1 == argc) {
+		} else if (strcmp(a, "verify") == 0 &&
+		           (i + 1 == argc ||
+		            (i + 3 == argc && strcmp(argv[i + 1], "--data-dir") == 0) ||
+		            (i + 2 == argc && strncmp(argv[i + 1], "--data-dir=", 11) == 0))) {
 			o->mode = M_VERIFY;
+		} else if (strcmp(a, "--data-dir") == 0 && val) {
+			o->data_dir = val;
+			i++;
+		} else if (strncmp(a, "--data-dir=", 11) == 0) {
+			o->data_dir = a + 11;
 		} else {
 			fprintf(stderr, "tollstat: unexpected argument '%s'\n", a);
 			usage(stderr);
@@ -210,6 +223,15 @@ parse(int argc, char **argv, struct opts *o)
 	    strlen(o->shm) > SHM_NAME_MAX) {
 		fprintf(stderr, "tollstat: --shm %s: expected '/' then 1..%d characters, no '/'\n",
 		        o->shm, SHM_NAME_MAX - 1);
+		return STAT_EXIT_USAGE;
+	}
+	if (o->data_dir != NULL && o->mode != M_VERIFY) {
+		fprintf(stderr, "tollstat: --data-dir goes with verify\n");
+		usage(stderr);
+		return STAT_EXIT_USAGE;
+	}
+	if (o->data_dir != NULL && o->data_dir[0] == '\0') {
+		fprintf(stderr, "tollstat: --data-dir: expected a directory\n");
 		return STAT_EXIT_USAGE;
 	}
 	return -1;
@@ -372,7 +394,15 @@ main(int argc, char **argv)
 		rc = stat_account(stdout, &src, o.account);
 		break;
 	case M_VERIFY:
-		rc = stat_verify(stdout, &src);
+		rc = stat_verify(stdout, &src, o.data_dir != NULL);
+		if (o.data_dir != NULL) {
+			/* The invariants' findings first: a damaged journal must not hide them. */
+			fflush(stdout);
+			int jrc = stat_verify_journal(stdout, &src, o.data_dir);
+			/* Could not check (5, 4) outranks found (1), which outranks ok. */
+			if (rc == STAT_EXIT_OK || jrc == STAT_EXIT_JOURNAL || jrc == STAT_EXIT_IO)
+				rc = jrc;
+		}
 		break;
 	case M_DOC:
 	case M_LISTEN:

@@ -10,7 +10,9 @@ TG_CFG("bind", STR, bind, "127.0.0.1", "address to listen on")
 TG_CFG("port", U32, port, "6390", "TCP port (0 picks a free one and logs it)")
 TG_CFG("workers", U32, workers, "0", "worker threads, each with its own io_uring; 0 = one per core")
 TG_CFG("shm-name", STR, shm_name, "/tollgate", "name of the shared-memory segment")
-TG_CFG("shm-mode", MODE, shm_mode, "0600", "permissions of the segment when created")
+TG_CFG("shm-mode", MODE, shm_mode, "0600",
+       "permissions of the segment, set when created or reused; 0600 or 0640 (never writable "
+       "by others)")
 TG_CFG("shm-reuse", BOOL, shm_reuse, "yes", "attach to a surviving segment of the same capacity")
 TG_CFG("capacity", U64, capacity, "1000000", "accounts the segment is sized for")
 TG_CFG("rates", STR, rates, "", "rate-plan CSV file or directory; empty = the bundled demo plans")
@@ -28,6 +30,28 @@ TG_CFG("idle-timeout", U32, idle_timeout, "300",
        "seconds before an idle or half-sent connection is closed; 0 = never")
 TG_CFG("max-request", U32, max_request, "65536", "bytes of one request")
 TG_CFG("max-request-noauth", U32, max_request_noauth, "256", "bytes of one request before AUTH")
+/* Hardening (docs/SECURITY.md). */
+TG_CFG("users", STR, users, "",
+       "file of per-switch credentials, one 'NAME ROLE PASSWORD' line each (roles call, refill, "
+       "admin); empty = none")
+TG_CFG("auth-max-failures", U32, auth_max_failures, "5",
+       "failed AUTHs after which a connection is closed; 0 = never")
+TG_CFG("auth-addr-failures", U32, auth_addr_failures, "10",
+       "failed AUTHs from one source address within auth-lockout seconds that lock the address "
+       "out of AUTH for auth-lockout seconds; 0 = no lockout")
+TG_CFG("auth-lockout", U32, auth_lockout, "60",
+       "seconds of the failure window and of the lockout (auth-addr-failures)")
+TG_CFG("max-clients-per-addr", U32, max_clients_per_addr, "1024",
+       "connections at once from one source address, all workers; 0 = no limit")
+TG_CFG("max-args", U32, max_args, "32", "arguments in one request, command name included (3..32)")
+TG_CFG("request-timeout", U32, request_timeout, "10",
+       "seconds a request may take to arrive whole after its first byte; 0 = no limit")
+TG_CFG("reply-timeout", U32, reply_timeout, "30",
+       "seconds replies may wait unread (no progress sending them) before the connection is "
+       "closed; 0 = no limit")
+TG_CFG("shm-group", STR, shm_group, "",
+       "group given the segment (name or number), to let tollstat read it with shm-mode 0640; "
+       "empty = the engine's own")
 TG_CFG("reply-buffer", U32, reply_buffer, "65536", "bytes of replies per connection per send")
 TG_CFG("redis-host", STR, redis_host, "127.0.0.1",
        "Redis the refill requests are published to; none = publish nothing (requests stay pending)")
@@ -40,3 +64,19 @@ TG_CFG("refill-timeout", U32, refill_timeout, "600",
 TG_CFG("refill-ring", U32, refill_ring, "4096",
        "refill triggers each worker can hand the publisher before they wait in shared memory; a "
        "power of two")
+/* Durability (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
+TG_CFG("data-dir", STR, data_dir, "/var/lib/tollgate",
+       "directory of the journal and the snapshots; created if missing")
+TG_CFG("durability", STR, durability, "durable",
+       "durable: a reply leaves only once its change is on disk; relaxed: the journal is synced "
+       "every journal-flush-ms and up to that much acknowledged work can be lost; off: no journal "
+       "(a reboot loses every balance)")
+TG_CFG("journal-flush-ms", U32, journal_flush_ms, "10",
+       "relaxed mode: milliseconds between syncs of the journal, the most acknowledged work lost")
+TG_CFG("journal-segment-size", U64, journal_segment_size, "67108864",
+       "bytes after which the journal moves on to a new segment file")
+TG_CFG("disk-reserve", U64, disk_reserve, "268435456",
+       "free bytes the data-dir's file system must keep: below it money-moving commands are "
+       "refused with NOSPACE rather than acknowledged without a record")
+TG_CFG("snapshot-interval", U32, snapshot_interval, "300",
+       "seconds between snapshots (taken only when the journal grew); 0 = only at shutdown")

@@ -43,3 +43,32 @@ TG_COUNTER(protocol_errors, stats, "connections closed after a frame that could 
 TG_COUNTER(replies_too_large, stats, "replies replaced by -ERR reply too large")
 TG_COUNTER(bytes_received, stats, "bytes received from clients")
 TG_COUNTER(bytes_sent, stats, "bytes sent to clients")
+/*
+ * Hardening (docs/SECURITY.md).  The first three are the server's too and
+ * follow bytes_sent in its order; the rest are counted by the commands.
+ */
+TG_COUNTER(connections_addr_rejected, clients,
+           "connections closed at once: max-clients-per-addr reached for their address")
+TG_COUNTER(connections_request_timeout, clients,
+           "connections closed because a request did not arrive whole within request-timeout")
+TG_COUNTER(connections_stalled, clients,
+           "connections closed because their replies went unread for reply-timeout (or 1 s "
+           "while the worker ran short of receive buffers)")
+TG_COUNTER(auth_failure_closes, stats, "connections closed after auth-max-failures failed AUTHs")
+TG_COUNTER(
+    auth_lockouts, stats,
+    "source addresses locked out after auth-addr-failures failed AUTHs in auth-lockout seconds")
+TG_COUNTER(auth_locked_refused, stats,
+           "AUTHs refused, right password or not, because their address was locked out")
+TG_COUNTER(noperm, stats, "commands refused with NOPERM: outside the user's role")
+TG_COUNTER(noauth_closes, stats,
+           "connections closed for pipelining more than 2 KiB of replies before AUTH")
+/* The journal (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
+TG_COUNTER(journal_records, journal, "records appended to the journal")
+TG_COUNTER(journal_bytes, journal, "bytes appended to the journal")
+TG_COUNTER(journal_syncs, journal, "write + fdatasync pairs completed (group commits)")
+TG_COUNTER(journal_waits, journal,
+           "batches that waited for another worker's sync to cover them (group commit)")
+TG_COUNTER(journal_nospace, journal, "requests refused with NOSPACE: the disk reserve was reached")
+TG_COUNTER(snapshots, journal, "snapshots written")
+TG_COUNTER(journal_sync_ns, journal, "nanoseconds spent in journal write + fdatasync, all syncs")

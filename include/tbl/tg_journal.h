@@ -11,19 +11,22 @@
  */
 
 /* acct u64, call {lo, hi}, amount i64 (micro-units reserved by this step),
- * seconds u32 (total granted to the call), pad u32 */
+ * seconds u32 (total granted to the call), category u8, pad 3, and the call's
+ * rate: per_min i64, connect i64, initial u32, increment u32, minimum u32, pad u32 */
 TG_JREC(RESERVE, reserve, 1, "a call's reservation made or extended")
-/* acct u64, call {lo, hi}, reserved i64 (released), cost i64 (debited),
- * duration u32 (seconds), category u32 (enum tg_category) */
+/* acct u64, call {lo, hi}, end {lo, hi} (the CALL.END id), fingerprint u64,
+ * reserved i64 (released), cost i64 (debited), duration u32 (seconds),
+ * category u32 (enum tg_category) */
 TG_JREC(COMMIT, commit, 2, "a call ended: reservation released, cost debited")
-/* acct u64, call {lo, hi}, cost i64, duration u32, category u32 */
+/* acct u64, id {lo, hi} (the CDR id), fingerprint u64, cost i64, duration u32, category u32 */
 TG_JREC(DEBIT, debit, 3, "a CDR debited with no reservation")
-/* acct u64, txid {lo, hi}, amount i64, refill_seq u32 (0: not a refill), pad u32 */
+/* acct u64, txid {lo, hi}, fingerprint u64, amount i64, balance i64 (after: the reply),
+ * refill_seq u32 (0: not a refill), pad u32 */
 TG_JREC(CREDIT, credit, 4, "an account credited")
-/* acct u64, balance i64 (the new balance) */
+/* acct u64, balance i64 (the new balance), delta i64 (new - old) */
 TG_JREC(SET_BALANCE, set_balance, 5, "an operator set the balance outright")
-/* acct u64, threshold i64, refill_amount i64, plan u32, state u8,
- * refill_mode u8, flags u8, pad u8 */
+/* acct u64, threshold i64, refill_amount i64, state u8, refill_mode u8, flags u8,
+ * pad 5, plan char[32] (the plan's name, NUL-padded) */
 TG_JREC(SETTINGS, settings, 6, "an account's settings replaced (or the account created)")
 /* acct u64, refill_seq u32, mode u32, balance i64, threshold i64, charge i64 */
 TG_JREC(REFILL_FIRED, refill_fired, 7, "a threshold crossing fired a refill request")
@@ -31,6 +34,3 @@ TG_JREC(REFILL_FIRED, refill_fired, 7, "a threshold crossing fired a refill requ
 TG_JREC(REFILL_CLEARED, refill_cleared, 8, "a refill request's in-flight flag cleared")
 /* acct u64, call {lo, hi}, reserved i64, cost i64, seconds u32, category u32 */
 TG_JREC(EXPIRE, expire, 9, "a call with no CALL.END settled at its timeout")
-/* digest {lo, hi}, fingerprint u64, reply i64, seen u32 (Unix s),
- * result u32 (enum tg_result) */
-TG_JREC(ID, id, 10, "an idempotency id remembered with its first reply")

@@ -1,0 +1,325 @@
+/*
+ * durable.c - tollgated's data directory: recovery, the journal writer, the
+ * snapshot thread and the clean stop (tg_durable.h, docs/JOURNAL.md).
+ *
+ * The rule everything here follows: the journal is the record.  A segment
+ * in shared memory is kept across a restart only when a clean stop left it
+ * at exactly the journal's last LSN; after a crash it may hold changes that
+ * were applied but never made durable (and so never acknowledged), and
+ * keeping them would charge a retried request twice.  So it is rebuilt.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tg_assert.h"
+#include "tg_atomic.h"
+#include "tg_log.h"
+#include "tg_recover.h"
+#include "tg_server.h"
+
+static uint64_t
+ms_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* mkdir -p, mode 0700 for what it creates. */
+static int
+make_dirs(const char *path)
+{
+	char p[TG_CFG_STR_MAX];
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int
+tg_durable_prepare(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+	const char *dir = srv->cfg.data_dir;
+	char path[TG_CFG_STR_MAX + 16], note[1024];
+	struct tg_replay_end end;
+	int rc, mode = tg_durability_parse(srv->cfg.durability);
+
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	d->lock_fd = -1;
+	if (mode < 0) {
+		tg_log("durability '%s': must be durable, relaxed or off", srv->cfg.durability);
+		return -EINVAL;
+	}
+	d->mode = (enum tg_durability)mode;
+	if (d->mode == TG_NOJOURNAL) {
+		tg_log("durability off: no journal; balances live only in shared memory, and a "
+		       "reboot loses them");
+		return 0;
+	}
+	if (dir[0] == '\0' || make_dirs(dir) != 0) {
+		tg_log("data-dir '%s': cannot create it: %s", dir, strerror(errno));
+		return -EINVAL;
+	}
+	/* One engine per data directory: a second one would interleave two journals. */
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		rc = -errno;
+		tg_log("data-dir %s: %s", dir,
+		       rc == -EWOULDBLOCK ? "another tollgated is using it" : strerror(-rc));
+		return rc;
+	}
+	char pid[24];
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
+		tg_log("data-dir %s: cannot write the pid into LOCK (ignored)", dir);
+
+	uint64_t t0 = ms_now();
+	rc = tg_replay_init(&d->state);
+	if (rc == 0)
+		rc = tg_snapshot_load(&d->state, dir, note, sizeof(note));
+	if (rc != 0) {
+		tg_log("data-dir %s: cannot load a snapshot: %s", dir, strerror(-rc));
+		return rc;
+	}
+	d->state_ok = true;
+	if (note[0] != '\0')
+		tg_log("%s", note);
+	d->snap_lsn = d->state.lsn;
+	uint64_t t1 = ms_now();
+	rc = tg_replay_journal(&d->state, dir, 0, true, &end);
+	if (rc != 0) {
+		tg_log("%s", end.msg);
+		tg_log("journal: not starting: nothing has been changed. See docs/JOURNAL.md, "
+		       "\"When start-up stops\": after checking the file, `tollctl journal-cut "
+		       "--data-dir %s --at FILE:OFFSET` sets the damaged part aside and "
+		       "start-up continues from what comes before it.",
+		       dir);
+		return rc;
+	}
+	if (end.status == TG_JOURNAL_TORN_TAIL)
+		tg_log("%s%s", end.msg, end.cut ? " (cut off)" : " (NOT cut: read-only?)");
+	if (end.status == TG_JOURNAL_TORN_TAIL && !end.cut)
+		return -EIO;
+	tg_log("journal: recovered to LSN %" PRIu64 " in %" PRIu64 " ms: snapshot at LSN %" PRIu64
+	       " (%" PRIu64 " ms) + %" PRIu64 " records; %zu accounts, %zu calls in progress, "
+	       "%zu ids%s",
+	       d->state.lsn, ms_now() - t0, d->snap_lsn, t1 - t0, d->state.records,
+	       d->state.accts.n, d->state.calls.n, d->state.ids.n,
+	       d->state.anomalies ? " (some records named calls not in progress: see tollstat "
+	                            "verify)"
+	                          : "");
+	return 0;
+}
+
+int
+tg_durable_open_table(struct tg_server *srv, const struct tg_table_cfg *tcfg)
+{
+	struct tg_durable *d = &srv->dur;
+	char err[512];
+	int rc = tg_table_open(&srv->table, tcfg, err, sizeof(err));
+
+	if (d->mode == TG_NOJOURNAL) {
+		if (rc != 0)
+			tg_log("%s", err);
+		return rc;
+	}
+	/* A segment of another size or layout: the journal rebuilds it at the new one. */
+	if (rc == -EPROTO && tcfg->reuse) {
+		tg_log("%s: rebuilding it from the journal", err);
+		tg_table_unlink(tcfg->name);
+		rc = tg_table_open(&srv->table, tcfg, err, sizeof(err));
+	}
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	struct tg_shm_hdr *h = srv->table.hdr;
+	if (tg_load_64(&h->generation) <= 1)
+		return 0; /* created now */
+	uint64_t clean = tg_load_64(&h->clean_lsn);
+	if (clean != 0 && clean == d->state.lsn) {
+		tg_log("shm %s: kept: a clean stop left it at LSN %" PRIu64 ", the journal's end",
+		       tcfg->name, clean);
+		return 0;
+	}
+	if (clean != 0)
+		tg_log("shm %s: a clean stop left it at LSN %" PRIu64
+		       " but the journal ends at %" PRIu64 ": rebuilding it from the journal",
+		       tcfg->name, clean, d->state.lsn);
+	else
+		tg_log("shm %s: the engine before did not stop cleanly, so the segment may hold "
+		       "changes that were never recorded nor acknowledged: rebuilding it from the "
+		       "journal",
+		       tcfg->name);
+	tg_table_close(&srv->table);
+	tg_table_unlink(tcfg->name);
+	rc = tg_table_open(&srv->table, tcfg, err, sizeof(err));
+	if (rc != 0)
+		tg_log("%s", err);
+	return rc;
+}
+
+int
+tg_durable_install(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+	struct tg_stats *st = &srv->table.stats[TG_STATS_JOURNAL];
+	char err[600];
+	int rc;
+
+	if (d->mode == TG_NOJOURNAL)
+		return 0;
+	uint64_t t0 = ms_now();
+	rc = tg_recover_install(&d->state, &srv->engine, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("journal: cannot install the recovered state: %s", err);
+		return rc;
+	}
+	tg_log("journal: installed in %" PRIu64 " ms", ms_now() - t0);
+	/* From now on the segment runs ahead of any clean stop. */
+	tg_store_64(&srv->table.hdr->clean_lsn, 0);
+	struct tg_jw_cfg jcfg = {.dir = srv->cfg.data_dir,
+	                         .mode = d->mode,
+	                         .flush_ms = srv->cfg.journal_flush_ms,
+	                         .segment_size = srv->cfg.journal_segment_size,
+	                         .disk_reserve = srv->cfg.disk_reserve,
+	                         .stats = st,
+	                         .lsn_out = &srv->table.hdr->journal_lsn};
+	rc = tg_jw_open(&d->jw, &jcfg, d->state.lsn + 1, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	rc = tg_engine_journal(&srv->engine, d->jw);
+	if (rc != 0)
+		tg_log("journal: cannot allocate the workers' staging: %s", strerror(-rc));
+	tg_log("journal: %s mode in %s, appending from LSN %" PRIu64 "%s",
+	       tg_durability_name(d->mode), srv->cfg.data_dir, d->state.lsn + 1,
+	       d->mode == TG_RELAXED ? " (relaxed: a crash may lose the last journal-flush-ms of "
+	                               "acknowledged changes)"
+	                             : "");
+	return rc;
+}
+
+/*
+ * Bring the state up to what is on disk and write it as a snapshot.  The
+ * state is built from the files alone, never from the live table: it is
+ * consistent at its LSN whatever the workers are doing.
+ */
+static void
+snapshot(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+	struct tg_replay_end end;
+	char err[600];
+	uint64_t t0 = ms_now();
+	uint64_t limit = tg_jw_durable(d->jw);
+
+	if (limit <= d->snap_lsn)
+		return;
+	int rc = tg_replay_journal(&d->state, srv->cfg.data_dir, limit, false, &end);
+	if (rc != 0) {
+		tg_log("snapshot: cannot read the journal: %s", end.msg);
+		return;
+	}
+	rc = tg_snapshot_write(&d->state, srv->cfg.data_dir, (uint32_t)time(NULL),
+	                       srv->cfg.ids_window, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("snapshot: %s", err);
+		return;
+	}
+	d->snap_lsn = d->state.lsn;
+	ck_pr_faa_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_snapshots], 1);
+	tg_log("snapshot at LSN %" PRIu64 ": %zu accounts, %zu calls, %zu ids in %" PRIu64 " ms",
+	       d->state.lsn, d->state.accts.n, d->state.calls.n, d->state.ids.n, ms_now() - t0);
+}
+
+static void *
+snap_thread(void *arg)
+{
+	struct tg_server *srv = arg;
+	struct tg_durable *d = &srv->dur;
+
+	pthread_mutex_lock(&d->mu);
+	while (!d->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += srv->cfg.snapshot_interval;
+		pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+		if (d->stop)
+			break;
+		pthread_mutex_unlock(&d->mu);
+		snapshot(srv);
+		pthread_mutex_lock(&d->mu);
+	}
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}
+
+int
+tg_durable_start(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+
+	if (d->jw == NULL || srv->cfg.snapshot_interval == 0)
+		return 0;
+	int rc = pthread_create(&d->thread, NULL, snap_thread, srv);
+	if (rc != 0) {
+		tg_log("cannot start the snapshot thread: %s", strerror(rc));
+		return -rc;
+	}
+	d->thread_started = true;
+	return 0;
+}
+
+void
+tg_durable_stop(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+
+	if (d->thread_started) {
+		pthread_mutex_lock(&d->mu);
+		d->stop = true;
+		pthread_cond_broadcast(&d->cv);
+		pthread_mutex_unlock(&d->mu);
+		pthread_join(d->thread, NULL);
+		d->thread_started = false;
+	}
+	if (d->jw != NULL) {
+		uint64_t last = tg_jw_sync(d->jw);
+		snapshot(srv);
+		tg_jw_close(d->jw);
+		d->jw = NULL;
+		srv->engine.jw = NULL;
+		/* The table is exactly the journal up to last: the next start may keep it. */
+		if (srv->table.hdr != NULL)
+			tg_store_64(&srv->table.hdr->clean_lsn, last);
+		tg_log("journal: stopped cleanly at LSN %" PRIu64, last);
+	}
+	if (d->state_ok)
+		tg_replay_free(&d->state);
+	d->state_ok = false;
+	if (d->lock_fd > 0)
+		close(d->lock_fd);
+	d->lock_fd = -1;
+}

@@ -1,0 +1,319 @@
+/*
+ * recover.c - the journal's state into the live engine, and back out for
+ * comparison.  Start-up and tollstat verify; never on a worker.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tg_assert.h"
+#include "tg_atomic.h"
+#include "tg_recover.h"
+
+#define NS 1000000000ll
+
+#define INSTALL_THREADS 8
+
+struct install {
+	const struct tg_replay *r;
+	size_t from, to; /* the slots of r's account table this one installs */
+	char errbuf[200];
+	struct tg_engine *e;
+	int32_t *plan_ids; /* replay plan index -> registry id */
+	int64_t now_rt, now_mono;
+	uint32_t now_s;
+	int rc;
+	char *err;
+	size_t errlen;
+	uint64_t accounts, calls, ids, refills, dropped_ids;
+};
+
+static bool
+inflight(const struct tg_racct *a)
+{
+	return a->refill_seq > a->refill_done;
+}
+
+static struct tg_acct_settings
+settings_of(const struct tg_racct *a, uint32_t plan)
+{
+	return (struct tg_acct_settings){.plan = plan,
+	                                 .threshold = a->threshold,
+	                                 .refill_amount = a->refill_amount,
+	                                 .state = a->state,
+	                                 .refill_mode = a->refill_mode,
+	                                 .flags = a->flags};
+}
+
+static void
+put_acct(void *arg, const struct tg_racct *ra)
+{
+	struct install *in = arg;
+	struct tg_table *t = in->e->table;
+	struct tg_acct *a;
+	bool created;
+
+	if (in->rc != 0)
+		return;
+	if (tg_table_insert(t, ra->id, &a, &created) != TG_OK) {
+		snprintf(
+		    in->err, in->errlen,
+		    "the journal holds more accounts than capacity %llu allows: raise capacity",
+		    (unsigned long long)t->hdr->capacity);
+		in->rc = -ENOSPC;
+		return;
+	}
+	struct tg_acct_restore r = {.balance = ra->balance,
+	                            .reserved = ra->reserved,
+	                            .calls = ra->calls,
+	                            .refill_seq = ra->refill_seq,
+	                            .refill_inflight = inflight(ra)};
+	struct tg_acct_settings s = settings_of(ra, (uint32_t)in->plan_ids[ra->plan]);
+	tg_acct_restore(a, &r, &s);
+	struct tg_usage *u = tg_table_usage(t, a);
+	for (int k = 0; k < TG_CATEGORIES_MAX; k++)
+		tg_store_64((uint64_t *)&u->charged[k], (uint64_t)ra->usage[k]);
+	in->accounts++;
+	if (r.refill_inflight) {
+		/* Pending again: the publisher's start-up scan puts it on the stream, same id. */
+		struct tg_refill_rec *rec = tg_table_refill(t, a);
+		uint8_t mode = (uint8_t)(ra->fired_mode ? ra->fired_mode : ra->refill_mode);
+		tg_store_64((uint64_t *)&rec->balance, (uint64_t)ra->fired_balance);
+		tg_store_64((uint64_t *)&rec->amount, (uint64_t)ra->fired_charge);
+		tg_store_32(&rec->fired, (uint32_t)(ra->fired_time / NS));
+		tg_store_32(&rec->published, 0);
+		tg_store_64(&rec->tag, TG_RTAG(ra->refill_seq, 0, mode, TG_RREC_PENDING));
+		in->refills++;
+	}
+}
+
+static void *
+install_accts(void *arg)
+{
+	struct install *in = arg;
+	tg_replay_each_acct_range(in->r, in->from, in->to, put_acct, in);
+	return NULL;
+}
+
+static void
+put_call(void *arg, const struct tg_rcall *rc)
+{
+	struct install *in = arg;
+	struct tg_calls_lock l;
+	struct tg_digest d = {rc->call.lo, rc->call.hi};
+
+	if (in->rc != 0)
+		return;
+	/* Its age in wall-clock time, carried over to this boot's monotonic clock. */
+	int64_t age = in->now_rt - rc->started;
+	if (age < 0)
+		age = 0;
+	uint64_t started = in->now_mono > age ? (uint64_t)(in->now_mono - age) : 0;
+	struct tg_call c = {
+	    .acct = rc->acct,
+	    .rate = {.per_min = rc->per_min,
+	             .connect = rc->connect,
+	             .initial = rc->initial,
+	             .increment = rc->increment,
+	             .minimum = rc->minimum,
+	             .category = rc->category},
+	    .reserved = rc->reserved,
+	    .granted = rc->granted,
+	    .started_ns = started,
+	    .expires_ns = started + (uint64_t)(rc->granted + in->e->cfg.call_grace) * (uint64_t)NS,
+	    .key = d,
+	};
+	if (tg_calls_lock(in->e->calls, d, &l) != NULL) {
+		tg_calls_unlock(&l);
+		return;
+	}
+	if (tg_calls_insert_unlock(&l, &c) != TG_OK) {
+		snprintf(
+		    in->err, in->errlen,
+		    "the journal holds more calls in progress than calls-max allows: raise it");
+		in->rc = -ENOSPC;
+		return;
+	}
+	in->calls++;
+}
+
+static void
+put_id(void *arg, const struct tg_rid *ri)
+{
+	struct install *in = arg;
+	struct tg_digest d = {ri->id.lo, ri->id.hi};
+	struct tg_idem_rec rec = {
+	    .fingerprint = ri->fingerprint, .reply = ri->reply, .seen = ri->seen, .result = TG_OK};
+
+	if (in->rc != 0)
+		return;
+	if ((uint64_t)ri->seen + in->e->cfg.ids_window <= in->now_s) {
+		in->dropped_ids++;
+		return;
+	}
+	enum tg_result res = tg_idem_restore(in->e->ids, d, &rec);
+	if (res == TG_FULL) {
+		snprintf(in->err, in->errlen,
+		         "the journal remembers more ids than ids-max allows: raise it");
+		in->rc = -ENOSPC;
+		return;
+	}
+	in->ids++;
+}
+
+int
+tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, size_t errlen)
+{
+	int32_t plan_ids[TG_PLANS_MAX] = {0};
+	struct timespec rt, mono;
+	struct install in = {.e = e, .plan_ids = plan_ids, .err = err, .errlen = errlen};
+
+	for (uint32_t i = 0; i < r->nplans; i++) {
+		const char *name = tg_replay_plan_name(r, i);
+		int id =
+		    name[0] ? tg_plan_registry_id(&e->table->plans, name, strlen(name), true) : 0;
+		if (id < 0) {
+			snprintf(err, errlen, "cannot register plan '%s' from the journal: %s",
+			         name, strerror(-id));
+			return id;
+		}
+		plan_ids[i] = id;
+	}
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	in.now_rt = rt.tv_sec * NS + rt.tv_nsec;
+	in.now_mono = mono.tv_sec * NS + mono.tv_nsec;
+	in.now_s = (uint32_t)rt.tv_sec;
+	/*
+	 * Accounts in parallel: inserts are lock-free and each account is
+	 * written by one thread.  Most of the time goes to first touches of the
+	 * segment's pages, which the threads share out.
+	 */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned nt = ncpu < 1 ? 1 : ncpu > INSTALL_THREADS ? INSTALL_THREADS : (unsigned)ncpu;
+	struct install part[INSTALL_THREADS];
+	pthread_t th[INSTALL_THREADS];
+	bool started[INSTALL_THREADS] = {false};
+	size_t cap = r->accts.cap, step = (cap + nt - 1) / nt;
+	if (r->accts.n < 100000)
+		nt = 1;
+	for (unsigned k = 0; k < nt; k++) {
+		part[k] = in;
+		part[k].r = r;
+		part[k].from = k * step;
+		part[k].to = k + 1 == nt ? cap : (k + 1) * step;
+		part[k].err = k == 0 ? err : part[k].errbuf;
+		part[k].errlen = k == 0 ? errlen : sizeof(part[k].errbuf);
+		if (k > 0)
+			started[k] = pthread_create(&th[k], NULL, install_accts, &part[k]) == 0;
+	}
+	install_accts(&part[0]);
+	for (unsigned k = 1; k < nt; k++) {
+		if (started[k])
+			pthread_join(th[k], NULL);
+		else
+			install_accts(&part[k]);
+		if (part[k].rc != 0 && part[0].rc == 0) {
+			part[0].rc = part[k].rc;
+			snprintf(err, errlen, "%s", part[k].errbuf);
+		}
+	}
+	in.rc = part[0].rc;
+	tg_replay_each_call(r, put_call, &in);
+	tg_replay_each_id(r, put_id, &in);
+	return in.rc;
+}
+
+/* ---- comparison ---- */
+
+struct cmp {
+	const struct tg_replay *r;
+	const struct tg_table *t;
+	void (*fn)(void *arg, const struct tg_recover_diff *d);
+	void *arg;
+	uint64_t differ;
+};
+
+static void
+diff(struct cmp *c, uint64_t acct, const char *what, int64_t journal, int64_t live)
+{
+	struct tg_recover_diff d = {.acct = acct, .what = what, .journal = journal, .live = live};
+	if (c->fn != NULL)
+		c->fn(c->arg, &d);
+}
+
+static void
+cmp_acct(void *arg, const struct tg_racct *ra)
+{
+	struct cmp *c = arg;
+	struct tg_acct_view v;
+	bool bad = false;
+
+	const struct tg_acct *a = tg_table_find(c->t, ra->id);
+	if (a == NULL) {
+		diff(c, ra->id, "missing", ra->balance, 0);
+		c->differ++;
+		return;
+	}
+	tg_acct_read(a, &v);
+	if (v.balance != ra->balance) {
+		diff(c, ra->id, "balance", ra->balance, v.balance);
+		bad = true;
+	}
+	if (v.reserved != ra->reserved) {
+		diff(c, ra->id, "reserved", ra->reserved, v.reserved);
+		bad = true;
+	}
+	if (v.refill_inflight != inflight(ra) || v.refill_seq != ra->refill_seq) {
+		diff(c, ra->id, "refill", (int64_t)ra->refill_seq * (inflight(ra) ? -1 : 1),
+		     (int64_t)v.refill_seq * (v.refill_inflight ? -1 : 1));
+		bad = true;
+	}
+	const char *plan = tg_plan_registry_name(&c->t->plans, v.plan);
+	if (v.threshold != ra->threshold || v.refill_amount != ra->refill_amount ||
+	    v.state != ra->state || v.refill_mode != ra->refill_mode || v.flags != ra->flags ||
+	    strcmp(plan ? plan : "", tg_replay_plan_name(c->r, ra->plan)) != 0) {
+		diff(c, ra->id, "settings", 0, 0);
+		bad = true;
+	}
+	if (bad)
+		c->differ++;
+}
+
+uint64_t
+tg_recover_compare(const struct tg_replay *r, const struct tg_table *t,
+                   void (*fn)(void *arg, const struct tg_recover_diff *d), void *arg)
+{
+	struct cmp c = {.r = r, .t = t, .fn = fn, .arg = arg};
+
+	tg_replay_each_acct(r, cmp_acct, &c);
+	/* Accounts the table has and the journal never named. */
+	for (uint64_t i = 0; i < t->slots; i++) {
+		const struct tg_acct *a = tg_table_slot(t, i);
+		if (tg_load_64((uint64_t *)&a->key) == 0)
+			continue;
+		if (tg_replay_acct(r, tg_acct_id(a)) == NULL) {
+			struct tg_acct_view v;
+			tg_acct_read(a, &v);
+			diff(&c, v.id, "extra", 0, v.balance);
+			c.differ++;
+		}
+	}
+	return c.differ;
+}
+
+uint64_t
+tg_recover_compare_one(const struct tg_replay *r, const struct tg_table *t, uint64_t id,
+                       void (*fn)(void *arg, const struct tg_recover_diff *d), void *arg)
+{
+	struct cmp c = {.r = r, .t = t, .fn = fn, .arg = arg};
+	const struct tg_racct *ra = tg_replay_acct(r, id);
+
+	if (ra == NULL)
+		return tg_table_find(t, id) != NULL;
+	cmp_acct(&c, ra);
+	return c.differ;
+}

@@ -1,0 +1,891 @@
+/*
+ * replay.c - the journal's state rebuilt from files: apply, snapshots.
+ *
+ * Three open-addressing tables with linear probing (accounts by id, calls
+ * and ids by digest), grown by doubling at half full; calls are removed by
+ * backward shifting, so there are no tombstones.  Nothing here runs on a
+ * worker: start-up, the snapshot thread and tollstat use it, so plain
+ * malloc and stdio are fine.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tg_assert.h"
+#include "tg_hash.h"
+#include "tg_replay.h"
+
+_Static_assert(sizeof(struct tg_racct) == 152, "snapshot account record");
+_Static_assert(sizeof(struct tg_rcall) == 80, "snapshot call record");
+_Static_assert(sizeof(struct tg_rid) == 48, "snapshot id record");
+_Static_assert(sizeof(struct tg_snap_hdr) == 64, "snapshot header");
+_Static_assert(sizeof(struct tg_snap_trailer) == 16, "snapshot trailer");
+
+#define REC_SIZES (152u | 80u << 8 | 48u << 16)
+
+/* ---- the tables ---- */
+
+static int
+tab_init(struct tg_rtab *t, size_t esize, size_t cap)
+{
+	t->slot = calloc(cap, esize);
+	t->cap = cap;
+	t->n = 0;
+	return t->slot ? 0 : -ENOMEM;
+}
+
+static uint64_t
+acct_hash(uint64_t id)
+{
+	return tg_mix64(id + 1);
+}
+
+static uint64_t
+digest_hash(struct tg_jdigest d)
+{
+	return tg_mix64(d.lo ^ tg_mix64(d.hi));
+}
+
+static bool
+digest_eq(struct tg_jdigest a, struct tg_jdigest b)
+{
+	return a.lo == b.lo && a.hi == b.hi;
+}
+
+static bool
+digest_used(struct tg_jdigest d)
+{
+	return (d.lo | d.hi) != 0;
+}
+
+static struct tg_racct *
+acct_slot(const struct tg_rtab *t, uint64_t id)
+{
+	struct tg_racct *s = t->slot;
+	size_t mask = t->cap - 1;
+	for (size_t i = acct_hash(id) & mask;; i = (i + 1) & mask)
+		if (!s[i].used || s[i].id == id)
+			return &s[i];
+}
+
+static struct tg_rcall *
+call_slot(const struct tg_rtab *t, struct tg_jdigest d)
+{
+	struct tg_rcall *s = t->slot;
+	size_t mask = t->cap - 1;
+	for (size_t i = digest_hash(d) & mask;; i = (i + 1) & mask)
+		if (!digest_used(s[i].call) || digest_eq(s[i].call, d))
+			return &s[i];
+}
+
+static struct tg_rid *
+id_slot(const struct tg_rtab *t, struct tg_jdigest d)
+{
+	struct tg_rid *s = t->slot;
+	size_t mask = t->cap - 1;
+	for (size_t i = digest_hash(d) & mask;; i = (i + 1) & mask)
+		if (!digest_used(s[i].id) || digest_eq(s[i].id, d))
+			return &s[i];
+}
+
+/* Double a table when it is half full: re-insert every entry. */
+static int
+acct_grow(struct tg_rtab *t)
+{
+	struct tg_rtab n;
+	if (t->n * 2 < t->cap)
+		return 0;
+	if (tab_init(&n, sizeof(struct tg_racct), t->cap * 2) != 0)
+		return -ENOMEM;
+	struct tg_racct *old = t->slot;
+	for (size_t i = 0; i < t->cap; i++)
+		if (old[i].used)
+			*acct_slot(&n, old[i].id) = old[i];
+	n.n = t->n;
+	free(t->slot);
+	*t = n;
+	return 0;
+}
+
+static int
+call_grow(struct tg_rtab *t)
+{
+	struct tg_rtab n;
+	if (t->n * 2 < t->cap)
+		return 0;
+	if (tab_init(&n, sizeof(struct tg_rcall), t->cap * 2) != 0)
+		return -ENOMEM;
+	struct tg_rcall *old = t->slot;
+	for (size_t i = 0; i < t->cap; i++)
+		if (digest_used(old[i].call))
+			*call_slot(&n, old[i].call) = old[i];
+	n.n = t->n;
+	free(t->slot);
+	*t = n;
+	return 0;
+}
+
+static int
+id_grow(struct tg_rtab *t)
+{
+	struct tg_rtab n;
+	if (t->n * 2 < t->cap)
+		return 0;
+	if (tab_init(&n, sizeof(struct tg_rid), t->cap * 2) != 0)
+		return -ENOMEM;
+	struct tg_rid *old = t->slot;
+	for (size_t i = 0; i < t->cap; i++)
+		if (digest_used(old[i].id))
+			*id_slot(&n, old[i].id) = old[i];
+	n.n = t->n;
+	free(t->slot);
+	*t = n;
+	return 0;
+}
+
+/* Remove the call at slot e: shift back the entries of the probe run behind it. */
+static void
+call_remove(struct tg_rtab *t, struct tg_rcall *e)
+{
+	struct tg_rcall *s = t->slot;
+	size_t mask = t->cap - 1;
+	size_t i = (size_t)(e - s), j = i;
+
+	for (;;) {
+		j = (j + 1) & mask;
+		if (!digest_used(s[j].call))
+			break;
+		size_t home = digest_hash(s[j].call) & mask;
+		/* s[j] may move to i when i lies on its probe path: home .. j, cyclically. */
+		bool between = i <= j ? (home <= i || home > j) : (home <= i && home > j);
+		if (between) {
+			s[i] = s[j];
+			i = j;
+		}
+	}
+	memset(&s[i], 0, sizeof(s[i]));
+	t->n--;
+}
+
+int
+tg_replay_init(struct tg_replay *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->plans_cap = TG_PLANS_MAX;
+	r->plans = calloc(r->plans_cap, sizeof(*r->plans));
+	if (r->plans == NULL || tab_init(&r->accts, sizeof(struct tg_racct), 1024) != 0 ||
+	    tab_init(&r->calls, sizeof(struct tg_rcall), 1024) != 0 ||
+	    tab_init(&r->ids, sizeof(struct tg_rid), 1024) != 0) {
+		tg_replay_free(r);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void
+tg_replay_free(struct tg_replay *r)
+{
+	free(r->accts.slot);
+	free(r->calls.slot);
+	free(r->ids.slot);
+	free(r->plans);
+	memset(r, 0, sizeof(*r));
+}
+
+/* The account id, created (active, zero, plan "") when the journal first names it. */
+static struct tg_racct *
+acct_get(struct tg_replay *r, uint64_t id)
+{
+	if (acct_grow(&r->accts) != 0)
+		return NULL;
+	struct tg_racct *a = acct_slot(&r->accts, id);
+	if (!a->used) {
+		memset(a, 0, sizeof(*a));
+		a->id = id;
+		a->used = 1;
+		r->accts.n++;
+	}
+	return a;
+}
+
+static int
+plan_index(struct tg_replay *r, const char *name, uint32_t *out)
+{
+	char n[TG_PLAN_NAME_MAX + 1];
+
+	memcpy(n, name, TG_PLAN_NAME_MAX);
+	n[TG_PLAN_NAME_MAX] = '\0';
+	for (uint32_t i = 0; i < r->nplans; i++)
+		if (strcmp(r->plans[i], n) == 0) {
+			*out = i;
+			return 0;
+		}
+	if (r->nplans == r->plans_cap)
+		return -ENOSPC;
+	memcpy(r->plans[r->nplans], n, sizeof(n));
+	*out = r->nplans++;
+	return 0;
+}
+
+static int
+id_put(struct tg_replay *r, struct tg_jdigest d, uint64_t fp, int64_t reply, int64_t time_ns)
+{
+	if (id_grow(&r->ids) != 0)
+		return -ENOMEM;
+	struct tg_rid *e = id_slot(&r->ids, d);
+	if (!digest_used(e->id))
+		r->ids.n++;
+	*e = (struct tg_rid){.id = d,
+	                     .fingerprint = fp,
+	                     .reply = reply,
+	                     .seen = (uint32_t)(time_ns / 1000000000),
+	                     .result = 0};
+	return 0;
+}
+
+/* A call's reservation released (ended or expired). */
+static void
+call_end(struct tg_replay *r, struct tg_racct *a, struct tg_jdigest call, int64_t reserved)
+{
+	struct tg_rcall *c = call_slot(&r->calls, call);
+
+	a->reserved -= reserved;
+	if (digest_used(c->call)) {
+		call_remove(&r->calls, c);
+		if (a->calls > 0)
+			a->calls--;
+	} else {
+		r->anomalies++;
+	}
+}
+
+int
+tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
+{
+	struct tg_racct *a;
+	uint64_t acct;
+
+	memcpy(&acct, rec->payload, sizeof(acct)); /* every type starts with its account */
+	a = acct_get(r, acct);
+	if (a == NULL)
+		return -ENOMEM;
+	switch (rec->type) {
+	case TG_JREC_RESERVE: {
+		struct tg_jrec_reserve p;
+		memcpy(&p, rec->payload, sizeof(p));
+		if (call_grow(&r->calls) != 0)
+			return -ENOMEM;
+		struct tg_rcall *c = call_slot(&r->calls, p.call);
+		a->reserved += p.amount;
+		if (!digest_used(c->call)) {
+			*c = (struct tg_rcall){.call = p.call,
+			                       .acct = p.acct,
+			                       .started = rec->time,
+			                       .per_min = p.per_min,
+			                       .connect = p.connect,
+			                       .initial = p.initial,
+			                       .increment = p.increment,
+			                       .minimum = p.minimum,
+			                       .category = p.category};
+			r->calls.n++;
+			a->calls++;
+		}
+		c->reserved += p.amount;
+		c->granted = p.seconds;
+		break;
+	}
+	case TG_JREC_COMMIT: {
+		struct tg_jrec_commit p;
+		memcpy(&p, rec->payload, sizeof(p));
+		a->balance -= p.cost;
+		a->usage[p.category % TG_CATEGORIES_MAX] += p.cost;
+		call_end(r, a, p.call, p.reserved);
+		return id_put(r, p.end, p.fingerprint, p.cost, rec->time);
+	}
+	case TG_JREC_DEBIT: {
+		struct tg_jrec_debit p;
+		memcpy(&p, rec->payload, sizeof(p));
+		a->balance -= p.cost;
+		a->usage[p.category % TG_CATEGORIES_MAX] += p.cost;
+		return id_put(r, p.id, p.fingerprint, p.cost, rec->time);
+	}
+	case TG_JREC_CREDIT: {
+		struct tg_jrec_credit p;
+		memcpy(&p, rec->payload, sizeof(p));
+		a->balance += p.amount;
+		return id_put(r, p.txid, p.fingerprint, p.balance, rec->time);
+	}
+	case TG_JREC_SET_BALANCE: {
+		struct tg_jrec_set_balance p;
+		memcpy(&p, rec->payload, sizeof(p));
+		/* The delta, not the value: it commutes with other workers' records. */
+		a->balance += p.delta;
+		break;
+	}
+	case TG_JREC_SETTINGS: {
+		struct tg_jrec_settings p;
+		uint32_t plan;
+		memcpy(&p, rec->payload, sizeof(p));
+		if (plan_index(r, p.plan, &plan) != 0)
+			return -ENOSPC;
+		a->threshold = p.threshold;
+		a->refill_amount = p.refill_amount;
+		a->state = p.state;
+		a->refill_mode = p.refill_mode;
+		a->flags = p.flags;
+		a->plan = plan;
+		break;
+	}
+	case TG_JREC_REFILL_FIRED: {
+		struct tg_jrec_refill_fired p;
+		memcpy(&p, rec->payload, sizeof(p));
+		if (p.refill_seq >= a->refill_seq) {
+			a->refill_seq = p.refill_seq;
+			a->fired_mode = p.mode;
+			a->fired_balance = p.balance;
+			a->fired_charge = p.charge;
+			a->fired_time = rec->time;
+		}
+		break;
+	}
+	case TG_JREC_REFILL_CLEARED: {
+		struct tg_jrec_refill_cleared p;
+		memcpy(&p, rec->payload, sizeof(p));
+		if (p.refill_seq > a->refill_done)
+			a->refill_done = p.refill_seq;
+		break;
+	}
+	case TG_JREC_EXPIRE: {
+		struct tg_jrec_expire p;
+		memcpy(&p, rec->payload, sizeof(p));
+		a->balance -= p.cost;
+		a->usage[p.category % TG_CATEGORIES_MAX] += p.cost;
+		call_end(r, a, p.call, p.reserved);
+		break;
+	}
+	default:
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int
+tg_replay_journal(struct tg_replay *r, const char *dir, uint64_t limit, bool cut_torn,
+                  struct tg_replay_end *end)
+{
+	struct tg_journal_reader *jr;
+	struct tg_jrec rec;
+	enum tg_journal_status st;
+	int rc;
+
+	memset(end, 0, sizeof(*end));
+	rc = tg_journal_open_dir(&jr, dir);
+	if (rc != 0) {
+		snprintf(end->msg, sizeof(end->msg), "journal: cannot read %s: %s", dir,
+		         strerror(-rc));
+		return rc;
+	}
+	/* The journal must reach back to the snapshot: LSN r->lsn + 1 must be in it. */
+	if (tg_journal_segments(jr) > 0 && tg_journal_segment_lsn(jr, 0) > r->lsn + 1) {
+		snprintf(end->msg, sizeof(end->msg),
+		         "journal: the journal in %s starts at LSN %" PRIu64
+		         " but the %s ends at LSN %" PRIu64
+		         ": records in between are missing (a segment was removed by hand?)",
+		         dir, tg_journal_segment_lsn(jr, 0), r->from ? "snapshot" : "empty state",
+		         r->lsn);
+		end->status = TG_JOURNAL_GAP;
+		tg_journal_close(jr);
+		return -EPROTO;
+	}
+	while ((st = tg_journal_next(jr, &rec)) == TG_JOURNAL_OK) {
+		if (limit != 0 && rec.lsn > limit)
+			break;
+		if (rec.lsn <= r->lsn)
+			continue; /* in the snapshot already */
+		rc = tg_replay_apply(r, &rec);
+		if (rc != 0) {
+			snprintf(end->msg, sizeof(end->msg),
+			         "journal: cannot apply LSN %" PRIu64 ": %s", rec.lsn,
+			         strerror(-rc));
+			tg_journal_close(jr);
+			return rc;
+		}
+		r->lsn = rec.lsn;
+		r->records++;
+	}
+	end->status = st;
+	end->next_lsn = r->lsn + 1;
+	rc = 0;
+	if (st == TG_JOURNAL_OK || st == TG_JOURNAL_END) {
+		end->status = TG_JOURNAL_END;
+	} else if (st == TG_JOURNAL_TORN_TAIL) {
+		tg_journal_describe(jr, end->msg, sizeof(end->msg));
+		if (cut_torn) {
+			rc = tg_journal_truncate_tail(jr);
+			end->cut = rc == 0;
+		}
+	} else {
+		tg_journal_describe(jr, end->msg, sizeof(end->msg));
+		rc = st == TG_JOURNAL_ERROR ? tg_journal_where(jr)->err : -EPROTO;
+	}
+	tg_journal_close(jr);
+	return rc;
+}
+
+/* ---- lookups ---- */
+
+const struct tg_racct *
+tg_replay_acct(const struct tg_replay *r, uint64_t id)
+{
+	const struct tg_racct *a = acct_slot(&r->accts, id);
+	return a->used ? a : NULL;
+}
+
+const char *
+tg_replay_plan_name(const struct tg_replay *r, uint32_t plan)
+{
+	return plan < r->nplans ? r->plans[plan] : "";
+}
+
+void
+tg_replay_each_acct(const struct tg_replay *r, void (*fn)(void *, const struct tg_racct *),
+                    void *arg)
+{
+	const struct tg_racct *s = r->accts.slot;
+	for (size_t i = 0; i < r->accts.cap; i++)
+		if (s[i].used)
+			fn(arg, &s[i]);
+}
+
+void
+tg_replay_each_acct_range(const struct tg_replay *r, size_t from, size_t to,
+                          void (*fn)(void *, const struct tg_racct *), void *arg)
+{
+	const struct tg_racct *s = r->accts.slot;
+	if (to > r->accts.cap)
+		to = r->accts.cap;
+	for (size_t i = from; i < to; i++)
+		if (s[i].used)
+			fn(arg, &s[i]);
+}
+
+void
+tg_replay_each_call(const struct tg_replay *r, void (*fn)(void *, const struct tg_rcall *),
+                    void *arg)
+{
+	const struct tg_rcall *s = r->calls.slot;
+	for (size_t i = 0; i < r->calls.cap; i++)
+		if (digest_used(s[i].call))
+			fn(arg, &s[i]);
+}
+
+void
+tg_replay_each_id(const struct tg_replay *r, void (*fn)(void *, const struct tg_rid *), void *arg)
+{
+	const struct tg_rid *s = r->ids.slot;
+	for (size_t i = 0; i < r->ids.cap; i++)
+		if (digest_used(s[i].id))
+			fn(arg, &s[i]);
+}
+
+/* ---- snapshots ---- */
+
+static void
+snap_name(char name[TG_SNAP_NAME_LEN], uint64_t lsn)
+{
+	snprintf(name, TG_SNAP_NAME_LEN, "snapshot-%016" PRIx64 ".tgs", lsn);
+}
+
+static bool
+snap_name_parse(const char *name, uint64_t *lsn)
+{
+	uint64_t v = 0;
+
+	if (strlen(name) != TG_SNAP_NAME_LEN - 1 || memcmp(name, "snapshot-", 9) != 0 ||
+	    memcmp(name + 25, ".tgs", 4) != 0)
+		return false;
+	for (int i = 9; i < 25; i++) {
+		char c = name[i];
+		if (c >= '0' && c <= '9')
+			v = v << 4 | (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v << 4 | (uint64_t)(c - 'a' + 10);
+		else
+			return false;
+	}
+	*lsn = v;
+	return true;
+}
+
+static uint32_t
+hdr_crc(const struct tg_snap_hdr *h)
+{
+	struct tg_snap_hdr c = *h;
+	c.crc = 0;
+	return tg_crc32c(0, &c, sizeof(c));
+}
+
+/* A buffered writer that checksums what it writes. */
+struct sw {
+	FILE *f;
+	uint32_t crc;
+	bool err;
+};
+
+static void
+sw_put(struct sw *w, const void *p, size_t n)
+{
+	w->crc = tg_crc32c(w->crc, p, n);
+	if (!w->err && fwrite(p, 1, n, w->f) != n)
+		w->err = true;
+}
+
+struct snap_ctx {
+	struct sw *w;
+	uint32_t oldest; /* ids seen before are left out */
+	uint64_t n;
+};
+
+static void
+put_acct(void *arg, const struct tg_racct *a)
+{
+	struct snap_ctx *c = arg;
+	struct tg_racct x = *a;
+	x.calls = 0;
+	sw_put(c->w, &x, sizeof(x));
+	c->n++;
+}
+
+static void
+put_call(void *arg, const struct tg_rcall *k)
+{
+	struct snap_ctx *c = arg;
+	sw_put(c->w, k, sizeof(*k));
+	c->n++;
+}
+
+static void
+count_id(void *arg, const struct tg_rid *d)
+{
+	struct snap_ctx *c = arg;
+	if (d->seen >= c->oldest)
+		c->n++;
+}
+
+static void
+put_id(void *arg, const struct tg_rid *d)
+{
+	struct snap_ctx *c = arg;
+	if (d->seen >= c->oldest) {
+		sw_put(c->w, d, sizeof(*d));
+		c->n++;
+	}
+}
+
+static int
+lsn_desc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Snapshots in dir, newest first, into lsns (at most max).  The count, or -errno. */
+static int
+snap_list(const char *dir, uint64_t *lsns, int max)
+{
+	uint64_t all[256];
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d)) != NULL) {
+		uint64_t lsn;
+		if (snap_name_parse(e->d_name, &lsn) && n < (int)TG_ARRAY_LEN(all))
+			all[n++] = lsn;
+	}
+	closedir(d);
+	qsort(all, (size_t)n, sizeof(all[0]), lsn_desc);
+	if (n > max)
+		n = max;
+	memcpy(lsns, all, (size_t)n * sizeof(all[0]));
+	return n;
+}
+
+/* Remove snapshots past the newest TG_SNAP_KEEP, and segments wholly before the oldest kept. */
+static void
+prune(const char *dir)
+{
+	uint64_t keep[TG_SNAP_KEEP + 1];
+	int n = snap_list(dir, keep, TG_SNAP_KEEP + 1);
+	char path[1024], name[TG_SNAP_NAME_LEN];
+
+	if (n <= 0)
+		return;
+	if (n > TG_SNAP_KEEP) {
+		/* More than one may be over: remove every snapshot older than the oldest kept. */
+		DIR *d = opendir(dir);
+		struct dirent *e;
+		while (d != NULL && (e = readdir(d)) != NULL) {
+			uint64_t lsn;
+			if (snap_name_parse(e->d_name, &lsn) && lsn < keep[TG_SNAP_KEEP - 1]) {
+				snap_name(name, lsn);
+				snprintf(path, sizeof(path), "%s/%s", dir, name);
+				unlink(path);
+			}
+		}
+		if (d != NULL)
+			closedir(d);
+		n = TG_SNAP_KEEP;
+	}
+	uint64_t oldest = keep[n - 1];
+
+	/* Segment i can go when segment i + 1 starts at or before oldest + 1. */
+	struct tg_journal_reader *jr;
+	if (tg_journal_open_dir(&jr, dir) != 0)
+		return;
+	size_t segs = tg_journal_segments(jr);
+	for (size_t i = 0; i + 1 < segs; i++) {
+		if (tg_journal_segment_lsn(jr, i + 1) > oldest + 1)
+			break;
+		char seg[TG_JOURNAL_NAME_LEN];
+		tg_journal_seg_name(seg, tg_journal_segment_lsn(jr, i));
+		snprintf(path, sizeof(path), "%s/%s", dir, seg);
+		unlink(path);
+	}
+	tg_journal_close(jr);
+}
+
+int
+tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint32_t window,
+                  char *err, size_t errlen)
+{
+	char name[TG_SNAP_NAME_LEN], path[1024], tmp[1040];
+	struct tg_snap_hdr h;
+	struct sw w = {0};
+	struct snap_ctx c = {.w = &w, .oldest = now > window ? now - window : 0};
+	int rc = 0;
+
+	snap_name(name, r->lsn);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	w.f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (w.f == NULL) {
+		if (fd >= 0)
+			close(fd);
+		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		return -errno;
+	}
+	setvbuf(w.f, NULL, _IOFBF, 1 << 20);
+
+	struct snap_ctx idc = {.oldest = c.oldest};
+	tg_replay_each_id(r, count_id, &idc);
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, TG_SNAP_MAGIC, 8);
+	h.version = TG_SNAP_VERSION;
+	h.hdr_size = sizeof(h);
+	h.lsn = r->lsn;
+	h.created = (int64_t)time(NULL);
+	h.accounts = r->accts.n;
+	h.calls = (uint32_t)r->calls.n;
+	h.ids = (uint32_t)idc.n;
+	h.plans = r->nplans;
+	h.rec_sizes = REC_SIZES;
+	h.crc = hdr_crc(&h);
+	if (fwrite(&h, sizeof(h), 1, w.f) != 1)
+		w.err = true;
+	sw_put(&w, r->plans, (size_t)r->nplans * sizeof(*r->plans));
+	tg_replay_each_acct(r, put_acct, &c);
+	tg_replay_each_call(r, put_call, &c);
+	tg_replay_each_id(r, put_id, &c);
+
+	struct tg_snap_trailer t = {.crc = w.crc};
+	memcpy(t.magic, TG_SNAP_END, sizeof(TG_SNAP_END));
+	if (fwrite(&t, sizeof(t), 1, w.f) != 1)
+		w.err = true;
+	if (fflush(w.f) != 0 || w.err || fsync(fileno(w.f)) != 0) {
+		rc = -(errno ? errno : EIO);
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-rc));
+		fclose(w.f);
+		unlink(tmp);
+		return rc;
+	}
+	fclose(w.f);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rename(tmp, path) != 0 || dfd < 0 || fsync(dfd) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot put %s in place: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+	if (dfd >= 0)
+		close(dfd);
+	if (rc == 0)
+		prune(dir);
+	return rc;
+}
+
+/* A buffered reader that checksums what it reads. */
+static bool
+sr_get(FILE *f, void *p, size_t n, uint32_t *crc)
+{
+	if (fread(p, 1, n, f) != n)
+		return false;
+	*crc = tg_crc32c(*crc, p, n);
+	return true;
+}
+
+/* An empty table t made big enough for n entries at most half full. */
+static int
+presize(struct tg_rtab *t, size_t esize, uint64_t n)
+{
+	size_t cap = t->cap;
+	while (cap < 2 * n + 2)
+		cap *= 2;
+	if (cap == t->cap)
+		return 0;
+	free(t->slot);
+	return tab_init(t, esize, cap);
+}
+
+/* Load one snapshot file into r (empty).  0, or -EPROTO with why in why. */
+static int
+snap_read(struct tg_replay *r, const char *path, uint64_t lsn, char *why, size_t whylen)
+{
+	FILE *f = fopen(path, "re");
+	struct tg_snap_hdr h;
+	struct tg_snap_trailer t;
+	uint32_t crc = 0;
+	int rc = -EPROTO;
+
+	if (f == NULL) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return -errno;
+	}
+	setvbuf(f, NULL, _IOFBF, 1 << 20);
+	if (fread(&h, sizeof(h), 1, f) != 1 || memcmp(h.magic, TG_SNAP_MAGIC, 8) != 0 ||
+	    h.hdr_size != sizeof(h) || h.crc != hdr_crc(&h) || h.lsn != lsn) {
+		snprintf(why, whylen, "bad header");
+		goto out;
+	}
+	if (h.version != TG_SNAP_VERSION || h.rec_sizes != REC_SIZES) {
+		snprintf(why, whylen, "version %u, this build reads %u", h.version,
+		         TG_SNAP_VERSION);
+		goto out;
+	}
+	if (h.plans > r->plans_cap ||
+	    !sr_get(f, r->plans, (size_t)h.plans * sizeof(*r->plans), &crc)) {
+		snprintf(why, whylen, "plan names cut short");
+		goto out;
+	}
+	r->nplans = h.plans;
+	/* Size the tables for what the header announces: no rehash while loading. */
+	if (presize(&r->accts, sizeof(struct tg_racct), h.accounts) != 0 ||
+	    presize(&r->calls, sizeof(struct tg_rcall), h.calls) != 0 ||
+	    presize(&r->ids, sizeof(struct tg_rid), h.ids) != 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < h.accounts; i++) {
+		struct tg_racct a;
+		if (!sr_get(f, &a, sizeof(a), &crc) || !a.used ||
+		    (h.plans > 0 && a.plan >= h.plans)) {
+			snprintf(why, whylen, "account %" PRIu64 " of %" PRIu64 " cut short or bad",
+			         i, (uint64_t)h.accounts);
+			goto out;
+		}
+		if (acct_grow(&r->accts) != 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		struct tg_racct *s = acct_slot(&r->accts, a.id);
+		if (s->used) {
+			snprintf(why, whylen, "account %" PRIu64 " twice", a.id);
+			goto out;
+		}
+		a.calls = 0;
+		*s = a;
+		r->accts.n++;
+	}
+	for (uint32_t i = 0; i < h.calls; i++) {
+		struct tg_rcall k;
+		if (!sr_get(f, &k, sizeof(k), &crc) || !digest_used(k.call)) {
+			snprintf(why, whylen, "call %u of %u cut short or bad", i, h.calls);
+			goto out;
+		}
+		if (call_grow(&r->calls) != 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		*call_slot(&r->calls, k.call) = k;
+		r->calls.n++;
+		struct tg_racct *a = acct_slot(&r->accts, k.acct);
+		if (a->used)
+			a->calls++;
+	}
+	for (uint32_t i = 0; i < h.ids; i++) {
+		struct tg_rid d;
+		if (!sr_get(f, &d, sizeof(d), &crc) || !digest_used(d.id)) {
+			snprintf(why, whylen, "id %u of %u cut short or bad", i, h.ids);
+			goto out;
+		}
+		if (id_grow(&r->ids) != 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		*id_slot(&r->ids, d.id) = d;
+		r->ids.n++;
+	}
+	if (fread(&t, sizeof(t), 1, f) != 1 || memcmp(t.magic, TG_SNAP_END, 8) != 0 ||
+	    t.crc != crc || fgetc(f) != EOF) {
+		snprintf(why, whylen, "checksum or trailer wrong");
+		goto out;
+	}
+	r->lsn = h.lsn;
+	r->from = h.lsn;
+	rc = 0;
+out:
+	fclose(f);
+	return rc;
+}
+
+int
+tg_snapshot_load(struct tg_replay *r, const char *dir, char *note, size_t notelen)
+{
+	uint64_t lsns[16];
+	char path[1024], name[TG_SNAP_NAME_LEN], why[200];
+	int n = snap_list(dir, lsns, 16);
+	size_t used = 0;
+
+	if (note != NULL && notelen > 0)
+		note[0] = '\0';
+	if (n < 0)
+		return n;
+	for (int i = 0; i < n; i++) {
+		snap_name(name, lsns[i]);
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		int rc = snap_read(r, path, lsns[i], why, sizeof(why));
+		if (rc == 0)
+			return 0;
+		if (rc == -ENOMEM)
+			return rc;
+		/* Damaged: start again empty and try the older one. */
+		if (note != NULL && used < notelen)
+			used += (size_t)snprintf(note + used, notelen - used,
+			                         "%ssnapshot %s skipped (%s)", used ? "; " : "",
+			                         path, why);
+		tg_replay_free(r);
+		rc = tg_replay_init(r);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}

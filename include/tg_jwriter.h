@@ -1,0 +1,100 @@
+/*
+ * tg_jwriter.h - appending to the journal: group commit through io_uring.
+ *
+ * Workers stage the records of a batch in their own tg_jstage while they
+ * apply it (no lock, no I/O), then commit the stage once at the end of the
+ * batch.  Commit takes the writer's lock just long enough to number the
+ * records and encode them into the shared fill buffer.  In durable mode it
+ * then returns only once those records are on disk: the first committer to
+ * find no flush in progress becomes the flusher, takes the whole fill buffer
+ * (its own records and every other worker's), writes it with one io_uring
+ * write linked to one fdatasync, and wakes the others.  One sync covers
+ * every batch that arrived while the previous one ran: that is the group
+ * commit.  In relaxed mode commit returns at once and the writer's thread
+ * syncs every flush_ms.
+ *
+ * A failed write or sync is never retried (a retried fsync can report
+ * success for data the kernel already dropped): the process stops with the
+ * file, the offset and the error.  Segments are rotated at segment_size.
+ */
+#ifndef TG_JWRITER_H
+#define TG_JWRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_journal.h"
+#include "tg_stats-t.h"
+
+enum tg_durability { TG_DURABLE = 0, TG_RELAXED = 1, TG_NOJOURNAL = 2 };
+/* "durable" / "relaxed" / "off" -> mode; -1 when unknown. */
+int tg_durability_parse(const char *s);
+const char *tg_durability_name(enum tg_durability d);
+
+/* The largest payload the engine stages (struct tg_jrec_reserve and commit). */
+#define TG_JSTAGE_PAYLOAD 72
+
+struct tg_jitem {
+	uint16_t type;
+	uint16_t len;
+	uint32_t pad;
+	uint8_t payload[TG_JSTAGE_PAYLOAD];
+};
+
+/* One worker's records of the batch in progress. */
+struct tg_jstage {
+	unsigned n, cap;
+	struct tg_jitem *items;
+};
+
+struct tg_jw_cfg {
+	const char *dir;
+	enum tg_durability mode; /* TG_DURABLE or TG_RELAXED */
+	uint32_t flush_ms;       /* relaxed: sync interval */
+	uint64_t segment_size;   /* rotate past this many bytes */
+	uint64_t disk_reserve;   /* refuse debits when the file system has less free */
+	size_t buffer;           /* bytes of each of the two encode buffers (0: 8 MiB) */
+	struct tg_stats *stats;  /* the journal's block: counters by atomic add */
+	uint64_t *lsn_out;       /* where the durable LSN is published (the shm header), or NULL */
+};
+
+struct tg_jw;
+
+/*
+ * Open the journal in cfg->dir for appending after next_lsn - 1 (what the
+ * reader found): appends to the last segment when it ends there, or starts
+ * a new one.  Starts the writer's thread.  0 or -errno with a sentence in err.
+ */
+int tg_jw_open(struct tg_jw **out, const struct tg_jw_cfg *cfg, uint64_t next_lsn, char *err,
+               size_t errlen);
+/* Flush and sync what is staged, stop the thread, close.  NULL is fine. */
+void tg_jw_close(struct tg_jw *jw);
+
+int tg_jstage_init(struct tg_jstage *s, unsigned cap);
+void tg_jstage_fini(struct tg_jstage *s);
+
+/* Stage one record (a copy of payload); when the stage is full, commits first. */
+void tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload,
+                 size_t len);
+/*
+ * Commit what s holds (then empties it): in durable mode returns once it is
+ * on disk.  Any thread, any number at once, each with its own stage.
+ * Returns the last LSN given (0 when s was empty).
+ */
+uint64_t tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s);
+/* Sync everything committed so far, in any mode; returns the durable LSN. */
+uint64_t tg_jw_sync(struct tg_jw *jw);
+
+/* The last LSN on disk. */
+uint64_t tg_jw_durable(const struct tg_jw *jw);
+/* The last LSN handed out. */
+uint64_t tg_jw_last(struct tg_jw *jw);
+/* Whether free space is below the reserve (checked every 100 ms). */
+bool tg_jw_low_space(const struct tg_jw *jw);
+/* Free bytes at the last check. */
+uint64_t tg_jw_free_bytes(const struct tg_jw *jw);
+enum tg_durability tg_jw_mode(const struct tg_jw *jw);
+const char *tg_jw_dir(const struct tg_jw *jw);
+
+#endif

@@ -1,0 +1,174 @@
+/*
+ * tg_replay.h - the state the journal describes, rebuilt from files alone:
+ * snapshots, replay, recovery and verification.
+ *
+ * A tg_replay holds every account, every call in progress and every
+ * remembered id as of one LSN.  It is built by loading the newest good
+ * snapshot and applying the journal's records after it, in LSN order.  Every
+ * record is an effect (money deltas, settings), so applying needs no rate
+ * plan and no clock, and deltas commute: records of two workers that touched
+ * one account in the other order still sum to the same balance.
+ *
+ * The same state serves three callers: start-up installs it into a fresh
+ * table (recovery), the snapshot thread writes it to a snapshot file (so
+ * recovery stays short and old segments can go), and tollstat verify
+ * compares it with the live table (the conservation check).
+ */
+#ifndef TG_REPLAY_H
+#define TG_REPLAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tg_journal.h"
+#include "tg_limits.h"
+
+/* One account as the journal says it is.  Also its record in a snapshot (152 bytes). */
+struct tg_racct {
+	uint64_t id;
+	int64_t balance;
+	int64_t reserved; /* held by calls in progress */
+	int64_t threshold;
+	int64_t refill_amount;
+	int64_t fired_balance; /* the newest refill request: balance when it fired */
+	int64_t fired_charge;  /* and what it asks to charge */
+	int64_t fired_time;    /* ns since the epoch */
+	uint32_t plan;         /* index into the state's plan names */
+	uint32_t refill_seq;   /* newest request fired */
+	uint32_t refill_done;  /* newest request credited or failed */
+	uint32_t fired_mode;
+	uint8_t state, refill_mode, flags, used;
+	uint32_t calls;                   /* calls in progress (not in snapshots: recounted) */
+	int64_t usage[TG_CATEGORIES_MAX]; /* charged per category (enum tg_category) */
+};
+
+/* One call in progress (80 bytes). */
+struct tg_rcall {
+	struct tg_jdigest call;
+	uint64_t acct;
+	int64_t reserved;
+	int64_t started; /* ns since the epoch, of its CALL.AUTH */
+	int64_t per_min;
+	int64_t connect;
+	uint32_t granted;
+	uint32_t initial;
+	uint32_t increment;
+	uint32_t minimum;
+	uint8_t category;
+	uint8_t pad[7];
+};
+
+/* One remembered id (48 bytes). */
+struct tg_rid {
+	struct tg_jdigest id;
+	uint64_t fingerprint;
+	int64_t reply;
+	uint32_t seen; /* Unix seconds */
+	uint32_t result;
+	uint64_t pad;
+};
+
+struct tg_rtab {
+	void *slot;
+	size_t cap, n; /* cap a power of two */
+};
+
+struct tg_replay {
+	uint64_t lsn;  /* the last record applied */
+	uint64_t from; /* the snapshot it started from (0: none) */
+	struct tg_rtab accts, calls, ids;
+	char (*plans)[TG_PLAN_NAME_MAX + 1];
+	uint32_t nplans, plans_cap;
+	uint64_t records;   /* applied by tg_replay_journal */
+	uint64_t anomalies; /* records that referred to a call not in progress */
+};
+
+int tg_replay_init(struct tg_replay *r);
+void tg_replay_free(struct tg_replay *r);
+
+/* Apply one record (its LSN must follow r->lsn).  0, -ENOMEM, or -EPROTO for a bad type. */
+int tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec);
+
+/* How tg_replay_journal ended. */
+struct tg_replay_end {
+	enum tg_journal_status status; /* END, or where it stopped */
+	uint64_t next_lsn;             /* where a writer continues */
+	bool cut;                      /* a torn tail was cut off */
+	char msg[600];                 /* one sentence for the log */
+};
+
+/*
+ * Apply the records of the journal in dir after r->lsn, up to limit (0: to
+ * the end).  A torn tail is cut off when cut_torn, and reported in end.
+ * Returns 0 (END, limit reached, or torn tail), -EPROTO when the journal is
+ * damaged (CORRUPT, NEWER_VERSION, GAP, BAD_HEADER: end->msg says which file,
+ * which offset and what to do) or does not continue r (records missing
+ * between the snapshot and the journal), or -errno.
+ */
+int tg_replay_journal(struct tg_replay *r, const char *dir, uint64_t limit, bool cut_torn,
+                      struct tg_replay_end *end);
+
+/* ---- lookups ---- */
+
+const struct tg_racct *tg_replay_acct(const struct tg_replay *r, uint64_t id);
+const char *tg_replay_plan_name(const struct tg_replay *r, uint32_t plan);
+/* Call fn on every account / call / id. */
+void tg_replay_each_acct(const struct tg_replay *r, void (*fn)(void *, const struct tg_racct *),
+                         void *arg);
+/* Only the accounts in slots [from, to) of r->accts (for splitting work between threads). */
+void tg_replay_each_acct_range(const struct tg_replay *r, size_t from, size_t to,
+                               void (*fn)(void *, const struct tg_racct *), void *arg);
+void tg_replay_each_call(const struct tg_replay *r, void (*fn)(void *, const struct tg_rcall *),
+                         void *arg);
+void tg_replay_each_id(const struct tg_replay *r, void (*fn)(void *, const struct tg_rid *),
+                       void *arg);
+
+/* ---- snapshots (docs/JOURNAL.md) ---- */
+
+#define TG_SNAP_MAGIC   "TGSNAPSH"
+#define TG_SNAP_END     "TGSNEND"
+#define TG_SNAP_VERSION 1u
+/* "snapshot-0123456789abcdef.tgs" and its NUL. */
+#define TG_SNAP_NAME_LEN 30
+/* Snapshots kept: the newest, and one to fall back on. */
+#define TG_SNAP_KEEP 2
+
+struct tg_snap_hdr {
+	char magic[8];      /*  0 "TGSNAPSH" */
+	uint32_t version;   /*  8 TG_SNAP_VERSION */
+	uint32_t hdr_size;  /* 12 64 */
+	uint64_t lsn;       /* 16 the state after this record */
+	int64_t created;    /* 24 Unix seconds */
+	uint64_t accounts;  /* 32 */
+	uint32_t calls;     /* 40 */
+	uint32_t ids;       /* 44 */
+	uint32_t plans;     /* 48 */
+	uint32_t rec_sizes; /* 52 sizes of an account, call, id record: 152 | 80 << 8 | 48 << 16 */
+	uint32_t pad;       /* 56 */
+	uint32_t crc;       /* 60 CRC32C of the 64 bytes with this field zero */
+};
+
+struct tg_snap_trailer {
+	char magic[8]; /* "TGSNEND\0" */
+	uint32_t crc;  /* CRC32C of every byte between the header and the trailer */
+	uint32_t pad;
+};
+
+/*
+ * Write r as snapshot-<lsn>.tgs in dir: a temporary file, fsync, rename,
+ * fsync of the directory.  Ids seen before now - window are left out.
+ * Then keep TG_SNAP_KEEP snapshots and remove the journal segments wholly
+ * before the oldest one kept.  0 or -errno with a sentence in err.
+ */
+int tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint32_t window,
+                      char *err, size_t errlen);
+/*
+ * Load the newest snapshot of dir that reads whole into r (empty, from
+ * tg_replay_init).  A damaged one is skipped, and said in note (the older
+ * one and a longer replay take its place).  0 (with r->lsn 0 when there is
+ * none), or -errno.
+ */
+int tg_snapshot_load(struct tg_replay *r, const char *dir, char *note, size_t notelen);
+
+#endif
