@@ -50,8 +50,9 @@ enum tg_parse tg_resp_parse(const char *buf, size_t len, size_t max_req, struct 
 /*
  * The same with a cap on the arguments (name included): a request with more
  * than max_args is TG_PARSE_ERROR "too many arguments".  max_args 0 or above
- * TG_ARGS_MAX means TG_ARGS_MAX.  The server uses this one (max-args, and 3
- * before AUTH).
+ * TG_ARGS_MAX means TG_ARGS_MAX.  The server uses this one, with max-args
+ * (before AUTH too: max-request-noauth is what bounds an unauthenticated
+ * request).
  */
 enum tg_parse tg_resp_parse_args(const char *buf, size_t len, size_t max_req, uint32_t max_args,
                                  struct tg_req *req, size_t *used, const char **err);

@@ -203,7 +203,8 @@ it_start(struct it_daemon *d, const char *dir, const char *const *flags)
 	}
 	unsigned k = ++started;
 	snprintf(d->shm, sizeof(d->shm), "/tg-it-%d-%u", (int)getpid(), k);
-	snprintf(d->log, sizeof(d->log), "%s/tollgated-%u.log", dir, k);
+	snprintf(d->base, sizeof(d->base), "%s/tollgated-%u", dir, k);
+	snprintf(d->log, sizeof(d->log), "%.*s.log", (int)(sizeof(d->log) - 8), d->base);
 	snprintf(d->data, sizeof(d->data), "%s/data-%u", dir, k);
 	shm_unlink(d->shm);
 	return spawn(d, bin, flags);
@@ -221,10 +222,8 @@ it_restart(struct it_daemon *d, const char *const *flags, int reboot)
 	/* Each run its own log: the port is read back from the log. */
 	d->port = 0;
 	d->runs++;
-	char *dot = strrchr(d->log, '.');
-	if (dot == NULL)
-		return -1;
-	snprintf(dot, sizeof(d->log) - (size_t)(dot - d->log), ".%u.log", d->runs);
+	snprintf(d->log, sizeof(d->log), "%.*s.%u.log", (int)(sizeof(d->log) - 16), d->base,
+	         d->runs);
 	return spawn(d, bin, flags);
 }
 

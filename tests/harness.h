@@ -26,6 +26,7 @@ struct it_daemon {
 	char log[IT_PATH_MAX];  /* this run's log */
 	char data[IT_PATH_MAX]; /* --data-dir: <dir>/data-<n>, kept across restarts */
 	unsigned runs;          /* restarts so far */
+	char base[IT_PATH_MAX]; /* <dir>/tollgated-<n>: the logs are <base>.log, <base>.<run>.log */
 };
 
 /* Make a fresh private directory (mode 0700) under TMPDIR or /tmp.  0 or -errno. */

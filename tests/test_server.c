@@ -453,7 +453,7 @@ static const char *const acct_keys[] = {
 static int64_t
 elem_money(const redisReply *e)
 {
-	int64_t v;
+	int64_t v = 0;
 	if (e->type != REDIS_REPLY_STRING || money_parse(e->str, &v) != 0)
 		fail_msg("%s: not an amount: %s '%s'", last, type_name(e->type),
 		         e->type == REDIS_REPLY_STRING ? e->str : "");
