@@ -2,7 +2,8 @@
  * replay.c - the journal's state rebuilt from files: apply, snapshots.
  *
  * Three open-addressing tables with linear probing (accounts by id, calls
- * and ids by digest), grown by doubling at half full; calls are removed by
+ * and ids by digest), grown by doubling at three quarters full (the
+ * account table is the big one: 152 bytes a slot); calls are removed by
  * backward shifting, so there are no tombstones.  Nothing here runs on a
  * worker: start-up, the snapshot thread and tollstat use it, so plain
  * malloc and stdio are fine.
@@ -95,12 +96,12 @@ id_slot(const struct tg_rtab *t, struct tg_jdigest d)
 			return &s[i];
 }
 
-/* Double a table when it is half full: re-insert every entry. */
+/* Double a table when it is three quarters full: re-insert every entry. */
 static int
 acct_grow(struct tg_rtab *t)
 {
 	struct tg_rtab n;
-	if (t->n * 2 < t->cap)
+	if (t->n * 4 < t->cap * 3)
 		return 0;
 	if (tab_init(&n, sizeof(struct tg_racct), t->cap * 2) != 0)
 		return -ENOMEM;
@@ -118,7 +119,7 @@ static int
 call_grow(struct tg_rtab *t)
 {
 	struct tg_rtab n;
-	if (t->n * 2 < t->cap)
+	if (t->n * 4 < t->cap * 3)
 		return 0;
 	if (tab_init(&n, sizeof(struct tg_rcall), t->cap * 2) != 0)
 		return -ENOMEM;
@@ -136,7 +137,7 @@ static int
 id_grow(struct tg_rtab *t)
 {
 	struct tg_rtab n;
-	if (t->n * 2 < t->cap)
+	if (t->n * 4 < t->cap * 3)
 		return 0;
 	if (tab_init(&n, sizeof(struct tg_rid), t->cap * 2) != 0)
 		return -ENOMEM;
@@ -743,12 +744,12 @@ sr_get(FILE *f, void *p, size_t n, uint32_t *crc)
 	return true;
 }
 
-/* An empty table t made big enough for n entries at most half full. */
+/* An empty table t made big enough for n entries, at most two thirds full. */
 static int
 presize(struct tg_rtab *t, size_t esize, uint64_t n)
 {
 	size_t cap = t->cap;
-	while (cap < 2 * n + 2)
+	while (cap * 2 < 3 * n + 2)
 		cap *= 2;
 	if (cap == t->cap)
 		return 0;
