@@ -440,6 +440,23 @@ has err "7 not sent"
 stop "$ppid"
 ppid=""
 
+# ---- named users (docs/SECURITY.md): --user / TOLLGATE_USER send AUTH NAME PASSWORD ----
+printf 'ops admin op-pass-1\nsw1 call sw-pass-1\n' >"$dir/users"
+chmod 600 "$dir/users"
+start_daemon "$dir/daemon-users.log" "$dir/data-users" --shm-name "$shm-users" \
+	--users "$dir/users"
+ppid=$dpid_ pport=$port_
+t user-admin 0 "$TOLLCTL" -p "$pport" --user ops -a op-pass-1 set 8 BALANCE 2
+t user-call-read 0 env TOLLGATE_USER=sw1 "$TOLLCTL" -p "$pport" -a sw-pass-1 show 8
+has out "balance"
+t user-call-set 1 "$TOLLCTL" -p "$pport" --user sw1 -a sw-pass-1 set 8 BALANCE 3
+has err "NOPERM"
+t user-wrong 1 "$TOLLCTL" -p "$pport" --user sw1 -a op-pass-1 show 8
+has err "WRONGPASS"
+t user-no-value 2 "$TOLLCTL" -p "$pport" --user
+stop "$ppid"
+ppid=""
+
 # ---- a connection over max-clients: one client at most, and redis-cli holds it ----
 # The daemon answers it with an error and closes it (docs/PROTOCOL.md): exit 1.
 start_daemon "$dir/daemon-one.log" "$dir/data-one" --shm-name "$shm-one" --workers 1 \

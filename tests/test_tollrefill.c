@@ -1090,6 +1090,58 @@ test_engine_down_then_back(void **state)
 	assert_int_equal(mails(".receipt"), 1);
 }
 
+/*
+ * A worker that authenticates as a refill-role user (--engine-user): its
+ * credit lands; the role could not have set a balance (docs/SECURITY.md).
+ */
+static void
+test_refill_role_user(void **state)
+{
+	static const char *const as_rw[] = {"--engine-user", "rw", "--engine-password", "rw-pass-9",
+	                                    NULL};
+	char users[IT_PATH_MAX], csv[IT_PATH_MAX];
+	struct worker w;
+
+	(void)state;
+	redisFree(fx.e);
+	fx.e = NULL;
+	assert_int_equal(it_stop(&fx.d), 0);
+	assert_int_equal(it_file_write(fx.dir, "users",
+	                               "ops admin ops-pass-9\nrw refill rw-pass-9\n", users,
+	                               sizeof(users)),
+	                 0);
+	assert_int_equal(chmod(users, 0600), 0);
+	assert_int_equal(it_file_write(fx.dir, "accounts.csv",
+	                               "account,balance,plan,state,threshold,refill,"
+	                               "refill_amount,payment\n"
+	                               "500,5,basic,active,10,add,50,on\n",
+	                               csv, sizeof(csv)),
+	                 0);
+	const char *const flags[] = {"--users", users, "--accounts", csv, NULL};
+	assert_int_equal(engine_start(flags), 0);
+	it_run_cmd(fx.e, "AUTH ops ops-pass-9");
+	expect_pending(500, "refill:500:1");
+
+	profile(500, "rw@example.com", "card", "tok_ok", NULL);
+	publish(500, 1, "add", "50", 1);
+	run_once(&w, 0, as_rw);
+	assert_true(balance(500) == 55 * U);
+	expect_pending(500, "");
+	assert_int_equal(charges(), 1);
+
+	/* The same user may not do what only an admin may. */
+	redisContext *c = it_connect(&fx.d);
+	assert_non_null(c);
+	it_run_cmd(c, "AUTH rw rw-pass-9");
+	redisReply *r = redisCommand(c, "ACCT.SET 500 BALANCE 1000");
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	assert_true(strncmp(r->str, "NOPERM", 6) == 0);
+	freeReplyObject(r);
+	redisFree(c);
+	assert_true(balance(500) == 55 * U);
+}
+
 /* Redis down when the worker starts: it waits, then works once Redis is there. */
 static void
 test_redis_down_at_start(void **state)
@@ -1345,6 +1397,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_two_workers_twenty_requests, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_after_charge_charges_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dead_worker_taken_over, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refill_role_user, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_engine_down_then_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_redis_down_at_start, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clean_exit_on_signals, setup, teardown),

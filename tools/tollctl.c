@@ -78,6 +78,7 @@ struct ctl {
 	struct endpoint daemon; /* tollgated */
 	struct endpoint redis;  /* the refill Redis, for the profile commands */
 	const char *password;   /* NULL: no AUTH */
+	const char *user;       /* NULL: AUTH <password>; else AUTH <user> <password> */
 	redisContext *c;        /* the one connection in use, or NULL */
 	const struct endpoint *at;
 };
@@ -116,6 +117,7 @@ static const char usage_text[] =
     "  -h HOST            tollgated's address (env TOLLGATE_HOST; default 127.0.0.1)\n"
     "  -p PORT            its port (env TOLLGATE_PORT; default 6390)\n"
     "  -a PASSWORD        AUTH with it first (env TOLLGATE_PASSWORD)\n"
+    "  --user NAME        AUTH as that user of tollgated's users file (env TOLLGATE_USER)\n"
     "  --redis HOST:PORT  the refill Redis of the profile commands (default 127.0.0.1:6379)\n"
     "  --help             this text\n"
     "\n"
@@ -354,9 +356,10 @@ connect_to(struct ctl *x, const struct endpoint *e, const char *password)
 		return CTL_CONNECT;
 	}
 	if (password != NULL) {
-		const char *argv[] = {"AUTH", password};
+		bool named = e == &x->daemon && x->user != NULL;
+		const char *argv[] = {"AUTH", named ? x->user : password, password};
 		redisReply *r;
-		int rc = call(x, &r, 2, argv);
+		int rc = call(x, &r, named ? 3 : 2, argv);
 		if (rc != CTL_OK)
 			return rc;
 		freeReplyObject(r);
@@ -1414,7 +1417,7 @@ static int
 from_env(struct ctl *x)
 {
 	const char *h = getenv("TOLLGATE_HOST"), *p = getenv("TOLLGATE_PORT"),
-	           *pw = getenv("TOLLGATE_PASSWORD");
+	           *pw = getenv("TOLLGATE_PASSWORD"), *user = getenv("TOLLGATE_USER");
 
 	if (h != NULL && h[0] != '\0' && !set_host(&x->daemon, h, strlen(h)))
 		return usage_error("TOLLGATE_HOST: not a host name");
@@ -1422,6 +1425,8 @@ from_env(struct ctl *x)
 		return usage_error("TOLLGATE_PORT '%s': not a port (1 to 65535)", p);
 	if (pw != NULL && pw[0] != '\0')
 		x->password = pw;
+	if (user != NULL && user[0] != '\0')
+		x->user = user;
 	return CTL_OK;
 }
 
@@ -1445,7 +1450,7 @@ parse_globals(struct ctl *x, int argc, char **argv, int *first)
 			break;
 		}
 		if (strcmp(o, "-h") != 0 && strcmp(o, "-p") != 0 && strcmp(o, "-a") != 0 &&
-		    strcmp(o, "--redis") != 0)
+		    strcmp(o, "--user") != 0 && strcmp(o, "--redis") != 0)
 			return usage_error("unknown option '%s'", o);
 		if (i + 1 >= argc)
 			return usage_error("%s needs a value", o);
@@ -1456,6 +1461,8 @@ parse_globals(struct ctl *x, int argc, char **argv, int *first)
 			return usage_error("-p '%s': not a port (1 to 65535)", v);
 		if (strcmp(o, "-a") == 0)
 			x->password = v;
+		if (strcmp(o, "--user") == 0)
+			x->user = v;
 		if (strcmp(o, "--redis") == 0 && !parse_hostport(v, &x->redis))
 			return usage_error("--redis '%s': expected HOST:PORT", v);
 	}

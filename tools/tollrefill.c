@@ -88,6 +88,7 @@ struct opts {
 	char engine_host[256];
 	uint16_t engine_port;
 	const char *engine_password;
+	const char *engine_user; /* AUTH <user> <password>: a refill-role user (docs/SECURITY.md) */
 	bool has_engine;
 	const char *stream, *group;
 	const char *dead_stream; /* --dead-stream, or dead_default */
@@ -108,6 +109,8 @@ usage(FILE *f)
 	        "usage: tollrefill --engine HOST:PORT (--maildir DIR | --sendmail CMD) [options]\n"
 	        "  --engine HOST:PORT       tollgated (required)\n"
 	        "  --engine-password PW     AUTH to tollgated\n"
+	        "  --engine-user NAME       AUTH as this user (a refill-role user of tollgated's\n"
+	        "                           users file) with --engine-password\n"
 	        "  --redis HOST:PORT        the stream, profiles and outcomes (127.0.0.1:6379)\n"
 	        "  --redis-password PW      AUTH to Redis\n"
 	        "  --stream KEY             the refill stream (tollgate:refill)\n"
@@ -167,6 +170,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		O_REDIS_PW,
 		O_ENGINE,
 		O_ENGINE_PW,
+		O_ENGINE_USER,
 		O_STREAM,
 		O_GROUP,
 		O_CONSUMER,
@@ -186,6 +190,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 	    {"redis-password", required_argument, NULL, O_REDIS_PW},
 	    {"engine", required_argument, NULL, O_ENGINE},
 	    {"engine-password", required_argument, NULL, O_ENGINE_PW},
+	    {"engine-user", required_argument, NULL, O_ENGINE_USER},
 	    {"stream", required_argument, NULL, O_STREAM},
 	    {"group", required_argument, NULL, O_GROUP},
 	    {"consumer", required_argument, NULL, O_CONSUMER},
@@ -241,6 +246,9 @@ parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_ENGINE_PW:
 			o->engine_password = optarg;
+			break;
+		case O_ENGINE_USER:
+			o->engine_user = optarg;
 			break;
 		case O_STREAM:
 			if (optarg[0] == '\0' || strlen(optarg) + 6 > STREAM_KEY_MAX)
@@ -439,7 +447,8 @@ drop(redisContext **c)
 
 /* A connection with timeouts, authenticated when password is set; NULL after logging. */
 static redisContext *
-dial(const char *what, const char *host, uint16_t port, const char *password, uint64_t io_ms)
+dial(const char *what, const char *host, uint16_t port, const char *user, const char *password,
+     uint64_t io_ms)
 {
 	struct timeval tv = timeval_ms(IO_TIMEOUT_MS);
 	redisContext *c = redisConnectWithTimeout(host, port, tv);
@@ -457,7 +466,8 @@ dial(const char *what, const char *host, uint16_t port, const char *password, ui
 		return NULL;
 	}
 	if (password != NULL) {
-		redisReply *r = redisCommand(c, "AUTH %s", password);
+		redisReply *r = user != NULL ? redisCommand(c, "AUTH %s %s", user, password)
+		                             : redisCommand(c, "AUTH %s", password);
 		bool ok = r != NULL && r->type == REDIS_REPLY_STATUS;
 		if (!ok)
 			tg_log("%s %s:%u: AUTH failed: %s", what, host, (unsigned)port,
@@ -485,7 +495,7 @@ redis_up(struct worker *w)
 
 	if (w->r != NULL)
 		return true;
-	w->r = dial("redis", o->redis_host, o->redis_port, o->redis_password,
+	w->r = dial("redis", o->redis_host, o->redis_port, NULL, o->redis_password,
 	            IO_TIMEOUT_MS + BLOCK_MS_MAX);
 	if (w->r == NULL)
 		return false;
@@ -549,8 +559,8 @@ engine_up(struct worker *w)
 	const struct opts *o = w->o;
 
 	if (w->e == NULL)
-		w->e = dial("engine", o->engine_host, o->engine_port, o->engine_password,
-		            IO_TIMEOUT_MS);
+		w->e = dial("engine", o->engine_host, o->engine_port, o->engine_user,
+		            o->engine_password, IO_TIMEOUT_MS);
 	return w->e != NULL;
 }
 
