@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tg_assert.h"
@@ -882,6 +883,32 @@ session_open(void *arg, unsigned worker, void *session)
 	/* With no credential configured every connection is trusted as admin. */
 	s->authed = !srv->auth.required;
 	s->role = s->authed ? TG_ROLE_ADMIN : 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	s->opened_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * auth-timeout: a connection that has not authenticated in time is closed,
+ * however busy it keeps itself with PING, so idle guessers cannot hold the
+ * slots legitimate switches need.
+ */
+static bool
+session_expired(void *arg, unsigned worker, void *session)
+{
+	struct tg_server *srv = arg;
+	struct tg_session *s = session;
+	struct timespec ts;
+
+	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
+	if (s->authed || srv->cfg.auth_timeout == 0)
+		return false;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (now - s->opened_ms < (uint64_t)srv->cfg.auth_timeout * 1000)
+		return false;
+	tg_count(tg_engine_worker(&srv->engine, worker), TG_C_auth_timeouts, 1);
+	return true;
 }
 
 /* Where the connection comes from: the key of AUTH's lockout. */
@@ -977,6 +1004,7 @@ tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 	h->session_size = sizeof(struct tg_session);
 	h->counters = net_counters;
 	h->session_open = session_open;
+	h->session_expired = session_expired;
 	h->session_close = session_close;
 	h->max_request = max_request;
 	h->max_args = max_args;

@@ -1224,7 +1224,8 @@ tick(struct worker *w)
 		w->accept_retry = false;
 		arm_accept(w);
 	}
-	if (cfg->idle_ms == 0 && cfg->request_ms == 0 && cfg->reply_ms == 0)
+	if (cfg->idle_ms == 0 && cfg->request_ms == 0 && cfg->reply_ms == 0 &&
+	    h->session_expired == NULL)
 		return;
 	for (uint32_t i = 0; i < w->hw; i++) {
 		struct conn *c = &w->conns[i];
@@ -1232,6 +1233,10 @@ tick(struct worker *w)
 
 		if (c->state != CONN_OPEN)
 			continue;
+		if (h->session_expired != NULL && h->session_expired(h->arg, w->id, c->session)) {
+			conn_close(w, c); /* the handler counted why */
+			continue;
+		}
 		why = conn_expired(w, c, pressure);
 		if (why != TG_NETC__COUNT) {
 			stat_add(w, why, 1);

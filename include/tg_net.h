@@ -58,6 +58,11 @@ struct tg_net_handler {
 	size_t session_size;
 	void (*session_open)(void *arg, unsigned worker, void *session);
 	void (*session_close)(void *arg, unsigned worker, void *session);
+	/*
+	 * Called for every open connection about every tick_ms: true closes it
+	 * (an unauthenticated connection past its deadline).  NULL: never.
+	 */
+	bool (*session_expired)(void *arg, unsigned worker, void *session);
 	/* The largest request this session may send now (smaller before AUTH). */
 	size_t (*max_request)(void *arg, void *session);
 	/* The most arguments (name included) one request may have now; NULL: TG_ARGS_MAX. */

@@ -49,6 +49,7 @@ struct tg_session {
 	uint8_t auth_failures;      /* failed AUTHs on this connection (saturates at 255) */
 	uint8_t peer[16];           /* IPv6, or IPv4 as ::ffff:a.b.c.d */
 	const struct tg_user *user; /* who it authenticated as; NULL before AUTH or with no users */
+	uint64_t opened_ms;         /* CLOCK_MONOTONIC_COARSE when accepted (auth-timeout) */
 };
 
 /* The network callbacks that run commands against srv. */

@@ -765,6 +765,45 @@ test_request_timeout(void **state)
 }
 
 /*
+ * auth-timeout: a connection that keeps itself busy with PING but never
+ * authenticates is closed at the deadline; one that authenticated in time
+ * stays, however long after.
+ */
+static void
+test_auth_timeout(void **state)
+{
+	(void)state;
+	const char *const f[] = {"--requirepass", "pw-at-1", "--auth-timeout", "1", NULL};
+	start_ok(f);
+	int lazy = raw_from("127.0.0.1", fx.d.port);
+	int good = raw_from("127.0.0.1", fx.d.port);
+	raw_send(good, "AUTH pw-at-1\r\n");
+	raw_expect(good, "+OK\r\n", 0);
+	uint64_t t0 = it_now_ms(), closed_at = 0;
+	while (closed_at == 0 && it_now_ms() - t0 < 4000) {
+		char buf[64];
+		int closed = 0;
+		if (send(lazy, "PING\r\n", 6, MSG_NOSIGNAL) < 0)
+			closed_at = it_now_ms() - t0;
+		else if (it_raw_read(lazy, buf, sizeof(buf), 200, &closed) == 0 || closed)
+			closed_at = closed ? it_now_ms() - t0 : 0;
+	}
+	close(lazy);
+	if (closed_at < 900 || closed_at > 2500)
+		fail_msg("the unauthenticated connection closed after %llu ms, expected about 1000",
+		         (unsigned long long)closed_at);
+	raw_send(good, "PING\r\n");
+	raw_expect(good, "+PONG\r\n", 0);
+	close(good);
+	/* fx.c never authenticated either: it went the same way.  A fresh one counts. */
+	redisFree(fx.c);
+	fx.c = it_connect(&fx.d);
+	assert_non_null(fx.c);
+	expect_status(cmd(fx.c, "AUTH pw-at-1"), "OK");
+	assert_true(info_int(fx.c, "auth_timeouts") >= 1);
+}
+
+/*
  * A client that pipelines and reads nothing: its replies back up, the
  * server stops reading it, and after reply-timeout with no progress it is
  * closed; memory does not grow with what it sends.  A client that reads
@@ -914,6 +953,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_max_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_args_and_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_request_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reply_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shm_permissions, setup, teardown),
 	};

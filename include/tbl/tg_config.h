@@ -41,6 +41,9 @@ TG_CFG("auth-addr-failures", U32, auth_addr_failures, "10",
        "out of AUTH for auth-lockout seconds; 0 = no lockout")
 TG_CFG("auth-lockout", U32, auth_lockout, "60",
        "seconds of the failure window and of the lockout (auth-addr-failures)")
+TG_CFG("auth-timeout", U32, auth_timeout, "10",
+       "seconds a connection may stay unauthenticated (when AUTH is required), however busy "
+       "with PING; 0 = no limit")
 TG_CFG("max-clients-per-addr", U32, max_clients_per_addr, "1024",
        "connections at once from one source address, all workers; 0 = no limit")
 TG_CFG("max-args", U32, max_args, "32", "arguments in one request, command name included (3..32)")

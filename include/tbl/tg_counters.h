@@ -61,6 +61,8 @@ TG_COUNTER(
 TG_COUNTER(auth_locked_refused, stats,
            "AUTHs refused, right password or not, because their address was locked out")
 TG_COUNTER(noperm, stats, "commands refused with NOPERM: outside the user's role")
+TG_COUNTER(auth_timeouts, stats,
+           "connections closed for not authenticating within auth-timeout seconds")
 TG_COUNTER(noauth_closes, stats,
            "connections closed for pipelining more than 2 KiB of replies before AUTH")
 /* The journal (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
