@@ -249,8 +249,9 @@ struct tg_journal_reader {
 	bool mapped;
 	const uint8_t *map; /* the current segment; NULL when it is empty */
 	size_t size;
-	uint64_t off;      /* next record in the current segment */
-	uint64_t next_lsn; /* the LSN the next record must carry */
+	uint64_t off;         /* next record in the current segment */
+	uint64_t next_lsn;    /* the LSN the next record must carry */
+	uint32_t seg_version; /* the current segment's format version */
 	enum tg_journal_status stuck;
 	struct tg_journal_pos pos;
 };
@@ -462,6 +463,7 @@ open_segment(struct tg_journal_reader *r)
 	if (h.hdr_size != TG_JOURNAL_HDR_SIZE || h.crc != seg_header_crc(&h) ||
 	    h.first_lsn != first)
 		return stop(r, TG_JOURNAL_BAD_HEADER, 0);
+	r->seg_version = h.version;
 	r->off = TG_JOURNAL_HDR_SIZE;
 	return TG_JOURNAL_OK;
 }
@@ -487,7 +489,20 @@ intact_at(const struct tg_journal_reader *r, uint64_t off, struct tg_jrec_hdr *h
 }
 
 /*
- * Damage at off: a torn tail when nothing intact follows in the last segment.
+ * Damage at off.  Only the last segment can end in a torn write; elsewhere
+ * damage is always CORRUPT.  In the last segment, what comes after the damage
+ * decides (docs/JOURNAL.md, "Torn or damaged"):
+ *
+ *  - a version 2 segment confirms every flush: a CONFIRM record is written
+ *    after the flush's records are on disk, and nothing is acknowledged
+ *    before its CONFIRM is on disk too.  An intact CONFIRM after the damage
+ *    means the damaged bytes were on disk and acknowledged: CORRUPT.  With
+ *    none after it, the damage lies in the last, never-confirmed flush, whose
+ *    pages may have reached the disk in any order: TORN_TAIL, even when some
+ *    of its later records are intact.
+ *  - a version 1 segment has no CONFIRM records: any intact record after the
+ *    damage makes it CORRUPT.
+ *
  * The scan tries every 8-byte boundary to the end of the file; it runs once,
  * at start-up, and a candidate costs a CRC only when its length is plausible.
  */
@@ -499,7 +514,7 @@ damaged(struct tg_journal_reader *r, uint64_t off)
 	if (r->cur + 1 < r->nsegs)
 		return stop(r, TG_JOURNAL_CORRUPT, off);
 	for (uint64_t o = off + TG_JOURNAL_ALIGN; o + sizeof(h) <= r->size; o += TG_JOURNAL_ALIGN)
-		if (intact_at(r, o, &h))
+		if (intact_at(r, o, &h) && (r->seg_version < 2 || h.type == TG_JREC_CONFIRM))
 			return stop(r, TG_JOURNAL_CORRUPT, off);
 	return stop(r, TG_JOURNAL_TORN_TAIL, off);
 }
@@ -510,7 +525,7 @@ tg_journal_next(struct tg_journal_reader *r, struct tg_jrec *rec)
 	TG_CHECK_OBJ_NOTNULL(r, TG_JREADER_MAGIC);
 	if (r->stuck != TG_JOURNAL_OK)
 		return r->stuck;
-	/* Each pass either returns or moves to the next segment: nsegs + 1 passes at most. */
+	/* Each pass returns, skips a CONFIRM or moves to the next segment: bounded by the file. */
 	for (;;) {
 		if (!r->mapped) {
 			if (r->cur == r->nsegs)
@@ -539,6 +554,18 @@ tg_journal_next(struct tg_journal_reader *r, struct tg_jrec *rec)
 			return stop(r, TG_JOURNAL_NEWER_VERSION, off);
 		if (h.version == 0 || h.type == 0 || h.len != payload_size[h.type])
 			return stop(r, TG_JOURNAL_CORRUPT, off);
+		if (h.type == TG_JREC_CONFIRM) {
+			/* Confirms the record before it: same LSN, takes none of its own. */
+			uint64_t lsn;
+			memcpy(&lsn, r->map + off + sizeof(h), sizeof(lsn));
+			if (h.lsn != r->next_lsn - 1 || lsn != h.lsn)
+				return stop(r, TG_JOURNAL_CORRUPT, off);
+			r->pos.confirmed = lsn;
+			r->pos.confirms++;
+			r->off = off + tg_journal_rec_size(h.len);
+			r->pos.offset = r->off;
+			continue;
+		}
 		if (h.lsn != r->next_lsn)
 			return stop(r, TG_JOURNAL_GAP, off);
 		rec->lsn = h.lsn;
@@ -599,7 +626,8 @@ tg_journal_describe(const struct tg_journal_reader *r, char *buf, size_t len)
 	case TG_JOURNAL_TORN_TAIL:
 		snprintf(buf, len,
 		         "journal: torn tail in %s at offset %llu (LSN %llu): the last write did "
-		         "not finish; it is cut there and the journal continues",
+		         "not finish and was never confirmed, so never acknowledged; it is cut "
+		         "there and the journal continues",
 		         f, off, lsn);
 		break;
 	case TG_JOURNAL_CORRUPT:

@@ -29,6 +29,8 @@
 #define JW_MAGIC       0x4a575231u /* "JWR1" */
 #define BUFFER_DEFAULT (8u << 20)
 #define SPACE_CHECK_MS 100
+/* Every buffer starts with room for the CONFIRM record a flush may lead with. */
+#define HEAD TG_JOURNAL_CONFIRM_SIZE
 /* The process stops with this status when the journal cannot be written. */
 #define EXIT_JOURNAL 3
 
@@ -46,11 +48,12 @@ struct tg_jw {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;   /* a flush finished */
 	pthread_cond_t tick; /* wakes the writer's thread early (close) */
-	char *fill, *spare;  /* records encoded, not yet written; the other buffer */
+	char *fill, *spare;  /* records encoded after HEAD, not yet written; the other buffer */
 	size_t fill_len, cap;
 	uint64_t fill_last; /* LSN of the last record in fill */
 	uint64_t next_lsn;  /* the next LSN handed out */
-	uint64_t durable;   /* last LSN on disk; read without mu via atomics */
+	uint64_t synced;    /* last LSN written and synced, not yet confirmed when > durable */
+	uint64_t durable;   /* last LSN confirmed on disk: what may be acknowledged; atomics */
 	bool flushing;
 	uint64_t last_flush_ms;
 
@@ -222,6 +225,7 @@ seg_open_last(struct tg_jw *jw, uint64_t next_lsn, char *err, size_t errlen)
 	closedir(d);
 	if (found) {
 		char name[TG_JOURNAL_NAME_LEN];
+		struct tg_jseg_hdr h;
 		tg_journal_seg_name(name, best);
 		int fd = openat(jw->dirfd, name, O_WRONLY | O_CLOEXEC);
 		if (fd < 0 || fstat(fd, &st) != 0) {
@@ -231,11 +235,18 @@ seg_open_last(struct tg_jw *jw, uint64_t next_lsn, char *err, size_t errlen)
 				close(fd);
 			return -errno;
 		}
-		/* A segment with no whole header holds no record: start over in its place. */
+		/*
+		 * A segment with no whole header holds no record: start over in its
+		 * place.  A segment of an older format is left as it is (a segment's
+		 * records are all of its header's version).  Otherwise append, even
+		 * to a full one: its last records may be unconfirmed, and
+		 * confirm_open writes their CONFIRM there before rotating.
+		 */
 		if ((uint64_t)st.st_size < TG_JOURNAL_HDR_SIZE) {
 			close(fd);
 			unlinkat(jw->dirfd, name, 0);
-		} else if ((uint64_t)st.st_size < jw->cfg.segment_size) {
+		} else if (pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+		           h.version == TG_JOURNAL_VERSION) {
 			jw->fd = fd;
 			memcpy(jw->seg, name, sizeof(name));
 			jw->seg_off = (uint64_t)st.st_size;
@@ -247,30 +258,103 @@ seg_open_last(struct tg_jw *jw, uint64_t next_lsn, char *err, size_t errlen)
 	return seg_create(jw, next_lsn, err, errlen);
 }
 
+/* Is there anything to write: records in fill, or synced records to confirm? */
+static bool
+flush_due(const struct tg_jw *jw)
+{
+	return jw->fill_len > HEAD || jw->synced > jw->durable;
+}
+
+/* A CONFIRM record for lsn at buf (HEAD bytes). */
+static void
+encode_confirm(char *buf, uint64_t lsn)
+{
+	struct tg_jrec_confirm c = {.lsn = lsn};
+	ssize_t n = tg_journal_encode(buf, HEAD, TG_JREC_CONFIRM, lsn,
+	                              (int64_t)clock_ns(CLOCK_REALTIME), &c, sizeof(c));
+	TG_ASSERT(n == HEAD);
+}
+
 /*
- * With mu held, flushing false and something in fill: write and sync it.
- * Drops mu during the I/O; other workers keep encoding into the other buffer.
+ * At open, before anything is acknowledged: the records the reader found at
+ * the end of the last segment may never have been confirmed (a stop between
+ * a flush and its CONFIRM), yet the recovered state holds them and replies
+ * will depend on them.  Confirm them now, then rotate if the segment is full.
+ * When that write fails (a full disk), the first flush leads with the CONFIRM
+ * instead: durable is left one short, so nothing waits on it meanwhile
+ * but the first commit, which then confirms before it returns.
+ */
+static int
+confirm_open(struct tg_jw *jw, char *err, size_t errlen)
+{
+	char c[HEAD];
+
+	if (jw->seg_off > TG_JOURNAL_HDR_SIZE) {
+		encode_confirm(c, jw->next_lsn - 1);
+		if (pwrite(jw->fd, c, HEAD, (off_t)jw->seg_off) != (ssize_t)HEAD ||
+		    fdatasync(jw->fd) != 0) {
+			tg_log("journal: cannot confirm the end of %s/%s at open (%s): the first "
+			       "flush will",
+			       jw->dir, jw->seg, errno ? strerror(errno) : "short write");
+			(void)ftruncate(jw->fd, (off_t)jw->seg_off);
+			if (jw->synced > 0)
+				jw->durable = jw->synced - 1;
+			return 0;
+		}
+		jw->seg_off += HEAD;
+	}
+	if (jw->seg_off < jw->cfg.segment_size)
+		return 0;
+	return seg_create(jw, jw->next_lsn, err, errlen);
+}
+
+/*
+ * With mu held, flushing false and flush_due: write and sync fill, led by a
+ * CONFIRM of what the previous flush synced.  Drops mu during the I/O; other
+ * workers keep encoding into the other buffer.
+ *
+ * Two steps make a change acknowledgeable: its records are written and
+ * synced, then a CONFIRM after them is written and synced (docs/JOURNAL.md,
+ * "Torn or damaged").  Under load the second step rides on the next flush,
+ * so a sync still carries every batch that queued behind the previous one;
+ * when nothing else is waiting the flush is the CONFIRM alone.  durable (what
+ * commit waits for) is the confirmed LSN, never merely the synced one.
  */
 static void
 flush_locked(struct tg_jw *jw)
 {
 	char *buf = jw->fill;
 	size_t len = jw->fill_len;
-	uint64_t upto = jw->fill_last;
+	uint64_t upto = len > HEAD ? jw->fill_last : jw->synced;
+	uint64_t confirmed = jw->durable;
+	bool confirm = jw->synced > jw->durable;
+	size_t start = confirm ? 0 : HEAD;
 
-	TG_ASSERT(!jw->flushing && len > 0);
+	TG_ASSERT(!jw->flushing && flush_due(jw));
+	if (confirm) {
+		encode_confirm(buf, jw->synced);
+		confirmed = jw->synced;
+	}
 	jw->flushing = true;
 	jw->fill = jw->spare;
-	jw->fill_len = 0;
+	jw->fill_len = HEAD;
 	pthread_mutex_unlock(&jw->mu);
 
 	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
-	write_sync(jw, buf, len);
-	jw->seg_off += len;
+	write_sync(jw, buf + start, len - start);
+	jw->seg_off += len - start;
 	count(jw, TG_C_journal_syncs, 1);
 	count(jw, TG_C_journal_sync_ns, clock_ns(CLOCK_MONOTONIC) - t0);
 	if (jw->seg_off >= jw->cfg.segment_size) {
-		char err[600];
+		/* Every segment ends confirmed: its last flush is acknowledged before the next. */
+		char err[600], c[HEAD];
+		if (upto > confirmed) {
+			encode_confirm(c, upto);
+			write_sync(jw, c, HEAD);
+			jw->seg_off += HEAD;
+			count(jw, TG_C_journal_syncs, 1);
+			confirmed = upto;
+		}
 		if (seg_create(jw, upto + 1, err, sizeof(err)) != 0) {
 			tg_log("%s", err);
 			fatal(jw, "rotating past", errno ? errno : EIO);
@@ -279,9 +363,10 @@ flush_locked(struct tg_jw *jw)
 
 	pthread_mutex_lock(&jw->mu);
 	jw->spare = buf;
-	tg_store_64(&jw->durable, upto);
+	jw->synced = upto;
+	tg_store_64(&jw->durable, confirmed);
 	if (jw->cfg.lsn_out != NULL)
-		tg_store_64(jw->cfg.lsn_out, upto);
+		tg_store_64(jw->cfg.lsn_out, confirmed);
 	jw->flushing = false;
 	jw->last_flush_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
 	pthread_cond_broadcast(&jw->cv);
@@ -306,7 +391,7 @@ tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 	int64_t now = (int64_t)clock_ns(CLOCK_REALTIME);
 	bool waited = false;
 
-	TG_ASSERT(need <= jw->cap);
+	TG_ASSERT(need <= jw->cap - HEAD);
 	pthread_mutex_lock(&jw->mu);
 	while (jw->fill_len + need > jw->cap) {
 		if (!jw->flushing)
@@ -348,7 +433,7 @@ tg_jw_sync(struct tg_jw *jw)
 	pthread_mutex_lock(&jw->mu);
 	uint64_t last = jw->next_lsn - 1;
 	while (tg_load_64(&jw->durable) < last) {
-		if (!jw->flushing && jw->fill_len > 0)
+		if (!jw->flushing && flush_due(jw))
 			flush_locked(jw);
 		else
 			pthread_cond_wait(&jw->cv, &jw->mu);
@@ -431,7 +516,7 @@ jw_thread(void *arg)
 		if (jw->stop)
 			break;
 		uint64_t now = clock_ns(CLOCK_MONOTONIC) / 1000000;
-		if (jw->cfg.mode == TG_RELAXED && !jw->flushing && jw->fill_len > 0 &&
+		if (jw->cfg.mode == TG_RELAXED && !jw->flushing && flush_due(jw) &&
 		    now - jw->last_flush_ms >= jw->cfg.flush_ms)
 			flush_locked(jw);
 		if (now >= next_check) {
@@ -464,7 +549,9 @@ tg_jw_open(struct tg_jw **out, const struct tg_jw_cfg *cfg, uint64_t next_lsn, c
 	jw->cap = cfg->buffer ? cfg->buffer : BUFFER_DEFAULT;
 	jw->next_lsn = next_lsn;
 	jw->durable = next_lsn - 1;
+	jw->synced = next_lsn - 1;
 	jw->fill_last = next_lsn - 1;
+	jw->fill_len = HEAD;
 	pthread_mutex_init(&jw->mu, NULL);
 	pthread_cond_init(&jw->cv, NULL);
 	pthread_cond_init(&jw->tick, NULL);
@@ -490,6 +577,8 @@ tg_jw_open(struct tg_jw **out, const struct tg_jw_cfg *cfg, uint64_t next_lsn, c
 	}
 	jw->ring_ok = true;
 	rc = seg_open_last(jw, next_lsn, err, errlen);
+	if (rc == 0)
+		rc = confirm_open(jw, err, errlen);
 	if (rc != 0)
 		goto fail;
 	if (cfg->lsn_out != NULL)

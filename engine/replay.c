@@ -601,7 +601,7 @@ lsn_desc(const void *a, const void *b)
 static int
 snap_list(const char *dir, uint64_t *lsns, int max)
 {
-	uint64_t all[256];
+	uint64_t all[TG_SNAP_LIST_MAX];
 	DIR *d = opendir(dir);
 	struct dirent *e;
 	int n = 0;
@@ -621,33 +621,37 @@ snap_list(const char *dir, uint64_t *lsns, int max)
 	return n;
 }
 
-/* Remove snapshots past the newest TG_SNAP_KEEP, and segments wholly before the oldest kept. */
+/*
+ * The pruning rule (docs/JOURNAL.md, "Snapshots"): the journal from the older
+ * of the two newest *verified* snapshots onward is always kept, so losing
+ * any one snapshot file never loses a balance.  Every candidate is read back
+ * from the disk and checked before anything is deleted on its strength;
+ * with fewer than TG_SNAP_KEEP verified snapshots nothing is deleted at all.
+ * Snapshots older than the older verified one, damaged or not, go; damaged
+ * ones newer than it stay for an operator to look at (journal-check lists
+ * them; start-up skips them).  known is an LSN whose snapshot the caller has
+ * just verified (0: none).
+ */
 static void
-prune(const char *dir)
+prune(const char *dir, uint64_t known)
 {
-	uint64_t keep[TG_SNAP_KEEP + 1];
-	int n = snap_list(dir, keep, TG_SNAP_KEEP + 1);
-	char path[1024], name[TG_SNAP_NAME_LEN];
+	uint64_t all[TG_SNAP_LIST_MAX], good[TG_SNAP_KEEP];
+	int n = snap_list(dir, all, TG_SNAP_LIST_MAX), ngood = 0;
+	char path[1024], name[TG_SNAP_NAME_LEN], why[200];
 
-	if (n <= 0)
+	for (int i = 0; i < n && ngood < TG_SNAP_KEEP; i++)
+		if (all[i] == known || tg_snapshot_verify(dir, all[i], why, sizeof(why)) == 0)
+			good[ngood++] = all[i];
+	if (ngood < TG_SNAP_KEEP)
 		return;
-	if (n > TG_SNAP_KEEP) {
-		/* More than one may be over: remove every snapshot older than the oldest kept. */
-		DIR *d = opendir(dir);
-		struct dirent *e;
-		while (d != NULL && (e = readdir(d)) != NULL) {
-			uint64_t lsn;
-			if (snap_name_parse(e->d_name, &lsn) && lsn < keep[TG_SNAP_KEEP - 1]) {
-				snap_name(name, lsn);
-				snprintf(path, sizeof(path), "%s/%s", dir, name);
-				unlink(path);
-			}
-		}
-		if (d != NULL)
-			closedir(d);
-		n = TG_SNAP_KEEP;
+	uint64_t oldest = good[TG_SNAP_KEEP - 1];
+	for (int i = 0; i < n; i++) {
+		if (all[i] >= oldest)
+			continue;
+		snap_name(name, all[i]);
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		unlink(path);
 	}
-	uint64_t oldest = keep[n - 1];
 
 	/* Segment i can go when segment i + 1 starts at or before oldest + 1. */
 	struct tg_journal_reader *jr;
@@ -663,6 +667,82 @@ prune(const char *dir)
 		unlink(path);
 	}
 	tg_journal_close(jr);
+}
+
+int
+tg_snapshot_verify(const char *dir, uint64_t lsn, char *why, size_t whylen)
+{
+	char name[TG_SNAP_NAME_LEN], path[1024];
+	static const size_t chunk = 1 << 20;
+	struct tg_snap_hdr h;
+	struct tg_snap_trailer t;
+	struct stat st;
+	uint32_t crc = 0;
+	int rc = -EPROTO;
+
+	snap_name(name, lsn);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		rc = -errno;
+		snprintf(why, whylen, "%s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	/* Read what is on the device, not the pages the writer left in the cache. */
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	uint8_t *buf = malloc(chunk);
+	if (buf == NULL) {
+		close(fd);
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	    memcmp(h.magic, TG_SNAP_MAGIC, 8) != 0 || h.hdr_size != sizeof(h) ||
+	    h.crc != hdr_crc(&h) || h.lsn != lsn) {
+		snprintf(why, whylen, "bad header");
+		goto out;
+	}
+	if (h.version != TG_SNAP_VERSION || h.rec_sizes != REC_SIZES) {
+		snprintf(why, whylen, "version %u, this build reads %u", h.version,
+		         TG_SNAP_VERSION);
+		goto out;
+	}
+	/* The counts bound the size only once accounts cannot overflow it. */
+	uint64_t body = (uint64_t)h.plans * (TG_PLAN_NAME_MAX + 1) +
+	                (uint64_t)h.calls * sizeof(struct tg_rcall) +
+	                (uint64_t)h.ids * sizeof(struct tg_rid);
+	if (h.accounts > (uint64_t)st.st_size / sizeof(struct tg_racct))
+		body = UINT64_MAX - sizeof(h) - sizeof(t);
+	else
+		body += h.accounts * sizeof(struct tg_racct);
+	if ((uint64_t)st.st_size != sizeof(h) + body + sizeof(t)) {
+		snprintf(why, whylen, "%lld bytes, its header announces %llu",
+		         (long long)st.st_size, (unsigned long long)(sizeof(h) + body + sizeof(t)));
+		goto out;
+	}
+	for (uint64_t off = 0; off < body;) {
+		size_t n = body - off < chunk ? (size_t)(body - off) : chunk;
+		if (pread(fd, buf, n, (off_t)(sizeof(h) + off)) != (ssize_t)n) {
+			snprintf(why, whylen, "read error at offset %llu: %s",
+			         (unsigned long long)(sizeof(h) + off),
+			         errno ? strerror(errno) : "short read");
+			goto out;
+		}
+		crc = tg_crc32c(crc, buf, n);
+		off += n;
+	}
+	if (pread(fd, &t, sizeof(t), (off_t)(sizeof(h) + body)) != (ssize_t)sizeof(t) ||
+	    memcmp(t.magic, TG_SNAP_END, 8) != 0 || t.crc != crc) {
+		snprintf(why, whylen, "checksum or trailer wrong");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
 }
 
 int
@@ -729,9 +809,19 @@ tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint
 	}
 	if (dfd >= 0)
 		close(dfd);
-	if (rc == 0)
-		prune(dir);
-	return rc;
+	if (rc != 0)
+		return rc;
+	/* Read it back from the disk: nothing is pruned on the strength of a bad copy. */
+	char why[200];
+	rc = tg_snapshot_verify(dir, r->lsn, why, sizeof(why));
+	if (rc != 0) {
+		snprintf(err, errlen, "%s reads back damaged (%s): removed; the journal is kept",
+		         path, why);
+		unlink(path);
+		return rc == -ENOMEM ? rc : -EIO;
+	}
+	prune(dir, r->lsn);
+	return 0;
 }
 
 /* A buffered reader that checksums what it reads. */

@@ -26,9 +26,14 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the journal is little
 
 /* ---- the format ---- */
 
-#define TG_JOURNAL_MAGIC       "TGJOURNL" /* 8 bytes, no NUL on disk */
-#define TG_JOURNAL_VERSION     1u         /* segment format this build writes and reads */
-#define TG_JOURNAL_REC_VERSION 1u         /* record version this build writes and reads */
+#define TG_JOURNAL_MAGIC "TGJOURNL" /* 8 bytes, no NUL on disk */
+/*
+ * Segment format this build writes.  Version 2 promises that every flush is
+ * confirmed (a CONFIRM record follows it before anything is acknowledged);
+ * version 1 segments, which have no CONFIRM records, are still read.
+ */
+#define TG_JOURNAL_VERSION     2u
+#define TG_JOURNAL_REC_VERSION 1u /* record version this build writes and reads */
 #define TG_JOURNAL_HDR_SIZE    64u
 #define TG_JOURNAL_ALIGN       8u
 /* Largest payload accepted; a length above it is damage, not a record. */
@@ -169,6 +174,14 @@ struct tg_jrec_expire {
 	uint32_t seconds;
 	uint32_t category;
 };
+struct tg_jrec_confirm {
+	uint64_t lsn;
+};
+/* Bytes a CONFIRM record takes on disk. */
+#define TG_JOURNAL_CONFIRM_SIZE (32u + 8u)
+_Static_assert(TG_JOURNAL_CONFIRM_SIZE ==
+                   sizeof(struct tg_jrec_hdr) + sizeof(struct tg_jrec_confirm),
+               "a CONFIRM record is a header and one word");
 
 /* Every payload is a whole number of 8-byte words: no hidden padding on disk. */
 #define TG_JREC(N, n, v, d)                                                                        \
@@ -268,6 +281,8 @@ struct tg_journal_pos {
 	uint64_t offset;                /* byte offset in it: the record (or 0: the header) */
 	uint64_t lsn;                   /* the LSN expected there */
 	int err;                        /* TG_JOURNAL_ERROR: -errno */
+	uint64_t confirmed;             /* the highest LSN a CONFIRM record covered (0: none) */
+	uint64_t confirms;              /* CONFIRM records read */
 	bool empty_seg;                 /* the segment at file is a zero-length file */
 };
 

@@ -131,8 +131,10 @@ void tg_replay_each_id(const struct tg_replay *r, void (*fn)(void *, const struc
 #define TG_SNAP_VERSION 1u
 /* "snapshot-0123456789abcdef.tgs" and its NUL. */
 #define TG_SNAP_NAME_LEN 30
-/* Snapshots kept: the newest, and one to fall back on. */
+/* Verified snapshots kept: the newest, and one to fall back on. */
 #define TG_SNAP_KEEP 2
+/* Snapshot files looked at in one directory (the newest ones; more are ignored). */
+#define TG_SNAP_LIST_MAX 256
 
 struct tg_snap_hdr {
 	char magic[8];      /*  0 "TGSNAPSH" */
@@ -158,11 +160,21 @@ struct tg_snap_trailer {
 /*
  * Write r as snapshot-<lsn>.tgs in dir: a temporary file, fsync, rename,
  * fsync of the directory.  Ids seen before now - window are left out.
- * Then keep TG_SNAP_KEEP snapshots and remove the journal segments wholly
- * before the oldest one kept.  0 or -errno with a sentence in err.
+ * Then read it back from the disk (tg_snapshot_verify): a copy that does not
+ * verify is removed and -EIO returned, with nothing pruned.  Otherwise keep
+ * the TG_SNAP_KEEP newest verified snapshots and remove the older ones and
+ * the journal segments wholly before the older one kept; with fewer than
+ * TG_SNAP_KEEP verified snapshots nothing is removed.  0 or -errno with a
+ * sentence in err.
  */
 int tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint32_t window,
                       char *err, size_t errlen);
+/*
+ * Check snapshot-<lsn>.tgs of dir as it is on the device (its cached pages
+ * are dropped first): header, size, checksum, trailer, without loading it.
+ * 0, -EPROTO (damaged, why says how), -ENOMEM, or -errno from open.
+ */
+int tg_snapshot_verify(const char *dir, uint64_t lsn, char *why, size_t whylen);
 /*
  * Load the newest snapshot of dir that reads whole into r (empty, from
  * tg_replay_init).  A damaged one is skipped, and said in note (the older

@@ -473,6 +473,191 @@ test_snapshots_prune_and_fall_back(void **state)
 	fx_end(&f);
 }
 
+/* The snapshot files of the data directory, newest first, into paths; their count. */
+static int
+snapshot_files(const struct fx *f, char paths[][IT_PATH_MAX], int max)
+{
+	struct dirent **list;
+	int n = scandir(f->d.data, &list, NULL, alphasort), k = 0;
+	assert_true(n >= 0);
+	for (int i = n; i-- > 0;) {
+		const char *name = list[i]->d_name;
+		size_t len = strlen(name);
+		if (k < max && strncmp(name, "snapshot-", 9) == 0 && len > 4 &&
+		    strcmp(name + len - 4, ".tgs") == 0)
+			it_pathf(paths[k++], IT_PATH_MAX, "%s/%s", f->d.data, name);
+	}
+	for (int i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+	return k;
+}
+
+/* CDRs r<tag>-0 .. r<tag>-(n-1) on account 1, pipelined; the sum of their charges. */
+static tg_money_t
+cdr_burst(struct fx *f, const char *tag, int n)
+{
+	tg_money_t spent = 0;
+	for (int i = 0; i < n; i++)
+		assert_int_equal(redisAppendCommand(f->c, "CDR 1 " DEST " 60 %s-%d", tag, i),
+		                 REDIS_OK);
+	for (int i = 0; i < n; i++) {
+		redisReply *r;
+		assert_int_equal(redisGetReply(f->c, (void **)&r), REDIS_OK);
+		assert_int_equal(r->type, REDIS_REPLY_STRING);
+		spent += money_of(r->str);
+		freeReplyObject(r);
+	}
+	return spent;
+}
+
+/*
+ * One snapshot, one flipped byte: after the first clean stop the data
+ * directory holds a single snapshot, and nothing it covers may have been
+ * deleted on its strength alone.  Damaged, it is skipped and the whole
+ * journal replays every balance exactly.
+ */
+static void
+test_single_snapshot_corrupt_keeps_every_balance(void **state)
+{
+	static const char *const flags[] = {"--journal-segment-size", "1048576", "--disk-reserve",
+	                                    "1048576", NULL};
+	char snaps[4][IT_PATH_MAX];
+	struct fx f = {0};
+
+	(void)state;
+	fx_start(&f, flags);
+	it_run_cmd(f.c, "ACCT.SET 1 BALANCE 1000 PLAN basic");
+	tg_money_t spent = cdr_burst(&f, "one", 30000);
+	tg_money_t before = balance(f.c, 1);
+	assert_int_equal(before, 1000 * U - spent);
+	redisFree(f.c);
+	f.c = NULL;
+	assert_int_equal(it_term(&f.d), 0);
+	assert_int_equal(snapshot_files(&f, snaps, 4), 1);
+	/* 30000 CDRs are about 3 MiB: several segments, every one still there. */
+	assert_true(count_files(f.d.data, "journal-") >= 3);
+	uint8_t x = 0x5a;
+	patch(snaps[0], 4096, &x, 1);
+
+	fx_restart(&f, flags, 1);
+	assert_true(it_log_has(&f.d, "skipped"));
+	assert_int_equal(balance(f.c, 1), before);
+	assert_int_equal(balance(f.c, 2), 50 * U);
+	/* The id window came back from the journal too: a replay charges nothing. */
+	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 60 one-29999"), spent / 30000);
+	assert_int_equal(balance(f.c, 1), before);
+	fx_end(&f);
+}
+
+/*
+ * Snapshots every second with small segments: pruning keeps the journal
+ * from the older of the two newest snapshots, so damaging the newest one
+ * (or both the newest and a segment-free fallback) never loses a balance.
+ */
+static void
+test_pruning_keeps_the_older_verified_snapshot(void **state)
+{
+	static const char *const flags[] = {"--journal-segment-size", "65536",
+	                                    "--snapshot-interval", "1", NULL};
+	char snaps[8][IT_PATH_MAX];
+	struct fx f = {0};
+	tg_money_t spent = 0;
+
+	(void)state;
+	fx_start(&f, flags);
+	for (int round = 0; round < 4; round++) {
+		char tag[16];
+		snprintf(tag, sizeof(tag), "p%d", round);
+		spent += cdr_burst(&f, tag, 3000);
+		it_sleep_ms(1300);
+	}
+	assert_true(snapshot_files(&f, snaps, 8) <= 2);
+	/* 12000 CDRs are over a megabyte: the oldest segments went with the snapshots. */
+	char first[TG_JOURNAL_NAME_LEN];
+	tg_journal_seg_name(first, 1);
+	char path[IT_PATH_MAX];
+	it_pathf(path, sizeof(path), "%s/%s", f.d.data, first);
+	assert_int_not_equal(access(path, F_OK), 0);
+	tg_money_t before = balance(f.c, 1);
+	assert_int_equal(before, 100 * U - spent);
+	fx_crash(&f);
+
+	int n = snapshot_files(&f, snaps, 8);
+	assert_int_equal(n, 2);
+	uint8_t x = 0xff;
+	patch(snaps[0], 100, &x, 1);
+	fx_restart(&f, flags, 1);
+	assert_true(it_log_has(&f.d, "skipped"));
+	assert_int_equal(balance(f.c, 1), before);
+	fx_end(&f);
+}
+
+/*
+ * One flipped bit in the last record of the journal, acknowledged and on
+ * disk: the CONFIRM after it proves it was acknowledged, so start-up refuses
+ * with the file, the offset and the way on, rather than cutting it as a torn
+ * tail and losing the CDR.  The same bit flipped in that CONFIRM loses
+ * nothing: it is cut, and every record before it stays.
+ */
+static void
+test_flipped_last_record_stops_start(void **state)
+{
+	struct fx f = {0};
+	char seg[IT_PATH_MAX], at[64];
+	struct stat st;
+
+	(void)state;
+	fx_start(&f, NULL);
+	tg_money_t c1 = money_cmd(f.c, "CDR 1 " DEST " 600 last-1");
+	fx_crash(&f);
+	last_segment(&f, seg, sizeof(seg));
+	assert_int_equal(stat(seg, &st), 0);
+	/* The file ends: ... debit (32 + 48 bytes), CONFIRM (40 bytes). */
+	off_t confirm = st.st_size - TG_JOURNAL_CONFIRM_SIZE;
+	off_t debit = confirm - (off_t)tg_journal_rec_size(sizeof(struct tg_jrec_debit));
+	struct tg_jrec_hdr h;
+	int fd = open(seg, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &h, sizeof(h), debit), (ssize_t)sizeof(h));
+	assert_int_equal(h.type, TG_JREC_DEBIT);
+	assert_int_equal(pread(fd, &h, sizeof(h), confirm), (ssize_t)sizeof(h));
+	assert_int_equal(h.type, TG_JREC_CONFIRM);
+	close(fd);
+
+	uint8_t b;
+	fd = open(seg, O_RDWR);
+	assert_int_equal(pread(fd, &b, 1, debit + 40), 1);
+	b ^= 0x10;
+	assert_int_equal(pwrite(fd, &b, 1, debit + 40), 1);
+	close(fd);
+	assert_int_equal(it_restart(&f.d, NULL, 1), -1);
+	assert_false(it_log_has(&f.d, "torn tail"));
+	it_pathf(at, sizeof(at), "offset %lld", (long long)debit);
+	assert_true(it_log_has(&f.d, at));
+	assert_true(it_log_has(&f.d, strrchr(seg, '/') + 1));
+	assert_true(it_log_has(&f.d, "journal-cut"));
+	assert_true(it_log_has(&f.d, "from a backup or replica"));
+	assert_int_equal(stat(seg, &st), 0);
+	assert_int_equal(st.st_size, confirm + TG_JOURNAL_CONFIRM_SIZE); /* nothing was cut */
+
+	/* The intact copy back in place: everything is there. */
+	b ^= 0x10;
+	patch(seg, debit + 40, &b, 1);
+	/* One bit of the CONFIRM itself: cut, and the CDR stays. */
+	fd = open(seg, O_RDWR);
+	assert_int_equal(pread(fd, &b, 1, confirm + 36), 1);
+	b ^= 0x01;
+	assert_int_equal(pwrite(fd, &b, 1, confirm + 36), 1);
+	close(fd);
+	fx_restart(&f, NULL, 1);
+	assert_true(it_log_has(&f.d, "(cut off)"));
+	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 600 last-1"), c1);
+	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	fx_end(&f);
+}
+
 /* ---- the disk ---- */
 
 static void
@@ -608,6 +793,9 @@ main(void)
 	    cmocka_unit_test(test_empty_last_segment_is_fine),
 	    cmocka_unit_test(test_missing_segment_stops_start),
 	    cmocka_unit_test(test_snapshots_prune_and_fall_back),
+	    cmocka_unit_test(test_single_snapshot_corrupt_keeps_every_balance),
+	    cmocka_unit_test(test_pruning_keeps_the_older_verified_snapshot),
+	    cmocka_unit_test(test_flipped_last_record_stops_start),
 	    cmocka_unit_test(test_disk_reserve_refuses_debits),
 	    cmocka_unit_test(test_write_error_stops_engine),
 	    cmocka_unit_test(test_relaxed_mode_recovers_after_clean_stop),

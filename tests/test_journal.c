@@ -77,13 +77,29 @@ make_payload(unsigned t, uint64_t lsn, void *out)
 	return n;
 }
 
+/* A change's type for lsn, cycling through every type but CONFIRM (not a change). */
 static unsigned
 type_of(uint64_t lsn)
 {
-	return (unsigned)(lsn % TG_JREC__COUNT) + 1;
+	unsigned t = (unsigned)(lsn % TG_JREC__COUNT) + 1;
+	return t == TG_JREC_CONFIRM ? TG_JREC_SET_BALANCE : t;
 }
 
 static char tmpdir[64];
+
+/* A CONFIRM of lsn at the end of f; its size. */
+static uint64_t
+write_confirm(FILE *f, uint64_t lsn)
+{
+	struct tg_jrec_confirm c = {.lsn = lsn};
+	uint8_t rec[TG_JOURNAL_CONFIRM_SIZE];
+
+	assert_int_equal(
+	    tg_journal_encode(rec, sizeof(rec), TG_JREC_CONFIRM, lsn, 1, &c, sizeof(c)),
+	    sizeof(rec));
+	assert_int_equal(fwrite(rec, sizeof(rec), 1, f), 1);
+	return sizeof(rec);
+}
 
 static int
 setup_dir(void **state)
@@ -119,11 +135,13 @@ path_of(char *p, size_t len, const char *name)
 }
 
 /*
- * Write a segment with records first..first+n-1; offs[i] (when given) gets
- * each record's offset, and offs[n] the file size.
+ * Write a segment of format version with records first..first+n-1 and, as
+ * the writer does once a flush is on disk, a CONFIRM after the first
+ * confirmed of them (none when 0).  offs[i] (when given) gets each record's
+ * offset, and offs[n] the file size.
  */
 static void
-write_segment(uint64_t first, unsigned n, uint64_t *offs)
+write_seg(uint64_t first, unsigned n, uint64_t *offs, unsigned confirmed, uint32_t version)
 {
 	char name[TG_JOURNAL_NAME_LEN], p[512];
 	struct tg_jseg_hdr h;
@@ -135,8 +153,15 @@ write_segment(uint64_t first, unsigned n, uint64_t *offs)
 	FILE *f = fopen(p, "wb");
 	assert_non_null(f);
 	tg_journal_seg_header(&h, first, 1764000000);
+	if (version != TG_JOURNAL_VERSION) {
+		h.version = version;
+		h.crc = 0;
+		h.crc = tg_crc32c(0, &h, sizeof(h));
+	}
 	assert_int_equal(fwrite(&h, sizeof(h), 1, f), 1);
 	for (unsigned i = 0; i < n; i++) {
+		if (confirmed > 0 && i == confirmed)
+			off += write_confirm(f, first + i - 1);
 		uint64_t lsn = first + i;
 		unsigned t = type_of(lsn);
 		size_t len = make_payload(t, lsn, pl);
@@ -149,9 +174,25 @@ write_segment(uint64_t first, unsigned n, uint64_t *offs)
 		assert_int_equal(fwrite(rec, (size_t)w, 1, f), 1);
 		off += (uint64_t)w;
 	}
+	if (confirmed > 0 && confirmed == n)
+		off += write_confirm(f, first + n - 1);
 	if (offs)
 		offs[n] = off;
 	assert_int_equal(fclose(f), 0);
+}
+
+/* A segment as the writer leaves it after a clean stop: every record confirmed. */
+static void
+write_segment(uint64_t first, unsigned n, uint64_t *offs)
+{
+	write_seg(first, n, offs, n, TG_JOURNAL_VERSION);
+}
+
+/* Where record i of a segment written by write_segment (n records) ends. */
+static uint64_t
+rec_end(const uint64_t *offs, unsigned n, unsigned i)
+{
+	return i + 1 < n ? offs[i + 1] : offs[n] - TG_JOURNAL_CONFIRM_SIZE;
 }
 
 /* Read the journal: the records must be first.. in order with their payloads. */
@@ -348,7 +389,7 @@ test_torn_tail(void **state)
 	path_of(p, sizeof(p), name);
 	for (uint64_t cut = 1;; cut++) {
 		write_segment(11, 10, offs);
-		uint64_t last = offs[9], size = offs[10];
+		uint64_t last = offs[9], size = rec_end(offs, 10, 9);
 		if (last + cut >= size)
 			break;
 		assert_int_equal(truncate(p, (off_t)(last + cut)), 0);
@@ -393,7 +434,12 @@ test_torn_header(void **state)
 	assert_int_equal(pos.offset, 0);
 }
 
-/* Every bit of a middle record: CORRUPT there; of the last record: TORN_TAIL. */
+/*
+ * Every bit of a middle record, and of the last record of the last segment:
+ * CORRUPT there, because the CONFIRM after it says it was on disk, hence
+ * acknowledged.  Every bit of that CONFIRM: TORN_TAIL at the CONFIRM, and
+ * every record is kept (a CONFIRM only vouches; losing one loses no change).
+ */
 static void
 test_flipped_bits(void **state)
 {
@@ -407,16 +453,24 @@ test_flipped_bits(void **state)
 	write_segment(11, 10, offs);
 	for (int which = 0; which < 2; which++) {
 		unsigned idx = which == 0 ? 5 : 9;
-		for (uint64_t bit = offs[idx] * 8; bit < offs[idx + 1] * 8; bit++) {
+		for (uint64_t bit = offs[idx] * 8; bit < rec_end(offs, 10, idx) * 8; bit++) {
 			flip_bit(name, bit);
 			enum tg_journal_status s = read_all(1, &n, &pos);
-			assert_int_equal(s, which == 0 ? TG_JOURNAL_CORRUPT : TG_JOURNAL_TORN_TAIL);
+			assert_int_equal(s, TG_JOURNAL_CORRUPT);
 			assert_int_equal(n, 10 + idx);
 			assert_string_equal(pos.file, name);
 			assert_int_equal(pos.offset, offs[idx]);
 			assert_int_equal(pos.lsn, 11 + idx);
 			flip_bit(name, bit);
 		}
+	}
+	for (uint64_t bit = rec_end(offs, 10, 9) * 8; bit < offs[10] * 8; bit++) {
+		flip_bit(name, bit);
+		assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_TORN_TAIL);
+		assert_int_equal(n, 20);
+		assert_int_equal(pos.offset, rec_end(offs, 10, 9));
+		assert_int_equal(pos.lsn, 21);
+		flip_bit(name, bit);
 	}
 	/* damage in the last record of a segment that is not the last: CORRUPT */
 	seg_name(name, 1);
@@ -426,6 +480,71 @@ test_flipped_bits(void **state)
 	assert_int_equal(n, 9);
 	assert_string_equal(pos.file, name);
 	assert_int_equal(pos.offset, offs[9]);
+}
+
+/*
+ * Records after the last CONFIRM were never acknowledged: their flush's
+ * pages may reach the disk in any order, so damage among them is a torn
+ * write even with intact records after it.  In a version 1 segment (no
+ * CONFIRM records) the same damage is CORRUPT, as that format cannot tell.
+ */
+static void
+test_unconfirmed_tail(void **state)
+{
+	char name[TG_JOURNAL_NAME_LEN];
+	struct tg_journal_pos pos;
+	uint64_t offs[16], n;
+
+	(void)state;
+	write_segment(1, 10, NULL);
+	seg_name(name, 11);
+	for (uint32_t version = 1; version <= TG_JOURNAL_VERSION; version++) {
+		/* 11..20 confirmed, 21..25 written after the CONFIRM and never confirmed */
+		write_seg(11, 15, offs, version == 1 ? 0 : 10, version);
+		assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_END);
+		assert_int_equal(n, 25);
+		if (version >= 2)
+			assert_int_equal(pos.confirmed, 20);
+		flip_bit(name, offs[11] * 8 + 7 * 8 + 3); /* LSN 22, its crc */
+		enum tg_journal_status s = read_all(1, &n, &pos);
+		assert_int_equal(s, version == 1 ? TG_JOURNAL_CORRUPT : TG_JOURNAL_TORN_TAIL);
+		assert_int_equal(n, 21);
+		assert_int_equal(pos.offset, offs[11]);
+		assert_int_equal(pos.lsn, 22);
+	}
+	/* damage before the CONFIRM is acknowledged damage, whatever follows */
+	write_seg(11, 15, offs, 10, TG_JOURNAL_VERSION);
+	flip_bit(name, offs[9] * 8 + 40 * 8);
+	assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_CORRUPT);
+	assert_int_equal(n, 19);
+	assert_int_equal(pos.offset, offs[9]);
+}
+
+/* A CONFIRM must vouch for the record just before it, and it takes no LSN. */
+static void
+test_confirm_lsn(void **state)
+{
+	char name[TG_JOURNAL_NAME_LEN], p[512];
+	struct tg_journal_pos pos;
+	uint64_t offs[11], n;
+
+	(void)state;
+	write_segment(1, 10, offs);
+	assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_END);
+	assert_int_equal(n, 10);
+	assert_int_equal(pos.confirmed, 10);
+	assert_int_equal(pos.confirms, 1);
+	/* a CONFIRM claiming LSN 11, which is not on disk: a good checksum, a wrong meaning */
+	seg_name(name, 1);
+	path_of(p, sizeof(p), name);
+	FILE *f = fopen(p, "r+b");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, (long)rec_end(offs, 10, 9), SEEK_SET), 0);
+	write_confirm(f, 11);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_CORRUPT);
+	assert_int_equal(n, 10);
+	assert_int_equal(pos.offset, rec_end(offs, 10, 9));
 }
 
 /* What an operator does after CORRUPT: cut there; later segments move aside. */
@@ -511,7 +630,7 @@ test_newer_version(void **state)
 	write_segment(11, 10, offs);
 	path_of(p, sizeof(p), name);
 	tg_journal_seg_header(&h, 11, 0);
-	h.version = 2;
+	h.version = TG_JOURNAL_VERSION + 1;
 	fd = open(p, O_RDWR);
 	assert_int_equal(pwrite(fd, &h, sizeof(h), 0), sizeof(h));
 	close(fd);
@@ -657,6 +776,8 @@ main(void)
 	    T(test_torn_tail),
 	    T(test_torn_header),
 	    T(test_flipped_bits),
+	    T(test_unconfirmed_tail),
+	    T(test_confirm_lsn),
 	    T(test_truncate_at),
 	    T(test_newer_version),
 	    T(test_empty_last),

@@ -556,13 +556,45 @@ n=$(grep -cE "^[0-9]+ $seg1:[0-9]+ [a-z_]+ [0-9]+$" "$dir/out")
 [ "$n" = "$records" ] || fail "$n record lines, $records records"
 grep -qE "^1 $seg1:64 [a-z_]+ [0-9]+$" "$dir/out" || fail "no line for LSN 1 at offset 64"
 
-# ---- a torn tail: the last record cut short ----
+# ---- a torn tail: the last CONFIRM cut short keeps every record ----
 cp -a "$dir/data" "$dir/torn"
 truncate -s -3 "$dir/torn/$seg1"
-t journal-check-torn 1 "$TOLLCTL" journal-check --data-dir "$dir/torn"
+t journal-check-torn-confirm 1 "$TOLLCTL" journal-check --data-dir "$dir/torn"
+field_is status TORN_TAIL
+field_is last_lsn "$records"
+has out "verdict    journal: torn tail in $seg1 at offset"
+# ---- a torn tail: the last record cut short, no CONFIRM after it (never acknowledged) ----
+cp -a "$dir/data" "$dir/torn2"
+truncate -s -43 "$dir/torn2/$seg1"
+t journal-check-torn 1 "$TOLLCTL" journal-check --data-dir "$dir/torn2"
 field_is status TORN_TAIL
 field_is last_lsn $((records - 1))
 has out "verdict    journal: torn tail in $seg1 at offset"
+# ---- one flipped bit in the last record, confirmed on disk: damage, not a torn tail ----
+cp -a "$dir/data" "$dir/flipped"
+size=$(stat -c %s "$dir/flipped/$seg1")
+last_byte=$((size - 40 - 9))
+byte=$(od -An -tu1 -j "$last_byte" -N1 "$dir/flipped/$seg1" | tr -d ' ')
+# shellcheck disable=SC2059
+printf "\\$(printf %03o $((byte ^ 1)))" |
+	dd of="$dir/flipped/$seg1" bs=1 seek="$last_byte" conv=notrunc 2>/dev/null
+t journal-check-flipped-last 4 "$TOLLCTL" journal-check --data-dir "$dir/flipped"
+field_is status CORRUPT
+field_is last_lsn $((records - 1))
+has out "a damaged record in $seg1 at offset"
+
+# ---- a damaged snapshot: journal-check reads every snapshot back and says so ----
+cp -a "$dir/data" "$dir/badsnap"
+t journal-check-snapshots 0 "$TOLLCTL" journal-check --data-dir "$dir/badsnap"
+snap=$(awk '$1 == "snapshot" && $3 == "ok" { print $2; exit }' "$dir/out")
+[ -n "$snap" ] || fail "no snapshot line says ok"
+has out "recovery   $snap, then the journal from LSN"
+printf 'X' | dd of="$dir/badsnap/$snap" bs=1 seek=200 conv=notrunc 2>/dev/null
+t journal-check-bad-snapshot 4 "$TOLLCTL" journal-check --data-dir "$dir/badsnap"
+has out "snapshot   $snap DAMAGED (checksum or trailer wrong): start-up skips it"
+field_is status END
+# the journal is whole from LSN 1: start-up replays all of it
+has out "recovery   the whole journal, from LSN 1"
 
 # ---- damage in the middle: journal-check says where, journal-cut cuts there ----
 cp -a "$dir/data" "$dir/damaged"

@@ -1122,14 +1122,50 @@ cmd_journal_check(struct ctl *x, const struct args *a)
 		printf("first_lsn  -\n");
 		printf("last_lsn   -\n");
 	}
+	if (w.pos.confirms > 0)
+		printf("confirmed  %" PRIu64 "\n", w.pos.confirmed);
+	else
+		printf("confirmed  -\n");
+	bool damaged_snap = false, have_good = false;
+	uint64_t good = 0; /* the newest snapshot that verifies: what start-up loads */
 	if (list_files(dir, true, &snaps) == 0) {
 		if (snaps.n > 0)
 			printf("snapshots  %zu (newest at LSN %" PRIu64 ")\n", snaps.n,
 			       snaps.lsn[snaps.n - 1]);
 		else
 			printf("snapshots  0\n");
+		/* Each one read back whole; start-up loads the newest that verifies. */
+		for (size_t i = snaps.n; i-- > 0;) {
+			char name[TG_SNAP_NAME_LEN], why[200];
+			snprintf(name, sizeof(name), "snapshot-%016" PRIx64 ".tgs", snaps.lsn[i]);
+			if (tg_snapshot_verify(dir, snaps.lsn[i], why, sizeof(why)) == 0) {
+				printf("snapshot   %s ok\n", name);
+				if (!have_good) {
+					have_good = true;
+					good = snaps.lsn[i];
+				}
+			} else {
+				printf("snapshot   %s DAMAGED (%s): start-up skips it\n", name,
+				       why);
+				damaged_snap = true;
+			}
+		}
 		free(snaps.lsn);
 	}
+	/* Start-up needs the journal to reach back to what it loads: LSN good + 1. */
+	bool recoverable = w.segments == 0 || w.first_seg <= good + 1;
+	if (!recoverable)
+		printf("recovery   IMPOSSIBLE: the journal starts at LSN %" PRIu64 " but %s\n",
+		       w.first_seg,
+		       have_good ? "the newest good snapshot ends before it"
+		                 : "no snapshot is good");
+	else if (have_good)
+		printf("recovery   snapshot-%016" PRIx64 ".tgs, then the journal from LSN %" PRIu64
+		       "\n",
+		       good, good + 1);
+	else
+		printf("recovery   the whole journal, from LSN %" PRIu64 "\n",
+		       w.segments ? w.first_seg : 1);
 	printf("status     %s\n", tg_journal_status_name(w.st));
 	if (w.pos.file[0] != '\0')
 		printf("at         %s:%" PRIu64 "\n", w.pos.file, w.pos.offset);
@@ -1139,6 +1175,8 @@ cmd_journal_check(struct ctl *x, const struct args *a)
 		printf("note       tollgated pid %ld holds %s: its last segment grows while it is "
 		       "read, so its end may be a write in progress\n",
 		       pid, dir);
+	if (damaged_snap || (w.segments > 0 && !recoverable))
+		return CTL_INPUT;
 	if (w.st == TG_JOURNAL_END)
 		return CTL_OK;
 	return w.st == TG_JOURNAL_TORN_TAIL ? CTL_TORN : CTL_INPUT;

@@ -34,3 +34,7 @@ TG_JREC(REFILL_FIRED, refill_fired, 7, "a threshold crossing fired a refill requ
 TG_JREC(REFILL_CLEARED, refill_cleared, 8, "a refill request's in-flight flag cleared")
 /* acct u64, call {lo, hi}, reserved i64, cost i64, seconds u32, category u32 */
 TG_JREC(EXPIRE, expire, 9, "a call with no CALL.END settled at its timeout")
+/* lsn u64: the LSN of the record just before it, which was on disk (written and
+ * fdatasync'ed) before this record was written.  Not a change: it takes no LSN of
+ * its own (its header's lsn is the same value) and the reader never returns it. */
+TG_JREC(CONFIRM, confirm, 10, "the records before it were on disk before it was written")
