@@ -69,7 +69,9 @@
  * dead engine had applied and not answered, the case this test is about.
  * Money is micro-units (tg_money_t), never floats.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -754,9 +756,45 @@ file_tail(const char *path, char *buf, size_t cap)
 	buf[n] = '\0';
 }
 
-/* Kill and restart (reboot: the segment removed first).  Returns 0 or -1 (the log was shown). */
+/*
+ * Flip one byte in the middle of the newest snapshot of the data directory,
+ * as a disk that rots would.  Returns the snapshot's name's LSN, or 0 when
+ * there is none.
+ */
+static unsigned long long
+damage_newest_snapshot(void)
+{
+	DIR *d = opendir(fx.d.data);
+	struct dirent *e;
+	unsigned long long best = 0, lsn;
+	char path[IT_PATH_MAX];
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (sscanf(e->d_name, "snapshot-%16llx.tgs", &lsn) == 1 &&
+		    strlen(e->d_name) == 29 && lsn > best)
+			best = lsn;
+	closedir(d);
+	if (best == 0)
+		return 0;
+	it_pathf(path, sizeof(path), "%s/snapshot-%016llx.tgs", fx.d.data, best);
+	int fd = open(path, O_RDWR);
+	off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : -1;
+	uint8_t b;
+	assert_true(size > 128);
+	assert_int_equal(pread(fd, &b, 1, size / 2), 1);
+	b ^= 0x20;
+	assert_int_equal(pwrite(fd, &b, 1, size / 2), 1);
+	close(fd);
+	return best;
+}
+
+/*
+ * Kill and restart (reboot: the segment removed first; damage: the newest
+ * snapshot damaged in between).  Returns 0 or -1 (the log was shown).
+ */
 static int
-engine_crash(unsigned run, bool reboot)
+engine_crash(unsigned run, bool reboot, bool damage)
 {
 	static char tail[8192];
 
@@ -772,6 +810,11 @@ engine_crash(unsigned run, bool reboot)
 		return -1;
 	}
 	__atomic_store_n(&fx.removed[run], reboot, __ATOMIC_RELAXED);
+	if (damage) {
+		unsigned long long lsn = damage_newest_snapshot();
+		assert_true(lsn > 0);
+		fprintf(stderr, "crash: snapshot at LSN %llu damaged before the restart\n", lsn);
+	}
 	/*
 	 * it_restart names the new log by replacing the old name's last
 	 * extension, so the names grow with every restart (tollgated-1.1.2.3...)
@@ -852,7 +895,7 @@ setup(void **state)
 	assert_true(kills <= 1000000 && reboot <= 100);
 	fx.kills = (unsigned)kills;
 	fx.reboot_pct = (unsigned)reboot;
-	fx.removed = calloc(fx.kills + 3, sizeof(*fx.removed));
+	fx.removed = calloc(fx.kills + 4, sizeof(*fx.removed));
 	assert_non_null(fx.removed);
 	pthread_mutex_init(&fx.mu, NULL);
 	pthread_cond_init(&fx.cv, NULL);
@@ -874,8 +917,10 @@ setup(void **state)
 	 * next engine to find and judge, a reboot does not; the two cases differ.
 	 */
 	static const char *const fixed[] = {
-	    "--workers",       "2",    "--snapshot-interval", "1",        "--shm-reuse", "yes",
-	    "--refill-stream", STREAM, "--redis-host",        "127.0.0.1"};
+	    "--workers", "2", "--snapshot-interval", "1", "--shm-reuse", "yes", "--refill-stream",
+	    STREAM, "--redis-host", "127.0.0.1",
+	    /* small segments: snapshots prune the journal many times during the run */
+	    "--journal-segment-size", "262144"};
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
 		fx.flags[n++] = fixed[i];
 	fx.flags[n++] = "--redis-port";
@@ -1443,7 +1488,7 @@ test_kill9_torture(void **state)
 		/* Answered from the window in this run: retries the previous run had applied. */
 		fx.replays += info_counter("replays");
 		uint64_t t = it_now_ms();
-		if (engine_crash(k, reboot) != 0) {
+		if (engine_crash(k, reboot, false) != 0) {
 			fprintf(stderr, "crash: the restart after kill %u (%s) failed\n", k,
 			        reboot ? "segment removed" : "segment kept");
 			restart_failed = true;
@@ -1481,10 +1526,18 @@ test_kill9_torture(void **state)
 	 * next round would look at: the first failing round is the one to read.
 	 */
 	if (check_all("on the live engine") == 0 && fx.kills > 0) {
-		assert_int_equal(engine_crash(fx.kills + 1, false), 0);
+		assert_int_equal(engine_crash(fx.kills + 1, false, false), 0);
 		if (check_all("after one more kill (segment kept)") == 0) {
-			assert_int_equal(engine_crash(fx.kills + 2, true), 0);
-			check_all("after one more kill (segment removed)");
+			assert_int_equal(engine_crash(fx.kills + 2, true, false), 0);
+			/*
+			 * The journal was pruned all along (small segments, a snapshot a
+			 * second): the older verified snapshot and the journal after it
+			 * must still rebuild every balance when the newest one rots.
+			 */
+			if (check_all("after one more kill (segment removed)") == 0) {
+				assert_int_equal(engine_crash(fx.kills + 3, true, true), 0);
+				check_all("after a kill with the newest snapshot damaged");
+			}
 		}
 	}
 	/* A sanitizer that reports and carries on, in any run's log. */
