@@ -189,7 +189,7 @@ python3 - "$dir/out" "$dpid" >"$dir/err" 2>&1 <<'EOF' || fail "JSON content"
 import json, sys
 d = json.load(open(sys.argv[1]))
 h, c, g, l = d["header"], d["counters"], d["gauges"], d["latency"]
-assert h["version"] == 4 and h["generation"] == 1 and h["running"] is True, h
+assert h["version"] == 5 and h["generation"] == 1 and h["running"] is True, h
 assert h["writer_pid"] == int(sys.argv[2]) and h["accounts"] == 4 and h["workers"] == 2, h
 assert c["money_charged"] == "20.36" and c["charged_national"] == "20.16", c
 assert c["call_auth"] == 2 and c["refills_fired"] == 1, c
