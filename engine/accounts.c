@@ -222,7 +222,9 @@ tg_accounts_load_cb(const char *path, struct tg_table *t, struct tg_diag *diag, 
 		int plan = tg_plan_registry_id(&t->plans, r->plan, strlen(r->plan), true);
 		if (plan < 0) {
 			tg_diag_add(diag, path, r->line, "plan '%s': %s", r->plan,
-			            plan == -ENOSPC ? "too many plans" : "invalid name");
+			            plan == -ENOSPC
+			                ? "plan-name registry full (all its names in use)"
+			                : "invalid name");
 			rc = plan == -ENOSPC ? -ENOSPC : -EINVAL;
 			break;
 		}

@@ -368,9 +368,17 @@ cmd_acct_set(struct ctx *c)
 		return reply_result(c, TG_NOSPACE);
 	if (new_plan != NULL) {
 		plan = register_plan(c, new_plan);
+		if (plan == -ENOSPC) {
+			char msg[160];
+			snprintf(msg, sizeof(msg),
+			         "plan-name registry full: all %u names are used by accounts or "
+			         "loaded plans (unused names are reclaimed at most once a second)",
+			         (unsigned)TG_PLANS_MAX);
+			tg_out_error(c->out, tg_result_name(TG_FULL), msg);
+			return TG_NET_CONTINUE;
+		}
 		if (plan < 0)
-			return reply_err(c, "invalid plan name '%s'%s", show(new_plan, b),
-			                 plan == -ENOSPC ? " (too many plans)" : "");
+			return reply_err(c, "invalid plan name '%s'", show(new_plan, b));
 		s.plan = (uint32_t)plan;
 	}
 	if (a == NULL) {
@@ -486,7 +494,7 @@ cmd_rates_reload(struct ctx *c)
 		for (char *p = msg; *p; p++)
 			if (*p == '\n')
 				*p = ';';
-		tg_out_error(c->out, "ERR", msg);
+		tg_out_error(c->out, rc == -ENOSPC ? tg_result_name(TG_FULL) : "ERR", msg);
 		return TG_NET_CONTINUE;
 	}
 	tg_out_status(c->out, "OK");

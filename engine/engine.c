@@ -18,6 +18,7 @@
 #include "tg_assert.h"
 #include "tg_engine.h"
 #include "tg_hash.h"
+#include "tg_log.h"
 #include "tg_refill.h"
 
 /* Id spaces of tg_digest: a call id and a CDR's id may be the same string. */
@@ -31,6 +32,41 @@ mono_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
+}
+
+/* used[plan] for every account's plan id: one read of each slot's first line. */
+static void
+plans_in_use(void *arg, bool *used)
+{
+	const struct tg_table *t = arg;
+
+	for (uint64_t i = 0; i < t->slots; i++) {
+		struct tg_acct *a = tg_table_slot(t, i);
+		if (tg_load_64(&a->key) == 0)
+			continue;
+		uint32_t p = tg_load_32(&a->plan);
+		if (p < TG_PLANS_MAX)
+			used[p] = true;
+	}
+}
+
+/*
+ * The registry's reclaim hook: runs when a new plan name finds the registry
+ * full, on the thread registering it, which holds the reload lock and is in
+ * no reader section.  Two scans of the table and a grace period: tens of
+ * milliseconds for a million accounts, at most once a second.
+ */
+static uint32_t
+reclaim_plans(void *arg)
+{
+	struct tg_engine *e = arg;
+	uint64_t t0 = mono_ns();
+	uint32_t n = tg_rates_reclaim(&e->rates, plans_in_use, e->table);
+
+	tg_log("plan names: registry full (%u slots): %u names no account and no loaded plan "
+	       "uses reclaimed in %llu ms",
+	       e->table->plans.cap, n, (unsigned long long)((mono_ns() - t0) / 1000000));
+	return n;
 }
 
 int
@@ -58,6 +94,7 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 	rc = tg_rates_init(&e->rates, &table->plans);
 	if (rc != 0)
 		goto fail;
+	table->plans_reclaim = (struct tg_plan_reclaim){.fn = reclaim_plans, .arg = e};
 	rc = tg_calls_init(&e->calls, cfg->calls_max);
 	if (rc != 0)
 		goto fail;
@@ -90,8 +127,10 @@ tg_engine_fini(struct tg_engine *e)
 		tg_idem_free(e->ids);
 	if (e->calls)
 		tg_calls_free(e->calls);
-	if (e->table)
+	if (e->table) {
 		tg_rates_fini(&e->rates);
+		e->table->plans_reclaim = (struct tg_plan_reclaim){0};
+	}
 	free(e->workers);
 	free(e->rcache);
 	memset(e, 0, sizeof(*e));
@@ -337,10 +376,9 @@ tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a)
 static void
 add_usage(struct tg_worker *w, struct tg_acct *a, const struct tg_rate *r, tg_money_t charge)
 {
-	struct tg_usage *u = tg_table_usage(w->e->table, a);
-	ck_pr_faa_64((uint64_t *)&u->charged[r->category], (uint64_t)charge);
-	tg_count(w, TG_C_money_charged, (uint64_t)charge);
-	tg_count(w, (enum tg_counter)(TG_C_charged_local + r->category), (uint64_t)charge);
+	tg_usage_add(tg_table_usage(w->e->table, a), r->category, charge);
+	tg_count_money(w, TG_C_money_charged, charge);
+	tg_count_money(w, (enum tg_counter)(TG_C_charged_local + r->category), charge);
 }
 
 /*
@@ -761,7 +799,7 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 	window_record(w, &il, fp, m.balance);
 	tg_note_move(w, a, &m);
 	tg_count(w, TG_C_credits, 1);
-	tg_count(w, TG_C_money_credited, (uint64_t)amount);
+	tg_count_money(w, TG_C_money_credited, amount);
 	*balance = m.balance;
 	return TG_OK;
 }

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "tg_atomic.h" /* first: chooses ck's backend under TSan */
 
@@ -42,7 +43,7 @@ tg__plan_name_check(const char *name, size_t len)
 	return NULL;
 }
 
-/* Slots in use, never more than cap even if the shared count was damaged. */
+/* Slots handed out, never more than cap even if the shared count was damaged. */
 static uint32_t
 registry_used(const struct tg_plan_registry *reg)
 {
@@ -53,31 +54,155 @@ registry_used(const struct tg_plan_registry *reg)
 }
 
 /*
- * A slot holds a NUL-padded name.  Registration writes the whole slot, then
- * publishes the new count with a store fence, so a reader that sees count
- * n sees n complete names.  Only one thread may register at a time.
+ * A slot is four 64-bit words, read and written whole: the first word is
+ * zero exactly when the slot is free (a name has at least one byte).  A
+ * name is written into a free slot back to front, the first word last, and
+ * erased front to back, so a reader that sees a non-zero first word and
+ * then fences sees the whole name.
+ */
+#define SLOT_WORDS ((TG_PLAN_NAME_MAX + 1) / 8)
+
+static uint64_t *
+slot_words(const struct tg_plan_registry *reg, uint32_t id)
+{
+	return (uint64_t *)(void *)reg->names[id];
+}
+
+static bool
+slot_live(const struct tg_plan_registry *reg, uint32_t id)
+{
+	if (tg_load_64(slot_words(reg, id)) == 0)
+		return false;
+	ck_pr_fence_load();
+	return true;
+}
+
+static void
+slot_write(struct tg_plan_registry *reg, uint32_t id, const char *name, size_t len)
+{
+	uint64_t w[SLOT_WORDS] = {0};
+	uint64_t *p = slot_words(reg, id);
+
+	memcpy(w, name, len);
+	for (int i = SLOT_WORDS - 1; i > 0; i--)
+		tg_store_64(&p[i], w[i]);
+	ck_pr_fence_store();
+	tg_store_64(&p[0], w[0]);
+}
+
+static void
+slot_erase(struct tg_plan_registry *reg, uint32_t id)
+{
+	uint64_t *p = slot_words(reg, id);
+
+	tg_store_64(&p[0], 0);
+	ck_pr_fence_store();
+	for (int i = 1; i < SLOT_WORDS; i++)
+		tg_store_64(&p[i], 0);
+}
+
+static bool
+dying(const struct tg_plan_registry *reg, uint32_t id)
+{
+	return reg->dying != NULL && (tg_load_64(&reg->dying[id / 64]) >> (id % 64) & 1);
+}
+
+/* The live id of name (len bytes, valid), or -ENOENT. */
+static int
+registry_find(const struct tg_plan_registry *reg, const char *name, size_t len)
+{
+	uint32_t n = registry_used(reg);
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (!slot_live(reg, i) || dying(reg, i))
+			continue;
+		if (memcmp(reg->names[i], name, len) == 0 && reg->names[i][len] == '\0')
+			return (int)i;
+	}
+	return -ENOENT;
+}
+
+/* A slot for a new name: the first free one, else the next never used, else -ENOSPC. */
+static int
+registry_room(const struct tg_plan_registry *reg)
+{
+	uint32_t n = registry_used(reg);
+
+	for (uint32_t i = 0; i < n; i++)
+		if (!slot_live(reg, i) && !dying(reg, i))
+			return (int)i;
+	return n < reg->cap ? (int)n : -ENOSPC;
+}
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Run the reclaim hook, unless there is none or it ran less than a second ago. */
+static uint32_t
+registry_reclaim(struct tg_plan_registry *reg)
+{
+	struct tg_plan_reclaim *rc = reg->reclaim;
+	uint64_t now = mono_ns();
+
+	if (rc == NULL || rc->fn == NULL || (rc->last_ns != 0 && now - rc->last_ns < 1000000000u))
+		return 0;
+	rc->last_ns = now;
+	return rc->fn(rc->arg);
+}
+
+/*
+ * Registration writes a whole free slot, or the slot at count and then
+ * publishes the new count with a store fence, so a reader that sees count n
+ * sees n complete slots.  Only one thread may register at a time.
  */
 int
 tg_plan_registry_id(struct tg_plan_registry *reg, const char *name, size_t len, bool create)
 {
-	uint32_t n;
-
 	TG_ASSERT(reg != NULL && reg->names != NULL && reg->count != NULL);
 	if (name == NULL || tg__plan_name_check(name, len) != NULL)
 		return -EINVAL;
-	n = registry_used(reg);
-	for (uint32_t i = 0; i < n; i++)
-		if (memcmp(reg->names[i], name, len) == 0 && reg->names[i][len] == '\0')
-			return (int)i;
-	if (!create)
-		return -ENOENT;
-	if (n >= reg->cap || n >= (uint32_t)INT32_MAX)
+	int id = registry_find(reg, name, len);
+	if (id >= 0 || !create)
+		return id;
+	id = registry_room(reg);
+	if (id < 0 && registry_reclaim(reg) > 0)
+		id = registry_room(reg);
+	if (id < 0)
 		return -ENOSPC;
-	memset(reg->names[n], 0, sizeof(reg->names[n]));
-	memcpy(reg->names[n], name, len);
-	ck_pr_fence_store();
-	tg_store_32(reg->count, n + 1);
-	return (int)n;
+	uint32_t n = registry_used(reg);
+	slot_write(reg, (uint32_t)id, name, len);
+	if ((uint32_t)id == n) {
+		ck_pr_fence_store();
+		tg_store_32(reg->count, n + 1);
+	}
+	return id;
+}
+
+uint32_t
+tg_plan_registry_room(struct tg_plan_registry *reg, uint32_t want)
+{
+	uint32_t n = registry_used(reg), room = reg->cap - n;
+
+	for (uint32_t i = 0; i < n; i++)
+		room += !slot_live(reg, i) && !dying(reg, i);
+	if (room < want && registry_reclaim(reg) > 0)
+		return tg_plan_registry_room(reg, 0);
+	return room;
+}
+
+uint32_t
+tg_plan_registry_live(const struct tg_plan_registry *reg)
+{
+	uint32_t n = registry_used(reg), live = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		live += slot_live(reg, i);
+	return live;
 }
 
 const char *
@@ -85,7 +210,8 @@ tg_plan_registry_name(const struct tg_plan_registry *reg, uint32_t id)
 {
 	TG_ASSERT(reg != NULL);
 	/* The slots are in shared memory: never hand out one without its NUL. */
-	if (id >= registry_used(reg) || reg->names[id][TG_PLAN_NAME_MAX] != '\0')
+	if (id >= registry_used(reg) || !slot_live(reg, id) ||
+	    reg->names[id][TG_PLAN_NAME_MAX] != '\0')
 		return NULL;
 	return reg->names[id];
 }
@@ -286,6 +412,67 @@ tg_rates_reload(struct tg_rates *rates, const char *path, struct tg_diag *diag)
 	tg_planset_free(old);
 	ck_pr_store_64(&rates->generation, rates->generation + 1);
 	return 0;
+}
+
+/* used[id] for every id an account holds (scan), a plan of the live set holds, and id 0. */
+static void
+in_use(struct tg_rates *rates, void (*scan)(void *, bool *), void *arg, bool *used)
+{
+	const struct tg_planset *ps = current(rates);
+
+	memset(used, 0, TG_PLANS_MAX * sizeof(*used));
+	scan(arg, used);
+	for (uint32_t i = 0; i < ps->nplans; i++)
+		used[ps->plans[i].id] = true;
+	used[0] = true;
+}
+
+static void
+set_dying(struct tg_plan_registry *reg, uint32_t id, bool on)
+{
+	uint64_t *w = &reg->dying[id / 64], bit = 1ull << (id % 64);
+	tg_store_64(w, on ? tg_load_64(w) | bit : tg_load_64(w) & ~bit);
+}
+
+/*
+ * Two scans around a grace period.  The names the first scan finds unused
+ * are marked dying, so no lookup by name can hand out their ids any more;
+ * ck_epoch_synchronize then waits until every worker has left the section
+ * in which it may have looked one up before the mark and stored it in an
+ * account.  The second scan sees those stores: a name it finds in use is
+ * kept, the others are erased.  Id 0 is never reclaimed: it is the plan of
+ * an account made without one (docs/PROTOCOL.md, ACCT.SET).
+ */
+uint32_t
+tg_rates_reclaim(struct tg_rates *rates, void (*scan)(void *arg, bool *used), void *arg)
+{
+	struct tg_plan_registry *reg = &rates->reg;
+	bool used[TG_PLANS_MAX];
+	uint32_t n = registry_used(reg), marked = 0, freed = 0;
+
+	TG_ASSERT(reg->dying != NULL);
+	in_use(rates, scan, arg, used);
+	for (uint32_t i = 0; i < n; i++)
+		if (!used[i] && slot_live(reg, i)) {
+			set_dying(reg, i, true);
+			marked++;
+		}
+	if (marked == 0)
+		return 0;
+	ck_pr_fence_memory();
+	ck_epoch_synchronize(&rates->writer);
+	EPOCH_ACQUIRE(&rates->epoch);
+	in_use(rates, scan, arg, used);
+	for (uint32_t i = 0; i < n; i++) {
+		if (!dying(reg, i))
+			continue;
+		if (!used[i]) {
+			slot_erase(reg, i);
+			freed++;
+		}
+		set_dying(reg, i, false);
+	}
+	return freed;
 }
 
 /* No reader may be inside a section, nor use the set afterwards. */

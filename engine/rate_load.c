@@ -542,14 +542,11 @@ out:
 	return rc;
 }
 
-/*
- * Give every plan of the load its registry id, all or none: the free slots
- * are counted first so a full registry fails before any name is written.
- */
+/* Plans of the load whose names are not registered; -errno for a bad name. */
 static int
-register_plans(struct load *ld, struct tg_plan_registry *reg, struct tg_planset *ps)
+count_fresh(struct load *ld, struct tg_plan_registry *reg)
 {
-	uint32_t fresh = 0, used = ck_pr_load_32(reg->count), max_id = 0;
+	int fresh = 0;
 
 	for (uint32_t i = 0; i < ld->nplans; i++) {
 		int id = tg_plan_registry_id(reg, ld->plans[i].name, ld->plans[i].len, false);
@@ -558,19 +555,40 @@ register_plans(struct load *ld, struct tg_plan_registry *reg, struct tg_planset 
 			fresh++;
 		else if (id < 0)
 			return id;
-		ld->plans[i].id = id;
 	}
-	if (fresh > reg->cap - used) {
-		tg_diag_add(ld->diag, ld->path, 0, "plan registry full: %u new plans, room for %u",
-		            fresh, reg->cap - used);
+	return fresh;
+}
+
+/*
+ * Give every plan of the load its registry id, all or none: the free slots
+ * are counted first so a full registry fails before any name is written.
+ * Making room may reclaim names, some perhaps of this load, so the names
+ * are counted again after it and looked up only then.
+ */
+static int
+register_plans(struct load *ld, struct tg_plan_registry *reg, struct tg_planset *ps)
+{
+	uint32_t max_id = 0;
+	int fresh = count_fresh(ld, reg);
+
+	if (fresh < 0)
+		return fresh;
+	uint32_t room = tg_plan_registry_room(reg, (uint32_t)fresh);
+	fresh = count_fresh(ld, reg);
+	if (fresh < 0)
+		return fresh;
+	if ((uint32_t)fresh > room) {
+		tg_diag_add(ld->diag, ld->path, 0,
+		            "plan-name registry full: %d new names, room for %u of %u (unused "
+		            "names are reclaimed at most once a second)",
+		            fresh, room, reg->cap);
 		return -ENOSPC;
 	}
 	for (uint32_t i = 0; i < ld->nplans; i++) {
-		int id = ld->plans[i].id;
+		int id = tg_plan_registry_id(reg, ld->plans[i].name, ld->plans[i].len, true);
 
-		if (id < 0)
-			id = tg_plan_registry_id(reg, ld->plans[i].name, ld->plans[i].len, true);
 		TG_ASSERT(id >= 0);
+		ld->plans[i].id = id;
 		ps->plans[i].id = (uint32_t)id;
 		if ((uint32_t)id + 1 > max_id)
 			max_id = (uint32_t)id + 1;

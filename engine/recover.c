@@ -164,6 +164,14 @@ put_id(void *arg, const struct tg_rid *ri)
 	in->ids++;
 }
 
+static void
+mark_plan(void *arg, const struct tg_racct *a)
+{
+	bool *used = arg;
+	if (a->plan < TG_PLANS_MAX)
+		used[a->plan] = true;
+}
+
 int
 tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, size_t errlen)
 {
@@ -171,8 +179,13 @@ tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, si
 	struct timespec rt, mono;
 	struct install in = {.e = e, .plan_ids = plan_ids, .err = err, .errlen = errlen};
 
+	/* Only the names some account holds: the others would take slots for nothing. */
+	bool used[TG_PLANS_MAX] = {false};
+	tg_replay_each_acct(r, mark_plan, used);
 	for (uint32_t i = 0; i < r->nplans; i++) {
 		const char *name = tg_replay_plan_name(r, i);
+		if (!used[i])
+			continue;
 		int id =
 		    name[0] ? tg_plan_registry_id(&e->table->plans, name, strlen(name), true) : 0;
 		if (id < 0) {

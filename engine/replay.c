@@ -21,6 +21,7 @@
 
 #include "tg_assert.h"
 #include "tg_hash.h"
+#include "tg_money.h"
 #include "tg_replay.h"
 
 _Static_assert(sizeof(struct tg_racct) == 152, "snapshot account record");
@@ -216,6 +217,37 @@ acct_get(struct tg_replay *r, uint64_t id)
 	return a;
 }
 
+/*
+ * The plan names are full: keep only those some account holds, renumbered
+ * in their order.  The engine reclaims names no account uses, so over its
+ * life the journal may name more than TG_PLANS_MAX plans, never more than
+ * that at once.
+ */
+static void
+plans_compact(struct tg_replay *r)
+{
+	uint32_t map[TG_PLANS_MAX], n = 0;
+	bool used[TG_PLANS_MAX] = {false};
+	struct tg_racct *s = r->accts.slot;
+
+	for (size_t i = 0; i < r->accts.cap; i++)
+		if (s[i].used && s[i].plan < r->nplans)
+			used[s[i].plan] = true;
+	for (uint32_t i = 0; i < r->nplans; i++) {
+		map[i] = n;
+		if (used[i]) {
+			if (n != i)
+				memcpy(r->plans[n], r->plans[i], sizeof(r->plans[n]));
+			n++;
+		}
+	}
+	for (size_t i = 0; i < r->accts.cap; i++)
+		if (s[i].used && s[i].plan < r->nplans)
+			s[i].plan = map[s[i].plan];
+	memset(r->plans[n], 0, (size_t)(r->nplans - n) * sizeof(r->plans[0]));
+	r->nplans = n;
+}
+
 static int
 plan_index(struct tg_replay *r, const char *name, uint32_t *out)
 {
@@ -228,6 +260,8 @@ plan_index(struct tg_replay *r, const char *name, uint32_t *out)
 			*out = i;
 			return 0;
 		}
+	if (r->nplans == r->plans_cap)
+		plans_compact(r);
 	if (r->nplans == r->plans_cap)
 		return -ENOSPC;
 	memcpy(r->plans[r->nplans], n, sizeof(n));
@@ -265,6 +299,14 @@ call_end(struct tg_replay *r, struct tg_racct *a, struct tg_jdigest call, int64_
 	} else {
 		r->anomalies++;
 	}
+}
+
+/* Usage saturates at the top, as the live table's does (tg_usage_add). */
+static void
+usage_add(struct tg_racct *a, uint32_t category, int64_t cost)
+{
+	int64_t *u = &a->usage[category % TG_CATEGORIES_MAX];
+	*u = tg_money_add_sat(*u, cost);
 }
 
 int
@@ -306,7 +348,7 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		struct tg_jrec_commit p;
 		memcpy(&p, rec->payload, sizeof(p));
 		a->balance -= p.cost;
-		a->usage[p.category % TG_CATEGORIES_MAX] += p.cost;
+		usage_add(a, p.category, p.cost);
 		call_end(r, a, p.call, p.reserved);
 		return id_put(r, p.end, p.fingerprint, p.cost, rec->time);
 	}
@@ -314,7 +356,7 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		struct tg_jrec_debit p;
 		memcpy(&p, rec->payload, sizeof(p));
 		a->balance -= p.cost;
-		a->usage[p.category % TG_CATEGORIES_MAX] += p.cost;
+		usage_add(a, p.category, p.cost);
 		return id_put(r, p.id, p.fingerprint, p.cost, rec->time);
 	}
 	case TG_JREC_CREDIT: {
@@ -367,7 +409,7 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		struct tg_jrec_expire p;
 		memcpy(&p, rec->payload, sizeof(p));
 		a->balance -= p.cost;
-		a->usage[p.category % TG_CATEGORIES_MAX] += p.cost;
+		usage_add(a, p.category, p.cost);
 		call_end(r, a, p.call, p.reserved);
 		break;
 	}

@@ -59,12 +59,22 @@ tg_hist_name(enum tg_hist_kind k)
 	return kinds[k];
 }
 
+/*
+ * Saturating, like each block: a money counter stops at TG_MONEY_MAX (it is
+ * printed as a signed amount), any other at UINT64_MAX, whatever a block
+ * holds.  Nine quintillion micro-units is nine trillion of the currency: a
+ * wider sum would only make a figure no one can reach exact (docs/STATS.md).
+ */
 uint64_t
 tg_stats_counter(const struct tg_stats *blocks, unsigned n, enum tg_counter c)
 {
+	uint64_t top = tg_counter_is_money(c) ? (uint64_t)INT64_MAX : UINT64_MAX;
 	uint64_t sum = 0;
-	for (unsigned i = 0; i < n; i++)
-		sum += tg_load_64(&blocks[i].counter[c]);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t v = tg_load_64(&blocks[i].counter[c]);
+		if (v > top || __builtin_add_overflow(sum, v, &sum) || sum > top)
+			return top;
+	}
 	return sum;
 }
 

@@ -74,6 +74,8 @@ bind_layout(struct tg_table *t, void *base, size_t size, bool readonly)
 	t->plans.names = (char(*)[TG_PLAN_NAME_MAX + 1])(void *)((char *)base + h->plans_off);
 	t->plans.count = &h->plan_count;
 	t->plans.cap = h->plans_max;
+	t->plans.dying = readonly ? NULL : t->plans_dying;
+	t->plans.reclaim = readonly ? NULL : &t->plans_reclaim;
 }
 
 /*
@@ -504,6 +506,20 @@ tg_table_usage(const struct tg_table *t, const struct tg_acct *a)
 	const struct tg_slot *s = (const struct tg_slot *)(const void *)a;
 	TG_ASSERT(s >= t->slot && s < t->slot + t->slots);
 	return (struct tg_usage *)&s->usage;
+}
+
+tg_money_t
+tg_usage_add(struct tg_usage *u, unsigned category, tg_money_t charge)
+{
+	uint64_t *p = (uint64_t *)&u->charged[category];
+	uint64_t cur = tg_load_64(p), set;
+
+	TG_ASSERT(category < TG_CATEGORIES_MAX && charge >= 0);
+	/* A compare-and-swap rather than an add: two workers must not carry it past the top. */
+	do {
+		set = (uint64_t)tg_money_add_sat((tg_money_t)cur, charge);
+	} while (set != cur && !ck_pr_cas_64_value(p, cur, set, &cur));
+	return (tg_money_t)set;
 }
 
 /* ---- money ---- */

@@ -124,6 +124,19 @@ tg_count(struct tg_worker *w, enum tg_counter c, uint64_t n)
 	tg_store_64(p, tg_load_64(p) + n);
 }
 /*
+ * Count n (>= 0) micro-units in money counter c, saturating at TG_MONEY_MAX:
+ * the counter is printed as an amount, and must stop at the top, not wrap
+ * negative (docs/STATS.md).  The block's value never exceeds TG_MONEY_MAX,
+ * so the 64-bit unsigned sum below cannot wrap.
+ */
+static inline void
+tg_count_money(struct tg_worker *w, enum tg_counter c, tg_money_t n)
+{
+	uint64_t *p = &w->stats->counter[c];
+	uint64_t v = tg_load_64(p) + (uint64_t)n;
+	tg_store_64(p, v > (uint64_t)TG_MONEY_MAX ? (uint64_t)TG_MONEY_MAX : v);
+}
+/*
  * A command of kind k just finished: its latency (since the previous one of
  * the batch, or the batch's start) goes to the worker's histogram.
  */

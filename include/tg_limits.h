@@ -13,7 +13,11 @@
 #define TG_CALLID_MAX 255
 /* Bytes in a rate-plan name, without the terminating NUL. */
 #define TG_PLAN_NAME_MAX 31
-/* Distinct plan names ever registered in one shared-memory segment. */
+/*
+ * Plan names registered at once in one shared-memory segment.  A name that no
+ * account and no loaded plan uses any more is reclaimed when the table is
+ * full (at most once a second); past that, a new name is refused with FULL.
+ */
 #define TG_PLANS_MAX 1024
 /* Prefixes in all plans of one plan set (one load). */
 #define TG_PREFIXES_MAX (4u * 1024 * 1024)
@@ -49,5 +53,6 @@
 
 _Static_assert(TG_DEST_MAX <= 32, "prefix lengths are kept in 5 bits");
 _Static_assert(TG_PLAN_NAME_MAX + 1 == 32, "plan names are 32-byte slots in shm");
+_Static_assert(TG_PLANS_MAX % 64 == 0, "one bit per plan-name slot, in 64-bit words");
 
 #endif

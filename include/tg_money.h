@@ -59,6 +59,20 @@ tg_money_sub(tg_money_t a, tg_money_t b, tg_money_t *out)
 	return true;
 }
 
+/*
+ * a + b clamped to [TG_MONEY_MIN, TG_MONEY_MAX]: for running totals (usage
+ * per category, the money counters), which must stop at the limit rather than
+ * wrap to the other sign.  Never for a balance: a balance refuses (TG_OVERFLOW).
+ */
+static inline tg_money_t
+tg_money_add_sat(tg_money_t a, tg_money_t b)
+{
+	tg_money_t r;
+	if (__builtin_add_overflow(a, b, &r))
+		return b > 0 ? TG_MONEY_MAX : TG_MONEY_MIN;
+	return r;
+}
+
 static inline bool
 tg_money_mul(tg_money_t a, int64_t n, tg_money_t *out)
 {

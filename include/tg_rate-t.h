@@ -22,16 +22,36 @@ struct tg_rate {
 };
 
 /*
- * The names of rate plans, each with a stable id.  Ids are handed out once
- * and never reused, so an account's plan id keeps its meaning across reloads
- * and engine restarts; the names live in the shared-memory segment.
- * Only one thread at a time registers names (the control thread); any thread
- * may read them.
+ * How a full registry makes room (docs/SHM.md, "The plan-name table"): fn
+ * frees the names that no account and no loaded plan uses and returns how
+ * many it freed.  Installed by the engine, which knows the accounts
+ * (tg_engine_init); process memory, shared by every copy of the registry.
+ */
+struct tg_plan_reclaim {
+	uint32_t (*fn)(void *arg);
+	void *arg;
+	uint64_t last_ns; /* CLOCK_MONOTONIC of the last attempt: at most one a second */
+};
+
+/*
+ * The names of rate plans, each with a stable id: an account's plan id keeps
+ * its meaning across reloads and restarts for as long as anything uses it.
+ * The names live in the shared-memory segment; a slot whose first byte is
+ * zero is free.  A name nothing uses any more is reclaimed when the registry
+ * is full, and its slot may then take a new name.  Only one thread at a
+ * time registers or reclaims names (the one holding the reload lock); any
+ * thread may read them.
  */
 struct tg_plan_registry {
 	char (*names)[TG_PLAN_NAME_MAX + 1]; /* cap slots */
-	uint32_t *count;                     /* slots in use; published last */
+	uint32_t *count; /* slots handed out (some may be free); published last */
 	uint32_t cap;
+	/*
+	 * Process memory, NULL in a read-only mapping: one bit per slot whose
+	 * name is being reclaimed (lookups by name skip it), and the hook.
+	 */
+	uint64_t *dying;
+	struct tg_plan_reclaim *reclaim;
 };
 
 struct tg_plan;    /* one named plan: its prefixes, longest match */

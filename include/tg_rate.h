@@ -20,13 +20,23 @@
 /* ---- plan names ---- */
 
 /*
- * The id of plan name (len bytes).  With create, an unknown name is given the
- * next id.  Returns the id, -ENOENT (unknown, !create), -EINVAL (bad name:
- * empty, too long, not [A-Za-z0-9_.-]) or -ENOSPC (registry full).
+ * The id of plan name (len bytes).  With create, an unknown name is given a
+ * free slot; when there is none, the registry's reclaim hook runs first (at
+ * most once a second).  Returns the id, -ENOENT (unknown, !create), -EINVAL
+ * (bad name: empty, too long, not [A-Za-z0-9_.-]) or -ENOSPC (registry full:
+ * TG_PLANS_MAX names in use).  create: the caller holds the reload lock and
+ * is inside no reader section (a reclaim waits for every reader).
  */
 int tg_plan_registry_id(struct tg_plan_registry *reg, const char *name, size_t len, bool create);
-/* The name of plan id, or NULL. */
+/* The name of plan id, or NULL (never registered, or free). */
 const char *tg_plan_registry_name(const struct tg_plan_registry *reg, uint32_t id);
+/*
+ * Slots free for new names; when fewer than want, the reclaim hook runs first
+ * (as for tg_plan_registry_id with create, and under the same conditions).
+ */
+uint32_t tg_plan_registry_room(struct tg_plan_registry *reg, uint32_t want);
+/* Names registered now (the free slots not counted). */
+uint32_t tg_plan_registry_live(const struct tg_plan_registry *reg);
 
 /* ---- loading ---- */
 
@@ -92,6 +102,15 @@ int tg_rates_init(struct tg_rates *rates, const struct tg_plan_registry *reg);
  */
 int tg_rates_reload(struct tg_rates *rates, const char *path, struct tg_diag *diag);
 void tg_rates_fini(struct tg_rates *rates);
+/*
+ * Free every plan name that no account, no plan of the live set and not id 0
+ * uses, so its slot can take a new name (docs/SHM.md).  scan(arg, used) sets
+ * used[id] for the plan id of every account (TG_PLANS_MAX entries; it runs
+ * twice).  Safe against readers looking names up lock-free: they never see a
+ * freed id.  Under the reload lock, outside any reader section.  Returns the
+ * names freed.
+ */
+uint32_t tg_rates_reclaim(struct tg_rates *rates, void (*scan)(void *arg, bool *used), void *arg);
 
 /* A reading thread registers once, then brackets each use of the set. */
 void tg_rates_reader_register(struct tg_rates *rates, ck_epoch_record_t *rec);

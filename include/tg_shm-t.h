@@ -8,7 +8,7 @@
  *   +------------------+ 0
  *   | struct tg_shm_hdr|   4096 bytes
  *   +------------------+ plans_off
- *   | plan names       |   plans_max * 32 bytes, NUL-padded
+ *   | plan names       |   plans_max * 32 bytes, NUL-padded; all zero: free
  *   +------------------+ slots_off  (128-byte aligned)
  *   | struct tg_slot   |   slots * 128 bytes, open addressing: each slot is
  *   |  tg_acct | usage |   the account's line, then its usage line
@@ -29,7 +29,7 @@
 #include "tg_stats-t.h"
 
 #define TG_SHM_MAGIC    0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION  4u
+#define TG_SHM_VERSION  5u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -47,7 +47,7 @@ struct tg_shm_hdr {
 	uint64_t slots_off;    /*  72 offset of the slots */
 	uint64_t slot_size;    /*  80 sizeof(struct tg_slot) */
 	uint64_t count;        /*  88 accounts in use */
-	uint32_t plan_count;   /*  96 plan names registered */
+	uint32_t plan_count;   /*  96 plan-name slots handed out (a slot may be free again) */
 	uint32_t plans_max;    /* 100 slots of the plan-name table */
 	uint64_t refill_off;   /* 104 offset of the pending-refill records */
 	uint32_t refill_size;  /* 112 sizeof(struct tg_refill_rec) */

@@ -16,7 +16,7 @@ int tg_counter_is_money(enum tg_counter c);
 /* "auth", "update", ...: the name of a histogram kind. */
 const char *tg_hist_name(enum tg_hist_kind k);
 
-/* Counter c summed over n blocks. */
+/* Counter c summed over n blocks, saturating: INT64_MAX for a money counter, else UINT64_MAX. */
 uint64_t tg_stats_counter(const struct tg_stats *blocks, unsigned n, enum tg_counter c);
 /* Histogram of kind k summed over n blocks. */
 void tg_stats_hist(const struct tg_stats *blocks, unsigned n, enum tg_hist_kind k,

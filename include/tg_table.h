@@ -34,6 +34,9 @@ struct tg_table {
 	struct tg_stats *stats; /* TG_STATS_BLOCKS */
 	uint64_t slots;
 	struct tg_plan_registry plans; /* points into the segment */
+	/* The registry's process-local part (a writer's only): see tg_plan_registry. */
+	uint64_t plans_dying[TG_PLANS_MAX / 64];
+	struct tg_plan_reclaim plans_reclaim;
 	char name[64];
 };
 
@@ -76,6 +79,13 @@ enum tg_result tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct *
 void tg_table_prefetch(const struct tg_table *t, uint64_t id);
 /* The usage record of account a. */
 struct tg_usage *tg_table_usage(const struct tg_table *t, const struct tg_acct *a);
+/*
+ * Add charge (>= 0) to category (< TG_CATEGORIES_MAX) of usage record u, in
+ * one atomic step, saturating at TG_MONEY_MAX: a statement total that has
+ * reached 9223372036854.775807 stays there rather than wrap negative
+ * (docs/SHM.md).  Returns the total after.
+ */
+tg_money_t tg_usage_add(struct tg_usage *u, unsigned category, tg_money_t charge);
 /* Slot i, 0 <= i < t->slots (for scans: key 0 means free). */
 static inline struct tg_acct *
 tg_table_slot(const struct tg_table *t, uint64_t i)

@@ -28,7 +28,8 @@ static const char rates_csv[] =
     "plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum\n"
     "p,1,national,0.6,0,60,60,0\n"
     "p,44,international,1.2,0.1,30,6,0\n"
-    "p,800,tollfree,0,0,1,1,0\n";
+    "p,800,tollfree,0,0,1,1,0\n"
+    "p,5,premium,0,9223372036854.775807,1,1,0\n";
 
 static struct tg_acct *
 account(uint64_t id, tg_money_t balance)
@@ -353,6 +354,65 @@ test_expiry_settles_at_grant(void **state)
 	assert_int_equal(tg_call_end(w, 12, ID("e1"), 30, &c), TG_NOCALL);
 }
 
+/*
+ * Regression: a usage category and the money_charged / money_credited
+ * counters wrapped negative past 9223372036854.775807.  Two charges of the
+ * largest amount (a connect fee of that much) and two credits of it: each
+ * total stops at the top.
+ */
+static void
+test_totals_saturate_at_the_top(void **state)
+{
+	struct tg_move m;
+	tg_money_t c, b;
+	(void)state;
+
+	struct tg_acct *a = account(30, TG_MONEY_MAX);
+	assert_int_equal(tg_cdr(w, 30, "5551", 4, 1, ID("top-1"), &c), TG_OK);
+	assert_int_equal(c, TG_MONEY_MAX);
+	assert_int_equal(view(30).balance, 0);
+	tg_acct_set_balance(a, TG_MONEY_MAX, &m);
+	assert_int_equal(tg_cdr(w, 30, "5551", 4, 1, ID("top-2"), &c), TG_OK);
+	assert_int_equal(c, TG_MONEY_MAX);
+	assert_int_equal(tg_table_usage(&table, a)->charged[TG_CAT_premium], TG_MONEY_MAX);
+	assert_int_equal(tg_engine_counter(&engine, TG_C_money_charged), TG_MONEY_MAX);
+	assert_int_equal(tg_engine_counter(&engine, TG_C_charged_premium), TG_MONEY_MAX);
+
+	struct tg_acct *k = account(31, TG_MONEY_MIN);
+	assert_int_equal(tg_credit(w, 31, TG_MONEY_MAX, ID("top-c1"), &b), TG_OK);
+	assert_int_equal(b, -1);
+	tg_acct_set_balance(k, TG_MONEY_MIN, &m);
+	assert_int_equal(tg_credit(w, 31, TG_MONEY_MAX, ID("top-c2"), &b), TG_OK);
+	assert_int_equal(tg_engine_counter(&engine, TG_C_money_credited), TG_MONEY_MAX);
+}
+
+/*
+ * The sum over blocks saturates too: at TG_MONEY_MAX for a money counter
+ * (printed as a signed amount), at UINT64_MAX for a count.
+ */
+static void
+test_counter_sum_saturates(void **state)
+{
+	static struct tg_stats blocks[3];
+	(void)state;
+
+	for (int i = 0; i < 3; i++) {
+		blocks[i].counter[TG_C_money_charged] = (uint64_t)TG_MONEY_MAX / 2 + 1;
+		blocks[i].counter[TG_C_commands] = UINT64_MAX / 2;
+		blocks[i].counter[TG_C_credits] = 7;
+	}
+	assert_int_equal(tg_stats_counter(blocks, 1, TG_C_money_charged),
+	                 (uint64_t)TG_MONEY_MAX / 2 + 1);
+	assert_int_equal(tg_stats_counter(blocks, 2, TG_C_money_charged), TG_MONEY_MAX);
+	assert_int_equal(tg_stats_counter(blocks, 3, TG_C_money_charged), TG_MONEY_MAX);
+	assert_true(tg_stats_counter(blocks, 2, TG_C_commands) == UINT64_MAX - 1);
+	assert_true(tg_stats_counter(blocks, 3, TG_C_commands) == UINT64_MAX);
+	assert_int_equal(tg_stats_counter(blocks, 3, TG_C_credits), 21);
+	/* A damaged block past the top of a money counter reads as the top, not negative. */
+	blocks[0].counter[TG_C_money_credited] = UINT64_MAX;
+	assert_int_equal(tg_stats_counter(blocks, 1, TG_C_money_credited), TG_MONEY_MAX);
+}
+
 static void
 test_quote(void **state)
 {
@@ -378,6 +438,8 @@ main(void)
 	    cmocka_unit_test(test_cdr_exactly_once_and_below_zero),
 	    cmocka_unit_test(test_credit_and_refill_ids),
 	    cmocka_unit_test(test_expiry_settles_at_grant),
+	    cmocka_unit_test(test_totals_saturate_at_the_top),
+	    cmocka_unit_test(test_counter_sum_saturates),
 	    cmocka_unit_test(test_quote),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -48,6 +48,8 @@ reg_reset(uint32_t cap)
 	reg.names = reg_names;
 	reg.count = &reg_count;
 	reg.cap = cap;
+	reg.dying = NULL;
+	reg.reclaim = NULL;
 }
 
 static int
@@ -489,6 +491,119 @@ test_registry(void **state)
 	assert_null(tg_plan_registry_name(&reg, 0));
 }
 
+/*
+ * Regression: the registry handed out each name's slot for good, so names no
+ * longer used (1030 ACCT.SET 9999 PLAN junkN) filled it and every later new
+ * name failed.  Reclaim: the hook runs when a new name finds it full, frees
+ * what no account (here a fake scan), no live plan and not id 0 uses, and
+ * the freed slots take new names.
+ */
+static uint64_t reg_dying[TG_PLANS_MAX / 64];
+static struct tg_plan_reclaim reg_hook;
+static struct tg_rates *reclaim_rates;
+static bool acct_plans[TG_PLANS_MAX];  /* what the fake accounts hold */
+static bool acct_plans2[TG_PLANS_MAX]; /* what they hold at the second scan */
+static unsigned scans, hook_runs;
+
+static void
+fake_scan(void *arg, bool *used)
+{
+	(void)arg;
+	for (int i = 0; i < TG_PLANS_MAX; i++)
+		used[i] = used[i] || (scans == 0 ? acct_plans[i] : acct_plans2[i]);
+	scans++;
+}
+
+static uint32_t
+fake_hook(void *arg)
+{
+	(void)arg;
+	hook_runs++;
+	scans = 0;
+	return tg_rates_reclaim(reclaim_rates, fake_scan, NULL);
+}
+
+static int
+reg_id(const char *name, bool create)
+{
+	return tg_plan_registry_id(&reg, name, strlen(name), create);
+}
+
+static void
+test_registry_reclaims_unused_names(void **state)
+{
+	char *f = new_file(HEADER "live,1,national,0.01,0,60,60,0\n");
+	char *f2 = new_file(HEADER "live,1,national,0.01,0,60,60,0\n"
+	                           "extra,1,national,0.01,0,60,60,0\n");
+	struct tg_rates *rates = aligned_alloc(64, (sizeof(*rates) + 63) & ~(size_t)63);
+	struct tg_diag diag;
+
+	(void)state;
+	reg_reset(5);
+	memset(reg_dying, 0, sizeof(reg_dying));
+	reg_hook = (struct tg_plan_reclaim){.fn = fake_hook};
+	reg.dying = reg_dying;
+	reg.reclaim = &reg_hook;
+	memset(acct_plans, 0, sizeof(acct_plans));
+	assert_int_equal(tg_rates_init(rates, &reg), 0);
+	reclaim_rates = rates;
+	hook_runs = 0;
+	tg_diag_init(&diag);
+	assert_int_equal(reg_id("first", true), 0); /* id 0: never reclaimed */
+	assert_int_equal(tg_rates_reload(rates, f, &diag), 0);
+	assert_int_equal(reg_id("live", false), 1);
+	assert_int_equal(reg_id("a", true), 2);
+	assert_int_equal(reg_id("b", true), 3);
+	assert_int_equal(reg_id("c", true), 4);
+	assert_int_equal(hook_runs, 0);
+	/* Full.  An account holds a; b was looked up before the mark and stored after it. */
+	acct_plans[2] = true;
+	memcpy(acct_plans2, acct_plans, sizeof(acct_plans));
+	acct_plans2[3] = true;
+	assert_int_equal(reg_id("d", true), 4);
+	assert_int_equal(hook_runs, 1);
+	assert_int_equal(scans, 2);
+	assert_string_equal(tg_plan_registry_name(&reg, 0), "first");
+	assert_string_equal(tg_plan_registry_name(&reg, 1), "live");
+	assert_string_equal(tg_plan_registry_name(&reg, 2), "a");
+	assert_string_equal(tg_plan_registry_name(&reg, 3), "b");
+	assert_string_equal(tg_plan_registry_name(&reg, 4), "d");
+	assert_int_equal(reg_id("c", false), -ENOENT);
+	assert_int_equal(tg_plan_registry_live(&reg), 5);
+	assert_int_equal(reg_count, 5);
+	for (int i = 0; i < TG_PLANS_MAX / 64; i++)
+		assert_int_equal(reg_dying[i], 0);
+
+	/* Full of names in use: a second reclaim within the second does not run. */
+	acct_plans[3] = acct_plans[4] = true;
+	memcpy(acct_plans2, acct_plans, sizeof(acct_plans));
+	assert_int_equal(reg_id("e", true), -ENOSPC);
+	assert_int_equal(hook_runs, 1);
+	/* A second later it runs, finds nothing to free: still full. */
+	reg_hook.last_ns -= 2000000000ull;
+	assert_int_equal(reg_id("e", true), -ENOSPC);
+	assert_int_equal(hook_runs, 2);
+	assert_int_equal(scans, 1);
+
+	/* b is free again: a reload adding a plan reclaims it and goes through. */
+	acct_plans[3] = acct_plans2[3] = false;
+	reg_hook.last_ns -= 2000000000ull;
+	tg_diag_init(&diag);
+	assert_int_equal(tg_rates_reload(rates, f2, &diag), 0);
+	assert_int_equal(hook_runs, 3);
+	assert_int_equal(reg_id("extra", false), 3);
+	assert_int_equal(reg_id("b", false), -ENOENT);
+	assert_int_equal(reg_id("live", false), 1);
+	assert_int_equal(reg_id("a", false), 2);
+	assert_int_equal(reg_id("d", false), 4);
+
+	tg_rates_fini(rates);
+	free(rates);
+	reg_reset(TG_PLANS_MAX);
+	free(f);
+	free(f2);
+}
+
 static void
 test_registry_stable_ids(void **state)
 {
@@ -821,7 +936,10 @@ test_load_registry_full(void **state)
 	assert_int_equal(tg_planset_load(f, &reg, &ps, &diag), -ENOSPC);
 	assert_null(ps);
 	assert_int_equal(diag.count, 1);
-	assert_string_equal(diag.msg[0].reason, "plan registry full: 2 new plans, room for 1");
+	assert_string_equal(
+	    diag.msg[0].reason,
+	    "plan-name registry full: 2 new names, room for 1 of 2 (unused names are "
+	    "reclaimed at most once a second)");
 	/* all or nothing: neither a nor c was registered */
 	assert_int_equal(reg_count, 1);
 	free(f);
@@ -1361,6 +1479,7 @@ main(void)
 	    cmocka_unit_test(test_grant_exhaustive),
 	    cmocka_unit_test(test_grant_long),
 	    cmocka_unit_test(test_registry),
+	    cmocka_unit_test(test_registry_reclaims_unused_names),
 	    cmocka_unit_test(test_registry_stable_ids),
 	    cmocka_unit_test(test_load_format),
 	    cmocka_unit_test(test_load_header_only),

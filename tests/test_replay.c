@@ -133,6 +133,42 @@ test_each_record_type(void **state)
 }
 
 /* Records of many accounts, applied in two different orders: the same state. */
+/*
+ * Regression: replay added usage without a limit, so a statement total
+ * rebuilt from the journal wrapped negative past 9223372036854.775807 (and
+ * then disagreed with nothing, since the live table wrapped the same way).
+ * It stops at the top, as the table does.
+ */
+static void
+test_usage_saturates_in_replay(void **state)
+{
+	struct tg_replay r;
+	(void)state;
+	lsn = 0;
+	assert_int_equal(tg_replay_init(&r), 0);
+	settings(&r, 3, "big");
+	/* As the engine journals it: the balance set to the top, all of it charged, twice. */
+	struct tg_jrec_set_balance sb = {.acct = 3, .balance = INT64_MAX, .delta = INT64_MAX};
+	struct tg_jrec_debit d = {.acct = 3, .id = {9, 1}, .cost = INT64_MAX, .category = 6};
+	apply(&r, TG_JREC_SET_BALANCE, &sb, 0);
+	apply(&r, TG_JREC_DEBIT, &d, 0);
+	d.id.lo = 2;
+	apply(&r, TG_JREC_SET_BALANCE, &sb, 0);
+	apply(&r, TG_JREC_DEBIT, &d, 0);
+	struct tg_jrec_commit cm = {
+	    .acct = 3, .call = {4, 4}, .end = {5, 5}, .cost = 5, .category = 6};
+	apply(&r, TG_JREC_COMMIT, &cm, 0);
+	struct tg_jrec_expire ex = {.acct = 3, .call = {6, 6}, .cost = 5, .category = 6};
+	apply(&r, TG_JREC_EXPIRE, &ex, 0);
+	const struct tg_racct *a = tg_replay_acct(&r, 3);
+	assert_int_equal(a->usage[6], INT64_MAX);
+	assert_int_equal(a->balance, -10);
+	for (int c = 0; c < TG_CATEGORIES_MAX; c++)
+		if (c != 6)
+			assert_int_equal(a->usage[c], 0);
+	tg_replay_free(&r);
+}
+
 static void
 test_order_between_workers_does_not_matter(void **state)
 {
@@ -396,6 +432,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_each_record_type),
+	    cmocka_unit_test(test_usage_saturates_in_replay),
 	    cmocka_unit_test(test_order_between_workers_does_not_matter),
 	    cmocka_unit_test(test_calls_come_and_go),
 	    cmocka_unit_test_setup_teardown(test_snapshot_round_trip_and_fallback, mkdir_tmp,

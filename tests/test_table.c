@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -223,6 +224,57 @@ test_reserve_commit_debit_credit(void **state)
 	assert_int_equal(tg_acct_set_balance(a, INT64_MIN + 5, &m), TG_OK);
 	assert_int_equal(tg_acct_debit(a, 10, &m), TG_OVERFLOW);
 	assert_int_equal(tg_acct_reserve(a, 1, &m), TG_BLOCKED);
+	tg_table_close(&t);
+	tg_table_unlink(shm_name);
+}
+
+/*
+ * Regression: usage per category was a plain atomic add, so a statement
+ * total past 9223372036854.775807 wrapped negative.  It stops at the top,
+ * also when two threads race it there.
+ */
+struct usage_race {
+	struct tg_usage *u;
+	int rounds;
+};
+
+static void *
+usage_racer(void *arg)
+{
+	struct usage_race *r = arg;
+	for (int i = 0; i < r->rounds; i++)
+		tg_usage_add(r->u, 5, TG_MONEY_MAX / 1000);
+	return NULL;
+}
+
+static void
+test_usage_saturates_at_the_top(void **state)
+{
+	struct tg_table t;
+	(void)state;
+
+	make_name("usage");
+	open_table(&t, 8);
+	struct tg_acct *a = new_acct(&t, 1, 0);
+	struct tg_usage *u = tg_table_usage(&t, a);
+	assert_int_equal(tg_usage_add(u, 6, TG_MONEY_MAX - 10), TG_MONEY_MAX - 10);
+	assert_int_equal(tg_usage_add(u, 6, 7), TG_MONEY_MAX - 3);
+	assert_int_equal(tg_usage_add(u, 6, 7), TG_MONEY_MAX);
+	assert_int_equal(tg_usage_add(u, 6, 0), TG_MONEY_MAX);
+	assert_int_equal(tg_usage_add(u, 6, TG_MONEY_MAX), TG_MONEY_MAX);
+	assert_int_equal(u->charged[6], TG_MONEY_MAX);
+	for (unsigned c = 0; c < TG_CATEGORIES_MAX; c++)
+		if (c != 6)
+			assert_int_equal(u->charged[c], 0);
+
+	/* Four threads, each alone enough to pass the top four times over. */
+	struct usage_race r = {.u = u, .rounds = 4000};
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, usage_racer, &r), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(u->charged[5], TG_MONEY_MAX);
 	tg_table_close(&t);
 	tg_table_unlink(shm_name);
 }
@@ -473,6 +525,7 @@ main(void)
 	    cmocka_unit_test(test_undersized_shm_fails_at_start),
 	    cmocka_unit_test(test_insert_find_full),
 	    cmocka_unit_test(test_reserve_commit_debit_credit),
+	    cmocka_unit_test(test_usage_saturates_at_the_top),
 	    cmocka_unit_test(test_states_block),
 	    cmocka_unit_test(test_refill_fires_once_per_crossing),
 	    cmocka_unit_test(test_release_reservations_after_restart),

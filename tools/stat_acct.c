@@ -62,11 +62,12 @@ rrec_read(const struct tg_refill_rec *r, struct rrec *o)
 	}
 }
 
-/* The name of plan id into buf (plan names are 32 NUL-padded bytes). */
+/* The name of plan id into buf (plan names are 32 NUL-padded bytes; a free slot has none). */
 static const char *
 plan_name(const struct tg_table *t, uint32_t plan, char *buf, size_t len)
 {
-	if (plan >= tg_load_32(t->plans.count) || plan >= t->plans.cap)
+	if (plan >= tg_load_32(t->plans.count) || plan >= t->plans.cap ||
+	    t->plans.names[plan][0] == '\0')
 		snprintf(buf, len, "#%u (not registered)", plan);
 	else
 		snprintf(buf, len, "%.*s", TG_PLAN_NAME_MAX, t->plans.names[plan]);
@@ -315,6 +316,9 @@ check_account(struct vctx *v, uint64_t i)
 	if (av.plan >= plans && !(av.plan == 0 && plans == 0))
 		report(v, true, i, "plan id %u, but only %u plan names are registered", av.plan,
 		       plans);
+	else if (av.plan != 0 && av.plan < t->plans.cap &&
+	         tg_load_8((const uint8_t *)t->plans.names[av.plan]) == 0)
+		report(v, true, i, "plan id %u is a free slot of the plan-name table", av.plan);
 
 	if (avail < 0) {
 		if (balance < 0)
@@ -431,11 +435,12 @@ stat_verify(FILE *f, const struct stat_src *s, bool journal_next)
 		v.total_viol++;
 		plans = t->plans.cap;
 	}
+	/* A slot whose first byte is zero is free (reclaimed, docs/SHM.md); a name ends in a NUL.
+	 */
 	for (uint32_t p = 0; p < plans; p++) {
 		const char *name = t->plans.names[p];
-		if (name[0] == '\0' || memchr(name, '\0', TG_PLAN_NAME_MAX + 1) == NULL) {
-			fprintf(f, "violation: plan id %u has %s name\n", p,
-			        name[0] == '\0' ? "an empty" : "an unterminated");
+		if (name[0] != '\0' && memchr(name, '\0', TG_PLAN_NAME_MAX + 1) == NULL) {
+			fprintf(f, "violation: plan id %u has an unterminated name\n", p);
 			v.total_viol++;
 		}
 	}

@@ -531,6 +531,12 @@ stat_print_doc(FILE *f)
 	     "Prometheus gets them as integers of micro-units under a `_micro` name (divide by "
 	     "1e6 for the amount; Prometheus' float64 holds them exactly up to 2^53 micro-units, "
 	     "about 9 billion of the currency).");
+	para(f, "A money counter stops at 9223372036854.775807 (2^63 - 1 micro-units, the largest "
+	        "amount) rather than wrap negative: each thread's block saturates there, and so "
+	        "does the sum of the blocks. That is nine trillion of the currency in one run of "
+	        "the engine, 292 years of a million one-unit calls a second, so a wider sum would "
+	        "only make exact a figure no carrier reaches; a counter that shows it has reached "
+	        "the top and says nothing more. Counts stop at 2^64 - 1 the same way.");
 	for (unsigned k = 0; k < nsec; k++) {
 		fprintf(f, "### INFO section `%s`\n\n", secs[k]);
 		fputs("| counter | unit | Prometheus | description |\n|---|---|---|---|\n", f);

@@ -21,6 +21,7 @@
 
 #include "stat.h"
 #include "tg_atomic.h"
+#include "tg_rate.h"
 
 static uint64_t
 clock_ns(clockid_t id)
@@ -183,13 +184,16 @@ top_offer(struct stat_snap *n, unsigned ntop, uint64_t id, uint64_t slot, tg_mon
 	n->top[i] = (struct stat_top){.id = id, .slot = slot, .spent = spent};
 }
 
-/* What account slot u's usage record says it was charged, all categories. */
+/*
+ * What account slot u's usage record says it was charged, all categories;
+ * saturating like each category, so eight totals at the top do not wrap.
+ */
 static int64_t
 spend_of(const struct tg_usage *u)
 {
 	int64_t sum = 0;
 	for (unsigned c = 0; c < TG_CATEGORIES_MAX; c++)
-		sum += (int64_t)tg_load_64((const uint64_t *)&u->charged[c]);
+		sum = tg_money_add_sat(sum, (int64_t)tg_load_64((const uint64_t *)&u->charged[c]));
 	return sum;
 }
 
@@ -260,7 +264,7 @@ stat_snap_take(const struct stat_src *s, struct stat_snap *n, struct stat_spend 
 	n->created = h->created;
 	n->started = (int64_t)tg_load_64((uint64_t *)&h->started);
 	n->workers = tg_load_32(&h->workers);
-	n->plan_count = tg_load_32(&h->plan_count);
+	n->plan_count = tg_plan_registry_live(&t->plans); /* free slots not counted */
 	n->capacity = h->capacity;
 	n->slots = h->slots;
 	n->count = tg_load_64(&h->count);
