@@ -34,6 +34,9 @@ TG_COUNTER(refills_publish_failures, refills,
            "XADDs that failed (Redis down, slow or refusing); the request stays pending")
 TG_COUNTER(refills_ring_full, refills,
            "refills fired while the worker's ring was full; found by the publisher's scan")
+TG_COUNTER(refills_already_on_stream, refills,
+           "publications sent again after a lost reply and found already on the stream: not "
+           "added twice")
 TG_COUNTER(connections_accepted, clients,
            "connections accepted (the server's counters, in this order)")
 TG_COUNTER(connections_closed, clients, "connections closed, for any reason")
