@@ -252,6 +252,36 @@ cmd_acct_refill_failed(struct ctx *c)
 	return TG_NET_CONTINUE;
 }
 
+/*
+ * ACCT.REFILL.CLAIM <acct> <request id>: the worker's last check before it
+ * charges a card.  +OK, or -VOID <request>: <why> (settled: no charge, no mail).
+ */
+static int
+cmd_acct_refill_claim(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id req;
+	const char *why;
+	char msg[160];
+
+	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "request id", &req))
+		return TG_NET_CONTINUE;
+	enum tg_result r = tg_refill_claim(c->w, acct, req, &why);
+	if (r == TG_ERR)
+		return reply_err(c, "not a refill request id of account %llu",
+		                 (unsigned long long)acct);
+	if (r == TG_VOID) {
+		snprintf(msg, sizeof(msg), "%.*s may not be charged: %s",
+		         (int)(req.len < 64 ? req.len : 64), req.p, why);
+		tg_out_error(c->out, "VOID", msg);
+		return TG_NET_CONTINUE;
+	}
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
 /* ---- accounts ---- */
 
 static const char *const state_names[] = {"active", "suspended", "closed"};
@@ -770,6 +800,7 @@ static const struct command commands[] = {
     {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get},
     {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set},
     {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed},
+    {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 2, false, cmd_acct_refill_claim},
     {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate},
     {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload},
     {"PING", TG_H_OTHER, 0, 1, true, cmd_ping},
@@ -800,14 +831,23 @@ static const struct {
 	const char *name;
 	uint8_t roles;
 } grants[] = {
-    {"AUTH", TG_ROLES_ALL},          {"PING", TG_ROLES_ALL},
-    {"QUIT", TG_ROLES_ALL},          {"ECHO", TG_ROLES_ALL},
-    {"COMMAND", TG_ROLES_ALL},       {"CONFIG", TG_ROLES_ALL},
-    {"SELECT", TG_ROLES_ALL},        {"INFO", TG_ROLES_ALL},
-    {"CALL.AUTH", TG_ROLE_CALL},     {"CALL.UPDATE", TG_ROLE_CALL},
-    {"CALL.END", TG_ROLE_CALL},      {"CDR", TG_ROLE_CALL},
-    {"RATE", TG_ROLE_CALL},          {"ACCT.GET", TG_ROLE_CALL | TG_ROLE_REFILL},
-    {"ACCT.CREDIT", TG_ROLE_REFILL}, {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
+    {"AUTH", TG_ROLES_ALL},
+    {"PING", TG_ROLES_ALL},
+    {"QUIT", TG_ROLES_ALL},
+    {"ECHO", TG_ROLES_ALL},
+    {"COMMAND", TG_ROLES_ALL},
+    {"CONFIG", TG_ROLES_ALL},
+    {"SELECT", TG_ROLES_ALL},
+    {"INFO", TG_ROLES_ALL},
+    {"CALL.AUTH", TG_ROLE_CALL},
+    {"CALL.UPDATE", TG_ROLE_CALL},
+    {"CALL.END", TG_ROLE_CALL},
+    {"CDR", TG_ROLE_CALL},
+    {"RATE", TG_ROLE_CALL},
+    {"ACCT.GET", TG_ROLE_CALL | TG_ROLE_REFILL},
+    {"ACCT.CREDIT", TG_ROLE_REFILL},
+    {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
+    {"ACCT.REFILL.CLAIM", TG_ROLE_REFILL},
 };
 
 /* The roles of commands[i], filled once by tg_cmd_handler before any worker runs. */

@@ -553,17 +553,28 @@ tg_refill_charge(uint8_t mode, tg_money_t amount, tg_money_t balance)
 }
 
 /*
+ * May the account fire a refill at all?  Auto-refill on, a payment method on
+ * file, and the account active: a suspended or closed account's card is
+ * never charged.
+ */
+static inline bool
+may_fire(uint8_t mode, uint8_t flags, uint8_t state)
+{
+	return mode != TG_REFILL_OFF && (flags & TG_ACCT_PAYMENT) && state == TG_STATE_ACTIVE;
+}
+
+/*
  * Would a move of the balance from before to after claim the refill flag?
- * Only when auto-refill is on with a payment method, no request is in flight,
- * and the balance goes from above the threshold to at or below it.
+ * Only when the account may fire, no request is in flight, and the balance
+ * goes from above the threshold to at or below it.
  */
 static inline bool
 crosses(const struct tg_acct *a, int64_t before, int64_t after, uint64_t hold)
 {
 	if (hold & TG_HOLD_REFILL)
 		return false;
-	if (tg_load_8((const uint8_t *)&a->refill_mode) == TG_REFILL_OFF ||
-	    !(tg_load_8((const uint8_t *)&a->flags) & TG_ACCT_PAYMENT))
+	if (!may_fire(tg_load_8((const uint8_t *)&a->refill_mode),
+	              tg_load_8((const uint8_t *)&a->flags), tg_load_8((const uint8_t *)&a->state)))
 		return false;
 	int64_t thr = (int64_t)tg_load_64((const uint64_t *)&a->threshold);
 	return before > thr && after <= thr;
@@ -597,6 +608,7 @@ fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 	m->available = available_of((int64_t)v[0], v[1]);
 	m->refill_fired = fired;
 	m->refill_cleared = false;
+	m->refill_void = false;
 	m->refill_seq_cleared = 0;
 	m->before = 0;
 	m->refill_seq = 0;
@@ -837,6 +849,9 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 			break;
 		ck_pr_stall();
 	}
+	bool could =
+	    may_fire(tg_load_8(&a->refill_mode), tg_load_8(&a->flags), tg_load_8(&a->state));
+	int64_t old_threshold = (int64_t)tg_load_64((uint64_t *)&a->threshold);
 	ck_pr_fence_store();
 	tg_store_32(&a->plan, s->plan);
 	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
@@ -847,9 +862,26 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	ck_pr_fence_store();
 	tg_store_32(&a->seq, seq + 2);
 
-	/* Auto-refill on with the balance already at or below the threshold: fire now. */
+	bool can = may_fire(s->refill_mode, s->flags, s->state);
 	load_pair(a, cur);
-	if (s->refill_mode != TG_REFILL_OFF) {
+	if (!can) {
+		/* A request in flight may no longer be charged: it is void, its flag cleared. */
+		uint32_t rs = tg_load_32(&a->refill_seq);
+		fill_move(a, cur, false, m);
+		if (tg_acct_refill_clear(a, rs)) {
+			m->refill_cleared = true;
+			m->refill_void = true;
+			m->refill_seq_cleared = rs;
+		}
+		return TG_OK;
+	}
+	/*
+	 * Auto-refill switched on (or the account made active again, or its
+	 * threshold changed) with the balance already at or below the threshold:
+	 * fire now.  Any other change of settings fires nothing: the crossing
+	 * that matters already happened or has yet to.
+	 */
+	if (!could || old_threshold != s->threshold) {
 		for (;;) {
 			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > s->threshold)
 				break;

@@ -108,6 +108,7 @@ struct tg_move {
 	tg_money_t available; /* balance - reserved, after */
 	bool refill_fired;    /* this step crossed the threshold and claimed the refill flag */
 	bool refill_cleared;  /* this step (a refill's credit) cleared the flag */
+	bool refill_void;     /* cleared because the request may no longer be charged */
 	uint32_t refill_seq_cleared; /* when cleared: the request's number */
 	tg_money_t before;           /* balance before (set by tg_acct_set_balance) */
 	uint32_t refill_seq;         /* when fired: the request's number */
@@ -181,8 +182,12 @@ struct tg_acct_settings {
 
 /*
  * Replace the settings.  TG_NOPAYMENT when refill_mode is not OFF and no
- * payment method is on file.  Switching auto-refill on with the balance
- * already at or below the threshold fires one request at once (in *m).
+ * payment method is on file.  Switching auto-refill on, making the account
+ * active again or changing the threshold, with the balance already at or
+ * below the threshold, fires one request at once (in *m); no other change
+ * fires.  Settings under which no refill may fire (auto-refill off, no
+ * payment method, the account suspended or closed) void the request in
+ * flight: its flag clears (m->refill_cleared and m->refill_void).
  */
 enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s,
                                  struct tg_move *m);

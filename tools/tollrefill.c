@@ -401,7 +401,7 @@ printable(const char *s, size_t n, char *out, size_t cap)
 /* the worker and its connections                                      */
 
 struct counts {
-	uint64_t approved, failed, malformed, replayed, refused;
+	uint64_t approved, failed, malformed, replayed, refused, voided;
 };
 
 struct worker {
@@ -1341,6 +1341,46 @@ charge(struct worker *w, const struct request *q, const struct profile *p, struc
 	}
 }
 
+/*
+ * Ask the engine whether q may still be charged (ACCT.REFILL.CLAIM), right
+ * before the gateway is asked: the account may have been closed or
+ * suspended, or auto-refill switched off, since the request fired.  STEP_DONE
+ * with *ok false (and why) when it may not; STEP_RETRY when the engine is down.
+ */
+static enum step
+claim(struct worker *w, const struct request *q, bool *ok, char *why, size_t whylen)
+{
+	redisReply *r;
+
+	*ok = false;
+	switch (eq(w, &r, why, whylen, "ACCT.REFILL.CLAIM %llu %s", (unsigned long long)q->account,
+	           q->id)) {
+	case E_DOWN:
+		return STEP_RETRY;
+	case E_REFUSED:
+		/* VOID, NOACCOUNT, or not its request: the engine says do not charge it. */
+		return STEP_DONE;
+	case E_OK:
+		*ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
+		if (!*ok)
+			snprintf(why, whylen, "unexpected reply to ACCT.REFILL.CLAIM");
+		freeReplyObject(r);
+		return STEP_DONE;
+	}
+	return STEP_RETRY;
+}
+
+/* A request the engine says may not be charged: no charge, no mail, acknowledged. */
+static enum step
+settle_void(struct worker *w, const struct request *q, const char *why)
+{
+	enum step s = ack(w, q->msgid, "void", &w->n.voided);
+	if (s == STEP_DONE)
+		tg_log("%s account %llu: not charged, no mail: %s", q->id,
+		       (unsigned long long)q->account, why);
+	return s;
+}
+
 /* One stream entry, from parsing to acknowledgement. */
 static enum step
 handle(struct worker *w, const redisReply *entry)
@@ -1365,7 +1405,13 @@ handle(struct worker *w, const redisReply *entry)
 		return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, true)
 		                             : settle_approved(w, &q, &p, &oc, true);
 	bool overwrite = oc.unreadable;
+	char why[160];
+	bool may;
 
+	if (claim(w, &q, &may, why, sizeof(why)) != STEP_DONE)
+		return STEP_RETRY;
+	if (!may)
+		return settle_void(w, &q, why);
 	if (!p.found || p.method[0] == '\0' || p.token[0] == '\0') {
 		memset(&oc, 0, sizeof(oc));
 		oc.state = OC_FAILED;
@@ -1625,13 +1671,14 @@ main(int argc, char **argv)
 
 	rc = run(&w);
 
-	tg_log("%s: approved %llu, failed %llu, replayed %llu, malformed %llu, refused %llu",
+	tg_log("%s: approved %llu, failed %llu, replayed %llu, malformed %llu, refused %llu, "
+	       "void %llu",
 	       stopping  ? "stopped"
 	       : rc == 0 ? "done"
 	                 : "gave up",
 	       (unsigned long long)w.n.approved, (unsigned long long)w.n.failed,
 	       (unsigned long long)w.n.replayed, (unsigned long long)w.n.malformed,
-	       (unsigned long long)w.n.refused);
+	       (unsigned long long)w.n.refused, (unsigned long long)w.n.voided);
 	leave_group(&w);
 	drop(&w.r);
 	drop(&w.e);

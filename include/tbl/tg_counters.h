@@ -34,6 +34,11 @@ TG_COUNTER(refills_publish_failures, refills,
            "XADDs that failed (Redis down, slow or refusing); the request stays pending")
 TG_COUNTER(refills_ring_full, refills,
            "refills fired while the worker's ring was full; found by the publisher's scan")
+TG_COUNTER(refills_claimed, refills,
+           "ACCT.REFILL.CLAIM answered OK: a worker may charge the request")
+TG_COUNTER(refills_void, refills,
+           "refill requests settled without a charge: the account was suspended or closed, or "
+           "auto-refill or the payment method switched off, while the request was in flight")
 TG_COUNTER(refills_already_on_stream, refills,
            "publications sent again after a lost reply and found already on the stream: not "
            "added twice")
