@@ -375,8 +375,6 @@ cmd_acct_set(struct ctx *c)
 					                 refill_names[mode]);
 				if (!arg_money(c, ++i, "refill amount", &s.refill_amount))
 					return TG_NET_CONTINUE;
-				if (s.refill_amount <= 0)
-					return reply_err(c, "refill amount must be positive");
 			}
 			s.refill_mode = (uint8_t)mode;
 		} else if (tg_arg_is(k, "PAYMENT") && !last) {
@@ -394,6 +392,9 @@ cmd_acct_set(struct ctx *c)
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
 		return reply_result(c, TG_NOPAYMENT);
+	char why[160];
+	if (!tg_acct_settings_check(&s, why, sizeof(why)))
+		return reply_err(c, "%s", why);
 	if (tg_engine_refusing(c->w))
 		return reply_result(c, TG_NOSPACE);
 	if (new_plan != NULL) {

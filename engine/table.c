@@ -545,11 +545,43 @@ tg_refill_charge(uint8_t mode, tg_money_t amount, tg_money_t balance)
 	if (mode == TG_REFILL_ADD)
 		return amount;
 	if (mode == TG_REFILL_TOPUP) {
-		if (!tg_money_sub(amount, balance, &c))
+		/* A card is charged whole cents: round up, so the balance reaches the level. */
+		if (!tg_money_sub(amount, balance, &c) ||
+		    !tg_currency_round_up(tg_currency(), c, &c))
 			return TG_MONEY_MAX;
 		return c > 0 ? c : 0;
 	}
 	return 0;
+}
+
+bool
+tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len)
+{
+	const struct tg_currency *cur = tg_currency();
+	char a[TG_MONEY_STR_MAX], t[TG_MONEY_STR_MAX];
+
+	if (s->refill_mode == TG_REFILL_OFF)
+		return true;
+	tg_money_format(s->refill_amount, a);
+	tg_money_format(s->threshold, t);
+	if (s->refill_amount <= 0) {
+		snprintf(why, len, "refill amount must be positive");
+		return false;
+	}
+	if (s->refill_amount % tg_currency_unit(cur) != 0) {
+		snprintf(why, len, "refill amount %s: must be whole %s (%u decimals at most)", a,
+		         cur->minor ? "minor units of the currency" : "units of the currency",
+		         cur->minor);
+		return false;
+	}
+	if (s->refill_mode == TG_REFILL_TOPUP && s->refill_amount <= s->threshold) {
+		snprintf(why, len,
+		         "top-up level %s is at or below the threshold %s: it must be above it, or "
+		         "a refill would charge nothing",
+		         a, t);
+		return false;
+	}
+	return true;
 }
 
 /*

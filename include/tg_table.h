@@ -192,6 +192,15 @@ struct tg_acct_settings {
 enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s,
                                  struct tg_move *m);
 
+/*
+ * Whether s is a sound auto-refill setting (docs/REFILL.md): with refill
+ * on, an amount that is positive and a whole number of the currency's
+ * minor unit (tg_currency()), and for TOPUP a level above the threshold
+ * (at or below it a refill would charge nothing).  False with why filled.
+ * ACCT.SET and the accounts file check with it before anything changes.
+ */
+bool tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len);
+
 /* A consistent copy of one account, from a read-write or read-only mapping. */
 struct tg_acct_view {
 	uint64_t id;

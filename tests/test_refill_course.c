@@ -595,6 +595,106 @@ test_closed_or_suspended_never_charged(void **state)
 	assert_int_equal(worker_stop(&w), 0);
 }
 
+/*
+ * Defect: THRESHOLD 20 REFILL TOPUP 10 was accepted; the crossing sent
+ * amount 0, the worker dead-lettered it, and the flag stayed set for good.
+ * Such settings are refused now (ACCT.SET; the accounts file is in
+ * test_accounts.c), and a request that is malformed however it got so is
+ * reported failed when it is dead-lettered: the account can refill again.
+ */
+static void
+test_jammed_topup_refused_and_dead_letter_unjams(void **state)
+{
+	static const char *const flags[] = {"--consumer", "w1", NULL};
+	struct worker w;
+	char err[256];
+
+	(void)state;
+	engine_start(NULL);
+	profile(7301, "eve@example.com", "card", "tok_visa_3333");
+	refused(err, sizeof(err),
+	        "ACCT.SET 7301 BALANCE 25 PLAN basic THRESHOLD 20 REFILL TOPUP 10 PAYMENT on");
+	assert_non_null(strstr(err, "top-up level 10 is at or below the threshold 20"));
+	refused(err, sizeof(err),
+	        "ACCT.SET 7301 BALANCE 25 PLAN basic THRESHOLD 20 REFILL TOPUP 20 PAYMENT on");
+	refused(err, sizeof(err), "ACCT.GET 7301"); /* nothing was created */
+	assert_true(strncmp(err, "NOACCOUNT", 9) == 0);
+	/* A sound account, then a threshold raised to its level: refused, nothing changed. */
+	ok("ACCT.SET 7301 BALANCE 25 PLAN basic THRESHOLD 20 REFILL TOPUP 40 PAYMENT on");
+	refused(err, sizeof(err), "ACCT.SET 7301 THRESHOLD 40");
+	char thr[32];
+	acct_field(7301, "threshold", thr, sizeof(thr));
+	assert_string_equal(thr, "20");
+
+	/* A request whose stream entry is malformed (as the zero top-up's was). */
+	redisReply *r = it_cmd(fx.e, "CDR 7301 01144201234567 10000 c7301-1"); /* $6.67 */
+	freeReplyObject(r);
+	assert_true(refill_pending(7301));
+	WAIT_FOR(it_int_cmd(fx.r, "XLEN " STREAM) == 1, NULL);
+	it_run_cmd(fx.r, "XTRIM " STREAM " MAXLEN 0");
+	it_run_cmd(fx.r, "XADD " STREAM " * id refill:7301:1 account 7301 amount 0 mode topup");
+	worker_start(&w, flags, NULL);
+	WAIT_FOR(!refill_pending(7301), &w);
+	WAIT_FOR(it_int_cmd(fx.r, "XLEN " STREAM ":dead") == 1, &w);
+	assert_int_equal(info("refills_failed"), 1);
+	assert_int_equal(gateway_calls("refill:7301:1"), 0);
+	assert_int_equal(files("new", ""), 0); /* the card was never tried: no mail */
+	assert_true(worker_said(&w, "reported failed to the engine"));
+
+	/* Not jammed: the next crossing fires request 2, charged and credited. */
+	ok("ACCT.SET 7301 BALANCE 25");
+	r = it_cmd(fx.e, "CDR 7301 01144201234567 10000 c7301-2");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7301, "receipt") == 1 && !refill_pending(7301), &w);
+	assert_int_equal(charges("refill:7301:2"), 1);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
+/*
+ * Defect: a TOPUP charged 82.166667 and the receipt said "$82.166667";
+ * REFILL ADD 12.345678 was accepted.  Charges are whole minor units of the
+ * currency (a setting: here EUR, in the engine and the worker alike): a
+ * top-up is rounded up to the next cent, finer refill amounts are refused,
+ * and the mails print the currency's symbol.
+ */
+static void
+test_charges_are_whole_cents_in_the_currency(void **state)
+{
+	static const char *const eur[] = {"--currency", "EUR", NULL};
+	static const char *const flags[] = {"--consumer", "w1", "--currency", "EUR", NULL};
+	struct worker w;
+	char err[256], mail[8192];
+
+	(void)state;
+	engine_start(eur);
+	profile(7401, "fay@example.com", "card", "tok_visa_4444");
+	refused(err, sizeof(err),
+	        "ACCT.SET 7401 BALANCE 30 PLAN basic THRESHOLD 20 REFILL ADD 12.345678 PAYMENT on");
+	assert_non_null(strstr(err, "whole minor units"));
+	/* 20.002 - a $0.005 local minute = 19.997: the top-up to 100 is 80.003, charged 80.01. */
+	ok("ACCT.SET 7401 BALANCE 20.002 PLAN basic THRESHOLD 20 REFILL TOPUP 100 PAYMENT on");
+	worker_start(&w, flags, NULL);
+	redisReply *r = it_cmd(fx.e, "CDR 7401 12125550100 60 c7401-1");
+	assert_string_equal(r->str, "0.005");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7401, "receipt") == 1 && !refill_pending(7401), &w);
+	r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:7401:1");
+	assert_true(strncmp(r->str, "80.01 tok_visa_4444 ", 20) == 0);
+	freeReplyObject(r);
+	assert_true(balance(7401) == 100007000); /* at least the level, never short of it */
+	mail_read(7401, 1, "receipt", mail, sizeof(mail));
+	expect_has(mail, "Amount charged:     \u20ac80.01\n");
+	expect_has(mail, "New balance:        \u20ac100.007\n");
+	assert_int_equal(worker_stop(&w), 0);
+
+	/* A currency the engine does not know is refused at start, before anything is touched. */
+	char cmd[IT_PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "'%s' --currency XYZ --data-dir /nonexistent >/dev/null 2>&1",
+	         getenv("TOLLGATED"));
+	int rc = system(cmd);
+	assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+}
+
 int
 main(void)
 {
@@ -602,6 +702,10 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_acct_set_does_not_refire, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_closed_or_suspended_never_charged, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_jammed_topup_refused_and_dead_letter_unjams, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_charges_are_whole_cents_in_the_currency, setup,
 	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
