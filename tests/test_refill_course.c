@@ -695,6 +695,77 @@ test_charges_are_whole_cents_in_the_currency(void **state)
 	assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
 }
 
+/* ------------------------------------------------------------------ */
+/* the course of a failing card                                        */
+
+/*
+ * A soft failure (the processor times out) is tried again with back-off and
+ * succeeds on the 3rd attempt: one charge, one credit, one receipt, and no
+ * failure mail for the attempts that failed.
+ */
+static void
+test_soft_failure_succeeds_on_third_attempt(void **state)
+{
+	static const char *const flags[] = {"--consumer", "w1", "--attempts", "3", NULL};
+	struct worker w;
+	char mail[8192];
+
+	(void)state;
+	engine_start(NULL);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_flaky intermittent:2");
+	profile(7501, "gil@example.com", "card", "tok_flaky");
+	ok("ACCT.SET 7501 BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on");
+	worker_start(&w, flags, NULL);
+	redisReply *r = it_cmd(fx.e, "CDR 7501 12025550100 1500 c7501-1");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7501, "receipt") == 1 && !refill_pending(7501), &w);
+	assert_int_equal(gateway_calls("refill:7501:1"), 3);
+	assert_int_equal(charges("refill:7501:1"), 1);
+	assert_int_equal(mails(7501, "failure"), 0);
+	assert_true(balance(7501) == 45 * U);
+	mail_read(7501, 1, "receipt", mail, sizeof(mail));
+	expect_has(mail, "Amount charged:     $25.00\n");
+	assert_true(worker_said(&w, "charge attempt 2 of 3: timeout"));
+	assert_int_equal(info("refills_landed"), 1);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
+/*
+ * A hard failure (an expired card) ends at once: one gateway call, nothing
+ * charged, exactly one failure mail, the flag cleared; the account keeps
+ * rating and the next crossing may fire again.
+ */
+static void
+test_hard_failure_ends_at_once_one_mail(void **state)
+{
+	static const char *const flags[] = {"--consumer", "w1", "--attempts", "3", NULL};
+	struct worker w;
+	char mail[8192];
+
+	(void)state;
+	engine_start(NULL);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_old expired");
+	profile(7601, "hob@example.com", "card", "tok_old");
+	ok("ACCT.SET 7601 BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on");
+	worker_start(&w, flags, NULL);
+	redisReply *r = it_cmd(fx.e, "CDR 7601 12025550100 1500 c7601-1");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7601, "failure") == 1 && !refill_pending(7601), &w);
+	it_sleep_ms(500);
+	assert_int_equal(gateway_calls("refill:7601:1"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
+	assert_int_equal(mails(7601, "failure"), 1);
+	assert_int_equal(mails(7601, "receipt"), 0);
+	mail_read(7601, 1, "failure", mail, sizeof(mail));
+	expect_has(mail, "This is the only notification you will receive.");
+	assert_int_equal(info("refills_failed"), 1);
+	assert_true(balance(7601) == 20 * U);
+	r = it_cmd(fx.e, "CALL.AUTH 7601 12025550100 c7601-2");
+	assert_int_equal(r->type, REDIS_REPLY_INTEGER); /* still rating */
+	freeReplyObject(r);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
 int
 main(void)
 {
@@ -706,6 +777,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_jammed_topup_refused_and_dead_letter_unjams, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_charges_are_whole_cents_in_the_currency, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_soft_failure_succeeds_on_third_attempt, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_hard_failure_ends_at_once_one_mail, setup,
 	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
