@@ -282,6 +282,34 @@ cmd_acct_refill_claim(struct ctx *c)
 	return TG_NET_CONTINUE;
 }
 
+/*
+ * ACCT.REFILL.REARM <acct>: the payment method was updated.  The request
+ * fired at once (bulk "refill:<acct>:<n>"), or nil when none was due (or
+ * there is no such account yet).
+ */
+static int
+cmd_acct_refill_rearm(struct ctx *c)
+{
+	uint64_t acct;
+	uint32_t seq;
+	char rid[48];
+
+	if (!arg_acct(c, 1, &acct))
+		return TG_NET_CONTINUE;
+	if (tg_engine_refusing(c->w))
+		return reply_result(c, TG_NOSPACE);
+	enum tg_result r = tg_refill_rearm(c->w, acct, &seq);
+	/* A profile may be provisioned before its account: nothing to re-arm yet. */
+	if (r != TG_OK && r != TG_NOACCOUNT)
+		return reply_result(c, r);
+	if (seq == 0) {
+		tg_out_nil(c->out);
+		return TG_NET_CONTINUE;
+	}
+	tg_out_bulk(c->out, rid, tg_refill_id(acct, seq, rid));
+	return TG_NET_CONTINUE;
+}
+
 /* ---- accounts ---- */
 
 static const char *const state_names[] = {"active", "suspended", "closed"};
@@ -802,6 +830,7 @@ static const struct command commands[] = {
     {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set},
     {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed},
     {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 2, false, cmd_acct_refill_claim},
+    {"ACCT.REFILL.REARM", TG_H_ACCT, 1, 1, false, cmd_acct_refill_rearm},
     {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate},
     {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload},
     {"PING", TG_H_OTHER, 0, 1, true, cmd_ping},

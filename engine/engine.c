@@ -787,6 +787,22 @@ tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
 }
 
 enum tg_result
+tg_refill_rearm(struct tg_worker *w, uint64_t acct, uint32_t *fired)
+{
+	struct tg_move m;
+	struct tg_acct *a = tg_table_find(w->e->table, acct);
+
+	*fired = 0;
+	if (a == NULL)
+		return TG_NOACCOUNT;
+	tg_acct_rearm(a, &m);
+	tg_note_move(w, a, &m);
+	if (m.refill_fired)
+		*fired = m.refill_seq;
+	return TG_OK;
+}
+
+enum tg_result
 tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req, const char **why)
 {
 	struct tg_acct_view v;

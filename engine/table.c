@@ -930,6 +930,32 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	return TG_OK;
 }
 
+enum tg_result
+tg_acct_rearm(struct tg_acct *a, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+	struct tg_acct_view v;
+	bool fired = false;
+
+	tg_acct_read(a, &v);
+	load_pair(a, cur);
+	if (may_fire(v.refill_mode, v.flags, v.state)) {
+		for (;;) {
+			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > v.threshold)
+				break;
+			set[0] = cur[0];
+			set[1] = cur[1] | claim_bits(a);
+			if (tg_cas_pair(pair_of(a), cur, set)) {
+				fired = true;
+				cur[1] = set[1];
+				break;
+			}
+		}
+	}
+	fill_move(a, cur, fired, m);
+	return TG_OK;
+}
+
 void
 tg_acct_read_money(const struct tg_acct *a, int64_t *balance, uint64_t *hold)
 {

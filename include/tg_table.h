@@ -193,6 +193,14 @@ enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_setting
                                  struct tg_move *m);
 
 /*
+ * The payment method was updated: fire a request now if the account may
+ * fire (active, auto-refill and payment on), none is in flight and the
+ * balance is at or below the threshold (in *m); otherwise nothing, and the
+ * next crossing fires as usual.
+ */
+enum tg_result tg_acct_rearm(struct tg_acct *a, struct tg_move *m);
+
+/*
  * Whether s is a sound auto-refill setting (docs/REFILL.md): with refill
  * on, an amount that is positive and a whole number of the currency's
  * minor unit (tg_currency()), and for TOPUP a level above the threshold

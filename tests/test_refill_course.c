@@ -766,6 +766,48 @@ test_hard_failure_ends_at_once_one_mail(void **state)
 	assert_int_equal(worker_stop(&w), 0);
 }
 
+/*
+ * Updating the card (tollctl profile) re-arms auto-refill: the account's
+ * last refill failed on an expired card and its balance is below the
+ * threshold, so the new card is charged at once for a new request.
+ */
+static void
+test_updating_the_card_rearms(void **state)
+{
+	static const char *const flags[] = {"--consumer", "w1", NULL};
+	struct worker w;
+	char cmd[3 * IT_PATH_MAX];
+
+	(void)state;
+	engine_start(NULL);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_old expired");
+	profile(7701, "ida@example.com", "card", "tok_old");
+	ok("ACCT.SET 7701 BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on");
+	worker_start(&w, flags, NULL);
+	redisReply *r = it_cmd(fx.e, "CDR 7701 12025550100 1500 c7701-1");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7701, "failure") == 1 && !refill_pending(7701), &w);
+
+	snprintf(cmd, sizeof(cmd),
+	         "'%s' -p %u --redis 127.0.0.1:%u profile 7701 --email ida@example.com --method "
+	         "card --token tok_new_5555 >'%s/tollctl.out' 2>&1",
+	         getenv("TOLLCTL"), fx.d.port, fx.redis.port, fx.dir);
+	assert_int_equal(system(cmd), 0);
+	WAIT_FOR(mails(7701, "receipt") == 1 && !refill_pending(7701), &w);
+	assert_int_equal(charges("refill:7701:2"), 1);
+	r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:7701:2");
+	assert_true(strncmp(r->str, "25 tok_new_5555 ", 16) == 0);
+	freeReplyObject(r);
+	assert_int_equal(mails(7701, "failure"), 1);
+	assert_true(balance(7701) == 45 * U);
+
+	/* Above the threshold now: another update fires nothing; the next crossing will. */
+	assert_int_equal(system(cmd), 0);
+	it_sleep_ms(500);
+	assert_int_equal(info("refills_fired"), 2);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
 int
 main(void)
 {
@@ -782,6 +824,7 @@ main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_hard_failure_ends_at_once_one_mail, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_updating_the_card_rearms, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
