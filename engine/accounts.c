@@ -123,10 +123,8 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		snprintf(why, whylen, "auto-refill needs a payment method on file (payment on)");
 		return false;
 	}
-	if (row.s.refill_mode != TG_REFILL_OFF && row.s.refill_amount <= 0) {
-		snprintf(why, whylen, "refill_amount must be positive when refill is on");
+	if (!tg_acct_settings_check(&row.s, why, whylen))
 		return false;
-	}
 	if (ld->n == ld->cap) {
 		size_t cap = ld->cap ? ld->cap * 2 : 1024;
 		struct tg_account_row *nr = realloc(ld->rows, cap * sizeof(*nr));

@@ -252,6 +252,64 @@ cmd_acct_refill_failed(struct ctx *c)
 	return TG_NET_CONTINUE;
 }
 
+/*
+ * ACCT.REFILL.CLAIM <acct> <request id>: the worker's last check before it
+ * charges a card.  +OK, or -VOID <request>: <why> (settled: no charge, no mail).
+ */
+static int
+cmd_acct_refill_claim(struct ctx *c)
+{
+	uint64_t acct;
+	struct tg_id req;
+	const char *why;
+	char msg[160];
+
+	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "request id", &req))
+		return TG_NET_CONTINUE;
+	enum tg_result r = tg_refill_claim(c->w, acct, req, &why);
+	if (r == TG_ERR)
+		return reply_err(c, "not a refill request id of account %llu",
+		                 (unsigned long long)acct);
+	if (r == TG_VOID) {
+		snprintf(msg, sizeof(msg), "%.*s may not be charged: %s",
+		         (int)(req.len < 64 ? req.len : 64), req.p, why);
+		tg_out_error(c->out, "VOID", msg);
+		return TG_NET_CONTINUE;
+	}
+	if (r != TG_OK)
+		return reply_result(c, r);
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+/*
+ * ACCT.REFILL.REARM <acct>: the payment method was updated.  The request
+ * fired at once (bulk "refill:<acct>:<n>"), or nil when none was due (or
+ * there is no such account yet).
+ */
+static int
+cmd_acct_refill_rearm(struct ctx *c)
+{
+	uint64_t acct;
+	uint32_t seq;
+	char rid[48];
+
+	if (!arg_acct(c, 1, &acct))
+		return TG_NET_CONTINUE;
+	if (tg_engine_refusing(c->w))
+		return reply_result(c, TG_NOSPACE);
+	enum tg_result r = tg_refill_rearm(c->w, acct, &seq);
+	/* A profile may be provisioned before its account: nothing to re-arm yet. */
+	if (r != TG_OK && r != TG_NOACCOUNT)
+		return reply_result(c, r);
+	if (seq == 0) {
+		tg_out_nil(c->out);
+		return TG_NET_CONTINUE;
+	}
+	tg_out_bulk(c->out, rid, tg_refill_id(acct, seq, rid));
+	return TG_NET_CONTINUE;
+}
+
 /* ---- accounts ---- */
 
 static const char *const state_names[] = {"active", "suspended", "closed"};
@@ -345,8 +403,6 @@ cmd_acct_set(struct ctx *c)
 					                 refill_names[mode]);
 				if (!arg_money(c, ++i, "refill amount", &s.refill_amount))
 					return TG_NET_CONTINUE;
-				if (s.refill_amount <= 0)
-					return reply_err(c, "refill amount must be positive");
 			}
 			s.refill_mode = (uint8_t)mode;
 		} else if (tg_arg_is(k, "PAYMENT") && !last) {
@@ -364,6 +420,9 @@ cmd_acct_set(struct ctx *c)
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
 		return reply_result(c, TG_NOPAYMENT);
+	char why[160];
+	if (!tg_acct_settings_check(&s, why, sizeof(why)))
+		return reply_err(c, "%s", why);
 	if (tg_engine_refusing(c->w))
 		return reply_result(c, TG_NOSPACE);
 	if (new_plan != NULL) {
@@ -778,6 +837,8 @@ static const struct command commands[] = {
     {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get},
     {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set},
     {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed},
+    {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 2, false, cmd_acct_refill_claim},
+    {"ACCT.REFILL.REARM", TG_H_ACCT, 1, 1, false, cmd_acct_refill_rearm},
     {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate},
     {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload},
     {"PING", TG_H_OTHER, 0, 1, true, cmd_ping},
@@ -808,14 +869,23 @@ static const struct {
 	const char *name;
 	uint8_t roles;
 } grants[] = {
-    {"AUTH", TG_ROLES_ALL},          {"PING", TG_ROLES_ALL},
-    {"QUIT", TG_ROLES_ALL},          {"ECHO", TG_ROLES_ALL},
-    {"COMMAND", TG_ROLES_ALL},       {"CONFIG", TG_ROLES_ALL},
-    {"SELECT", TG_ROLES_ALL},        {"INFO", TG_ROLES_ALL},
-    {"CALL.AUTH", TG_ROLE_CALL},     {"CALL.UPDATE", TG_ROLE_CALL},
-    {"CALL.END", TG_ROLE_CALL},      {"CDR", TG_ROLE_CALL},
-    {"RATE", TG_ROLE_CALL},          {"ACCT.GET", TG_ROLE_CALL | TG_ROLE_REFILL},
-    {"ACCT.CREDIT", TG_ROLE_REFILL}, {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
+    {"AUTH", TG_ROLES_ALL},
+    {"PING", TG_ROLES_ALL},
+    {"QUIT", TG_ROLES_ALL},
+    {"ECHO", TG_ROLES_ALL},
+    {"COMMAND", TG_ROLES_ALL},
+    {"CONFIG", TG_ROLES_ALL},
+    {"SELECT", TG_ROLES_ALL},
+    {"INFO", TG_ROLES_ALL},
+    {"CALL.AUTH", TG_ROLE_CALL},
+    {"CALL.UPDATE", TG_ROLE_CALL},
+    {"CALL.END", TG_ROLE_CALL},
+    {"CDR", TG_ROLE_CALL},
+    {"RATE", TG_ROLE_CALL},
+    {"ACCT.GET", TG_ROLE_CALL | TG_ROLE_REFILL},
+    {"ACCT.CREDIT", TG_ROLE_REFILL},
+    {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
+    {"ACCT.REFILL.CLAIM", TG_ROLE_REFILL},
 };
 
 /* The roles of commands[i], filled once by tg_cmd_handler before any worker runs. */

@@ -316,9 +316,10 @@ tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 	if (m->refill_cleared) {
 		struct tg_jrec_refill_cleared p = {.acct = tg_acct_id(a),
 		                                   .refill_seq = m->refill_seq_cleared,
-		                                   .reason = TG_JREFILL_CREDITED};
+		                                   .reason = m->refill_void ? TG_JREFILL_VOID
+		                                                            : TG_JREFILL_CREDITED};
 		jrec(w, TG_JREC_REFILL_CLEARED, &p, sizeof(p));
-		tg_count(w, TG_C_refills_landed, 1);
+		tg_count(w, m->refill_void ? TG_C_refills_void : TG_C_refills_landed, 1);
 	}
 }
 
@@ -821,6 +822,58 @@ tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
 		tg_count(w, TG_C_refills_failed, 1);
 	}
 	return TG_OK;
+}
+
+enum tg_result
+tg_refill_rearm(struct tg_worker *w, uint64_t acct, uint32_t *fired)
+{
+	struct tg_move m;
+	struct tg_acct *a = tg_table_find(w->e->table, acct);
+
+	*fired = 0;
+	if (a == NULL)
+		return TG_NOACCOUNT;
+	tg_acct_rearm(a, &m);
+	tg_note_move(w, a, &m);
+	if (m.refill_fired)
+		*fired = m.refill_seq;
+	return TG_OK;
+}
+
+enum tg_result
+tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req, const char **why)
+{
+	struct tg_acct_view v;
+	uint32_t seq = tg_refill_id_parse(acct, req.p, req.len);
+
+	*why = NULL;
+	if (seq == 0)
+		return TG_ERR;
+	struct tg_acct *a = tg_table_find(w->e->table, acct);
+	if (a == NULL)
+		return TG_NOACCOUNT;
+	tg_acct_read(a, &v);
+	if (!v.refill_inflight || v.refill_seq != seq) {
+		*why = "not the account's pending request (answered, voided or superseded)";
+		return TG_VOID;
+	}
+	if (v.state == TG_STATE_ACTIVE && v.refill_mode != TG_REFILL_OFF &&
+	    (v.flags & TG_ACCT_PAYMENT)) {
+		tg_count(w, TG_C_refills_claimed, 1);
+		return TG_OK;
+	}
+	*why = v.state == TG_STATE_CLOSED       ? "the account is closed"
+	       : v.state == TG_STATE_SUSPENDED  ? "the account is suspended"
+	       : v.refill_mode == TG_REFILL_OFF ? "auto-refill is off"
+	                                        : "no payment method on file";
+	/* Settled here, without a charge: the flag clears so the account is not jammed. */
+	if (tg_acct_refill_clear(a, seq)) {
+		struct tg_jrec_refill_cleared p = {
+		    .acct = acct, .refill_seq = seq, .reason = TG_JREFILL_VOID};
+		jrec(w, TG_JREC_REFILL_CLEARED, &p, sizeof(p));
+		tg_count(w, TG_C_refills_void, 1);
+	}
+	return TG_VOID;
 }
 
 enum tg_result

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tg_assert.h"
@@ -136,4 +137,90 @@ tg_money_mul_div_ceil(int64_t a, int64_t b, int64_t d, tg_money_t *out)
 		return false;
 	*out = (tg_money_t)q;
 	return true;
+}
+
+/* ---- currencies ---- */
+
+/*
+ * The currencies a carrier is likely to bill in.  Adding one is a row here
+ * (its ISO 4217 minor unit) and a line in docs/CONFIG.md.
+ */
+static const struct tg_currency currencies[] = {
+    {"USD", 2, "$"},    {"EUR", 2, "€"},    {"GBP", 2, "£"},    {"CAD", 2, "CA$"},
+    {"AUD", 2, "A$"},   {"NZD", 2, "NZ$"},  {"CHF", 2, "CHF "}, {"SEK", 2, "SEK "},
+    {"NOK", 2, "NOK "}, {"DKK", 2, "DKK "}, {"INR", 2, "₹"},    {"MXN", 2, "MX$"},
+    {"BRL", 2, "R$"},   {"ZAR", 2, "R"},    {"JPY", 0, "¥"},    {"KRW", 0, "₩"},
+    {"KWD", 3, "KD"},   {"BHD", 3, "BD"},
+};
+
+static const struct tg_currency *current = &currencies[0];
+
+const struct tg_currency *
+tg_currency_find(const char *code)
+{
+	for (size_t i = 0; i < sizeof(currencies) / sizeof(currencies[0]); i++)
+		if (strcmp(currencies[i].code, code) == 0)
+			return &currencies[i];
+	return NULL;
+}
+
+const char *
+tg_currency_codes(void)
+{
+	return "USD, EUR, GBP, CAD, AUD, NZD, CHF, SEK, NOK, DKK, INR, MXN, BRL, ZAR, JPY, KRW, "
+	       "KWD, BHD";
+}
+
+const struct tg_currency *
+tg_currency(void)
+{
+	return current;
+}
+
+void
+tg_currency_set(const struct tg_currency *c)
+{
+	TG_ASSERT(c != NULL && c->minor <= 6);
+	current = c;
+}
+
+tg_money_t
+tg_currency_unit(const struct tg_currency *c)
+{
+	tg_money_t u = 1;
+	for (unsigned k = c->minor; k < 6; k++)
+		u *= 10;
+	return u;
+}
+
+bool
+tg_currency_round_up(const struct tg_currency *c, tg_money_t v, tg_money_t *out)
+{
+	tg_money_t u = tg_currency_unit(c), r = v % u;
+
+	if (r == 0) {
+		*out = v;
+		return true;
+	}
+	/* Up means towards +infinity: a negative remainder is already up by -r. */
+	return tg_money_add(v, r > 0 ? u - r : -r, out);
+}
+
+size_t
+tg_currency_format(const struct tg_currency *c, tg_money_t v, char *buf)
+{
+	char m[TG_MONEY_STR_MAX];
+	size_t n = tg_money_format(v, m);
+	const char *dot = memchr(m, '.', n);
+	size_t whole = dot ? (size_t)(dot - m) : n, have = dot ? n - whole - 1 : 0;
+	int len;
+
+	/* Whole minor units print exactly; anything finer keeps its digits rather than lie. */
+	if (have <= c->minor)
+		len = snprintf(buf, TG_MONEY_STR_MAX + 8, "%s%.*s%s%.*s%.*s", c->symbol, (int)whole,
+		               m, c->minor ? "." : "", (int)have, dot ? dot + 1 : "",
+		               (int)(c->minor - have), "000000");
+	else
+		len = snprintf(buf, TG_MONEY_STR_MAX + 8, "%s%s", c->symbol, m);
+	return (size_t)len;
 }

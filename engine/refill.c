@@ -52,6 +52,24 @@
 #define COMMAND_TIMEOUT_MS 2000
 #define SCAN_PERIOD_MIN_MS 100
 #define SCAN_PERIOD_MAX_MS 60000
+#define MARK_TTL_S         86400 /* a publication marker outlives refill-timeout by this */
+
+/*
+ * One publication of a request, at most once on the stream: a marker key
+ * <stream>:published:<request id>:<attempt> holds the entry's id.  An XADD
+ * whose reply was lost (Redis stalled past the reply timeout, then carried
+ * on with the command already in its socket) is sent again by the
+ * publisher; the script finds the marker and answers the entry already
+ * there instead of adding a second one.  One script, so atomic: nothing
+ * runs between the check and the XADD.
+ * KEYS: stream, marker; ARGV: marker TTL in seconds, then the fields.
+ * Answers {entry id, 1 if added now, 0 if it was already there}.
+ */
+static const char publish_lua[] = "local id = redis.call('GET', KEYS[2])\n"
+                                  "if id then return {id, 0} end\n"
+                                  "id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))\n"
+                                  "redis.call('SET', KEYS[2], id, 'EX', ARGV[1])\n"
+                                  "return {id, 1}\n";
 
 #define MS 1000000ull
 
@@ -92,6 +110,7 @@ struct item {
 	uint64_t tag; /* the record's tag when the item was taken */
 	bool republish;
 	enum { ITEM_SKIP, ITEM_SENT, ITEM_OK, ITEM_FAILED } status;
+	bool was_there; /* ITEM_OK: an earlier send of this publication had added it */
 };
 
 struct suspect {
@@ -109,6 +128,7 @@ struct tg_refill {
 	uint16_t port;
 	bool enabled;
 	uint32_t timeout_s;
+	char mark_ttl[16]; /* seconds a publication marker lives, as text */
 	uint64_t scan_period_ns;
 	unsigned nlanes;
 	struct lane *lanes;
@@ -429,14 +449,18 @@ redis_connect(struct tg_refill *r)
 	scan_request(r);
 }
 
-/* Queue XADD it on the connection.  ITEM_SKIP when its record changed since it was taken. */
+/*
+ * Queue the publication of it on the connection: the script above, which
+ * XADDs the entry unless this very publication (request id and attempt) is
+ * already on the stream.  ITEM_SKIP when its record changed since it was taken.
+ */
 static int
 append(struct tg_refill *r, const struct item *it)
 {
 	struct tg_refill_rec *rec = &r->t->refills[it->slot];
 	struct tg_acct *a = tg_table_slot(r->t, it->slot);
 	char rid[48], acct[24], bal[TG_MONEY_STR_MAX], thr[TG_MONEY_STR_MAX], amt[TG_MONEY_STR_MAX],
-	    fired[16], attempt[8];
+	    fired[16], attempt[8], mark[TG_REFILL_NAME_MAX + 80];
 	struct tg_acct_view v;
 
 	ck_pr_fence_load();
@@ -456,26 +480,20 @@ append(struct tg_refill *r, const struct item *it)
 	tg_money_format(amount, amt);
 	snprintf(fired, sizeof(fired), "%u", when);
 	snprintf(attempt, sizeof(attempt), "%u", n < UINT16_MAX ? n + 1 : n);
+	snprintf(mark, sizeof(mark), "%s:published:%s:%s", r->stream, rid, attempt);
 
-	const char *argv[] = {"XADD",
-	                      r->stream,
-	                      "*",
-	                      "id",
-	                      rid,
-	                      "account",
-	                      acct,
-	                      "balance",
-	                      bal,
-	                      "threshold",
-	                      thr,
-	                      "mode",
-	                      TG_RTAG_MODE(it->tag) == TG_REFILL_TOPUP ? "topup" : "add",
-	                      "amount",
-	                      amt,
-	                      "fired",
-	                      fired,
-	                      "attempt",
-	                      attempt};
+	const char *argv[] = {
+	    "EVAL",      publish_lua,
+	    "2",         r->stream,
+	    mark,        r->mark_ttl,
+	    "id",        rid,
+	    "account",   acct,
+	    "balance",   bal,
+	    "threshold", thr,
+	    "mode",      TG_RTAG_MODE(it->tag) == TG_REFILL_TOPUP ? "topup" : "add",
+	    "amount",    amt,
+	    "fired",     fired,
+	    "attempt",   attempt};
 	size_t argl[TG_ARRAY_LEN(argv)];
 	for (size_t k = 0; k < TG_ARRAY_LEN(argv); k++)
 		argl[k] = strlen(argv[k]);
@@ -499,6 +517,8 @@ settle(struct tg_refill *r, const struct item *it, uint32_t now)
 		if (mine && !it->republish)
 			bump(&r->removed, 1);
 		count(r, it->republish ? TG_C_refills_republished : TG_C_refills_published, 1);
+		if (it->was_there)
+			count(r, TG_C_refills_already_on_stream, 1);
 	} else if (it->status == ITEM_FAILED) {
 		if (!it->republish)
 			ck_pr_cas_64(&rec->tag, it->tag,
@@ -532,13 +552,16 @@ flush(struct tg_refill *r)
 			it->status = ITEM_FAILED;
 			continue;
 		}
-		if (rep->type == REDIS_REPLY_STRING) {
+		if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+		    rep->element[0]->type == REDIS_REPLY_STRING &&
+		    rep->element[1]->type == REDIS_REPLY_INTEGER) {
 			it->status = ITEM_OK;
+			it->was_there = rep->element[1]->integer == 0;
 			any_ok = true;
 		} else {
 			it->status = ITEM_FAILED;
 			if (!r->refused_logged)
-				tg_log("refill publisher: XADD %s refused: %s", r->stream,
+				tg_log("refill publisher: publication on %s refused: %s", r->stream,
 				       rep->type == REDIS_REPLY_ERROR ? rep->str
 				                                      : "unexpected reply");
 			r->refused_logged = refused = true;
@@ -791,6 +814,8 @@ tg_refill_start(struct tg_engine *e, const struct tg_refill_cfg *cfg, char *err,
 	r->port = (uint16_t)cfg->port;
 	r->enabled = strcmp(cfg->host, "none") != 0;
 	r->timeout_s = cfg->timeout_s;
+	snprintf(r->mark_ttl, sizeof(r->mark_ttl), "%llu",
+	         (unsigned long long)cfg->timeout_s + MARK_TTL_S);
 	uint64_t period = (uint64_t)cfg->timeout_s * 1000 / 4;
 	if (period < SCAN_PERIOD_MIN_MS)
 		period = SCAN_PERIOD_MIN_MS;

@@ -15,7 +15,7 @@ static const struct {
 #define TG_COUNTER(n, s, d) {#n, #s, d},
 #include "tbl/tg_counters.h"
 #undef TG_COUNTER
-#define TG_CATEGORY(n, d) {"charged_" #n, "money", "micro-units charged for " d},
+#define TG_CATEGORY(n, d) {"charged_" #n, "money", "amount charged for " d},
 #include "tbl/tg_categories.h"
 #undef TG_CATEGORY
 };

@@ -561,25 +561,68 @@ tg_refill_charge(uint8_t mode, tg_money_t amount, tg_money_t balance)
 	if (mode == TG_REFILL_ADD)
 		return amount;
 	if (mode == TG_REFILL_TOPUP) {
-		if (!tg_money_sub(amount, balance, &c))
+		/* A card is charged whole cents: round up, so the balance reaches the level. */
+		if (!tg_money_sub(amount, balance, &c) ||
+		    !tg_currency_round_up(tg_currency(), c, &c))
 			return TG_MONEY_MAX;
 		return c > 0 ? c : 0;
 	}
 	return 0;
 }
 
+bool
+tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len)
+{
+	const struct tg_currency *cur = tg_currency();
+	char a[TG_MONEY_STR_MAX], t[TG_MONEY_STR_MAX];
+
+	if (s->refill_mode == TG_REFILL_OFF)
+		return true;
+	tg_money_format(s->refill_amount, a);
+	tg_money_format(s->threshold, t);
+	if (s->refill_amount <= 0) {
+		snprintf(why, len, "refill amount must be positive");
+		return false;
+	}
+	if (s->refill_amount % tg_currency_unit(cur) != 0) {
+		snprintf(why, len, "refill amount %s: must be whole %s (%u decimals at most)", a,
+		         cur->minor ? "minor units of the currency" : "units of the currency",
+		         cur->minor);
+		return false;
+	}
+	if (s->refill_mode == TG_REFILL_TOPUP && s->refill_amount <= s->threshold) {
+		snprintf(why, len,
+		         "top-up level %s is at or below the threshold %s: it must be above it, or "
+		         "a refill would charge nothing",
+		         a, t);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * May the account fire a refill at all?  Auto-refill on, a payment method on
+ * file, and the account active: a suspended or closed account's card is
+ * never charged.
+ */
+static inline bool
+may_fire(uint8_t mode, uint8_t flags, uint8_t state)
+{
+	return mode != TG_REFILL_OFF && (flags & TG_ACCT_PAYMENT) && state == TG_STATE_ACTIVE;
+}
+
 /*
  * Would a move of the balance from before to after claim the refill flag?
- * Only when auto-refill is on with a payment method, no request is in flight,
- * and the balance goes from above the threshold to at or below it.
+ * Only when the account may fire, no request is in flight, and the balance
+ * goes from above the threshold to at or below it.
  */
 static inline bool
 crosses(const struct tg_acct *a, int64_t before, int64_t after, uint64_t hold)
 {
 	if (hold & TG_HOLD_REFILL)
 		return false;
-	if (tg_load_8((const uint8_t *)&a->refill_mode) == TG_REFILL_OFF ||
-	    !(tg_load_8((const uint8_t *)&a->flags) & TG_ACCT_PAYMENT))
+	if (!may_fire(tg_load_8((const uint8_t *)&a->refill_mode),
+	              tg_load_8((const uint8_t *)&a->flags), tg_load_8((const uint8_t *)&a->state)))
 		return false;
 	int64_t thr = (int64_t)tg_load_64((const uint64_t *)&a->threshold);
 	return before > thr && after <= thr;
@@ -613,6 +656,7 @@ fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 	m->available = available_of((int64_t)v[0], v[1]);
 	m->refill_fired = fired;
 	m->refill_cleared = false;
+	m->refill_void = false;
 	m->refill_seq_cleared = 0;
 	m->before = 0;
 	m->refill_seq = 0;
@@ -853,6 +897,9 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 			break;
 		ck_pr_stall();
 	}
+	bool could =
+	    may_fire(tg_load_8(&a->refill_mode), tg_load_8(&a->flags), tg_load_8(&a->state));
+	int64_t old_threshold = (int64_t)tg_load_64((uint64_t *)&a->threshold);
 	ck_pr_fence_store();
 	tg_store_32(&a->plan, s->plan);
 	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
@@ -863,11 +910,54 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	ck_pr_fence_store();
 	tg_store_32(&a->seq, seq + 2);
 
-	/* Auto-refill on with the balance already at or below the threshold: fire now. */
+	bool can = may_fire(s->refill_mode, s->flags, s->state);
 	load_pair(a, cur);
-	if (s->refill_mode != TG_REFILL_OFF) {
+	if (!can) {
+		/* A request in flight may no longer be charged: it is void, its flag cleared. */
+		uint32_t rs = tg_load_32(&a->refill_seq);
+		fill_move(a, cur, false, m);
+		if (tg_acct_refill_clear(a, rs)) {
+			m->refill_cleared = true;
+			m->refill_void = true;
+			m->refill_seq_cleared = rs;
+		}
+		return TG_OK;
+	}
+	/*
+	 * Auto-refill switched on (or the account made active again, or its
+	 * threshold changed) with the balance already at or below the threshold:
+	 * fire now.  Any other change of settings fires nothing: the crossing
+	 * that matters already happened or has yet to.
+	 */
+	if (!could || old_threshold != s->threshold) {
 		for (;;) {
 			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > s->threshold)
+				break;
+			set[0] = cur[0];
+			set[1] = cur[1] | claim_bits(a);
+			if (tg_cas_pair(pair_of(a), cur, set)) {
+				fired = true;
+				cur[1] = set[1];
+				break;
+			}
+		}
+	}
+	fill_move(a, cur, fired, m);
+	return TG_OK;
+}
+
+enum tg_result
+tg_acct_rearm(struct tg_acct *a, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+	struct tg_acct_view v;
+	bool fired = false;
+
+	tg_acct_read(a, &v);
+	load_pair(a, cur);
+	if (may_fire(v.refill_mode, v.flags, v.state)) {
+		for (;;) {
+			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > v.threshold)
 				break;
 			set[0] = cur[0];
 			set[1] = cur[1] | claim_bits(a);

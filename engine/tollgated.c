@@ -280,6 +280,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "tollgated: %s (try --help)\n", err);
 		return 2;
 	}
+	const struct tg_currency *cur = tg_currency_find(srv->cfg.currency);
+	if (cur == NULL) {
+		fprintf(stderr, "tollgated: currency \"%s\": not a known ISO 4217 code (%s)\n",
+		        srv->cfg.currency, tg_currency_codes());
+		return 2;
+	}
+	tg_currency_set(cur);
 
 	/* Signals go to this thread alone: block them before any worker starts. */
 	signal(SIGPIPE, SIG_IGN);

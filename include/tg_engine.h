@@ -170,6 +170,22 @@ enum tg_result tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, 
 /* ACCT.REFILL.FAILED: the worker gave up on refill request id. */
 enum tg_result tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req);
 /*
+ * The customer's payment method was updated: re-arm auto-refill
+ * (tg_acct_rearm), journaled and published like any request.  *fired is
+ * the request fired now, 0 if none.  TG_NOACCOUNT.
+ */
+enum tg_result tg_refill_rearm(struct tg_worker *w, uint64_t acct, uint32_t *fired);
+/*
+ * A refill worker asks before it charges request req of acct: TG_OK when it
+ * is still the account's pending request and the account may be charged
+ * (active, auto-refill on, a payment method on file).  TG_VOID otherwise,
+ * with *why saying why (a static string); a pending request that may no
+ * longer be charged is settled here, its flag cleared (journaled, counted
+ * refills_void).  TG_ERR: req is not a refill id of acct; TG_NOACCOUNT.
+ */
+enum tg_result tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req,
+                               const char **why);
+/*
  * A rated debit with no id and no call: what tollbench core measures and the
  * demo runs.  Same rating as CDR.
  */

@@ -94,7 +94,12 @@ struct tg_jdigest {
 };
 
 /* Why a refill's in-flight flag cleared.  Persisted, only grow at the end. */
-enum tg_jrefill_reason { TG_JREFILL_CREDITED = 1, TG_JREFILL_FAILED = 2 };
+/*
+ * Why a refill's flag cleared.  VOID: the request may no longer be charged
+ * (the account suspended or closed, auto-refill or the payment method
+ * switched off, or the worker's claim found it so).  Persisted, only grow.
+ */
+enum tg_jrefill_reason { TG_JREFILL_CREDITED = 1, TG_JREFILL_FAILED = 2, TG_JREFILL_VOID = 3 };
 
 struct tg_jrec_reserve {
 	uint64_t acct;

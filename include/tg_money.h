@@ -90,4 +90,38 @@ tg_money_mul(tg_money_t a, int64_t n, tg_money_t *out)
  */
 bool tg_money_mul_div_ceil(int64_t a, int64_t b, int64_t d, tg_money_t *out);
 
+/*
+ * Currencies (ISO 4217): what payments are made in.  A card or PayPal
+ * charge is a whole number of the currency's minor unit (cents for USD),
+ * so refill amounts must be whole minor units and a top-up is rounded up
+ * to the next one.  The engine's `currency` setting and tollrefill's
+ * --currency name one of these.
+ */
+struct tg_currency {
+	const char *code;   /* ISO 4217 alphabetic code, "USD" */
+	unsigned minor;     /* digits of the minor unit: 2 for cents, 0 for JPY, 3 for KWD */
+	const char *symbol; /* as the mails print it before an amount, "$" */
+};
+
+/* The currency named code (exact ISO 4217 code, upper case), or NULL if unknown. */
+const struct tg_currency *tg_currency_find(const char *code);
+/* The codes known, comma-separated, for error messages. */
+const char *tg_currency_codes(void);
+/*
+ * The process's currency: USD until tg_currency_set.  Set once at start,
+ * before any other thread runs; read anywhere after.
+ */
+const struct tg_currency *tg_currency(void);
+void tg_currency_set(const struct tg_currency *c);
+/* Micro-units in one minor unit of c: 10000 for cents. */
+tg_money_t tg_currency_unit(const struct tg_currency *c);
+/* v rounded up to a whole minor unit of c; false on overflow. */
+bool tg_currency_round_up(const struct tg_currency *c, tg_money_t v, tg_money_t *out);
+/*
+ * Format v as the mails show it: the symbol, then exactly the minor unit's
+ * digits ("$82.17", "¥500", "KD1.250").  buf holds at least
+ * TG_MONEY_STR_MAX + 8 bytes.  Returns the length.
+ */
+size_t tg_currency_format(const struct tg_currency *c, tg_money_t v, char *buf);
+
 #endif

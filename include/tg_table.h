@@ -118,6 +118,7 @@ struct tg_move {
 	tg_money_t available; /* balance - reserved, after */
 	bool refill_fired;    /* this step crossed the threshold and claimed the refill flag */
 	bool refill_cleared;  /* this step (a refill's credit) cleared the flag */
+	bool refill_void;     /* cleared because the request may no longer be charged */
 	uint32_t refill_seq_cleared; /* when cleared: the request's number */
 	tg_money_t before;           /* balance before (set by tg_acct_set_balance) */
 	uint32_t refill_seq;         /* when fired: the request's number */
@@ -191,11 +192,32 @@ struct tg_acct_settings {
 
 /*
  * Replace the settings.  TG_NOPAYMENT when refill_mode is not OFF and no
- * payment method is on file.  Switching auto-refill on with the balance
- * already at or below the threshold fires one request at once (in *m).
+ * payment method is on file.  Switching auto-refill on, making the account
+ * active again or changing the threshold, with the balance already at or
+ * below the threshold, fires one request at once (in *m); no other change
+ * fires.  Settings under which no refill may fire (auto-refill off, no
+ * payment method, the account suspended or closed) void the request in
+ * flight: its flag clears (m->refill_cleared and m->refill_void).
  */
 enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s,
                                  struct tg_move *m);
+
+/*
+ * The payment method was updated: fire a request now if the account may
+ * fire (active, auto-refill and payment on), none is in flight and the
+ * balance is at or below the threshold (in *m); otherwise nothing, and the
+ * next crossing fires as usual.
+ */
+enum tg_result tg_acct_rearm(struct tg_acct *a, struct tg_move *m);
+
+/*
+ * Whether s is a sound auto-refill setting (docs/REFILL.md): with refill
+ * on, an amount that is positive and a whole number of the currency's
+ * minor unit (tg_currency()), and for TOPUP a level above the threshold
+ * (at or below it a refill would charge nothing).  False with why filled.
+ * ACCT.SET and the accounts file check with it before anything changes.
+ */
+bool tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len);
 
 /* A consistent copy of one account, from a read-write or read-only mapping. */
 struct tg_acct_view {

@@ -107,7 +107,13 @@ test_bad_rows_load_nothing(void **state)
 	    {"10,1,basic,frozen,,,,", "state"},
 	    {"10,1,basic,,,weekly,,", "refill"},
 	    {"10,1,basic,,5,add,10,off", "payment method"},
-	    {"10,1,basic,,5,add,,on", "refill_amount"},
+	    {"10,1,basic,,5,add,,on", "refill amount must be positive"},
+	    /* A top-up level at or below the threshold would charge nothing, for good. */
+	    {"10,25,basic,,20,topup,10,on", "top-up level 10 is at or below the threshold 20"},
+	    {"10,25,basic,,20,topup,20,on", "at or below the threshold"},
+	    /* Cards are charged whole cents (USD, the default currency). */
+	    {"10,25,basic,,20,add,12.345678,on", "whole minor units"},
+	    {"10,25,basic,,20,topup,50.001,on", "whole minor units"},
 	    {"10,1,basic,,,,,maybe", "payment"},
 	};
 	struct tg_diag d;

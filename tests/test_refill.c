@@ -496,6 +496,44 @@ test_redis_paused_workers_do_not_wait(void **state)
 	assert_int_equal(tg_refill_pending(&engine), 0);
 }
 
+/*
+ * Redis stopped (SIGSTOP) for 3.5 s while 20 accounts cross: the XADDs sent
+ * into the stall time out (2 s) and go back to pending, but Redis still holds
+ * them in its socket buffer and runs them when it resumes.  The publisher's
+ * retry must find them there: 20 entries for 20 requests, not 40.
+ */
+static void
+test_redis_stopped_each_request_once(void **state)
+{
+	(void)state;
+	publisher("127.0.0.1", 600, 4096);
+	account(7000, 20 * U, 10 * U, TG_REFILL_ADD, 50 * U);
+	for (unsigned k = 1; k <= 20; k++)
+		account(7000 + k, 20 * U, 10 * U, TG_REFILL_ADD, 50 * U);
+	assert_true(debit(7000, 11 * U).refill_fired); /* the publisher is connected */
+	assert_int_equal(wait_len(1, 5000), 1);
+
+	assert_int_equal(kill(redis.pid, SIGSTOP), 0);
+	for (unsigned k = 1; k <= 20; k++)
+		assert_true(debit_on(k % WORKERS, 7000 + k, 11 * U).refill_fired);
+	it_sleep_ms(3500);
+	assert_int_equal(kill(redis.pid, SIGCONT), 0);
+
+	assert_int_equal(wait_len(21, 15000), 21);
+	uint64_t deadline = it_now_ms() + 15000;
+	while (tg_refill_pending(&engine) != 0 && it_now_ms() < deadline)
+		it_sleep_ms(10);
+	assert_int_equal(tg_refill_pending(&engine), 0);
+	it_sleep_ms(500); /* a duplicate would come out by now */
+	printf("# stalled: %llu publish failures, %llu found already on the stream\n",
+	       (unsigned long long)counter(TG_C_refills_publish_failures),
+	       (unsigned long long)counter(TG_C_refills_already_on_stream));
+	assert_once_each(7000, 21, 1);
+	assert_true(counter(TG_C_refills_publish_failures) >= 20); /* the stall was felt */
+	assert_true(counter(TG_C_refills_already_on_stream) >= 1); /* and ridden out */
+	assert_int_equal(counter(TG_C_refills_published), 21);
+}
+
 /* ---- republish, credit, failure ---- */
 
 static void
@@ -764,6 +802,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_redis_down_requests_wait_then_publish_once, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_redis_paused_workers_do_not_wait, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_redis_stopped_each_request_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_republish_after_timeout_keeps_id, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_credit_clears_and_next_crossing_is_request_2,
 	                                    setup, teardown),

@@ -173,6 +173,13 @@ counter_is money_charged 20.36
 counter_is money_credited 1.5
 counter_is charged_national 20.16
 counter_is charged_international 0.2
+# Money counters print amounts (20.36, not 20360000) and must say so: a line that
+# labels a decimal "micro-units" misleads by a factor of a million.
+for c in money_charged money_credited charged_national; do
+	line=$(awk -v f="$c" '$1 == f' "$dir/out")
+	case $line in *micro-units*) fail "$c is labelled micro-units but prints an amount: $line" ;; esac
+	case $line in *"amount "*) ;; *) fail "$c does not say it is an amount: $line" ;; esac
+done
 counter_is refills_fired 1
 counter_is refills_published 0
 matches out '^# (stats|calls|money|refills)$'

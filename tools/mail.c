@@ -31,8 +31,8 @@
 #include "tg_assert.h"
 #include "tg_log.h"
 
-/* Bytes of a displayed amount: "-$" and a formatted amount with two decimals. */
-#define SHOW_MAX (TG_MONEY_STR_MAX + 8)
+/* Bytes of a displayed amount: a sign, the currency symbol, the amount, its decimals. */
+#define SHOW_MAX (TG_MONEY_STR_MAX + 16)
 /* Bytes of a displayed payment method: "credit card ****abcd". */
 #define METHOD_MAX 32
 /* Bytes of an RFC 5322 date, "Thu, 26 Nov 2026 13:58:40 +0000". */
@@ -95,20 +95,18 @@ tg_mail_file_name(const char *request_id, enum tg_mail_kind kind, char *out, siz
 
 /* ---- composing ---- */
 
-/* An amount as a customer reads it: "$50.00", "-$1.50", "$0.000125". */
+/*
+ * An amount as a customer reads it, in the currency (tg_currency()):
+ * "$50.00", "-$1.50"; an amount finer than the minor unit keeps its digits.
+ */
 static void
 show(tg_money_t v, char *out)
 {
-	char m[TG_MONEY_STR_MAX];
-	size_t n = tg_money_format(v, m);
-	const char *digits = m[0] == '-' ? m + 1 : m;
-	const char *dot = strchr(digits, '.');
-	size_t decimals = dot ? n - (size_t)(dot + 1 - m) : 0;
+	char *p = out;
 
-	snprintf(out, SHOW_MAX, "%s$%s%s", m[0] == '-' ? "-" : "", digits,
-	         dot == NULL     ? ".00"
-	         : decimals == 1 ? "0"
-	                         : "");
+	if (v < 0)
+		*p++ = '-';
+	tg_currency_format(tg_currency(), v < 0 && v != TG_MONEY_MIN ? -v : v, p);
 }
 
 /*
@@ -303,17 +301,19 @@ compose_failure(struct buf *b, const char *from, const char *host, const struct 
 		show(m->balance_at_request, bal);
 		put(b, "  Balance then:       %s\n", bal);
 	}
+	char zero[SHOW_MAX];
+	show(0, zero);
 	put(b,
 	    "  Request:            %s\n"
 	    "\n"
 	    "This is the only notification you will receive.\n"
 	    "\n"
 	    "Your service continues while your prepaid balance lasts. It is important to\n"
-	    "keep in mind that when your prepaid balance falls to $0.00, you will not be\n"
+	    "keep in mind that when your prepaid balance falls to %s, you will not be\n"
 	    "able to use your service. Credit cards often stop working (expiration,\n"
 	    "change of address, etc.): to avoid an interruption, log in to the online\n"
 	    "portal and update your payment information, or add credit to your account.\n",
-	    m->request_id);
+	    m->request_id, zero);
 }
 
 int

@@ -865,12 +865,35 @@ cmd_profile(struct ctl *x, const struct args *a)
 		rc = call(x, &r, a->name ? 10 : 8, argv);
 	if (rc != CTL_OK)
 		return rc;
-	if (r->type == REDIS_REPLY_INTEGER)
-		printf("OK\n");
-	else
+	if (r->type != REDIS_REPLY_INTEGER)
 		rc = unexpected("HSET");
 	freeReplyObject(r);
-	return rc;
+	if (rc != CTL_OK)
+		return rc;
+	/*
+	 * A new card re-arms auto-refill: the engine fires a request now if the
+	 * balance is already at or below the threshold (the next crossing
+	 * otherwise).  The profile is written either way.
+	 */
+	char acct[24];
+	snprintf(acct, sizeof(acct), "%llu", (unsigned long long)id);
+	const char *rearm[] = {"ACCT.REFILL.REARM", acct};
+	redisFree(x->c);
+	x->c = NULL;
+	rc = connect_to(x, &x->daemon, x->password);
+	if (rc == CTL_OK)
+		rc = call(x, &r, 2, rearm);
+	if (rc != CTL_OK) {
+		say("profile written, but auto-refill of account %llu was not re-armed",
+		    (unsigned long long)id);
+		return rc;
+	}
+	if (r->type == REDIS_REPLY_STRING)
+		printf("OK, refill %s fired\n", r->str);
+	else
+		printf("OK\n");
+	freeReplyObject(r);
+	return CTL_OK;
 }
 
 static int

@@ -125,6 +125,8 @@ usage(FILE *f)
 	        "  --sendmail CMD           deliver mail by piping it into CMD (/usr/sbin/sendmail "
 	        "-t)\n"
 	        "  --mail-from ADDR         the From: address (billing@localhost)\n"
+	        "  --currency CODE          ISO 4217 code of the payments, as tollgated's\n"
+	        "                           currency setting (USD)\n"
 	        "  --once                   process what is there, then exit\n"
 	        "docs/REFILL.md, \"Worker\", has the whole story.\n");
 }
@@ -182,6 +184,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		O_MAILFROM,
 		O_SENDMAIL,
 		O_DEAD,
+		O_CURRENCY,
 		O_ONCE,
 		O_HELP,
 	};
@@ -198,6 +201,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 	    {"attempts", required_argument, NULL, O_ATTEMPTS},
 	    {"backoff-ms", required_argument, NULL, O_BACKOFF},
 	    {"maildir", required_argument, NULL, O_MAILDIR},
+	    {"currency", required_argument, NULL, O_CURRENCY},
 	    {"mail-dir", required_argument, NULL, O_MAILDIR_ALIAS},
 	    {"mail-from", required_argument, NULL, O_MAILFROM},
 	    {"sendmail", required_argument, NULL, O_SENDMAIL},
@@ -290,6 +294,17 @@ parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_MAILFROM:
 			o->mail_from = optarg;
+			break;
+		case O_CURRENCY:
+			if (tg_currency_find(optarg) == NULL) {
+				fprintf(
+				    stderr,
+				    "tollrefill: bad value \"%s\" for --currency: not a known ISO "
+				    "4217 code (%s)\n",
+				    optarg, tg_currency_codes());
+				return 1;
+			}
+			tg_currency_set(tg_currency_find(optarg));
 			break;
 		case O_SENDMAIL:
 			if (optarg[0] == '\0')
@@ -401,7 +416,7 @@ printable(const char *s, size_t n, char *out, size_t cap)
 /* the worker and its connections                                      */
 
 struct counts {
-	uint64_t approved, failed, malformed, replayed, refused;
+	uint64_t approved, failed, malformed, replayed, refused, voided;
 };
 
 struct worker {
@@ -623,7 +638,8 @@ struct request {
 	tg_money_t amount;
 	bool has_balance;
 	tg_money_t balance;
-	char why[160]; /* what is wrong with a malformed entry */
+	bool reportable; /* id and account are sound: a malformed entry is reported failed */
+	char why[160];   /* what is wrong with a malformed entry */
 };
 
 /* The value of a field as a NUL-terminated copy, or false if it does not fit. */
@@ -722,8 +738,13 @@ parse_entry(const redisReply *e, struct request *q)
 	if (seq == 0 || tg_refill_id(acct, seq, canon) != strlen(q->id) ||
 	    strcmp(canon, q->id) != 0)
 		return malformed(q, "id is not a refill request id of the account:", f[F_ID]);
+	q->reportable = true;
 	if (tg_money_parse(f[F_AMOUNT]->str, f[F_AMOUNT]->len, &q->amount) != 0 || q->amount <= 0)
 		return malformed(q, "bad amount", f[F_AMOUNT]);
+	/* A card or PayPal charge is whole minor units (cents): never round a charge here. */
+	if (q->amount % tg_currency_unit(tg_currency()) != 0)
+		return malformed(q,
+		                 "amount is not whole minor units of the currency:", f[F_AMOUNT]);
 	if (f[F_BALANCE] != NULL) {
 		if (tg_money_parse(f[F_BALANCE]->str, f[F_BALANCE]->len, &q->balance) != 0)
 			return malformed(q, "bad balance", f[F_BALANCE]);
@@ -1030,6 +1051,26 @@ dead_letter(struct worker *w, const redisReply *entry, const struct request *q)
 	enum step s = STEP_RETRY;
 	redisReply *r = NULL;
 
+	/*
+	 * A request that can never be charged as it stands is a failed refill:
+	 * the engine is told first, so its flag clears and the account can
+	 * refill again (no mail: the customer's card was never tried).
+	 */
+	if (q->reportable) {
+		char why[160];
+		switch (eq(w, &r, why, sizeof(why), "ACCT.REFILL.FAILED %llu %s malformed",
+		           (unsigned long long)q->account, q->id)) {
+		case E_DOWN:
+			return STEP_RETRY;
+		case E_REFUSED:
+			tg_log("%s: the engine refused ACCT.REFILL.FAILED: %s", q->id, why);
+			break;
+		case E_OK:
+			freeReplyObject(r);
+			r = NULL;
+			break;
+		}
+	}
 	if (kv->type == REDIS_REPLY_ARRAY)
 		total = kv->elements / 2;
 	pairs = total < DEAD_PAIRS_MAX ? total : DEAD_PAIRS_MAX;
@@ -1077,8 +1118,9 @@ dead_letter(struct worker *w, const redisReply *entry, const struct request *q)
 	}
 	if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
 		w->n.malformed++;
-		tg_log("stream entry %s: malformed (%s): moved to %s and acknowledged", q->msgid,
-		       q->why, o->dead_stream);
+		tg_log("stream entry %s: malformed (%s): %smoved to %s and acknowledged", q->msgid,
+		       q->why, q->reportable ? "reported failed to the engine, " : "",
+		       o->dead_stream);
 		s = STEP_DONE;
 	} else if (r->type == REDIS_REPLY_INTEGER) {
 		tg_log("stream entry %s: malformed (%s): no longer pending here (taken over): left "
@@ -1341,6 +1383,46 @@ charge(struct worker *w, const struct request *q, const struct profile *p, struc
 	}
 }
 
+/*
+ * Ask the engine whether q may still be charged (ACCT.REFILL.CLAIM), right
+ * before the gateway is asked: the account may have been closed or
+ * suspended, or auto-refill switched off, since the request fired.  STEP_DONE
+ * with *ok false (and why) when it may not; STEP_RETRY when the engine is down.
+ */
+static enum step
+claim(struct worker *w, const struct request *q, bool *ok, char *why, size_t whylen)
+{
+	redisReply *r;
+
+	*ok = false;
+	switch (eq(w, &r, why, whylen, "ACCT.REFILL.CLAIM %llu %s", (unsigned long long)q->account,
+	           q->id)) {
+	case E_DOWN:
+		return STEP_RETRY;
+	case E_REFUSED:
+		/* VOID, NOACCOUNT, or not its request: the engine says do not charge it. */
+		return STEP_DONE;
+	case E_OK:
+		*ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
+		if (!*ok)
+			snprintf(why, whylen, "unexpected reply to ACCT.REFILL.CLAIM");
+		freeReplyObject(r);
+		return STEP_DONE;
+	}
+	return STEP_RETRY;
+}
+
+/* A request the engine says may not be charged: no charge, no mail, acknowledged. */
+static enum step
+settle_void(struct worker *w, const struct request *q, const char *why)
+{
+	enum step s = ack(w, q->msgid, "void", &w->n.voided);
+	if (s == STEP_DONE)
+		tg_log("%s account %llu: not charged, no mail: %s", q->id,
+		       (unsigned long long)q->account, why);
+	return s;
+}
+
 /* One stream entry, from parsing to acknowledgement. */
 static enum step
 handle(struct worker *w, const redisReply *entry)
@@ -1365,7 +1447,13 @@ handle(struct worker *w, const redisReply *entry)
 		return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, true)
 		                             : settle_approved(w, &q, &p, &oc, true);
 	bool overwrite = oc.unreadable;
+	char why[160];
+	bool may;
 
+	if (claim(w, &q, &may, why, sizeof(why)) != STEP_DONE)
+		return STEP_RETRY;
+	if (!may)
+		return settle_void(w, &q, why);
 	if (!p.found || p.method[0] == '\0' || p.token[0] == '\0') {
 		memset(&oc, 0, sizeof(oc));
 		oc.state = OC_FAILED;
@@ -1625,13 +1713,14 @@ main(int argc, char **argv)
 
 	rc = run(&w);
 
-	tg_log("%s: approved %llu, failed %llu, replayed %llu, malformed %llu, refused %llu",
+	tg_log("%s: approved %llu, failed %llu, replayed %llu, malformed %llu, refused %llu, "
+	       "void %llu",
 	       stopping  ? "stopped"
 	       : rc == 0 ? "done"
 	                 : "gave up",
 	       (unsigned long long)w.n.approved, (unsigned long long)w.n.failed,
 	       (unsigned long long)w.n.replayed, (unsigned long long)w.n.malformed,
-	       (unsigned long long)w.n.refused);
+	       (unsigned long long)w.n.refused, (unsigned long long)w.n.voided);
 	leave_group(&w);
 	drop(&w.r);
 	drop(&w.e);

@@ -67,6 +67,9 @@ TG_CFG("refill-timeout", U32, refill_timeout, "600",
 TG_CFG("refill-ring", U32, refill_ring, "4096",
        "refill triggers each worker can hand the publisher before they wait in shared memory; a "
        "power of two")
+TG_CFG("currency", STR, currency, "USD",
+       "ISO 4217 code of the currency payments are made in (USD, EUR, GBP, JPY, ...): refill "
+       "amounts must be whole minor units of it (cents), top-ups are rounded up to one")
 /* Durability (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
 TG_CFG("data-dir", STR, data_dir, "/var/lib/tollgate",
        "directory of the journal and the snapshots; created if missing")

@@ -22,8 +22,8 @@ TG_COUNTER(replays, calls, "CALL.END, CDR, ACCT.CREDIT answered from the id wind
 TG_COUNTER(conflicts, calls, "ids reused with different data (CONFLICT)")
 TG_COUNTER(window_full, calls, "requests refused because the id window was full")
 TG_COUNTER(credits, money, "ACCT.CREDIT applied")
-TG_COUNTER(money_charged, money, "micro-units charged by calls and CDRs")
-TG_COUNTER(money_credited, money, "micro-units credited")
+TG_COUNTER(money_charged, money, "amount charged by calls and CDRs")
+TG_COUNTER(money_credited, money, "amount credited")
 TG_COUNTER(refills_fired, refills, "auto-refill requests fired (threshold crossings)")
 TG_COUNTER(refills_landed, refills, "refill credits that cleared the in-flight flag")
 TG_COUNTER(refills_failed, refills, "refills reported failed by a worker")
@@ -34,6 +34,14 @@ TG_COUNTER(refills_publish_failures, refills,
            "XADDs that failed (Redis down, slow or refusing); the request stays pending")
 TG_COUNTER(refills_ring_full, refills,
            "refills fired while the worker's ring was full; found by the publisher's scan")
+TG_COUNTER(refills_claimed, refills,
+           "ACCT.REFILL.CLAIM answered OK: a worker may charge the request")
+TG_COUNTER(refills_void, refills,
+           "refill requests settled without a charge: the account was suspended or closed, or "
+           "auto-refill or the payment method switched off, while the request was in flight")
+TG_COUNTER(refills_already_on_stream, refills,
+           "publications sent again after a lost reply and found already on the stream: not "
+           "added twice")
 TG_COUNTER(connections_accepted, clients,
            "connections accepted (the server's counters, in this order)")
 TG_COUNTER(connections_closed, clients, "connections closed, for any reason")
