@@ -190,6 +190,14 @@ cmd_call_end(struct ctx *c)
 	    !arg_seconds(c, 3, "duration", &duration))
 		return TG_NET_CONTINUE;
 	enum tg_result r = tg_call_end(c->w, acct, call, duration, &charge);
+	if (r == TG_EXPIRED) {
+		/* Says what was charged, so the switch's log needs no CDR to bill it. */
+		char amt[TG_MONEY_STR_MAX], msg[96];
+		tg_money_format(charge, amt);
+		snprintf(msg, sizeof(msg), "call settled by expiry at its grant: charged %s", amt);
+		tg_out_error(c->out, tg_result_name(r), msg);
+		return TG_NET_CONTINUE;
+	}
 	if (r != TG_OK)
 		return reply_result(c, r);
 	tg_out_money(c->out, charge);

@@ -282,6 +282,20 @@ setup_expiry(void **state)
 	return fx_start(f);
 }
 
+/* The bundled demo plans, no accounts, 6-second grants settled 1 s after. */
+static int
+setup_expiry_demo(void **state)
+{
+	static const char *const f[] = {"--max-grant", "6", "--call-grace", "1", NULL};
+	(void)state;
+	memset(&fx, 0, sizeof(fx));
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_start(&fx.d, fx.dir, f), 0);
+	fx.c = it_connect(&fx.d);
+	assert_non_null(fx.c);
+	return 0;
+}
+
 static int
 setup_idle(void **state)
 {
@@ -2081,11 +2095,46 @@ test_expiry(void **state)
 	assert_int_equal(info_int(fx.c, "call_expired"), 1);
 	assert_int_equal(info_int(fx.c, "call_ended"), 1);
 	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
-	/* The switch's late CALL.END finds no call, and nothing moves. */
-	expect_err(cmd(fx.c, "CALL.END 900 x1 2"), "NOCALL");
+	/* The switch's late CALL.END hears that expiry settled the call, and nothing moves. */
+	expect_err(cmd(fx.c, "CALL.END 900 x1 2"), "EXPIRED");
 	expect_err(cmd(fx.c, "CALL.UPDATE 900 x1 2"), "NOCALL");
 	expect_balance(fx.c, 900, 970000, 0);
 	assert_true(info_money(fx.c, "money_charged") == 30000);
+}
+
+/*
+ * A call settled by expiry keeps its call id spent, as CALL.END does: the
+ * same CALL.AUTH again used to open a second reservation and a late
+ * CALL.END billed it too, two charges for one call.  The exact steps, on
+ * the bundled demo plans (--max-grant 6 --call-grace 1).
+ */
+static void
+test_expired_call_id_is_not_authorized_again(void **state)
+{
+	(void)state;
+	expect_status(cmd(fx.c, "ACCT.SET 1300 BALANCE 1 PLAN basic"), "OK");
+	expect_int(cmd(fx.c, "CALL.AUTH 1300 14165550199 exp-re"), 6);
+	expect_balance(fx.c, 1300, 1 * U, 2500);
+	it_sleep_ms(8500);
+	/* Expiry charged the grant: 6 s at 0.025 a minute. */
+	expect_balance(fx.c, 1300, 997500, 0);
+	assert_int_equal(info_int(fx.c, "call_expired"), 1);
+	/* The id ended by expiry: refused like a call id that ended. */
+	expect_err(cmd(fx.c, "CALL.AUTH 1300 14165550199 exp-re"), "CONFLICT");
+	assert_int_equal(info_int(fx.c, "conflicts"), 1);
+	/* The late CALL.END hears what was charged, whatever its duration, and changes nothing. */
+	redisReply *r = cmd(fx.c, "CALL.END 1300 exp-re 6");
+	want_type(r, REDIS_REPLY_ERROR);
+	assert_string_equal(r->str, "EXPIRED call settled by expiry at its grant: charged 0.0025");
+	freeReplyObject(r);
+	expect_err(cmd(fx.c, "CALL.END 1300 exp-re 4"), "EXPIRED");
+	/* Not this account's call: nothing to say about it. */
+	expect_err(cmd(fx.c, "CALL.END 1301 exp-re 6"), "NOCALL");
+	expect_err(cmd(fx.c, "CALL.UPDATE 1300 exp-re 5"), "NOCALL");
+	expect_balance(fx.c, 1300, 997500, 0);
+	assert_int_equal(info_int(fx.c, "call_ended"), 0);
+	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
+	assert_true(info_money(fx.c, "money_charged") == 2500);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2366,7 +2415,7 @@ test_redis_cli(void **state)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_call_auth_grants, setup_std, teardown),
@@ -2394,11 +2443,17 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_many_clients, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_race_one_account, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_expiry, setup_expiry, teardown),
+	    cmocka_unit_test_setup_teardown(test_expired_call_id_is_not_authorized_again,
+	                                    setup_expiry_demo, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input_raw, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input_arguments, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
 	    cmocka_unit_test_setup_teardown(test_redis_cli, setup_std, teardown),
 	};
 	signal(SIGPIPE, SIG_IGN);
+	/* test_server PATTERN: only the tests whose name matches (cmocka's glob). */
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	(void)argv;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
