@@ -587,7 +587,16 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 		}
 		uint32_t g = tg_rate_grant(&c->rate, budget, cap, &cost);
 		if (g <= c->granted) {
-			res = TG_BLOCKED;
+			/*
+			 * Nothing more under the cap.  When the money would pay for
+			 * more, the cap is what stops it: say so, the switch should
+			 * ask again later, not hear that the balance is short.
+			 */
+			tg_money_t more;
+			bool capped =
+			    cap < TG_DURATION_MAX &&
+			    tg_rate_grant(&c->rate, budget, TG_DURATION_MAX, &more) > c->granted;
+			res = capped ? TG_MAXGRANT : TG_BLOCKED;
 			break;
 		}
 		res = tg_acct_extend(a, cost - c->reserved, &m);
@@ -605,7 +614,8 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 	tg_calls_unlock(&l);
 	if (res == TG_SHORT)
 		res = TG_BLOCKED;
-	tg_count(w, res == TG_OK ? TG_C_call_update : TG_C_call_blocked, 1);
+	if (res == TG_OK || res == TG_BLOCKED)
+		tg_count(w, res == TG_OK ? TG_C_call_update : TG_C_call_blocked, 1);
 	return res;
 }
 

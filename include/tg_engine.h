@@ -142,7 +142,11 @@ struct tg_id {
 /* CALL.AUTH: *granted seconds reserved for call id on acct to dest. */
 enum tg_result tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
                             struct tg_id call, uint32_t *granted);
-/* CALL.UPDATE: *granted is the new total grant. */
+/*
+ * CALL.UPDATE: *granted is the new total grant.  TG_BLOCKED when the balance
+ * pays for nothing more, TG_MAXGRANT when it would but the grant already
+ * reaches elapsed + max-grant.
+ */
 enum tg_result tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call,
                               uint32_t elapsed, uint32_t *granted);
 /*

@@ -780,6 +780,39 @@ test_call_auth_refusals(void **state)
 /* ------------------------------------------------------------------ */
 /* CALL.UPDATE (--max-grant 60)                                        */
 
+/*
+ * An update of a call already granted max-grant past its elapsed time, on
+ * an account with money to spare, used to answer "BLOCKED insufficient
+ * balance": the cap stops it, and the answer says so.
+ */
+static void
+test_call_update_at_max_grant_says_so(void **state)
+{
+	(void)state;
+	acct_new(fx.c, 210, "sec", 100 * U);
+	expect_int(cmd(fx.c, "CALL.AUTH 210 %s m1", D_NAT), 60);
+	redisReply *r = cmd(fx.c, "CALL.UPDATE 210 m1 0");
+	want_type(r, REDIS_REPLY_ERROR);
+	assert_string_equal(
+	    r->str,
+	    "MAXGRANT the grant already reaches max-grant seconds past elapsed: ask again later");
+	freeReplyObject(r);
+	expect_balance(fx.c, 210, 100 * U, 600000);
+	/* Later in the call the cap has moved: the same update extends. */
+	expect_int(cmd(fx.c, "CALL.UPDATE 210 m1 30"), 90);
+	/* On 60/60 the next boundary (120 s) lies past the cap (40 + 60): the cap again. */
+	acct_new(fx.c, 211, "flat", 100 * U);
+	expect_int(cmd(fx.c, "CALL.AUTH 211 %s m2", D_NAT), 60);
+	expect_err(cmd(fx.c, "CALL.UPDATE 211 m2 40"), "MAXGRANT");
+	expect_int(cmd(fx.c, "CALL.UPDATE 211 m2 60"), 120);
+	/* Short of money and at the cap both: BLOCKED comes first. */
+	acct_new(fx.c, 212, "sec", 600000);
+	expect_int(cmd(fx.c, "CALL.AUTH 212 %s m3", D_NAT), 60);
+	expect_err(cmd(fx.c, "CALL.UPDATE 212 m3 0"), "BLOCKED");
+	assert_int_equal(info_int(fx.c, "call_blocked"), 1);
+	assert_int_equal(info_int(fx.c, "call_update"), 2);
+}
+
 static void
 test_call_update(void **state)
 {
@@ -2423,6 +2456,8 @@ main(int argc, char **argv)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_call_auth_refusals, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_call_update, setup_update, teardown),
+	    cmocka_unit_test_setup_teardown(test_call_update_at_max_grant_says_so, setup_update,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_call_end, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_nocall_unknown_id_leaves_no_lock, setup_std,
 	                                    teardown),
