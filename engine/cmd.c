@@ -491,10 +491,24 @@ cmd_rates_reload(struct ctx *c)
 	int rc = tg_server_reload(c->srv, msg, sizeof(msg));
 	tg_worker_enter(c->w);
 	if (rc != 0) {
-		for (char *p = msg; *p; p++)
-			if (*p == '\n')
-				*p = ';';
-		tg_out_error(c->out, "ERR", msg);
+		/*
+		 * One line on the wire: "rate plans not reloaded (2 problems): a:3:
+		 * why; a:7: why".  The heading ends with ':', the problems are
+		 * separated by "; " (tollctl splits them there again).
+		 */
+		char line[sizeof(msg) + 64];
+		size_t n = 0;
+		for (const char *p = msg; *p && n + 3 < sizeof(line); p++) {
+			if (*p != '\n') {
+				line[n++] = *p;
+				continue;
+			}
+			if (n > 0 && line[n - 1] != ':')
+				line[n++] = ';';
+			line[n++] = ' ';
+		}
+		line[n] = '\0';
+		tg_out_error(c->out, "ERR", line);
 		return TG_NET_CONTINUE;
 	}
 	tg_out_status(c->out, "OK");

@@ -43,13 +43,21 @@ tg_server_reload(struct tg_server *srv, char *msg, size_t msglen)
 		return 0;
 	}
 	ck_pr_inc_64(&srv->reload_failures);
-	/* Every problem, one per line: file:line: reason. */
+	/* Every problem kept, one per line: file:line: reason (file: reason for a whole file). */
 	size_t n =
-	    (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problems):", diag.count);
+	    (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problem%s):", diag.count,
+	                     diag.count == 1 ? "" : "s");
 	unsigned kept = diag.count < TG_DIAG_KEEP ? diag.count : TG_DIAG_KEEP;
-	for (unsigned i = 0; i < kept && n < msglen; i++)
-		n += (size_t)snprintf(msg + n, msglen - n, "\n%s:%u: %s", diag.msg[i].file,
-		                      diag.msg[i].line, diag.msg[i].reason);
+	for (unsigned i = 0; i < kept && n < msglen; i++) {
+		const struct tg_diag_msg *m = &diag.msg[i];
+		if (m->line)
+			n += (size_t)snprintf(msg + n, msglen - n, "\n%s:%u: %s", m->file, m->line,
+			                      m->reason);
+		else
+			n += (size_t)snprintf(msg + n, msglen - n, "\n%s: %s", m->file, m->reason);
+	}
+	if (diag.count > kept && n < msglen)
+		snprintf(msg + n, msglen - n, "\n... and %u more", diag.count - kept);
 	return rc;
 }
 
@@ -179,8 +187,9 @@ start(struct tg_server *srv)
 			                         record_new, ctl);
 		tg_worker_commit(ctl);
 		if (rc != 0) {
-			tg_log("accounts not loaded from %s (%u problems):",
-			       cfg->accounts[0] ? cfg->accounts : "the bundled demo", diag.count);
+			tg_log("accounts not loaded from %s (%u problem%s):",
+			       cfg->accounts[0] ? cfg->accounts : "the bundled demo", diag.count,
+			       diag.count == 1 ? "" : "s");
 			tg_diag_print(&diag, STDERR_FILENO);
 			return rc;
 		}

@@ -1649,11 +1649,28 @@ test_rates_reload(void **state)
 	assert_int_equal(it_file_write(fx.dir, "rates.csv", text, path, sizeof(path)), 0);
 	redisReply *r = cmd(fx.c, "RATES.RELOAD");
 	want_type(r, REDIS_REPLY_ERROR);
-	char where[IT_PATH_MAX + 8];
-	snprintf(where, sizeof(where), "%s:4: ", fx.rates);
-	if (strncmp(r->str, "ERR ", 4) != 0 || strstr(r->str, where) == NULL ||
-	    strstr(r->str, "4a") == NULL)
+	char where[IT_PATH_MAX + 64];
+	/* One problem reads as one: no "(1 problems):;" (it once did). */
+	snprintf(where, sizeof(where), "ERR rate plans not reloaded (1 problem): %s:4: ", fx.rates);
+	if (strncmp(r->str, where, strlen(where)) != 0 || strstr(r->str, "4a") == NULL ||
+	    strchr(r->str, ';') != NULL)
 		fail_msg("RATES.RELOAD of a bad file: '%s'", r->str);
+	freeReplyObject(r);
+	/* Two: the heading, then each problem, separated by "; ". */
+	char *line5 = strstr(text, "flat,4420,");
+	assert_non_null(line5);
+	memcpy(line5, "flat,44x0,", 10);
+	assert_int_equal(it_file_write(fx.dir, "rates.csv", text, path, sizeof(path)), 0);
+	r = cmd(fx.c, "RATES.RELOAD");
+	want_type(r, REDIS_REPLY_ERROR);
+	snprintf(where, sizeof(where),
+	         "ERR rate plans not reloaded (2 problems): %s:4: ", fx.rates);
+	char second[IT_PATH_MAX + 16];
+	snprintf(second, sizeof(second), "; %s:5: ", fx.rates);
+	const char *semi = strstr(r->str, second);
+	if (strncmp(r->str, where, strlen(where)) != 0 || semi == NULL ||
+	    strchr(r->str, ';') != semi || strstr(semi, "44x0") == NULL)
+		fail_msg("RATES.RELOAD of a file with two bad rows: '%s'", r->str);
 	freeReplyObject(r);
 	assert_true(flat_quote(fx.c) == 300000);
 	/* Nothing of the bad file went live, and all of the good one stayed. */
@@ -1663,7 +1680,7 @@ test_rates_reload(void **state)
 	assert_string_equal(uk->element[5]->str, "44");
 	freeReplyObject(uk);
 	assert_int_equal(info_int(fx.c, "rates_reloads"), 2);
-	assert_int_equal(info_int(fx.c, "rates_reload_failures"), 1);
+	assert_int_equal(info_int(fx.c, "rates_reload_failures"), 2);
 	expect_err(cmd(fx.c, "RATES.RELOAD now"), "ERR wrong number of arguments");
 
 	/* SIGHUP reloads too. */
@@ -1681,7 +1698,7 @@ test_rates_reload(void **state)
 	assert_int_equal(it_file_write(fx.dir, "rates.csv", "plan,prefix\n", path, sizeof(path)),
 	                 0);
 	assert_int_equal(kill(fx.d.pid, SIGHUP), 0);
-	wait_info(fx.c, "rates_reload_failures", 2);
+	wait_info(fx.c, "rates_reload_failures", 3);
 	assert_true(flat_quote(fx.c) == 900000);
 	assert_true(it_log_has(&fx.d, "SIGHUP: rate plans not reloaded"));
 }
