@@ -777,6 +777,34 @@ test_call_auth_refusals(void **state)
 	assert_int_equal(info_int(fx.c, "call_granted"), 1);
 }
 
+/*
+ * Account ids with leading zeros are the same account, however many zeros:
+ * past 20 characters they were refused although the docs allow them.
+ */
+static void
+test_account_id_leading_zeros_past_20_characters(void **state)
+{
+	static const char *const zeros = "00000000000000000000000000000000";
+	(void)state;
+	expect_status(cmd(fx.c, "ACCT.SET %s42 BALANCE 5 PLAN flat", zeros), "OK");
+	expect_balance(fx.c, 42, 5 * U, 0);
+	expect_money(cmd(fx.c, "CDR %s42 %s 60 lz1", zeros, D_NAT), 600000);
+	expect_int(cmd(fx.c, "CALL.AUTH 00000000000000000000042 %s lz2", D_NAT), 420);
+	expect_money(cmd(fx.c, "CALL.END %s%s42 lz2 60", zeros, zeros), 600000);
+	expect_money(cmd(fx.c, "ACCT.CREDIT 000000000000000000000000042 1 lz3"), 4800000);
+	expect_balance(fx.c, 42, 4800000, 0);
+	redisReply *r = cmd(fx.c, "ACCT.GET %s42", zeros);
+	want_type(r, REDIS_REPLY_ARRAY);
+	assert_true(r->elements > 2);
+	assert_string_equal(r->element[0]->str, "balance");
+	assert_string_equal(r->element[1]->str, "4.8");
+	freeReplyObject(r);
+	/* The value still counts: 2^64 - 1 and 21 significant digits are no account id. */
+	expect_err(cmd(fx.c, "ACCT.SET %s18446744073709551615 BALANCE 1", zeros),
+	           "ERR invalid account id");
+	expect_err(cmd(fx.c, "ACCT.GET %s100000000000000000000", zeros), "ERR invalid account id");
+}
+
 /* ------------------------------------------------------------------ */
 /* CALL.UPDATE (--max-grant 60)                                        */
 
@@ -2472,6 +2500,8 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_call_auth_many_calls_one_account, setup_std,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_call_auth_refusals, setup_std, teardown),
+	    cmocka_unit_test_setup_teardown(test_account_id_leading_zeros_past_20_characters,
+	                                    setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_call_update, setup_update, teardown),
 	    cmocka_unit_test_setup_teardown(test_call_update_at_max_grant_says_so, setup_update,
 	                                    teardown),

@@ -262,17 +262,10 @@ parse_hostport(const char *s, struct endpoint *e)
 static bool
 parse_account(const char *s, uint64_t *out)
 {
-	size_t len = strlen(s);
-	uint64_t id = 0;
+	uint64_t id;
 
-	if (len < 1 || len > 20)
+	if (!tg_decimal_u64(s, strlen(s), &id) || id == UINT64_MAX)
 		return false;
-	for (size_t k = 0; k < len; k++) {
-		unsigned d = (unsigned)(s[k] - '0');
-		if (d > 9 || id > (UINT64_MAX - 1 - d) / 10)
-			return false;
-		id = id * 10 + d;
-	}
 	*out = id;
 	return true;
 }
