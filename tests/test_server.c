@@ -23,6 +23,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
@@ -2215,6 +2217,50 @@ test_expired_call_id_is_not_authorized_again(void **state)
 	assert_true(info_money(fx.c, "money_charged") == 2500);
 }
 
+/*
+ * Bad settings stop start-up with exit 2 and one line each, before the
+ * journal is touched: port 70000 and reply-buffer 1 were found only after
+ * journal recovery, in one combined message.  The data directory must not
+ * even be created.
+ */
+static void
+test_bad_settings_each_said_before_anything(void **state)
+{
+	char dir[IT_PATH_MAX], data[IT_PATH_MAX + 8], out[IT_PATH_MAX + 8], shm[64], buf[2048];
+	int status;
+
+	(void)state;
+	assert_int_equal(it_dir_make(dir, sizeof(dir)), 0);
+	snprintf(data, sizeof(data), "%s/data", dir);
+	snprintf(out, sizeof(out), "%s/stderr", dir);
+	snprintf(shm, sizeof(shm), "/tg-test-badcfg-%d", (int)getpid());
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+			_exit(126);
+		execl(getenv("TOLLGATED"), "tollgated", "--port", "70000", "--reply-buffer", "1",
+		      "--data-dir", data, "--shm-name", shm, "--accounts", "none", "--redis-host",
+		      "none", (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 2);
+	FILE *f = fopen(out, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	assert_string_equal(buf, "tollgated: port: 70000 is out of range 0..65535 (a TCP port)\n"
+	                         "tollgated: reply-buffer: 1 is below 16384 (bytes: room for the "
+	                         "largest reply)\n");
+	assert_int_equal(access(data, F_OK), -1); /* nothing opened, nothing created */
+	unlink(out);
+	it_dir_remove(dir);
+}
+
 /* ------------------------------------------------------------------ */
 /* bad input                                                           */
 
@@ -2527,6 +2573,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_expiry, setup_expiry, teardown),
 	    cmocka_unit_test_setup_teardown(test_expired_call_id_is_not_authorized_again,
 	                                    setup_expiry_demo, teardown),
+	    cmocka_unit_test(test_bad_settings_each_said_before_anything),
 	    cmocka_unit_test_setup_teardown(test_bad_input_raw, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input_arguments, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
