@@ -58,15 +58,9 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		snprintf(why, whylen, "expected %d fields, found %u", F_COUNT, r->n);
 		return false;
 	}
-	/* Account ids: plain decimal, leading zeros allowed, below 2^64 - 1. */
-	bool ok = r->len[F_ACCT] >= 1 && r->len[F_ACCT] <= 20;
+	/* Account ids: plain decimal, any leading zeros, below 2^64 - 1 (as on the wire). */
 	uint64_t id = 0;
-	for (size_t k = 0; ok && k < r->len[F_ACCT]; k++) {
-		unsigned d = (unsigned)(r->f[F_ACCT][k] - '0');
-		ok = d <= 9 && id <= (UINT64_MAX - 1 - d) / 10;
-		id = id * 10 + d;
-	}
-	if (!ok) {
+	if (!tg_decimal_u64(r->f[F_ACCT], r->len[F_ACCT], &id) || id == UINT64_MAX) {
 		snprintf(why, whylen, "account '%s': not an account id",
 		         tg__csv_show(b, r->f[F_ACCT], r->len[F_ACCT]));
 		return false;

@@ -222,8 +222,8 @@ tg_calls_count(const struct tg_calls *c)
  * d must not be zero.  Spins until d's stripe is free; the caller holds it
  * until tg_calls_unlock, tg_calls_remove_unlock or tg_calls_insert_unlock.
  * Lock order: at most one calls stripe at a time; a caller may already hold
- * one idem stripe (CALL.END does), but must not take an idem stripe while
- * holding a calls stripe, nor call tg_calls_expire.
+ * one idem stripe (CALL.END does) or a pair (CALL.AUTH), but must not wait
+ * for an idem stripe while holding a calls stripe, nor call tg_calls_expire.
  */
 struct tg_call *
 tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l)
@@ -302,16 +302,20 @@ tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call)
 
 /*
  * Every stripe in turn, EXPIRE_CHUNK slots per lock hold.  fn runs under
- * the stripe lock with a call that is removed as soon as fn returns: it must
- * copy what it needs, be short, and not touch c (fn may be NULL).  With no
- * other thread using c every call with expires_ns <= now_ns is taken; a
- * call that another thread adds, or moves by removing its neighbour, while
- * the scan is between chunks may be left for the next scan.  No call is
- * given to fn twice.  Returns the number given to fn.
+ * the stripe lock with each call due: it must copy what it needs, be short,
+ * and not touch c; it returns true to have the call removed at once, false
+ * to leave it for a later scan (fn NULL: remove every call due).  fn may not
+ * wait for an idem stripe (the lock order), only try one (tg_idem_trylock).
+ * With no other thread using c every call with expires_ns <= now_ns is
+ * offered; a call that another thread adds, or moves by removing its
+ * neighbour, while the scan is between chunks may be left for the next
+ * scan.  A call fn kept may be offered again in the same scan, when a
+ * removal after it pulls it back across the end of its stripe.  Returns the
+ * number removed.
  */
 size_t
 tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
-                void (*fn)(void *arg, const struct tg_call *call), void *arg)
+                bool (*fn)(void *arg, const struct tg_call *call), void *arg)
 {
 	size_t expired = 0;
 
@@ -333,8 +337,10 @@ tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
 				i++;
 				continue;
 			}
-			if (fn != NULL)
-				fn(arg, &vals[i]);
+			if (fn != NULL && !fn(arg, &vals[i])) {
+				i++; /* kept: the next scan offers it again */
+				continue;
+			}
 			/* a later call may be pulled into i: look at i again */
 			delete_at(c, s, i);
 			expired++;

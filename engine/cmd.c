@@ -190,6 +190,14 @@ cmd_call_end(struct ctx *c)
 	    !arg_seconds(c, 3, "duration", &duration))
 		return TG_NET_CONTINUE;
 	enum tg_result r = tg_call_end(c->w, acct, call, duration, &charge);
+	if (r == TG_EXPIRED) {
+		/* Says what was charged, so the switch's log needs no CDR to bill it. */
+		char amt[TG_MONEY_STR_MAX], msg[96];
+		tg_money_format(charge, amt);
+		snprintf(msg, sizeof(msg), "call settled by expiry at its grant: charged %s", amt);
+		tg_out_error(c->out, tg_result_name(r), msg);
+		return TG_NET_CONTINUE;
+	}
 	if (r != TG_OK)
 		return reply_result(c, r);
 	tg_out_money(c->out, charge);
@@ -550,10 +558,24 @@ cmd_rates_reload(struct ctx *c)
 	int rc = tg_server_reload(c->srv, msg, sizeof(msg));
 	tg_worker_enter(c->w);
 	if (rc != 0) {
-		for (char *p = msg; *p; p++)
-			if (*p == '\n')
-				*p = ';';
-		tg_out_error(c->out, rc == -ENOSPC ? tg_result_name(TG_FULL) : "ERR", msg);
+		/*
+		 * One line on the wire: "rate plans not reloaded (2 problems): a:3:
+		 * why; a:7: why".  The heading ends with ':', the problems are
+		 * separated by "; " (tollctl splits them there again).
+		 */
+		char line[sizeof(msg) + 64];
+		size_t n = 0;
+		for (const char *p = msg; *p && n + 3 < sizeof(line); p++) {
+			if (*p != '\n') {
+				line[n++] = *p;
+				continue;
+			}
+			if (n > 0 && line[n - 1] != ':')
+				line[n++] = ';';
+			line[n++] = ' ';
+		}
+		line[n] = '\0';
+		tg_out_error(c->out, rc == -ENOSPC ? tg_result_name(TG_FULL) : "ERR", line);
 		return TG_NET_CONTINUE;
 	}
 	tg_out_status(c->out, "OK");

@@ -6,12 +6,17 @@
  * value and the reason; nothing here ever guesses.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tg_assert.h"
 #include "tg_config.h"
+#include "tg_jwriter.h"
+#include "tg_limits.h"
+#include "tg_refill.h"
+#include "tg_resp.h"
 
 enum kind { K_STR, K_U32, K_U64, K_MODE, K_BOOL };
 
@@ -170,6 +175,81 @@ tg_config_load(struct tg_config *c, const char *path, char *err, size_t errlen)
 	if (rc == 0)
 		snprintf(c->config_file, sizeof(c->config_file), "%s", path);
 	return rc;
+}
+
+/* ---- limits: every setting checked before anything is opened ---- */
+
+struct limit {
+	const char *name;
+	uint64_t min, max;
+	const char *why;
+};
+
+static const struct limit limits[] = {
+#define TG_CFG_LIMIT(name, min, max, why) {name, min, max, why},
+#include "tbl/tg_config_limits.h"
+#undef TG_CFG_LIMIT
+};
+
+static uint64_t
+value_of(const struct tg_config *c, const struct key *k)
+{
+	const char *field = (const char *)c + k->off;
+	if (k->kind == K_U64)
+		return *(const uint64_t *)(const void *)field;
+	return *(const uint32_t *)(const void *)field;
+}
+
+/* Report one problem: "key: sentence". */
+static void report(void (*fn)(void *, const char *), void *arg, unsigned *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+report(void (*fn)(void *, const char *), void *arg, unsigned *n, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fn(arg, msg);
+	(*n)++;
+}
+
+unsigned
+tg_config_check(const struct tg_config *c, void (*fn)(void *arg, const char *msg), void *arg)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < TG_ARRAY_LEN(limits); i++) {
+		const struct limit *l = &limits[i];
+		const struct key *k = find_key(l->name);
+		/* A limit for a setting that does not exist (or is not a number) is a build bug. */
+		TG_ASSERT(k != NULL && (k->kind == K_U32 || k->kind == K_U64));
+		uint64_t v = value_of(c, k);
+		uint64_t top = k->kind == K_U64 ? UINT64_MAX : UINT32_MAX;
+		if (v >= l->min && v <= l->max)
+			continue;
+		if (l->max >= top)
+			report(fn, arg, &n, "%s: %llu is below %llu (%s)", l->name,
+			       (unsigned long long)v, (unsigned long long)l->min, l->why);
+		else
+			report(fn, arg, &n, "%s: %llu is out of range %llu..%llu (%s)", l->name,
+			       (unsigned long long)v, (unsigned long long)l->min,
+			       (unsigned long long)l->max, l->why);
+	}
+	/* The rules a range cannot say. */
+	if (c->refill_ring >= 2 && (c->refill_ring & (c->refill_ring - 1)) != 0)
+		report(fn, arg, &n, "refill-ring: %u is not a power of two", c->refill_ring);
+	if ((c->shm_mode & 0600) != 0600 || (c->shm_mode & 0133) != 0)
+		report(fn, arg, &n,
+		       "shm-mode: %04o must let the engine read and write and no one else write "
+		       "(0600, or 0640 with shm-group for tollstat)",
+		       c->shm_mode);
+	if (tg_durability_parse(c->durability) < 0)
+		report(fn, arg, &n, "durability: '%s' must be durable, relaxed or off",
+		       c->durability);
+	return n;
 }
 
 void

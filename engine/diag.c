@@ -45,5 +45,6 @@ tg_diag_print(const struct tg_diag *d, int fd)
 			dprintf(fd, "%s: %s\n", m->file, m->reason);
 	}
 	if (d->count > kept)
-		dprintf(fd, "... and %u more problems\n", d->count - kept);
+		dprintf(fd, "... and %u more problem%s\n", d->count - kept,
+		        d->count - kept == 1 ? "" : "s");
 }

@@ -527,25 +527,27 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		goto refused;
 
 	/*
-	 * A call id that already ended must not be authorized again: its END
-	 * replay would answer from the window and leave the new reservation to
-	 * expire at its full grant.  Holding that id's window stripe (before the
-	 * call map, the one lock order) closes the race with a concurrent END.
+	 * A call id that already ended, or was settled by expiry, must not be
+	 * authorized again: its END would answer from the window and leave the
+	 * new reservation to expire at its full grant, a second charge for one
+	 * call.  Holding the window stripes of both marks (before the call map,
+	 * the one lock order) closes the race with a concurrent END or expiry.
 	 */
-	struct tg_idem_lock il;
-	if (tg_idem_lock(e->ids, digest(KIND_END, call), w->now_s, &il) != NULL) {
-		tg_idem_unlock(&il);
+	struct tg_idem_pair il;
+	struct tg_digest key = digest(KIND_CALL, call);
+	if (tg_idem_lock_pair(e->ids, digest(KIND_END, call), key, w->now_s, &il)) {
+		tg_idem_unlock_pair(&il);
 		tg_count(w, TG_C_conflicts, 1);
 		return TG_CONFLICT;
 	}
-	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
+	struct tg_call *c = tg_calls_lock(e->calls, key, &l);
 	if (c != NULL) {
 		/* The same call authorized again (a switch's retry): the same grant. */
 		bool same = c->acct == acct;
 		*granted = c->granted;
 		w->replayed = true;
 		tg_calls_unlock(&l);
-		tg_idem_unlock(&il);
+		tg_idem_unlock_pair(&il);
 		if (!same)
 			tg_count(w, TG_C_conflicts, 1);
 		return same ? TG_OK : TG_CONFLICT;
@@ -564,7 +566,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 	}
 	if (res != TG_OK) {
 		tg_calls_unlock(&l);
-		tg_idem_unlock(&il);
+		tg_idem_unlock_pair(&il);
 		if (res == TG_SHORT)
 			res = TG_BLOCKED;
 		if (res == TG_BLOCKED)
@@ -574,14 +576,14 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		return res;
 	}
 	struct tg_call nc = {.acct = acct,
-	                     .key = digest(KIND_CALL, call),
+	                     .key = key,
 	                     .rate = *r,
 	                     .reserved = cost,
 	                     .granted = grant,
 	                     .started_ns = w->now_ns,
 	                     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
 	res = tg_calls_insert_unlock(&l, &nc);
-	tg_idem_unlock(&il);
+	tg_idem_unlock_pair(&il);
 	if (res != TG_OK) {
 		tg_acct_commit(a, cost, 0, &m);
 		return res;
@@ -624,7 +626,16 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 		}
 		uint32_t g = tg_rate_grant(&c->rate, budget, cap, &cost);
 		if (g <= c->granted) {
-			res = TG_BLOCKED;
+			/*
+			 * Nothing more under the cap.  When the money would pay for
+			 * more, the cap is what stops it: say so, the switch should
+			 * ask again later, not hear that the balance is short.
+			 */
+			tg_money_t more;
+			bool capped =
+			    cap < TG_DURATION_MAX &&
+			    tg_rate_grant(&c->rate, budget, TG_DURATION_MAX, &more) > c->granted;
+			res = capped ? TG_MAXGRANT : TG_BLOCKED;
 			break;
 		}
 		res = tg_acct_extend(a, cost - c->reserved, &m);
@@ -642,8 +653,29 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 	tg_calls_unlock(&l);
 	if (res == TG_SHORT)
 		res = TG_BLOCKED;
-	tg_count(w, res == TG_OK ? TG_C_call_update : TG_C_call_blocked, 1);
+	if (res == TG_OK || res == TG_BLOCKED)
+		tg_count(w, res == TG_OK ? TG_C_call_update : TG_C_call_blocked, 1);
 	return res;
+}
+
+/*
+ * Was call settled by expiry for acct (and is that still remembered)?  Then
+ * *charge is what expiry charged.  Takes the window stripe of the mark and
+ * nothing else: called with no lock held.  Expiry records the mark before
+ * it lets go of the call's stripe, so a call found gone has its mark.
+ */
+static bool
+settled_by_expiry(struct tg_worker *w, uint64_t acct, struct tg_id call, tg_money_t *charge)
+{
+	struct tg_idem_lock l;
+	const struct tg_idem_rec *rec =
+	    tg_idem_lock(w->e->ids, digest(KIND_CALL, call), w->now_s, &l);
+	bool mine = rec != NULL && rec->result == TG_EXPIRED && rec->fingerprint == acct;
+
+	if (mine)
+		*charge = rec->reply;
+	tg_idem_unlock(&l);
+	return mine;
 }
 
 enum tg_result
@@ -665,7 +697,7 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	if (c == NULL || c->acct != acct) {
 		tg_calls_unlock(&cl);
 		tg_idem_unlock(&il);
-		return TG_NOCALL;
+		return settled_by_expiry(w, acct, call, charge) ? TG_EXPIRED : TG_NOCALL;
 	}
 	/* The switch was told to stop at the grant: seconds past it are not billed. */
 	uint32_t billed = duration;
@@ -893,13 +925,32 @@ tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest, s
 
 /* ---- expiry ---- */
 
-static void
+/*
+ * Settle one call due, under its calls stripe (tg_calls_expire), and mark
+ * its call id in the window as a CALL.END would: a later CALL.AUTH of the
+ * id is a CONFLICT and a late CALL.END answers EXPIRED with the charge.
+ * The mark's stripe is only tried (the lock order forbids waiting for it
+ * here); when it is busy, or full of live ids, the call is kept, its
+ * reservation still held, and the next scan (a tick later) tries again:
+ * settling without the mark would let the id be authorized and billed a
+ * second time.
+ */
+static bool
 settle_expired(void *arg, const struct tg_call *c)
 {
 	struct tg_worker *w = arg;
+	struct tg_idem_lock il;
+	const struct tg_idem_rec *old;
 	struct tg_move m;
 	tg_money_t cost;
 
+	if (!tg_idem_trylock(w->e->ids, c->key, w->now_s, &il, &old))
+		return false;
+	if (old == NULL && !tg_idem_has_room(&il)) {
+		tg_idem_unlock(&il);
+		tg_count(w, TG_C_window_full, 1);
+		return false;
+	}
 	struct tg_acct *a = tg_table_find(w->e->table, c->acct);
 	TG_ASSERT(a != NULL);
 	bool ok = tg_rate_charge(&c->rate, c->granted, &cost);
@@ -912,8 +963,17 @@ settle_expired(void *arg, const struct tg_call *c)
 	                           .seconds = c->granted,
 	                           .category = c->rate.category};
 	jrec(w, TG_JREC_EXPIRE, &p, sizeof(p));
+	if (old == NULL) {
+		struct tg_idem_rec mark = {
+		    .fingerprint = c->acct, .reply = cost, .seen = w->now_s, .result = TG_EXPIRED};
+		enum tg_result r = tg_idem_record_unlock(&il, &mark);
+		TG_ASSERT(r == TG_OK); /* room was checked under this lock */
+	} else {
+		tg_idem_unlock(&il); /* marked already: CALL.AUTH refuses such an id */
+	}
 	add_usage(w, a, &c->rate, cost);
 	tg_note_move(w, a, &m);
+	return true;
 }
 
 size_t

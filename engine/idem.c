@@ -347,8 +347,9 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 /*
  * d must not be zero.  Spins until d's stripe is free; the caller holds it
  * until tg_idem_unlock or tg_idem_record_unlock.  Lock order: at most one
- * idem stripe at a time, taken before any calls stripe (see calls.c), never
- * while one is held.  The record returned stays valid only while the lock
+ * idem stripe at a time (or one pair, tg_idem_lock_pair), taken before any
+ * calls stripe (see calls.c), never while one is held (tg_idem_trylock may
+ * be).  The record returned stays valid only while the lock
  * is held.  May reclaim expired entries of the stripe.
  */
 const struct tg_idem_rec *
@@ -366,6 +367,73 @@ tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem
 	i = find(w, l->stripe, &d, now);
 	l->slot = i < 0 ? NULL : &stripe_slots(w, l->stripe)[i];
 	return i < 0 ? NULL : &((struct slot *)l->slot)->r;
+}
+
+/*
+ * As tg_idem_lock, but one attempt: false, nothing locked, when d's stripe
+ * is held by someone else.  For a caller holding a calls stripe (expiry),
+ * which must not wait for an idem stripe: a waiting idem holder may be
+ * waiting for that calls stripe.  On true *rec is as tg_idem_lock returns.
+ */
+bool
+tg_idem_trylock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem_lock *l,
+                const struct tg_idem_rec **rec)
+{
+	int64_t i;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(!tg__key_free(&d));
+	l->w = w;
+	l->stripe = (unsigned)(d.lo & w->mask);
+	l->d = d;
+	l->now = now;
+	if (!tg__spin_trylock(&w->stripes[l->stripe].lock)) {
+		l->w = NULL;
+		return false;
+	}
+	i = find(w, l->stripe, &d, now);
+	l->slot = i < 0 ? NULL : &stripe_slots(w, l->stripe)[i];
+	*rec = i < 0 ? NULL : &((struct slot *)l->slot)->r;
+	return true;
+}
+
+/*
+ * Lock the stripes of a and b together, the lower stripe first (once when
+ * they share one), and say whether either digest is remembered.  The one
+ * way to hold two idem stripes: every holder of two took them in stripe
+ * order, and a holder of one takes no other, so no cycle can form.  Unlock
+ * with tg_idem_unlock_pair.
+ */
+bool
+tg_idem_lock_pair(struct tg_idem *w, struct tg_digest a, struct tg_digest b, uint32_t now,
+                  struct tg_idem_pair *p)
+{
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(!tg__key_free(&a) && !tg__key_free(&b));
+	unsigned sa = (unsigned)(a.lo & w->mask), sb = (unsigned)(b.lo & w->mask);
+	p->w = w;
+	p->lo = sa < sb ? sa : sb;
+	p->hi = sa < sb ? sb : sa;
+	tg__spin_lock(&w->stripes[p->lo].lock);
+	if (p->hi != p->lo)
+		tg__spin_lock(&w->stripes[p->hi].lock);
+	/* Both finds before anything is read: a find may move the other's entry. */
+	bool in_a = find(w, sa, &a, now) >= 0;
+	bool in_b = find(w, sb, &b, now) >= 0;
+	return in_a || in_b;
+}
+
+/* p must be locked by tg_idem_lock_pair; afterwards it is not. */
+void
+tg_idem_unlock_pair(struct tg_idem_pair *p)
+{
+	struct tg_idem *w = p->w;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	p->w = NULL;
+	if (p->hi != p->lo)
+		tg__spin_unlock(&w->stripes[p->hi].lock);
+	tg__spin_unlock(&w->stripes[p->lo].lock);
 }
 
 /* l must be locked; afterwards it is not, and the record returned is stale. */

@@ -145,8 +145,11 @@ put_id(void *arg, const struct tg_rid *ri)
 {
 	struct install *in = arg;
 	struct tg_digest d = {ri->id.lo, ri->id.hi};
-	struct tg_idem_rec rec = {
-	    .fingerprint = ri->fingerprint, .reply = ri->reply, .seen = ri->seen, .result = TG_OK};
+	/* Only an expiry's mark carries a result other than OK (tg_idem.h). */
+	struct tg_idem_rec rec = {.fingerprint = ri->fingerprint,
+	                          .reply = ri->reply,
+	                          .seen = ri->seen,
+	                          .result = ri->result == TG_EXPIRED ? TG_EXPIRED : TG_OK};
 
 	if (in->rc != 0)
 		return;

@@ -23,6 +23,7 @@
 #include "tg_hash.h"
 #include "tg_money.h"
 #include "tg_replay.h"
+#include "tg_result.h"
 
 _Static_assert(sizeof(struct tg_racct) == 152, "snapshot account record");
 _Static_assert(sizeof(struct tg_rcall) == 80, "snapshot call record");
@@ -269,8 +270,10 @@ plan_index(struct tg_replay *r, const char *name, uint32_t *out)
 	return 0;
 }
 
+/* Remember id d as the engine's window did: fingerprint, first reply, result. */
 static int
-id_put(struct tg_replay *r, struct tg_jdigest d, uint64_t fp, int64_t reply, int64_t time_ns)
+id_put(struct tg_replay *r, struct tg_jdigest d, uint64_t fp, int64_t reply, int64_t time_ns,
+       enum tg_result result)
 {
 	if (id_grow(&r->ids) != 0)
 		return -ENOMEM;
@@ -281,7 +284,7 @@ id_put(struct tg_replay *r, struct tg_jdigest d, uint64_t fp, int64_t reply, int
 	                     .fingerprint = fp,
 	                     .reply = reply,
 	                     .seen = (uint32_t)(time_ns / 1000000000),
-	                     .result = 0};
+	                     .result = result};
 	return 0;
 }
 
@@ -350,20 +353,20 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
 		call_end(r, a, p.call, p.reserved);
-		return id_put(r, p.end, p.fingerprint, p.cost, rec->time);
+		return id_put(r, p.end, p.fingerprint, p.cost, rec->time, TG_OK);
 	}
 	case TG_JREC_DEBIT: {
 		struct tg_jrec_debit p;
 		memcpy(&p, rec->payload, sizeof(p));
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
-		return id_put(r, p.id, p.fingerprint, p.cost, rec->time);
+		return id_put(r, p.id, p.fingerprint, p.cost, rec->time, TG_OK);
 	}
 	case TG_JREC_CREDIT: {
 		struct tg_jrec_credit p;
 		memcpy(&p, rec->payload, sizeof(p));
 		a->balance += p.amount;
-		return id_put(r, p.txid, p.fingerprint, p.balance, rec->time);
+		return id_put(r, p.txid, p.fingerprint, p.balance, rec->time, TG_OK);
 	}
 	case TG_JREC_SET_BALANCE: {
 		struct tg_jrec_set_balance p;
@@ -411,7 +414,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
 		call_end(r, a, p.call, p.reserved);
-		break;
+		/* The call id stays spent, as the live engine's window has it (tg_idem.h). */
+		return id_put(r, p.call, p.acct, p.cost, rec->time, TG_EXPIRED);
 	}
 	default:
 		return -EPROTO;

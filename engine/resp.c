@@ -566,19 +566,5 @@ tg_arg_is(const struct tg_arg *a, const char *s)
 bool
 tg_arg_u64(const struct tg_arg *a, uint64_t *out)
 {
-	uint64_t v = 0;
-
-	if (a->len == 0 || a->len > U64_DIGITS)
-		return false;
-	for (uint32_t i = 0; i < a->len; i++) {
-		unsigned d = (unsigned)(unsigned char)a->p[i] - '0';
-
-		if (d > 9)
-			return false;
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	*out = v;
-	return true;
+	return tg_decimal_u64(a->p, a->len, out);
 }

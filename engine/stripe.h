@@ -41,6 +41,20 @@ tg__spin_unlock(ck_spinlock_fas_t *l)
 #endif
 }
 
+/*
+ * One attempt at the lock: true when taken.  For a caller that holds a lock
+ * of the other map and so may not wait for this one (see calls.c).
+ */
+static inline bool
+tg__spin_trylock(ck_spinlock_fas_t *l)
+{
+#if defined(TG_TSAN)
+	return __atomic_exchange_n(&l->value, 1u, __ATOMIC_ACQUIRE) == 0;
+#else
+	return ck_spinlock_fas_trylock(l);
+#endif
+}
+
 /* A counter written under stripe locks (several of them), read anywhere. */
 static inline void
 tg__count_add(uint64_t *count, int64_t delta)

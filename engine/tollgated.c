@@ -2,8 +2,9 @@
  * tollgated.c - the daemon: settings, segment, plans, accounts, network,
  * signals.
  *
- * Start-up either completes or stops with one line saying why (exit 1; 2 for
- * bad settings).  After that the main thread only waits for signals:
+ * Start-up either completes or stops with one line saying why (exit 1), or,
+ * for bad settings, with one line per bad setting before anything is opened
+ * (exit 2; tbl/tg_config_limits.h).  After that the main thread only waits for signals:
  * SIGHUP reloads the rate plans, SIGINT/SIGTERM stop cleanly.  The shared-
  * memory segment outlives the process, so a restart finds its balances.
  */
@@ -43,13 +44,21 @@ tg_server_reload(struct tg_server *srv, char *msg, size_t msglen)
 		return 0;
 	}
 	ck_pr_inc_64(&srv->reload_failures);
-	/* Every problem, one per line: file:line: reason. */
+	/* Every problem kept, one per line: file:line: reason (file: reason for a whole file). */
 	size_t n =
-	    (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problems):", diag.count);
+	    (size_t)snprintf(msg, msglen, "rate plans not reloaded (%u problem%s):", diag.count,
+	                     diag.count == 1 ? "" : "s");
 	unsigned kept = diag.count < TG_DIAG_KEEP ? diag.count : TG_DIAG_KEEP;
-	for (unsigned i = 0; i < kept && n < msglen; i++)
-		n += (size_t)snprintf(msg + n, msglen - n, "\n%s:%u: %s", diag.msg[i].file,
-		                      diag.msg[i].line, diag.msg[i].reason);
+	for (unsigned i = 0; i < kept && n < msglen; i++) {
+		const struct tg_diag_msg *m = &diag.msg[i];
+		if (m->line)
+			n += (size_t)snprintf(msg + n, msglen - n, "\n%s:%u: %s", m->file, m->line,
+			                      m->reason);
+		else
+			n += (size_t)snprintf(msg + n, msglen - n, "\n%s: %s", m->file, m->reason);
+	}
+	if (diag.count > kept && n < msglen)
+		snprintf(msg + n, msglen - n, "\n... and %u more", diag.count - kept);
 	return rc;
 }
 
@@ -96,14 +105,6 @@ start(struct tg_server *srv)
 		tg_log("%s", err);
 		return rc;
 	}
-	/* Seconds become milliseconds in 32 bits: 49 days is past any sensible timeout. */
-	if (cfg->max_args < 3 || cfg->max_args > TG_ARGS_MAX || cfg->idle_timeout > 4000000 ||
-	    cfg->request_timeout > 4000000 || cfg->reply_timeout > 4000000) {
-		tg_log("max-args must be 3..%d; idle-timeout, request-timeout and reply-timeout at "
-		       "most 4000000 seconds",
-		       TG_ARGS_MAX);
-		return -EINVAL;
-	}
 	srv->started_s = (uint64_t)time(NULL);
 	pthread_mutex_init(&srv->reload_lock, NULL);
 
@@ -142,11 +143,6 @@ start(struct tg_server *srv)
 	                             .ids_max = cfg->ids_max,
 	                             .ids_window = cfg->ids_window,
 	                             .workers = srv->workers};
-	if (ecfg.max_grant == 0 || ecfg.max_grant > TG_DURATION_MAX || ecfg.calls_max == 0 ||
-	    ecfg.ids_max == 0 || ecfg.ids_window == 0) {
-		tg_log("max-grant, calls-max, ids-max and ids-window must be positive");
-		return -EINVAL;
-	}
 	rc = tg_engine_init(&srv->engine, &srv->table, &ecfg);
 	if (rc != 0) {
 		tg_log("cannot set up the engine: %s", strerror(-rc));
@@ -179,8 +175,9 @@ start(struct tg_server *srv)
 			                         record_new, ctl);
 		tg_worker_commit(ctl);
 		if (rc != 0) {
-			tg_log("accounts not loaded from %s (%u problems):",
-			       cfg->accounts[0] ? cfg->accounts : "the bundled demo", diag.count);
+			tg_log("accounts not loaded from %s (%u problem%s):",
+			       cfg->accounts[0] ? cfg->accounts : "the bundled demo", diag.count,
+			       diag.count == 1 ? "" : "s");
 			tg_diag_print(&diag, STDERR_FILENO);
 			return rc;
 		}
@@ -220,12 +217,6 @@ start(struct tg_server *srv)
 	    .request_ms = cfg->request_timeout * 1000,
 	    .reply_ms = cfg->reply_timeout * 1000,
 	};
-	if (cfg->port > 65535 || cfg->max_clients == 0 || cfg->reply_buffer < 16384 ||
-	    cfg->max_request < 64 || cfg->max_request_noauth < 16) {
-		tg_log("port must be 0..65535, max-clients positive, reply-buffer >= 16384, "
-		       "max-request >= 64, max-request-noauth >= 16");
-		return -EINVAL;
-	}
 	/* Workers may run INFO before tg_net_start returns: publish the handle atomically. */
 	struct tg_net *net;
 	rc = tg_net_start(&net, &ncfg, &h, err, sizeof(err));
@@ -263,6 +254,14 @@ stop(struct tg_server *srv)
 	tg_table_close(&srv->table);
 }
 
+/* One bad setting: its own line on stderr. */
+static void
+config_problem(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "tollgated: %s\n", msg);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -280,12 +279,16 @@ main(int argc, char **argv)
 		fprintf(stderr, "tollgated: %s (try --help)\n", err);
 		return 2;
 	}
+	/* Every setting checked, each problem said, before the journal or anything is touched. */
 	const struct tg_currency *cur = tg_currency_find(srv->cfg.currency);
+	int problems = tg_config_check(&srv->cfg, config_problem, NULL);
 	if (cur == NULL) {
 		fprintf(stderr, "tollgated: currency \"%s\": not a known ISO 4217 code (%s)\n",
 		        srv->cfg.currency, tg_currency_codes());
-		return 2;
+		problems++;
 	}
+	if (problems > 0)
+		return 2;
 	tg_currency_set(cur);
 
 	/* Signals go to this thread alone: block them before any worker starts. */

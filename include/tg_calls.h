@@ -55,11 +55,11 @@ void tg_calls_remove_unlock(struct tg_calls_lock *l);
 enum tg_result tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call);
 
 /*
- * Remove every call whose expires_ns <= now_ns, calling fn (outside no lock:
- * under the stripe lock, so fn must be short and must not touch c) with each.
- * Returns how many expired.
+ * Offer fn every call whose expires_ns <= now_ns (under the stripe lock, so
+ * fn must be short and must not touch c); each call fn returns true for is
+ * removed, the others wait for a later scan.  Returns how many were removed.
  */
 size_t tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
-                       void (*fn)(void *arg, const struct tg_call *call), void *arg);
+                       bool (*fn)(void *arg, const struct tg_call *call), void *arg);
 
 #endif

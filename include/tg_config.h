@@ -46,6 +46,14 @@ int tg_config_load(struct tg_config *c, const char *path, char *err, size_t errl
  */
 int tg_config_args(struct tg_config *c, int argc, const char *const *argv, char *err,
                    size_t errlen);
+/*
+ * Check every setting against its limits (tbl/tg_config_limits.h) and the
+ * rules between values (a power of two, a mode, a word): fn gets one
+ * sentence per problem, "key: why".  Returns the number of problems.  Reads
+ * nothing but c: meant to run before anything is opened.
+ */
+unsigned tg_config_check(const struct tg_config *c, void (*fn)(void *arg, const char *msg),
+                         void *arg);
 /* Print every setting, one "key value" line each (for --help and docs). */
 void tg_config_usage(FILE *f);
 

@@ -155,10 +155,17 @@ struct tg_id {
 /* CALL.AUTH: *granted seconds reserved for call id on acct to dest. */
 enum tg_result tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
                             struct tg_id call, uint32_t *granted);
-/* CALL.UPDATE: *granted is the new total grant. */
+/*
+ * CALL.UPDATE: *granted is the new total grant.  TG_BLOCKED when the balance
+ * pays for nothing more, TG_MAXGRANT when it would but the grant already
+ * reaches elapsed + max-grant.
+ */
 enum tg_result tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call,
                               uint32_t elapsed, uint32_t *granted);
-/* CALL.END: *charge is what the call cost. */
+/*
+ * CALL.END: *charge is what the call cost.  TG_EXPIRED (with *charge what
+ * expiry charged, nothing changed) for a call expiry settled.
+ */
 enum tg_result tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t duration,
                            tg_money_t *charge);
 /* CDR: *charge is what the call cost. */
@@ -210,7 +217,11 @@ enum tg_result tg_engine_configure(struct tg_worker *w, struct tg_acct *a,
 /* Record an account just created outside the engine's operations (loaded from a file). */
 void tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a);
 
-/* Settle calls whose grant (plus grace) ran out.  Returns how many. */
+/*
+ * Settle calls whose grant (plus grace) ran out, each remembered in the id
+ * window under its call digest.  Returns how many; a call whose window
+ * stripe is busy or full waits for the next call.
+ */
 size_t tg_engine_expire(struct tg_worker *w);
 
 /*

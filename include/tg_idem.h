@@ -13,6 +13,7 @@
 #ifndef TG_IDEM_H
 #define TG_IDEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,13 @@ struct tg_idem_rec {
 	uint32_t seen;        /* Unix seconds when first applied */
 	uint8_t result;       /* enum tg_result of the first reply */
 };
+
+/*
+ * A call settled by expiry is remembered under its call digest (the key of
+ * the calls map and of the journal's expire record) with result TG_EXPIRED,
+ * its account as fingerprint and the charge as reply: a CALL.END or a
+ * CALL.AUTH that comes later finds it there.
+ */
 
 /* capacity: ids remembered at most; window_s: how long each is kept. */
 int tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s);
@@ -54,6 +62,19 @@ struct tg_idem_lock {
 const struct tg_idem_rec *tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now,
                                        struct tg_idem_lock *l);
 void tg_idem_unlock(struct tg_idem_lock *l);
+/* One attempt at tg_idem_lock: false (nothing locked) when d's stripe is busy. */
+bool tg_idem_trylock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem_lock *l,
+                     const struct tg_idem_rec **rec);
+
+/* Two stripes held at once, taken in stripe order (lo == hi: one stripe). */
+struct tg_idem_pair {
+	struct tg_idem *w;
+	unsigned lo, hi;
+};
+/* Lock the stripes of a and b; true when either digest is remembered. */
+bool tg_idem_lock_pair(struct tg_idem *w, struct tg_digest a, struct tg_digest b, uint32_t now,
+                       struct tg_idem_pair *p);
+void tg_idem_unlock_pair(struct tg_idem_pair *p);
 /* Remember d with r; TG_OK or TG_FULL (stripe full of live entries).  Unlocks. */
 enum tg_result tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r);
 /* Can a new id be remembered in d's stripe?  (check before applying, under the lock) */

@@ -29,6 +29,35 @@ typedef int64_t tg_money_t;
 int tg_money_parse(const char *s, size_t len, tg_money_t *out);
 
 /*
+ * An unsigned decimal number, as account ids, durations and counts are
+ * written on the wire and in files: len (>= 1) digits and nothing else,
+ * the value at most UINT64_MAX.  Leading zeros are just zeros, however many
+ * ("000...0042" is 42): the one rule for every parser of an account id
+ * (commands, the accounts CSV, tollctl).  *out is written only on success.
+ */
+static inline bool
+tg_decimal_u64(const char *s, size_t len, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	if (len == 0)
+		return false;
+	while (i < len && s[i] == '0')
+		i++;
+	if (len - i > 20) /* UINT64_MAX has 20 digits */
+		return false;
+	for (; i < len; i++) {
+		unsigned d = (unsigned)(unsigned char)s[i] - '0';
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
+/*
  * Format v into buf (at least TG_MONEY_STR_MAX bytes) in canonical form:
  * no trailing zeros in the decimals, no point when there are none
  * ("10", "10.5", "-0.000125").  Returns the length, NUL not counted.

@@ -64,8 +64,8 @@ struct tg_rid {
 	struct tg_jdigest id;
 	uint64_t fingerprint;
 	int64_t reply;
-	uint32_t seen; /* Unix seconds */
-	uint32_t result;
+	uint32_t seen;   /* Unix seconds */
+	uint32_t result; /* enum tg_result: OK, or EXPIRED for a call expiry settled */
 	uint64_t pad;
 };
 

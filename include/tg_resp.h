@@ -86,7 +86,7 @@ void tg_out_raw(struct tg_out *o, const char *p, size_t len);
 
 /* Case-insensitive compare of an argument with a C string. */
 bool tg_arg_is(const struct tg_arg *a, const char *s);
-/* Argument as an unsigned decimal (no sign, no spaces, 1..20 digits, fits). */
+/* Argument as an unsigned decimal (no sign, no spaces, fits; leading zeros: tg_decimal_u64). */
 bool tg_arg_u64(const struct tg_arg *a, uint64_t *out);
 
 #endif

@@ -91,6 +91,24 @@ test_good_file(void **state)
 	assert_int_equal(v.balance, 20000000);
 }
 
+/* Leading zeros are zeros, however many: a 20-character cap once refused these rows. */
+static void
+test_leading_zeros_past_20_characters(void **state)
+{
+	struct tg_diag d;
+	size_t c, s;
+	struct tg_acct_view v;
+	(void)state;
+	assert_int_equal(load(HDR "0000000000000000000000000000000000000042,7,basic,,,,,\n"
+	                          "000000018446744073709551614,1,basic,,,,,\n",
+	                      &d, &c, &s),
+	                 0);
+	assert_int_equal(c, 2);
+	tg_acct_read(tg_table_find(&table, 42), &v);
+	assert_int_equal(v.balance, 7000000);
+	assert_non_null(tg_table_find(&table, UINT64_MAX - 1));
+}
+
 static void
 test_bad_rows_load_nothing(void **state)
 {
@@ -100,6 +118,8 @@ test_bad_rows_load_nothing(void **state)
 	    {"10,1,basic,active,,off,,off,extra", "expected 8 fields"},
 	    {"x1,1,basic,,,,,", "not an account id"},
 	    {"18446744073709551615,1,basic,,,,,", "not an account id"},
+	    {"0000018446744073709551615,1,basic,,,,,", "not an account id"},
+	    {"00000100000000000000000000,1,basic,,,,,", "not an account id"},
 	    {"10,1.0000001,basic,,,,,", "balance"},
 	    {"10,1e3,basic,,,,,", "balance"},
 	    {"10,1,,,,,,", "plan"},
@@ -157,6 +177,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_good_file),
 	    cmocka_unit_test(test_bad_rows_load_nothing),
+	    cmocka_unit_test(test_leading_zeros_past_20_characters),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -225,7 +225,7 @@ struct expired {
 	unsigned bad;
 };
 
-static void
+static bool
 on_expire(void *arg, const struct tg_call *call)
 {
 	struct expired *x = arg;
@@ -234,6 +234,7 @@ on_expire(void *arg, const struct tg_call *call)
 		x->bad++;
 	else
 		x->seen[call->acct]++;
+	return true;
 }
 
 static void
@@ -303,6 +304,42 @@ test_expire(void **state)
 	tg_calls_free(c);
 }
 
+/* Declines the even accounts: they must stay, and be offered again next scan. */
+static bool
+keep_even(void *arg, const struct tg_call *call)
+{
+	unsigned *offered = arg;
+
+	offered[call->acct]++;
+	return call->acct % 2 == 1;
+}
+
+/* A call the expiry callback declines stays in the map and is offered again. */
+static void
+test_expire_keeps_declined_calls(void **state)
+{
+	static unsigned offered[120];
+	struct tg_calls *c;
+
+	(void)state;
+	assert_int_equal(tg_calls_init(&c, 100), 0);
+	for (unsigned i = 0; i < 120; i++) /* one wrapped probe run: removals shift the rest */
+		assert_int_equal(add(c, key_colliding(i), i, 5), TG_OK);
+	assert_int_equal(tg_calls_expire(c, 4, keep_even, offered), 0);
+	assert_int_equal(tg_calls_expire(c, 5, keep_even, offered), 60);
+	for (unsigned i = 0; i < 120; i++) {
+		assert_true(offered[i] >= 1); /* a removal may move a kept call past the scan */
+		assert_int_equal(acct_of(c, key_colliding(i)), i % 2 ? UINT64_MAX : i);
+	}
+	assert_int_equal(tg_calls_count(c), 60);
+	assert_int_equal(tg_calls_expire(c, 5, keep_even, offered), 0);
+	for (unsigned i = 0; i < 120; i += 2)
+		assert_true(offered[i] >= 2);
+	assert_int_equal(tg_calls_expire(c, 5, NULL, NULL), 60);
+	assert_int_equal(tg_calls_count(c), 0);
+	tg_calls_free(c);
+}
+
 /*
  * The reference model: a plain array says which keys are present and with
  * what.  Keys crowd a map of two stripes, many of them sharing first slots
@@ -347,7 +384,7 @@ static struct model model[MODEL_KEYS];
 static uint64_t model_now;
 static unsigned model_bad;
 
-static void
+static bool
 model_expire_fn(void *arg, const struct tg_call *call)
 {
 	(void)arg;
@@ -356,6 +393,7 @@ model_expire_fn(void *arg, const struct tg_call *call)
 		model_bad++;
 	else
 		model[call->acct].present = false;
+	return true;
 }
 
 static void
@@ -483,7 +521,7 @@ struct race {
 	struct timespec start;
 };
 
-static void
+static bool
 race_expired(void *arg, const struct tg_call *call)
 {
 	struct race *rc = arg;
@@ -492,6 +530,7 @@ race_expired(void *arg, const struct tg_call *call)
 		__atomic_fetch_add(&rc->failures, 1, __ATOMIC_RELAXED);
 	else
 		__atomic_fetch_add(&rc->removed[call->acct], 1, __ATOMIC_RELAXED);
+	return true;
 }
 
 static void
@@ -636,6 +675,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_collisions_full_stripe),
 	    cmocka_unit_test(test_full_stripe_alone),
 	    cmocka_unit_test(test_expire),
+	    cmocka_unit_test(test_expire_keeps_declined_calls),
 	    cmocka_unit_test(test_reference_model),
 	};
 	const struct CMUnitTest race[] = {

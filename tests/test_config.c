@@ -99,6 +99,56 @@ test_file_and_flags(void **state)
 	assert_int_equal(tg_config_args(&c, 2, bad3, err, sizeof(err)), -EINVAL);
 }
 
+struct said {
+	unsigned n;
+	char all[1024];
+};
+
+static void
+collect(void *arg, const char *msg)
+{
+	struct said *s = arg;
+	size_t used = strlen(s->all);
+	snprintf(s->all + used, sizeof(s->all) - used, "%s\n", msg);
+	s->n++;
+}
+
+/*
+ * Every setting out of its limits is its own message: port 70000 and
+ * reply-buffer 1 used to come as one combined sentence, found late.
+ */
+static void
+test_check_says_each_bad_setting(void **state)
+{
+	struct tg_config c;
+	struct said s = {0};
+	char err[256];
+	(void)state;
+	tg_config_defaults(&c);
+	assert_int_equal(tg_config_check(&c, collect, &s), 0);
+	assert_int_equal(tg_config_set(&c, "port", "70000", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "reply-buffer", "1", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_check(&c, collect, &s), 2);
+	assert_int_equal(s.n, 2);
+	assert_string_equal(s.all, "port: 70000 is out of range 0..65535 (a TCP port)\n"
+	                           "reply-buffer: 1 is below 16384 (bytes: room for the largest "
+	                           "reply)\n");
+	/* The rules a range cannot say, each on its own too. */
+	tg_config_defaults(&c);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(tg_config_set(&c, "refill-ring", "100", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "shm-mode", "0666", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "durability", "maybe", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "max-grant", "0", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "ids-max", "0", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_check(&c, collect, &s), 5);
+	assert_non_null(strstr(s.all, "refill-ring: 100 is not a power of two\n"));
+	assert_non_null(strstr(s.all, "shm-mode: 0666 "));
+	assert_non_null(strstr(s.all, "durability: 'maybe' "));
+	assert_non_null(strstr(s.all, "max-grant: 0 is out of range 1..2678400"));
+	assert_non_null(strstr(s.all, "ids-max: 0 is below 1"));
+}
+
 int
 main(void)
 {
@@ -106,6 +156,7 @@ main(void)
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_set_and_refuse),
 	    cmocka_unit_test(test_file_and_flags),
+	    cmocka_unit_test(test_check_says_each_bad_setting),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

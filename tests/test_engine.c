@@ -351,7 +351,14 @@ test_expiry_settles_at_grant(void **state)
 	assert_int_equal(view(12).reserved, 0);
 	assert_int_equal(view(12).calls, 0);
 	assert_int_equal(tg_engine_counter(&engine, TG_C_call_expired), 1);
-	assert_int_equal(tg_call_end(w, 12, ID("e1"), 30, &c), TG_NOCALL);
+	/* The id is spent: a late END hears what expiry charged, a new AUTH is refused. */
+	c = 0;
+	assert_int_equal(tg_call_end(w, 12, ID("e1"), 30, &c), TG_EXPIRED);
+	assert_int_equal(c, 1800000);
+	assert_int_equal(tg_call_end(w, 13, ID("e1"), 30, &c), TG_NOCALL);
+	assert_int_equal(tg_call_auth(w, 12, "1555", 4, ID("e1"), &g), TG_CONFLICT);
+	assert_int_equal(view(12).balance, 200000);
+	assert_int_equal(view(12).reserved, 0);
 }
 
 /*

@@ -536,6 +536,46 @@ test_race(void **state)
 	tg_idem_free(rc.w);
 }
 
+/*
+ * The pair lock sees either digest, on one stripe or two, and holds both
+ * stripes (a trylock of either fails) until unlocked; a trylock of a free
+ * stripe works like tg_idem_lock.
+ */
+static void
+test_pair_and_trylock(void **state)
+{
+	struct tg_idem *w;
+	struct tg_idem_pair p;
+	struct tg_idem_lock l;
+	const struct tg_idem_rec *r;
+	struct tg_digest a = crafted(1, 7, 1), b = crafted(1, 7, 2), c = crafted(2, 9, 3),
+	                 free_one = crafted(3, 9, 4);
+
+	(void)state;
+	assert_int_equal(tg_idem_init(&w, 4096, 60), 0);
+	assert_int_equal(apply(w, a, 100, 1), TG_OK);
+	/* a remembered: on its own stripe with b, and beside c's stripe; c alone is not. */
+	assert_true(tg_idem_lock_pair(w, b, a, 100, &p));
+	tg_idem_unlock_pair(&p);
+	assert_true(tg_idem_lock_pair(w, c, a, 100, &p));
+	assert_false(tg_idem_trylock(w, a, 100, &l, &r));
+	assert_false(tg_idem_trylock(w, c, 100, &l, &r));
+	assert_true(tg_idem_trylock(w, free_one, 100, &l, &r));
+	assert_null(r);
+	tg_idem_unlock(&l);
+	tg_idem_unlock_pair(&p);
+	assert_false(tg_idem_lock_pair(w, c, b, 100, &p));
+	tg_idem_unlock_pair(&p);
+	/* Free again, and a trylock finds a as tg_idem_lock does; past the window it is gone. */
+	assert_true(tg_idem_trylock(w, a, 100, &l, &r));
+	assert_non_null(r);
+	assert_int_equal(r->fingerprint, 1);
+	tg_idem_unlock(&l);
+	assert_false(tg_idem_lock_pair(w, a, c, 161, &p));
+	tg_idem_unlock_pair(&p);
+	tg_idem_free(w);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -543,7 +583,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_init_errors),   cmocka_unit_test(test_replay),
 	    cmocka_unit_test(test_window),        cmocka_unit_test(test_full_stripe),
 	    cmocka_unit_test(test_restore),       cmocka_unit_test(test_reference_model),
-	    cmocka_unit_test(test_steady_stream),
+	    cmocka_unit_test(test_steady_stream), cmocka_unit_test(test_pair_and_trylock),
 	};
 	const struct CMUnitTest race[] = {
 	    cmocka_unit_test(test_race),

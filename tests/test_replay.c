@@ -22,6 +22,7 @@
 
 #include "tg_jwriter.h"
 #include "tg_replay.h"
+#include "tg_result.h"
 
 static uint64_t lsn;
 
@@ -44,6 +45,14 @@ settings(struct tg_replay *r, uint64_t acct, const char *plan)
 	struct tg_jrec_settings s = {.acct = acct, .threshold = 10, .refill_amount = 50};
 	snprintf(s.plan, sizeof(s.plan), "%s", plan);
 	apply(r, TG_JREC_SETTINGS, &s, 0);
+}
+
+/* Copies the remembered id {9, 9} into arg. */
+static void
+find_rid_9(void *arg, const struct tg_rid *d)
+{
+	if (d->id.lo == 9 && d->id.hi == 9)
+		*(struct tg_rid *)arg = *d;
 }
 
 static void
@@ -120,15 +129,23 @@ test_each_record_type(void **state)
 	apply(&r, TG_JREC_RESERVE, &rv, 0);
 	struct tg_jrec_expire ex = {
 	    .acct = 7, .call = {9, 9}, .reserved = 15, .cost = 15, .seconds = 3, .category = 0};
-	apply(&r, TG_JREC_EXPIRE, &ex, 0);
+	apply(&r, TG_JREC_EXPIRE, &ex, 12000000000ll);
 	assert_int_equal(a->balance, 5);
 	assert_int_equal(a->reserved, 0);
+	/* ...and its call id stays spent, as the live window marks it. */
+	assert_int_equal(r.ids.n, 4);
+	struct tg_rid mark = {0};
+	tg_replay_each_id(&r, find_rid_9, &mark);
+	assert_int_equal(mark.result, TG_EXPIRED);
+	assert_int_equal(mark.fingerprint, 7);
+	assert_int_equal(mark.reply, 15);
+	assert_int_equal(mark.seen, 12);
 	/* An end for a call the state never saw is counted, and the money still moves. */
 	ex.call = (struct tg_jdigest){42, 42};
 	apply(&r, TG_JREC_EXPIRE, &ex, 0);
 	assert_int_equal(r.anomalies, 1);
 	assert_int_equal(a->balance, -10);
-	assert_int_equal(r.ids.n, 3);
+	assert_int_equal(r.ids.n, 5);
 	tg_replay_free(&r);
 }
 

@@ -887,8 +887,8 @@ test_shm_permissions(void **state)
 
 	(void)state;
 	const char *const loose[] = {"--shm-mode", "0666", NULL};
-	start_refused(loose, "shm mode 0666: the segment must be read-write for its owner and "
-	                     "writable by no one else");
+	start_refused(loose, "shm-mode: 0666 must let the engine read and write and no one else "
+	                     "write");
 	const char *const nogroup[] = {"--shm-mode", "0640", "--shm-group", "no-such-group-tg",
 	                               NULL};
 	start_refused(nogroup, "shm-group 'no-such-group-tg': no such group");

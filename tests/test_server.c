@@ -23,6 +23,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
@@ -280,6 +282,20 @@ setup_expiry(void **state)
 	static const char *const f[] = {"--max-grant", "2", "--call-grace", "1", NULL};
 	(void)state;
 	return fx_start(f);
+}
+
+/* The bundled demo plans, no accounts, 6-second grants settled 1 s after. */
+static int
+setup_expiry_demo(void **state)
+{
+	static const char *const f[] = {"--max-grant", "6", "--call-grace", "1", NULL};
+	(void)state;
+	memset(&fx, 0, sizeof(fx));
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_start(&fx.d, fx.dir, f), 0);
+	fx.c = it_connect(&fx.d);
+	assert_non_null(fx.c);
+	return 0;
 }
 
 static int
@@ -763,8 +779,69 @@ test_call_auth_refusals(void **state)
 	assert_int_equal(info_int(fx.c, "call_granted"), 1);
 }
 
+/*
+ * Account ids with leading zeros are the same account, however many zeros:
+ * past 20 characters they were refused although the docs allow them.
+ */
+static void
+test_account_id_leading_zeros_past_20_characters(void **state)
+{
+	static const char *const zeros = "00000000000000000000000000000000";
+	(void)state;
+	expect_status(cmd(fx.c, "ACCT.SET %s42 BALANCE 5 PLAN flat", zeros), "OK");
+	expect_balance(fx.c, 42, 5 * U, 0);
+	expect_money(cmd(fx.c, "CDR %s42 %s 60 lz1", zeros, D_NAT), 600000);
+	expect_int(cmd(fx.c, "CALL.AUTH 00000000000000000000042 %s lz2", D_NAT), 420);
+	expect_money(cmd(fx.c, "CALL.END %s%s42 lz2 60", zeros, zeros), 600000);
+	expect_money(cmd(fx.c, "ACCT.CREDIT 000000000000000000000000042 1 lz3"), 4800000);
+	expect_balance(fx.c, 42, 4800000, 0);
+	redisReply *r = cmd(fx.c, "ACCT.GET %s42", zeros);
+	want_type(r, REDIS_REPLY_ARRAY);
+	assert_true(r->elements > 2);
+	assert_string_equal(r->element[0]->str, "balance");
+	assert_string_equal(r->element[1]->str, "4.8");
+	freeReplyObject(r);
+	/* The value still counts: 2^64 - 1 and 21 significant digits are no account id. */
+	expect_err(cmd(fx.c, "ACCT.SET %s18446744073709551615 BALANCE 1", zeros),
+	           "ERR invalid account id");
+	expect_err(cmd(fx.c, "ACCT.GET %s100000000000000000000", zeros), "ERR invalid account id");
+}
+
 /* ------------------------------------------------------------------ */
 /* CALL.UPDATE (--max-grant 60)                                        */
+
+/*
+ * An update of a call already granted max-grant past its elapsed time, on
+ * an account with money to spare, used to answer "BLOCKED insufficient
+ * balance": the cap stops it, and the answer says so.
+ */
+static void
+test_call_update_at_max_grant_says_so(void **state)
+{
+	(void)state;
+	acct_new(fx.c, 210, "sec", 100 * U);
+	expect_int(cmd(fx.c, "CALL.AUTH 210 %s m1", D_NAT), 60);
+	redisReply *r = cmd(fx.c, "CALL.UPDATE 210 m1 0");
+	want_type(r, REDIS_REPLY_ERROR);
+	assert_string_equal(
+	    r->str,
+	    "MAXGRANT the grant already reaches max-grant seconds past elapsed: ask again later");
+	freeReplyObject(r);
+	expect_balance(fx.c, 210, 100 * U, 600000);
+	/* Later in the call the cap has moved: the same update extends. */
+	expect_int(cmd(fx.c, "CALL.UPDATE 210 m1 30"), 90);
+	/* On 60/60 the next boundary (120 s) lies past the cap (40 + 60): the cap again. */
+	acct_new(fx.c, 211, "flat", 100 * U);
+	expect_int(cmd(fx.c, "CALL.AUTH 211 %s m2", D_NAT), 60);
+	expect_err(cmd(fx.c, "CALL.UPDATE 211 m2 40"), "MAXGRANT");
+	expect_int(cmd(fx.c, "CALL.UPDATE 211 m2 60"), 120);
+	/* Short of money and at the cap both: BLOCKED comes first. */
+	acct_new(fx.c, 212, "sec", 600000);
+	expect_int(cmd(fx.c, "CALL.AUTH 212 %s m3", D_NAT), 60);
+	expect_err(cmd(fx.c, "CALL.UPDATE 212 m3 0"), "BLOCKED");
+	assert_int_equal(info_int(fx.c, "call_blocked"), 1);
+	assert_int_equal(info_int(fx.c, "call_update"), 2);
+}
 
 static void
 test_call_update(void **state)
@@ -1602,11 +1679,28 @@ test_rates_reload(void **state)
 	assert_int_equal(it_file_write(fx.dir, "rates.csv", text, path, sizeof(path)), 0);
 	redisReply *r = cmd(fx.c, "RATES.RELOAD");
 	want_type(r, REDIS_REPLY_ERROR);
-	char where[IT_PATH_MAX + 8];
-	snprintf(where, sizeof(where), "%s:4: ", fx.rates);
-	if (strncmp(r->str, "ERR ", 4) != 0 || strstr(r->str, where) == NULL ||
-	    strstr(r->str, "4a") == NULL)
+	char where[IT_PATH_MAX + 64];
+	/* One problem reads as one: no "(1 problems):;" (it once did). */
+	snprintf(where, sizeof(where), "ERR rate plans not reloaded (1 problem): %s:4: ", fx.rates);
+	if (strncmp(r->str, where, strlen(where)) != 0 || strstr(r->str, "4a") == NULL ||
+	    strchr(r->str, ';') != NULL)
 		fail_msg("RATES.RELOAD of a bad file: '%s'", r->str);
+	freeReplyObject(r);
+	/* Two: the heading, then each problem, separated by "; ". */
+	char *line5 = strstr(text, "flat,4420,");
+	assert_non_null(line5);
+	memcpy(line5, "flat,44x0,", 10);
+	assert_int_equal(it_file_write(fx.dir, "rates.csv", text, path, sizeof(path)), 0);
+	r = cmd(fx.c, "RATES.RELOAD");
+	want_type(r, REDIS_REPLY_ERROR);
+	snprintf(where, sizeof(where),
+	         "ERR rate plans not reloaded (2 problems): %s:4: ", fx.rates);
+	char second[IT_PATH_MAX + 16];
+	snprintf(second, sizeof(second), "; %s:5: ", fx.rates);
+	const char *semi = strstr(r->str, second);
+	if (strncmp(r->str, where, strlen(where)) != 0 || semi == NULL ||
+	    strchr(r->str, ';') != semi || strstr(semi, "44x0") == NULL)
+		fail_msg("RATES.RELOAD of a file with two bad rows: '%s'", r->str);
 	freeReplyObject(r);
 	assert_true(flat_quote(fx.c) == 300000);
 	/* Nothing of the bad file went live, and all of the good one stayed. */
@@ -1616,7 +1710,7 @@ test_rates_reload(void **state)
 	assert_string_equal(uk->element[5]->str, "44");
 	freeReplyObject(uk);
 	assert_int_equal(info_int(fx.c, "rates_reloads"), 2);
-	assert_int_equal(info_int(fx.c, "rates_reload_failures"), 1);
+	assert_int_equal(info_int(fx.c, "rates_reload_failures"), 2);
 	expect_err(cmd(fx.c, "RATES.RELOAD now"), "ERR wrong number of arguments");
 
 	/* SIGHUP reloads too. */
@@ -1634,7 +1728,7 @@ test_rates_reload(void **state)
 	assert_int_equal(it_file_write(fx.dir, "rates.csv", "plan,prefix\n", path, sizeof(path)),
 	                 0);
 	assert_int_equal(kill(fx.d.pid, SIGHUP), 0);
-	wait_info(fx.c, "rates_reload_failures", 2);
+	wait_info(fx.c, "rates_reload_failures", 3);
 	assert_true(flat_quote(fx.c) == 900000);
 	assert_true(it_log_has(&fx.d, "SIGHUP: rate plans not reloaded"));
 }
@@ -2081,11 +2175,90 @@ test_expiry(void **state)
 	assert_int_equal(info_int(fx.c, "call_expired"), 1);
 	assert_int_equal(info_int(fx.c, "call_ended"), 1);
 	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
-	/* The switch's late CALL.END finds no call, and nothing moves. */
-	expect_err(cmd(fx.c, "CALL.END 900 x1 2"), "NOCALL");
+	/* The switch's late CALL.END hears that expiry settled the call, and nothing moves. */
+	expect_err(cmd(fx.c, "CALL.END 900 x1 2"), "EXPIRED");
 	expect_err(cmd(fx.c, "CALL.UPDATE 900 x1 2"), "NOCALL");
 	expect_balance(fx.c, 900, 970000, 0);
 	assert_true(info_money(fx.c, "money_charged") == 30000);
+}
+
+/*
+ * A call settled by expiry keeps its call id spent, as CALL.END does: the
+ * same CALL.AUTH again used to open a second reservation and a late
+ * CALL.END billed it too, two charges for one call.  The exact steps, on
+ * the bundled demo plans (--max-grant 6 --call-grace 1).
+ */
+static void
+test_expired_call_id_is_not_authorized_again(void **state)
+{
+	(void)state;
+	expect_status(cmd(fx.c, "ACCT.SET 1300 BALANCE 1 PLAN basic"), "OK");
+	expect_int(cmd(fx.c, "CALL.AUTH 1300 14165550199 exp-re"), 6);
+	expect_balance(fx.c, 1300, 1 * U, 2500);
+	it_sleep_ms(8500);
+	/* Expiry charged the grant: 6 s at 0.025 a minute. */
+	expect_balance(fx.c, 1300, 997500, 0);
+	assert_int_equal(info_int(fx.c, "call_expired"), 1);
+	/* The id ended by expiry: refused like a call id that ended. */
+	expect_err(cmd(fx.c, "CALL.AUTH 1300 14165550199 exp-re"), "CONFLICT");
+	assert_int_equal(info_int(fx.c, "conflicts"), 1);
+	/* The late CALL.END hears what was charged, whatever its duration, and changes nothing. */
+	redisReply *r = cmd(fx.c, "CALL.END 1300 exp-re 6");
+	want_type(r, REDIS_REPLY_ERROR);
+	assert_string_equal(r->str, "EXPIRED call settled by expiry at its grant: charged 0.0025");
+	freeReplyObject(r);
+	expect_err(cmd(fx.c, "CALL.END 1300 exp-re 4"), "EXPIRED");
+	/* Not this account's call: nothing to say about it. */
+	expect_err(cmd(fx.c, "CALL.END 1301 exp-re 6"), "NOCALL");
+	expect_err(cmd(fx.c, "CALL.UPDATE 1300 exp-re 5"), "NOCALL");
+	expect_balance(fx.c, 1300, 997500, 0);
+	assert_int_equal(info_int(fx.c, "call_ended"), 0);
+	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
+	assert_true(info_money(fx.c, "money_charged") == 2500);
+}
+
+/*
+ * Bad settings stop start-up with exit 2 and one line each, before the
+ * journal is touched: port 70000 and reply-buffer 1 were found only after
+ * journal recovery, in one combined message.  The data directory must not
+ * even be created.
+ */
+static void
+test_bad_settings_each_said_before_anything(void **state)
+{
+	char dir[IT_PATH_MAX], data[IT_PATH_MAX + 8], out[IT_PATH_MAX + 8], shm[64], buf[2048];
+	int status;
+
+	(void)state;
+	assert_int_equal(it_dir_make(dir, sizeof(dir)), 0);
+	snprintf(data, sizeof(data), "%s/data", dir);
+	snprintf(out, sizeof(out), "%s/stderr", dir);
+	snprintf(shm, sizeof(shm), "/tg-test-badcfg-%d", (int)getpid());
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+			_exit(126);
+		execl(getenv("TOLLGATED"), "tollgated", "--port", "70000", "--reply-buffer", "1",
+		      "--data-dir", data, "--shm-name", shm, "--accounts", "none", "--redis-host",
+		      "none", (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 2);
+	FILE *f = fopen(out, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	assert_string_equal(buf, "tollgated: port: 70000 is out of range 0..65535 (a TCP port)\n"
+	                         "tollgated: reply-buffer: 1 is below 16384 (bytes: room for the "
+	                         "largest reply)\n");
+	assert_int_equal(access(data, F_OK), -1); /* nothing opened, nothing created */
+	unlink(out);
+	it_dir_remove(dir);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2366,14 +2539,18 @@ test_redis_cli(void **state)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_call_auth_grants, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_call_auth_many_calls_one_account, setup_std,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_call_auth_refusals, setup_std, teardown),
+	    cmocka_unit_test_setup_teardown(test_account_id_leading_zeros_past_20_characters,
+	                                    setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_call_update, setup_update, teardown),
+	    cmocka_unit_test_setup_teardown(test_call_update_at_max_grant_says_so, setup_update,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_call_end, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_nocall_unknown_id_leaves_no_lock, setup_std,
 	                                    teardown),
@@ -2394,11 +2571,18 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_many_clients, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_race_one_account, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_expiry, setup_expiry, teardown),
+	    cmocka_unit_test_setup_teardown(test_expired_call_id_is_not_authorized_again,
+	                                    setup_expiry_demo, teardown),
+	    cmocka_unit_test(test_bad_settings_each_said_before_anything),
 	    cmocka_unit_test_setup_teardown(test_bad_input_raw, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input_arguments, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
 	    cmocka_unit_test_setup_teardown(test_redis_cli, setup_std, teardown),
 	};
 	signal(SIGPIPE, SIG_IGN);
+	/* test_server PATTERN: only the tests whose name matches (cmocka's glob). */
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	(void)argv;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -371,6 +371,13 @@ Ann Example"
 	t profile-zeros 0 ctl $r profile 0001002 --method paypal --token pp-9 --email b@c.d
 	[ "$(redis-cli -p "$rport" HGET tollgate:customer:1002 method)" = paypal ] ||
 		fail "0001002 did not write tollgate:customer:1002"
+	# Leading zeros are zeros however many (past 20 characters they were refused).
+	t profile-many-zeros 0 ctl $r profile 0000000000000000000000000001002 --method paypal \
+		--token pp-10 --email b@c.d
+	[ "$(redis-cli -p "$rport" HGET tollgate:customer:1002 token)" = pp-10 ] ||
+		fail "0000000000000000000000000001002 did not write tollgate:customer:1002"
+	t profile-zeros-too-big 2 ctl $r profile 00018446744073709551615 --method paypal \
+		--token t --email b@c.d
 	t profile-show 0 ctl $r profile-show 1001
 	field_is email ann@example.com
 	field_is method card

@@ -262,17 +262,10 @@ parse_hostport(const char *s, struct endpoint *e)
 static bool
 parse_account(const char *s, uint64_t *out)
 {
-	size_t len = strlen(s);
-	uint64_t id = 0;
+	uint64_t id;
 
-	if (len < 1 || len > 20)
+	if (!tg_decimal_u64(s, strlen(s), &id) || id == UINT64_MAX)
 		return false;
-	for (size_t k = 0; k < len; k++) {
-		unsigned d = (unsigned)(s[k] - '0');
-		if (d > 9 || id > (UINT64_MAX - 1 - d) / 10)
-			return false;
-		id = id * 10 + d;
-	}
 	*out = id;
 	return true;
 }
@@ -555,7 +548,7 @@ cmd_credit(struct ctl *x, const struct args *a)
 
 /*
  * RATES.RELOAD.  A failure's text is "rate plans not reloaded (N problems):"
- * then each "file:line: reason", joined by ';' on the wire: one a line here.
+ * then each "file:line: reason", joined by "; " on the wire: one a line here.
  */
 static int
 cmd_reload(struct ctl *x, const struct args *a)
@@ -569,12 +562,16 @@ cmd_reload(struct ctl *x, const struct args *a)
 		return lost(x);
 	if (r->type == REDIS_REPLY_ERROR) {
 		const char *p = r->str, *end = r->str + r->len;
-		const char *semi = memchr(p, ';', r->len);
-		say("%.*s", (int)((semi ? semi : end) - p), p);
-		while (semi != NULL) {
-			p = semi + 1;
-			semi = memchr(p, ';', (size_t)(end - p));
-			fprintf(stderr, "%.*s\n", (int)((semi ? semi : end) - p), p);
+		const char *head = strstr(p, "): "); /* the heading ends at "(N problems):" */
+		const char *cut = head != NULL ? head + 2 : end;
+		say("%.*s", (int)(cut - p), p);
+		for (p = cut; p < end;) {
+			p += strspn(p, " ");
+			const char *semi = strstr(p, "; ");
+			const char *stop = semi != NULL ? semi : end;
+			if (stop > p)
+				fprintf(stderr, "%.*s\n", (int)(stop - p), p);
+			p = semi != NULL ? semi + 2 : end;
 		}
 		rc = CTL_SERVER;
 	} else if (r->type == REDIS_REPLY_STATUS) {

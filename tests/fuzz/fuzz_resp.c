@@ -146,12 +146,12 @@ check_frame(const char *buf, size_t len, size_t used, enum tg_parse r, const str
 			FUZZ_CHECK(parse(buf, cuts[i], CAP_BIG, &q, &u) == TG_PARSE_MORE);
 }
 
-/* tg_arg_u64 against the contract: 1..20 digits, leading zeros allowed, fits. */
+/* tg_arg_u64 against the contract: 1 or more digits, any leading zeros, fits. */
 static void
 check_u64(const struct tg_arg *a)
 {
 	uint64_t v = 0, got = 42;
-	bool ok = a->len >= 1 && a->len <= 20;
+	bool ok = a->len >= 1;
 
 	for (uint32_t i = 0; ok && i < a->len; i++) {
 		unsigned d = (unsigned)(unsigned char)a->p[i] - '0';
