@@ -364,7 +364,7 @@ cmd_acct_set(struct ctx *c)
 	}
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
 		return reply_result(c, TG_NOPAYMENT);
-	if (tg_engine_refusing(c->w))
+	if (tg_engine_refusing(c->w, TG_JW_NEW))
 		return reply_result(c, TG_NOSPACE);
 	if (new_plan != NULL) {
 		plan = register_plan(c, new_plan);
@@ -729,14 +729,19 @@ cmd_info(struct ctx *c)
 		if (strcmp(sections[k], "refills") == 0) /* a gauge, not a counter */
 			info_add(&i, "refills_pending:%llu\r\n",
 			         (unsigned long long)tg_refill_pending(e));
-		if (strcmp(sections[k], "journal") == 0) /* its gauges */
+		if (strcmp(sections[k], "journal") == 0) { /* its gauges */
+			enum tg_jw_disk disk = e->jw ? tg_jw_disk(e->jw) : TG_JW_DISK_OK;
 			info_add(&i,
 			         "durability:%s\r\njournal_lsn:%llu\r\njournal_disk_free:%llu\r\n"
-			         "journal_low_space:%d\r\n",
+			         "journal_low_space:%d\r\njournal_disk_state:%s\r\n"
+			         "journal_disk_room:%lld\r\njournal_settle_reserve:%llu\r\n",
 			         e->jw ? tg_durability_name(tg_jw_mode(e->jw)) : "off",
 			         (unsigned long long)(e->jw ? tg_jw_durable(e->jw) : 0),
 			         (unsigned long long)(e->jw ? tg_jw_free_bytes(e->jw) : 0),
-			         e->jw ? (int)tg_jw_low_space(e->jw) : 0);
+			         disk != TG_JW_DISK_OK, tg_jw_disk_name(disk),
+			         (long long)(e->jw ? tg_jw_room(e->jw) : 0),
+			         (unsigned long long)(e->jw ? tg_jw_settle_reserve(e->jw) : 0));
+		}
 		info_add(&i, "\r\n");
 	}
 	if (want(sec, "latency")) {
