@@ -11,6 +11,7 @@
  * SIGKILL, a start on a disk with no byte free comes up refusing changes and
  * serving reads, and freeing space brings everything back.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -295,7 +296,14 @@ fx_teardown(void **state)
 static void
 test_full_disk_refuses_instead_of_crashing(void **state)
 {
-	static const char *const flags[] = {"--disk-reserve", "4194304", NULL};
+	static const char *const flags[] = {"--disk-reserve", "4194304", "--journal-segment-size",
+	                                    "1048576", NULL};
+	/*
+	 * Then segments of 4 KiB: the last one is already past that, and the
+	 * full disk has no room for a new one.
+	 */
+	static const char *const small_segs[] = {"--disk-reserve", "4194304",
+	                                         "--journal-segment-size", "4096", NULL};
 	struct fx *f = *state;
 	tg_money_t charged = 0;
 	unsigned next = 0, acked = 0, credits = 0;
@@ -345,8 +353,9 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	fx_crash(f);
 	fill(f, 0);
 	assert_true(disk_free(f) < 4096);
-	fx_restart(f, flags);
+	fx_restart(f, small_segs);
 	assert_true(it_log_has(&f->d, "no room left to record anything"));
+	assert_true(it_log_has(&f->d, "past journal-segment-size"));
 	assert_true(info_has(f->c, "journal_disk_state:full"));
 	assert_true(info_has(f->c, "journal_low_space:1"));
 	assert_int_equal(acct_money(f->c, 1, "balance"), want);
@@ -375,7 +384,7 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	want += U - cdr;
 	assert_int_equal(acct_money(f->c, 1, "balance"), want);
 	fx_crash(f);
-	fx_restart(f, flags);
+	fx_restart(f, small_segs);
 	assert_int_equal(acct_money(f->c, 1, "balance"), want);
 }
 
@@ -448,6 +457,82 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 	assert_int_equal(acct_money(f->c, 1, "reserved"), 0);
 }
 
+/* The snapshot files in dir, names joined by spaces, into out. */
+static void
+snapshots(const char *dir, char *out, size_t cap)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t n = 0;
+
+	assert_non_null(d);
+	out[0] = '\0';
+	while ((e = readdir(d)) != NULL)
+		if (strncmp(e->d_name, "snapshot-", 9) == 0 && n + strlen(e->d_name) + 2 < cap)
+			n += (size_t)snprintf(out + n, cap - n, "%s ", e->d_name);
+	closedir(d);
+}
+
+/*
+ * A snapshot takes its blocks from above the reserve only: on a disk below
+ * it the snapshot thread skips its turn, says so, keeps the older snapshot,
+ * and the engine goes on (and stops cleanly).  Space back, snapshots resume.
+ */
+static void
+test_snapshot_on_full_disk_keeps_the_old_one(void **state)
+{
+	static const char *const flags[] = {"--disk-reserve", "4194304", "--snapshot-interval", "1",
+	                                    NULL};
+	struct fx *f = *state;
+	unsigned next = 0, acked = 0, credits = 0;
+	tg_money_t charged = 0;
+	char before[1024], after[1024];
+
+	fx_start(f, flags);
+	it_run_cmd(f->c, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	assert_int_equal(chunk(f->c, "CDR 1 " DEST " 60 cdr-%u", &next, &acked, &charged), 0);
+	uint64_t deadline = it_now_ms() + 10000;
+	do {
+		it_sleep_ms(100);
+		snapshots(f->data, before, sizeof(before));
+	} while (before[0] == '\0' && it_now_ms() < deadline);
+	assert_true(before[0] != '\0');
+
+	/* Below the reserve, above the credits' floor: the journal still grows. */
+	fill(f, 3u << 20);
+	it_sleep_ms(300);
+	assert_true(info_has(f->c, "journal_disk_state:reserve"));
+	next = 0;
+	assert_int_equal(pipeline(f->c, "ACCT.CREDIT 1 0.01 tx-%u", 100, &next, &credits, NULL), 0);
+	deadline = it_now_ms() + 10000;
+	while (!it_log_has(&f->d, "skipped: it needs") && it_now_ms() < deadline)
+		it_sleep_ms(100);
+	assert_true(it_log_has(&f->d, "skipped: it needs"));
+	snapshots(f->data, after, sizeof(after));
+	assert_string_equal(after, before);
+	tg_money_t want = 100 * U - charged + (tg_money_t)credits * (U / 100);
+	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+
+	/* A clean stop (its own snapshot skipped too), a start from the older snapshot. */
+	redisFree(f->c);
+	f->c = NULL;
+	assert_int_equal(it_stop(&f->d), 0);
+	fx_restart(f, flags);
+	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+
+	/* Space back: the next turn writes a snapshot. */
+	assert_int_equal(unlink(f->filler), 0);
+	it_sleep_ms(300);
+	it_run_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
+	deadline = it_now_ms() + 10000;
+	do {
+		it_sleep_ms(100);
+		snapshots(f->data, after, sizeof(after));
+	} while (strcmp(after, before) == 0 && it_now_ms() < deadline);
+	assert_string_not_equal(after, before);
+	assert_int_equal(acct_money(f->c, 1, "balance"), want + U);
+}
+
 int
 main(void)
 {
@@ -467,6 +552,8 @@ main(void)
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_calls_granted_before_disk_filled_are_billed,
 	                                    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_on_full_disk_keeps_the_old_one, fx_setup,
+	                                    fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
