@@ -371,7 +371,9 @@ static int64_t
 room_now(const struct tg_jw *jw)
 {
 	int64_t staged = 0;
-	for (unsigned i = 0; i < jw->nstages; i++)
+	unsigned n = tg_load_32((uint32_t *)&jw->nstages);
+	ck_pr_fence_load();
+	for (unsigned i = 0; i < n; i++)
 		staged += (int64_t)tg_load_64(&jw->stages[i]->bytes);
 	ck_pr_fence_load();
 	return (int64_t)tg_load_64((uint64_t *)&jw->room) - staged;
@@ -445,7 +447,8 @@ flush_locked(struct tg_jw *jw)
 	 * filling the disk between two measurements could matter.
 	 */
 	if (jw->last_flush_ms >= jw->next_check_ms ||
-	    (int64_t)tg_load_64((uint64_t *)&jw->room) < 2 * jw->fast)
+	    (int64_t)tg_load_64((uint64_t *)&jw->room) <
+	        2 * (int64_t)tg_load_64((uint64_t *)&jw->fast))
 		measure(jw);
 	pthread_cond_broadcast(&jw->cv);
 }
@@ -758,15 +761,21 @@ tg_jw_watch(struct tg_jw *jw, struct tg_jstage *s)
 	TG_CHECK_OBJ_NOTNULL(jw, JW_MAGIC);
 	if (jw->nstages == TG_JW_STAGES_MAX)
 		return -ENOSPC;
-	jw->stages[jw->nstages++] = s;
-	jw->fast += (int64_t)s->cap * (int64_t)tg_journal_rec_size(TG_JSTAGE_PAYLOAD);
+	/* The writer's thread already runs: the stage first, then the count that shows it. */
+	jw->stages[jw->nstages] = s;
+	ck_pr_fence_store();
+	tg_store_32((uint32_t *)&jw->nstages, jw->nstages + 1);
+	tg_store_64((uint64_t *)&jw->fast,
+	            (uint64_t)(jw->fast +
+	                       (int64_t)s->cap * (int64_t)tg_journal_rec_size(TG_JSTAGE_PAYLOAD)));
 	return 0;
 }
 
 bool
 tg_jw_admit(const struct tg_jw *jw, enum tg_jw_class k)
 {
-	if ((int64_t)tg_load_64((uint64_t *)&jw->room) >= jw->fast)
+	if ((int64_t)tg_load_64((uint64_t *)&jw->room) >=
+	    (int64_t)tg_load_64((uint64_t *)&jw->fast))
 		return true;
 	return room_now(jw) - (int64_t)TG_JW_CMD_BYTES >= floor_of(jw, k, calls_now(jw));
 }
