@@ -81,8 +81,8 @@ struct tg_jw {
 	uint64_t held;                             /* mu: taken by other files (tg_jw_hold) */
 	uint64_t next_check_ms;                    /* mu: when the disk is measured again */
 	int64_t fast; /* room above which every class is admitted at once */
-	struct tg_jstage *stages[TG_JW_STAGES_MAX]; /* set before the workers run */
-	unsigned nstages;
+	struct tg_jstage *stages[TG_JW_STAGES_MAX]; /* added before the workers run */
+	unsigned nstages; /* atomic: the writer's thread already runs when stages are added */
 	uint64_t rotate_retry_ms; /* flusher: a failed rotation is tried again then; 0: none */
 	enum tg_jw_disk logged;   /* the writer's thread: the state last logged */
 };
