@@ -304,7 +304,7 @@ cmd_acct_refill_rearm(struct ctx *c)
 
 	if (!arg_acct(c, 1, &acct))
 		return TG_NET_CONTINUE;
-	if (tg_engine_refusing(c->w))
+	if (tg_engine_refusing(c->w, TG_JW_NEW))
 		return reply_result(c, TG_NOSPACE);
 	enum tg_result r = tg_refill_rearm(c->w, acct, &seq);
 	/* A profile may be provisioned before its account: nothing to re-arm yet. */
@@ -431,7 +431,7 @@ cmd_acct_set(struct ctx *c)
 	char why[160];
 	if (!tg_acct_settings_check(&s, why, sizeof(why)))
 		return reply_err(c, "%s", why);
-	if (tg_engine_refusing(c->w))
+	if (tg_engine_refusing(c->w, TG_JW_NEW))
 		return reply_result(c, TG_NOSPACE);
 	if (new_plan != NULL) {
 		plan = register_plan(c, new_plan);
@@ -818,14 +818,19 @@ cmd_info(struct ctx *c)
 		if (strcmp(sections[k], "refills") == 0) /* a gauge, not a counter */
 			info_add(&i, "refills_pending:%llu\r\n",
 			         (unsigned long long)tg_refill_pending(e));
-		if (strcmp(sections[k], "journal") == 0) /* its gauges */
+		if (strcmp(sections[k], "journal") == 0) { /* its gauges */
+			enum tg_jw_disk disk = e->jw ? tg_jw_disk(e->jw) : TG_JW_DISK_OK;
 			info_add(&i,
 			         "durability:%s\r\njournal_lsn:%llu\r\njournal_disk_free:%llu\r\n"
-			         "journal_low_space:%d\r\n",
+			         "journal_low_space:%d\r\njournal_disk_state:%s\r\n"
+			         "journal_disk_room:%lld\r\njournal_settle_reserve:%llu\r\n",
 			         e->jw ? tg_durability_name(tg_jw_mode(e->jw)) : "off",
 			         (unsigned long long)(e->jw ? tg_jw_durable(e->jw) : 0),
 			         (unsigned long long)(e->jw ? tg_jw_free_bytes(e->jw) : 0),
-			         e->jw ? (int)tg_jw_low_space(e->jw) : 0);
+			         disk != TG_JW_DISK_OK, tg_jw_disk_name(disk),
+			         (long long)(e->jw ? tg_jw_room(e->jw) : 0),
+			         (unsigned long long)(e->jw ? tg_jw_settle_reserve(e->jw) : 0));
+		}
 		info_add(&i, "\r\n");
 	}
 	if (want(sec, "latency")) {

@@ -179,6 +179,14 @@ tg_durable_open_table(struct tg_server *srv, const struct tg_table_cfg *tcfg)
 	return rc;
 }
 
+/* The journal's hook: calls in progress, whose settlements the disk must keep room for. */
+static uint64_t
+calls_in_progress(void *arg)
+{
+	struct tg_engine *e = arg;
+	return tg_calls_count(e->calls);
+}
+
 int
 tg_durable_install(struct tg_server *srv)
 {
@@ -203,6 +211,9 @@ tg_durable_install(struct tg_server *srv)
 	                         .flush_ms = srv->cfg.journal_flush_ms,
 	                         .segment_size = srv->cfg.journal_segment_size,
 	                         .disk_reserve = srv->cfg.disk_reserve,
+	                         .calls_max = srv->cfg.calls_max,
+	                         .calls = calls_in_progress,
+	                         .calls_arg = &srv->engine,
 	                         .stats = st,
 	                         .lsn_out = &srv->table.hdr->journal_lsn};
 	rc = tg_jw_open(&d->jw, &jcfg, d->state.lsn + 1, err, sizeof(err));
@@ -219,6 +230,16 @@ tg_durable_install(struct tg_server *srv)
 	                               "acknowledged changes)"
 	                             : "");
 	return rc;
+}
+
+/* The size of the snapshot of r, at most (ids past the window are left out). */
+static uint64_t
+snapshot_bytes(const struct tg_replay *r)
+{
+	return sizeof(struct tg_snap_hdr) + (uint64_t)r->nplans * TG_JPLAN_NAME +
+	       (uint64_t)r->accts.n * sizeof(struct tg_racct) +
+	       (uint64_t)r->calls.n * sizeof(struct tg_rcall) +
+	       (uint64_t)r->ids.n * sizeof(struct tg_rid) + sizeof(struct tg_snap_trailer);
 }
 
 /*
@@ -242,10 +263,25 @@ snapshot(struct tg_server *srv)
 		tg_log("snapshot: cannot read the journal: %s", end.msg);
 		return;
 	}
+	/*
+	 * The file takes its blocks from above the disk's reserve, never from the
+	 * room the journal keeps for credits and settlements.  If it does not fit,
+	 * or the write fails, the older snapshots stay and the engine goes on.
+	 */
+	uint64_t bytes = snapshot_bytes(&d->state);
+	if (!tg_jw_hold(d->jw, bytes)) {
+		tg_log("snapshot at LSN %" PRIu64 " skipped: it needs %" PRIu64
+		       " bytes and %s has %" PRIu64 " free, too little above disk-reserve %" PRIu64
+		       " and what the journal keeps; the older snapshots stay",
+		       d->state.lsn, bytes, srv->cfg.data_dir, tg_jw_free_bytes(d->jw),
+		       srv->cfg.disk_reserve);
+		return;
+	}
 	rc = tg_snapshot_write(&d->state, srv->cfg.data_dir, (uint32_t)time(NULL),
 	                       srv->cfg.ids_window, err, sizeof(err));
+	tg_jw_unhold(d->jw, bytes);
 	if (rc != 0) {
-		tg_log("snapshot: %s", err);
+		tg_log("snapshot: %s; the older snapshots stay", err);
 		return;
 	}
 	d->snap_lsn = d->state.lsn;

@@ -204,6 +204,8 @@ tg_engine_journal(struct tg_engine *e, struct tg_jw *jw)
 {
 	for (unsigned i = 0; i <= e->cfg.workers; i++) {
 		int rc = tg_jstage_init(&e->workers[i].stage, 4096);
+		if (rc == 0)
+			rc = tg_jw_watch(jw, &e->workers[i].stage);
 		if (rc != 0)
 			return rc;
 	}
@@ -264,9 +266,9 @@ tg_engine_journal1(struct tg_engine *e, unsigned type, const void *payload, size
 }
 
 bool
-tg_engine_refusing(struct tg_worker *w)
+tg_engine_refusing(struct tg_worker *w, enum tg_jw_class k)
 {
-	if (w->e->jw == NULL || !tg_jw_low_space(w->e->jw))
+	if (w->e->jw == NULL || tg_jw_admit(w->e->jw, k))
 		return false;
 	tg_count(w, TG_C_journal_nospace, 1);
 	return true;
@@ -510,7 +512,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 	uint32_t grant = 0;
 
 	tg_count(w, TG_C_call_auth, 1);
-	if (tg_engine_refusing(w))
+	if (tg_engine_refusing(w, TG_JW_NEW))
 		return TG_NOSPACE;
 	struct tg_acct *a = tg_table_find(e->table, acct);
 	if (a == NULL) {
@@ -606,7 +608,7 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 	struct tg_move m;
 	enum tg_result res = TG_BLOCKED;
 
-	if (tg_engine_refusing(w))
+	if (tg_engine_refusing(w, TG_JW_NEW))
 		return TG_NOSPACE;
 	/* The stripe is locked whether or not the call is there. */
 	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &l);
@@ -692,6 +694,11 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	enum tg_result res = window_check(w, digest(KIND_END, call), fp, &il, charge, &is_new);
 	if (!is_new)
 		return res;
+	/* The settling share is kept for this: refused only when the disk is truly full. */
+	if (tg_engine_refusing(w, TG_JW_SETTLE)) {
+		tg_idem_unlock(&il);
+		return TG_NOSPACE;
+	}
 	/* The stripe is locked whether or not the call is there. */
 	struct tg_call *c = tg_calls_lock(e->calls, digest(KIND_CALL, call), &cl);
 	if (c == NULL || c->acct != acct) {
@@ -776,7 +783,7 @@ tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, uint32
 	enum tg_result res = window_check(w, d, fp, &il, charge, &is_new);
 	if (!is_new)
 		return res;
-	if (tg_engine_refusing(w)) {
+	if (tg_engine_refusing(w, TG_JW_NEW)) {
 		tg_idem_unlock(&il);
 		return TG_NOSPACE;
 	}
@@ -815,6 +822,10 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 	enum tg_result res = window_check(w, d, fp, &il, balance, &is_new);
 	if (!is_new)
 		return res;
+	if (tg_engine_refusing(w, TG_JW_CREDIT)) {
+		tg_idem_unlock(&il);
+		return TG_NOSPACE;
+	}
 	uint32_t seq = tg_refill_id_parse(acct, tx.p, tx.len);
 	struct tg_acct *a = tg_table_find(w->e->table, acct);
 	res = a ? tg_acct_credit(a, amount, seq, &m) : TG_NOACCOUNT;
@@ -846,6 +857,8 @@ tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
 	struct tg_acct *a = tg_table_find(w->e->table, acct);
 	if (a == NULL)
 		return TG_NOACCOUNT;
+	if (tg_engine_refusing(w, TG_JW_CREDIT))
+		return TG_NOSPACE;
 	/* A repeated report (a worker retrying) finds the flag already clear: still OK. */
 	if (tg_acct_refill_clear(a, seq)) {
 		struct tg_jrec_refill_cleared p = {
@@ -979,6 +992,13 @@ settle_expired(void *arg, const struct tg_call *c)
 size_t
 tg_engine_expire(struct tg_worker *w)
 {
+	/*
+	 * Expiry cannot be refused call by call once it started: it runs only
+	 * when every call in progress could be settled.  On a full disk the calls
+	 * wait, still reserved, and are settled once space comes back.
+	 */
+	if (w->e->jw != NULL && !tg_jw_admit(w->e->jw, TG_JW_EXPIRE))
+		return 0;
 	size_t n = tg_calls_expire(w->e->calls, w->now_ns, settle_expired, w);
 	tg_count(w, TG_C_call_expired, n);
 	return n;

@@ -5,6 +5,14 @@
  * journal's I/O goes through.  Only the flusher (one thread at a time, any
  * thread) touches the file and the ring; everything else happens under mu in
  * memory.  See tg_jwriter.h for the protocol and docs/JOURNAL.md for why.
+ *
+ * It also keeps the disk's books: room, the bytes the journal can still
+ * append, is measured (free space plus the segment's preallocated blocks)
+ * every 100 ms under mu while no write is in flight, and counted down by
+ * every commit in between, so a burst between two measurements cannot run
+ * the disk dry.  Admission compares that room, less what the workers have
+ * staged, with the floor of each class of change; a write must never meet a
+ * full disk, because a failed write stops the engine.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +39,16 @@
 #define SPACE_CHECK_MS 100
 /* Every buffer starts with room for the CONFIRM record a flush may lead with. */
 #define HEAD TG_JOURNAL_CONFIRM_SIZE
+/*
+ * Room no admitted change may take: a new segment's header block and
+ * directory entry, file-system metadata, the changes other workers admit
+ * between their check and their staging (one command each).
+ */
+#define DISK_SLACK (64u << 10)
+/* A reserve above this is as good as infinite (and keeps the sums in int64_t). */
+#define RESERVE_MAX (1ull << 60)
+/* A segment that could not be made is tried again after this long. */
+#define ROTATE_RETRY_MS 1000
 /* The process stops with this status when the journal cannot be written. */
 #define EXIT_JOURNAL 3
 
@@ -48,7 +66,7 @@ struct tg_jw {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;   /* a flush finished */
 	pthread_cond_t tick; /* wakes the writer's thread early (close) */
-	char *fill, *spare;  /* records encoded after HEAD, not yet written; the other buffer */
+	char *fill, *spare;  /* records encoded, not yet written; the other buffer */
 	size_t fill_len, cap;
 	uint64_t fill_last; /* LSN of the last record in fill */
 	uint64_t next_lsn;  /* the next LSN handed out */
@@ -59,8 +77,17 @@ struct tg_jw {
 
 	pthread_t thread;
 	bool thread_started, stop;
-	int low_space; /* atomic: free space below the reserve */
-	uint64_t free_bytes;
+
+	/* The disk's books.  room and free_bytes are written under mu, read by anyone. */
+	int64_t room __attribute__((aligned(64))); /* bytes appendable, less those encoded */
+	uint64_t free_bytes;                       /* the file system's, at the last check */
+	uint64_t held;                             /* mu: taken by other files (tg_jw_hold) */
+	uint64_t next_check_ms;                    /* mu: when the disk is measured again */
+	int64_t fast; /* room above which every class is admitted at once */
+	struct tg_jstage *stages[TG_JW_STAGES_MAX]; /* added before the workers run */
+	unsigned nstages; /* atomic: the writer's thread already runs when stages are added */
+	uint64_t rotate_retry_ms; /* flusher: a failed rotation is tried again then; 0: none */
+	enum tg_jw_disk logged;   /* the writer's thread: the state last logged */
 };
 
 int
@@ -87,6 +114,12 @@ clock_ns(clockid_t id)
 	struct timespec ts;
 	clock_gettime(id, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t
+ms_now(void)
+{
+	return clock_ns(CLOCK_MONOTONIC) / 1000000;
 }
 
 static void
@@ -157,14 +190,20 @@ write_sync(struct tg_jw *jw, const char *buf, size_t len)
 	}
 }
 
-/* Create segment first_lsn: header written and synced under a temporary name, then renamed. */
+/*
+ * Create segment first_lsn: header written and synced under a temporary
+ * name, then renamed.  On failure *placed says whether the rename happened:
+ * if not, nothing changed and the current segment can still be appended to.
+ */
 static int
-seg_create(struct tg_jw *jw, uint64_t first_lsn, char *err, size_t errlen)
+seg_create(struct tg_jw *jw, uint64_t first_lsn, bool *placed, char *err, size_t errlen)
 {
 	char name[TG_JOURNAL_NAME_LEN], tmp[TG_JOURNAL_NAME_LEN + 8];
 	struct tg_jseg_hdr h;
+	struct statvfs sv;
 	int fd;
 
+	*placed = false;
 	tg_journal_seg_name(name, first_lsn);
 	snprintf(tmp, sizeof(tmp), "%s.new", name);
 	fd = openat(jw->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -178,12 +217,17 @@ seg_create(struct tg_jw *jw, uint64_t first_lsn, char *err, size_t errlen)
 	}
 	/*
 	 * Take the segment's blocks now, so appends within it do not find the disk
-	 * full.  Best effort: a file system without it still works, and a write
-	 * that fails later stops the engine cleanly anyway.
+	 * full.  Only from space above the reserve: blocks held by the journal are
+	 * no longer free for a snapshot.  Best effort: a file system without it
+	 * still works; the room is counted either way.
 	 */
-	(void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)jw->cfg.segment_size);
-	if (fsync(fd) != 0 || renameat(jw->dirfd, tmp, jw->dirfd, name) != 0 ||
-	    fsync(jw->dirfd) != 0)
+	if (fstatvfs(fd, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize >= jw->cfg.segment_size + jw->cfg.disk_reserve)
+		(void)fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)jw->cfg.segment_size);
+	if (fsync(fd) != 0 || renameat(jw->dirfd, tmp, jw->dirfd, name) != 0)
+		goto fail_fd;
+	*placed = true;
+	if (fsync(jw->dirfd) != 0)
 		goto fail_fd;
 	if (jw->fd >= 0)
 		close(jw->fd);
@@ -200,6 +244,26 @@ fail:
 	snprintf(err, errlen, "journal: cannot create segment %s/%s: %s", jw->dir, name,
 	         strerror(errno));
 	return -errno;
+}
+
+/*
+ * A new segment for first_lsn, or, on a full disk, none for now: the engine
+ * comes up refusing changes.  The full last segment takes the appends
+ * meanwhile (its size is a target, not a limit), or the first write makes
+ * the segment.
+ */
+static int
+seg_open_new(struct tg_jw *jw, uint64_t first_lsn, char *err, size_t errlen)
+{
+	bool placed;
+	int rc = seg_create(jw, first_lsn, &placed, err, errlen);
+	if (rc == 0 || placed || (rc != -ENOSPC && rc != -EDQUOT))
+		return rc;
+	tg_log("%s: %s", err,
+	       jw->fd >= 0 ? "appending to the last segment past journal-segment-size until a new "
+	                     "one can be made"
+	                   : "the segment will be made by the first write");
+	return 0;
 }
 
 /* Open the last segment for appending when it is the one next_lsn continues; else a new one. */
@@ -225,9 +289,8 @@ seg_open_last(struct tg_jw *jw, uint64_t next_lsn, char *err, size_t errlen)
 	closedir(d);
 	if (found) {
 		char name[TG_JOURNAL_NAME_LEN];
-		struct tg_jseg_hdr h;
 		tg_journal_seg_name(name, best);
-		int fd = openat(jw->dirfd, name, O_WRONLY | O_CLOEXEC);
+		int fd = openat(jw->dirfd, name, O_RDWR | O_CLOEXEC);
 		if (fd < 0 || fstat(fd, &st) != 0) {
 			snprintf(err, errlen, "journal: cannot open %s/%s: %s", jw->dir, name,
 			         strerror(errno));
@@ -242,6 +305,7 @@ seg_open_last(struct tg_jw *jw, uint64_t next_lsn, char *err, size_t errlen)
 		 * to a full one: its last records may be unconfirmed, and
 		 * confirm_open writes their CONFIRM there before rotating.
 		 */
+		struct tg_jseg_hdr h;
 		if ((uint64_t)st.st_size < TG_JOURNAL_HDR_SIZE) {
 			close(fd);
 			unlinkat(jw->dirfd, name, 0);
@@ -255,7 +319,83 @@ seg_open_last(struct tg_jw *jw, uint64_t next_lsn, char *err, size_t errlen)
 			close(fd);
 		}
 	}
-	return seg_create(jw, next_lsn, err, errlen);
+	return seg_open_new(jw, next_lsn, err, errlen);
+}
+
+/*
+ * With mu held and no flush running: measure the disk and set the room from
+ * it.  Everything encoded is then either in the file (and in the
+ * measurement) or in fill; what is held for other files is not room.
+ */
+static void
+measure(struct tg_jw *jw)
+{
+	struct statvfs sv;
+	struct stat st;
+	int64_t prealloc = 0;
+
+	TG_ASSERT(!jw->flushing);
+	jw->next_check_ms = ms_now() + SPACE_CHECK_MS;
+	if (fstatvfs(jw->dirfd, &sv) != 0)
+		return;
+	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	/* Blocks the segment holds past its end are written without taking free space. */
+	if (jw->fd >= 0 && fstat(jw->fd, &st) == 0 && (uint64_t)st.st_blocks * 512 > jw->seg_off)
+		prealloc = (int64_t)((uint64_t)st.st_blocks * 512 - jw->seg_off);
+	if (avail > RESERVE_MAX)
+		avail = RESERVE_MAX;
+	tg_store_64(&jw->free_bytes, avail);
+	tg_store_64((uint64_t *)&jw->room, (uint64_t)((int64_t)avail + prealloc -
+	                                              (int64_t)jw->fill_len - (int64_t)jw->held));
+}
+
+static uint64_t
+calls_now(const struct tg_jw *jw)
+{
+	return jw->cfg.calls != NULL ? jw->cfg.calls(jw->cfg.calls_arg) : 0;
+}
+
+/* The bytes kept for settling calls: half the reserve, more when the calls need more. */
+static int64_t
+settle_reserve(const struct tg_jw *jw, uint64_t calls)
+{
+	uint64_t owed = calls * TG_JW_SETTLE_BYTES, half = jw->cfg.disk_reserve / 2;
+	return (int64_t)(owed > half ? owed : half);
+}
+
+/* The room a change of class k must leave (docs/JOURNAL.md, "Segments and the disk"). */
+static int64_t
+floor_of(const struct tg_jw *jw, enum tg_jw_class k, uint64_t calls)
+{
+	switch (k) {
+	case TG_JW_NEW:
+		return settle_reserve(jw, calls) +
+		       (int64_t)(jw->cfg.disk_reserve - jw->cfg.disk_reserve / 2) + DISK_SLACK;
+	case TG_JW_CREDIT:
+		return settle_reserve(jw, calls) + DISK_SLACK;
+	case TG_JW_EXPIRE:
+		return (int64_t)(calls * TG_JW_SETTLE_BYTES) + DISK_SLACK;
+	case TG_JW_SETTLE:
+		break;
+	}
+	return DISK_SLACK;
+}
+
+/*
+ * The room less every watched stage.  The stages first: a commit counts
+ * the room down before it empties its stage, so a record is counted twice
+ * at worst, never missed.
+ */
+static int64_t
+room_now(const struct tg_jw *jw)
+{
+	int64_t staged = 0;
+	unsigned n = tg_load_32((uint32_t *)&jw->nstages);
+	ck_pr_fence_load();
+	for (unsigned i = 0; i < n; i++)
+		staged += (int64_t)tg_load_64(&jw->stages[i]->bytes);
+	ck_pr_fence_load();
+	return (int64_t)tg_load_64((uint64_t *)&jw->room) - staged;
 }
 
 /* Is there anything to write: records in fill, or synced records to confirm? */
@@ -275,21 +415,28 @@ encode_confirm(char *buf, uint64_t lsn)
 	TG_ASSERT(n == HEAD);
 }
 
+/* With mu held: bytes the writer appends that no commit counted (CONFIRM records). */
+static void
+room_take(struct tg_jw *jw, uint64_t bytes)
+{
+	tg_store_64((uint64_t *)&jw->room, tg_load_64((uint64_t *)&jw->room) - bytes);
+}
+
 /*
  * At open, before anything is acknowledged: the records the reader found at
  * the end of the last segment may never have been confirmed (a stop between
  * a flush and its CONFIRM), yet the recovered state holds them and replies
- * will depend on them.  Confirm them now, then rotate if the segment is full.
- * When that write fails (a full disk), the first flush leads with the CONFIRM
- * instead: durable is left one short, so nothing waits on it meanwhile
- * but the first commit, which then confirms before it returns.
+ * will depend on them.  Confirm them now, then move on to a new segment if
+ * that one is full.  When the write fails (a full disk), the first flush
+ * leads with the CONFIRM instead: durable is left one short, so nothing waits
+ * on it meanwhile but the first commit, which then confirms before it returns.
  */
 static int
 confirm_open(struct tg_jw *jw, char *err, size_t errlen)
 {
 	char c[HEAD];
 
-	if (jw->seg_off > TG_JOURNAL_HDR_SIZE) {
+	if (jw->fd >= 0 && jw->seg_off > TG_JOURNAL_HDR_SIZE) {
 		encode_confirm(c, jw->next_lsn - 1);
 		if (pwrite(jw->fd, c, HEAD, (off_t)jw->seg_off) != (ssize_t)HEAD ||
 		    fdatasync(jw->fd) != 0) {
@@ -299,13 +446,13 @@ confirm_open(struct tg_jw *jw, char *err, size_t errlen)
 			(void)ftruncate(jw->fd, (off_t)jw->seg_off);
 			if (jw->synced > 0)
 				jw->durable = jw->synced - 1;
-			return 0;
+		} else {
+			jw->seg_off += HEAD;
 		}
-		jw->seg_off += HEAD;
 	}
-	if (jw->seg_off < jw->cfg.segment_size)
+	if (jw->fd < 0 || jw->seg_off < jw->cfg.segment_size)
 		return 0;
-	return seg_create(jw, jw->next_lsn, err, errlen);
+	return seg_open_new(jw, jw->next_lsn, err, errlen);
 }
 
 /*
@@ -326,7 +473,7 @@ flush_locked(struct tg_jw *jw)
 	char *buf = jw->fill;
 	size_t len = jw->fill_len;
 	uint64_t upto = len > HEAD ? jw->fill_last : jw->synced;
-	uint64_t confirmed = jw->durable;
+	uint64_t first = jw->synced + 1, confirmed = jw->durable;
 	bool confirm = jw->synced > jw->durable;
 	size_t start = confirm ? 0 : HEAD;
 
@@ -334,6 +481,7 @@ flush_locked(struct tg_jw *jw)
 	if (confirm) {
 		encode_confirm(buf, jw->synced);
 		confirmed = jw->synced;
+		room_take(jw, HEAD);
 	}
 	jw->flushing = true;
 	jw->fill = jw->spare;
@@ -341,34 +489,71 @@ flush_locked(struct tg_jw *jw)
 	pthread_mutex_unlock(&jw->mu);
 
 	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	char err[600];
+	bool placed;
+	/* Started on a full disk with no segment: make it now (the room was measured). */
+	if (jw->fd < 0) {
+		int rc = seg_create(jw, first, &placed, err, sizeof(err));
+		if (rc != 0) {
+			tg_log("%s", err);
+			fatal(jw, "creating", -rc);
+		}
+	}
 	write_sync(jw, buf + start, len - start);
 	jw->seg_off += len - start;
 	count(jw, TG_C_journal_syncs, 1);
 	count(jw, TG_C_journal_sync_ns, clock_ns(CLOCK_MONOTONIC) - t0);
-	if (jw->seg_off >= jw->cfg.segment_size) {
+	bool rotate = jw->seg_off >= jw->cfg.segment_size && ms_now() >= jw->rotate_retry_ms;
+	bool end_confirm = rotate && upto > confirmed;
+	if (end_confirm) {
 		/* Every segment ends confirmed: its last flush is acknowledged before the next. */
-		char err[600], c[HEAD];
-		if (upto > confirmed) {
-			encode_confirm(c, upto);
-			write_sync(jw, c, HEAD);
-			jw->seg_off += HEAD;
-			count(jw, TG_C_journal_syncs, 1);
-			confirmed = upto;
-		}
-		if (seg_create(jw, upto + 1, err, sizeof(err)) != 0) {
+		char c[HEAD];
+		encode_confirm(c, upto);
+		write_sync(jw, c, HEAD);
+		jw->seg_off += HEAD;
+		count(jw, TG_C_journal_syncs, 1);
+		confirmed = upto;
+	}
+	if (rotate) {
+		int rc = seg_create(jw, upto + 1, &placed, err, sizeof(err));
+		if (rc != 0 && placed) {
+			/* Renamed but the directory's sync failed: never retried, as any sync. */
 			tg_log("%s", err);
-			fatal(jw, "rotating past", errno ? errno : EIO);
+			fatal(jw, "rotating past", -rc);
 		}
+		/*
+		 * Nothing changed: the segment grows past its size instead (the reader
+		 * does not mind) and the rotation is tried again in a second.
+		 */
+		if (rc != 0 && jw->rotate_retry_ms == 0)
+			tg_log("%s: appending to %s past journal-segment-size until a new segment "
+			       "can be made",
+			       err, jw->seg);
+		if (rc == 0 && jw->rotate_retry_ms != 0)
+			tg_log("journal: moved on to a new segment %s/%s", jw->dir, jw->seg);
+		jw->rotate_retry_ms = rc != 0 ? ms_now() + ROTATE_RETRY_MS : 0;
 	}
 
 	pthread_mutex_lock(&jw->mu);
+	if (end_confirm)
+		room_take(jw, HEAD);
 	jw->spare = buf;
 	jw->synced = upto;
 	tg_store_64(&jw->durable, confirmed);
 	if (jw->cfg.lsn_out != NULL)
 		tg_store_64(jw->cfg.lsn_out, confirmed);
 	jw->flushing = false;
-	jw->last_flush_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
+	jw->last_flush_ms = ms_now();
+	/*
+	 * Under a steady load the writer's thread rarely finds no flush running,
+	 * so the flusher measures too: every 100 ms, and after every flush once
+	 * the room is within twice the highest floor, where another process
+	 * filling the disk between two measurements could matter.
+	 */
+	if (jw->last_flush_ms >= jw->next_check_ms ||
+	    (int64_t)tg_load_64((uint64_t *)&jw->room) <
+	        2 * (int64_t)tg_load_64((uint64_t *)&jw->fast))
+		measure(jw);
 	pthread_cond_broadcast(&jw->cv);
 }
 
@@ -411,6 +596,9 @@ tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 	count(jw, TG_C_journal_records, s->n);
 	count(jw, TG_C_journal_bytes, need);
 	s->n = 0;
+	tg_store_64((uint64_t *)&jw->room, (uint64_t)(tg_load_64((uint64_t *)&jw->room) - need));
+	ck_pr_fence_store();
+	tg_store_64(&s->bytes, 0);
 	if (jw->cfg.mode == TG_DURABLE) {
 		while (tg_load_64(&jw->durable) < last) {
 			if (!jw->flushing) {
@@ -452,6 +640,8 @@ tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *pa
 	it->type = (uint16_t)type;
 	it->len = (uint16_t)len;
 	memcpy(it->payload, payload, len);
+	/* Only this thread writes it: a plain add, published for tg_jw_admit. */
+	tg_store_64(&s->bytes, s->bytes + tg_journal_rec_size(len));
 }
 
 int
@@ -459,6 +649,7 @@ tg_jstage_init(struct tg_jstage *s, unsigned cap)
 {
 	s->n = 0;
 	s->cap = cap;
+	s->bytes = 0;
 	s->items = calloc(cap, sizeof(*s->items));
 	return s->items ? 0 : -ENOMEM;
 }
@@ -470,28 +661,51 @@ tg_jstage_fini(struct tg_jstage *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static void
-check_space(struct tg_jw *jw)
+const char *
+tg_jw_disk_name(enum tg_jw_disk d)
 {
-	struct statvfs sv;
+	static const char *const names[] = {"ok", "reserve", "settling", "full"};
+	return (unsigned)d < TG_ARRAY_LEN(names) ? names[d] : "?";
+}
 
-	if (fstatvfs(jw->dirfd, &sv) != 0)
+/* Log where the disk stands when it changed since the last time: the operator's cue. */
+static void
+report(struct tg_jw *jw)
+{
+	enum tg_jw_disk d = tg_jw_disk(jw);
+	unsigned long long avail = tg_load_64(&jw->free_bytes);
+	long long room = (long long)room_now(jw);
+	uint64_t calls = calls_now(jw);
+
+	if (d == jw->logged)
 		return;
-	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
-	bool low = avail < jw->cfg.disk_reserve;
-	tg_store_64(&jw->free_bytes, avail);
-	if (low != (bool)tg_load_32((uint32_t *)&jw->low_space)) {
-		tg_store_32((uint32_t *)&jw->low_space, low);
-		if (low)
-			tg_log(
-			    "journal: %s has %llu bytes free, below disk-reserve %llu: refusing "
-			    "CALL.AUTH, CALL.UPDATE, CDR and ACCT.SET with NOSPACE until space is "
-			    "freed",
-			    jw->dir, (unsigned long long)avail,
-			    (unsigned long long)jw->cfg.disk_reserve);
-		else
-			tg_log("journal: %s has %llu bytes free again: accepting every command",
-			       jw->dir, (unsigned long long)avail);
+	jw->logged = d;
+	switch (d) {
+	case TG_JW_DISK_OK:
+		tg_log("journal: %s has %llu bytes free again: accepting every command", jw->dir,
+		       avail);
+		break;
+	case TG_JW_DISK_RESERVE:
+		tg_log("journal: %s has %llu bytes free, below disk-reserve %llu: refusing "
+		       "CALL.AUTH, CALL.UPDATE, CDR and ACCT.SET with NOSPACE until space is "
+		       "freed; ACCT.CREDIT and ACCT.REFILL.FAILED go on with half of the reserve, "
+		       "CALL.END and expiry with the rest",
+		       jw->dir, avail, (unsigned long long)jw->cfg.disk_reserve);
+		break;
+	case TG_JW_DISK_SETTLING:
+		tg_log("journal: %s has %llu bytes free, below disk-reserve %llu, and the "
+		       "credits' share of it is used: refusing ACCT.CREDIT and ACCT.REFILL.FAILED "
+		       "too; only CALL.END and expiry are recorded (%lld bytes of room, %lld kept "
+		       "for %llu calls in progress) until space is freed",
+		       jw->dir, avail, (unsigned long long)jw->cfg.disk_reserve, room,
+		       (long long)settle_reserve(jw, calls), (unsigned long long)calls);
+		break;
+	case TG_JW_DISK_FULL:
+		tg_log("journal: %s has %llu bytes free, below disk-reserve %llu, with no room "
+		       "left to record anything: refusing every change with NOSPACE (CALL.END too; "
+		       "expiry waits), serving ACCT.GET, RATE and INFO, until space is freed",
+		       jw->dir, avail, (unsigned long long)jw->cfg.disk_reserve);
+		break;
 	}
 }
 
@@ -503,7 +717,7 @@ jw_thread(void *arg)
 	uint32_t step = jw->cfg.mode == TG_RELAXED && jw->cfg.flush_ms < SPACE_CHECK_MS
 	                    ? (jw->cfg.flush_ms ? jw->cfg.flush_ms : 1)
 	                    : SPACE_CHECK_MS;
-	uint64_t next_check = 0;
+	uint64_t next_report = 0;
 
 	pthread_mutex_lock(&jw->mu);
 	while (!jw->stop) {
@@ -519,11 +733,13 @@ jw_thread(void *arg)
 		if (jw->cfg.mode == TG_RELAXED && !jw->flushing && flush_due(jw) &&
 		    now - jw->last_flush_ms >= jw->cfg.flush_ms)
 			flush_locked(jw);
-		if (now >= next_check) {
+		if (!jw->flushing && now >= jw->next_check_ms)
+			measure(jw);
+		if (now >= next_report) {
 			pthread_mutex_unlock(&jw->mu);
-			check_space(jw);
+			report(jw);
 			pthread_mutex_lock(&jw->mu);
-			next_check = now + SPACE_CHECK_MS;
+			next_report = now + SPACE_CHECK_MS;
 		}
 	}
 	pthread_mutex_unlock(&jw->mu);
@@ -557,6 +773,10 @@ tg_jw_open(struct tg_jw **out, const struct tg_jw_cfg *cfg, uint64_t next_lsn, c
 	pthread_cond_init(&jw->tick, NULL);
 	if (jw->cfg.segment_size < 4096)
 		jw->cfg.segment_size = 4096;
+	if (jw->cfg.disk_reserve > RESERVE_MAX)
+		jw->cfg.disk_reserve = RESERVE_MAX;
+	/* Past this room no class can be refused, whatever the calls and stages hold. */
+	jw->fast = floor_of(jw, TG_JW_NEW, jw->cfg.calls_max) + (int64_t)TG_JW_CMD_BYTES;
 	jw->fill = malloc(jw->cap);
 	jw->spare = malloc(jw->cap);
 	if (jw->fill == NULL || jw->spare == NULL) {
@@ -583,8 +803,11 @@ tg_jw_open(struct tg_jw **out, const struct tg_jw_cfg *cfg, uint64_t next_lsn, c
 		goto fail;
 	if (cfg->lsn_out != NULL)
 		tg_store_64(cfg->lsn_out, jw->durable);
-	check_space(jw);
-	jw->last_flush_ms = clock_ns(CLOCK_MONOTONIC) / 1000000;
+	pthread_mutex_lock(&jw->mu);
+	measure(jw);
+	pthread_mutex_unlock(&jw->mu);
+	report(jw); /* a start on a full disk says so before the engine is ready */
+	jw->last_flush_ms = ms_now();
 	rc = -pthread_create(&jw->thread, NULL, jw_thread, jw);
 	if (rc != 0) {
 		snprintf(err, errlen, "journal: cannot start its thread: %s", strerror(-rc));
@@ -640,10 +863,94 @@ tg_jw_last(struct tg_jw *jw)
 	return v;
 }
 
+int
+tg_jw_watch(struct tg_jw *jw, struct tg_jstage *s)
+{
+	TG_CHECK_OBJ_NOTNULL(jw, JW_MAGIC);
+	if (jw->nstages == TG_JW_STAGES_MAX)
+		return -ENOSPC;
+	/* The writer's thread already runs: the stage first, then the count that shows it. */
+	jw->stages[jw->nstages] = s;
+	ck_pr_fence_store();
+	tg_store_32((uint32_t *)&jw->nstages, jw->nstages + 1);
+	tg_store_64((uint64_t *)&jw->fast,
+	            (uint64_t)(jw->fast +
+	                       (int64_t)s->cap * (int64_t)tg_journal_rec_size(TG_JSTAGE_PAYLOAD)));
+	return 0;
+}
+
+bool
+tg_jw_admit(const struct tg_jw *jw, enum tg_jw_class k)
+{
+	if ((int64_t)tg_load_64((uint64_t *)&jw->room) >=
+	    (int64_t)tg_load_64((uint64_t *)&jw->fast))
+		return true;
+	return room_now(jw) - (int64_t)TG_JW_CMD_BYTES >= floor_of(jw, k, calls_now(jw));
+}
+
+enum tg_jw_disk
+tg_jw_disk(const struct tg_jw *jw)
+{
+	if (tg_jw_admit(jw, TG_JW_NEW))
+		return TG_JW_DISK_OK;
+	if (tg_jw_admit(jw, TG_JW_CREDIT))
+		return TG_JW_DISK_RESERVE;
+	if (tg_jw_admit(jw, TG_JW_SETTLE))
+		return TG_JW_DISK_SETTLING;
+	return TG_JW_DISK_FULL;
+}
+
 bool
 tg_jw_low_space(const struct tg_jw *jw)
 {
-	return tg_load_32((uint32_t *)&jw->low_space) != 0;
+	return tg_jw_disk(jw) != TG_JW_DISK_OK;
+}
+
+int64_t
+tg_jw_room(const struct tg_jw *jw)
+{
+	return room_now(jw);
+}
+
+uint64_t
+tg_jw_settle_reserve(const struct tg_jw *jw)
+{
+	return (uint64_t)settle_reserve(jw, calls_now(jw));
+}
+
+bool
+tg_jw_hold(struct tg_jw *jw, uint64_t bytes)
+{
+	uint64_t calls = calls_now(jw);
+	bool ok = false;
+
+	if (bytes > RESERVE_MAX)
+		return false;
+	pthread_mutex_lock(&jw->mu);
+	/* Above the reserve only, and the file system must have the blocks themselves. */
+	if (room_now(jw) - (int64_t)bytes >= floor_of(jw, TG_JW_NEW, calls) &&
+	    tg_load_64(&jw->free_bytes) >= bytes + DISK_SLACK) {
+		jw->held += bytes;
+		tg_store_64(
+		    (uint64_t *)&jw->room,
+		    (uint64_t)((int64_t)tg_load_64((uint64_t *)&jw->room) - (int64_t)bytes));
+		ok = true;
+	}
+	pthread_mutex_unlock(&jw->mu);
+	return ok;
+}
+
+void
+tg_jw_unhold(struct tg_jw *jw, uint64_t bytes)
+{
+	pthread_mutex_lock(&jw->mu);
+	TG_ASSERT(jw->held >= bytes);
+	jw->held -= bytes;
+	/* The file's blocks (or none, if it failed) show in the next measurement. */
+	jw->next_check_ms = 0;
+	if (!jw->flushing)
+		measure(jw);
+	pthread_mutex_unlock(&jw->mu);
 }
 
 uint64_t

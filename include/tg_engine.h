@@ -112,10 +112,10 @@ void tg_worker_commit(struct tg_worker *w);
 /* One record from a thread that is no worker (the refill publisher); durable on return. */
 void tg_engine_journal1(struct tg_engine *e, unsigned type, const void *payload, size_t len);
 /*
- * Whether changes that take money must be refused now (the journal's disk
- * is at its reserve).  Counts the refusal.
+ * Whether a change of class k (tg_jwriter.h) must be refused now: the
+ * journal's disk is down to that class's floor.  Counts the refusal.
  */
-bool tg_engine_refusing(struct tg_worker *w);
+bool tg_engine_refusing(struct tg_worker *w, enum tg_jw_class k);
 
 static inline void
 tg_count(struct tg_worker *w, enum tg_counter c, uint64_t n)

@@ -16,6 +16,12 @@
  * A failed write or sync is never retried (a retried fsync can report
  * success for data the kernel already dropped): the process stops with the
  * file, the offset and the error.  Segments are rotated at segment_size.
+ *
+ * The writer also keeps the disk's books (docs/JOURNAL.md, "Segments and the
+ * disk"): the bytes it can still append, counted down as records are
+ * encoded and measured again every 100 ms, and the share of that room each
+ * class of change may use.  Workers ask tg_jw_admit before a change, so a
+ * full disk refuses changes with NOSPACE instead of failing a write.
  */
 #ifndef TG_JWRITER_H
 #define TG_JWRITER_H
@@ -46,17 +52,56 @@ struct tg_jitem {
 struct tg_jstage {
 	unsigned n, cap;
 	struct tg_jitem *items;
+	uint64_t bytes; /* atomic: bytes the staged records take on disk (read by tg_jw_admit) */
 };
+
+/*
+ * Bytes the records that settle one call in progress can take: its commit
+ * (or expire) record and the refill request the debit may fire.
+ */
+#define TG_JW_SETTLE_BYTES                                                                         \
+	(tg_journal_rec_size(sizeof(struct tg_jrec_commit)) +                                      \
+	 tg_journal_rec_size(sizeof(struct tg_jrec_refill_fired)))
+/* Bytes one command can stage at most (ACCT.SET: balance, settings, refill fired). */
+#define TG_JW_CMD_BYTES                                                                            \
+	(tg_journal_rec_size(sizeof(struct tg_jrec_set_balance)) +                                 \
+	 tg_journal_rec_size(sizeof(struct tg_jrec_settings)) +                                    \
+	 tg_journal_rec_size(sizeof(struct tg_jrec_refill_fired)))
+
+/*
+ * What a change is to the disk's reserve, from the first refused to the
+ * last.  Each class may use the room down to its own floor.
+ */
+enum tg_jw_class {
+	TG_JW_NEW = 0, /* takes money or creates state: CALL.AUTH, CALL.UPDATE, CDR, ACCT.SET */
+	TG_JW_CREDIT,  /* adds money or answers a refill: ACCT.CREDIT, ACCT.REFILL.FAILED */
+	TG_JW_EXPIRE,  /* a round of expiry: settles calls at their grant (all of them must fit) */
+	TG_JW_SETTLE,  /* settles one call already granted: CALL.END */
+};
+
+/* Where the disk stands, for INFO and the log: which classes are refused. */
+enum tg_jw_disk {
+	TG_JW_DISK_OK = 0,   /* every change accepted */
+	TG_JW_DISK_RESERVE,  /* below disk-reserve: new work refused */
+	TG_JW_DISK_SETTLING, /* the credits' share is used up: only calls are settled */
+	TG_JW_DISK_FULL,     /* no room even to settle: every change refused */
+};
+/* "ok", "reserve", "settling", "full". */
+const char *tg_jw_disk_name(enum tg_jw_disk d);
 
 struct tg_jw_cfg {
 	const char *dir;
 	enum tg_durability mode; /* TG_DURABLE or TG_RELAXED */
 	uint32_t flush_ms;       /* relaxed: sync interval */
 	uint64_t segment_size;   /* rotate past this many bytes */
-	uint64_t disk_reserve;   /* refuse debits when the file system has less free */
-	size_t buffer;           /* bytes of each of the two encode buffers (0: 8 MiB) */
-	struct tg_stats *stats;  /* the journal's block: counters by atomic add */
-	uint64_t *lsn_out;       /* where the durable LSN is published (the shm header), or NULL */
+	uint64_t disk_reserve;   /* refuse new work when the journal has less room */
+	uint64_t calls_max;      /* calls in progress at most (bounds what settling may need) */
+	/* Calls in progress now (their settlements are owed room); NULL: none. */
+	uint64_t (*calls)(void *arg);
+	void *calls_arg;
+	size_t buffer;          /* bytes of each of the two encode buffers (0: 8 MiB) */
+	struct tg_stats *stats; /* the journal's block: counters by atomic add */
+	uint64_t *lsn_out;      /* where the durable LSN is published (the shm header), or NULL */
 };
 
 struct tg_jw;
@@ -73,6 +118,13 @@ void tg_jw_close(struct tg_jw *jw);
 
 int tg_jstage_init(struct tg_jstage *s, unsigned cap);
 void tg_jstage_fini(struct tg_jstage *s);
+/*
+ * Count s's staged bytes against the room (every worker's stage is watched,
+ * so records not yet committed are not admitted twice).  Before any worker
+ * runs; at most TG_JW_STAGES_MAX stages.  0 or -ENOSPC.
+ */
+#define TG_JW_STAGES_MAX (TG_WORKERS_MAX + 2)
+int tg_jw_watch(struct tg_jw *jw, struct tg_jstage *s);
 
 /* Stage one record (a copy of payload); when the stage is full, commits first. */
 void tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload,
@@ -90,10 +142,31 @@ uint64_t tg_jw_sync(struct tg_jw *jw);
 uint64_t tg_jw_durable(const struct tg_jw *jw);
 /* The last LSN handed out. */
 uint64_t tg_jw_last(struct tg_jw *jw);
-/* Whether free space is below the reserve (checked every 100 ms). */
+/*
+ * Whether a change of class k may be made now: the room left after every
+ * staged record, this change and what the calls in progress owe stays above
+ * k's floor.  One atomic load when the disk is far from its reserve; any
+ * thread.  A refused change must change nothing (NOSPACE).
+ */
+bool tg_jw_admit(const struct tg_jw *jw, enum tg_jw_class k);
+/* Where the disk stands now. */
+enum tg_jw_disk tg_jw_disk(const struct tg_jw *jw);
+/* Whether new work is refused (tg_jw_disk is not OK). */
 bool tg_jw_low_space(const struct tg_jw *jw);
-/* Free bytes at the last check. */
+/* Free bytes of the file system at the last check. */
 uint64_t tg_jw_free_bytes(const struct tg_jw *jw);
+/* Bytes the journal can still append (free space, plus its preallocated blocks), less staged. */
+int64_t tg_jw_room(const struct tg_jw *jw);
+/* Bytes kept for settling the calls in progress (the settling floor). */
+uint64_t tg_jw_settle_reserve(const struct tg_jw *jw);
+/*
+ * Take bytes of the file system for a file other than the journal (a
+ * snapshot), only when they fit above the reserve: true, and the room is
+ * counted down until tg_jw_unhold; false, and nothing is taken.
+ */
+bool tg_jw_hold(struct tg_jw *jw, uint64_t bytes);
+/* The file is written (or failed): measure the disk again. */
+void tg_jw_unhold(struct tg_jw *jw, uint64_t bytes);
 enum tg_durability tg_jw_mode(const struct tg_jw *jw);
 const char *tg_jw_dir(const struct tg_jw *jw);
 

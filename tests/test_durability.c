@@ -699,6 +699,8 @@ test_flipped_last_record_stops_start(void **state)
 	assert_int_equal(balance(f.c, 1), 100 * U - c1);
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 600 last-1"), c1);
 	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	/* Every start appended to the one segment, after a CONFIRM of what it found. */
+	assert_int_equal(count_files(f.d.data, "journal-"), 1);
 	fx_end(&f);
 }
 
