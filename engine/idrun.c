@@ -505,8 +505,8 @@ wr_copy_keys(struct wr *w, uint64_t off)
 		size_t k = len - done < KEYS_CHUNK * 8 ? (size_t)(len - done) : KEYS_CHUNK * 8;
 		rc = pread_all(w->kfd, w->keys, k, done);
 		if (rc != 0)
-			return fail(w->err, w->errlen, rc == -EIO ? -EIO : rc,
-			            "cannot read back the keys of %s: %s", w->tmp, strerror(-rc));
+			return fail(w->err, w->errlen, rc, "cannot read back the keys of %s: %s",
+			            w->tmp, strerror(-rc));
 		rc = pwrite_all(w->fd, w->keys, k, off + done);
 		if (rc != 0)
 			return wr_werr(w, rc, "keys");

@@ -560,6 +560,25 @@ test_write_refuses_duplicates(void **state)
 	free(e);
 }
 
+/* A directory that is not there: the error and its sentence, from write and merge. */
+static void
+test_write_errors(void **state)
+{
+	struct tg_idrun_ent e = ent_of(1, 2, 3);
+	struct tg_idrun_meta m = {0};
+	char dir[128], err[256] = "";
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/missing", tmpdir);
+	assert_int_equal(tg_idrun_write(dir, "x.tgi", &e, 1, &m, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "cannot create"));
+	assert_non_null(strstr(err, "missing/x.tgi.new"));
+	err[0] = 0;
+	assert_int_equal(tg_idrun_merge(dir, "x.tgi", NULL, 0, 0, NULL, NULL, &m, err, sizeof(err)),
+	                 -ENOENT);
+	assert_non_null(strstr(err, "missing/x.tgi.new"));
+}
+
 struct drops {
 	struct tg_idrun_ent *e;
 	size_t n, cap;
@@ -797,6 +816,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_damaged_header_and_index, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty_run, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_refuses_duplicates, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_merge_drop_and_duplicates, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_two_million_timing, setup, teardown),
 	};
