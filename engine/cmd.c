@@ -16,6 +16,7 @@
 
 #include "tg_assert.h"
 #include "tg_log.h"
+#include "tg_idstore.h"
 #include "tg_refill.h"
 #include "tg_server.h"
 
@@ -215,6 +216,25 @@ cmd_cdr(struct ctx *c)
 	if (!arg_acct(c, 1, &acct) || !arg_dest(c, 2) ||
 	    !arg_seconds(c, 3, "duration", &duration) || !arg_id(c, 4, "call id", &call))
 		return TG_NET_CONTINUE;
+	/*
+	 * AT <unix-seconds>: when the call started.  A CDR older than the horizon
+	 * (ids-window) is refused with STALE and not remembered: its id may have
+	 * been forgotten, so charging it could charge twice (docs/PROTOCOL.md).
+	 */
+	if (c->req->argc != 5) {
+		uint64_t at;
+		char b[48];
+		if (c->req->argc != 7 || !tg_arg_is(&c->req->argv[5], "AT"))
+			return reply_err(c, "syntax: CDR <acct> <dest> <duration> <callid> [AT "
+			                    "<unix-seconds>]");
+		if (!tg_arg_u64(&c->req->argv[6], &at) || at > (uint64_t)c->w->now_s + 86400)
+			return reply_err(c, "invalid AT '%s' (Unix seconds, not in the future)",
+			                 show(&c->req->argv[6], b));
+		if (at + c->w->e->cfg.ids_window < c->w->now_s) {
+			tg_count(c->w, TG_C_cdr_stale, 1);
+			return reply_result(c, TG_STALE);
+		}
+	}
 	const struct tg_arg *d = &c->req->argv[2];
 	enum tg_result r = tg_cdr(c->w, acct, d->p, d->len, duration, call, &charge);
 	if (r != TG_OK)
@@ -808,8 +828,10 @@ cmd_info(struct ctx *c)
 		         tg_idem_count(e->ids), ps ? tg_planset_plans(ps) : 0,
 		         ps ? tg_planset_prefixes(ps) : 0);
 	}
-	static const char *const sections[] = {"stats", "calls", "refills", "money", "journal"};
-	static const char *const titles[] = {"Stats", "Calls", "Refills", "Money", "Journal"};
+	static const char *const sections[] = {"stats", "calls", "refills",
+	                                       "money", "ids",   "journal"};
+	static const char *const titles[] = {"Stats", "Calls", "Refills",
+	                                     "Money", "Ids",   "Journal"};
 	for (unsigned k = 0; k < TG_ARRAY_LEN(sections); k++) {
 		if (!want(sec, sections[k]))
 			continue;
@@ -818,6 +840,25 @@ cmd_info(struct ctx *c)
 		if (strcmp(sections[k], "refills") == 0) /* a gauge, not a counter */
 			info_add(&i, "refills_pending:%llu\r\n",
 			         (unsigned long long)tg_refill_pending(e));
+		if (strcmp(sections[k], "ids") ==
+		    0) { /* the two tiers (docs/JOURNAL.md, "Id runs") */
+			struct tg_idstore_info ii;
+			tg_idstore_info(e->idstore, &ii);
+			uint32_t now = (uint32_t)time(NULL);
+			size_t mem = tg_idem_count(e->ids);
+			info_add(
+			    &i,
+			    "ids_memory:%zu\r\nids_memory_capacity:%llu\r\nids_memory_bytes:%"
+			    "llu\r\n"
+			    "ids_disk:%llu\r\nids_disk_runs:%llu\r\nids_disk_bytes:%llu\r\n"
+			    "ids_disk_ram_bytes:%llu\r\nids_horizon_oldest:%u\r\n"
+			    "ids_horizon_seconds:%u\r\nids_window:%u\r\n",
+			    mem, (unsigned long long)e->cfg.ids_max,
+			    (unsigned long long)tg_idem_bytes(e->ids), (unsigned long long)ii.ids,
+			    (unsigned long long)ii.runs, (unsigned long long)ii.disk_bytes,
+			    (unsigned long long)ii.ram_bytes, ii.oldest,
+			    ii.oldest && ii.oldest < now ? now - ii.oldest : 0, e->cfg.ids_window);
+		}
 		if (strcmp(sections[k], "journal") == 0) { /* its gauges */
 			enum tg_jw_disk disk = e->jw ? tg_jw_disk(e->jw) : TG_JW_DISK_OK;
 			info_add(&i,
@@ -856,7 +897,7 @@ cmd_info(struct ctx *c)
 /* ---- dispatch ---- */
 
 static const struct command commands[] = {
-    {"CDR", TG_H_CDR, 4, 4, false, cmd_cdr},
+    {"CDR", TG_H_CDR, 4, 6, false, cmd_cdr},
     {"CALL.AUTH", TG_H_AUTH, 3, 3, false, cmd_call_auth},
     {"CALL.END", TG_H_END, 3, 3, false, cmd_call_end},
     {"CALL.UPDATE", TG_H_UPDATE, 3, 3, false, cmd_call_update},

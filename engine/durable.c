@@ -21,9 +21,14 @@
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_idstore.h"
 #include "tg_log.h"
 #include "tg_recover.h"
 #include "tg_server.h"
+
+/* The snapshot thread's tick, and how often it moves ids to disk without pressure. */
+#define SPILL_TICK_MS  250
+#define SPILL_EVERY_MS 5000
 
 static uint64_t
 ms_now(void)
@@ -95,6 +100,9 @@ tg_durable_prepare(struct tg_server *srv)
 
 	uint64_t t0 = ms_now();
 	rc = tg_replay_init(&d->state);
+	/* Ids the disk tier holds are not held again in memory (tg_idstore.h). */
+	if (rc == 0)
+		rc = tg_idstore_watermark(dir, &d->state.spill_lsn, &d->state.spill_cut);
 	if (rc == 0)
 		rc = tg_snapshot_load(&d->state, dir, note, sizeof(note));
 	if (rc != 0) {
@@ -198,6 +206,20 @@ tg_durable_install(struct tg_server *srv)
 	if (d->mode == TG_NOJOURNAL)
 		return 0;
 	uint64_t t0 = ms_now();
+	struct tg_idstore_cfg icfg = {.dir = srv->cfg.data_dir,
+	                              .ids = srv->engine.ids,
+	                              .horizon = srv->cfg.ids_window,
+	                              .disk_max = srv->cfg.ids_disk_max,
+	                              .stats = &srv->table.stats[TG_STATS_JOURNAL]};
+	rc = tg_idstore_open(&d->ids, &icfg, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	srv->engine.idstore = d->ids;
+	tg_log("ids: %" PRIu64 " remembered on disk, loaded in %" PRIu64 " ms",
+	       tg_idem_on_disk(srv->engine.ids), ms_now() - t0);
+	t0 = ms_now();
 	rc = tg_recover_install(&d->state, &srv->engine, err, sizeof(err));
 	if (rc != 0) {
 		tg_log("journal: cannot install the recovered state: %s", err);
@@ -247,22 +269,58 @@ snapshot_bytes(const struct tg_replay *r)
  * state is built from the files alone, never from the live table: it is
  * consistent at its LSN whatever the workers are doing.
  */
+/* Bring the state up to what is confirmed on disk.  false (logged) when the journal cannot be read.
+ */
+static bool
+catch_up(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+	struct tg_replay_end end;
+	uint64_t limit = tg_jw_durable(d->jw);
+
+	if (limit <= d->state.lsn)
+		return true;
+	int rc = tg_replay_journal(&d->state, srv->cfg.data_dir, limit, false, &end);
+	if (rc != 0)
+		tg_log("snapshot thread: cannot read the journal: %s", end.msg);
+	return rc == 0;
+}
+
+/*
+ * Move ids out of memory into a run on disk (tg_idstore.h): those older than
+ * a minute, or every id the journal holds when memory is half full.  The
+ * state is caught up first, so only ids whose records are on disk move.
+ */
+static void
+spill(struct tg_server *srv, bool pressure)
+{
+	struct tg_durable *d = &srv->dur;
+	char err[600];
+	uint32_t now = (uint32_t)time(NULL);
+	uint64_t t0 = ms_now();
+	size_t before = d->state.ids.n;
+
+	if (d->ids == NULL || !catch_up(srv))
+		return;
+	uint32_t cut = pressure ? UINT32_MAX : now - TG_IDSTORE_MEMORY_AGE;
+	int rc = tg_idstore_spill(d->ids, &d->state, cut, now, err, sizeof(err));
+	if (rc != 0)
+		tg_log("ids: moving ids to disk failed: %s; they stay in memory", err);
+	else if (pressure && ms_now() - t0 > 1000)
+		tg_log("ids: memory half full: moved %zu ids to disk in %" PRIu64 " ms",
+		       before - d->state.ids.n, ms_now() - t0);
+}
+
 static void
 snapshot(struct tg_server *srv)
 {
 	struct tg_durable *d = &srv->dur;
-	struct tg_replay_end end;
 	char err[600];
 	uint64_t t0 = ms_now();
-	uint64_t limit = tg_jw_durable(d->jw);
 
-	if (limit <= d->snap_lsn)
+	if (!catch_up(srv) || d->state.lsn <= d->snap_lsn)
 		return;
-	int rc = tg_replay_journal(&d->state, srv->cfg.data_dir, limit, false, &end);
-	if (rc != 0) {
-		tg_log("snapshot: cannot read the journal: %s", end.msg);
-		return;
-	}
+	int rc;
 	/*
 	 * The file takes its blocks from above the disk's reserve, never from the
 	 * room the journal keeps for credits and settlements.  If it does not fit,
@@ -296,16 +354,35 @@ snap_thread(void *arg)
 	struct tg_server *srv = arg;
 	struct tg_durable *d = &srv->dur;
 
+	uint64_t last_snap = ms_now(), last_spill = ms_now();
+
+	/*
+	 * A tick every SPILL_TICK_MS: ids move to disk every SPILL_EVERY_MS, or at
+	 * once when the memory tier is half full; a snapshot every
+	 * snapshot-interval (0: none but the last).
+	 */
 	pthread_mutex_lock(&d->mu);
 	while (!d->stop) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += srv->cfg.snapshot_interval;
+		ts.tv_nsec += SPILL_TICK_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
 		pthread_cond_timedwait(&d->cv, &d->mu, &ts);
 		if (d->stop)
 			break;
 		pthread_mutex_unlock(&d->mu);
-		snapshot(srv);
+		uint64_t now = ms_now();
+		bool pressure = tg_idem_count(srv->engine.ids) * 2 > srv->cfg.ids_max;
+		if (pressure || now - last_spill >= SPILL_EVERY_MS) {
+			spill(srv, pressure);
+			last_spill = now;
+		}
+		if (srv->cfg.snapshot_interval > 0 &&
+		    now - last_snap >= (uint64_t)srv->cfg.snapshot_interval * 1000) {
+			snapshot(srv);
+			last_snap = ms_now();
+		}
 		pthread_mutex_lock(&d->mu);
 	}
 	pthread_mutex_unlock(&d->mu);
@@ -317,7 +394,7 @@ tg_durable_start(struct tg_server *srv)
 {
 	struct tg_durable *d = &srv->dur;
 
-	if (d->jw == NULL || srv->cfg.snapshot_interval == 0)
+	if (d->jw == NULL)
 		return 0;
 	int rc = pthread_create(&d->thread, NULL, snap_thread, srv);
 	if (rc != 0) {
@@ -352,6 +429,9 @@ tg_durable_stop(struct tg_server *srv)
 			tg_store_64(&srv->table.hdr->clean_lsn, last);
 		tg_log("journal: stopped cleanly at LSN %" PRIu64, last);
 	}
+	srv->engine.idstore = NULL;
+	tg_idstore_close(d->ids);
+	d->ids = NULL;
 	if (d->state_ok)
 		tg_replay_free(&d->state);
 	d->state_ok = false;

@@ -444,9 +444,34 @@ static enum tg_result
 window_check(struct tg_worker *w, struct tg_digest d, uint64_t fp, struct tg_idem_lock *l,
              int64_t *reply, bool *is_new)
 {
-	const struct tg_idem_rec *rec = tg_idem_lock(w->e->ids, d, w->now_s, l);
+	const struct tg_idem_rec *rec;
 
 	*is_new = false;
+	/*
+	 * A stripe of the memory tier full of ids not yet on disk: with a disk
+	 * tier, the mover is behind; wait for it (it runs at once under such
+	 * pressure) rather than refuse or forget.  Without one (durability off),
+	 * the stripe's oldest id is forgotten, counted.
+	 */
+	for (unsigned waits = 0;; waits++) {
+		rec = tg_idem_lock(w->e->ids, d, w->now_s, l);
+		if (rec != NULL || l->err != 0 || tg_idem_has_room(l))
+			break;
+		if (tg_idem_evict_oldest(l)) {
+			tg_count(w, TG_C_ids_evicted, 1);
+			break;
+		}
+		tg_idem_unlock(l);
+		if (waits == 0)
+			tg_count(w, TG_C_window_waits, 1);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	if (l->err != 0) {
+		tg_idem_unlock(l);
+		tg_count(w, TG_C_ids_read_errors, 1);
+		return TG_IOERR;
+	}
 	if (rec != NULL) {
 		uint64_t f = rec->fingerprint;
 		int64_t rep = rec->reply;
@@ -460,11 +485,6 @@ window_check(struct tg_worker *w, struct tg_digest d, uint64_t fp, struct tg_ide
 		w->replayed = true; /* the first may not be on disk yet */
 		*reply = rep;
 		return res;
-	}
-	if (!tg_idem_has_room(l)) {
-		tg_idem_unlock(l);
-		tg_count(w, TG_C_window_full, 1);
-		return TG_FULL;
 	}
 	*is_new = true;
 	return TG_OK;

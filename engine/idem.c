@@ -47,6 +47,10 @@
 #define SLOT_ROUND  8
 /* Slots a post-insert sweep looks at. */
 #define SWEEP_STEP 16
+/* The disk filter: slots per bucket, relocations before an add gives up, and
+ * the most ids per bucket it is sized for (a load of at most 4/5). */
+#define FILTER_WAYS  4
+#define FILTER_KICKS 256
 
 struct slot {
 	struct tg_digest d; /* zero: free */
@@ -57,8 +61,10 @@ _Static_assert(sizeof(struct slot) == 40, "memory per id is documented");
 
 struct stripe {
 	ck_spinlock_fas_t lock;
-	uint32_t used;  /* slots holding an entry, live or expired */
-	uint32_t sweep; /* where the next sweep starts */
+	uint32_t used;   /* slots holding an entry, live or expired */
+	uint32_t sweep;  /* where the next sweep starts */
+	uint32_t moves;  /* ids of this stripe moved to disk, ever (wraps) */
+	uint32_t fcount; /* fingerprints in this stripe's disk filter */
 } __attribute__((aligned(CACHE_LINE)));
 
 _Static_assert(sizeof(struct stripe) == CACHE_LINE, "one stripe header per cache line");
@@ -71,6 +77,17 @@ struct tg_idem {
 	uint32_t window;
 	struct stripe *stripes;
 	struct slot *slots; /* stripe s owns slots[s * nslots ...] */
+	/*
+	 * The disk tier (tg_idem_set_disk): ids moved out of memory into runs on
+	 * disk.  Each stripe has a cuckoo filter of 16-bit fingerprints, fbuckets
+	 * buckets of FILTER_WAYS, at filter + s * fbuckets * FILTER_WAYS, under
+	 * the stripe's lock like its slots: a move is one step, a filter add and
+	 * a delete of the memory entry, so a reader holding the lock finds an id
+	 * in one place or the other, never in neither.
+	 */
+	struct tg_idem_disk disk;
+	uint16_t *filter;
+	uint32_t fbuckets; /* per stripe, a power of two; 0: no disk tier */
 	/* Entries held, all stripes; written under a stripe lock, read anywhere. */
 	uint64_t count __attribute__((aligned(CACHE_LINE)));
 };
@@ -92,6 +109,132 @@ static inline struct slot *
 stripe_slots(const struct tg_idem *w, unsigned s)
 {
 	return w->slots + (size_t)s * w->nslots;
+}
+
+/* ---- the disk filter: a cuckoo filter per stripe (Fan et al., 2014) ---- */
+
+/*
+ * An id's filter key is its digest's lo, which already chose the stripe
+ * with its low bits: the fingerprint and the first bucket come from the
+ * high ones.  A fingerprint is never 0 (an empty slot).
+ */
+static inline uint16_t
+f_print(uint64_t lo)
+{
+	uint16_t f = (uint16_t)(lo >> 32);
+	return f ? f : 1;
+}
+
+static inline uint32_t
+f_bucket1(const struct tg_idem *w, uint64_t lo)
+{
+	return (uint32_t)(lo >> 48 ^ lo >> 16) & (w->fbuckets - 1);
+}
+
+/* The other bucket of a fingerprint in bucket b: an involution, as partial-key cuckoo needs. */
+static inline uint32_t
+f_alt(const struct tg_idem *w, uint32_t b, uint16_t f)
+{
+	return (b ^ (uint32_t)((f * 0x5bd1e995u) >> 15)) & (w->fbuckets - 1);
+}
+
+static inline uint16_t *
+f_slots(const struct tg_idem *w, unsigned s, uint32_t b)
+{
+	return w->filter + ((size_t)s * w->fbuckets + b) * FILTER_WAYS;
+}
+
+static bool
+f_has(const struct tg_idem *w, unsigned s, uint32_t b, uint16_t f)
+{
+	const uint16_t *k = f_slots(w, s, b);
+	for (unsigned i = 0; i < FILTER_WAYS; i++)
+		if (k[i] == f)
+			return true;
+	return false;
+}
+
+/* Might lo have moved to disk?  Stripe s (lo's) locked.  False is certain. */
+static bool
+f_maybe(const struct tg_idem *w, unsigned s, uint64_t lo)
+{
+	if (w->fbuckets == 0 || w->stripes[s].fcount == 0)
+		return false;
+	uint16_t f = f_print(lo);
+	uint32_t b = f_bucket1(w, lo);
+	return f_has(w, s, b, f) || f_has(w, s, f_alt(w, b, f), f);
+}
+
+static bool
+f_put(uint16_t *k, uint16_t f)
+{
+	for (unsigned i = 0; i < FILTER_WAYS; i++)
+		if (k[i] == 0) {
+			k[i] = f;
+			return true;
+		}
+	return false;
+}
+
+/*
+ * Add lo's fingerprint to stripe s (locked).  false, with the filter as it
+ * was, when FILTER_KICKS relocations find no room (the kicks are undone).
+ */
+static bool
+f_add(struct tg_idem *w, unsigned s, uint64_t lo)
+{
+	struct {
+		uint32_t b;
+		unsigned i;
+	} path[FILTER_KICKS];
+	uint16_t f = f_print(lo);
+	uint32_t b = f_bucket1(w, lo);
+
+	if (f_put(f_slots(w, s, b), f) || f_put(f_slots(w, s, f_alt(w, b, f)), f))
+		goto added;
+	/* Evict along a path; the slot taken is chosen by the step, so it is repeatable. */
+	for (unsigned n = 0; n < FILTER_KICKS; n++) {
+		uint16_t *k = f_slots(w, s, b);
+		unsigned i = (unsigned)(lo >> (n % 48) ^ n) % FILTER_WAYS;
+		uint16_t out = k[i];
+		k[i] = f;
+		path[n].b = b;
+		path[n].i = i;
+		f = out;
+		b = f_alt(w, b, f);
+		if (f_put(f_slots(w, s, b), f))
+			goto added;
+	}
+	/* No room: put every fingerprint back where it was, last kick first. */
+	for (unsigned n = FILTER_KICKS; n-- > 0;) {
+		uint16_t *k = f_slots(w, s, path[n].b);
+		uint16_t back = k[path[n].i];
+		k[path[n].i] = f;
+		f = back;
+	}
+	return false;
+added:
+	w->stripes[s].fcount++;
+	return true;
+}
+
+/* Take one copy of lo's fingerprint out of stripe s (locked); false when none is there. */
+static bool
+f_del(struct tg_idem *w, unsigned s, uint64_t lo)
+{
+	uint16_t f = f_print(lo);
+	uint32_t b1 = f_bucket1(w, lo), b2 = f_alt(w, b1, f);
+
+	for (int pass = 0; pass < 2; pass++) {
+		uint16_t *k = f_slots(w, s, pass ? b2 : b1);
+		for (unsigned i = 0; i < FILTER_WAYS; i++)
+			if (k[i] == f) {
+				k[i] = 0;
+				w->stripes[s].fcount--;
+				return true;
+			}
+	}
+	return false;
 }
 
 /* Backward-shift deletion of slot i of stripe s (locked); see calls.c. */
@@ -345,6 +488,40 @@ tg_idem_restore(struct tg_idem *w, struct tg_digest d, const struct tg_idem_rec 
 }
 
 /*
+ * d is not in memory and its stripe's filter says it may be on disk; the
+ * stripe is locked.  Read it from disk with the lock released (no system
+ * call under a spinlock), then lock again.  Found: a copy in l->disk,
+ * returned.  Not found: a false positive, unless an id of the stripe moved
+ * to disk meanwhile (d itself may have: look again).  A read error: NULL
+ * with l->err set; the caller must refuse the request.
+ */
+static const struct tg_idem_rec *
+from_disk(struct tg_idem *w, struct tg_idem_lock *l)
+{
+	struct stripe *st = &w->stripes[l->stripe];
+
+	for (;;) {
+		uint32_t moves = st->moves;
+		tg__spin_unlock(&st->lock);
+		int rc = w->disk.find(w->disk.arg, l->d, &l->disk);
+		tg__spin_lock(&st->lock);
+		if (rc < 0) {
+			l->err = rc;
+			return NULL;
+		}
+		if (rc > 0 && live(w, l->disk.seen, l->now))
+			return &l->disk;
+		int64_t i = find(w, l->stripe, &l->d, l->now);
+		if (i >= 0) {
+			l->slot = &stripe_slots(w, l->stripe)[i];
+			return &((struct slot *)l->slot)->r;
+		}
+		if (st->moves == moves || !f_maybe(w, l->stripe, l->d.lo))
+			return NULL;
+	}
+}
+
+/*
  * d must not be zero.  Spins until d's stripe is free; the caller holds it
  * until tg_idem_unlock or tg_idem_record_unlock.  Lock order: at most one
  * idem stripe at a time (or one pair, tg_idem_lock_pair), taken before any
@@ -363,10 +540,13 @@ tg_idem_lock(struct tg_idem *w, struct tg_digest d, uint32_t now, struct tg_idem
 	l->stripe = (unsigned)(d.lo & w->mask);
 	l->d = d;
 	l->now = now;
+	l->err = 0;
 	tg__spin_lock(&w->stripes[l->stripe].lock);
 	i = find(w, l->stripe, &d, now);
 	l->slot = i < 0 ? NULL : &stripe_slots(w, l->stripe)[i];
-	return i < 0 ? NULL : &((struct slot *)l->slot)->r;
+	if (i >= 0)
+		return &((struct slot *)l->slot)->r;
+	return f_maybe(w, l->stripe, d.lo) ? from_disk(w, l) : NULL;
 }
 
 /*
@@ -417,10 +597,34 @@ tg_idem_lock_pair(struct tg_idem *w, struct tg_digest a, struct tg_digest b, uin
 	tg__spin_lock(&w->stripes[p->lo].lock);
 	if (p->hi != p->lo)
 		tg__spin_lock(&w->stripes[p->hi].lock);
-	/* Both finds before anything is read: a find may move the other's entry. */
-	bool in_a = find(w, sa, &a, now) >= 0;
-	bool in_b = find(w, sb, &b, now) >= 0;
-	return in_a || in_b;
+	for (;;) {
+		/* Both finds before anything is read: a find may move the other's entry. */
+		bool in_a = find(w, sa, &a, now) >= 0;
+		bool in_b = find(w, sb, &b, now) >= 0;
+		if (in_a || in_b)
+			return true;
+		bool may_a = f_maybe(w, sa, a.lo), may_b = f_maybe(w, sb, b.lo);
+		if (!may_a && !may_b)
+			return false;
+		/* As from_disk, for two: read with both stripes released. */
+		uint32_t ma = w->stripes[sa].moves, mb = w->stripes[sb].moves;
+		struct tg_idem_rec r;
+		tg_idem_unlock_pair(p);
+		p->w = w;
+		int ra = may_a ? w->disk.find(w->disk.arg, a, &r) : 0;
+		bool live_a = ra > 0 && live(w, r.seen, now);
+		int rb = may_b && !live_a ? w->disk.find(w->disk.arg, b, &r) : 0;
+		bool live_b = rb > 0 && live(w, r.seen, now);
+		tg__spin_lock(&w->stripes[p->lo].lock);
+		if (p->hi != p->lo)
+			tg__spin_lock(&w->stripes[p->hi].lock);
+		/* A read error counts as remembered: the caller refuses, nothing is double-charged.
+		 */
+		if (live_a || live_b || ra < 0 || rb < 0)
+			return true;
+		if (w->stripes[sa].moves == ma && w->stripes[sb].moves == mb)
+			return false;
+	}
 }
 
 /* p must be locked by tg_idem_lock_pair; afterwards it is not. */
@@ -483,4 +687,133 @@ tg_idem_has_room(const struct tg_idem_lock *l)
 	TG_CHECK_OBJ_NOTNULL(l->w, IDEM_MAGIC);
 	TG_ASSERT(l->slot == NULL);
 	return room(l->w, l->stripe, l->now);
+}
+
+/* ---- the disk tier ---- */
+
+/*
+ * Before any worker runs.  Gives each stripe a filter for about
+ * capacity / stripes ids at a load of at most 4/5 (16 bits an id: 2 to
+ * 2.5 bytes of memory per id on disk), and installs hook, through which
+ * lookups read ids that are not in memory but may be on disk.  0, -EINVAL
+ * (called twice, or capacity 0), -ENOMEM.
+ */
+int
+tg_idem_set_disk(struct tg_idem *w, const struct tg_idem_disk *hook, size_t capacity)
+{
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	if (w->fbuckets != 0 || capacity == 0 || hook == NULL || hook->find == NULL)
+		return -EINVAL;
+	size_t stripes = (size_t)w->mask + 1;
+	size_t per = capacity / stripes + 1, buckets = 1;
+	while (buckets * FILTER_WAYS * 4 < per * 5)
+		buckets *= 2;
+	if (buckets > UINT32_MAX / FILTER_WAYS)
+		return -ENOMEM;
+	w->filter = calloc(stripes * buckets * FILTER_WAYS, sizeof(*w->filter));
+	if (w->filter == NULL)
+		return -ENOMEM;
+	w->fbuckets = (uint32_t)buckets;
+	w->disk = *hook;
+	return 0;
+}
+
+size_t
+tg_idem_filter_bytes(const struct tg_idem *w)
+{
+	return ((size_t)w->mask + 1) * w->fbuckets * FILTER_WAYS * sizeof(*w->filter);
+}
+
+/*
+ * d is now in a run on disk (written and synced, and findable through the
+ * hook): add its fingerprint to its stripe's filter and forget its memory
+ * entry, in one step under the stripe's lock.  -ENOSPC when the filter has
+ * no room: nothing changes, the entry (if any) stays in memory.
+ */
+int
+tg_idem_moved(struct tg_idem *w, struct tg_digest d)
+{
+	unsigned s = (unsigned)(d.lo & w->mask);
+	int rc = 0;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	tg__spin_lock(&w->stripes[s].lock);
+	if (!f_add(w, s, d.lo)) {
+		rc = -ENOSPC;
+	} else {
+		int64_t i = find(w, s, &d, 0);
+		if (i >= 0)
+			delete_at(w, s, (uint32_t)i);
+		w->stripes[s].moves++;
+	}
+	tg__spin_unlock(&w->stripes[s].lock);
+	return rc;
+}
+
+/* An id of key lo left the disk (past the horizon): its fingerprint goes. */
+void
+tg_idem_unmoved(struct tg_idem *w, uint64_t lo)
+{
+	unsigned s = (unsigned)(lo & w->mask);
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	tg__spin_lock(&w->stripes[s].lock);
+	(void)f_del(w, s, lo);
+	tg__spin_unlock(&w->stripes[s].lock);
+}
+
+/* Start-up: an id of key lo found in a run; -ENOSPC when its filter is full. */
+int
+tg_idem_filter_add(struct tg_idem *w, uint64_t lo)
+{
+	unsigned s = (unsigned)(lo & w->mask);
+	int rc;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	tg__spin_lock(&w->stripes[s].lock);
+	rc = f_add(w, s, lo) ? 0 : -ENOSPC;
+	tg__spin_unlock(&w->stripes[s].lock);
+	return rc;
+}
+
+/* Fingerprints in all filters (a recent value). */
+uint64_t
+tg_idem_on_disk(const struct tg_idem *w)
+{
+	uint64_t n = 0;
+	for (size_t s = 0; w->fbuckets != 0 && s <= w->mask; s++)
+		n += tg_load_32((uint32_t *)&w->stripes[s].fcount);
+	return n;
+}
+
+/*
+ * l locked on a d not found, its stripe full.  Without a disk tier, forget
+ * the stripe's oldest entry to make room and say true; with one, false: the
+ * caller waits for the mover, which never forgets an id inside the horizon.
+ */
+bool
+tg_idem_evict_oldest(struct tg_idem_lock *l)
+{
+	struct tg_idem *w = l->w;
+	struct slot *sl = stripe_slots(w, l->stripe);
+	int64_t oldest = -1;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	if (w->fbuckets != 0)
+		return false;
+	for (uint32_t i = 0; i < w->nslots; i++)
+		if (!tg__key_free(&sl[i].d) && (oldest < 0 || sl[i].r.seen < sl[oldest].r.seen))
+			oldest = i;
+	if (oldest < 0)
+		return false;
+	delete_at(w, l->stripe, (uint32_t)oldest);
+	return true;
+}
+
+/* Bytes the memory tier holds: its slots and stripes (the filters are tg_idem_filter_bytes). */
+size_t
+tg_idem_bytes(const struct tg_idem *w)
+{
+	size_t stripes = (size_t)w->mask + 1;
+	return stripes * (sizeof(struct stripe) + (size_t)w->nslots * sizeof(struct slot));
 }

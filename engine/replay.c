@@ -275,16 +275,17 @@ static int
 id_put(struct tg_replay *r, struct tg_jdigest d, uint64_t fp, int64_t reply, int64_t time_ns,
        enum tg_result result)
 {
+	uint32_t seen = (uint32_t)(time_ns / 1000000000);
+	/* Already on disk (and in its filter): the engine finds it there. */
+	if (r->cur_lsn <= r->spill_lsn && seen < r->spill_cut)
+		return 0;
 	if (id_grow(&r->ids) != 0)
 		return -ENOMEM;
 	struct tg_rid *e = id_slot(&r->ids, d);
 	if (!digest_used(e->id))
 		r->ids.n++;
-	*e = (struct tg_rid){.id = d,
-	                     .fingerprint = fp,
-	                     .reply = reply,
-	                     .seen = (uint32_t)(time_ns / 1000000000),
-	                     .result = result};
+	*e = (struct tg_rid){
+	    .id = d, .fingerprint = fp, .reply = reply, .seen = seen, .result = result};
 	return 0;
 }
 
@@ -319,6 +320,7 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 	uint64_t acct;
 
 	memcpy(&acct, rec->payload, sizeof(acct)); /* every type starts with its account */
+	r->cur_lsn = rec->lsn;
 	a = acct_get(r, acct);
 	if (a == NULL)
 		return -ENOMEM;
@@ -974,6 +976,9 @@ snap_read(struct tg_replay *r, const char *path, uint64_t lsn, char *why, size_t
 			snprintf(why, whylen, "id %u of %u cut short or bad", i, h.ids);
 			goto out;
 		}
+		/* A snapshot older than the disk tier's watermark holds ids moved since. */
+		if (h.lsn < r->spill_lsn && d.seen < r->spill_cut)
+			continue;
 		if (id_grow(&r->ids) != 0) {
 			rc = -ENOMEM;
 			goto out;
@@ -1019,10 +1024,33 @@ tg_snapshot_load(struct tg_replay *r, const char *dir, char *note, size_t notele
 			used += (size_t)snprintf(note + used, notelen - used,
 			                         "%ssnapshot %s skipped (%s)", used ? "; " : "",
 			                         path, why);
+		uint64_t spill_lsn = r->spill_lsn;
+		uint32_t spill_cut = r->spill_cut;
 		tg_replay_free(r);
 		rc = tg_replay_init(r);
+		r->spill_lsn = spill_lsn; /* the disk tier's watermark is the directory's, kept */
+		r->spill_cut = spill_cut;
 		if (rc != 0)
 			return rc;
 	}
+	return 0;
+}
+
+int
+tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg_rid *), void *arg)
+{
+	struct tg_rtab old = r->ids, nt;
+	const struct tg_rid *e = old.slot;
+
+	if (tab_init(&nt, sizeof(struct tg_rid), old.cap) != 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < old.cap; i++) {
+		if (!digest_used(e[i].id) || drop(arg, &e[i]))
+			continue;
+		*id_slot(&nt, e[i].id) = e[i];
+		nt.n++;
+	}
+	free(old.slot);
+	r->ids = nt;
 	return 0;
 }

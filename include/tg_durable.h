@@ -25,6 +25,7 @@
 #include "tg_table.h"
 
 struct tg_server;
+struct tg_idstore;
 
 struct tg_durable {
 	enum tg_durability mode;
@@ -32,7 +33,8 @@ struct tg_durable {
 	struct tg_replay state; /* the journal's state: recovery's, then the snapshot thread's */
 	bool state_ok;
 	struct tg_jw *jw;
-	uint64_t snap_lsn; /* LSN of the newest snapshot */
+	struct tg_idstore *ids; /* the id window's disk tier */
+	uint64_t snap_lsn;      /* LSN of the newest snapshot */
 	pthread_t thread;
 	bool thread_started, stop;
 	pthread_mutex_t mu;

@@ -85,8 +85,9 @@ struct tg_engine {
 	struct tg_worker *workers;      /* cfg.workers + 1: the last is the control thread's */
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
-	struct tg_refill *refill; /* the refill publisher (tg_refill.h), or NULL */
-	struct tg_jw *jw;         /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
+	struct tg_refill *refill;   /* the refill publisher (tg_refill.h), or NULL */
+	struct tg_jw *jw;           /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
+	struct tg_idstore *idstore; /* the id window's disk tier (tg_idstore.h), or NULL */
 };
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */

@@ -49,7 +49,9 @@ struct tg_idem_lock {
 	unsigned stripe;
 	struct tg_digest d;
 	uint32_t now;
-	void *slot; /* the entry found, or NULL */
+	void *slot;              /* the entry found in memory, or NULL */
+	int err;                 /* a read of the disk tier failed (-errno): refuse */
+	struct tg_idem_rec disk; /* the entry found on disk, returned by tg_idem_lock */
 };
 
 /*
@@ -79,5 +81,27 @@ void tg_idem_unlock_pair(struct tg_idem_pair *p);
 enum tg_result tg_idem_record_unlock(struct tg_idem_lock *l, const struct tg_idem_rec *r);
 /* Can a new id be remembered in d's stripe?  (check before applying, under the lock) */
 int tg_idem_has_room(const struct tg_idem_lock *l);
+
+/*
+ * The disk tier (docs/JOURNAL.md, "Id runs").  Ids move out of memory into
+ * sorted runs on disk; a filter per stripe, under the stripe's lock, says
+ * which ids may be there, so a new id costs no disk read.  find reads one
+ * id from the runs: 1 with *rec filled, 0 absent, -errno.  It is called
+ * with no stripe held, from any worker, rarely (a replay of an id on disk,
+ * or a filter false positive).
+ */
+struct tg_idem_disk {
+	int (*find)(void *arg, struct tg_digest d, struct tg_idem_rec *rec);
+	void *arg;
+};
+int tg_idem_set_disk(struct tg_idem *w, const struct tg_idem_disk *hook, size_t capacity);
+size_t tg_idem_filter_bytes(const struct tg_idem *w);
+size_t tg_idem_bytes(const struct tg_idem *w);
+int tg_idem_moved(struct tg_idem *w, struct tg_digest d);
+void tg_idem_unmoved(struct tg_idem *w, uint64_t lo);
+int tg_idem_filter_add(struct tg_idem *w, uint64_t lo);
+uint64_t tg_idem_on_disk(const struct tg_idem *w);
+/* No disk tier: forget the oldest id of l's (full) stripe; false with a disk tier. */
+bool tg_idem_evict_oldest(struct tg_idem_lock *l);
 
 #endif

@@ -82,6 +82,14 @@ struct tg_replay {
 	uint32_t nplans, plans_cap;
 	uint64_t records;   /* applied by tg_replay_journal */
 	uint64_t anomalies; /* records that referred to a call not in progress */
+	/*
+	 * The disk tier's watermark (tg_idstore.h): every id of a record at or
+	 * before spill_lsn first seen before spill_cut is in a run on disk, so
+	 * replay does not hold it again.  0, 0: nothing on disk.
+	 */
+	uint64_t spill_lsn;
+	uint32_t spill_cut;
+	uint64_t cur_lsn; /* the record being applied */
 };
 
 int tg_replay_init(struct tg_replay *r);
@@ -123,6 +131,11 @@ void tg_replay_each_call(const struct tg_replay *r, void (*fn)(void *, const str
                          void *arg);
 void tg_replay_each_id(const struct tg_replay *r, void (*fn)(void *, const struct tg_rid *),
                        void *arg);
+/*
+ * Forget every id for which drop(arg, id) is true: the disk tier took them.
+ * The table is rebuilt around the rest.  0 or -ENOMEM (r unchanged).
+ */
+int tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg_rid *), void *arg);
 
 /* ---- snapshots (docs/JOURNAL.md) ---- */
 

@@ -26,7 +26,8 @@ test_defaults(void **state)
 	assert_true(c.shm_reuse);
 	assert_int_equal(c.capacity, 1000000);
 	assert_int_equal(c.max_grant, 3600);
-	assert_int_equal(c.ids_window, 86400);
+	assert_int_equal(c.ids_window, 3024000); /* 35 days */
+	assert_int_equal(c.ids_disk_max, 100000000);
 	assert_string_equal(c.requirepass, "");
 }
 

@@ -23,8 +23,12 @@ TG_CFG("max-grant", U32, max_grant, "3600", "most seconds one CALL.AUTH or CALL.
 TG_CFG("call-grace", U32, call_grace, "120",
        "seconds past its grant before a call with no CALL.END is settled at the grant")
 TG_CFG("calls-max", U64, calls_max, "1000000", "calls in progress at once")
-TG_CFG("ids-max", U64, ids_max, "4000000", "call ids and txids remembered for exactly-once")
-TG_CFG("ids-window", U32, ids_window, "86400", "seconds each id is remembered")
+TG_CFG("ids-max", U64, ids_max, "4000000",
+       "call ids and txids held in memory (the recent ones; older ones move to disk)")
+TG_CFG("ids-window", U32, ids_window, "3024000",
+       "seconds each id is remembered, in memory or on disk (the horizon: 35 days)")
+TG_CFG("ids-disk-max", U64, ids_disk_max, "100000000",
+       "ids remembered on disk at most (about 2.5 bytes of memory each for their filters)")
 TG_CFG("max-clients", U32, max_clients, "10000", "connections at once, all workers")
 TG_CFG("idle-timeout", U32, idle_timeout, "300",
        "seconds before an idle or half-sent connection is closed; 0 = never")

@@ -73,6 +73,22 @@ TG_COUNTER(auth_timeouts, stats,
            "connections closed for not authenticating within auth-timeout seconds")
 TG_COUNTER(noauth_closes, stats,
            "connections closed for pipelining more than 2 KiB of replies before AUTH")
+/* The id window's tiers (docs/JOURNAL.md, "Id runs"). */
+TG_COUNTER(window_waits, ids,
+           "requests that waited for the mover: their memory stripe was full of ids not yet on "
+           "disk")
+TG_COUNTER(ids_evicted, ids,
+           "ids forgotten to make room in memory, with no disk tier (durability off)")
+TG_COUNTER(ids_read_errors, ids, "requests refused with IOERR: an id on disk could not be read")
+TG_COUNTER(ids_disk_reads, ids,
+           "lookups that read a run on disk (replays of ids on disk, and filter false positives)")
+TG_COUNTER(ids_moved, ids, "ids moved from memory to runs on disk")
+TG_COUNTER(ids_expired, ids, "ids forgotten past ids-window (the horizon)")
+TG_COUNTER(ids_horizon_cut, ids,
+           "ids forgotten before ids-window: the disk or ids-disk-max forced the horizon shorter")
+TG_COUNTER(ids_filter_full, ids,
+           "ids kept in memory because their stripe's disk filter had no room (raise ids-disk-max)")
+TG_COUNTER(cdr_stale, ids, "CDRs refused with STALE: their AT time is older than ids-window")
 /* The journal (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
 TG_COUNTER(journal_records, journal, "records appended to the journal")
 TG_COUNTER(journal_bytes, journal, "bytes appended to the journal")

@@ -1,0 +1,517 @@
+/*
+ * idstore.c - the id window's disk tier: which runs exist, moving ids into
+ * them, finding ids in them, merging and dropping them.
+ *
+ * Owns the list of open runs (newest first) behind a read-write lock:
+ * workers take it shared for a lookup, which reads the disk and is rare (a
+ * replay of an id on disk, or a filter's false positive); the snapshot
+ * thread takes it exclusive only to swap the list.  It never deletes a run
+ * file while a reader may hold it, and never takes an id out of memory
+ * before the run holding it is on disk and in the list, so a worker always
+ * finds a remembered id in one tier or the other (docs/JOURNAL.md, "Id
+ * runs").
+ *
+ * A run's name carries the watermark of the move that made it:
+ * ids-<LSN, 16 hex>-<cut, 8 hex>-<sequence, 8 hex>.tgi: every id of a record
+ * at or before LSN first seen before cut (Unix seconds) was moved by then.
+ * A merged run takes the newest input's LSN and cut and a new sequence.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ck_pr.h>
+
+#include "tg_assert.h"
+#include "tg_idrun.h"
+#include "tg_idstore.h"
+#include "tg_log.h"
+
+#define IDSTORE_MAGIC 0x69647374u /* "idst" */
+/* "ids-" 16 "-" 8 "-" 8 ".tgi" and its NUL. */
+#define RUN_NAME_LEN 43
+
+struct run {
+	struct tg_idrun *r;
+	uint64_t lsn;
+	uint32_t cut, seq;
+};
+
+struct tg_idstore {
+	uint32_t magic;
+	struct tg_idstore_cfg cfg;
+	char dir[512];
+	pthread_rwlock_t lock; /* runs, nruns: shared to read them, exclusive to swap */
+	struct run *runs;      /* newest first */
+	size_t nruns;
+	uint32_t seq; /* the next run's sequence */
+};
+
+static void
+count(struct tg_idstore *s, enum tg_counter c, uint64_t n)
+{
+	if (s->cfg.stats != NULL && n > 0)
+		ck_pr_faa_64(&s->cfg.stats->counter[c], n);
+}
+
+static void
+run_name(char name[RUN_NAME_LEN], uint64_t lsn, uint32_t cut, uint32_t seq)
+{
+	snprintf(name, RUN_NAME_LEN, "ids-%016" PRIx64 "-%08" PRIx32 "-%08" PRIx32 ".tgi", lsn, cut,
+	         seq);
+}
+
+static bool
+hex(const char *p, int n, uint64_t *out)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++) {
+		char c = p[i];
+		unsigned d;
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else
+			return false;
+		v = v << 4 | d;
+	}
+	*out = v;
+	return true;
+}
+
+static bool
+run_name_parse(const char *name, struct run *out)
+{
+	uint64_t lsn, cut, seq;
+	if (strlen(name) != RUN_NAME_LEN - 1 || memcmp(name, "ids-", 4) != 0 || name[20] != '-' ||
+	    name[29] != '-' || strcmp(name + 38, ".tgi") != 0)
+		return false;
+	if (!hex(name + 4, 16, &lsn) || !hex(name + 21, 8, &cut) || !hex(name + 30, 8, &seq))
+		return false;
+	out->lsn = lsn;
+	out->cut = (uint32_t)cut;
+	out->seq = (uint32_t)seq;
+	out->r = NULL;
+	return true;
+}
+
+/* Newest first: by LSN, then by sequence. */
+static int
+run_cmp(const void *a, const void *b)
+{
+	const struct run *x = a, *y = b;
+	if (x->lsn != y->lsn)
+		return x->lsn < y->lsn ? 1 : -1;
+	return x->seq < y->seq ? 1 : x->seq > y->seq ? -1 : 0;
+}
+
+/* The runs named in dir, newest first, not opened.  0 or -errno. */
+static int
+list_runs(const char *dir, struct run **out, size_t *n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d)) != NULL) {
+		struct run r;
+		if (!run_name_parse(e->d_name, &r))
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			struct run *nv = realloc(*out, cap * sizeof(*nv));
+			if (nv == NULL) {
+				closedir(d);
+				free(*out);
+				*out = NULL;
+				return -ENOMEM;
+			}
+			*out = nv;
+		}
+		(*out)[(*n)++] = r;
+	}
+	closedir(d);
+	if (*n > 1)
+		qsort(*out, *n, sizeof(**out), run_cmp);
+	return 0;
+}
+
+int
+tg_idstore_watermark(const char *dir, uint64_t *lsn, uint32_t *cut)
+{
+	struct run *runs;
+	size_t n;
+	int rc = list_runs(dir, &runs, &n);
+
+	*lsn = 0;
+	*cut = 0;
+	if (rc != 0)
+		return rc;
+	/* The newest move's pair says the most that is certain (see the top of the file). */
+	if (n > 0) {
+		*lsn = runs[0].lsn;
+		*cut = runs[0].cut;
+	}
+	free(runs);
+	return 0;
+}
+
+/* The lookup hook (tg_idem_disk): newest run first; no stripe is held. */
+static int
+find_hook(void *arg, struct tg_digest d, struct tg_idem_rec *rec)
+{
+	struct tg_idstore *s = arg;
+	struct tg_idrun_ent e;
+	int rc = 0;
+
+	count(s, TG_C_ids_disk_reads, 1);
+	pthread_rwlock_rdlock(&s->lock);
+	for (size_t i = 0; i < s->nruns && rc == 0; i++)
+		rc = tg_idrun_find(s->runs[i].r, d, &e);
+	pthread_rwlock_unlock(&s->lock);
+	if (rc == 1)
+		*rec = (struct tg_idem_rec){.fingerprint = e.fingerprint,
+		                            .reply = e.reply,
+		                            .seen = e.seen,
+		                            .result = (uint8_t)e.result};
+	return rc;
+}
+
+static int
+filter_key(void *arg, uint64_t lo)
+{
+	struct tg_idstore *s = arg;
+	if (tg_idem_filter_add(s->cfg.ids, lo) != 0)
+		count(s, TG_C_ids_filter_full, 1);
+	return 0;
+}
+
+int
+tg_idstore_open(struct tg_idstore **out, const struct tg_idstore_cfg *cfg, char *err, size_t errlen)
+{
+	struct tg_idstore *s = calloc(1, sizeof(*s));
+	int rc;
+
+	*out = NULL;
+	if (s == NULL)
+		return -ENOMEM;
+	s->magic = IDSTORE_MAGIC;
+	s->cfg = *cfg;
+	snprintf(s->dir, sizeof(s->dir), "%s", cfg->dir);
+	s->cfg.dir = s->dir;
+	pthread_rwlock_init(&s->lock, NULL);
+	rc = list_runs(s->dir, &s->runs, &s->nruns);
+	if (rc != 0) {
+		snprintf(err, errlen, "ids: cannot list %s: %s", s->dir, strerror(-rc));
+		goto fail;
+	}
+	struct tg_idem_disk hook = {.find = find_hook, .arg = s};
+	rc = tg_idem_set_disk(cfg->ids, &hook, cfg->disk_max);
+	if (rc != 0) {
+		snprintf(err, errlen,
+		         "ids: cannot allocate the disk tier's filters for %" PRIu64 " ids: %s",
+		         cfg->disk_max, strerror(-rc));
+		goto fail;
+	}
+	for (size_t i = 0; i < s->nruns; i++) {
+		char name[RUN_NAME_LEN];
+		run_name(name, s->runs[i].lsn, s->runs[i].cut, s->runs[i].seq);
+		rc = tg_idrun_open(&s->runs[i].r, s->dir, name, err, errlen);
+		if (rc == 0)
+			rc = tg_idrun_each_key(s->runs[i].r, filter_key, s);
+		if (rc != 0) {
+			size_t used = strlen(err);
+			snprintf(
+			    err + used, errlen - used,
+			    "%sids: run %s/%s cannot be read (%s): its ids would be charged again "
+			    "if replayed.  Restore it from a backup, or move it aside (ids-*.tgi."
+			    "damaged) to start without it",
+			    used ? "; " : "", s->dir, name, strerror(-rc));
+			goto fail;
+		}
+		if (s->runs[i].seq >= s->seq)
+			s->seq = s->runs[i].seq + 1;
+	}
+	*out = s;
+	return 0;
+fail:
+	tg_idstore_close(s);
+	return rc;
+}
+
+void
+tg_idstore_close(struct tg_idstore *s)
+{
+	if (s == NULL)
+		return;
+	for (size_t i = 0; i < s->nruns; i++)
+		tg_idrun_close(s->runs[i].r);
+	free(s->runs);
+	pthread_rwlock_destroy(&s->lock);
+	s->magic = 0;
+	free(s);
+}
+
+/* ---- moving ids out of memory ---- */
+
+struct take {
+	struct tg_idrun_ent *ents;
+	size_t n, cap;
+	uint32_t cut, oldest;
+	bool failed;
+};
+
+static void
+take_id(void *arg, const struct tg_rid *d)
+{
+	struct take *t = arg;
+	if (d->seen >= t->cut || d->seen < t->oldest || t->failed)
+		return;
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 4096;
+		struct tg_idrun_ent *nv = realloc(t->ents, cap * sizeof(*nv));
+		if (nv == NULL) {
+			t->failed = true;
+			return;
+		}
+		t->ents = nv;
+		t->cap = cap;
+	}
+	t->ents[t->n++] = (struct tg_idrun_ent){.lo = d->id.lo,
+	                                        .hi = d->id.hi,
+	                                        .fingerprint = d->fingerprint,
+	                                        .reply = d->reply,
+	                                        .seen = d->seen,
+	                                        .result = d->result};
+}
+
+static int
+ent_cmp(const void *a, const void *b)
+{
+	const struct tg_idrun_ent *x = a, *y = b;
+	if (x->lo != y->lo)
+		return x->lo < y->lo ? -1 : 1;
+	return x->hi < y->hi ? -1 : x->hi > y->hi;
+}
+
+/* Ids that moved (their .result set to UINT32_MAX once moved) leave the state. */
+static bool
+moved_id(void *arg, const struct tg_rid *d)
+{
+	const struct take *t = arg;
+	struct tg_idrun_ent key = {.lo = d->id.lo, .hi = d->id.hi};
+	const struct tg_idrun_ent *e = bsearch(&key, t->ents, t->n, sizeof(key), ent_cmp);
+	return e != NULL && e->fingerprint == d->fingerprint && e->seen == UINT32_MAX;
+}
+
+/* Open dir/name and put it first in the list. */
+static int
+publish(struct tg_idstore *s, const char *name, struct run r, char *err, size_t errlen)
+{
+	int rc = tg_idrun_open(&r.r, s->dir, name, err, errlen);
+	if (rc != 0)
+		return rc;
+	struct run *nv = malloc((s->nruns + 1) * sizeof(*nv));
+	if (nv == NULL) {
+		tg_idrun_close(r.r);
+		return -ENOMEM;
+	}
+	nv[0] = r;
+	memcpy(nv + 1, s->runs, s->nruns * sizeof(*nv));
+	pthread_rwlock_wrlock(&s->lock);
+	struct run *old = s->runs;
+	s->runs = nv;
+	s->nruns++;
+	pthread_rwlock_unlock(&s->lock);
+	free(old);
+	return 0;
+}
+
+/* Fingerprints of ids leaving the disk (merged away, past the horizon) leave the filters. */
+static void
+dropped_ent(void *arg, const struct tg_idrun_ent *e)
+{
+	struct tg_idstore *s = arg;
+	tg_idem_unmoved(s->cfg.ids, e->lo);
+}
+
+static int
+unmove_key(void *arg, uint64_t lo)
+{
+	struct tg_idstore *s = arg;
+	tg_idem_unmoved(s->cfg.ids, lo);
+	return 0;
+}
+
+/*
+ * Take runs [from, nruns) out of the list, close them and delete their
+ * files (nobody reads them once the exclusive lock was had), after their
+ * fingerprints left the filters when unfilter.
+ */
+static void
+retire(struct tg_idstore *s, size_t from, bool unfilter)
+{
+	size_t n = s->nruns;
+	struct run *gone = malloc((n - from) * sizeof(*gone));
+	if (gone == NULL)
+		return; /* kept: nothing is lost, the merge is tried again later */
+	memcpy(gone, s->runs + from, (n - from) * sizeof(*gone));
+	pthread_rwlock_wrlock(&s->lock);
+	s->nruns = from;
+	pthread_rwlock_unlock(&s->lock);
+	for (size_t i = 0; i < n - from; i++) {
+		char name[RUN_NAME_LEN], path[600];
+		if (unfilter)
+			(void)tg_idrun_each_key(gone[i].r, unmove_key, s);
+		run_name(name, gone[i].lsn, gone[i].cut, gone[i].seq);
+		tg_idrun_close(gone[i].r);
+		snprintf(path, sizeof(path), "%s/%s", s->dir, name);
+		unlink(path);
+	}
+	free(gone);
+}
+
+/*
+ * Merge every run into one when there are too many, dropping ids past the
+ * horizon; then drop the oldest runs while the disk tier holds more than
+ * ids-disk-max ids.
+ */
+static int
+compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
+{
+	uint32_t horizon_start = now > s->cfg.horizon ? now - s->cfg.horizon : 0;
+
+	/* A run wholly past the horizon goes as it is. */
+	while (s->nruns > 0 && tg_idrun_meta(s->runs[s->nruns - 1].r)->seen_max < horizon_start) {
+		count(s, TG_C_ids_expired, tg_idrun_meta(s->runs[s->nruns - 1].r)->count);
+		retire(s, s->nruns - 1, true);
+	}
+	if (s->nruns > TG_IDSTORE_RUNS_MAX) {
+		struct tg_idrun **in = malloc(s->nruns * sizeof(*in));
+		if (in == NULL)
+			return -ENOMEM;
+		for (size_t i = 0; i < s->nruns; i++)
+			in[i] = s->runs[i].r;
+		struct run m = {.lsn = s->runs[0].lsn, .cut = s->runs[0].cut, .seq = s->seq++};
+		char name[RUN_NAME_LEN];
+		struct tg_idrun_meta meta;
+		run_name(name, m.lsn, m.cut, m.seq);
+		uint64_t before = 0;
+		for (size_t i = 0; i < s->nruns; i++)
+			before += tg_idrun_meta(in[i])->count;
+		/* Dropped ids leave the filters as the merge finds them: still findable meanwhile.
+		 */
+		int rc = tg_idrun_merge(s->dir, name, in, s->nruns, horizon_start, dropped_ent, s,
+		                        &meta, err, errlen);
+		free(in);
+		if (rc != 0)
+			return rc;
+		rc = publish(s, name, m, err, errlen);
+		if (rc != 0)
+			return rc;
+		retire(s, 1, false);
+		count(s, TG_C_ids_expired, before - meta.count);
+	}
+	/* Past ids-disk-max the horizon gets shorter, the oldest run first. */
+	while (s->nruns > 1 && tg_idem_on_disk(s->cfg.ids) > s->cfg.disk_max) {
+		const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
+		tg_log("ids: %" PRIu64 " ids on disk, above ids-disk-max %" PRIu64
+		       ": forgetting the oldest run (%" PRIu64 " ids first seen from %" PRIu32
+		       " to %" PRIu32 "): the horizon is shorter than ids-window",
+		       tg_idem_on_disk(s->cfg.ids), s->cfg.disk_max, m->count, m->seen_min,
+		       m->seen_max);
+		count(s, TG_C_ids_horizon_cut, m->count);
+		retire(s, s->nruns - 1, true);
+	}
+	return 0;
+}
+
+int
+tg_idstore_spill(struct tg_idstore *s, struct tg_replay *state, uint32_t cut, uint32_t now,
+                 char *err, size_t errlen)
+{
+	TG_CHECK_OBJ_NOTNULL(s, IDSTORE_MAGIC);
+	struct take t = {.cut = cut, .oldest = now > s->cfg.horizon ? now - s->cfg.horizon : 0};
+	struct run r = {.lsn = state->lsn, .cut = cut, .seq = s->seq};
+	char name[RUN_NAME_LEN];
+	struct tg_idrun_meta meta = {.lsn_from = state->spill_lsn + 1, .lsn_to = state->lsn};
+	int rc;
+
+	tg_replay_each_id(state, take_id, &t);
+	if (t.failed) {
+		free(t.ents);
+		snprintf(err, errlen, "ids: out of memory gathering the ids to move");
+		return -ENOMEM;
+	}
+	if (t.n > 0) {
+		run_name(name, r.lsn, r.cut, r.seq);
+		rc = tg_idrun_write(s->dir, name, t.ents, t.n, &meta, err, errlen);
+		if (rc == 0)
+			rc = publish(s, name, r, err, errlen);
+		if (rc != 0) {
+			free(t.ents);
+			return rc;
+		}
+		s->seq++;
+		/* On disk and findable: now out of memory, one id at a time. */
+		uint64_t moved = 0;
+		for (size_t i = 0; i < t.n; i++) {
+			struct tg_digest d = {.lo = t.ents[i].lo, .hi = t.ents[i].hi};
+			if (tg_idem_moved(s->cfg.ids, d) != 0) {
+				count(s, TG_C_ids_filter_full, 1);
+				continue; /* stays in memory and in the state */
+			}
+			t.ents[i].seen = UINT32_MAX; /* mark: moved (see moved_id) */
+			moved++;
+		}
+		count(s, TG_C_ids_moved, moved);
+		rc = tg_replay_ids_drop(state, moved_id, &t);
+		if (rc != 0) {
+			free(t.ents);
+			snprintf(err, errlen, "ids: out of memory dropping the moved ids");
+			return rc;
+		}
+	}
+	free(t.ents);
+	state->spill_lsn = state->lsn;
+	state->spill_cut = cut;
+	return compact(s, now, err, errlen);
+}
+
+void
+tg_idstore_info(struct tg_idstore *s, struct tg_idstore_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (s == NULL)
+		return;
+	pthread_rwlock_rdlock(&s->lock);
+	out->runs = s->nruns;
+	for (size_t i = 0; i < s->nruns; i++) {
+		const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[i].r);
+		char name[RUN_NAME_LEN], path[600];
+		struct stat st;
+		run_name(name, s->runs[i].lsn, s->runs[i].cut, s->runs[i].seq);
+		snprintf(path, sizeof(path), "%s/%s", s->dir, name);
+		out->ids += m->count;
+		if (stat(path, &st) == 0)
+			out->disk_bytes += (uint64_t)st.st_size;
+		out->ram_bytes += tg_idrun_ram(s->runs[i].r);
+		if (m->count > 0 && (out->oldest == 0 || m->seen_min < out->oldest))
+			out->oldest = m->seen_min;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	out->ram_bytes += tg_idem_filter_bytes(s->cfg.ids);
+}
