@@ -141,7 +141,7 @@ struct tg_refill_rec {
 	int64_t balance;    /*  0 balance when the request fired, micro-units */
 	int64_t amount;     /*  8 what to charge, micro-units */
 	uint32_t fired;     /* 16 when it fired, Unix seconds */
-	uint32_t published; /* 20 last publication, Unix seconds (publisher only) */
+	uint32_t published; /* 20 last publication, or a lease's end (docs/SHM.md), Unix seconds */
 	uint64_t tag;       /* 24 TG_RTAG(seq, attempt, mode, state) */
 } __attribute__((aligned(32)));
 
