@@ -270,7 +270,12 @@ cmd_acct_refill_failed(struct ctx *c)
 
 	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "request id", &req))
 		return TG_NET_CONTINUE;
-	enum tg_result r = tg_refill_failed(c->w, acct, req);
+	/*
+	 * The reason: a malformed request is the system's fault, not the
+	 * customer's card, and does not count towards a suspension.
+	 */
+	bool counts = c->req->argc < 4 || !tg_arg_is(&c->req->argv[3], "malformed");
+	enum tg_result r = tg_refill_failed(c->w, acct, req, counts);
 	if (r == TG_ERR)
 		return reply_err(c, "not a refill request id of account %llu",
 		                 (unsigned long long)acct);
@@ -281,8 +286,10 @@ cmd_acct_refill_failed(struct ctx *c)
 }
 
 /*
- * ACCT.REFILL.CLAIM <acct> <request id>: the worker's last check before it
- * charges a card.  +OK, or -VOID <request>: <why> (settled: no charge, no mail).
+ * ACCT.REFILL.CLAIM <acct> <request id> [LEASE <seconds>]: the worker's last
+ * check before it charges a card; with LEASE, before it schedules another
+ * attempt that many seconds ahead.  +OK, or -VOID <request>: <why>
+ * (settled: no charge, no mail).
  */
 static int
 cmd_acct_refill_claim(struct ctx *c)
@@ -291,10 +298,15 @@ cmd_acct_refill_claim(struct ctx *c)
 	struct tg_id req;
 	const char *why;
 	char msg[160];
+	uint32_t lease = 0;
 
 	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "request id", &req))
 		return TG_NET_CONTINUE;
-	enum tg_result r = tg_refill_claim(c->w, acct, req, &why);
+	if (c->req->argc == 4 || (c->req->argc == 5 && !tg_arg_is(&c->req->argv[3], "LEASE")))
+		return reply_err(c, "ACCT.REFILL.CLAIM takes LEASE <seconds> after the request id");
+	if (c->req->argc == 5 && !arg_seconds(c, 4, "lease", &lease))
+		return TG_NET_CONTINUE;
+	enum tg_result r = tg_refill_claim(c->w, acct, req, lease, &why);
 	if (r == TG_ERR)
 		return reply_err(c, "not a refill request id of account %llu",
 		                 (unsigned long long)acct);
@@ -417,6 +429,9 @@ cmd_acct_set(struct ctx *c)
 			if (st < 0)
 				return reply_err(c, "STATE must be active, suspended or closed");
 			s.state = (uint8_t)st;
+			/* The operator's word: a suspension they set is theirs, never lifted by a
+			 * payment. */
+			s.flags &= (uint8_t)~TG_ACCT_UNPAID;
 		} else if (tg_arg_is(k, "THRESHOLD") && !last) {
 			if (!arg_money(c, ++i, "threshold", &s.threshold))
 				return TG_NET_CONTINUE;
@@ -526,7 +541,7 @@ cmd_acct_get(struct ctx *c)
 		tg_refill_id(acct, v.refill_seq, rid);
 	else
 		rid[0] = '\0';
-	tg_out_array(c->out, 2 * (12 + TG_CATEGORY__COUNT));
+	tg_out_array(c->out, 2 * (15 + TG_CATEGORY__COUNT));
 	pair_money(c->out, "balance", v.balance);
 	pair_money(c->out, "available", v.available);
 	pair_money(c->out, "reserved", v.reserved);
@@ -543,6 +558,17 @@ cmd_acct_get(struct ctx *c)
 		snprintf(name, sizeof(name), "usage_%s", tg_category_name(k));
 		pair_money(c->out, name, (tg_money_t)tg_load_64((const uint64_t *)&u->charged[k]));
 	}
+	/*
+	 * Fields added later go last: switch configurations read ACCT.GET's
+	 * reply by position (ndb_redis value[n]), and those positions stay.
+	 * Why it is suspended: for non-payment (a payment lifts it) or by an operator.
+	 */
+	pair_str(c->out, "suspended",
+	         v.state != TG_STATE_SUSPENDED ? ""
+	         : (v.flags & TG_ACCT_UNPAID)  ? "payment"
+	                                       : "operator");
+	pair_int(c->out, "suspended_since", (v.flags & TG_ACCT_UNPAID) ? v.unpaid_since : 0);
+	pair_int(c->out, "failed_refills", v.failures);
 	return TG_NET_CONTINUE;
 }
 
@@ -905,7 +931,7 @@ static const struct command commands[] = {
     {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get},
     {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set},
     {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed},
-    {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 2, false, cmd_acct_refill_claim},
+    {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 4, false, cmd_acct_refill_claim},
     {"ACCT.REFILL.REARM", TG_H_ACCT, 1, 1, false, cmd_acct_refill_rearm},
     {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate},
     {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload},
@@ -1121,11 +1147,15 @@ tick(void *arg, unsigned worker)
 {
 	struct tg_server *srv = arg;
 	struct tg_worker *w = tg_engine_worker(&srv->engine, worker);
-	/* One worker settles expired calls; the others have nothing periodic yet. */
+	/*
+	 * One worker settles expired calls and closes accounts unpaid too long;
+	 * the others have nothing periodic yet.
+	 */
 	if (worker != 0)
 		return;
 	tg_worker_enter(w);
 	tg_engine_expire(w);
+	tg_engine_close_unpaid(w);
 	tg_worker_exit(w);
 	tg_worker_commit(w);
 }

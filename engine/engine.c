@@ -325,6 +325,28 @@ tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 	}
 }
 
+/* Record and count a change of an account's payment standing. */
+static void
+note_standing(struct tg_worker *w, struct tg_acct *a, enum tg_standing_event ev,
+              const struct tg_standing *st)
+{
+	if (ev == TG_STANDING_NONE)
+		return;
+	struct tg_jrec_standing p = {.acct = tg_acct_id(a),
+	                             .unpaid_since = st->unpaid_since,
+	                             .failures = st->failures,
+	                             .state = st->state,
+	                             .unpaid = st->unpaid,
+	                             .event = (uint8_t)ev};
+	jrec(w, TG_JREC_STANDING, &p, sizeof(p));
+	if (ev == TG_STANDING_SUSPENDED)
+		tg_count(w, TG_C_accounts_unpaid_suspended, 1);
+	else if (ev == TG_STANDING_RESTORED)
+		tg_count(w, TG_C_accounts_unpaid_restored, 1);
+	else if (ev == TG_STANDING_CLOSED)
+		tg_count(w, TG_C_accounts_unpaid_closed, 1);
+}
+
 enum tg_result
 tg_engine_set_balance(struct tg_worker *w, struct tg_acct *a, tg_money_t balance)
 {
@@ -862,6 +884,9 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 	jrec(w, TG_JREC_CREDIT, &p, sizeof(p));
 	window_record(w, &il, fp, m.balance);
 	tg_note_move(w, a, &m);
+	/* A payment: the failed refills are forgiven, a suspension for non-payment lifted. */
+	struct tg_standing st;
+	note_standing(w, a, tg_acct_paid(a, &st), &st);
 	tg_count(w, TG_C_credits, 1);
 	tg_count_money(w, TG_C_money_credited, amount);
 	*balance = m.balance;
@@ -869,7 +894,7 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 }
 
 enum tg_result
-tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
+tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req, bool counts)
 {
 	uint32_t seq = tg_refill_id_parse(acct, req.p, req.len);
 	if (seq == 0)
@@ -885,6 +910,13 @@ tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req)
 		    .acct = acct, .refill_seq = seq, .reason = TG_JREFILL_FAILED};
 		jrec(w, TG_JREC_REFILL_CLEARED, &p, sizeof(p));
 		tg_count(w, TG_C_refills_failed, 1);
+		/* Counted once per request: only the report that cleared its flag gets here. */
+		if (counts) {
+			struct tg_standing st;
+			enum tg_standing_event ev =
+			    tg_acct_refill_failure(a, w->e->cfg.suspend_after, w->now_s, &st);
+			note_standing(w, a, ev, &st);
+		}
 	}
 	return TG_OK;
 }
@@ -905,8 +937,32 @@ tg_refill_rearm(struct tg_worker *w, uint64_t acct, uint32_t *fired)
 	return TG_OK;
 }
 
+/*
+ * A worker will try request seq of a again in lease seconds: push the
+ * record's last publication forward so the publisher's scan does not put
+ * it on the stream again before then (plus refill-timeout).  Only ever
+ * forward, and only while the record holds that request.
+ */
+static void
+lease_refill(struct tg_worker *w, struct tg_acct *a, uint32_t seq, uint32_t lease)
+{
+	struct tg_refill_rec *rec = tg_table_refill(w->e->table, a);
+	uint64_t until = (uint64_t)w->now_s + lease;
+	uint32_t want = until > UINT32_MAX ? UINT32_MAX : (uint32_t)until;
+
+	if (TG_RTAG_SEQ(tg_load_64(&rec->tag)) != seq)
+		return;
+	for (;;) {
+		uint32_t cur = tg_load_32(&rec->published);
+		if (cur >= want || ck_pr_cas_32(&rec->published, cur, want))
+			break;
+	}
+	tg_count(w, TG_C_refills_leased, 1);
+}
+
 enum tg_result
-tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req, const char **why)
+tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req, uint32_t lease,
+                const char **why)
 {
 	struct tg_acct_view v;
 	uint32_t seq = tg_refill_id_parse(acct, req.p, req.len);
@@ -922,9 +978,12 @@ tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req, const char
 		*why = "not the account's pending request (answered, voided or superseded)";
 		return TG_VOID;
 	}
-	if (v.state == TG_STATE_ACTIVE && v.refill_mode != TG_REFILL_OFF &&
-	    (v.flags & TG_ACCT_PAYMENT)) {
+	bool may_charge = v.state == TG_STATE_ACTIVE ||
+	                  (v.state == TG_STATE_SUSPENDED && (v.flags & TG_ACCT_UNPAID));
+	if (may_charge && v.refill_mode != TG_REFILL_OFF && (v.flags & TG_ACCT_PAYMENT)) {
 		tg_count(w, TG_C_refills_claimed, 1);
+		if (lease > 0)
+			lease_refill(w, a, seq, lease);
 		return TG_OK;
 	}
 	*why = v.state == TG_STATE_CLOSED       ? "the account is closed"
@@ -1022,6 +1081,50 @@ tg_engine_expire(struct tg_worker *w)
 	size_t n = tg_calls_expire(w->e->calls, w->now_ns, settle_expired, w);
 	tg_count(w, TG_C_call_expired, n);
 	return n;
+}
+
+/* ---- accounts unpaid too long ---- */
+
+/* Slots looked at per call: a tick's worth of work stays well under a millisecond. */
+#define UNPAID_CHUNK 16384
+
+size_t
+tg_engine_close_unpaid(struct tg_worker *w)
+{
+	struct tg_engine *e = w->e;
+	struct tg_table *t = e->table;
+	uint32_t after = e->cfg.close_after;
+	size_t closed = 0;
+
+	if (after == 0 || (e->unpaid_pos == 0 && w->now_s < e->unpaid_next_s))
+		return 0;
+	/* A closure is a change like any other: on a full disk it waits for room. */
+	if (e->jw != NULL && !tg_jw_admit(e->jw, TG_JW_NEW))
+		return 0;
+	uint64_t end = e->unpaid_pos + UNPAID_CHUNK;
+	if (end > t->slots)
+		end = t->slots;
+	for (uint64_t i = e->unpaid_pos; i < end; i++) {
+		struct tg_acct *a = tg_table_slot(t, i);
+		struct tg_standing st;
+		struct tg_move m;
+		if (tg_load_64(&a->key) == 0 || !(tg_load_8(&a->flags) & TG_ACCT_UNPAID))
+			continue;
+		if (tg_acct_close_unpaid(a, after, w->now_s, &st, &m) != TG_STANDING_CLOSED)
+			continue;
+		note_standing(w, a, TG_STANDING_CLOSED, &st);
+		tg_note_move(w, a, &m);
+		closed++;
+	}
+	e->unpaid_pos = end < t->slots ? end : 0;
+	if (e->unpaid_pos == 0) {
+		/* A pass every tenth of the delay, between 1 and 60 seconds: closures stay timely.
+		 */
+		uint32_t every = after / 10;
+		every = every < 1 ? 1 : every > 60 ? 60 : every;
+		e->unpaid_next_s = w->now_s + every;
+	}
+	return closed;
 }
 
 /* ---- refill request ids ---- */

@@ -70,7 +70,9 @@ put_acct(void *arg, const struct tg_racct *ra)
 	                            .reserved = ra->reserved,
 	                            .calls = ra->calls,
 	                            .refill_seq = ra->refill_seq,
-	                            .refill_inflight = inflight(ra)};
+	                            .refill_inflight = inflight(ra),
+	                            .failures = ra->failures,
+	                            .unpaid_since = ra->unpaid_since};
 	struct tg_acct_settings s = settings_of(ra, (uint32_t)in->plan_ids[ra->plan]);
 	tg_acct_restore(a, &r, &s);
 	struct tg_usage *u = tg_table_usage(t, a);
@@ -291,6 +293,7 @@ cmp_acct(void *arg, const struct tg_racct *ra)
 	const char *plan = tg_plan_registry_name(&c->t->plans, v.plan);
 	if (v.threshold != ra->threshold || v.refill_amount != ra->refill_amount ||
 	    v.state != ra->state || v.refill_mode != ra->refill_mode || v.flags != ra->flags ||
+	    v.failures != ra->failures || v.unpaid_since != ra->unpaid_since ||
 	    strcmp(plan ? plan : "", tg_replay_plan_name(c->r, ra->plan)) != 0) {
 		diff(c, ra->id, "settings", 0, 0);
 		bad = true;

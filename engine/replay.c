@@ -24,14 +24,30 @@
 #include "tg_money.h"
 #include "tg_replay.h"
 #include "tg_result.h"
+#include "tg_shm-t.h"
 
-_Static_assert(sizeof(struct tg_racct) == 152, "snapshot account record");
+_Static_assert(sizeof(struct tg_racct) == 160, "snapshot account record");
+/* A version 1 snapshot's account record: the same, up to the end of usage. */
+#define RACCT_V1_SIZE 152u
+_Static_assert(offsetof(struct tg_racct, unpaid_since) == RACCT_V1_SIZE, "version 2 appends");
 _Static_assert(sizeof(struct tg_rcall) == 80, "snapshot call record");
 _Static_assert(sizeof(struct tg_rid) == 48, "snapshot id record");
 _Static_assert(sizeof(struct tg_snap_hdr) == 64, "snapshot header");
 _Static_assert(sizeof(struct tg_snap_trailer) == 16, "snapshot trailer");
 
-#define REC_SIZES (152u | 80u << 8 | 48u << 16)
+#define REC_SIZES    (160u | 80u << 8 | 48u << 16)
+#define REC_SIZES_V1 (RACCT_V1_SIZE | 80u << 8 | 48u << 16)
+
+/* The size of an account record in a snapshot of version v with rec_sizes; 0: not one we read. */
+static size_t
+snap_acct_size(uint32_t v, uint32_t rec_sizes)
+{
+	if (v == TG_SNAP_VERSION && rec_sizes == REC_SIZES)
+		return sizeof(struct tg_racct);
+	if (v == 1 && rec_sizes == REC_SIZES_V1)
+		return RACCT_V1_SIZE;
+	return 0;
+}
 
 /* ---- the tables ---- */
 
@@ -389,6 +405,18 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		a->refill_mode = p.refill_mode;
 		a->flags = p.flags;
 		a->plan = plan;
+		if (!(p.flags & TG_ACCT_UNPAID))
+			a->unpaid_since = 0;
+		break;
+	}
+	case TG_JREC_STANDING: {
+		struct tg_jrec_standing p;
+		memcpy(&p, rec->payload, sizeof(p));
+		a->state = p.state;
+		a->flags =
+		    (uint8_t)((a->flags & ~TG_ACCT_UNPAID) | (p.unpaid ? TG_ACCT_UNPAID : 0));
+		a->unpaid_since = p.unpaid ? p.unpaid_since : 0;
+		a->failures = (uint8_t)(p.failures > UINT8_MAX ? UINT8_MAX : p.failures);
 		break;
 	}
 	case TG_JREC_REFILL_FIRED: {
@@ -752,8 +780,9 @@ tg_snapshot_verify(const char *dir, uint64_t lsn, char *why, size_t whylen)
 		snprintf(why, whylen, "bad header");
 		goto out;
 	}
-	if (h.version != TG_SNAP_VERSION || h.rec_sizes != REC_SIZES) {
-		snprintf(why, whylen, "version %u, this build reads %u", h.version,
+	size_t asz = snap_acct_size(h.version, h.rec_sizes);
+	if (asz == 0) {
+		snprintf(why, whylen, "version %u, this build reads 1 and %u", h.version,
 		         TG_SNAP_VERSION);
 		goto out;
 	}
@@ -761,10 +790,10 @@ tg_snapshot_verify(const char *dir, uint64_t lsn, char *why, size_t whylen)
 	uint64_t body = (uint64_t)h.plans * (TG_PLAN_NAME_MAX + 1) +
 	                (uint64_t)h.calls * sizeof(struct tg_rcall) +
 	                (uint64_t)h.ids * sizeof(struct tg_rid);
-	if (h.accounts > (uint64_t)st.st_size / sizeof(struct tg_racct))
+	if (h.accounts > (uint64_t)st.st_size / asz)
 		body = UINT64_MAX - sizeof(h) - sizeof(t);
 	else
-		body += h.accounts * sizeof(struct tg_racct);
+		body += h.accounts * asz;
 	if ((uint64_t)st.st_size != sizeof(h) + body + sizeof(t)) {
 		snprintf(why, whylen, "%lld bytes, its header announces %llu",
 		         (long long)st.st_size, (unsigned long long)(sizeof(h) + body + sizeof(t)));
@@ -915,8 +944,9 @@ snap_read(struct tg_replay *r, const char *path, uint64_t lsn, char *why, size_t
 		snprintf(why, whylen, "bad header");
 		goto out;
 	}
-	if (h.version != TG_SNAP_VERSION || h.rec_sizes != REC_SIZES) {
-		snprintf(why, whylen, "version %u, this build reads %u", h.version,
+	size_t asz = snap_acct_size(h.version, h.rec_sizes);
+	if (asz == 0) {
+		snprintf(why, whylen, "version %u, this build reads 1 and %u", h.version,
 		         TG_SNAP_VERSION);
 		goto out;
 	}
@@ -935,8 +965,8 @@ snap_read(struct tg_replay *r, const char *path, uint64_t lsn, char *why, size_t
 	}
 	for (uint64_t i = 0; i < h.accounts; i++) {
 		struct tg_racct a;
-		if (!sr_get(f, &a, sizeof(a), &crc) || !a.used ||
-		    (h.plans > 0 && a.plan >= h.plans)) {
+		memset(&a, 0, sizeof(a)); /* version 1: no failed refills, no suspension date */
+		if (!sr_get(f, &a, asz, &crc) || !a.used || (h.plans > 0 && a.plan >= h.plans)) {
 			snprintf(why, whylen, "account %" PRIu64 " of %" PRIu64 " cut short or bad",
 			         i, (uint64_t)h.accounts);
 			goto out;

@@ -602,13 +602,37 @@ tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len)
 
 /*
  * May the account fire a refill at all?  Auto-refill on, a payment method on
- * file, and the account active: a suspended or closed account's card is
- * never charged.
+ * file, and the account active — or suspended for non-payment, which a
+ * payment is exactly what it waits for.  An account an operator suspended,
+ * or a closed one, is never charged.
  */
 static inline bool
 may_fire(uint8_t mode, uint8_t flags, uint8_t state)
 {
-	return mode != TG_REFILL_OFF && (flags & TG_ACCT_PAYMENT) && state == TG_STATE_ACTIVE;
+	return mode != TG_REFILL_OFF && (flags & TG_ACCT_PAYMENT) &&
+	       (state == TG_STATE_ACTIVE ||
+	        (state == TG_STATE_SUSPENDED && (flags & TG_ACCT_UNPAID)));
+}
+
+/* Take the settings for writing: seq odd.  Writers are rare; money never waits on it. */
+static uint32_t
+settings_lock(struct tg_acct *a)
+{
+	for (;;) {
+		uint32_t seq = tg_load_32(&a->seq);
+		if (!(seq & 1) && ck_pr_cas_32(&a->seq, seq, seq + 1)) {
+			ck_pr_fence_store();
+			return seq;
+		}
+		ck_pr_stall();
+	}
+}
+
+static void
+settings_unlock(struct tg_acct *a, uint32_t seq)
+{
+	ck_pr_fence_store();
+	tg_store_32(&a->seq, seq + 2);
 }
 
 /*
@@ -874,6 +898,8 @@ tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
 	tg_store_8(&a->state, s->state);
 	tg_store_8(&a->refill_mode, s->refill_mode);
 	tg_store_8(&a->flags, s->flags);
+	tg_store_8(&a->failures, r->failures);
+	tg_store_32(&a->unpaid_since, (s->flags & TG_ACCT_UNPAID) ? r->unpaid_since : 0);
 }
 
 /* ---- settings ---- */
@@ -889,28 +915,29 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 		return TG_ERR;
 	if (s->refill_mode != TG_REFILL_OFF && !(s->flags & TG_ACCT_PAYMENT))
 		return TG_NOPAYMENT;
+	/* "For non-payment" describes a suspension, and only that. */
+	uint8_t flags = s->flags;
+	if (s->state != TG_STATE_SUSPENDED)
+		flags &= (uint8_t)~TG_ACCT_UNPAID;
 
-	/* Writers of settings take the sequence odd; money never waits on it. */
-	for (;;) {
-		seq = tg_load_32(&a->seq);
-		if (!(seq & 1) && ck_pr_cas_32(&a->seq, seq, seq + 1))
-			break;
-		ck_pr_stall();
-	}
+	seq = settings_lock(a);
 	bool could =
 	    may_fire(tg_load_8(&a->refill_mode), tg_load_8(&a->flags), tg_load_8(&a->state));
 	int64_t old_threshold = (int64_t)tg_load_64((uint64_t *)&a->threshold);
-	ck_pr_fence_store();
+	/* Only the engine suspends for non-payment: an operator can keep it, never set it. */
+	if (!(tg_load_8(&a->flags) & TG_ACCT_UNPAID))
+		flags &= (uint8_t)~TG_ACCT_UNPAID;
 	tg_store_32(&a->plan, s->plan);
 	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
 	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);
 	tg_store_8(&a->state, s->state);
 	tg_store_8(&a->refill_mode, s->refill_mode);
-	tg_store_8(&a->flags, s->flags);
-	ck_pr_fence_store();
-	tg_store_32(&a->seq, seq + 2);
+	tg_store_8(&a->flags, flags);
+	if (!(flags & TG_ACCT_UNPAID))
+		tg_store_32(&a->unpaid_since, 0);
+	settings_unlock(a, seq);
 
-	bool can = may_fire(s->refill_mode, s->flags, s->state);
+	bool can = may_fire(s->refill_mode, flags, s->state);
 	load_pair(a, cur);
 	if (!can) {
 		/* A request in flight may no longer be charged: it is void, its flag cleared. */
@@ -944,6 +971,97 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	}
 	fill_move(a, cur, fired, m);
 	return TG_OK;
+}
+
+/* ---- the course of a failing card ---- */
+
+static void
+standing_of(struct tg_acct *a, struct tg_standing *st)
+{
+	st->state = tg_load_8(&a->state);
+	st->failures = tg_load_8(&a->failures);
+	st->unpaid = (tg_load_8(&a->flags) & TG_ACCT_UNPAID) != 0;
+	st->unpaid_since = tg_load_32(&a->unpaid_since);
+}
+
+enum tg_standing_event
+tg_acct_refill_failure(struct tg_acct *a, uint32_t suspend_after, uint32_t now,
+                       struct tg_standing *st)
+{
+	enum tg_standing_event ev = TG_STANDING_FAILED;
+	uint32_t seq = settings_lock(a);
+	uint8_t n = tg_load_8(&a->failures);
+
+	if (n < UINT8_MAX)
+		tg_store_8(&a->failures, ++n);
+	if (suspend_after != 0 && n >= suspend_after && tg_load_8(&a->state) == TG_STATE_ACTIVE) {
+		/* Still may fire (may_fire): the customer's card update is how it gets out. */
+		tg_store_8(&a->state, TG_STATE_SUSPENDED);
+		tg_store_8(&a->flags, (uint8_t)(tg_load_8(&a->flags) | TG_ACCT_UNPAID));
+		tg_store_32(&a->unpaid_since, now ? now : 1);
+		ev = TG_STANDING_SUSPENDED;
+	}
+	standing_of(a, st);
+	settings_unlock(a, seq);
+	return ev;
+}
+
+enum tg_standing_event
+tg_acct_paid(struct tg_acct *a, struct tg_standing *st)
+{
+	enum tg_standing_event ev = TG_STANDING_NONE;
+
+	if (tg_load_8(&a->failures) == 0 && !(tg_load_8(&a->flags) & TG_ACCT_UNPAID))
+		return TG_STANDING_NONE;
+	uint32_t seq = settings_lock(a);
+	uint8_t flags = tg_load_8(&a->flags);
+	if ((flags & TG_ACCT_UNPAID) && tg_load_8(&a->state) == TG_STATE_SUSPENDED) {
+		tg_store_8(&a->state, TG_STATE_ACTIVE);
+		ev = TG_STANDING_RESTORED;
+	} else if (tg_load_8(&a->failures) != 0) {
+		ev = TG_STANDING_PAID;
+	}
+	tg_store_8(&a->flags, (uint8_t)(flags & ~TG_ACCT_UNPAID));
+	tg_store_32(&a->unpaid_since, 0);
+	tg_store_8(&a->failures, 0);
+	standing_of(a, st);
+	settings_unlock(a, seq);
+	return ev;
+}
+
+enum tg_standing_event
+tg_acct_close_unpaid(struct tg_acct *a, uint32_t close_after, uint32_t now, struct tg_standing *st,
+                     struct tg_move *m)
+{
+	uint64_t cur[2];
+
+	TG_ASSERT(close_after > 0);
+	if (!(tg_load_8(&a->flags) & TG_ACCT_UNPAID))
+		return TG_STANDING_NONE;
+	uint32_t seq = settings_lock(a);
+	uint32_t since = tg_load_32(&a->unpaid_since);
+	bool due = (tg_load_8(&a->flags) & TG_ACCT_UNPAID) &&
+	           tg_load_8(&a->state) == TG_STATE_SUSPENDED &&
+	           (uint64_t)since + close_after <= now;
+	if (due) {
+		tg_store_8(&a->state, TG_STATE_CLOSED);
+		tg_store_8(&a->flags, (uint8_t)(tg_load_8(&a->flags) & ~TG_ACCT_UNPAID));
+		tg_store_32(&a->unpaid_since, 0);
+	}
+	standing_of(a, st);
+	settings_unlock(a, seq);
+	if (!due)
+		return TG_STANDING_NONE;
+	/* A closed account is never charged: a request in flight is void. */
+	uint32_t rs = tg_load_32(&a->refill_seq);
+	load_pair(a, cur);
+	fill_move(a, cur, false, m);
+	if (tg_acct_refill_clear(a, rs)) {
+		m->refill_cleared = true;
+		m->refill_void = true;
+		m->refill_seq_cleared = rs;
+	}
+	return TG_STANDING_CLOSED;
 }
 
 enum tg_result
@@ -1016,6 +1134,8 @@ tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
 		v->state = tg_load_8(&w->state);
 		v->refill_mode = tg_load_8(&w->refill_mode);
 		v->flags = tg_load_8(&w->flags);
+		v->failures = tg_load_8(&w->failures);
+		v->unpaid_since = tg_load_32(&w->unpaid_since);
 		ck_pr_fence_load();
 		s2 = tg_load_32(&w->seq);
 	} while ((s1 & 1) || s1 != s2);

@@ -142,7 +142,9 @@ start(struct tg_server *srv)
 	                             .calls_max = cfg->calls_max,
 	                             .ids_max = cfg->ids_max,
 	                             .ids_window = cfg->ids_window,
-	                             .workers = srv->workers};
+	                             .workers = srv->workers,
+	                             .suspend_after = cfg->refill_suspend_after,
+	                             .close_after = cfg->refill_close_after};
 	rc = tg_engine_init(&srv->engine, &srv->table, &ecfg);
 	if (rc != 0) {
 		tg_log("cannot set up the engine: %s", strerror(-rc));

@@ -74,6 +74,9 @@ struct tg_engine_cfg {
 	size_t ids_max;      /* ids remembered for exactly-once */
 	uint32_t ids_window; /* seconds each id is remembered (86400) */
 	unsigned workers;    /* worker records to prepare */
+	/* The course of a failing card (docs/REFILL.md); 0: never. */
+	uint32_t suspend_after; /* consecutive failed refills that suspend for non-payment */
+	uint32_t close_after;   /* seconds suspended for non-payment before the account closes */
 };
 
 struct tg_engine {
@@ -88,6 +91,9 @@ struct tg_engine {
 	struct tg_refill *refill;   /* the refill publisher (tg_refill.h), or NULL */
 	struct tg_jw *jw;           /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
 	struct tg_idstore *idstore; /* the id window's disk tier (tg_idstore.h), or NULL */
+	/* The sweep that closes accounts unpaid too long (tg_engine_close_unpaid): one thread. */
+	uint64_t unpaid_pos;    /* next slot to look at */
+	uint32_t unpaid_next_s; /* when the next pass starts, Unix seconds */
 };
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */
@@ -175,8 +181,13 @@ enum tg_result tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size
 /* ACCT.CREDIT: *balance after. */
 enum tg_result tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx,
                          tg_money_t *balance);
-/* ACCT.REFILL.FAILED: the worker gave up on refill request id. */
-enum tg_result tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req);
+/*
+ * ACCT.REFILL.FAILED: the worker gave up on refill request id.  counts: the
+ * customer's payment failed (not a malformed request): one more
+ * consecutive failed refill, which may suspend the account for non-payment
+ * (cfg.suspend_after).  A repeated report changes nothing.
+ */
+enum tg_result tg_refill_failed(struct tg_worker *w, uint64_t acct, struct tg_id req, bool counts);
 /*
  * The customer's payment method was updated: re-arm auto-refill
  * (tg_acct_rearm), journaled and published like any request.  *fired is
@@ -190,8 +201,12 @@ enum tg_result tg_refill_rearm(struct tg_worker *w, uint64_t acct, uint32_t *fir
  * with *why saying why (a static string); a pending request that may no
  * longer be charged is settled here, its flag cleared (journaled, counted
  * refills_void).  TG_ERR: req is not a refill id of acct; TG_NOACCOUNT.
+ * lease > 0 (seconds): the worker scheduled a retry of the charge; the
+ * publisher does not republish the request before the lease ends (plus
+ * refill-timeout), so nobody charges it early.  Kept in the refill record
+ * only (docs/REFILL.md: a reboot loses it, harmlessly).
  */
-enum tg_result tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req,
+enum tg_result tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id req, uint32_t lease,
                                const char **why);
 /*
  * A rated debit with no id and no call: what tollbench core measures and the
@@ -224,6 +239,13 @@ void tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a);
  * stripe is busy or full waits for the next call.
  */
 size_t tg_engine_expire(struct tg_worker *w);
+/*
+ * Close the accounts suspended for non-payment longer than cfg.close_after
+ * (docs/REFILL.md): a bounded chunk of the table per call, a whole pass at
+ * most every few seconds.  One thread only (worker 0's tick).  Returns the
+ * accounts closed.
+ */
+size_t tg_engine_close_unpaid(struct tg_worker *w);
 
 /*
  * The refill request id of (acct, seq): "refill:<acct>:<seq>".  buf holds

@@ -182,6 +182,15 @@ struct tg_jrec_expire {
 struct tg_jrec_confirm {
 	uint64_t lsn;
 };
+struct tg_jrec_standing {
+	uint64_t acct;
+	uint32_t unpaid_since;
+	uint32_t failures;
+	uint8_t state;
+	uint8_t unpaid;
+	uint8_t event;
+	uint8_t pad[5];
+};
 /* Bytes a CONFIRM record takes on disk. */
 #define TG_JOURNAL_CONFIRM_SIZE (32u + 8u)
 _Static_assert(TG_JOURNAL_CONFIRM_SIZE ==

@@ -24,7 +24,10 @@
 #include "tg_journal.h"
 #include "tg_limits.h"
 
-/* One account as the journal says it is.  Also its record in a snapshot (152 bytes). */
+/*
+ * One account as the journal says it is.  Also its record in a snapshot
+ * (160 bytes; 152 in version 1 snapshots, which end at usage).
+ */
 struct tg_racct {
 	uint64_t id;
 	int64_t balance;
@@ -41,6 +44,9 @@ struct tg_racct {
 	uint8_t state, refill_mode, flags, used;
 	uint32_t calls;                   /* calls in progress (not in snapshots: recounted) */
 	int64_t usage[TG_CATEGORIES_MAX]; /* charged per category (enum tg_category) */
+	uint32_t unpaid_since; /* suspended for non-payment since, Unix seconds; 0: not */
+	uint8_t failures;      /* consecutive failed refills */
+	uint8_t pad[3];
 };
 
 /* One call in progress (80 bytes). */
@@ -141,7 +147,7 @@ int tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg
 
 #define TG_SNAP_MAGIC   "TGSNAPSH"
 #define TG_SNAP_END     "TGSNEND"
-#define TG_SNAP_VERSION 1u
+#define TG_SNAP_VERSION 2u /* 2: accounts carry failures and unpaid_since; 1 still read */
 /* "snapshot-0123456789abcdef.tgs" and its NUL. */
 #define TG_SNAP_NAME_LEN 30
 /* Verified snapshots kept: the newest, and one to fall back on. */

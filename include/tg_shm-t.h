@@ -29,7 +29,7 @@
 #include "tg_stats-t.h"
 
 #define TG_SHM_MAGIC    0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION  5u
+#define TG_SHM_VERSION  6u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -70,6 +70,8 @@ enum tg_refill_mode { TG_REFILL_OFF = 0, TG_REFILL_ADD = 1, TG_REFILL_TOPUP = 2 
 
 /* tg_acct.flags */
 #define TG_ACCT_PAYMENT 0x01u /* a payment method is on file */
+/* Suspended for non-payment (state suspended): a payment makes it active again. */
+#define TG_ACCT_UNPAID 0x02u
 
 /* tg_acct.hold: reserved micro-units in the low 56 bits, flags above. */
 #define TG_HOLD_RESERVED ((uint64_t)TG_RESERVED_MAX)
@@ -99,7 +101,8 @@ struct tg_acct {
 	uint8_t state;         /* 56 enum tg_acct_state */
 	uint8_t refill_mode;   /* 57 enum tg_refill_mode */
 	uint8_t flags;         /* 58 TG_ACCT_* */
-	uint8_t pad[5];        /* 59 zero */
+	uint8_t failures;      /* 59 consecutive failed refills (saturates at 255) */
+	uint32_t unpaid_since; /* 60 suspended for non-payment since, Unix seconds; 0: not */
 } __attribute__((aligned(64)));
 
 /* Charges per usage category (enum tg_category), same slot index as the account. */
@@ -138,7 +141,7 @@ struct tg_refill_rec {
 	int64_t balance;    /*  0 balance when the request fired, micro-units */
 	int64_t amount;     /*  8 what to charge, micro-units */
 	uint32_t fired;     /* 16 when it fired, Unix seconds */
-	uint32_t published; /* 20 last publication, Unix seconds (publisher only) */
+	uint32_t published; /* 20 last publication, or a lease's end (docs/SHM.md), Unix seconds */
 	uint64_t tag;       /* 24 TG_RTAG(seq, attempt, mode, state) */
 } __attribute__((aligned(32)));
 
@@ -158,6 +161,7 @@ _Static_assert(offsetof(struct tg_acct, balance) % 16 == 0, "money pair is 16-by
 _Static_assert(offsetof(struct tg_acct, hold) == offsetof(struct tg_acct, balance) + 8,
                "balance and hold are adjacent");
 _Static_assert(offsetof(struct tg_acct, state) == 56, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_acct, unpaid_since) == 60, "layout pinned by docs/SHM.md");
 _Static_assert(sizeof(struct tg_usage) == 64, "one cache line of usage");
 _Static_assert(offsetof(struct tg_shm_hdr, plan_count) == 96, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, refill_off) == 104, "layout pinned by docs/SHM.md");

@@ -175,6 +175,8 @@ struct tg_acct_restore {
 	uint32_t calls;
 	uint32_t refill_seq;
 	bool refill_inflight;
+	uint8_t failures;      /* consecutive failed refills */
+	uint32_t unpaid_since; /* suspended for non-payment since (Unix seconds), 0 */
 };
 void tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
                      const struct tg_acct_settings *s);
@@ -198,6 +200,8 @@ struct tg_acct_settings {
  * fires.  Settings under which no refill may fire (auto-refill off, no
  * payment method, the account suspended or closed) void the request in
  * flight: its flag clears (m->refill_cleared and m->refill_void).
+ * TG_ACCT_UNPAID in s->flags is kept only with the state suspended; without
+ * it the suspension date clears.  The count of failed refills is kept.
  */
 enum tg_result tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s,
                                  struct tg_move *m);
@@ -219,6 +223,53 @@ enum tg_result tg_acct_rearm(struct tg_acct *a, struct tg_move *m);
  */
 bool tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len);
 
+/* ---- the course of a failing card (docs/REFILL.md) ---- */
+
+/*
+ * What a change of an account's payment standing did.  Persisted (the
+ * journal's standing record carries it): only grow at the end.
+ */
+enum tg_standing_event {
+	TG_STANDING_NONE = 0,
+	TG_STANDING_FAILED = 1,    /* a failed refill counted; the account stays as it was */
+	TG_STANDING_SUSPENDED = 2, /* suspended for non-payment */
+	TG_STANDING_RESTORED = 3,  /* a payment made an account suspended for non-payment active */
+	TG_STANDING_CLOSED = 4,    /* closed after too long suspended for non-payment */
+	TG_STANDING_PAID = 5,      /* a payment cleared the count of failed refills */
+};
+
+/* The standing after a change: what the journal records. */
+struct tg_standing {
+	uint8_t state;         /* enum tg_acct_state */
+	uint8_t failures;      /* consecutive failed refills */
+	bool unpaid;           /* suspended for non-payment */
+	uint32_t unpaid_since; /* since when, Unix seconds; 0 when not */
+};
+
+/*
+ * A refill of a finally failed (after all its attempts): one more
+ * consecutive failure.  At suspend_after failures (0: never) an active
+ * account is suspended for non-payment, since now.  An account an operator
+ * suspended or closed only has its count raised.  Returns FAILED or
+ * SUSPENDED, with the standing after in *st.
+ */
+enum tg_standing_event tg_acct_refill_failure(struct tg_acct *a, uint32_t suspend_after,
+                                              uint32_t now, struct tg_standing *st);
+/*
+ * A payment landed (any credit): the count of failed refills clears and an
+ * account suspended for non-payment is active again; an operator's
+ * suspension or a closure stays.  NONE, with nothing written, when there
+ * was nothing to clear (the common case: one read, no lock).
+ */
+enum tg_standing_event tg_acct_paid(struct tg_acct *a, struct tg_standing *st);
+/*
+ * Close a if it has been suspended for non-payment since close_after
+ * seconds (> 0) before now or longer.  CLOSED, with a request in flight
+ * voided in *m (m->refill_cleared, m->refill_void); NONE otherwise.
+ */
+enum tg_standing_event tg_acct_close_unpaid(struct tg_acct *a, uint32_t close_after, uint32_t now,
+                                            struct tg_standing *st, struct tg_move *m);
+
 /* A consistent copy of one account, from a read-write or read-only mapping. */
 struct tg_acct_view {
 	uint64_t id;
@@ -234,6 +285,8 @@ struct tg_acct_view {
 	uint8_t refill_mode;
 	uint8_t flags;
 	bool refill_inflight;
+	uint8_t failures;      /* consecutive failed refills */
+	uint32_t unpaid_since; /* suspended for non-payment since, Unix seconds; 0 */
 };
 void tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v);
 /* Just the money pair, consistently, from any mapping: what tg_acct_read uses. */

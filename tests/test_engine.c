@@ -323,10 +323,10 @@ test_credit_and_refill_ids(void **state)
 	tg_acct_set_balance(a, 10 * U, &m);
 	assert_true(m.refill_fired);
 	tg_refill_id(11, m.refill_seq, rid);
-	assert_int_equal(tg_refill_failed(w, 11, ID(rid)), TG_OK);
+	assert_int_equal(tg_refill_failed(w, 11, ID(rid), true), TG_OK);
 	assert_false(view(11).refill_inflight);
-	assert_int_equal(tg_refill_failed(w, 11, ID(rid)), TG_OK);
-	assert_int_equal(tg_refill_failed(w, 11, ID("garbage")), TG_ERR);
+	assert_int_equal(tg_refill_failed(w, 11, ID(rid), true), TG_OK);
+	assert_int_equal(tg_refill_failed(w, 11, ID("garbage"), true), TG_ERR);
 	assert_int_equal(tg_engine_counter(&engine, TG_C_refills_failed), 1);
 }
 

@@ -616,10 +616,10 @@ test_failure_report_clears(void **state)
 	assert_string_equal(entry_of("refill:8:1").amount, "21");
 
 	tg_worker_enter(w);
-	assert_int_equal(tg_refill_failed(w, 8, ID("refill:8:2")), TG_OK); /* not in flight */
+	assert_int_equal(tg_refill_failed(w, 8, ID("refill:8:2"), true), TG_OK); /* not in flight */
 	assert_true(inflight(8));
-	assert_int_equal(tg_refill_failed(w, 8, ID("refill:8:1")), TG_OK);
-	assert_int_equal(tg_refill_failed(w, 8, ID("refill:8:1")), TG_OK); /* a retry */
+	assert_int_equal(tg_refill_failed(w, 8, ID("refill:8:1"), true), TG_OK);
+	assert_int_equal(tg_refill_failed(w, 8, ID("refill:8:1"), true), TG_OK); /* a retry */
 	tg_worker_exit(w);
 	assert_false(inflight(8));
 	assert_int_equal(counter(TG_C_refills_failed), 1);

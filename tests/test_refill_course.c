@@ -78,15 +78,13 @@ maildir_remove(const char *dir)
 	it_dir_remove(dir);
 }
 
-/* Start tollgated publishing to the test's Redis; extra flags (NULL-terminated, may be NULL). */
+/* tollgated's flags: publishing to the test's Redis, then extra (NULL-terminated, may be NULL). */
 static void
-engine_start(const char *const *extra)
+engine_flags(const char *const *extra, const char **flags, char *port, size_t portlen)
 {
-	char port[16];
-	const char *flags[32];
 	unsigned n = 0;
 
-	snprintf(port, sizeof(port), "%u", fx.redis.port);
+	snprintf(port, portlen, "%u", fx.redis.port);
 	const char *const base[] = {"--redis-host", "127.0.0.1", "--redis-port",     port,
 	                            "--accounts",   fx.csv,      "--refill-timeout", "600"};
 	for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
@@ -94,7 +92,33 @@ engine_start(const char *const *extra)
 	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
 		flags[n++] = extra[i];
 	flags[n] = NULL;
+}
+
+/* Start tollgated publishing to the test's Redis; extra flags (NULL-terminated, may be NULL). */
+static void
+engine_start(const char *const *extra)
+{
+	char port[16];
+	const char *flags[32];
+
+	engine_flags(extra, flags, port, sizeof(port));
 	assert_int_equal(it_start(&fx.d, fx.dir, flags), 0);
+	fx.e = it_connect(&fx.d);
+	assert_non_null(fx.e);
+}
+
+/* Kill tollgated (SIGKILL, as a crash) and start it again; reboot: its segment gone too. */
+static void
+engine_crash_restart(const char *const *extra, int reboot)
+{
+	char port[16];
+	const char *flags[32];
+
+	redisFree(fx.e);
+	fx.e = NULL;
+	assert_int_equal(it_kill(&fx.d), 0);
+	engine_flags(extra, flags, port, sizeof(port));
+	assert_int_equal(it_restart(&fx.d, flags, reboot), 0);
 	fx.e = it_connect(&fx.d);
 	assert_non_null(fx.e);
 }
@@ -699,35 +723,58 @@ test_charges_are_whole_cents_in_the_currency(void **state)
 /* the course of a failing card                                        */
 
 /*
- * A soft failure (the processor times out) is tried again with back-off and
- * succeeds on the 3rd attempt: one charge, one credit, one receipt, and no
- * failure mail for the attempts that failed.
+ * A soft failure (the processor times out) is tried again from the
+ * schedule in Redis, not by a worker pausing: 3 attempts over 2 s (pauses
+ * of about 0.67 and 1.33 s).  The worker that made the first attempt is
+ * stopped; another one, started later, makes the second and third from the
+ * schedule, and the third is approved: one charge, one credit, one receipt,
+ * and no failure mail for the attempts that failed.  The engine, with a
+ * refill-timeout of 1 s, would republish the request during the pauses but
+ * for the worker's lease: it republishes nothing.
  */
 static void
 test_soft_failure_succeeds_on_third_attempt(void **state)
 {
-	static const char *const flags[] = {"--consumer", "w1", "--attempts", "3", NULL};
-	struct worker w;
+	static const char *const engine[] = {"--refill-timeout", "1", NULL};
+	static const char *const first[] = {"--consumer",     "w1", "--attempts", "3",
+	                                    "--retry-period", "2s", NULL};
+	static const char *const second[] = {"--consumer",     "w2", "--attempts", "3",
+	                                     "--retry-period", "2s", NULL};
+	struct worker w, w2;
 	char mail[8192];
 
 	(void)state;
-	engine_start(NULL);
+	engine_start(engine);
 	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_flaky intermittent:2");
 	profile(7501, "gil@example.com", "card", "tok_flaky");
 	ok("ACCT.SET 7501 BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on");
-	worker_start(&w, flags, NULL);
+	worker_start(&w, first, NULL);
 	redisReply *r = it_cmd(fx.e, "CDR 7501 12025550100 1500 c7501-1");
 	freeReplyObject(r);
-	WAIT_FOR(mails(7501, "receipt") == 1 && !refill_pending(7501), &w);
+	WAIT_FOR(worker_said(&w, "charge attempt 1 of 3: timeout; attempt 2 scheduled"), &w);
+	assert_int_equal(worker_stop(&w), 0);
+	/* On the schedule in Redis, acknowledged on the stream, still pending at the engine. */
+	assert_int_equal(it_int_cmd(fx.r, "ZCARD " STREAM ":retry"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "XLEN " STREAM), 1);
+	assert_true(refill_pending(7501));
+	assert_int_equal(gateway_calls("refill:7501:1"), 1);
+
+	worker_start(&w2, second, NULL);
+	WAIT_FOR(mails(7501, "receipt") == 1 && !refill_pending(7501), &w2);
 	assert_int_equal(gateway_calls("refill:7501:1"), 3);
 	assert_int_equal(charges("refill:7501:1"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 	assert_int_equal(mails(7501, "failure"), 0);
 	assert_true(balance(7501) == 45 * U);
 	mail_read(7501, 1, "receipt", mail, sizeof(mail));
 	expect_has(mail, "Amount charged:     $25.00\n");
-	assert_true(worker_said(&w, "charge attempt 2 of 3: timeout"));
+	assert_true(worker_said(&w2, "3 attempts), credited"));
+	assert_true(worker_said(&w2, "charge attempt 2 of 3: timeout; attempt 3 scheduled"));
+	assert_int_equal(it_int_cmd(fx.r, "ZCARD " STREAM ":retry"), 0);
 	assert_int_equal(info("refills_landed"), 1);
-	assert_int_equal(worker_stop(&w), 0);
+	assert_int_equal(info("refills_leased"), 2);
+	assert_int_equal(info("refills_republished"), 0);
+	assert_int_equal(worker_stop(&w2), 0);
 }
 
 /*
@@ -808,6 +855,325 @@ test_updating_the_card_rearms(void **state)
 	assert_int_equal(worker_stop(&w), 0);
 }
 
+/* ACCT.GET field of acct as an integer. */
+static long long
+acct_int(uint64_t acct, const char *field)
+{
+	char v[64];
+	acct_field(acct, field, v, sizeof(v));
+	return strtoll(v, NULL, 10);
+}
+
+static bool
+field_is(uint64_t acct, const char *field, const char *want)
+{
+	char v[64];
+	acct_field(acct, field, v, sizeof(v));
+	return strcmp(v, want) == 0;
+}
+
+static void
+expect_field(uint64_t acct, const char *field, const char *want)
+{
+	char v[64];
+	acct_field(acct, field, v, sizeof(v));
+	if (strcmp(v, want) != 0)
+		fail_msg("account %llu: %s is \"%s\", expected \"%s\"", (unsigned long long)acct,
+		         field, v, want);
+}
+
+/* The first word of the engine's error reply to a CALL.AUTH, into out. */
+static void
+error_word(char *out, size_t cap, uint64_t acct, const char *call)
+{
+	redisReply *r =
+	    redisCommand(fx.e, "CALL.AUTH %llu 12025550100 %s", (unsigned long long)acct, call);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	snprintf(out, cap, "%.*s", (int)strcspn(r->str, " "), r->str);
+	freeReplyObject(r);
+}
+
+/*
+ * Escalation: with refill-suspend-after 2 and refill-close-after 2 s, an
+ * expired card fails its refill (one failure mail, still active, one failed
+ * refill counted); the customer "updates" to another expired card, the
+ * re-armed refill fails too (a second mail): the account is suspended for
+ * non-payment and refuses calls; 2 s later, with no payment, the engine
+ * closes it.  Nothing was ever charged; each failed refill got exactly one
+ * mail, no receipt.
+ */
+static void
+test_failures_suspend_then_close(void **state)
+{
+	static const char *const engine[] = {"--refill-suspend-after", "2", "--refill-close-after",
+	                                     "2", NULL};
+	static const char *const flags[] = {"--consumer", "w1", NULL};
+	struct worker w;
+	char word[32];
+
+	(void)state;
+	engine_start(engine);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_old expired tok_older expired");
+	profile(7801, "jan@example.com", "card", "tok_old");
+	ok("ACCT.SET 7801 BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on");
+	worker_start(&w, flags, NULL);
+	redisReply *r = it_cmd(fx.e, "CDR 7801 12025550100 1500 c7801-1");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7801, "failure") == 1 && !refill_pending(7801), &w);
+	expect_field(7801, "state", "active");
+	expect_field(7801, "suspended", "");
+	assert_int_equal(acct_int(7801, "failed_refills"), 1);
+	assert_int_equal(info("accounts_unpaid_suspended"), 0);
+
+	profile(7801, "jan@example.com", "card", "tok_older");
+	r = it_cmd(fx.e, "ACCT.REFILL.REARM 7801");
+	assert_string_equal(r->str, "refill:7801:2");
+	freeReplyObject(r);
+	WAIT_FOR(mails(7801, "failure") == 2 && !refill_pending(7801), &w);
+	uint64_t suspended_at = it_now_ms();
+	expect_field(7801, "state", "suspended");
+	expect_field(7801, "suspended", "payment");
+	assert_int_equal(acct_int(7801, "failed_refills"), 2);
+	long long since = acct_int(7801, "suspended_since");
+	assert_true(since > 0 && since <= (long long)time(NULL));
+	assert_int_equal(info("accounts_unpaid_suspended"), 1);
+	error_word(word, sizeof(word), 7801, "c7801-2");
+	assert_string_equal(word, "SUSPENDED");
+
+	WAIT_FOR(field_is(7801, "state", "closed") && info("accounts_unpaid_closed") == 1, &w);
+	expect_field(7801, "state", "closed");
+	expect_field(7801, "suspended", "");
+	assert_true(it_now_ms() - suspended_at >= 1000);
+	error_word(word, sizeof(word), 7801, "c7801-3");
+	assert_string_equal(word, "CLOSED");
+	/* The outside world: two gateway calls, nothing charged, two failure mails, no receipt. */
+	assert_int_equal(gateway_calls("refill:7801:1"), 1);
+	assert_int_equal(gateway_calls("refill:7801:2"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
+	assert_int_equal(mails(7801, "failure"), 2);
+	assert_int_equal(mails(7801, "receipt"), 0);
+	assert_int_equal(info("refills_failed"), 2);
+	/* A closed account is never re-armed, even by a new card. */
+	r = it_cmd(fx.e, "ACCT.REFILL.REARM 7801");
+	assert_int_equal(r->type, REDIS_REPLY_NIL);
+	freeReplyObject(r);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
+/*
+ * A payment re-activates an account suspended for non-payment: for 7901 a
+ * refill that succeeds on the updated card (tollctl profile re-arms it,
+ * the new card is charged), for 7902 an ACCT.CREDIT.  Never one an operator
+ * suspended (7903), even one the engine had suspended for non-payment
+ * first (7904: the operator's word then stands), and never a closed one.
+ */
+static void
+test_payment_restores_only_unpaid(void **state)
+{
+	static const char *const engine[] = {"--refill-suspend-after", "1", NULL};
+	static const char *const flags[] = {"--consumer", "w1", NULL};
+	struct worker w;
+	char cmd[3 * IT_PATH_MAX];
+
+	(void)state;
+	engine_start(engine);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_old expired");
+	worker_start(&w, flags, NULL);
+	for (uint64_t a = 7901; a <= 7904; a++) {
+		profile(a, "kim@example.com", "card", "tok_old");
+		ok("ACCT.SET %llu BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on",
+		   (unsigned long long)a);
+	}
+	ok("ACCT.SET 7903 STATE suspended");
+	for (uint64_t a = 7901; a <= 7904; a++) {
+		redisReply *r = it_cmd(fx.e, "CDR %llu 12025550100 1500 c%llu-1",
+		                       (unsigned long long)a, (unsigned long long)a);
+		freeReplyObject(r);
+	}
+	WAIT_FOR(mails(7901, "failure") == 1 && mails(7902, "failure") == 1 &&
+	             mails(7904, "failure") == 1 && !refill_pending(7901) &&
+	             !refill_pending(7902) && !refill_pending(7904),
+	         &w);
+	for (uint64_t a = 7901; a <= 7904; a++)
+		if (a != 7903)
+			expect_field(a, "suspended", "payment");
+	/* The operator's suspension fired nothing and is the operator's. */
+	expect_field(7903, "suspended", "operator");
+	assert_int_equal(mails(7903, "failure"), 0);
+	assert_int_equal(gateway_calls("refill:7903:1"), 0);
+	assert_int_equal(info("accounts_unpaid_suspended"), 3);
+
+	/* 7901: the customer updates the card; the re-armed refill is charged and restores it. */
+	snprintf(cmd, sizeof(cmd),
+	         "'%s' -p %u --redis 127.0.0.1:%u profile 7901 --email kim@example.com --method "
+	         "card --token tok_new_7901 >'%s/tollctl.out' 2>&1",
+	         getenv("TOLLCTL"), fx.d.port, fx.redis.port, fx.dir);
+	assert_int_equal(system(cmd), 0);
+	WAIT_FOR(mails(7901, "receipt") == 1 && !refill_pending(7901), &w);
+	assert_int_equal(charges("refill:7901:2"), 1);
+	expect_field(7901, "state", "active");
+	expect_field(7901, "suspended", "");
+	assert_int_equal(acct_int(7901, "failed_refills"), 0);
+	assert_int_equal(acct_int(7901, "suspended_since"), 0);
+	assert_true(balance(7901) == 45 * U);
+
+	/* 7902: a credit restores; 7903 and 7904 (now the operator's) stay suspended. */
+	ok("ACCT.SET 7904 STATE suspended");
+	expect_field(7904, "suspended", "operator");
+	for (uint64_t a = 7902; a <= 7904; a++) {
+		redisReply *r = it_cmd(fx.e, "ACCT.CREDIT %llu 10 pay-%llu", (unsigned long long)a,
+		                       (unsigned long long)a);
+		assert_int_equal(r->type, REDIS_REPLY_STRING);
+		freeReplyObject(r);
+	}
+	expect_field(7902, "state", "active");
+	expect_field(7902, "suspended", "");
+	assert_int_equal(acct_int(7902, "failed_refills"), 0);
+	expect_field(7903, "state", "suspended");
+	expect_field(7903, "suspended", "operator");
+	expect_field(7904, "state", "suspended");
+	expect_field(7904, "suspended", "operator");
+	assert_int_equal(info("accounts_unpaid_restored"), 2);
+	/* A closed account stays closed whatever is paid. */
+	ok("ACCT.SET 7902 STATE closed");
+	redisReply *r = it_cmd(fx.e, "ACCT.CREDIT 7902 10 pay-7902-2");
+	freeReplyObject(r);
+	expect_field(7902, "state", "closed");
+
+	/* The outside world: one charge (7901's new card), one receipt, one failure mail each. */
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
+	assert_int_equal(mails(7902, "receipt") + mails(7903, "receipt") + mails(7904, "receipt"),
+	                 0);
+	for (uint64_t a = 7901; a <= 7904; a++)
+		assert_int_equal(mails(a, "failure"), a == 7903 ? 0 : 1);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
+/*
+ * An account closed while its retry is scheduled: the processor timed out,
+ * the next attempt waits in Redis; the operator closes the account.  When
+ * the retry comes due the worker's claim is refused: no second gateway
+ * call, no charge, no mail of any kind; the schedule is empty after.
+ */
+static void
+test_closed_while_retry_scheduled(void **state)
+{
+	static const char *const flags[] = {"--consumer",     "w1", "--attempts", "3",
+	                                    "--retry-period", "1s", NULL};
+	struct worker w;
+
+	(void)state;
+	engine_start(NULL);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_slow timeout");
+	profile(8001, "lee@example.com", "card", "tok_slow");
+	ok("ACCT.SET 8001 BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on");
+	worker_start(&w, flags, NULL);
+	redisReply *r = it_cmd(fx.e, "CDR 8001 12025550100 1500 c8001-1");
+	freeReplyObject(r);
+	WAIT_FOR(worker_said(&w, "charge attempt 1 of 3: timeout; attempt 2 scheduled"), &w);
+	ok("ACCT.SET 8001 STATE closed");
+	assert_false(refill_pending(8001));
+	WAIT_FOR(worker_said(&w, "not charged, no mail"), &w);
+	WAIT_FOR(it_int_cmd(fx.r, "ZCARD " STREAM ":retry") == 0, &w);
+	it_sleep_ms(1500); /* past the whole period: nothing else happens */
+	assert_int_equal(gateway_calls("refill:8001:1"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
+	assert_int_equal(files("new", "refill.8001."), 0);
+	assert_int_equal(files("tmp", ""), 0);
+	assert_true(balance(8001) == 20 * U);
+	expect_field(8001, "state", "closed");
+	assert_int_equal(info("refills_void"), 1);
+	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:refill:stats void"), 1);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
+/*
+ * The standing survives a crash and a reboot, through the journal (and a
+ * snapshot): 8101 suspended for non-payment after 2 failed refills (its
+ * date kept), 8102 with one failed refill counted and still active, 8103
+ * suspended by an operator.  After a kill -9 with the segment kept, a clean
+ * stop (a snapshot) and a kill -9 with the segment gone (a reboot), each
+ * reads the same, and a payment still restores 8101 and never 8103.
+ */
+static void
+test_standing_survives_crash_and_reboot(void **state)
+{
+	static const char *const engine[] = {"--refill-suspend-after", "2", NULL};
+	static const char *const flags[] = {"--consumer", "w1", NULL};
+	struct worker w;
+	char port[16];
+	const char *eflags[32];
+
+	(void)state;
+	engine_start(engine);
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_old expired");
+	worker_start(&w, flags, NULL);
+	for (uint64_t a = 8101; a <= 8103; a++) {
+		profile(a, "max@example.com", "card", "tok_old");
+		ok("ACCT.SET %llu BALANCE 20.5 PLAN basic THRESHOLD 20 REFILL ADD 25 PAYMENT on",
+		   (unsigned long long)a);
+	}
+	ok("ACCT.SET 8103 STATE suspended");
+	for (uint64_t a = 8101; a <= 8102; a++) {
+		redisReply *r = it_cmd(fx.e, "CDR %llu 12025550100 1500 c%llu-1",
+		                       (unsigned long long)a, (unsigned long long)a);
+		freeReplyObject(r);
+	}
+	WAIT_FOR(mails(8101, "failure") == 1 && mails(8102, "failure") == 1 &&
+	             !refill_pending(8101) && !refill_pending(8102),
+	         &w);
+	redisReply *r = it_cmd(fx.e, "ACCT.REFILL.REARM 8101");
+	freeReplyObject(r);
+	WAIT_FOR(mails(8101, "failure") == 2 && !refill_pending(8101), &w);
+	assert_int_equal(worker_stop(&w), 0);
+	long long since = acct_int(8101, "suspended_since");
+	assert_true(since > 0);
+
+	for (int round = 0; round < 3; round++) {
+		if (round == 1) {
+			/* A clean stop writes a snapshot; the start after reads it back. */
+			redisFree(fx.e);
+			fx.e = NULL;
+			assert_int_equal(it_term(&fx.d), 0);
+			engine_flags(engine, eflags, port, sizeof(port));
+			assert_int_equal(it_restart(&fx.d, eflags, 0), 0);
+			fx.e = it_connect(&fx.d);
+			assert_non_null(fx.e);
+		} else {
+			engine_crash_restart(engine, round == 2);
+		}
+		expect_field(8101, "state", "suspended");
+		expect_field(8101, "suspended", "payment");
+		assert_int_equal(acct_int(8101, "failed_refills"), 2);
+		assert_int_equal(acct_int(8101, "suspended_since"), since);
+		expect_field(8102, "state", "active");
+		assert_int_equal(acct_int(8102, "failed_refills"), 1);
+		expect_field(8103, "state", "suspended");
+		expect_field(8103, "suspended", "operator");
+		assert_int_equal(acct_int(8103, "failed_refills"), 0);
+	}
+	/* One more failure of 8102 after the reboot suspends it: the count was kept. */
+	worker_start(&w, flags, NULL);
+	r = it_cmd(fx.e, "ACCT.REFILL.REARM 8102");
+	assert_string_equal(r->str, "refill:8102:2");
+	freeReplyObject(r);
+	WAIT_FOR(mails(8102, "failure") == 2 && !refill_pending(8102), &w);
+	expect_field(8102, "suspended", "payment");
+	/* And a payment still tells the two suspensions apart. */
+	for (uint64_t a = 8101; a <= 8103; a += 2) {
+		r = it_cmd(fx.e, "ACCT.CREDIT %llu 10 pay-%llu", (unsigned long long)a,
+		           (unsigned long long)a);
+		freeReplyObject(r);
+	}
+	expect_field(8101, "state", "active");
+	expect_field(8103, "suspended", "operator");
+	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
+	assert_int_equal(mails(8101, "failure"), 2);
+	assert_int_equal(mails(8101, "receipt") + mails(8102, "receipt"), 0);
+	assert_int_equal(worker_stop(&w), 0);
+}
+
 int
 main(void)
 {
@@ -825,6 +1191,11 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_hard_failure_ends_at_once_one_mail, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_updating_the_card_rearms, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failures_suspend_then_close, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_payment_restores_only_unpaid, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_closed_while_retry_scheduled, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_standing_survives_crash_and_reboot, setup,
+	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -464,7 +464,8 @@ static const char *const acct_keys[] = {
     "balance",        "available",       "reserved",      "state",          "plan",
     "threshold",      "refill",          "refill_amount", "payment",        "refill_pending",
     "refill_request", "calls",           "usage_local",   "usage_national", "usage_international",
-    "usage_tollfree", "usage_directory", "usage_mobile",  "usage_premium",  "usage_other"};
+    "usage_tollfree", "usage_directory", "usage_mobile",  "usage_premium",  "usage_other",
+    "suspended",      "suspended_since", "failed_refills"};
 
 static int64_t
 elem_money(const redisReply *e)
@@ -1378,7 +1379,7 @@ test_acct_get(void **state)
 	int closed;
 	it_raw_read(fd, buf, sizeof(buf), 300, &closed);
 	static const char head[] =
-	    "*40\r\n$7\r\nbalance\r\n$2\r\n10\r\n$9\r\navailable\r\n$2\r\n10"
+	    "*46\r\n$7\r\nbalance\r\n$2\r\n10\r\n$9\r\navailable\r\n$2\r\n10"
 	    "\r\n$8\r\nreserved\r\n$1\r\n0\r\n$5\r\nstate\r\n$6\r\nactive\r\n"
 	    "$4\r\nplan\r\n$4\r\nflat\r\n";
 	assert_memory_equal(buf, head, sizeof(head) - 1);
@@ -1949,7 +1950,7 @@ mixed_client(void *arg)
 			redisReply *rep = redisCommand(c, "ACCT.GET %llu", acct);
 			money_fmt(k->balance, b);
 			if (creply(k, rep, REDIS_REPLY_ARRAY, what) != NULL &&
-			    (rep->elements != 40 || strcmp(rep->element[1]->str, b) != 0 ||
+			    (rep->elements != 46 || strcmp(rep->element[1]->str, b) != 0 ||
 			     strcmp(rep->element[5]->str, "0") != 0))
 				cfail(k, "client %u: %s: ACCT.GET balance '%s', expected '%s'",
 				      k->id, what, rep->elements ? rep->element[1]->str : "", b);

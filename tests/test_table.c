@@ -303,6 +303,83 @@ test_states_block(void **state)
 	tg_table_unlink(shm_name);
 }
 
+/*
+ * The course of a failing card in the account record: failed refills
+ * counted, a suspension for non-payment at the limit (never over an
+ * operator's), lifted by a payment, closed when due and not before, with
+ * the request in flight voided.
+ */
+static void
+test_unpaid_standing(void **state)
+{
+	struct tg_table t;
+	struct tg_move m;
+	struct tg_standing st;
+	struct tg_acct_view v;
+	(void)state;
+
+	make_name("unpaid");
+	open_table(&t, 10);
+	struct tg_acct *a = new_acct(&t, 1, M(5));
+	struct tg_acct_settings s = {.threshold = M(10),
+	                             .refill_amount = M(50),
+	                             .refill_mode = TG_REFILL_ADD,
+	                             .flags = TG_ACCT_PAYMENT};
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
+	assert_true(m.refill_fired);
+	assert_int_equal(tg_acct_refill_failure(a, 2, 1000, &st), TG_STANDING_FAILED);
+	assert_int_equal(st.failures, 1);
+	assert_int_equal(st.state, TG_STATE_ACTIVE);
+	assert_int_equal(tg_acct_refill_failure(a, 2, 1001, &st), TG_STANDING_SUSPENDED);
+	assert_true(st.unpaid && st.unpaid_since == 1001 && st.state == TG_STATE_SUSPENDED);
+	assert_int_equal(tg_acct_reserve(a, 1, &m), TG_SUSPENDED);
+	/* Not due before close_after has passed; a payment lifts it. */
+	assert_int_equal(tg_acct_close_unpaid(a, 60, 1060, &st, &m), TG_STANDING_NONE);
+	assert_int_equal(tg_acct_paid(a, &st), TG_STANDING_RESTORED);
+	tg_acct_read(a, &v);
+	assert_true(v.state == TG_STATE_ACTIVE && v.failures == 0 && v.unpaid_since == 0 &&
+	            !(v.flags & TG_ACCT_UNPAID));
+	assert_int_equal(tg_acct_paid(a, &st), TG_STANDING_NONE);
+
+	/* Suspended again; an operator's STATE suspended makes it theirs: no payment lifts it. */
+	tg_acct_refill_failure(a, 1, 2000, &st);
+	assert_true(st.unpaid);
+	s.state = TG_STATE_SUSPENDED;
+	s.flags = TG_ACCT_PAYMENT; /* what ACCT.SET STATE sends */
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
+	assert_int_equal(tg_acct_paid(a, &st), TG_STANDING_PAID);
+	tg_acct_read(a, &v);
+	assert_true(v.state == TG_STATE_SUSPENDED && !(v.flags & TG_ACCT_UNPAID));
+	assert_int_equal(tg_acct_close_unpaid(a, 1, 99999, &st, &m), TG_STANDING_NONE);
+	/* An operator cannot set the flag itself. */
+	s.flags = TG_ACCT_PAYMENT | TG_ACCT_UNPAID;
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
+	tg_acct_read(a, &v);
+	assert_false(v.flags & TG_ACCT_UNPAID);
+	/* An operator-suspended account's failure only counts. */
+	assert_int_equal(tg_acct_refill_failure(a, 1, 3000, &st), TG_STANDING_FAILED);
+
+	/* Active again, a request in flight, suspended for non-payment, then closed when due. */
+	s.state = TG_STATE_ACTIVE;
+	s.flags = TG_ACCT_PAYMENT;
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
+	assert_true(m.refill_fired); /* made active again below the threshold */
+	assert_true(tg_acct_refill_clear(a, m.refill_seq)); /* that request failed */
+	assert_int_equal(tg_acct_refill_failure(a, 1, 4000, &st), TG_STANDING_SUSPENDED);
+	assert_int_equal(tg_acct_rearm(a, &m), TG_OK);
+	assert_true(m.refill_fired); /* suspended for non-payment: a new card is tried */
+	assert_int_equal(tg_acct_close_unpaid(a, 60, 4059, &st, &m), TG_STANDING_NONE);
+	assert_int_equal(tg_acct_close_unpaid(a, 60, 4060, &st, &m), TG_STANDING_CLOSED);
+	assert_true(m.refill_cleared && m.refill_void);
+	tg_acct_read(a, &v);
+	assert_true(v.state == TG_STATE_CLOSED && !v.refill_inflight && v.unpaid_since == 0);
+	assert_int_equal(tg_acct_paid(a, &st), TG_STANDING_PAID);
+	tg_acct_read(a, &v);
+	assert_int_equal(v.state, TG_STATE_CLOSED);
+	tg_table_close(&t);
+	tg_table_unlink(shm_name);
+}
+
 static void
 test_refill_fires_once_per_crossing(void **state)
 {
@@ -521,6 +598,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create_mode_and_header),
+	    cmocka_unit_test(test_unpaid_standing),
 	    cmocka_unit_test(test_bad_names_and_capacity),
 	    cmocka_unit_test(test_undersized_shm_fails_at_start),
 	    cmocka_unit_test(test_insert_find_full),

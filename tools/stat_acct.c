@@ -118,6 +118,15 @@ stat_account(FILE *f, const struct stat_src *s, uint64_t id)
 	FIELD("available", "%s", stat_money(v.available, m));
 	FIELD("reserved", "%s", stat_money(v.reserved, m));
 	FIELD("state", "%s", stat_state_name(v.state));
+	FIELD("suspended", "%s",
+	      v.state != TG_STATE_SUSPENDED ? "-"
+	      : (v.flags & TG_ACCT_UNPAID)  ? "payment"
+	                                    : "operator");
+	if (v.flags & TG_ACCT_UNPAID)
+		FIELD("suspended_since", "%s", when(v.unpaid_since, now, b, sizeof(b)));
+	else
+		FIELD("suspended_since", "-");
+	FIELD("failed_refills", "%u", v.failures);
 	FIELD("plan", "%s", plan_name(t, v.plan, b, sizeof(b)));
 	FIELD("plan_id", "%u", v.plan);
 	FIELD("threshold", "%s", stat_money(v.threshold, m));
@@ -302,13 +311,15 @@ check_account(struct vctx *v, uint64_t i)
 		report(v, true, i, "state %u out of range", av.state);
 	if (av.refill_mode > TG_REFILL_TOPUP)
 		report(v, true, i, "refill mode %u out of range", av.refill_mode);
-	if (av.flags & ~TG_ACCT_PAYMENT)
+	if (av.flags & ~(TG_ACCT_PAYMENT | TG_ACCT_UNPAID))
 		report(v, true, i, "unknown flags 0x%02x", av.flags);
-	for (unsigned k = 0; k < sizeof(a->pad); k++)
-		if (tg_load_8((const uint8_t *)&a->pad[k]) != 0) {
-			report(v, true, i, "padding byte %u is not zero", 59 + k);
-			break;
-		}
+	if ((av.flags & TG_ACCT_UNPAID) && av.state != TG_STATE_SUSPENDED)
+		report(v, true, i, "marked unpaid but %s, not suspended",
+		       stat_state_name(av.state));
+	if ((av.flags & TG_ACCT_UNPAID) && av.unpaid_since == 0)
+		report(v, true, i, "suspended for non-payment with no date");
+	if (!(av.flags & TG_ACCT_UNPAID) && av.unpaid_since != 0)
+		report(v, true, i, "a suspension date with no suspension for non-payment");
 	if (av.refill_mode != TG_REFILL_OFF && !(av.flags & TG_ACCT_PAYMENT))
 		report(v, true, i, "auto-refill %s with no payment method on file",
 		       stat_mode_name(av.refill_mode));

@@ -42,6 +42,7 @@
 
 #define PROFILE_PREFIX "tollgate:customer:"
 #define OUTCOME_PREFIX "tollgate:refill:outcome:"
+#define TRIES_PREFIX   "tollgate:refill:tries:"
 #define MAIL_PREFIX    "tollgate:refill:mail:"
 #define STATS_KEY      "tollgate:refill:stats"
 /* Outcomes and mail records are kept a month: far longer than any republication. */
@@ -59,12 +60,18 @@
 #define BLOCK_MS_MAX 1000
 /* Socket timeout of every connection beyond the BLOCK, ms. */
 #define IO_TIMEOUT_MS 5000
-/* Longest pause between two charge attempts, ms. */
+/* Longest pause after a Redis or engine failure that --backoff-ms may ask for, ms. */
 #define PAUSE_MAX_MS 60000
+/* The retry schedule: the longest --retry-period (30 days, in ms), the default (24 hours). */
+#define PERIOD_MAX_MS     (30ull * 24 * 3600 * 1000)
+#define PERIOD_DEFAULT_MS (24ull * 3600 * 1000)
+/* Scheduled retries moved back onto the stream per round trip; the longest wait between looks. */
+#define MOVE_BATCH   64
+#define MOVE_POLL_MS 1000
 /* Longest pause before trying an unreachable Redis or engine again, ms. */
 #define RETRY_MAX_MS 10000
 /* Bounds of the options. */
-#define ATTEMPTS_MAX       100
+#define ATTEMPTS_MAX       30 /* 2^(N-1) shares of the period must fit in 64 bits */
 #define CLAIM_EVERY_MIN_MS 100
 #define CLAIM_EVERY_MAX_MS 5000
 /* Bytes of a stream entry id ("1700000000000-0"), NUL included. */
@@ -95,8 +102,10 @@ struct opts {
 	char dead_default[STREAM_KEY_MAX];
 	char consumer[128];
 	uint64_t claim_idle_ms;
-	unsigned attempts;
-	uint64_t backoff_ms;
+	unsigned attempts;                  /* charge attempts per refill, the first included */
+	uint64_t retry_period_ms;           /* the attempts after a soft failure spread over this */
+	uint64_t backoff_ms;                /* pause after a Redis or engine failure, doubling */
+	char retry_key[STREAM_KEY_MAX + 8]; /* <stream>:retry, the schedule */
 	const char *maildir, *mail_from, *sendmail;
 	bool once;
 	bool crash_after_charge; /* the test hook, from the environment */
@@ -118,8 +127,11 @@ usage(FILE *f)
 	        "  --group NAME             the consumer group (refill)\n"
 	        "  --consumer NAME          this worker's name in the group (hostname-pid)\n"
 	        "  --claim-idle MS          take over entries pending that long elsewhere (60000)\n"
-	        "  --attempts N             charge attempts on timeout or error (3)\n"
-	        "  --backoff-ms MS          pause after a failed attempt, doubling (500)\n"
+	        "  --attempts N             charge attempts per refill while the gateway times\n"
+	        "                           out or errs, spread over --retry-period (3)\n"
+	        "  --retry-period TIME      from the first attempt to the last: 90s, 30m, 24h,\n"
+	        "                           2d, 1500ms; a bare number is seconds (24h)\n"
+	        "  --backoff-ms MS          pause after a Redis or engine failure, doubling (500)\n"
 	        "  --maildir DIR            deliver mail into this maildir (made when missing)\n"
 	        "  --mail-dir DIR           the same as --maildir\n"
 	        "  --sendmail CMD           deliver mail by piping it into CMD (/usr/sbin/sendmail "
@@ -163,6 +175,39 @@ parse_addr(const char *s, char *host, size_t cap, uint16_t *port)
 	return true;
 }
 
+/*
+ * A duration: a whole number with an optional unit, ms, s, m, h or d (none:
+ * seconds), from 1 ms to PERIOD_MAX_MS.
+ */
+static bool
+parse_duration_ms(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *unit;
+		uint64_t ms;
+	} units[] = {{"ms", 1},    {"s", 1000},    {"", 1000},
+	             {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+	char num[24];
+	size_t n = strspn(s, "0123456789");
+	uint64_t v;
+
+	if (n == 0 || n >= sizeof(num))
+		return false;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	if (!parse_u64(num, 1, PERIOD_MAX_MS, &v))
+		return false;
+	for (size_t i = 0; i < TG_ARRAY_LEN(units); i++) {
+		if (strcmp(s + n, units[i].unit) != 0)
+			continue;
+		if (v > PERIOD_MAX_MS / units[i].ms)
+			return false;
+		*out = v * units[i].ms;
+		return true;
+	}
+	return false;
+}
+
 /* 0, or 1 after printing why (the caller exits 1). */
 static int
 parse_opts(int argc, char **argv, struct opts *o)
@@ -178,6 +223,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		O_CONSUMER,
 		O_CLAIM,
 		O_ATTEMPTS,
+		O_PERIOD,
 		O_BACKOFF,
 		O_MAILDIR,
 		O_MAILDIR_ALIAS,
@@ -199,6 +245,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 	    {"consumer", required_argument, NULL, O_CONSUMER},
 	    {"claim-idle", required_argument, NULL, O_CLAIM},
 	    {"attempts", required_argument, NULL, O_ATTEMPTS},
+	    {"retry-period", required_argument, NULL, O_PERIOD},
 	    {"backoff-ms", required_argument, NULL, O_BACKOFF},
 	    {"maildir", required_argument, NULL, O_MAILDIR},
 	    {"currency", required_argument, NULL, O_CURRENCY},
@@ -223,6 +270,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 	o->group = "refill";
 	o->claim_idle_ms = 60000;
 	o->attempts = 3;
+	o->retry_period_ms = PERIOD_DEFAULT_MS;
 	o->backoff_ms = 500;
 	o->mail_from = "billing@localhost";
 	const char *hook = getenv(CRASH_HOOK_ENV);
@@ -281,6 +329,10 @@ parse_opts(int argc, char **argv, struct opts *o)
 			if (!parse_u64(optarg, 1, ATTEMPTS_MAX, &v))
 				goto bad;
 			o->attempts = (unsigned)v;
+			break;
+		case O_PERIOD:
+			if (!parse_duration_ms(optarg, &o->retry_period_ms))
+				goto bad;
 			break;
 		case O_BACKOFF:
 			if (!parse_u64(optarg, 0, PAUSE_MAX_MS, &o->backoff_ms))
@@ -343,6 +395,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		snprintf(o->dead_default, sizeof(o->dead_default), "%s:dead", o->stream);
 		o->dead_stream = o->dead_default;
 	}
+	snprintf(o->retry_key, sizeof(o->retry_key), "%s:retry", o->stream);
 	if (strcmp(o->dead_stream, o->stream) == 0) {
 		fprintf(stderr, "tollrefill: --dead-stream must not be the refill stream (%s)\n",
 		        o->stream);
@@ -367,6 +420,15 @@ now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The wall clock in ms: due times of scheduled retries are shared by workers and restarts. */
+static uint64_t
+wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -416,7 +478,7 @@ printable(const char *s, size_t n, char *out, size_t cap)
 /* the worker and its connections                                      */
 
 struct counts {
-	uint64_t approved, failed, malformed, replayed, refused, voided;
+	uint64_t approved, failed, malformed, replayed, refused, voided, scheduled;
 };
 
 struct worker {
@@ -432,6 +494,7 @@ struct worker {
 	char claim_cursor[MSGID_MAX];
 	uint64_t claim_due_ms; /* next XAUTOCLAIM */
 	uint64_t retry_ms;     /* next pause after a Redis or engine failure */
+	uint64_t move_due_ms;  /* wall clock: next look for scheduled retries that are due */
 	unsigned failures_in_row;
 	struct counts n;
 };
@@ -1342,45 +1405,255 @@ settle_failed(struct worker *w, const struct request *q, const struct profile *p
 }
 
 /*
- * Charge q through the gateway: up to --attempts tries while it times out
- * or errs, pausing --backoff-ms, doubling.  Fills oc (APPROVED or FAILED).
- * STEP_RETRY only when stopping in a pause (nothing recorded: the entry
- * stays pending and the gateway's idempotency covers a charge already made).
+ * The pause before attempt k + 1 (k = 1 .. attempts - 1) after a soft
+ * failure: the attempts after the first spread over --retry-period, each
+ * pause twice the one before (3 attempts over 24 h: 8 h, then 16 h).
+ */
+static uint64_t
+retry_delay_ms(const struct opts *o, unsigned k)
+{
+	uint64_t shares = (1ull << (o->attempts - 1)) - 1;
+	unsigned __int128 d = (unsigned __int128)o->retry_period_ms << (k - 1);
+
+	TG_ASSERT(k >= 1 && k < o->attempts);
+	d /= shares;
+	return d < 1 ? 1 : (uint64_t)d;
+}
+
+/*
+ * One charge attempt of q through the gateway, counted first in the
+ * request's attempt record (tollgate:refill:tries:<id>, shared by every
+ * worker and restart), so a retry from the schedule knows which attempt it
+ * is.  Fills oc: APPROVED, FAILED (a hard failure, or the last attempt),
+ * or NONE with oc->reason the soft failure when another attempt is due.
+ * STEP_RETRY when Redis failed before the gateway was asked.
  */
 static enum step
 charge(struct worker *w, const struct request *q, const struct profile *p, struct outcome *oc)
 {
 	const struct opts *o = w->o;
-	uint64_t pause = o->backoff_ms;
 
 	memset(oc, 0, sizeof(*oc));
-	for (unsigned k = 1;; k++) {
-		enum tg_charge_outcome out =
-		    tg_gateway_charge(&w->gw, q->id, p->method, p->token, q->amount, oc->ref);
-		oc->attempts = k;
-		if (out == TG_CHARGE_APPROVED && o->crash_after_charge) {
-			/* The test hook: die where a crash hurts most, charged and nothing
-			 * recorded. */
-			tg_log("%s: %s=1: exiting %d right after the charge", q->id, CRASH_HOOK_ENV,
-			       CRASH_HOOK_RC);
-			_exit(CRASH_HOOK_RC);
-		}
-		if (out == TG_CHARGE_APPROVED) {
-			oc->state = OC_APPROVED;
-			oc->amount = q->amount;
-			return STEP_DONE;
-		}
-		if (out == TG_CHARGE_DECLINED || out == TG_CHARGE_EXPIRED || k >= o->attempts) {
-			oc->state = OC_FAILED;
-			snprintf(oc->reason, sizeof(oc->reason), "%s", tg_charge_outcome_name(out));
-			return STEP_DONE;
-		}
-		tg_log("%s: charge attempt %u of %u: %s; next in %llu ms", q->id, k, o->attempts,
-		       tg_charge_outcome_name(out), (unsigned long long)pause);
-		if (!pause_ms(pause))
-			return STEP_RETRY;
-		pause = pause * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS : pause * 2;
+	redisReply *r = rq(w, "INCR " TRIES_PREFIX "%s", q->id);
+	if (r == NULL)
+		return STEP_RETRY;
+	long long k = r->type == REDIS_REPLY_INTEGER ? r->integer : 1;
+	freeReplyObject(r);
+	r = rq(w, "EXPIRE " TRIES_PREFIX "%s %u", q->id, OUTCOME_TTL_S);
+	if (r != NULL)
+		freeReplyObject(r);
+	oc->attempts = k < 1 ? 1 : k > 1000 ? 1000 : (unsigned)k;
+	enum tg_charge_outcome out =
+	    tg_gateway_charge(&w->gw, q->id, p->method, p->token, q->amount, oc->ref);
+	if (out == TG_CHARGE_APPROVED && o->crash_after_charge) {
+		/* The test hook: die where a crash hurts most, charged and nothing recorded. */
+		tg_log("%s: %s=1: exiting %d right after the charge", q->id, CRASH_HOOK_ENV,
+		       CRASH_HOOK_RC);
+		_exit(CRASH_HOOK_RC);
 	}
+	if (out == TG_CHARGE_APPROVED) {
+		oc->state = OC_APPROVED;
+		oc->amount = q->amount;
+		return STEP_DONE;
+	}
+	snprintf(oc->reason, sizeof(oc->reason), "%s", tg_charge_outcome_name(out));
+	/* Hard failures (declined, expired) end at once; soft ones have the schedule. */
+	if (out == TG_CHARGE_DECLINED || out == TG_CHARGE_EXPIRED || oc->attempts >= o->attempts)
+		oc->state = OC_FAILED;
+	return STEP_DONE;
+}
+
+/*
+ * Put q's next attempt on the schedule, in one script: the entry's fields
+ * into the hash <stream>:retry:<request id>, the request id into the
+ * sorted set <stream>:retry at its due time (Unix ms), the entry
+ * acknowledged and counted `scheduled`.  Nothing is done when the entry is
+ * no longer pending at this consumer (another worker took it over).
+ * KEYS: stream, schedule, the hash, stats; ARGV: group, consumer, entry id,
+ * due, request id, then the fields.
+ */
+_Static_assert(OUTCOME_TTL_S == 2592000u, "schedule_lua keeps the fields as long as outcomes");
+static const char schedule_lua[] =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])\n"
+    "if #p == 0 then return 0 end\n"
+    "redis.call('DEL', KEYS[3])\n"
+    "redis.call('HSET', KEYS[3], unpack(ARGV, 6))\n"
+    "redis.call('EXPIRE', KEYS[3], 2592000)\n"
+    "redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])\n"
+    "redis.call('HINCRBY', KEYS[4], 'scheduled', 1)\n"
+    "return 1\n";
+
+/*
+ * Move the retries that are due back onto the stream, as new entries with
+ * the fields they had, and forget them; in one script, so a retry is on
+ * the schedule or on the stream, never both, never neither.  Returns the
+ * number moved and the due time of the next one ("" when none).
+ * KEYS: schedule, stream; ARGV: now (Unix ms), the hashes' prefix, batch.
+ */
+static const char move_lua[] =
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, "
+    "tonumber(ARGV[3]))\n"
+    "for _, id in ipairs(due) do\n"
+    "  local h = ARGV[2] .. id\n"
+    "  local f = redis.call('HGETALL', h)\n"
+    "  if #f > 0 then redis.call('XADD', KEYS[2], '*', unpack(f)) end\n"
+    "  redis.call('DEL', h)\n"
+    "  redis.call('ZREM', KEYS[1], id)\n"
+    "end\n"
+    "local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "return {#due, nxt[2] or ''}\n";
+
+/* Whether a retry of request id is on the schedule: 1 yes, 0 no, -1 Redis failed. */
+static int
+scheduled(struct worker *w, const char *id)
+{
+	redisReply *r = rq(w, "ZSCORE %s %s", w->o->retry_key, id);
+	if (r == NULL)
+		return -1;
+	int yes = r->type == REDIS_REPLY_STRING;
+	freeReplyObject(r);
+	return yes;
+}
+
+/* The time of day of a wall-clock ms, for the log. */
+static const char *
+clock_of(uint64_t ms, char *buf, size_t cap)
+{
+	struct tm tm;
+	time_t t = (time_t)(ms / 1000);
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, cap, "?");
+	return buf;
+}
+
+static enum step settle_void(struct worker *w, const struct request *q, const char *why);
+
+/*
+ * A soft failure with attempts left: tell the engine a retry is scheduled
+ * (ACCT.REFILL.CLAIM ... LEASE, so it does not republish the request
+ * meanwhile, and so an account closed since is settled now: no charge, no
+ * mail), then schedule it and acknowledge the entry.  No mail: only a refill
+ * that has finally failed is mailed.
+ */
+static enum step
+schedule(struct worker *w, const redisReply *entry, const struct request *q,
+         const struct outcome *oc)
+{
+	const struct opts *o = w->o;
+	const redisReply *kv = entry->element[1];
+	uint64_t delay = retry_delay_ms(o, oc->attempts), due = wall_ms() + delay;
+	char why[160], hash[STREAM_KEY_MAX + TG_CALLID_MAX + 16], dues[24], at[32];
+	enum step s = STEP_RETRY;
+	redisReply *r;
+
+	switch (eq(w, &r, why, sizeof(why), "ACCT.REFILL.CLAIM %llu %s LEASE %llu",
+	           (unsigned long long)q->account, q->id,
+	           (unsigned long long)((delay + 999) / 1000))) {
+	case E_DOWN:
+		return STEP_RETRY;
+	case E_REFUSED:
+		return settle_void(w, q, why);
+	case E_OK:
+		freeReplyObject(r);
+		break;
+	}
+	snprintf(hash, sizeof(hash), "%s:%s", o->retry_key, q->id);
+	snprintf(dues, sizeof(dues), "%llu", (unsigned long long)due);
+	size_t pairs = kv->elements / 2;
+	struct args a = {.cap = 12 + 2 * pairs};
+	a.v = calloc(a.cap, sizeof(*a.v));
+	a.len = calloc(a.cap, sizeof(*a.len));
+	if (a.v == NULL || a.len == NULL) {
+		tg_log("%s: out of memory", q->id);
+		goto out;
+	}
+	arg_str(&a, "EVAL");
+	arg_add(&a, schedule_lua, sizeof(schedule_lua) - 1);
+	arg_str(&a, "4");
+	arg_str(&a, o->stream);
+	arg_str(&a, o->retry_key);
+	arg_str(&a, hash);
+	arg_str(&a, STATS_KEY);
+	arg_str(&a, o->group);
+	arg_str(&a, o->consumer);
+	arg_str(&a, q->msgid);
+	arg_str(&a, dues);
+	arg_str(&a, q->id);
+	for (size_t i = 0; i < 2 * pairs; i++)
+		arg_add(&a, kv->element[i]->str, kv->element[i]->len);
+	TG_ASSERT(a.n == a.cap);
+	if (!redis_up(w))
+		goto out;
+	r = redisCommandArgv(w->r, (int)a.n, a.v, a.len);
+	if (r == NULL) {
+		tg_log("redis: %s", w->r->errstr);
+		drop(&w->r);
+		goto out;
+	}
+	if (r->type == REDIS_REPLY_INTEGER) {
+		s = STEP_DONE;
+		if (r->integer == 1) {
+			w->n.scheduled++;
+			tg_log("%s account %llu: charge attempt %u of %u: %s; attempt %u scheduled "
+			       "in %llu ms (at %s), entry acknowledged",
+			       q->id, (unsigned long long)q->account, oc->attempts, o->attempts,
+			       oc->reason, oc->attempts + 1, (unsigned long long)delay,
+			       clock_of(due, at, sizeof(at)));
+		} else {
+			tg_log("%s: no longer pending here (taken over): left to its new owner",
+			       q->id);
+		}
+	} else {
+		tg_log("%s: cannot schedule the next attempt: %s; left pending", q->id,
+		       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	}
+	freeReplyObject(r);
+out:
+	free(a.v);
+	free(a.len);
+	return s;
+}
+
+/*
+ * Move the scheduled retries that are due back onto the stream (any
+ * worker does it; the script makes it once).  Sets w->move_due_ms to when
+ * to look again: the next due time, and at least every MOVE_POLL_MS, for
+ * retries other workers schedule.  False on a Redis failure.
+ */
+static bool
+move_due(struct worker *w)
+{
+	const struct opts *o = w->o;
+	char now[24], prefix[STREAM_KEY_MAX + 16], batch[8];
+	uint64_t t = wall_ms();
+
+	snprintf(now, sizeof(now), "%llu", (unsigned long long)t);
+	snprintf(prefix, sizeof(prefix), "%s:", o->retry_key);
+	snprintf(batch, sizeof(batch), "%d", MOVE_BATCH);
+	redisReply *r = rq(w, "EVAL %s 2 %s %s %s %s %s", move_lua, o->retry_key, o->stream, now,
+	                   prefix, batch);
+	if (r == NULL)
+		return false;
+	long long moved = 0;
+	uint64_t next = t + MOVE_POLL_MS;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER) {
+		moved = r->element[0]->integer;
+		if (r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len > 0) {
+			uint64_t at = strtoull(r->element[1]->str, NULL, 10);
+			if (at < next)
+				next = at;
+		}
+	}
+	freeReplyObject(r);
+	if (moved > 0) {
+		tg_log("%lld scheduled retr%s due: back on %s", moved, moved == 1 ? "y" : "ies",
+		       o->stream);
+		next = t; /* a full batch may have left more due */
+	}
+	w->move_due_ms = next;
+	return true;
 }
 
 /*
@@ -1446,6 +1719,21 @@ handle(struct worker *w, const redisReply *entry)
 	if (oc.state != OC_NONE)
 		return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, true)
 		                             : settle_approved(w, &q, &p, &oc, true);
+	/*
+	 * A retry of this request is on the schedule: this entry is a copy (the
+	 * engine republished it, or a take-over).  The schedule tries it when due.
+	 */
+	int held = scheduled(w, q.id);
+	if (held < 0)
+		return STEP_RETRY;
+	if (held) {
+		enum step s = ack(w, q.msgid, "replayed", &w->n.replayed);
+		if (s == STEP_DONE)
+			tg_log("%s account %llu: its next attempt is scheduled: this copy "
+			       "acknowledged",
+			       q.id, (unsigned long long)q.account);
+		return s;
+	}
 	bool overwrite = oc.unreadable;
 	char why[160];
 	bool may;
@@ -1460,6 +1748,8 @@ handle(struct worker *w, const redisReply *entry)
 		snprintf(oc.reason, sizeof(oc.reason), "no-payment-method");
 	} else if (charge(w, &q, &p, &oc) != STEP_DONE) {
 		return STEP_RETRY;
+	} else if (oc.state == OC_NONE) {
+		return schedule(w, entry, &q, &oc);
 	}
 
 	int won = outcome_put(w, q.id, &oc, overwrite ? "XX" : "NX");
@@ -1539,9 +1829,14 @@ fetch(struct worker *w, enum source src, const redisReply **entries)
 			r = rq(w, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >", o->group,
 			       o->consumer, BATCH, o->stream);
 		} else {
-			uint64_t now = now_ms(), block = BLOCK_MS_MAX;
+			uint64_t now = now_ms(), block = BLOCK_MS_MAX, wall = wall_ms();
 			if (w->claim_due_ms > now && w->claim_due_ms - now < block)
 				block = w->claim_due_ms - now;
+			/* Wake for the next scheduled retry. */
+			if (w->move_due_ms <= wall)
+				block = 1;
+			else if (w->move_due_ms - wall < block)
+				block = w->move_due_ms - wall;
 			r = rq(w, "XREADGROUP GROUP %s %s COUNT %d BLOCK %llu STREAMS %s >",
 			       o->group, o->consumer, BATCH,
 			       (unsigned long long)(block ? block : 1), o->stream);
@@ -1590,12 +1885,18 @@ run(struct worker *w)
 	want_pending(w);
 	snprintf(w->claim_cursor, sizeof(w->claim_cursor), "0-0");
 	w->claim_due_ms = now_ms();
+	w->move_due_ms = 0;
 	w->retry_ms = o->backoff_ms ? o->backoff_ms : 1;
 
 	while (!stopping) {
 		enum source src = SRC_NEW;
 		const redisReply *entries;
 
+		if (wall_ms() >= w->move_due_ms && !move_due(w)) {
+			if (!after_failure(w))
+				return stopping ? 0 : EXIT_TEMPFAIL;
+			continue;
+		}
 		if (w->read_pending)
 			src = SRC_PENDING;
 		else if (!w->claim_done && now_ms() >= w->claim_due_ms)
@@ -1713,14 +2014,15 @@ main(int argc, char **argv)
 
 	rc = run(&w);
 
-	tg_log("%s: approved %llu, failed %llu, replayed %llu, malformed %llu, refused %llu, "
-	       "void %llu",
+	tg_log("%s: approved %llu, failed %llu, scheduled %llu, replayed %llu, malformed %llu, "
+	       "refused %llu, void %llu",
 	       stopping  ? "stopped"
 	       : rc == 0 ? "done"
 	                 : "gave up",
 	       (unsigned long long)w.n.approved, (unsigned long long)w.n.failed,
-	       (unsigned long long)w.n.replayed, (unsigned long long)w.n.malformed,
-	       (unsigned long long)w.n.refused, (unsigned long long)w.n.voided);
+	       (unsigned long long)w.n.scheduled, (unsigned long long)w.n.replayed,
+	       (unsigned long long)w.n.malformed, (unsigned long long)w.n.refused,
+	       (unsigned long long)w.n.voided);
 	leave_group(&w);
 	drop(&w.r);
 	drop(&w.e);

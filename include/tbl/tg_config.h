@@ -74,6 +74,13 @@ TG_CFG("refill-ring", U32, refill_ring, "4096",
 TG_CFG("currency", STR, currency, "USD",
        "ISO 4217 code of the currency payments are made in (USD, EUR, GBP, JPY, ...): refill "
        "amounts must be whole minor units of it (cents), top-ups are rounded up to one")
+/* The course of a failing card (docs/REFILL.md). */
+TG_CFG("refill-suspend-after", U32, refill_suspend_after, "3",
+       "consecutive failed refills (each after all its attempts) after which an active account is "
+       "suspended for non-payment; 0 = never")
+TG_CFG("refill-close-after", U32, refill_close_after, "2592000",
+       "seconds an account stays suspended for non-payment, with no payment, before it is "
+       "closed (30 days); 0 = never")
 /* Durability (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
 TG_CFG("data-dir", STR, data_dir, "/var/lib/tollgate",
        "directory of the journal and the snapshots; created if missing")

@@ -89,6 +89,19 @@ TG_COUNTER(ids_horizon_cut, ids,
 TG_COUNTER(ids_filter_full, ids,
            "ids kept in memory because their stripe's disk filter had no room (raise ids-disk-max)")
 TG_COUNTER(cdr_stale, ids, "CDRs refused with STALE: their AT time is older than ids-window")
+/* The course of a failing card (docs/REFILL.md). */
+TG_COUNTER(refills_leased, refills,
+           "ACCT.REFILL.CLAIM with LEASE: a worker scheduled another attempt at a charge that "
+           "failed softly; the request is not republished meanwhile")
+TG_COUNTER(accounts_unpaid_suspended, refills,
+           "accounts suspended for non-payment after refill-suspend-after consecutive failed "
+           "refills")
+TG_COUNTER(accounts_unpaid_restored, refills,
+           "accounts suspended for non-payment made active again by a payment (a refill's "
+           "credit or any ACCT.CREDIT)")
+TG_COUNTER(accounts_unpaid_closed, refills,
+           "accounts closed after refill-close-after seconds suspended for non-payment with no "
+           "payment")
 /* The journal (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
 TG_COUNTER(journal_records, journal, "records appended to the journal")
 TG_COUNTER(journal_bytes, journal, "bytes appended to the journal")

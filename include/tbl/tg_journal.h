@@ -38,3 +38,10 @@ TG_JREC(EXPIRE, expire, 9, "a call with no CALL.END settled at its timeout")
  * fdatasync'ed) before this record was written.  Not a change: it takes no LSN of
  * its own (its header's lsn is the same value) and the reader never returns it. */
 TG_JREC(CONFIRM, confirm, 10, "the records before it were on disk before it was written")
+/* acct u64, unpaid_since u32 (Unix seconds since the account was suspended for
+ * non-payment; 0: it is not), failures u32 (consecutive failed refills), state u8
+ * (enum tg_acct_state), unpaid u8 (1: suspended for non-payment), event u8 (enum
+ * tg_standing_event), pad 5.  The standing after the change, outright. */
+TG_JREC(STANDING, standing, 11,
+        "an account's payment standing changed: a failed refill counted, suspended or closed "
+        "for non-payment, restored or cleared by a payment")
