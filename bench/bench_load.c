@@ -165,7 +165,8 @@ struct load {
 	unsigned threads, conns, pipeline;
 	uint64_t seconds, count, accounts, rate, secs, seed;
 	double zipf_s;
-	int zipf, json, quiet, spin;
+	int zipf, json, quiet, spin, acct_by_id;
+	const char *fixed_run_id;
 	enum target target;
 	unsigned mix[MIX__N], mix_total;
 	/* derived */
@@ -657,6 +658,16 @@ pick_account(const struct load *L, struct thr *t)
 	return tg_bench_rng(&t->rng) % L->accounts;
 }
 
+/* --acct-by-id: splitmix64 of the id's connection and sequence, as bench/ids-replay.py has it. */
+static uint64_t
+acct_of_id(const struct load *L, unsigned conn, uint64_t seq)
+{
+	uint64_t z = ((uint64_t)conn << 40 | seq) + 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return (z ^ (z >> 31)) % L->accounts;
+}
+
 static enum mix
 pick_mix(const struct load *L, struct thr *t)
 {
@@ -776,6 +787,8 @@ conn_fill(struct thr *t, struct conn *c, uint64_t now)
 			tg_hist_record(&t->lag, now - sched);
 		enum mix m = pick_mix(L, t);
 		uint64_t n = m == MIX_AUTH_END ? 2 : 1, acct = pick_account(L, t);
+		if (L->acct_by_id)
+			acct = acct_of_id(L, c->idx, c->seq);
 		c->next_slot += n;
 		c->quota = c->quota > n ? c->quota - n : 0;
 		switch (L->target) {
@@ -1063,6 +1076,10 @@ usage(FILE *f)
 	    "                   incrby (INCRBY bal:<acct> <secs> instead of CDR) (tollgate)\n"
 	    "  --lua-sha SHA    with --target redis: SCRIPT LOAD of bench/baseline.lua\n"
 	    "  --seed N         seed of the account and mix draws (from the clock)\n"
+	    "  --run-id HEX     the run id in every call id (8 hex digits; random by default)\n"
+	    "  --acct-by-id     a request's account is splitmix64(conn << 40 | seq) mod\n"
+	    "                   --accounts, so a replayer can send any id again with its own\n"
+	    "                   account and data (bench/ids-replay.py)\n"
 	    "  --json           the final report as JSON on stdout\n"
 	    "  --csv FILE       one row a second: second,requests,p50,p90,p99,p999,max (us)\n"
 	    "  --spin           poll for completions instead of sleeping: no wake-up delay\n"
@@ -1085,6 +1102,8 @@ enum {
 	OPT_CSV,
 	OPT_HELP,
 	OPT_SPIN,
+	OPT_RUN_ID,
+	OPT_ACCT_BY_ID,
 };
 
 static const struct option long_opts[] = {
@@ -1102,6 +1121,8 @@ static const struct option long_opts[] = {
     {"csv", required_argument, NULL, OPT_CSV},
     {"help", no_argument, NULL, OPT_HELP},
     {"spin", no_argument, NULL, OPT_SPIN},
+    {"run-id", required_argument, NULL, OPT_RUN_ID},
+    {"acct-by-id", no_argument, NULL, OPT_ACCT_BY_ID},
     {NULL, 0, NULL, 0},
 };
 
@@ -1219,6 +1240,14 @@ parse(struct load *L, int argc, char **argv)
 			if (strlen(optarg) != 40 || strspn(optarg, "0123456789abcdefABCDEF") != 40)
 				return bad("--lua-sha: 40 hex digits", optarg);
 			L->sha = optarg;
+			break;
+		case OPT_RUN_ID:
+			if (strlen(optarg) != 8 || strspn(optarg, "0123456789abcdef") != 8)
+				return bad("--run-id: 8 lower-case hex digits", optarg);
+			L->fixed_run_id = optarg;
+			break;
+		case OPT_ACCT_BY_ID:
+			L->acct_by_id = 1;
 			break;
 		case OPT_SEED:
 			if (parse_u64(optarg, 0, UINT64_MAX - 1, 0, &L->seed) != 0)
@@ -1427,6 +1456,8 @@ setup(struct load *L)
 	uint64_t x = tg_bench_now_ns() ^ ((uint64_t)getpid() << 32);
 	snprintf(L->run_id, sizeof(L->run_id), "%08" PRIx32,
 	         (uint32_t)(tg_bench_rng(&x) ^ tg_bench_rng(&x) >> 32));
+	if (L->fixed_run_id != NULL)
+		memcpy(L->run_id, L->fixed_run_id, sizeof(L->run_id));
 	if (L->seed == 0)
 		L->seed = tg_bench_now_ns() | 1;
 	if (L->zipf)

@@ -272,6 +272,9 @@ struct take {
 	size_t n, cap;
 	uint32_t cut, oldest;
 	bool failed;
+	/* Ids that could not move (their filter was full), sorted: they stay in the state. */
+	struct tg_idrun_ent *kept;
+	size_t nkept;
 };
 
 static void
@@ -307,14 +310,21 @@ ent_cmp(const void *a, const void *b)
 	return x->hi < y->hi ? -1 : x->hi > y->hi;
 }
 
-/* Ids that moved (their .result set to UINT32_MAX once moved) leave the state. */
+/*
+ * Every id take_id took moved, but for the few in kept: all of them leave
+ * the state, and so do ids past the horizon.  O(1) an id but for a search
+ * of kept, which is empty unless a filter filled up.
+ */
 static bool
 moved_id(void *arg, const struct tg_rid *d)
 {
 	const struct take *t = arg;
+	if (d->seen < t->oldest)
+		return true;
+	if (d->seen >= t->cut)
+		return false;
 	struct tg_idrun_ent key = {.lo = d->id.lo, .hi = d->id.hi};
-	const struct tg_idrun_ent *e = bsearch(&key, t->ents, t->n, sizeof(key), ent_cmp);
-	return e != NULL && e->fingerprint == d->fingerprint && e->seen == UINT32_MAX;
+	return t->nkept == 0 || bsearch(&key, t->kept, t->nkept, sizeof(key), ent_cmp) == NULL;
 }
 
 /* Open dir/name and put it first in the list. */
@@ -384,46 +394,111 @@ retire(struct tg_idstore *s, size_t from, bool unfilter)
 	free(gone);
 }
 
+/* A run's size class: runs of one class are merged FANOUT at a time. */
+static unsigned
+level_of(uint64_t count)
+{
+	unsigned l = 0;
+	for (uint64_t c = count / TG_IDSTORE_LEVEL_BASE; c >= TG_IDSTORE_FANOUT;
+	     c /= TG_IDSTORE_FANOUT)
+		l++;
+	return l;
+}
+
 /*
- * Merge every run into one when there are too many, dropping ids past the
- * horizon; then drop the oldest runs while the disk tier holds more than
- * ids-disk-max ids.
+ * Merge runs at[0..k) (positions in the list, newest first, ascending) into
+ * one that takes the place of the newest of them, dropping ids past the
+ * horizon (their fingerprints leave the filters as the merge finds them; the
+ * inputs still answer meanwhile).  Then the inputs are closed and deleted.
+ */
+static int
+merge(struct tg_idstore *s, const size_t *at, size_t k, uint32_t horizon_start, char *err,
+      size_t errlen)
+{
+	struct tg_idrun *in[TG_IDSTORE_FANOUT];
+	struct run gone[TG_IDSTORE_FANOUT];
+	struct run m = {.lsn = s->runs[at[0]].lsn, .cut = s->runs[at[0]].cut, .seq = s->seq++};
+	char name[RUN_NAME_LEN];
+	struct tg_idrun_meta meta;
+	uint64_t before = 0;
+
+	TG_ASSERT(k >= 2 && k <= TG_IDSTORE_FANOUT);
+	for (size_t i = 0; i < k; i++) {
+		in[i] = s->runs[at[i]].r;
+		gone[i] = s->runs[at[i]];
+		before += tg_idrun_meta(in[i])->count;
+	}
+	run_name(name, m.lsn, m.cut, m.seq);
+	int rc =
+	    tg_idrun_merge(s->dir, name, in, k, horizon_start, dropped_ent, s, &meta, err, errlen);
+	if (rc == 0)
+		rc = tg_idrun_open(&m.r, s->dir, name, err, errlen);
+	struct run *nv = rc == 0 ? malloc(s->nruns * sizeof(*nv)) : NULL;
+	if (rc == 0 && nv == NULL) {
+		tg_idrun_close(m.r);
+		rc = -ENOMEM;
+	}
+	if (rc != 0)
+		return rc;
+	size_t n = 0;
+	for (size_t i = 0, g = 0; i < s->nruns; i++) {
+		if (g < k && i == at[g]) {
+			if (g++ == 0)
+				nv[n++] = m;
+			continue;
+		}
+		nv[n++] = s->runs[i];
+	}
+	pthread_rwlock_wrlock(&s->lock);
+	struct run *old = s->runs;
+	s->runs = nv;
+	s->nruns = n;
+	pthread_rwlock_unlock(&s->lock);
+	free(old);
+	for (size_t i = 0; i < k; i++) {
+		char path[600];
+		run_name(name, gone[i].lsn, gone[i].cut, gone[i].seq);
+		tg_idrun_close(gone[i].r);
+		snprintf(path, sizeof(path), "%s/%s", s->dir, name);
+		unlink(path);
+	}
+	count(s, TG_C_ids_expired, before - meta.count);
+	return 0;
+}
+
+/*
+ * Keep the runs few and the writing bounded (size-tiered, as LSM stores do):
+ * TG_IDSTORE_FANOUT runs of one size class merge into one of the next, so
+ * each id is rewritten about log4(ids / TG_IDSTORE_LEVEL_BASE) times and a
+ * replay reads at most a few runs.  Runs wholly past the horizon go as they
+ * are; past ids-disk-max the oldest runs go first.
  */
 static int
 compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 {
 	uint32_t horizon_start = now > s->cfg.horizon ? now - s->cfg.horizon : 0;
 
-	/* A run wholly past the horizon goes as it is. */
 	while (s->nruns > 0 && tg_idrun_meta(s->runs[s->nruns - 1].r)->seen_max < horizon_start) {
 		count(s, TG_C_ids_expired, tg_idrun_meta(s->runs[s->nruns - 1].r)->count);
 		retire(s, s->nruns - 1, true);
 	}
-	if (s->nruns > TG_IDSTORE_RUNS_MAX) {
-		struct tg_idrun **in = malloc(s->nruns * sizeof(*in));
-		if (in == NULL)
-			return -ENOMEM;
-		for (size_t i = 0; i < s->nruns; i++)
-			in[i] = s->runs[i].r;
-		struct run m = {.lsn = s->runs[0].lsn, .cut = s->runs[0].cut, .seq = s->seq++};
-		char name[RUN_NAME_LEN];
-		struct tg_idrun_meta meta;
-		run_name(name, m.lsn, m.cut, m.seq);
-		uint64_t before = 0;
-		for (size_t i = 0; i < s->nruns; i++)
-			before += tg_idrun_meta(in[i])->count;
-		/* Dropped ids leave the filters as the merge finds them: still findable meanwhile.
-		 */
-		int rc = tg_idrun_merge(s->dir, name, in, s->nruns, horizon_start, dropped_ent, s,
-		                        &meta, err, errlen);
-		free(in);
+	for (;;) {
+		size_t at[TG_IDSTORE_FANOUT], k = 0;
+		/* The newest class with FANOUT runs; too many runs at all: the newest FANOUT. */
+		for (unsigned l = 0; l < 32 && k < TG_IDSTORE_FANOUT; l++) {
+			k = 0;
+			for (size_t i = 0; i < s->nruns && k < TG_IDSTORE_FANOUT; i++)
+				if (level_of(tg_idrun_meta(s->runs[i].r)->count) == l)
+					at[k++] = i;
+		}
+		if (k < TG_IDSTORE_FANOUT && s->nruns > TG_IDSTORE_RUNS_MAX)
+			for (k = 0; k < TG_IDSTORE_FANOUT; k++)
+				at[k] = k;
+		else if (k < TG_IDSTORE_FANOUT)
+			break;
+		int rc = merge(s, at, k, horizon_start, err, errlen);
 		if (rc != 0)
 			return rc;
-		rc = publish(s, name, m, err, errlen);
-		if (rc != 0)
-			return rc;
-		retire(s, 1, false);
-		count(s, TG_C_ids_expired, before - meta.count);
 	}
 	/* Past ids-disk-max the horizon gets shorter, the oldest run first. */
 	while (s->nruns > 1 && tg_idem_on_disk(s->cfg.ids) > s->cfg.disk_max) {
@@ -466,17 +541,22 @@ tg_idstore_spill(struct tg_idstore *s, struct tg_replay *state, uint32_t cut, ui
 			return rc;
 		}
 		s->seq++;
-		/* On disk and findable: now out of memory, one id at a time. */
+		/*
+		 * On disk and findable: now out of memory, one id at a time.  One
+		 * that cannot move stays in memory and in the state (kept, sorted as
+		 * ents is, at ents' front: i never passes a slot not yet read).
+		 */
 		uint64_t moved = 0;
 		for (size_t i = 0; i < t.n; i++) {
 			struct tg_digest d = {.lo = t.ents[i].lo, .hi = t.ents[i].hi};
 			if (tg_idem_moved(s->cfg.ids, d) != 0) {
 				count(s, TG_C_ids_filter_full, 1);
-				continue; /* stays in memory and in the state */
+				t.ents[t.nkept++] = t.ents[i];
+				continue;
 			}
-			t.ents[i].seen = UINT32_MAX; /* mark: moved (see moved_id) */
 			moved++;
 		}
+		t.kept = t.ents;
 		count(s, TG_C_ids_moved, moved);
 		rc = tg_replay_ids_drop(state, moved_id, &t);
 		if (rc != 0) {

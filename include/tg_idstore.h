@@ -24,8 +24,10 @@
 #include "tg_replay.h"
 #include "tg_stats-t.h"
 
-/* Runs kept before they are merged into one. */
-#define TG_IDSTORE_RUNS_MAX 8
+/* Runs of one size class merged into one; the smallest class; runs kept at most. */
+#define TG_IDSTORE_FANOUT     4
+#define TG_IDSTORE_LEVEL_BASE 65536
+#define TG_IDSTORE_RUNS_MAX   32
 /* Ids younger than this stay in memory unless memory is under pressure (seconds). */
 #define TG_IDSTORE_MEMORY_AGE 60
 
