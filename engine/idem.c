@@ -214,7 +214,8 @@ f_add(struct tg_idem *w, unsigned s, uint64_t lo)
 	}
 	return false;
 added:
-	w->stripes[s].fcount++;
+	/* Read without the lock by tg_idem_on_disk: an atomic store. */
+	tg_store_32(&w->stripes[s].fcount, w->stripes[s].fcount + 1);
 	return true;
 }
 
@@ -230,7 +231,7 @@ f_del(struct tg_idem *w, unsigned s, uint64_t lo)
 		for (unsigned i = 0; i < FILTER_WAYS; i++)
 			if (k[i] == f) {
 				k[i] = 0;
-				w->stripes[s].fcount--;
+				tg_store_32(&w->stripes[s].fcount, w->stripes[s].fcount - 1);
 				return true;
 			}
 	}

@@ -576,6 +576,175 @@ test_pair_and_trylock(void **state)
 	tg_idem_free(w);
 }
 
+/* ---- the disk tier's protocol (idstore.c is the real hook; this one is a sorted array) ---- */
+
+struct fake_disk {
+	struct tg_digest *d;
+	struct tg_idem_rec *r;
+	size_t n, cap;
+	unsigned calls;
+	int fail; /* a read error to return */
+};
+
+static int
+fake_find(void *arg, struct tg_digest d, struct tg_idem_rec *out)
+{
+	struct fake_disk *f = arg;
+	f->calls++;
+	if (f->fail)
+		return f->fail;
+	for (size_t i = 0; i < f->n; i++)
+		if (f->d[i].lo == d.lo && f->d[i].hi == d.hi) {
+			*out = f->r[i];
+			return 1;
+		}
+	return 0;
+}
+
+static void
+fake_put(struct fake_disk *f, struct tg_digest d, struct tg_idem_rec r)
+{
+	if (f->n == f->cap) {
+		f->cap = f->cap ? f->cap * 2 : 1024;
+		f->d = realloc(f->d, f->cap * sizeof(*f->d));
+		f->r = realloc(f->r, f->cap * sizeof(*f->r));
+		assert_non_null(f->d);
+		assert_non_null(f->r);
+	}
+	f->d[f->n] = d;
+	f->r[f->n++] = r;
+}
+
+/*
+ * Ids moved to "disk" leave memory and are found through the hook with
+ * their first reply; new ids almost never reach the hook (filter false
+ * positives, well under 1 %); an id that left the disk is new again; a read
+ * error is said; a filter with no room keeps the id in memory.
+ */
+static void
+test_disk_tier(void **state)
+{
+	struct tg_idem *w;
+	struct tg_idem_lock l;
+	struct fake_disk f = {0};
+	const unsigned n = 20000;
+
+	(void)state;
+	assert_int_equal(tg_idem_init(&w, 4096, 100000), 0);
+	struct tg_idem_disk hook = {.find = fake_find, .arg = &f};
+	assert_int_equal(tg_idem_set_disk(w, &hook, 100000), 0);
+	assert_int_equal(tg_idem_set_disk(w, &hook, 100000), -EINVAL);
+	/* Waves of 2000: applied in memory, then moved, as the mover does. */
+	for (unsigned i = 0; i < n; i++) {
+		struct tg_digest d = tx_digest(7, i);
+		assert_int_equal(apply(w, d, 1000, i), TG_OK);
+		if (i % 2000 == 1999)
+			for (unsigned k = i - 1999; k <= i; k++) {
+				struct tg_digest m = tx_digest(7, k);
+				fake_put(&f, m, rec(k, (int64_t)k * 3, 1000));
+				assert_int_equal(tg_idem_moved(w, m), 0);
+			}
+	}
+	assert_int_equal(tg_idem_count(w), 0);
+	assert_int_equal(tg_idem_on_disk(w), n);
+	/* Every id is still remembered, with its first reply, from disk. */
+	f.calls = 0;
+	for (unsigned i = 0; i < n; i += 7) {
+		const struct tg_idem_rec *r = tg_idem_lock(w, tx_digest(7, i), 1001, &l);
+		assert_non_null(r);
+		assert_int_equal(r->fingerprint, i);
+		assert_int_equal(r->reply, (int64_t)i * 3);
+		assert_int_equal(l.err, 0);
+		tg_idem_unlock(&l);
+	}
+	assert_int_equal(f.calls, (n + 6) / 7);
+	/* New ids: the filter answers, the disk is read for false positives only. */
+	f.calls = 0;
+	for (unsigned i = 0; i < 100000; i++) {
+		assert_null(tg_idem_lock(w, tx_digest(8, i), 1001, &l));
+		tg_idem_unlock(&l);
+	}
+	fprintf(stderr, "disk tier: %u disk reads for 100000 new ids (filter false positives)\n",
+	        f.calls);
+	assert_true(f.calls < 1000);
+	/* A pair finds an ended id on disk too. */
+	struct tg_idem_pair p;
+	assert_true(tg_idem_lock_pair(w, tx_digest(8, 1), tx_digest(7, 5), 1001, &p));
+	tg_idem_unlock_pair(&p);
+	assert_false(tg_idem_lock_pair(w, tx_digest(8, 1), tx_digest(8, 2), 1001, &p));
+	tg_idem_unlock_pair(&p);
+	/* Past the horizon on disk counts as absent. */
+	assert_null(tg_idem_lock(w, tx_digest(7, 0), 1000 + 100001, &l));
+	tg_idem_unlock(&l);
+	/* Out of the filter (forgotten): new again, and no disk read. */
+	tg_idem_unmoved(w, tx_digest(7, 14).lo);
+	assert_int_equal(tg_idem_on_disk(w), n - 1);
+	f.calls = 0;
+	assert_null(tg_idem_lock(w, tx_digest(7, 14), 1001, &l));
+	tg_idem_unlock(&l);
+	/* A read error: no record, err set, the caller refuses. */
+	f.fail = -EIO;
+	assert_null(tg_idem_lock(w, tx_digest(7, 21), 1001, &l));
+	assert_int_equal(l.err, -EIO);
+	tg_idem_unlock(&l);
+	f.fail = 0;
+	/* With a disk tier, a full stripe waits for the mover: nothing is evicted. */
+	for (unsigned i = 0; i < 100000; i++) {
+		assert_null(tg_idem_lock(w, crafted(3, 0xfffffff0u, i), 1001, &l));
+		if (!tg_idem_has_room(&l)) {
+			assert_false(tg_idem_evict_oldest(&l));
+			tg_idem_unlock(&l);
+			break;
+		}
+		struct tg_idem_rec r = rec(i, 0, 1001);
+		assert_int_equal(tg_idem_record_unlock(&l, &r), TG_OK);
+	}
+	tg_idem_free(w);
+	free(f.d);
+	free(f.r);
+
+	/* A filter sized for 1000 ids takes many more only up to its room: -ENOSPC, id kept. */
+	assert_int_equal(tg_idem_init(&w, 512, 100000), 0);
+	assert_int_equal(tg_idem_set_disk(w, &hook, 64), 0);
+	unsigned refused = 0;
+	for (unsigned i = 0; i < 100000 && refused == 0; i++) {
+		struct tg_digest d = tx_digest(9, i);
+		assert_int_equal(apply(w, d, 1000, i), TG_OK);
+		if (tg_idem_moved(w, d) == -ENOSPC) {
+			refused = i;
+			assert_int_equal(lookup(w, d, 1000), i); /* still in memory */
+		}
+	}
+	assert_true(refused > 0);
+	tg_idem_free(w);
+}
+
+/* Without a disk tier a full stripe forgets its oldest id to make room. */
+static void
+test_evict_oldest_without_disk(void **state)
+{
+	struct tg_idem *w;
+	struct tg_idem_lock l;
+
+	(void)state;
+	assert_int_equal(tg_idem_init(&w, 100, 100000), 0);
+	unsigned i;
+	for (i = 0;; i++) {
+		assert_null(tg_idem_lock(w, crafted(1, 0xfffffffeu, i), 1000 + i, &l));
+		if (!tg_idem_has_room(&l))
+			break;
+		struct tg_idem_rec r = rec(i, 0, 1000 + i);
+		assert_int_equal(tg_idem_record_unlock(&l, &r), TG_OK);
+	}
+	assert_true(tg_idem_evict_oldest(&l));
+	struct tg_idem_rec r = rec(i, 0, 1000 + i);
+	assert_int_equal(tg_idem_record_unlock(&l, &r), TG_OK);
+	assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, 0), 1000 + i), UINT64_MAX);
+	assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, 1), 1000 + i), 1);
+	assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, i), 1000 + i), i);
+	tg_idem_free(w);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -584,6 +753,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_window),        cmocka_unit_test(test_full_stripe),
 	    cmocka_unit_test(test_restore),       cmocka_unit_test(test_reference_model),
 	    cmocka_unit_test(test_steady_stream), cmocka_unit_test(test_pair_and_trylock),
+	    cmocka_unit_test(test_disk_tier),     cmocka_unit_test(test_evict_oldest_without_disk),
 	};
 	const struct CMUnitTest race[] = {
 	    cmocka_unit_test(test_race),
