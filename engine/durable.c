@@ -195,6 +195,14 @@ calls_in_progress(void *arg)
 	return tg_calls_count(e->calls);
 }
 
+/* The id store's view of the disk: the journal measures it (NULL before it is open). */
+static bool
+disk_low(void *arg)
+{
+	const struct tg_durable *d = arg;
+	return d->jw != NULL && tg_jw_low_space(d->jw);
+}
+
 int
 tg_durable_install(struct tg_server *srv)
 {
@@ -210,7 +218,9 @@ tg_durable_install(struct tg_server *srv)
 	                              .ids = srv->engine.ids,
 	                              .horizon = srv->cfg.ids_window,
 	                              .disk_max = srv->cfg.ids_disk_max,
-	                              .stats = &srv->table.stats[TG_STATS_JOURNAL]};
+	                              .stats = &srv->table.stats[TG_STATS_JOURNAL],
+	                              .low_space = disk_low,
+	                              .low_space_arg = d};
 	rc = tg_idstore_open(&d->ids, &icfg, err, sizeof(err));
 	if (rc != 0) {
 		tg_log("%s", err);

@@ -500,6 +500,20 @@ compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 		if (rc != 0)
 			return rc;
 	}
+	/*
+	 * Below the disk reserve the horizon gets shorter, the oldest run first:
+	 * the journal's room is worth more than the memory of a month-old id.
+	 */
+	while (s->nruns > 0 && s->cfg.low_space != NULL && s->cfg.low_space(s->cfg.low_space_arg)) {
+		const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
+		tg_log("ids: %s is below disk-reserve: forgetting the oldest run (%" PRIu64
+		       " ids first seen from %" PRIu32 " to %" PRIu32
+		       "): the horizon is shorter than ids-window",
+		       s->dir, m->count, m->seen_min, m->seen_max);
+		count(s, TG_C_ids_horizon_cut, m->count);
+		retire(s, s->nruns - 1, true);
+		break; /* one a move: the space measurement lags the deletion */
+	}
 	/* Past ids-disk-max the horizon gets shorter, the oldest run first. */
 	while (s->nruns > 1 && tg_idem_on_disk(s->cfg.ids) > s->cfg.disk_max) {
 		const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
@@ -534,6 +548,17 @@ tg_idstore_spill(struct tg_idstore *s, struct tg_replay *state, uint32_t cut, ui
 	if (t.n > 0) {
 		run_name(name, r.lsn, r.cut, r.seq);
 		rc = tg_idrun_write(s->dir, name, t.ents, t.n, &meta, err, errlen);
+		if ((rc == -ENOSPC || rc == -EDQUOT) && s->nruns > 0) {
+			/* The disk is full: the oldest ids make room for the newest, once. */
+			const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
+			tg_log(
+			    "ids: no room on disk for %zu ids: forgetting the oldest run (%" PRIu64
+			    " ids): the horizon is shorter than ids-window",
+			    t.n, m->count);
+			count(s, TG_C_ids_horizon_cut, m->count);
+			retire(s, s->nruns - 1, true);
+			rc = tg_idrun_write(s->dir, name, t.ents, t.n, &meta, err, errlen);
+		}
 		if (rc == 0)
 			rc = publish(s, name, r, err, errlen);
 		if (rc != 0) {

@@ -37,6 +37,10 @@ struct tg_idstore_cfg {
 	uint32_t horizon;       /* ids-window: seconds an id is remembered */
 	uint64_t disk_max;      /* ids-disk-max: ids on disk at most */
 	struct tg_stats *stats; /* counters are added here (atomically) */
+	/* Is the data directory's disk below its reserve?  (NULL: never.)  Then the oldest
+	 * runs go first, so the journal keeps its room and billing goes on. */
+	bool (*low_space)(void *arg);
+	void *low_space_arg;
 };
 
 struct tg_idstore;

@@ -478,6 +478,41 @@ snapshots(const char *dir, char *out, size_t cap)
  * it the snapshot thread skips its turn, says so, keeps the older snapshot,
  * and the engine goes on (and stops cleanly).  Space back, snapshots resume.
  */
+/*
+ * Below the reserve the id window's oldest runs go first: the horizon gets
+ * shorter, the log says so, a counter moves, and billing goes on.
+ */
+static void
+test_id_runs_go_first_below_the_reserve(void **state)
+{
+	static const char *const flags[] = {"--disk-reserve", "8388608", "--ids-max", "4096", NULL};
+	struct fx *f = *state;
+	unsigned next = 0, acked = 0;
+	tg_money_t charged = 0;
+
+	fx_start(f, flags);
+	it_run_cmd(f->c, "ACCT.SET 1 BALANCE 100000 PLAN basic");
+	for (int k = 0; k < 40; k++)
+		assert_int_equal(chunk(f->c, "CDR 1 " DEST " 60 cdr-%u", &next, &acked, &charged),
+		                 0);
+	uint64_t deadline = it_now_ms() + 8000;
+	while (info_num(f->c, "ids_disk_runs") == 0 && it_now_ms() < deadline)
+		it_sleep_ms(100);
+	assert_true(info_num(f->c, "ids_disk_runs") > 0);
+	/* Below the reserve: the next move drops the oldest run (every 5 s at the latest). */
+	fill(f, 4 << 20);
+	deadline = it_now_ms() + 12000;
+	while (!it_log_has(&f->d, "below disk-reserve: forgetting the oldest run") &&
+	       it_now_ms() < deadline)
+		it_sleep_ms(200);
+	assert_true(it_log_has(&f->d, "below disk-reserve: forgetting the oldest run"));
+	assert_true(info_num(f->c, "ids_horizon_cut") > 0);
+	/* Billing goes on: credits are still recorded, and the balance is exact. */
+	redisReply *r = it_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
+	freeReplyObject(r);
+	assert_int_equal(acct_money(f->c, 1, "balance"), 100000 * U - charged + U);
+}
+
 static void
 test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 {
@@ -552,6 +587,8 @@ main(void)
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_calls_granted_before_disk_filled_are_billed,
 	                                    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_id_runs_go_first_below_the_reserve, fx_setup,
+	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_on_full_disk_keeps_the_old_one, fx_setup,
 	                                    fx_teardown),
 	};
