@@ -440,6 +440,7 @@ tg_idem_free(struct tg_idem *w)
 		return;
 	free(w->stripes);
 	free(w->slots);
+	free(w->filter);
 	w->magic = 0;
 	free(w);
 }
