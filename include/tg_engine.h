@@ -41,7 +41,8 @@ struct tg_rcache_entry {
 };
 
 struct tg_engine;
-struct tg_refill;
+struct tg_acct;
+struct tg_move;
 
 struct tg_worker {
 	uint32_t magic;
@@ -79,6 +80,20 @@ struct tg_engine_cfg {
 	uint32_t close_after;   /* seconds suspended for non-payment before the account closes */
 };
 
+/*
+ * How a fired refill leaves the engine: fn(arg, w, a, m) is called on worker
+ * w's thread for every move m that fired a refill on account a, after its
+ * journal record is staged.  The publisher (tg_refill.h) installs it before
+ * any worker runs and clears it after they stop; the engine never includes
+ * the publisher's header, so a program that links the engine alone does not
+ * pull in hiredis.  fn may make no syscall, take no lock and allocate
+ * nothing (the same rule as the worker's hot path).
+ */
+struct tg_refill_hook {
+	void (*fn)(void *arg, struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
+	void *arg;
+};
+
 struct tg_engine {
 	struct tg_table *table;
 	struct tg_rates rates;
@@ -88,9 +103,9 @@ struct tg_engine {
 	struct tg_worker *workers;      /* cfg.workers + 1: the last is the control thread's */
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
-	struct tg_refill *refill;   /* the refill publisher (tg_refill.h), or NULL */
-	struct tg_jw *jw;           /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
-	struct tg_idstore *idstore; /* the id window's disk tier (tg_idstore.h), or NULL */
+	struct tg_refill_hook refill; /* who publishes fired refills; {NULL, NULL}: nobody */
+	struct tg_jw *jw;             /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
+	struct tg_idstore *idstore;   /* the id window's disk tier (tg_idstore.h), or NULL */
 	/* The sweep that closes accounts unpaid too long (tg_engine_close_unpaid): one thread. */
 	uint64_t unpaid_pos;    /* next slot to look at */
 	uint32_t unpaid_next_s; /* when the next pass starts, Unix seconds */
@@ -98,6 +113,7 @@ struct tg_engine {
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */
 int tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engine_cfg *cfg);
+/* Frees what tg_engine_init made.  A refill publisher must be stopped first. */
 void tg_engine_fini(struct tg_engine *e);
 /* The worker record idx (0..workers-1), or the control thread's (idx == workers). */
 struct tg_worker *tg_engine_worker(struct tg_engine *e, unsigned idx);

@@ -81,6 +81,7 @@ open_table(bool fresh)
 static void
 close_table(void)
 {
+	tg_refill_stop(&engine);
 	tg_engine_fini(&engine);
 	tg_table_close(&table);
 }
@@ -711,7 +712,7 @@ test_start_refuses_bad_settings(void **state)
 	cfg.timeout_s = 600;
 	cfg.port = 70000;
 	assert_int_equal(tg_refill_start(&engine, &cfg, err, sizeof(err)), -EINVAL);
-	assert_null(engine.refill);
+	assert_null(engine.refill.fn);
 }
 
 /* ---- the real daemon ---- */
