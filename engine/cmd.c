@@ -332,7 +332,7 @@ cmd_acct_refill_rearm(struct ctx *c)
 {
 	uint64_t acct;
 	uint32_t seq;
-	char rid[48];
+	char rid[TG_REFILL_ID_MAX];
 
 	if (!arg_acct(c, 1, &acct))
 		return TG_NET_CONTINUE;
@@ -526,7 +526,7 @@ cmd_acct_get(struct ctx *c)
 	struct tg_table *t = &c->srv->table;
 	struct tg_acct_view v;
 	uint64_t acct;
-	char name[40], rid[48];
+	char name[40], rid[TG_REFILL_ID_MAX];
 
 	if (!arg_acct(c, 1, &acct))
 		return TG_NET_CONTINUE;

@@ -464,8 +464,8 @@ append(struct tg_refill *r, const struct item *it)
 {
 	struct tg_refill_rec *rec = &r->t->refills[it->slot];
 	struct tg_acct *a = tg_table_slot(r->t, it->slot);
-	char rid[48], acct[24], bal[TG_MONEY_STR_MAX], thr[TG_MONEY_STR_MAX], amt[TG_MONEY_STR_MAX],
-	    fired[16], attempt[8], mark[TG_REFILL_NAME_MAX + 80];
+	char rid[TG_REFILL_ID_MAX], acct[24], bal[TG_MONEY_STR_MAX], thr[TG_MONEY_STR_MAX],
+	    amt[TG_MONEY_STR_MAX], fired[16], attempt[8], mark[TG_REFILL_NAME_MAX + 80];
 	struct tg_acct_view v;
 
 	ck_pr_fence_load();

@@ -264,8 +264,15 @@ size_t tg_engine_expire(struct tg_worker *w);
 size_t tg_engine_close_unpaid(struct tg_worker *w);
 
 /*
+ * Room for a refill request id with its NUL: "refill:" (7), a 64-bit
+ * account (20), ':', a 32-bit seq (10), NUL: 39, rounded up.
+ */
+#define TG_REFILL_ID_MAX 48
+_Static_assert(TG_REFILL_ID_MAX >= sizeof("refill:18446744073709551615:4294967295"),
+               "a refill id fits its buffer");
+/*
  * The refill request id of (acct, seq): "refill:<acct>:<seq>".  buf holds
- * at least 48 bytes.  Returns the length.
+ * TG_REFILL_ID_MAX bytes.  Returns the length.
  */
 size_t tg_refill_id(uint64_t acct, uint32_t seq, char *buf);
 /* Parse a refill request id for acct; 0 when it is not one. */

@@ -794,7 +794,7 @@ parse_entry(const redisReply *e, struct request *q)
 	 * Only the canonical spelling: "refill:0042:1" would be another txid to
 	 * the engine and another mail name here, so a second credit and mail.
 	 */
-	char canon[48];
+	char canon[TG_REFILL_ID_MAX];
 	uint32_t seq = 0;
 	if (field_copy(f[F_ID], q->id, sizeof(q->id)))
 		seq = tg_refill_id_parse(acct, q->id, strlen(q->id));
