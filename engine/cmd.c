@@ -67,15 +67,7 @@ reply_err(struct ctx *c, const char *fmt, ...)
 static const char *
 show(const struct tg_arg *a, char buf[48])
 {
-	size_t n = a->len < 40 ? a->len : 40;
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (a->p[i] >= 0x20 && a->p[i] < 0x7f) ? a->p[i] : '?';
-	if (a->len > 40) {
-		memcpy(buf + 40, "...", 4);
-		return buf;
-	}
-	buf[n] = '\0';
-	return buf;
+	return tg_log_show(buf, 40, a->p, a->len);
 }
 
 /* ---- arguments ---- */
