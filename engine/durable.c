@@ -201,6 +201,8 @@ tg_durable_install(struct tg_server *srv)
 
 	if (d->mode == TG_NOJOURNAL)
 		return 0;
+	/* tg_durable_prepare held the lock and rebuilt the state; the engine is up. */
+	TG_ASSERT(d->lock_fd >= 0 && srv->engine.table == &srv->table && srv->engine.ids != NULL);
 	uint64_t t0 = ms_now();
 	struct tg_idstore_cfg icfg = {.dir = srv->cfg.data_dir,
 	                              .ids = srv->engine.ids,
