@@ -70,18 +70,13 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 	    !money_field(r, F_THRESHOLD, "threshold", true, &row.s.threshold, why, whylen) ||
 	    !money_field(r, F_AMOUNT, "refill_amount", true, &row.s.refill_amount, why, whylen))
 		return false;
-	if (r->len[F_PLAN] == 0 || r->len[F_PLAN] > TG_PLAN_NAME_MAX) {
-		snprintf(why, whylen, "plan: 1 to %d characters", TG_PLAN_NAME_MAX);
-		return false;
-	}
-	for (size_t k = 0; k < r->len[F_PLAN]; k++) {
-		char ch = r->f[F_PLAN][k];
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-')) {
+	if (tg__plan_name_check(r->f[F_PLAN], r->len[F_PLAN]) != NULL) {
+		if (r->len[F_PLAN] == 0 || r->len[F_PLAN] > TG_PLAN_NAME_MAX)
+			snprintf(why, whylen, "plan: 1 to %d characters", TG_PLAN_NAME_MAX);
+		else
 			snprintf(why, whylen, "plan '%s': letters, digits, '_', '.', '-' only",
 			         tg__csv_show(b, r->f[F_PLAN], r->len[F_PLAN]));
-			return false;
-		}
+		return false;
 	}
 	memcpy(row.plan, r->f[F_PLAN], r->len[F_PLAN]);
 	if (field_is(r, F_STATE, "active") || r->len[F_STATE] == 0)

@@ -13,7 +13,7 @@
  * slot by the high 32 bits of d.hi, so digests that share (d.lo & 0xffffffff)
  * share a stripe and digests that also share (d.hi >> 32) share a first slot
  * (the tests build collisions that way).  Stripes are sized for about
- * STRIPE_MEAN calls each, 1.25 slots per call of capacity: with hundreds of
+ * TG__STRIPE_MEAN calls each, 1.25 slots per call of capacity: with hundreds of
  * calls per stripe the extra quarter is several standard deviations of the
  * spread between stripes, so a stripe fills only when the whole map is near
  * capacity.  Memory: 136 bytes per slot (16 of digest, 120 of struct
@@ -33,12 +33,6 @@
 
 #define CALLS_MAGIC 0x63616c6cu /* "call" */
 #define CACHE_LINE  64
-/* Calls of capacity per stripe, at least: see Geometry above. */
-#define STRIPE_MEAN 512
-/* Stripes at most, so a stripe index fits the lock's unsigned. */
-#define STRIPES_MAX (1u << 30)
-/* Slots per stripe are rounded up to a multiple of this. */
-#define SLOT_ROUND 8
 /* Slots an expiry scan looks at before it lets others have the stripe. */
 #define EXPIRE_CHUNK 64
 
@@ -120,42 +114,6 @@ delete_at(struct tg_calls *c, unsigned s, uint32_t i)
 	tg__count_add(&c->count, -1);
 }
 
-/* Stripes and slots for capacity; false when the sizes overflow. */
-static bool
-geometry(size_t capacity, unsigned *nstripes, uint32_t *nslots)
-{
-	size_t want = capacity / STRIPE_MEAN, per, slots;
-	unsigned s = 1;
-
-	while (s < STRIPES_MAX && (size_t)s * 2 <= want)
-		s *= 2;
-	/* ceil(capacity * 1.25 / s), then up to a multiple of SLOT_ROUND */
-	if (capacity > SIZE_MAX / 5)
-		return false;
-	per = (capacity * 5 + (size_t)4 * s - 1) / ((size_t)4 * s);
-	slots = (per + SLOT_ROUND - 1) / SLOT_ROUND * SLOT_ROUND;
-	if (slots > UINT32_MAX)
-		return false;
-	*nstripes = s;
-	*nslots = (uint32_t)slots;
-	return true;
-}
-
-static void *
-alloc_zeroed(size_t n, size_t size)
-{
-	size_t bytes;
-	void *p;
-
-	if (__builtin_mul_overflow(n, size, &bytes) || bytes > SIZE_MAX - CACHE_LINE)
-		return NULL;
-	bytes = (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
-	p = aligned_alloc(CACHE_LINE, bytes);
-	if (p != NULL)
-		memset(p, 0, bytes);
-	return p;
-}
-
 /*
  * Allocates everything the map will ever use.  capacity 0 is -EINVAL; a
  * capacity whose memory cannot be had (or computed) is -ENOMEM.
@@ -170,14 +128,14 @@ tg_calls_init(struct tg_calls **out, size_t capacity)
 	*out = NULL;
 	if (capacity == 0)
 		return -EINVAL;
-	if (!geometry(capacity, &nstripes, &nslots))
+	if (!tg__stripe_geometry(capacity, &nstripes, &nslots))
 		return -ENOMEM;
-	c = alloc_zeroed(1, sizeof(*c));
+	c = tg__alloc_lines(1, sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;
 	c->nslots = nslots;
 	c->mask = nstripes - 1;
-	c->stripes = alloc_zeroed(nstripes, sizeof(*c->stripes));
+	c->stripes = tg__alloc_lines(nstripes, sizeof(*c->stripes));
 	/* calloc: for arrays this size the pages come zeroed from the kernel, untouched until used.
 	 */
 	c->keys = calloc((size_t)nstripes * nslots, sizeof(*c->keys));

@@ -67,15 +67,7 @@ reply_err(struct ctx *c, const char *fmt, ...)
 static const char *
 show(const struct tg_arg *a, char buf[48])
 {
-	size_t n = a->len < 40 ? a->len : 40;
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (a->p[i] >= 0x20 && a->p[i] < 0x7f) ? a->p[i] : '?';
-	if (a->len > 40) {
-		memcpy(buf + 40, "...", 4);
-		return buf;
-	}
-	buf[n] = '\0';
-	return buf;
+	return tg_log_show(buf, 40, a->p, a->len);
 }
 
 /* ---- arguments ---- */
@@ -332,7 +324,7 @@ cmd_acct_refill_rearm(struct ctx *c)
 {
 	uint64_t acct;
 	uint32_t seq;
-	char rid[48];
+	char rid[TG_REFILL_ID_MAX];
 
 	if (!arg_acct(c, 1, &acct))
 		return TG_NET_CONTINUE;
@@ -526,7 +518,7 @@ cmd_acct_get(struct ctx *c)
 	struct tg_table *t = &c->srv->table;
 	struct tg_acct_view v;
 	uint64_t acct;
-	char name[40], rid[48];
+	char name[40], rid[TG_REFILL_ID_MAX];
 
 	if (!arg_acct(c, 1, &acct))
 		return TG_NET_CONTINUE;

@@ -246,6 +246,21 @@ tg_config_check(const struct tg_config *c, void (*fn)(void *arg, const char *msg
 		       "shm-mode: %04o must let the engine read and write and no one else write "
 		       "(0600, or 0640 with shm-group for tollstat)",
 		       c->shm_mode);
+	/*
+	 * What the refill publisher and the credentials would refuse at start-up
+	 * (tg_refill_start, tg_auth_init): said here too, so that a bad setting
+	 * is always exit 2 before anything is opened, never exit 1 half-way.
+	 */
+	if (c->redis_host[0] == '\0' || strlen(c->redis_host) > TG_REFILL_NAME_MAX)
+		report(fn, arg, &n,
+		       "redis-host: must be 1 to %d characters (\"none\": no publisher)",
+		       TG_REFILL_NAME_MAX);
+	if (c->refill_stream[0] == '\0' || strlen(c->refill_stream) > TG_REFILL_NAME_MAX)
+		report(fn, arg, &n, "refill-stream: must be 1 to %d characters",
+		       TG_REFILL_NAME_MAX);
+	if (c->auth_addr_failures != 0 && c->auth_lockout == 0)
+		report(fn, arg, &n,
+		       "auth-lockout: 0 must be positive when auth-addr-failures is set");
 	if (tg_durability_parse(c->durability) < 0)
 		report(fn, arg, &n, "durability: '%s' must be durable, relaxed or off",
 		       c->durability);

@@ -13,21 +13,13 @@
 #include <unistd.h>
 
 #include "csv.h"
+#include "tg_log.h"
 #include "tg_limits.h"
 
 const char *
 tg__csv_show(char buf[40], const char *s, size_t len)
 {
-	size_t n = len < 32 ? len : 32;
-
-	for (size_t i = 0; i < n; i++)
-		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
-	if (len > n) {
-		memcpy(buf + n, "...", 3);
-		n += 3;
-	}
-	buf[n] = '\0';
-	return buf;
+	return tg_log_show(buf, 32, s, len);
 }
 
 static int

@@ -21,6 +21,7 @@
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_datadir.h"
 #include "tg_idstore.h"
 #include "tg_log.h"
 #include "tg_recover.h"
@@ -63,7 +64,7 @@ tg_durable_prepare(struct tg_server *srv)
 {
 	struct tg_durable *d = &srv->dur;
 	const char *dir = srv->cfg.data_dir;
-	char path[TG_CFG_STR_MAX + 16], note[1024];
+	char note[1024];
 	struct tg_replay_end end;
 	int rc, mode = tg_durability_parse(srv->cfg.durability);
 
@@ -85,18 +86,13 @@ tg_durable_prepare(struct tg_server *srv)
 		return -EINVAL;
 	}
 	/* One engine per data directory: a second one would interleave two journals. */
-	snprintf(path, sizeof(path), "%s/LOCK", dir);
-	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (d->lock_fd < 0 || flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		rc = -errno;
+	rc = tg_datadir_lock(dir, true);
+	if (rc < 0) {
 		tg_log("data-dir %s: %s", dir,
 		       rc == -EWOULDBLOCK ? "another tollgated is using it" : strerror(-rc));
 		return rc;
 	}
-	char pid[24];
-	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
-		tg_log("data-dir %s: cannot write the pid into LOCK (ignored)", dir);
+	d->lock_fd = rc;
 
 	uint64_t t0 = ms_now();
 	rc = tg_replay_init(&d->state);
@@ -213,6 +209,8 @@ tg_durable_install(struct tg_server *srv)
 
 	if (d->mode == TG_NOJOURNAL)
 		return 0;
+	/* tg_durable_prepare held the lock and rebuilt the state; the engine is up. */
+	TG_ASSERT(d->lock_fd >= 0 && srv->engine.table == &srv->table && srv->engine.ids != NULL);
 	uint64_t t0 = ms_now();
 	struct tg_idstore_cfg icfg = {.dir = srv->cfg.data_dir,
 	                              .ids = srv->engine.ids,

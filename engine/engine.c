@@ -19,7 +19,6 @@
 #include "tg_engine.h"
 #include "tg_hash.h"
 #include "tg_log.h"
-#include "tg_refill.h"
 
 /* Id spaces of tg_digest: a call id and a CDR's id may be the same string. */
 enum { KIND_CALL = 1, KIND_END = 2, KIND_CDR = 3, KIND_CREDIT = 4 };
@@ -120,7 +119,8 @@ fail:
 void
 tg_engine_fini(struct tg_engine *e)
 {
-	tg_refill_stop(e); /* if still running: it reads the table and the counters */
+	/* A running publisher reads the table and the counters: it stops first. */
+	TG_ASSERT(e->refill.fn == NULL);
 	for (unsigned i = 0; e->workers != NULL && i <= e->cfg.workers; i++)
 		tg_jstage_fini(&e->workers[i].stage);
 	if (e->ids)
@@ -312,8 +312,8 @@ tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 		jrec(w, TG_JREC_REFILL_FIRED, &p, sizeof(p));
 		tg_count(w, TG_C_refills_fired, 1);
 		/* To the publisher: a record write and a ring push, nothing more. */
-		if (w->e->refill != NULL)
-			tg__refill_fire(w, a, m);
+		if (w->e->refill.fn != NULL)
+			w->e->refill.fn(w->e->refill.arg, w, a, m);
 	}
 	if (m->refill_cleared) {
 		struct tg_jrec_refill_cleared p = {.acct = tg_acct_id(a),
@@ -1132,7 +1132,7 @@ tg_engine_close_unpaid(struct tg_worker *w)
 size_t
 tg_refill_id(uint64_t acct, uint32_t seq, char *buf)
 {
-	return (size_t)snprintf(buf, 48, "refill:%llu:%u", (unsigned long long)acct, seq);
+	return (size_t)snprintf(buf, TG_REFILL_ID_MAX, "refill:%llu:%u", (unsigned long long)acct, seq);
 }
 
 uint32_t

@@ -24,7 +24,7 @@
  * included: an upper bound of the ids remembered.
  *
  * Geometry as in calls.c: stripe by the low bits of d.lo, first slot by the
- * high 32 bits of d.hi; about STRIPE_MEAN ids of capacity per stripe, 1.25
+ * high 32 bits of d.hi; about TG__STRIPE_MEAN ids of capacity per stripe, 1.25
  * slots per id.  Memory: 40 bytes per slot (16 of digest, 24 of struct
  * tg_idem_rec), so 50 bytes per id of capacity, plus 64 per stripe.
  */
@@ -40,11 +40,8 @@
 #include "tg_assert.h"
 #include "tg_idem.h"
 
-#define IDEM_MAGIC  0x6964656du /* "idem" */
-#define CACHE_LINE  64
-#define STRIPE_MEAN 512
-#define STRIPES_MAX (1u << 30)
-#define SLOT_ROUND  8
+#define IDEM_MAGIC 0x6964656du /* "idem" */
+#define CACHE_LINE 64
 /* Slots a post-insert sweep looks at. */
 #define SWEEP_STEP 16
 /* The disk filter: slots per bucket, relocations before an add gives up, and
@@ -359,40 +356,6 @@ insert(struct tg_idem *w, unsigned s, const struct tg_digest *d, const struct tg
 	tg__count_add(&w->count, 1);
 }
 
-static bool
-geometry(size_t capacity, unsigned *nstripes, uint32_t *nslots)
-{
-	size_t want = capacity / STRIPE_MEAN, per, slots;
-	unsigned s = 1;
-
-	while (s < STRIPES_MAX && (size_t)s * 2 <= want)
-		s *= 2;
-	if (capacity > SIZE_MAX / 5)
-		return false;
-	per = (capacity * 5 + (size_t)4 * s - 1) / ((size_t)4 * s);
-	slots = (per + SLOT_ROUND - 1) / SLOT_ROUND * SLOT_ROUND;
-	if (slots > UINT32_MAX)
-		return false;
-	*nstripes = s;
-	*nslots = (uint32_t)slots;
-	return true;
-}
-
-static void *
-alloc_zeroed(size_t n, size_t size)
-{
-	size_t bytes;
-	void *p;
-
-	if (__builtin_mul_overflow(n, size, &bytes) || bytes > SIZE_MAX - CACHE_LINE)
-		return NULL;
-	bytes = (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
-	p = aligned_alloc(CACHE_LINE, bytes);
-	if (p != NULL)
-		memset(p, 0, bytes);
-	return p;
-}
-
 /*
  * Allocates everything the window will ever use.  capacity 0 is -EINVAL;
  * memory that cannot be had (or computed) is -ENOMEM.  window_s 0 keeps an
@@ -408,16 +371,16 @@ tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s)
 	*out = NULL;
 	if (capacity == 0)
 		return -EINVAL;
-	if (!geometry(capacity, &nstripes, &nslots))
+	if (!tg__stripe_geometry(capacity, &nstripes, &nslots))
 		return -ENOMEM;
-	w = alloc_zeroed(1, sizeof(*w));
+	w = tg__alloc_lines(1, sizeof(*w));
 	if (w == NULL)
 		return -ENOMEM;
 	w->nslots = nslots;
 	w->limit = nslots - nslots / 16;
 	w->mask = nstripes - 1;
 	w->window = window_s;
-	w->stripes = alloc_zeroed(nstripes, sizeof(*w->stripes));
+	w->stripes = tg__alloc_lines(nstripes, sizeof(*w->stripes));
 	/* calloc: for an array this size the pages come zeroed from the kernel, untouched until
 	 * used. */
 	w->slots = calloc((size_t)nstripes * nslots, sizeof(*w->slots));

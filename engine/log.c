@@ -38,3 +38,18 @@ tg_log(const char *fmt, ...)
 	ssize_t w = write(STDERR_FILENO, line, n);
 	(void)w;
 }
+
+const char *
+tg_log_show(char *out, size_t max, const char *s, size_t n)
+{
+	size_t k = n < max ? n : max;
+
+	for (size_t i = 0; i < k; i++)
+		out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	if (n > k) {
+		memcpy(out + k, "...", 3);
+		k += 3;
+	}
+	out[k] = '\0';
+	return out;
+}

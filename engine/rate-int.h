@@ -84,9 +84,6 @@ void tg__lpm_free(struct tg__lpm *lpm);
 void *tg__mem_alloc(size_t bytes, size_t *len);
 void tg__mem_free(void *p, size_t len);
 
-/* NULL when name (len bytes) is a valid plan name, else why it is not. */
-const char *tg__plan_name_check(const char *name, size_t len);
-
 /* A plan set with no plans (the live set before the first reload), or NULL. */
 struct tg_planset *tg__planset_empty(void);
 

@@ -58,6 +58,8 @@ put_acct(void *arg, const struct tg_racct *ra)
 
 	if (in->rc != 0)
 		return;
+	/* The replay refused every record whose plan it did not register. */
+	TG_ASSERT(ra->plan < TG_PLANS_MAX);
 	if (tg_table_insert(t, ra->id, &a, &created) != TG_OK) {
 		snprintf(
 		    in->err, in->errlen,
@@ -184,6 +186,9 @@ tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, si
 	struct timespec rt, mono;
 	struct install in = {.e = e, .plan_ids = plan_ids, .err = err, .errlen = errlen};
 
+	/* Into a fresh engine only, before any worker runs; the names fit the registry. */
+	TG_ASSERT(e->table != NULL && e->calls != NULL && e->ids != NULL);
+	TG_ASSERT(r->nplans <= TG_PLANS_MAX);
 	/* Only the names some account holds: the others would take slots for nothing. */
 	bool used[TG_PLANS_MAX] = {false};
 	tg_replay_each_acct(r, mark_plan, used);

@@ -6,7 +6,7 @@
  * ring, is the truth: a trigger on a ring is only a hint of where to look,
  * so a full ring, a Redis outage or a crashed engine loses nothing; a scan
  * of the table finds every request not yet on the stream.  Only
- * tg__refill_fire runs on a worker, and it makes no syscall, takes no lock
+ * refill_fire (the engine's refill hook) runs on a worker, and it makes no syscall, takes no lock
  * and allocates nothing: a compare-and-swap on the record, a few stores, a
  * ring push.  hiredis runs on the publisher thread alone.
  *
@@ -237,10 +237,15 @@ rec_write(struct tg_refill_rec *rec, uint32_t seq, uint8_t mode, tg_money_t bala
 
 /* ---- the worker's side ---- */
 
-void
-tg__refill_fire(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
+/*
+ * The engine's refill hook (struct tg_refill_hook): hand the refill that
+ * move m fired on account a to the publisher: write its record, push its
+ * trigger.  Runs on worker w's thread: no syscall, no lock, no allocation.
+ */
+static void
+refill_fire(void *arg, struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 {
-	struct tg_refill *r = w->e->refill;
+	struct tg_refill *r = arg;
 	uint64_t i = tg_table_index(r->t, a);
 	uint32_t now = w->now_s ? w->now_s : unix_s();
 
@@ -266,7 +271,7 @@ tg__refill_fire(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 uint64_t
 tg_refill_pending(const struct tg_engine *e)
 {
-	const struct tg_refill *r = e->refill;
+	const struct tg_refill *r = e->refill.arg;
 	uint64_t in, out;
 
 	if (r == NULL)
@@ -459,8 +464,8 @@ append(struct tg_refill *r, const struct item *it)
 {
 	struct tg_refill_rec *rec = &r->t->refills[it->slot];
 	struct tg_acct *a = tg_table_slot(r->t, it->slot);
-	char rid[48], acct[24], bal[TG_MONEY_STR_MAX], thr[TG_MONEY_STR_MAX], amt[TG_MONEY_STR_MAX],
-	    fired[16], attempt[8], mark[TG_REFILL_NAME_MAX + 80];
+	char rid[TG_REFILL_ID_MAX], acct[24], bal[TG_MONEY_STR_MAX], thr[TG_MONEY_STR_MAX],
+	    amt[TG_MONEY_STR_MAX], fired[16], attempt[8], mark[TG_REFILL_NAME_MAX + 80];
 	struct tg_acct_view v;
 
 	ck_pr_fence_load();
@@ -779,7 +784,7 @@ tg_refill_start(struct tg_engine *e, const struct tg_refill_cfg *cfg, char *err,
 	struct tg_refill *r;
 	int rc;
 
-	TG_ASSERT(e->refill == NULL && e->table != NULL);
+	TG_ASSERT(e->refill.fn == NULL && e->table != NULL);
 	if (cfg->host == NULL || cfg->host[0] == '\0' || strlen(cfg->host) > TG_REFILL_NAME_MAX ||
 	    cfg->stream == NULL || cfg->stream[0] == '\0' ||
 	    strlen(cfg->stream) > TG_REFILL_NAME_MAX) {
@@ -835,13 +840,14 @@ tg_refill_start(struct tg_engine *e, const struct tg_refill_cfg *cfg, char *err,
 	}
 
 	adopt_all(r);
-	e->refill = r;
+	/* Before any worker runs: a plain store is seen by the threads started after it. */
+	e->refill = (struct tg_refill_hook){.fn = refill_fire, .arg = r};
 	if (r->enabled) {
 		rc = pthread_create(&r->thread, NULL, run, r);
 		if (rc != 0) {
 			snprintf(err, errlen, "cannot start the refill publisher: %s",
 			         strerror(rc));
-			e->refill = NULL;
+			e->refill = (struct tg_refill_hook){0};
 			free_refill(r);
 			return -rc;
 		}
@@ -862,16 +868,16 @@ nomem:
 void
 tg_refill_stop(struct tg_engine *e)
 {
-	struct tg_refill *r = e->refill;
+	struct tg_refill *r = e->refill.arg;
 
-	if (r == NULL)
+	if (e->refill.fn == NULL)
 		return;
 	TG_CHECK_OBJ(r, REFILL_MAGIC);
 	if (r->started) {
 		tg_store_32(&r->stop, 1);
 		pthread_join(r->thread, NULL);
 	}
-	e->refill = NULL;
+	e->refill = (struct tg_refill_hook){0};
 	r->magic = 0;
 	free_refill(r);
 }

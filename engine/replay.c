@@ -89,6 +89,8 @@ acct_slot(const struct tg_rtab *t, uint64_t id)
 {
 	struct tg_racct *s = t->slot;
 	size_t mask = t->cap - 1;
+	/* The probe ends only at a free slot: the table is a power of two, never full. */
+	TG_ASSERT(t->cap > 0 && (t->cap & mask) == 0 && t->n < t->cap);
 	for (size_t i = acct_hash(id) & mask;; i = (i + 1) & mask)
 		if (!s[i].used || s[i].id == id)
 			return &s[i];
@@ -99,6 +101,8 @@ call_slot(const struct tg_rtab *t, struct tg_jdigest d)
 {
 	struct tg_rcall *s = t->slot;
 	size_t mask = t->cap - 1;
+	/* The probe ends only at a free slot: the table is a power of two, never full. */
+	TG_ASSERT(t->cap > 0 && (t->cap & mask) == 0 && t->n < t->cap);
 	for (size_t i = digest_hash(d) & mask;; i = (i + 1) & mask)
 		if (!digest_used(s[i].call) || digest_eq(s[i].call, d))
 			return &s[i];
@@ -109,6 +113,8 @@ id_slot(const struct tg_rtab *t, struct tg_jdigest d)
 {
 	struct tg_rid *s = t->slot;
 	size_t mask = t->cap - 1;
+	/* The probe ends only at a free slot: the table is a power of two, never full. */
+	TG_ASSERT(t->cap > 0 && (t->cap & mask) == 0 && t->n < t->cap);
 	for (size_t i = digest_hash(d) & mask;; i = (i + 1) & mask)
 		if (!digest_used(s[i].id) || digest_eq(s[i].id, d))
 			return &s[i];
@@ -175,6 +181,8 @@ call_remove(struct tg_rtab *t, struct tg_rcall *e)
 {
 	struct tg_rcall *s = t->slot;
 	size_t mask = t->cap - 1;
+	/* The probe ends only at a free slot: the table is a power of two, never full. */
+	TG_ASSERT(t->cap > 0 && (t->cap & mask) == 0 && t->n < t->cap);
 	size_t i = (size_t)(e - s), j = i;
 
 	for (;;) {
@@ -321,12 +329,27 @@ call_end(struct tg_replay *r, struct tg_racct *a, struct tg_jdigest call, int64_
 	}
 }
 
-/* Usage saturates at the top, as the live table's does (tg_usage_add). */
+/*
+ * Usage saturates at the top, as the live table's does (tg_usage_add).  The
+ * caller has refused a category out of range (category_ok).
+ */
 static void
 usage_add(struct tg_racct *a, uint32_t category, int64_t cost)
 {
-	int64_t *u = &a->usage[category % TG_CATEGORIES_MAX];
+	TG_ASSERT(category < TG_CATEGORIES_MAX);
+	int64_t *u = &a->usage[category];
 	*u = tg_money_add_sat(*u, cost);
+}
+
+/*
+ * A category no build ever wrote: the record is refused (-EPROTO), not
+ * folded into range, so a writer's bug or a newer layout stops the replay
+ * with a clear error instead of charging the wrong line of a statement.
+ */
+static bool
+category_ok(uint32_t category)
+{
+	return category < TG_CATEGORIES_MAX;
 }
 
 int
@@ -344,6 +367,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 	case TG_JREC_RESERVE: {
 		struct tg_jrec_reserve p;
 		memcpy(&p, rec->payload, sizeof(p));
+		if (!category_ok(p.category))
+			return -EPROTO;
 		if (call_grow(&r->calls) != 0)
 			return -ENOMEM;
 		struct tg_rcall *c = call_slot(&r->calls, p.call);
@@ -368,6 +393,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 	case TG_JREC_COMMIT: {
 		struct tg_jrec_commit p;
 		memcpy(&p, rec->payload, sizeof(p));
+		if (!category_ok(p.category))
+			return -EPROTO;
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
 		call_end(r, a, p.call, p.reserved);
@@ -376,6 +403,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 	case TG_JREC_DEBIT: {
 		struct tg_jrec_debit p;
 		memcpy(&p, rec->payload, sizeof(p));
+		if (!category_ok(p.category))
+			return -EPROTO;
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
 		return id_put(r, p.id, p.fingerprint, p.cost, rec->time, TG_OK);
@@ -441,6 +470,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 	case TG_JREC_EXPIRE: {
 		struct tg_jrec_expire p;
 		memcpy(&p, rec->payload, sizeof(p));
+		if (!category_ok(p.category))
+			return -EPROTO;
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
 		call_end(r, a, p.call, p.reserved);
@@ -488,9 +519,16 @@ tg_replay_journal(struct tg_replay *r, const char *dir, uint64_t limit, bool cut
 			continue; /* in the snapshot already */
 		rc = tg_replay_apply(r, &rec);
 		if (rc != 0) {
-			snprintf(end->msg, sizeof(end->msg),
-			         "journal: cannot apply LSN %" PRIu64 ": %s", rec.lsn,
-			         strerror(-rc));
+			if (rc == -EPROTO)
+				snprintf(end->msg, sizeof(end->msg),
+				         "journal: LSN %" PRIu64
+				         " (type %u) is a record no build writes "
+				         "(an unknown type, or a category outside 0..%d): refused",
+				         rec.lsn, rec.type, TG_CATEGORIES_MAX - 1);
+			else
+				snprintf(end->msg, sizeof(end->msg),
+				         "journal: cannot apply LSN %" PRIu64 ": %s", rec.lsn,
+				         strerror(-rc));
 			tg_journal_close(jr);
 			return rc;
 		}

@@ -1,7 +1,10 @@
 /*
- * stripe.h - what the two striped maps (calls.c, idem.c) share: the stripe
- * spinlock, digest keys, the home slot inside a stripe, a shared counter.
- * Internal to those two files.
+ * stripe.h - what the two striped maps (calls.c, idem.c) share: the sizing
+ * arithmetic and the cache-line allocation, the stripe spinlock, digest
+ * keys, the home slot inside a stripe, a shared counter.  Each map keeps its
+ * own slots and probing; only the arithmetic is written once (as ck's
+ * ck_internal.h serves ck_ht, ck_hs and ck_rhs).  Internal to those two
+ * files.
  *
  * ck's spinlock, except under ThreadSanitizer: there ck's builtin backend
  * releases the lock with a fence and a volatile store, which TSan does not
@@ -12,7 +15,10 @@
 #define TG__STRIPE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tg_atomic.h"
 #include <ck_spinlock.h>
@@ -84,6 +90,59 @@ static inline uint32_t
 tg__home(const struct tg_digest *d, uint32_t nslots)
 {
 	return (uint32_t)(((d->hi >> 32) * (uint64_t)nslots) >> 32);
+}
+
+/* Entries of capacity per stripe, at least (see calls.c, "Geometry"). */
+#define TG__STRIPE_MEAN 512
+/* Stripes at most, so a stripe index fits the lock's unsigned. */
+#define TG__STRIPES_MAX (1u << 30)
+/* Slots per stripe are rounded up to a multiple of this. */
+#define TG__SLOT_ROUND 8
+/* What the maps align their stripes and slots to. */
+#define TG__CACHE_LINE 64
+
+/*
+ * Stripes (a power of two, about capacity / TG__STRIPE_MEAN) and slots per
+ * stripe (1.25 per entry of capacity, rounded up to TG__SLOT_ROUND) for a
+ * map of capacity entries; false when the sizes overflow.
+ */
+static inline bool
+tg__stripe_geometry(size_t capacity, unsigned *nstripes, uint32_t *nslots)
+{
+	size_t want = capacity / TG__STRIPE_MEAN, per, slots;
+	unsigned s = 1;
+
+	while (s < TG__STRIPES_MAX && (size_t)s * 2 <= want)
+		s *= 2;
+	/* ceil(capacity * 1.25 / s), then up to a multiple of TG__SLOT_ROUND */
+	if (capacity > SIZE_MAX / 5)
+		return false;
+	per = (capacity * 5 + (size_t)4 * s - 1) / ((size_t)4 * s);
+	slots = (per + TG__SLOT_ROUND - 1) / TG__SLOT_ROUND * TG__SLOT_ROUND;
+	if (slots > UINT32_MAX)
+		return false;
+	*nstripes = s;
+	*nslots = (uint32_t)slots;
+	return true;
+}
+
+/*
+ * n zeroed objects of size bytes, cache-line aligned and rounded up to
+ * whole lines; NULL when the size overflows or memory is short.  free()d.
+ */
+static inline void *
+tg__alloc_lines(size_t n, size_t size)
+{
+	size_t bytes;
+	void *p;
+
+	if (__builtin_mul_overflow(n, size, &bytes) || bytes > SIZE_MAX - TG__CACHE_LINE)
+		return NULL;
+	bytes = (bytes + TG__CACHE_LINE - 1) / TG__CACHE_LINE * TG__CACHE_LINE;
+	p = aligned_alloc(TG__CACHE_LINE, bytes);
+	if (p != NULL)
+		memset(p, 0, bytes);
+	return p;
 }
 
 #endif

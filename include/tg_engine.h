@@ -41,7 +41,8 @@ struct tg_rcache_entry {
 };
 
 struct tg_engine;
-struct tg_refill;
+struct tg_acct;
+struct tg_move;
 
 struct tg_worker {
 	uint32_t magic;
@@ -79,6 +80,20 @@ struct tg_engine_cfg {
 	uint32_t close_after;   /* seconds suspended for non-payment before the account closes */
 };
 
+/*
+ * How a fired refill leaves the engine: fn(arg, w, a, m) is called on worker
+ * w's thread for every move m that fired a refill on account a, after its
+ * journal record is staged.  The publisher (tg_refill.h) installs it before
+ * any worker runs and clears it after they stop; the engine never includes
+ * the publisher's header, so a program that links the engine alone does not
+ * pull in hiredis.  fn may make no syscall, take no lock and allocate
+ * nothing (the same rule as the worker's hot path).
+ */
+struct tg_refill_hook {
+	void (*fn)(void *arg, struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
+	void *arg;
+};
+
 struct tg_engine {
 	struct tg_table *table;
 	struct tg_rates rates;
@@ -88,9 +103,9 @@ struct tg_engine {
 	struct tg_worker *workers;      /* cfg.workers + 1: the last is the control thread's */
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
-	struct tg_refill *refill;   /* the refill publisher (tg_refill.h), or NULL */
-	struct tg_jw *jw;           /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
-	struct tg_idstore *idstore; /* the id window's disk tier (tg_idstore.h), or NULL */
+	struct tg_refill_hook refill; /* who publishes fired refills; {NULL, NULL}: nobody */
+	struct tg_jw *jw;             /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
+	struct tg_idstore *idstore;   /* the id window's disk tier (tg_idstore.h), or NULL */
 	/* The sweep that closes accounts unpaid too long (tg_engine_close_unpaid): one thread. */
 	uint64_t unpaid_pos;    /* next slot to look at */
 	uint32_t unpaid_next_s; /* when the next pass starts, Unix seconds */
@@ -98,6 +113,7 @@ struct tg_engine {
 
 /* table must stay open while the engine lives.  Returns 0 or -errno. */
 int tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engine_cfg *cfg);
+/* Frees what tg_engine_init made.  A refill publisher must be stopped first. */
 void tg_engine_fini(struct tg_engine *e);
 /* The worker record idx (0..workers-1), or the control thread's (idx == workers). */
 struct tg_worker *tg_engine_worker(struct tg_engine *e, unsigned idx);
@@ -248,8 +264,15 @@ size_t tg_engine_expire(struct tg_worker *w);
 size_t tg_engine_close_unpaid(struct tg_worker *w);
 
 /*
+ * Room for a refill request id with its NUL: "refill:" (7), a 64-bit
+ * account (20), ':', a 32-bit seq (10), NUL: 39, rounded up.
+ */
+#define TG_REFILL_ID_MAX 48
+_Static_assert(TG_REFILL_ID_MAX >= sizeof("refill:18446744073709551615:4294967295"),
+               "a refill id fits its buffer");
+/*
  * The refill request id of (acct, seq): "refill:<acct>:<seq>".  buf holds
- * at least 48 bytes.  Returns the length.
+ * TG_REFILL_ID_MAX bytes.  Returns the length.
  */
 size_t tg_refill_id(uint64_t acct, uint32_t seq, char *buf);
 /* Parse a refill request id for acct; 0 when it is not one. */

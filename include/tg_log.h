@@ -9,4 +9,13 @@
 void tg_log_init(const char *prog);
 __attribute__((format(printf, 1, 2))) void tg_log(const char *fmt, ...);
 
+#include <stddef.h>
+
+/*
+ * Outside input made safe to quote in one log line, error reply or reason:
+ * at most max bytes of s (n bytes), anything but printable ASCII shown as
+ * '?', "..." after a cut.  out holds max + 4 bytes.  Returns out.
+ */
+const char *tg_log_show(char *out, size_t max, const char *s, size_t n);
+
 #endif

@@ -20,6 +20,13 @@
 /* ---- plan names ---- */
 
 /*
+ * The one rule for a plan name (rate files, accounts files, ACCT.SET): NULL
+ * when name (len bytes) is 1 to TG_PLAN_NAME_MAX of [A-Za-z0-9_.-], else
+ * why it is not.
+ */
+const char *tg__plan_name_check(const char *name, size_t len);
+
+/*
  * The id of plan name (len bytes).  With create, an unknown name is given a
  * free slot; when there is none, the registry's reclaim hook runs first (at
  * most once a second).  Returns the id, -ENOENT (unknown, !create), -EINVAL

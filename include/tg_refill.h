@@ -43,21 +43,12 @@ struct tg_refill_cfg {
 int tg_refill_start(struct tg_engine *e, const struct tg_refill_cfg *cfg, char *err, size_t errlen);
 /*
  * Stop the thread (after one last drain of the rings when Redis is up) and
- * free the publisher; e->refill is NULL after.  Workers must be stopped
+ * free the publisher and its hook; e->refill is {NULL, NULL} after.  Workers must be stopped
  * first.  Returns within the Redis timeouts (about 3 s at worst).  Does
  * nothing when no publisher runs.
  */
 void tg_refill_stop(struct tg_engine *e);
 /* Refill requests fired and not yet on the stream (INFO refills_pending); 0 with no publisher. */
 uint64_t tg_refill_pending(const struct tg_engine *e);
-
-/* ---- for engine.c ---- */
-
-/*
- * Hand the refill that move m fired on account a to the publisher: write
- * its record, push its trigger.  Runs on worker w's thread: no syscall, no
- * lock, no allocation.  Only called with w->e->refill set and m->refill_fired.
- */
-void tg__refill_fire(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
 
 #endif

@@ -101,7 +101,10 @@ struct tg_replay {
 int tg_replay_init(struct tg_replay *r);
 void tg_replay_free(struct tg_replay *r);
 
-/* Apply one record (its LSN must follow r->lsn).  0, -ENOMEM, or -EPROTO for a bad type. */
+/*
+ * Apply one record (its LSN must follow r->lsn).  0, -ENOMEM, or -EPROTO for
+ * a record no build writes (an unknown type, a category out of range).
+ */
 int tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec);
 
 /* How tg_replay_journal ended. */

@@ -3,7 +3,8 @@
  *
  * The server holds what one daemon owns: its settings, the segment, the
  * engine, the network, and the control path (reloads, signals).  cmd.c turns
- * RESP requests into engine operations; tollgated.c starts and stops it all.
+ * RESP requests into engine operations; server.c starts, reloads and stops
+ * it all; tollgated.c is main() and the signals.
  */
 #ifndef TG_SERVER_H
 #define TG_SERVER_H
@@ -51,6 +52,22 @@ struct tg_session {
 	const struct tg_user *user; /* who it authenticated as; NULL before AUTH or with no users */
 	uint64_t opened_ms;         /* CLOCK_MONOTONIC_COARSE when accepted (auth-timeout) */
 };
+
+/*
+ * Start the daemon described by srv->cfg (checked by tg_config_check):
+ * credentials, journal and segment, engine, rate plans, accounts, refill
+ * publisher, snapshot thread, network, in that order.  Each failing step
+ * logs one line saying why.  Signals must already be blocked in the calling
+ * thread (workers inherit the mask).  Returns 0, or -errno; either way
+ * tg_server_stop undoes what was done.
+ */
+int tg_server_start(struct tg_server *srv);
+/*
+ * Stop everything tg_server_start started, in reverse: workers, publisher
+ * (one last drain), journal (last sync and snapshot, segment marked clean),
+ * engine, credentials, segment.  Safe after a partial start.
+ */
+void tg_server_stop(struct tg_server *srv);
 
 /* The network callbacks that run commands against srv. */
 void tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h);

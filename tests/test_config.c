@@ -148,6 +148,28 @@ test_check_says_each_bad_setting(void **state)
 	assert_non_null(strstr(s.all, "durability: 'maybe' "));
 	assert_non_null(strstr(s.all, "max-grant: 0 is out of range 1..2678400"));
 	assert_non_null(strstr(s.all, "ids-max: 0 is below 1"));
+	/*
+	 * A bad refill or credential setting is said here, with the others (exit
+	 * 2), not found by the publisher or AUTH half-way through start-up (it was
+	 * exit 1 after the journal was opened).
+	 */
+	tg_config_defaults(&c);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(tg_config_set(&c, "refill-timeout", "0", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "redis-host", "", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "refill-stream", "", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_set(&c, "auth-lockout", "0", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_check(&c, collect, &s), 4);
+	assert_non_null(strstr(s.all, "refill-timeout: 0 is below 1 (seconds)\n"));
+	assert_non_null(strstr(s.all, "redis-host: must be 1 to 255 characters"));
+	assert_non_null(strstr(s.all, "refill-stream: must be 1 to 255 characters"));
+	assert_non_null(strstr(s.all, "auth-lockout: 0 must be positive"));
+	/* max-args below what the shortest command needs (the name and two arguments). */
+	tg_config_defaults(&c);
+	memset(&s, 0, sizeof(s));
+	assert_int_equal(tg_config_set(&c, "max-args", "2", err, sizeof(err)), 0);
+	assert_int_equal(tg_config_check(&c, collect, &s), 1);
+	assert_non_null(strstr(s.all, "max-args: 2 is out of range 3.."));
 }
 
 int

@@ -156,6 +156,49 @@ test_each_record_type(void **state)
  * then disagreed with nothing, since the live table wrapped the same way).
  * It stops at the top, as the table does.
  */
+/*
+ * A record whose category no build writes was folded into range with '%'
+ * and charged to another category; it is refused, and nothing of it is
+ * applied.
+ */
+static void
+test_category_out_of_range_refused(void **state)
+{
+	struct tg_replay r;
+	(void)state;
+	lsn = 0;
+	assert_int_equal(tg_replay_init(&r), 0);
+	settings(&r, 7, "gold");
+	struct tg_jrec_debit d = {
+	    .acct = 7, .id = {5, 5}, .cost = 250, .duration = 30, .category = TG_CATEGORIES_MAX};
+	struct tg_jrec rec = {.lsn = ++lsn,
+	                      .type = TG_JREC_DEBIT,
+	                      .version = 1,
+	                      .len = (uint32_t)tg_journal_payload_size(TG_JREC_DEBIT),
+	                      .payload = &d};
+	assert_int_equal(tg_replay_apply(&r, &rec), -EPROTO);
+	struct tg_jrec_reserve rv = {
+	    .acct = 7, .call = {1, 2}, .amount = 300, .seconds = 60, .category = TG_CATEGORIES_MAX};
+	rec = (struct tg_jrec){.lsn = ++lsn,
+	                       .type = TG_JREC_RESERVE,
+	                       .version = 1,
+	                       .len = (uint32_t)tg_journal_payload_size(TG_JREC_RESERVE),
+	                       .payload = &rv};
+	assert_int_equal(tg_replay_apply(&r, &rec), -EPROTO);
+	const struct tg_racct *a = tg_replay_acct(&r, 7);
+	assert_non_null(a);
+	assert_int_equal(a->balance, 0);
+	assert_int_equal(a->reserved, 0);
+	for (int c = 0; c < TG_CATEGORIES_MAX; c++)
+		assert_int_equal(a->usage[c], 0);
+	/* In range, the same debit applies. */
+	d.category = TG_CATEGORIES_MAX - 1;
+	apply(&r, TG_JREC_DEBIT, &d, 0);
+	a = tg_replay_acct(&r, 7);
+	assert_int_equal(a->usage[TG_CATEGORIES_MAX - 1], 250);
+	tg_replay_free(&r);
+}
+
 static void
 test_usage_saturates_in_replay(void **state)
 {
@@ -450,6 +493,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_each_record_type),
 	    cmocka_unit_test(test_usage_saturates_in_replay),
+	    cmocka_unit_test(test_category_out_of_range_refused),
 	    cmocka_unit_test(test_order_between_workers_does_not_matter),
 	    cmocka_unit_test(test_calls_come_and_go),
 	    cmocka_unit_test_setup_teardown(test_snapshot_round_trip_and_fallback, mkdir_tmp,

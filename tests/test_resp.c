@@ -47,7 +47,12 @@ xmalloc(size_t n)
 	return p;
 }
 
-/* A heap copy of exactly n bytes (ASan then reports any read past it). */
+/*
+ * A heap copy of exactly n bytes (ASan then reports any read past it).  An
+ * empty copy still gets its one byte written: the parser is handed a buffer
+ * it may not read, but an optimizer that inlines this cannot know that and
+ * warns that it may be read uninitialized.
+ */
 static char *
 dup_exact(const char *s, size_t n)
 {
@@ -55,6 +60,8 @@ dup_exact(const char *s, size_t n)
 
 	if (n)
 		memcpy(p, s, n);
+	else
+		p[0] = '\0';
 	return p;
 }
 

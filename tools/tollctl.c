@@ -37,6 +37,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ctl_accounts.h"
+#include "tg_datadir.h"
 #include "tg_journal.h"
 #include "tg_money.h"
 #include "tg_replay.h"
@@ -933,25 +934,6 @@ need_data_dir(const char *cmd, const struct args *a)
 	return CTL_OK;
 }
 
-/* The pid tollgated wrote into DIR/LOCK when it names a live process, else 0. */
-static long
-lock_holder_pid(const char *dir)
-{
-	char path[PATH_MAX], buf[24] = "";
-	long pid = 0;
-
-	snprintf(path, sizeof(path), "%s/LOCK", dir);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return 0;
-	if (fgets(buf, sizeof(buf), f) != NULL)
-		pid = strtol(buf, NULL, 10);
-	fclose(f);
-	if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
-		return 0;
-	return pid;
-}
-
 /* Segment names of dir that sort after lsn: the names journal-cut sets aside.  */
 struct seg_list {
 	uint64_t *lsn;
@@ -1190,7 +1172,7 @@ cmd_journal_check(struct ctl *x, const struct args *a)
 	if (w.pos.file[0] != '\0')
 		printf("at         %s:%" PRIu64 "\n", w.pos.file, w.pos.offset);
 	printf("verdict    %s\n", w.verdict);
-	long pid = lock_holder_pid(dir);
+	long pid = tg_datadir_holder(dir);
 	if (pid != 0)
 		printf("note       tollgated pid %ld holds %s: its last segment grows while it is "
 		       "read, so its end may be a write in progress\n",
@@ -1259,20 +1241,11 @@ cut_name(const char *dir, const char *file, char *out, size_t len)
 static int
 lock_data_dir(const char *dir, int *code)
 {
-	char path[PATH_MAX];
-	int fd;
+	int fd = tg_datadir_lock(dir, false);
 
-	snprintf(path, sizeof(path), "%s/LOCK", dir);
-	fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		say("%s: cannot open the lock file: %s", path, strerror(errno));
-		*code = CTL_INPUT;
-		return -1;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno;
-		long pid = lock_holder_pid(dir);
-		close(fd);
+		int e = -fd;
+		long pid = tg_datadir_holder(dir);
 		if (e == EWOULDBLOCK) {
 			if (pid != 0)
 				say("a tollgated is running on %s (pid %ld): stop it first; "
@@ -1285,7 +1258,7 @@ lock_data_dir(const char *dir, int *code)
 				    dir);
 			*code = CTL_BUSY;
 		} else {
-			say("%s: cannot lock: %s", path, strerror(e));
+			say("%s/LOCK: cannot lock: %s", dir, strerror(e));
 			*code = CTL_INPUT;
 		}
 		return -1;

@@ -461,17 +461,8 @@ pause_ms(uint64_t ms)
 static const char *
 printable(const char *s, size_t n, char *out, size_t cap)
 {
-	size_t k = 0, i = 0;
-
 	TG_ASSERT(cap >= 4);
-	for (; i < n && k + 4 < cap; i++)
-		out[k++] = (s[i] >= ' ' && s[i] < 0x7f) ? s[i] : '?';
-	if (i < n) {
-		memcpy(out + k, "...", 3);
-		k += 3;
-	}
-	out[k] = '\0';
-	return out;
+	return tg_log_show(out, cap - 4, s, n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -794,7 +785,7 @@ parse_entry(const redisReply *e, struct request *q)
 	 * Only the canonical spelling: "refill:0042:1" would be another txid to
 	 * the engine and another mail name here, so a second credit and mail.
 	 */
-	char canon[48];
+	char canon[TG_REFILL_ID_MAX];
 	uint32_t seq = 0;
 	if (field_copy(f[F_ID], q->id, sizeof(q->id)))
 		seq = tg_refill_id_parse(acct, q->id, strlen(q->id));

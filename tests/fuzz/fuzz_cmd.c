@@ -74,22 +74,6 @@ static struct fuzz_memfd rates_file, accounts_file, users_file;
 static void *snapshot;
 static char reply[65536], again[65536];
 
-/* What tollgated.c does for RATES.RELOAD (the daemon's file is not in the library). */
-int
-tg_server_reload(struct tg_server *s, char *msg, size_t msglen)
-{
-	struct tg_diag diag;
-	int rc;
-
-	tg_diag_init(&diag);
-	pthread_mutex_lock(&s->reload_lock);
-	rc = tg_rates_reload(&s->engine.rates, s->rates_path, &diag);
-	pthread_mutex_unlock(&s->reload_lock);
-	snprintf(msg, msglen, rc == 0 ? "reloaded" : "rate plans not reloaded (%u problems)",
-	         diag.count);
-	return rc;
-}
-
 static void
 setup(void)
 {

@@ -48,8 +48,9 @@ fi
 
 # Configure once; the flags are fixed by the option, so a reconfigure is never needed.
 if [ ! -f "$build/build.ninja" ]; then
+	# TG_WERROR=true (tools/quickstart test): warnings are errors.
 	CC=clang meson setup "$build" -Dfuzz=true -Db_sanitize=address,undefined \
-		-Db_lundef=false >/dev/null
+		-Db_lundef=false -Dwerror="${TG_WERROR:-false}" >/dev/null
 fi
 # Only the fuzz targets: the rest of the tree is built and tested by gcc.
 ninja -C "$build" $(for t in $targets; do printf 'tests/fuzz/fuzz_%s ' "$t"; done) >/dev/null
