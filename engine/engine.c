@@ -1132,7 +1132,8 @@ tg_engine_close_unpaid(struct tg_worker *w)
 size_t
 tg_refill_id(uint64_t acct, uint32_t seq, char *buf)
 {
-	return (size_t)snprintf(buf, TG_REFILL_ID_MAX, "refill:%llu:%u", (unsigned long long)acct, seq);
+	return (size_t)snprintf(buf, TG_REFILL_ID_MAX, "refill:%llu:%u", (unsigned long long)acct,
+	                        seq);
 }
 
 uint32_t
