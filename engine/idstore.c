@@ -340,7 +340,8 @@ publish(struct tg_idstore *s, const char *name, struct run r, char *err, size_t 
 		return -ENOMEM;
 	}
 	nv[0] = r;
-	memcpy(nv + 1, s->runs, s->nruns * sizeof(*nv));
+	if (s->nruns > 0)
+		memcpy(nv + 1, s->runs, s->nruns * sizeof(*nv));
 	pthread_rwlock_wrlock(&s->lock);
 	struct run *old = s->runs;
 	s->runs = nv;
