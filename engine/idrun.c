@@ -92,6 +92,9 @@ struct tg_idrun {
 	size_t ram;
 };
 
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static int
 fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
