@@ -472,6 +472,23 @@ tg_journal_close(struct tg_journal_reader *r)
 	free(r);
 }
 
+int
+tg_journal_seek(struct tg_journal_reader *r, uint64_t lsn)
+{
+	TG_CHECK_OBJ_NOTNULL(r, TG_JREADER_MAGIC);
+	if (r->mapped || r->cur != 0 || r->stuck != TG_JOURNAL_OK)
+		return -EINVAL;
+	size_t i = 0;
+	while (i + 1 < r->nsegs && r->segs[i + 1] <= lsn)
+		i++;
+	if (r->nsegs > 0) {
+		r->cur = i;
+		r->next_lsn = r->segs[i];
+		r->pos.lsn = r->next_lsn;
+	}
+	return 0;
+}
+
 size_t
 tg_journal_segments(const struct tg_journal_reader *r)
 {
@@ -568,6 +585,7 @@ open_segment(struct tg_journal_reader *r)
 	    h.first_lsn != first)
 		return stop(r, TG_JOURNAL_BAD_HEADER, 0);
 	r->seg_version = h.version;
+	r->pos.seg_version = h.version;
 	r->off = TG_JOURNAL_HDR_SIZE;
 	return TG_JOURNAL_OK;
 }

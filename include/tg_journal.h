@@ -380,6 +380,7 @@ struct tg_journal_pos {
 	uint64_t confirmed;             /* the highest LSN a CONFIRM record covered (0: none) */
 	uint64_t confirms;              /* CONFIRM records read */
 	bool empty_seg;                 /* the segment at file is a zero-length file */
+	uint32_t seg_version;           /* the format version of the segment at file */
 };
 
 struct tg_journal_reader;
@@ -395,6 +396,14 @@ void tg_journal_close(struct tg_journal_reader *r);
 /* The number of segments found and the first LSN of segment i (for tools). */
 size_t tg_journal_segments(const struct tg_journal_reader *r);
 uint64_t tg_journal_segment_lsn(const struct tg_journal_reader *r, size_t i);
+
+/*
+ * Before the first tg_journal_next: start at the segment that holds lsn (the
+ * last whose first LSN is at or before it), skipping the segments wholly
+ * before it unread.  The records of that segment before lsn are still
+ * returned.  0, or -EINVAL once reading started.
+ */
+int tg_journal_seek(struct tg_journal_reader *r, uint64_t lsn);
 
 /*
  * The next record, validated: its checksum, length, padding, version,
