@@ -212,3 +212,17 @@ pg_query_i64(const char *uri, const char *sql)
 	PQfinish(k);
 	return v;
 }
+
+int
+pg_exec(const char *uri, const char *sql)
+{
+	PGconn *k = PQconnectdb(uri);
+	int rc = -1;
+	if (PQstatus(k) == CONNECTION_OK) {
+		PGresult *r = PQexec(k, sql);
+		rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+		PQclear(r);
+	}
+	PQfinish(k);
+	return rc;
+}

@@ -29,4 +29,7 @@ int pg_create_db(struct pg_cluster *c, const char *name, char *uri, size_t len);
 /* The first column of the first row of sql on uri, as an integer; -1 on any error. */
 int64_t pg_query_i64(const char *uri, const char *sql);
 
+/* Run sql (no rows) on uri: 0 or -1. */
+int pg_exec(const char *uri, const char *sql);
+
 #endif

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -188,6 +189,21 @@ q64(struct fx *f, const char *sql)
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	return v;
+}
+
+/* A statement with no rows (to alter one for a test). */
+static void
+sql_exec(struct fx *f, const char *sql)
+{
+	if (strncmp(f->db, "postgresql://", 13) == 0) {
+		assert_int_equal(pg_exec(f->db, sql), 0);
+		return;
+	}
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
 }
 
 /* The database holds exactly the books: counts, sums, per account, no LSN twice. */
@@ -424,6 +440,132 @@ test_pruning_keeps_what_the_exporter_needs(void **state)
 	fx_end(f);
 }
 
+/* ---- tollctl statement, calls, reconcile ---- */
+
+/* Run tollctl with args; its stdout into out (cap bytes).  Exit status. */
+static int
+tollctl(struct fx *f, char *out, size_t cap, const char *const *args)
+{
+	char port[16], path[IT_PATH_MAX];
+	const char *argv[24] = {getenv("TOLLCTL"), "-p", port};
+	size_t n = 3;
+	assert_non_null(argv[0]);
+	snprintf(port, sizeof(port), "%u", f->d.port);
+	for (size_t i = 0; args[i] != NULL && n < 22; i++)
+		argv[n++] = args[i];
+	argv[n++] = "--db";
+	argv[n++] = f->db;
+	argv[n] = NULL;
+	it_pathf(path, sizeof(path), "%s/tollctl.out", f->dir);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (freopen(path, "w", stdout) == NULL)
+			_exit(126);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	FILE *in = fopen(path, "r");
+	assert_non_null(in);
+	size_t got = fread(out, 1, cap - 1, in);
+	out[got] = '\0';
+	fclose(in);
+	fputs(out, stderr);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* The engine's usage of category cat on acct (ACCT.GET usage_<cat>), in micro-units. */
+static tg_money_t
+engine_usage(struct fx *f, unsigned acct, const char *cat)
+{
+	char field[48];
+	snprintf(field, sizeof(field), "usage_%s", cat);
+	redisReply *r = it_cmd(f->c, "ACCT.GET %u", acct);
+	tg_money_t v = -1;
+	for (size_t i = 0; i + 1 < r->elements; i += 2)
+		if (strcmp(r->element[i]->str, field) == 0)
+			v = money_of(r->element[i + 1]->str);
+	freeReplyObject(r);
+	return v;
+}
+
+/* "charged":"X" of category cat in a statement's JSON, 0 when it has none. */
+static tg_money_t
+statement_usage(const char *json, const char *cat)
+{
+	char key[64];
+	snprintf(key, sizeof(key), "\"%s\":{\"calls\":", cat);
+	const char *p = strstr(json, key);
+	if (p == NULL)
+		return 0;
+	p = strstr(p, "\"charged\":\"");
+	assert_non_null(p);
+	p += 11;
+	const char *e = strchr(p, '"');
+	tg_money_t m;
+	assert_int_equal(tg_money_parse(p, (size_t)(e - p), &m), 0);
+	return m;
+}
+
+static void
+run_statement_and_reconcile(struct fx *f)
+{
+	static const char *const cats[] = {"local",     "national", "international", "tollfree",
+	                                   "directory", "mobile",   "premium",       "other"};
+	static char out[1 << 20];
+	char month[16], acct[16];
+	time_t now = time(NULL);
+	struct tm t;
+
+	for (unsigned i = 0; i < 120; i++)
+		one_op(f);
+	export_all(f, 50);
+	gmtime_r(&now, &t);
+	strftime(month, sizeof(month), "%Y-%m", &t);
+	for (unsigned a = 1001; a <= 1004; a += 3) {
+		snprintf(acct, sizeof(acct), "%u", a);
+		const char *args[] = {"statement", acct, "--month", month, "--json", NULL};
+		assert_int_equal(tollctl(f, out, sizeof(out), args), 0);
+		/* The statement's usage by category is the engine's, to the micro-unit. */
+		tg_money_t total = 0;
+		for (size_t k = 0; k < 8; k++) {
+			assert_int_equal(statement_usage(out, cats[k]),
+			                 engine_usage(f, a, cats[k]));
+			total += statement_usage(out, cats[k]);
+		}
+		assert_int_equal(total, f->b.by_acct[a - 1001]);
+		const char *text[] = {"statement", acct, "--month", month, NULL};
+		assert_int_equal(tollctl(f, out, sizeof(out), text), 0);
+		assert_non_null(strstr(out, "Opening balance"));
+		assert_non_null(strstr(out, "Closing balance"));
+		const char *csv[] = {"calls", acct, "--from", "2000-01-01", "--csv", NULL};
+		assert_int_equal(tollctl(f, out, sizeof(out), csv), 0);
+		assert_non_null(strstr(out, "time,kind,call_id"));
+	}
+	const char *rec[] = {"reconcile", NULL};
+	assert_int_equal(tollctl(f, out, sizeof(out), rec), 0);
+	assert_non_null(strstr(out, " 0 differ"));
+	/* One row altered by a micro-unit: reconcile names its account and fails. */
+	char sql[200];
+	snprintf(sql, sizeof(sql), "UPDATE calls SET charge = charge + 1 WHERE lsn = %lld",
+	         (long long)q64(f, "SELECT max(lsn) FROM calls WHERE acct = 1004"));
+	sql_exec(f, sql);
+	assert_int_equal(tollctl(f, out, sizeof(out), rec), 1);
+	assert_non_null(strstr(out, "account 1004: ledger "));
+	assert_null(strstr(out, "account 1001:"));
+}
+
+static void
+test_statement_totals_and_reconcile(void **state)
+{
+	(void)state;
+	fx_start(&F, NULL, NULL);
+	run_statement_and_reconcile(&F);
+}
+
 /* ---- PostgreSQL ---- */
 
 static struct pg_cluster pg;
@@ -476,6 +618,19 @@ test_pg_restart_mid_export(void **state)
 	fx_end(f);
 }
 
+static void
+test_pg_statement_totals_and_reconcile(void **state)
+{
+	char uri[IT_PATH_MAX];
+
+	(void)state;
+	if (!pg_up)
+		skip();
+	assert_int_equal(pg_create_db(&pg, "stmt", uri, sizeof(uri)), 0);
+	fx_start(&F, NULL, uri);
+	run_statement_and_reconcile(&F);
+}
+
 static int
 pg_setup(void **state)
 {
@@ -501,10 +656,12 @@ main(int argc, char **argv)
 	const struct CMUnitTest lite[] = {
 	    cmocka_unit_test_teardown(test_exactly_once_across_kill9_restarts_rotation, teardown),
 	    cmocka_unit_test_teardown(test_pruning_keeps_what_the_exporter_needs, teardown),
+	    cmocka_unit_test_teardown(test_statement_totals_and_reconcile, teardown),
 	};
 	const struct CMUnitTest pgt[] = {
 	    cmocka_unit_test_teardown(test_pg_exactly_once_across_kill9, teardown),
 	    cmocka_unit_test_teardown(test_pg_restart_mid_export, teardown),
+	    cmocka_unit_test_teardown(test_pg_statement_totals_and_reconcile, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
