@@ -322,7 +322,7 @@ cmd_statement(struct ldb *db, const struct lopts *o)
 	printf("  credits %s, refills %s", m1, m2);
 	if (adjusted != 0) {
 		tg_money_format(adjusted, m1);
-		printf(", balance set by the operator %s", m1);
+		printf(", balance set (ACCT.SET or the accounts file) %s", m1);
 	}
 	tg_money_format(close_b, m1);
 	printf("\n\nClosing balance %28s\n", m1);

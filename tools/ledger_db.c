@@ -250,6 +250,12 @@ ldb_close(struct ldb *db)
 }
 
 enum ldb_kind
+ldb_kind_of(const char *target)
+{
+	return is_pg_target(target) ? LDB_PG : LDB_SQLITE;
+}
+
+enum ldb_kind
 ldb_kind(const struct ldb *db)
 {
 	return db->kind;

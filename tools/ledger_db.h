@@ -28,6 +28,8 @@ struct ldb;
 int ldb_open(struct ldb **out, const char *target, char *err, size_t errlen);
 void ldb_close(struct ldb *db);
 enum ldb_kind ldb_kind(const struct ldb *db);
+/* Which database a target names, before opening it. */
+enum ldb_kind ldb_kind_of(const char *target);
 /* The last error's sentence. */
 const char *ldb_err(const struct ldb *db);
 /* Whether the last error was a lost connection (PostgreSQL restarted): reconnect and retry. */

@@ -778,17 +778,33 @@ main(int argc, char **argv)
 	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (ldb_open(&x.db, x.target, err, sizeof(err)) != 0 ||
-	    ledger_migrate(x.db, err, sizeof(err)) != 0) {
-		fprintf(stderr, "tollexport: %s\n", x.db ? ldb_err(x.db) : err);
+	/*
+	 * Following, a database that is down or restarting at start is waited
+	 * for like one lost later (the engine goes on meanwhile); in batch mode
+	 * it is an error.
+	 */
+	for (unsigned wait_ms = 100;; wait_ms = wait_ms < 5000 ? wait_ms * 2 : 5000) {
+		bool opened = x.db != NULL || ldb_open(&x.db, x.target, err, sizeof(err)) == 0;
+		if (opened && ledger_migrate(x.db, err, sizeof(err)) == 0)
+			break;
+		bool lost = !opened ? ldb_kind_of(x.target) == LDB_PG : ldb_lost(x.db);
+		fprintf(stderr, "tollexport: %s\n", err);
+		if (!x.follow || !lost || stopping)
+			return 1;
+		usleep(wait_ms * 1000);
 		if (x.db != NULL)
-			fprintf(stderr, "tollexport: %s\n", err);
-		return 1;
+			ldb_reconnect(x.db);
 	}
 	x.pend = calloc(x.batch, sizeof(*x.pend));
-	if (x.pend == NULL || prepare_all(&x) != 0 || reload(&x) != 0) {
-		fprintf(stderr, "tollexport: %s\n", ldb_err(x.db));
+	if (x.pend == NULL) {
+		fprintf(stderr, "tollexport: out of memory\n");
 		return 1;
+	}
+	if (prepare_all(&x) != 0 || reload(&x) != 0) {
+		fprintf(stderr, "tollexport: %s\n", ldb_err(x.db));
+		if (!x.follow || !ldb_lost(x.db))
+			return 1;
+		recover_db(&x);
 	}
 	uint64_t start = x.last;
 	int rc;
