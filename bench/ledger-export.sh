@@ -70,7 +70,7 @@ lite_bytes=$(stat -c %s "$tmp/batch.sqlite")
 pgdata="$tmp/pg"
 mkdir "$pgdata" && chown postgres "$pgdata"
 runuser -u postgres -- initdb -D "$pgdata" -A trust -U tg --no-sync >/dev/null
-runuser -u postgres -- pg_ctl -D "$pgdata" -l "$tmp/pg.log" -w \
+runuser -u postgres -- pg_ctl -D "$pgdata" -l "$pgdata/server.log" -w \
 	-o "-k $pgdata -p $port -c listen_addresses=''" start >/dev/null
 uri="postgresql:///postgres?host=$pgdata&port=$port&user=tg"
 t0=$(date +%s.%N)
