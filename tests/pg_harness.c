@@ -108,6 +108,16 @@ ctl_stop(struct pg_cluster *c, const char *mode)
 	return run(c, argv) == 0 ? 0 : -1;
 }
 
+/* Why pg_start failed, into c->why. */
+__attribute__((format(printf, 2, 3))) static void
+why(struct pg_cluster *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->why, sizeof(c->why), fmt, ap);
+	va_end(ap);
+}
+
 int
 pg_start(struct pg_cluster *c)
 {
@@ -115,20 +125,19 @@ pg_start(struct pg_cluster *c)
 
 	memset(c, 0, sizeof(*c));
 	if (pg_bin("initdb", initdb, sizeof(initdb)) != 0) {
-		snprintf(c->why, sizeof(c->why), "no initdb (install postgresql)");
+		why(c, "no initdb (install postgresql)");
 		return -1;
 	}
 	const char *tmp = getenv("TMPDIR");
 	snprintf(c->dir, sizeof(c->dir), "%s/tg_pg.XXXXXX", tmp ? tmp : "/tmp");
 	if (mkdtemp(c->dir) == NULL) {
-		snprintf(c->why, sizeof(c->why), "mkdtemp: %s", strerror(errno));
+		why(c, "mkdtemp: %s", strerror(errno));
 		return -1;
 	}
 	if (geteuid() == 0) {
 		struct passwd *pw = getpwnam("postgres");
 		if (pw == NULL || chown(c->dir, pw->pw_uid, pw->pw_gid) != 0) {
-			snprintf(c->why, sizeof(c->why),
-			         "running as root and no 'postgres' user to run the server as");
+			why(c, "running as root and no 'postgres' user to run the server as");
 			rmdir(c->dir);
 			return -1;
 		}
@@ -140,8 +149,7 @@ pg_start(struct pg_cluster *c)
 	const char *argv[] = {initdb, "-D", data,   "-A",        "trust", "-U",
 	                      "tg",   "-E", "UTF8", "--no-sync", NULL};
 	if (run(c, argv) != 0 || ctl_start(c) != 0) {
-		snprintf(c->why, sizeof(c->why),
-		         "initdb or pg_ctl start failed: see %s/harness.log", c->dir);
+		why(c, "initdb or pg_ctl start failed: see %s/harness.log", c->dir);
 		return -1;
 	}
 	return 0;

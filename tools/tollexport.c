@@ -401,8 +401,12 @@ ingest(struct exporter *x, const struct pend *p)
 		memcpy(&r, pl, sizeof(r));
 		const struct tg_jitem_credit *c = tg_journal_item_fixed(p->type, pl, p->len);
 		uint32_t src = r.refill_seq != 0 ? TG_JCREDIT_REFILL : TG_JCREDIT_OPERATOR;
-		if (c != NULL)
-			memcpy(&src, &c->source, sizeof(src));
+		if (c != NULL) {
+			struct tg_jitem_credit
+			    ic; /* payloads are packed: copy, never dereference */
+			memcpy(&ic, c, sizeof(ic));
+			src = ic.source;
+		}
 		if (touch(x, r.acct, p->lsn, true, r.balance - r.amount) != 0)
 			return -1;
 		const char *row[] = {vu(&v, p->lsn),
