@@ -1032,7 +1032,9 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 	int nargs = (int)req->argc - 1;
 	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args))
 		return reply_err(&c, "wrong number of arguments for '%s' command", cmd->name);
+	c.w->who = c.s->user != NULL ? c.s->user->name : NULL;
 	int rc = cmd->fn(&c);
+	c.w->who = NULL;
 	tg_worker_lap(c.w, (enum tg_hist_kind)cmd->kind);
 	return rc;
 }

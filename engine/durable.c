@@ -343,8 +343,19 @@ snapshot(struct tg_server *srv)
 		       srv->cfg.disk_reserve);
 		return;
 	}
-	rc = tg_snapshot_write(&d->state, srv->cfg.data_dir, (uint32_t)time(NULL),
-	                       srv->cfg.ids_window, err, sizeof(err));
+	struct tg_ledger_keep keep = {.max_bytes = srv->cfg.ledger_keep_max};
+	rc = tg_snapshot_write_keep(&d->state, srv->cfg.data_dir, (uint32_t)time(NULL),
+	                            srv->cfg.ids_window, &keep, err, sizeof(err));
+	if (keep.cut > 0) {
+		/* The exporter must hear of it: its next batch finds the gap and records it. */
+		tg_log("ledger: the exporter is at LSN %" PRIu64
+		       ", more than ledger-keep-max %" PRIu64
+		       " bytes of journal behind; %u segment(s) it has not read were pruned, the "
+		       "journal now starts at LSN %" PRIu64,
+		       keep.exported, srv->cfg.ledger_keep_max, keep.cut, keep.cut_lsn);
+		ck_pr_faa_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_ledger_segments_cut],
+		             keep.cut);
+	}
 	tg_jw_unhold(d->jw, bytes);
 	if (rc != 0) {
 		tg_log("snapshot: %s; the older snapshots stay", err);
@@ -386,6 +397,9 @@ snap_thread(void *arg)
 			spill(srv, pressure);
 			last_spill = now;
 		}
+		/* The exporter's position, for the lag (tollstat, INFO): one small read a tick. */
+		ck_pr_store_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_ledger_lsn],
+		               tg_ledger_pos_read(srv->cfg.data_dir));
 		if (srv->cfg.snapshot_interval > 0 &&
 		    now - last_snap >= (uint64_t)srv->cfg.snapshot_interval * 1000) {
 			snapshot(srv);

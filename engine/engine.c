@@ -199,6 +199,43 @@ jrec(struct tg_worker *w, unsigned type, const void *p, size_t len)
 		tg_jw_stage(w->e->jw, &w->stage, type, p, len);
 }
 
+/*
+ * Stage one itemized record (record version 2): the version 1 payload v1,
+ * the type's fixed fields and up to four strings (docs/JOURNAL.md,
+ * "Itemized records").  Built on the stack; nothing when there is no journal.
+ */
+static void
+jrec_item(struct tg_worker *w, unsigned type, const void *v1, const void *fixed, const char *s0,
+          size_t n0, const char *s1, size_t n1, const char *s2, size_t n2, const char *s3,
+          size_t n3)
+{
+	uint8_t buf[TG_JSTAGE_PAYLOAD];
+	const char *const s[TG_JITEM_STRINGS] = {s0, s1, s2, s3};
+	const size_t n[TG_JITEM_STRINGS] = {n0, n1, n2, n3};
+
+	if (w->e->jw == NULL)
+		return;
+	size_t len = tg_journal_item_build(buf, sizeof(buf), type, v1, fixed, s, n);
+	TG_ASSERT(len > 0);
+	tg_jw_stage(w->e->jw, &w->stage, type, buf, len);
+}
+
+/* The AUTH user of the command in progress, for the ledger: "" when none. */
+static size_t
+who_len(const struct tg_worker *w)
+{
+	return w->who != NULL ? strlen(w->who) : 0;
+}
+
+/* The name of a's plan now, "" when it has none (for the ledger). */
+static const char *
+plan_name(struct tg_worker *w, struct tg_acct *a, size_t *n)
+{
+	const char *name = tg_plan_registry_name(&w->e->table->plans, tg_load_32(&a->plan));
+	*n = name != NULL ? strnlen(name, TG_PLAN_NAME_MAX) : 0;
+	return name;
+}
+
 int
 tg_engine_journal(struct tg_engine *e, struct tg_jw *jw)
 {
@@ -293,7 +330,7 @@ jrec_settings(struct tg_worker *w, struct tg_acct *a)
 	const char *name = tg_plan_registry_name(&w->e->table->plans, v.plan);
 	if (name != NULL)
 		strncpy(p.plan, name, sizeof(p.plan) - 1);
-	jrec(w, TG_JREC_SETTINGS, &p, sizeof(p));
+	jrec_item(w, TG_JREC_SETTINGS, &p, NULL, NULL, 0, w->who, who_len(w), NULL, 0, NULL, 0);
 }
 
 /* ---- helpers ---- */
@@ -357,7 +394,7 @@ tg_engine_set_balance(struct tg_worker *w, struct tg_acct *a, tg_money_t balance
 		return r;
 	struct tg_jrec_set_balance p = {
 	    .acct = tg_acct_id(a), .balance = balance, .delta = balance - m.before};
-	jrec(w, TG_JREC_SET_BALANCE, &p, sizeof(p));
+	jrec_item(w, TG_JREC_SET_BALANCE, &p, NULL, NULL, 0, w->who, who_len(w), NULL, 0, NULL, 0);
 	tg_note_move(w, a, &m);
 	return TG_OK;
 }
@@ -384,7 +421,7 @@ tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a)
 		return;
 	tg_acct_read(a, &v);
 	struct tg_jrec_set_balance p = {.acct = v.id, .balance = v.balance, .delta = v.balance};
-	jrec(w, TG_JREC_SET_BALANCE, &p, sizeof(p));
+	jrec_item(w, TG_JREC_SET_BALANCE, &p, NULL, NULL, 0, w->who, who_len(w), NULL, 0, NULL, 0);
 	jrec_settings(w, a);
 	if (v.refill_inflight) {
 		struct tg_jrec_refill_fired f = {
@@ -524,9 +561,15 @@ window_record(struct tg_worker *w, struct tg_idem_lock *l, uint64_t fp, int64_t 
 
 /* ---- call control ---- */
 
+/*
+ * The reservation of call, itemized with the call id as sent and, at
+ * CALL.AUTH (a != NULL), the destination and the account's plan: the
+ * ledger joins them to the call's settlement, which knows neither.
+ */
 static void
 jrec_reserve(struct tg_worker *w, uint64_t acct, struct tg_id call, tg_money_t amount,
-             uint32_t seconds, const struct tg_rate *r)
+             uint32_t seconds, const struct tg_rate *r, struct tg_acct *a, const char *dest,
+             size_t dlen)
 {
 	struct tg_jrec_reserve p = {.acct = acct,
 	                            .call = tg_jdigest_of(digest(KIND_CALL, call)),
@@ -538,7 +581,9 @@ jrec_reserve(struct tg_worker *w, uint64_t acct, struct tg_id call, tg_money_t a
 	                            .initial = r->initial,
 	                            .increment = r->increment,
 	                            .minimum = r->minimum};
-	jrec(w, TG_JREC_RESERVE, &p, sizeof(p));
+	size_t pn = 0;
+	const char *plan = a != NULL ? plan_name(w, a, &pn) : NULL;
+	jrec_item(w, TG_JREC_RESERVE, &p, NULL, call.p, call.len, dest, dlen, plan, pn, NULL, 0);
 }
 
 enum tg_result
@@ -632,7 +677,7 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		tg_acct_commit(a, cost, 0, &m);
 		return res;
 	}
-	jrec_reserve(w, acct, call, cost, grant, r);
+	jrec_reserve(w, acct, call, cost, grant, r, a, dest, dlen);
 	tg_count(w, TG_C_call_granted, 1);
 	*granted = grant;
 	return TG_OK;
@@ -684,7 +729,7 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 		}
 		res = tg_acct_extend(a, cost - c->reserved, &m);
 		if (res == TG_OK) {
-			jrec_reserve(w, acct, call, cost - c->reserved, g, &c->rate);
+			jrec_reserve(w, acct, call, cost - c->reserved, g, &c->rate, NULL, NULL, 0);
 			c->reserved = cost;
 			c->granted = g;
 			c->expires_ns = c->started_ns + (uint64_t)(g + e->cfg.call_grace) * NS;
@@ -769,7 +814,13 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	                           .cost = cost,
 	                           .duration = billed,
 	                           .category = c->rate.category};
-	jrec(w, TG_JREC_COMMIT, &p, sizeof(p));
+	struct tg_jitem_charge ic = {.balance = m.balance,
+	                             .per_min = c->rate.per_min,
+	                             .connect = c->rate.connect,
+	                             .reported = duration,
+	                             .billed = tg_rate_billed(&c->rate, billed)};
+	jrec_item(w, TG_JREC_COMMIT, &p, &ic, call.p, call.len, NULL, 0, NULL, 0, c->rate.prefix,
+	          c->rate.prefix_len);
 	struct tg_rate rate = c->rate;
 	tg_calls_remove_unlock(&cl);
 	window_record(w, &il, fp, cost);
@@ -843,7 +894,15 @@ tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, uint32
 	                          .cost = *charge,
 	                          .duration = duration,
 	                          .category = r->category};
-	jrec(w, TG_JREC_DEBIT, &p, sizeof(p));
+	struct tg_jitem_charge ic = {.balance = m.balance,
+	                             .per_min = r->per_min,
+	                             .connect = r->connect,
+	                             .reported = duration,
+	                             .billed = tg_rate_billed(r, duration)};
+	size_t pn;
+	const char *plan = plan_name(w, a, &pn);
+	jrec_item(w, TG_JREC_DEBIT, &p, &ic, call.p, call.len, dest, dlen, plan, pn, r->prefix,
+	          r->prefix_len);
 	tg_note_move(w, a, &m);
 	window_record(w, &il, fp, *charge);
 	tg_count(w, TG_C_cdr, 1);
@@ -881,7 +940,8 @@ tg_credit(struct tg_worker *w, uint64_t acct, tg_money_t amount, struct tg_id tx
 	                           .amount = amount,
 	                           .balance = m.balance,
 	                           .refill_seq = seq};
-	jrec(w, TG_JREC_CREDIT, &p, sizeof(p));
+	struct tg_jitem_credit ic = {.source = seq != 0 ? TG_JCREDIT_REFILL : TG_JCREDIT_OPERATOR};
+	jrec_item(w, TG_JREC_CREDIT, &p, &ic, tx.p, tx.len, w->who, who_len(w), NULL, 0, NULL, 0);
 	window_record(w, &il, fp, m.balance);
 	tg_note_move(w, a, &m);
 	/* A payment: the failed refills are forgiven, a suspension for non-payment lifted. */
@@ -1054,7 +1114,13 @@ settle_expired(void *arg, const struct tg_call *c)
 	                           .cost = cost,
 	                           .seconds = c->granted,
 	                           .category = c->rate.category};
-	jrec(w, TG_JREC_EXPIRE, &p, sizeof(p));
+	struct tg_jitem_charge ic = {.balance = m.balance,
+	                             .per_min = c->rate.per_min,
+	                             .connect = c->rate.connect,
+	                             .reported = c->granted,
+	                             .billed = tg_rate_billed(&c->rate, c->granted)};
+	jrec_item(w, TG_JREC_EXPIRE, &p, &ic, NULL, 0, NULL, 0, NULL, 0, c->rate.prefix,
+	          c->rate.prefix_len);
 	if (old == NULL) {
 		struct tg_idem_rec mark = {
 		    .fingerprint = c->acct, .reply = cost, .seen = w->now_s, .result = TG_EXPIRED};

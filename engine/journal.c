@@ -150,6 +150,107 @@ tg_journal_payload_size(unsigned type)
 	return type >= 1 && type <= TG_JREC__COUNT ? payload_size[type] : 0;
 }
 
+bool
+tg_journal_itemized(unsigned type, size_t *fixed)
+{
+	size_t f = 0;
+
+	switch (type) {
+	case TG_JREC_COMMIT:
+	case TG_JREC_DEBIT:
+	case TG_JREC_EXPIRE:
+		f = sizeof(struct tg_jitem_charge);
+		break;
+	case TG_JREC_CREDIT:
+		f = sizeof(struct tg_jitem_credit);
+		break;
+	case TG_JREC_RESERVE:
+	case TG_JREC_SET_BALANCE:
+	case TG_JREC_SETTINGS:
+		break;
+	default:
+		return false;
+	}
+	if (fixed != NULL)
+		*fixed = f;
+	return true;
+}
+
+bool
+tg_journal_payload_ok(unsigned type, unsigned version, const void *payload, size_t len)
+{
+	size_t v1 = tg_journal_payload_size(type), fixed;
+	struct tg_jitem_tail t;
+
+	if (v1 == 0)
+		return false;
+	if (version == 1)
+		return len == v1;
+	if (version != 2 || !tg_journal_itemized(type, &fixed) || len < v1 + sizeof(t) + fixed)
+		return false;
+	memcpy(&t, (const uint8_t *)payload + v1, sizeof(t));
+	size_t want = v1 + sizeof(t) + fixed;
+	for (unsigned i = 0; i < TG_JITEM_STRINGS; i++)
+		want += t.slen[i];
+	return t.pad == 0 && len == want;
+}
+
+const void *
+tg_journal_item_fixed(unsigned type, const void *payload, size_t len)
+{
+	size_t v1 = tg_journal_payload_size(type);
+
+	if (len <= v1)
+		return NULL;
+	return (const uint8_t *)payload + v1 + sizeof(struct tg_jitem_tail);
+}
+
+const char *
+tg_journal_item_str(unsigned type, const void *payload, size_t len, unsigned i, size_t *n)
+{
+	size_t v1 = tg_journal_payload_size(type), fixed = 0;
+	struct tg_jitem_tail t;
+
+	*n = 0;
+	if (len <= v1 || i >= TG_JITEM_STRINGS || !tg_journal_itemized(type, &fixed))
+		return NULL;
+	memcpy(&t, (const uint8_t *)payload + v1, sizeof(t));
+	size_t at = v1 + sizeof(t) + fixed;
+	for (unsigned k = 0; k < i; k++)
+		at += t.slen[k];
+	*n = t.slen[i];
+	return (const char *)payload + at;
+}
+
+size_t
+tg_journal_item_build(void *buf, size_t cap, unsigned type, const void *v1, const void *fixed,
+                      const char *const s[TG_JITEM_STRINGS], const size_t n[TG_JITEM_STRINGS])
+{
+	size_t base = tg_journal_payload_size(type), f = 0;
+	struct tg_jitem_tail t = {{0}, 0};
+	uint8_t *b = buf;
+
+	TG_ASSERT(tg_journal_itemized(type, &f));
+	for (unsigned i = 0; i < TG_JITEM_STRINGS; i++)
+		t.slen[i] = (uint8_t)(s[i] == NULL ? 0 : n[i] > 255 ? 255 : n[i]);
+	size_t len = base + sizeof(t) + f;
+	for (unsigned i = 0; i < TG_JITEM_STRINGS; i++)
+		len += t.slen[i];
+	if (len > cap)
+		return 0;
+	memcpy(b, v1, base);
+	memcpy(b + base, &t, sizeof(t));
+	if (f > 0)
+		memcpy(b + base + sizeof(t), fixed, f);
+	size_t at = base + sizeof(t) + f;
+	for (unsigned i = 0; i < TG_JITEM_STRINGS; i++) {
+		if (t.slen[i] > 0)
+			memcpy(b + at, s[i], t.slen[i]);
+		at += t.slen[i];
+	}
+	return len;
+}
+
 const char *
 tg_journal_type_name(unsigned type)
 {
@@ -162,7 +263,10 @@ ssize_t
 tg_journal_encode(void *buf, size_t cap, unsigned type, uint64_t lsn, int64_t time_ns,
                   const void *payload, size_t len)
 {
-	TG_ASSERT(tg_journal_payload_size(type) == len && len <= TG_JOURNAL_PAYLOAD_MAX);
+	/* The payload's size says its version: the version 1 struct, or that and a tail. */
+	unsigned version = len == tg_journal_payload_size(type) ? 1u : 2u;
+	TG_ASSERT(tg_journal_payload_ok(type, version, payload, len) &&
+	          len <= TG_JOURNAL_PAYLOAD_MAX);
 	TG_ASSERT(buf != NULL && (payload != NULL || len == 0));
 	size_t total = tg_journal_rec_size(len);
 	uint8_t *b = buf;
@@ -171,7 +275,7 @@ tg_journal_encode(void *buf, size_t cap, unsigned type, uint64_t lsn, int64_t ti
 		return -ENOSPC;
 	struct tg_jrec_hdr h = {
 	    .len = (uint32_t)len,
-	    .version = TG_JOURNAL_REC_VERSION,
+	    .version = (uint16_t)version,
 	    .type = (uint16_t)type,
 	    .flags = 0,
 	    .lsn = lsn,
@@ -368,6 +472,23 @@ tg_journal_close(struct tg_journal_reader *r)
 	free(r);
 }
 
+int
+tg_journal_seek(struct tg_journal_reader *r, uint64_t lsn)
+{
+	TG_CHECK_OBJ_NOTNULL(r, TG_JREADER_MAGIC);
+	if (r->mapped || r->cur != 0 || r->stuck != TG_JOURNAL_OK)
+		return -EINVAL;
+	size_t i = 0;
+	while (i + 1 < r->nsegs && r->segs[i + 1] <= lsn)
+		i++;
+	if (r->nsegs > 0) {
+		r->cur = i;
+		r->next_lsn = r->segs[i];
+		r->pos.lsn = r->next_lsn;
+	}
+	return 0;
+}
+
 size_t
 tg_journal_segments(const struct tg_journal_reader *r)
 {
@@ -464,6 +585,7 @@ open_segment(struct tg_journal_reader *r)
 	    h.first_lsn != first)
 		return stop(r, TG_JOURNAL_BAD_HEADER, 0);
 	r->seg_version = h.version;
+	r->pos.seg_version = h.version;
 	r->off = TG_JOURNAL_HDR_SIZE;
 	return TG_JOURNAL_OK;
 }
@@ -552,7 +674,8 @@ tg_journal_next(struct tg_journal_reader *r, struct tg_jrec *rec)
 		/* Past here the bytes are what some writer wrote. */
 		if (h.version > TG_JOURNAL_REC_VERSION || h.flags != 0 || h.type > TG_JREC__COUNT)
 			return stop(r, TG_JOURNAL_NEWER_VERSION, off);
-		if (h.version == 0 || h.type == 0 || h.len != payload_size[h.type])
+		if (h.version == 0 || h.type == 0 ||
+		    !tg_journal_payload_ok(h.type, h.version, r->map + off + sizeof(h), h.len))
 			return stop(r, TG_JOURNAL_CORRUPT, off);
 		if (h.type == TG_JREC_CONFIRM) {
 			/* Confirms the record before it: same LSN, takes none of its own. */

@@ -633,7 +633,9 @@ tg_jw_sync(struct tg_jw *jw)
 void
 tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload, size_t len)
 {
-	TG_ASSERT(len <= TG_JSTAGE_PAYLOAD && len == tg_journal_payload_size(type));
+	TG_ASSERT(len <= TG_JSTAGE_PAYLOAD &&
+	          tg_journal_payload_ok(type, len == tg_journal_payload_size(type) ? 1 : 2, payload,
+	                                len));
 	if (s->n == s->cap)
 		tg_jw_commit(jw, s);
 	struct tg_jitem *it = &s->items[s->n++];

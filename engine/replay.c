@@ -746,8 +746,64 @@ snap_list(const char *dir, uint64_t *lsns, int max)
  * them; start-up skips them).  known is an LSN whose snapshot the caller has
  * just verified (0: none).
  */
+uint64_t
+tg_ledger_pos_read(const char *dir)
+{
+	char path[1024], buf[32];
+	unsigned long long v = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, TG_LEDGER_POS_FILE);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *end;
+	v = strtoull(buf, &end, 10);
+	return end != buf && (*end == '\n' || *end == '\0') ? (uint64_t)v : 0;
+}
+
+/*
+ * The first segment prune may keep for the ledger exporter: of the segments
+ * [0, k) the snapshots no longer need, those from the first holding an LSN
+ * after the exporter's position, trimmed from the front to keep->max_bytes.
+ */
+static size_t
+ledger_first_kept(struct tg_journal_reader *jr, const char *dir, size_t k,
+                  struct tg_ledger_keep *keep)
+{
+	char path[1024], seg[TG_JOURNAL_NAME_LEN];
+	struct stat st;
+	size_t j = 0;
+
+	keep->exported = tg_ledger_pos_read(dir);
+	if (keep->exported == 0)
+		return k;
+	while (j < k && tg_journal_segment_lsn(jr, j + 1) <= keep->exported + 1)
+		j++;
+	uint64_t bytes = 0;
+	size_t first = k;
+	while (first > j) {
+		tg_journal_seg_name(seg, tg_journal_segment_lsn(jr, first - 1));
+		snprintf(path, sizeof(path), "%s/%s", dir, seg);
+		uint64_t b = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+		if (bytes + b > keep->max_bytes)
+			break;
+		bytes += b;
+		first--;
+	}
+	if (first > j) {
+		keep->cut = (unsigned)(first - j);
+		keep->cut_lsn = tg_journal_segment_lsn(jr, first);
+	}
+	return first;
+}
+
 static void
-prune(const char *dir, uint64_t known)
+prune(const char *dir, uint64_t known, struct tg_ledger_keep *keep)
 {
 	uint64_t all[TG_SNAP_LIST_MAX], good[TG_SNAP_KEEP];
 	int n = snap_list(dir, all, TG_SNAP_LIST_MAX), ngood = 0;
@@ -771,10 +827,12 @@ prune(const char *dir, uint64_t known)
 	struct tg_journal_reader *jr;
 	if (tg_journal_open_dir(&jr, dir) != 0)
 		return;
-	size_t segs = tg_journal_segments(jr);
-	for (size_t i = 0; i + 1 < segs; i++) {
-		if (tg_journal_segment_lsn(jr, i + 1) > oldest + 1)
-			break;
+	size_t segs = tg_journal_segments(jr), k = 0;
+	while (k + 1 < segs && tg_journal_segment_lsn(jr, k + 1) <= oldest + 1)
+		k++;
+	if (keep != NULL)
+		k = ledger_first_kept(jr, dir, k, keep);
+	for (size_t i = 0; i < k; i++) {
 		char seg[TG_JOURNAL_NAME_LEN];
 		tg_journal_seg_name(seg, tg_journal_segment_lsn(jr, i));
 		snprintf(path, sizeof(path), "%s/%s", dir, seg);
@@ -864,6 +922,13 @@ int
 tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint32_t window,
                   char *err, size_t errlen)
 {
+	return tg_snapshot_write_keep(r, dir, now, window, NULL, err, errlen);
+}
+
+int
+tg_snapshot_write_keep(const struct tg_replay *r, const char *dir, uint32_t now, uint32_t window,
+                       struct tg_ledger_keep *keep, char *err, size_t errlen)
+{
 	char name[TG_SNAP_NAME_LEN], path[1024], tmp[1040];
 	struct tg_snap_hdr h;
 	struct sw w = {0};
@@ -935,7 +1000,7 @@ tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint
 		unlink(path);
 		return rc == -ENOMEM ? rc : -EIO;
 	}
-	prune(dir, r->lsn);
+	prune(dir, r->lsn, keep);
 	return 0;
 }
 

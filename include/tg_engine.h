@@ -66,6 +66,8 @@ struct tg_worker {
 	 */
 	uint64_t open;
 	bool replayed;
+	/* The AUTH user of the command being executed (the ledger's "who"), or NULL. */
+	const char *who;
 };
 
 struct tg_engine_cfg {

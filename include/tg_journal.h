@@ -32,8 +32,15 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the journal is little
  * confirmed (a CONFIRM record follows it before anything is acknowledged);
  * version 1 segments, which have no CONFIRM records, are still read.
  */
-#define TG_JOURNAL_VERSION     2u
-#define TG_JOURNAL_REC_VERSION 1u /* record version this build writes and reads */
+#define TG_JOURNAL_VERSION 2u
+/*
+ * Record version this build writes and reads.  Version 2 adds the itemized
+ * tail (struct tg_jitem_tail, then its strings) after the version 1 payload of
+ * the types that carry one (tg_journal_itemized); every other type, and any
+ * version 1 record, is the version 1 struct exactly.  A record's version
+ * says which: the writer writes version 2 only with a tail.
+ */
+#define TG_JOURNAL_REC_VERSION 2u
 #define TG_JOURNAL_HDR_SIZE    64u
 #define TG_JOURNAL_ALIGN       8u
 /* Largest payload accepted; a length above it is damage, not a record. */
@@ -191,6 +198,81 @@ struct tg_jrec_standing {
 	uint8_t event;
 	uint8_t pad[5];
 };
+/*
+ * ---- the itemized tail (record version 2) ----
+ *
+ * After the version 1 payload of reserve, commit, debit, credit,
+ * set_balance, settings and expire: one tail head (the lengths of up to four
+ * strings), the type's fixed fields, then the strings, back to back, no NUL.
+ * Replay reads the version 1 prefix and nothing else; the ledger exporter
+ * (tools/tollexport.c) reads the rest.  Which strings a type carries, in
+ * order, is listed with it in docs/JOURNAL.md.
+ */
+#define TG_JITEM_STRINGS 4
+struct tg_jitem_tail {
+	uint8_t slen[TG_JITEM_STRINGS]; /* bytes of string 0..3 (0: empty or absent) */
+	uint32_t pad;
+};
+/* The money of one charge (commit, debit, expire), after the tail head. */
+struct tg_jitem_charge {
+	int64_t balance;   /* the account's balance after the charge */
+	int64_t per_min;   /* the rate applied, micro-units a minute */
+	int64_t connect;   /* its connect fee */
+	uint32_t reported; /* seconds the switch reported (expire: the grant) */
+	uint32_t billed;   /* seconds billed: rounded by initial/increment/minimum */
+};
+/* Where a credit came from, after the tail head (credit). */
+struct tg_jitem_credit {
+	uint32_t source; /* enum tg_jcredit_source */
+	uint32_t pad;
+};
+/* Credit sources.  Persisted: only grow at the end. */
+enum tg_jcredit_source {
+	TG_JCREDIT_OPERATOR = 1, /* an ACCT.CREDIT whose txid is no refill request's */
+	TG_JCREDIT_REFILL = 2,   /* the credit of an auto-refill request (txid is its id) */
+};
+/* Strings in a tail: slots by type (docs/JOURNAL.md, "Itemized records"). */
+enum {
+	TG_JITEM_S_ID = 0,     /* reserve, commit, debit: the call id as sent; credit: the txid */
+	TG_JITEM_S_DEST = 1,   /* reserve, debit: the destination */
+	TG_JITEM_S_PLAN = 2,   /* reserve, debit: the plan's name */
+	TG_JITEM_S_PREFIX = 3, /* commit, debit, expire: the prefix matched */
+	TG_JITEM_S_USER = 1,   /* credit, set_balance, settings: the AUTH user (empty: none) */
+};
+/* The largest version 2 payload: commit or debit with every string full. */
+#define TG_JITEM_MAX                                                                               \
+	(sizeof(struct tg_jrec_commit) + sizeof(struct tg_jitem_tail) +                            \
+	 sizeof(struct tg_jitem_charge) + 4 * 255)
+
+/*
+ * Whether records of type carry a tail in version 2 (and how many fixed bytes
+ * follow the tail head: *fixed).
+ */
+bool tg_journal_itemized(unsigned type, size_t *fixed);
+/*
+ * Whether payload[0..len) is a valid payload of type in record version
+ * version: version 1 the struct exactly; version 2 for an itemized type the
+ * struct, the tail head, the fixed fields and exactly the strings' bytes.
+ */
+bool tg_journal_payload_ok(unsigned type, unsigned version, const void *payload, size_t len);
+/*
+ * String i of a version 2 payload already checked by tg_journal_payload_ok:
+ * its bytes (not NUL-terminated) and *n their count; NULL with *n = 0 for a
+ * version 1 payload.  fixed, when not NULL, gets the fixed fields.
+ */
+const char *tg_journal_item_str(unsigned type, const void *payload, size_t len, unsigned i,
+                                size_t *n);
+const void *tg_journal_item_fixed(unsigned type, const void *payload, size_t len);
+/*
+ * Build a version 2 payload in buf (cap bytes): the version 1 struct v1 (its
+ * size is the type's), fixed (the type's fixed fields, or NULL when none),
+ * and up to TG_JITEM_STRINGS strings (s[i], n[i]; each cut to 255 bytes).
+ * Returns the payload's length, or 0 when cap is too small.
+ */
+size_t tg_journal_item_build(void *buf, size_t cap, unsigned type, const void *v1,
+                             const void *fixed, const char *const s[TG_JITEM_STRINGS],
+                             const size_t n[TG_JITEM_STRINGS]);
+
 /* Bytes a CONFIRM record takes on disk. */
 #define TG_JOURNAL_CONFIRM_SIZE (32u + 8u)
 _Static_assert(TG_JOURNAL_CONFIRM_SIZE ==
@@ -211,7 +293,7 @@ tg_jdigest_of(struct tg_digest d)
 	return (struct tg_jdigest){d.lo, d.hi};
 }
 
-/* The payload size of type t (version 1), or 0 when t is not a type this build knows. */
+/* The payload size of type t in version 1 (the prefix of version 2), or 0 when t is unknown. */
 size_t tg_journal_payload_size(unsigned type);
 /* "reserve", "commit", ...; "?" for an unknown type. */
 const char *tg_journal_type_name(unsigned type);
@@ -298,6 +380,7 @@ struct tg_journal_pos {
 	uint64_t confirmed;             /* the highest LSN a CONFIRM record covered (0: none) */
 	uint64_t confirms;              /* CONFIRM records read */
 	bool empty_seg;                 /* the segment at file is a zero-length file */
+	uint32_t seg_version;           /* the format version of the segment at file */
 };
 
 struct tg_journal_reader;
@@ -313,6 +396,14 @@ void tg_journal_close(struct tg_journal_reader *r);
 /* The number of segments found and the first LSN of segment i (for tools). */
 size_t tg_journal_segments(const struct tg_journal_reader *r);
 uint64_t tg_journal_segment_lsn(const struct tg_journal_reader *r, size_t i);
+
+/*
+ * Before the first tg_journal_next: start at the segment that holds lsn (the
+ * last whose first LSN is at or before it), skipping the segments wholly
+ * before it unread.  The records of that segment before lsn are still
+ * returned.  0, or -EINVAL once reading started.
+ */
+int tg_journal_seek(struct tg_journal_reader *r, uint64_t lsn);
 
 /*
  * The next record, validated: its checksum, length, padding, version,

@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "tg_journal.h"
+#include "tg_limits.h"
 #include "tg_stats-t.h"
 
 enum tg_durability { TG_DURABLE = 0, TG_RELAXED = 1, TG_NOJOURNAL = 2 };
@@ -38,8 +39,8 @@ enum tg_durability { TG_DURABLE = 0, TG_RELAXED = 1, TG_NOJOURNAL = 2 };
 int tg_durability_parse(const char *s);
 const char *tg_durability_name(enum tg_durability d);
 
-/* The largest payload the engine stages (struct tg_jrec_reserve and commit). */
-#define TG_JSTAGE_PAYLOAD 72
+/* The largest payload the engine stages: an itemized commit or debit, every string full. */
+#define TG_JSTAGE_PAYLOAD ((TG_JITEM_MAX + 7) & ~(size_t)7)
 
 struct tg_jitem {
 	uint16_t type;
@@ -60,12 +61,15 @@ struct tg_jstage {
  * (or expire) record and the refill request the debit may fire.
  */
 #define TG_JW_SETTLE_BYTES                                                                         \
-	(tg_journal_rec_size(sizeof(struct tg_jrec_commit)) +                                      \
+	(tg_journal_rec_size(sizeof(struct tg_jrec_commit) + sizeof(struct tg_jitem_tail) +        \
+	                     sizeof(struct tg_jitem_charge) + TG_CALLID_MAX + TG_DEST_MAX) +       \
 	 tg_journal_rec_size(sizeof(struct tg_jrec_refill_fired)))
 /* Bytes one command can stage at most (ACCT.SET: balance, settings, refill fired). */
 #define TG_JW_CMD_BYTES                                                                            \
-	(tg_journal_rec_size(sizeof(struct tg_jrec_set_balance)) +                                 \
-	 tg_journal_rec_size(sizeof(struct tg_jrec_settings)) +                                    \
+	(tg_journal_rec_size(sizeof(struct tg_jrec_set_balance) + sizeof(struct tg_jitem_tail) +   \
+	                     TG_USER_NAME_MAX) +                                                   \
+	 tg_journal_rec_size(sizeof(struct tg_jrec_settings) + sizeof(struct tg_jitem_tail) +      \
+	                     TG_USER_NAME_MAX) +                                                   \
 	 tg_journal_rec_size(sizeof(struct tg_jrec_refill_fired)))
 
 /*

@@ -191,6 +191,26 @@ struct tg_snap_trailer {
  */
 int tg_snapshot_write(const struct tg_replay *r, const char *dir, uint32_t now, uint32_t window,
                       char *err, size_t errlen);
+
+/*
+ * The ledger exporter's claim on the journal (docs/LEDGER.md, "Retention"):
+ * it writes the last LSN in its database to <data-dir>/ledger.pos, and
+ * pruning keeps the segments holding later records, at most max_bytes of
+ * them beyond what the snapshots keep.  Past that the oldest go anyway:
+ * billing never waits for the exporter.
+ */
+#define TG_LEDGER_POS_FILE "ledger.pos"
+struct tg_ledger_keep {
+	uint64_t max_bytes; /* journal kept for the exporter at most; 0: nothing kept for it */
+	uint64_t exported;  /* out: its position (0: no position file) */
+	unsigned cut;       /* out: segments it had not read that were pruned anyway */
+	uint64_t cut_lsn;   /* out: when cut, the first LSN still on disk */
+};
+/* tg_snapshot_write, pruning as keep says (NULL: as tg_snapshot_write). */
+int tg_snapshot_write_keep(const struct tg_replay *r, const char *dir, uint32_t now,
+                           uint32_t window, struct tg_ledger_keep *keep, char *err, size_t errlen);
+/* The LSN in dir's ledger.pos: 0 when there is none or it does not read as one. */
+uint64_t tg_ledger_pos_read(const char *dir);
 /*
  * Check snapshot-<lsn>.tgs of dir as it is on the device (its cached pages
  * are dropped first): header, size, checksum, trailer, without loading it.

@@ -392,7 +392,7 @@ test_full_disk_refuses_instead_of_crashing(void **state)
  * Calls granted before the disk filled are ended and billed, and those
  * never ended expire and are billed, however the credits ran the disk down:
  * the reserve keeps room for every call in progress.  With a small reserve
- * (64 KiB) and 2000 calls, what they need (2000 x 176 bytes) is more than
+ * (64 KiB) and 2000 calls, what they need (2000 x 504 bytes) is more than
  * half the reserve, so it is their number that sizes the floor.
  */
 static void
@@ -410,8 +410,8 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 	uint64_t t0 = it_now_ms();
 	pipeline(f->c, "CALL.AUTH 1 " DEST_CALL " call-%u", CALLS, &next, &granted, NULL);
 	assert_int_equal(granted, CALLS);
-	assert_int_equal(info_num(f->c, "journal_settle_reserve"), CALLS * 176);
-	fill(f, 1u << 20);
+	assert_int_equal(info_num(f->c, "journal_settle_reserve"), CALLS * 504);
+	fill(f, 2u << 20);
 	it_sleep_ms(300);
 
 	next = 0;
@@ -424,7 +424,7 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 	uint64_t left = disk_free(f);
 	fprintf(stderr, "disk: %u credits recorded, %llu bytes left for %u calls\n", credits,
 	        (unsigned long long)left, CALLS);
-	assert_true(left >= CALLS * 176);
+	assert_true(left >= CALLS * 504);
 
 	/* Every call granted before is ended and billed, none refused. */
 	next = 0;

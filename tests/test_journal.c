@@ -617,7 +617,7 @@ test_newer_version(void **state)
 	write_segment(1, 10, NULL);
 	write_segment(11, 10, offs);
 	seg_name(name, 11);
-	patch_record(name, offs[3], 2, type_of(14), 0);
+	patch_record(name, offs[3], TG_JOURNAL_REC_VERSION + 1, type_of(14), 0);
 	assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_NEWER_VERSION);
 	assert_int_equal(n, 13);
 	assert_string_equal(pos.file, name);
@@ -761,6 +761,102 @@ test_bad_header(void **state)
 	assert_int_equal(read_all(1, &n, &pos), TG_JOURNAL_BAD_HEADER);
 }
 
+/*
+ * Record version 2: the itemized tail after the version 1 payload.  A
+ * segment holding a version 1 debit (an older build's) and a version 2 debit
+ * of the same call reads both; the strings and the fixed fields come back
+ * as written; a tail whose string lengths do not add up, a tail on a type
+ * that has none, and a version 1 record of the wrong size are CORRUPT.
+ */
+static void
+write_raw(const char *name, const void *recs, size_t n)
+{
+	char p[512];
+	struct tg_jseg_hdr h;
+
+	path_of(p, sizeof(p), name);
+	FILE *f = fopen(p, "wb");
+	assert_non_null(f);
+	tg_journal_seg_header(&h, 1, 1764000000);
+	assert_int_equal(fwrite(&h, sizeof(h), 1, f), 1);
+	assert_int_equal(fwrite(recs, n, 1, f), 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void
+test_itemized_records(void **state)
+{
+	char name[TG_JOURNAL_NAME_LEN];
+	uint8_t buf[4096], pl[TG_JOURNAL_PAYLOAD_MAX];
+	struct tg_jrec_debit d = {.acct = 1001, .id = {7, 8}, .cost = 25200, .duration = 125};
+	struct tg_jitem_charge c = {
+	    .balance = 4974800, .per_min = 12000, .connect = 0, .reported = 125, .billed = 126};
+	const char *const str[TG_JITEM_STRINGS] = {"call-1", "14155551212", "basic", "1415"};
+	const size_t len[TG_JITEM_STRINGS] = {6, 11, 5, 4};
+	struct tg_journal_reader *r;
+	struct tg_jrec rec;
+	size_t at = 0, n;
+
+	(void)state;
+	/* LSN 1: version 1, as an older build wrote it.  LSN 2: version 2. */
+	ssize_t w = tg_journal_encode(buf, sizeof(buf), TG_JREC_DEBIT, 1, 10, &d, sizeof(d));
+	assert_int_equal(w, tg_journal_rec_size(sizeof(d)));
+	at += (size_t)w;
+	size_t pn = tg_journal_item_build(pl, sizeof(pl), TG_JREC_DEBIT, &d, &c, str, len);
+	assert_int_equal(pn, sizeof(d) + sizeof(struct tg_jitem_tail) + sizeof(c) + 26);
+	assert_int_equal(tg_journal_item_build(pl, pn - 1, TG_JREC_DEBIT, &d, &c, str, len), 0);
+	w = tg_journal_encode(buf + at, sizeof(buf) - at, TG_JREC_DEBIT, 2, 20, pl, pn);
+	assert_true(w > 0);
+	at += (size_t)w;
+	tg_journal_seg_name(name, 1);
+	write_raw(name, buf, at);
+
+	assert_int_equal(tg_journal_open_dir(&r, tmpdir), 0);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_OK);
+	assert_int_equal(rec.version, 1);
+	assert_int_equal(rec.len, sizeof(d));
+	assert_null(tg_journal_item_str(rec.type, rec.payload, rec.len, 0, &n));
+	assert_int_equal(n, 0);
+	assert_null(tg_journal_item_fixed(rec.type, rec.payload, rec.len));
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_OK);
+	assert_int_equal(rec.version, 2);
+	assert_memory_equal(rec.payload, &d, sizeof(d)); /* replay's prefix, unchanged */
+	for (unsigned i = 0; i < TG_JITEM_STRINGS; i++) {
+		const char *sp = tg_journal_item_str(rec.type, rec.payload, rec.len, i, &n);
+		assert_int_equal(n, len[i]);
+		assert_memory_equal(sp, str[i], n);
+	}
+	assert_memory_equal(tg_journal_item_fixed(rec.type, rec.payload, rec.len), &c, sizeof(c));
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_END);
+	tg_journal_close(r);
+
+	/* The checks a reader makes of a payload. */
+	assert_true(tg_journal_payload_ok(TG_JREC_DEBIT, 2, pl, pn));
+	assert_false(tg_journal_payload_ok(TG_JREC_DEBIT, 2, pl, pn - 1));
+	assert_false(tg_journal_payload_ok(TG_JREC_DEBIT, 2, pl, sizeof(d)));
+	assert_false(tg_journal_payload_ok(TG_JREC_DEBIT, 1, pl, pn));
+	assert_false(tg_journal_payload_ok(TG_JREC_DEBIT, 3, pl, pn));
+	assert_false(tg_journal_payload_ok(TG_JREC_REFILL_FIRED, 2, pl, 48));
+	assert_true(tg_journal_itemized(TG_JREC_CREDIT, &n) && n == 8);
+	assert_false(tg_journal_itemized(TG_JREC_CONFIRM, NULL));
+
+	/* A tail whose lengths claim one byte more than the record holds: CORRUPT at it. */
+	pl[sizeof(d)] += 1;
+	at = (size_t)tg_journal_rec_size(sizeof(d));
+	struct tg_jrec_hdr h = {.len = (uint32_t)pn, .version = 2, .type = TG_JREC_DEBIT, .lsn = 2};
+	memset(buf + at, 0, tg_journal_rec_size(pn));
+	memcpy(buf + at, &h, sizeof(h));
+	memcpy(buf + at + sizeof(h), pl, pn);
+	h.crc = tg_crc32c(0, buf + at + 8, sizeof(h) - 8 + pn);
+	memcpy(buf + at + 4, &h.crc, 4);
+	write_raw(name, buf, at + tg_journal_rec_size(pn));
+	assert_int_equal(tg_journal_open_dir(&r, tmpdir), 0);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_OK);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_CORRUPT);
+	assert_int_equal(tg_journal_where(r)->offset, TG_JOURNAL_HDR_SIZE + at);
+	tg_journal_close(r);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
 
 int
@@ -784,6 +880,7 @@ main(void)
 	    T(test_empty_middle),
 	    T(test_gap),
 	    T(test_bad_header),
+	    T(test_itemized_records),
 	};
 
 	return cmocka_run_group_tests_name("journal", tests, NULL, NULL);

@@ -208,6 +208,15 @@ avg_count(uint64_t v, uint64_t secs, char *buf, size_t len)
 	return buf;
 }
 
+/* Records the ledger exporter has still to export (docs/LEDGER.md); 0 with none. */
+static uint64_t
+ledger_lag(const struct stat_src *s, const struct stat_snap *n)
+{
+	uint64_t at = n->counters_ok ? n->counter[TG_C_ledger_lsn] : 0;
+	uint64_t lsn = __atomic_load_n(&s->t.hdr->journal_lsn, __ATOMIC_ACQUIRE);
+	return at == 0 || lsn <= at ? 0 : lsn - at;
+}
+
 void
 stat_print_text(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 {
@@ -308,8 +317,8 @@ stat_print_json(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 	        n->used, n->calls, stat_money128(n->reserved, a));
 	fprintf(f,
 	        "\"balance_total\": \"%s\", \"refills_in_flight\": %" PRIu64
-	        ", \"refills_pending\": %" PRIu64 "},\n",
-	        stat_money128(n->balance, a), n->inflight, n->pending);
+	        ", \"refills_pending\": %" PRIu64 ", \"ledger_lag\": %" PRIu64 "},\n",
+	        stat_money128(n->balance, a), n->inflight, n->pending, ledger_lag(s, n));
 
 	/* A segment with another counter table gets an empty object, not wrong names. */
 	fputs("  \"counters\": {", f);
@@ -434,6 +443,9 @@ stat_print_prom(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 	             n->inflight);
 	prom_gauge_u(f, "refills_pending", "refill requests fired and not yet on the stream",
 	             n->pending);
+	prom_gauge_u(f, "ledger_lag_records",
+	             "journal records not yet in the ledger's database (0: no exporter)",
+	             ledger_lag(s, n));
 
 	if (!n->counters_ok)
 		fprintf(f,
@@ -572,7 +584,11 @@ stat_print_doc(FILE *f)
 	    "set |\n"
 	    "| refills pending | `tollgate_refills_pending` | refill records being written, "
 	    "pending or in the publisher's pipeline: fired and not yet on the stream (`INFO` "
-	    "`refills_pending`) |\n\n",
+	    "`refills_pending`) |\n"
+	    "| ledger lag | `tollgate_ledger_lag_records` | journal records not yet exported to "
+	    "the "
+	    "ledger: the header's `journal_lsn` less `ledger_lsn` (docs/LEDGER.md); 0 with no "
+	    "exporter |\n\n",
 	    f);
 
 	fputs("## Latency histograms\n\n", f);

@@ -38,6 +38,7 @@
 
 #include "ctl_accounts.h"
 #include "tg_datadir.h"
+#include "ctl_ledger.h"
 #include "tg_journal.h"
 #include "tg_money.h"
 #include "tg_replay.h"
@@ -151,6 +152,14 @@ static const char usage_text[] =
     "        tollgated names when it refuses a damaged journal): that segment is cut there,\n"
     "        later segments and snapshots past the cut are renamed NAME.cut-SECONDS.\n"
     "        Refused while a tollgated runs on DIR\n"
+    "  statement ACCT --month YYYY-MM [--json]\n"
+    "        the ledger's statement (docs/LEDGER.md): opening balance, usage by category,\n"
+    "        every call, credits and refills, closing balance\n"
+    "  calls ACCT [--from T] [--to T] [--csv | --json]\n"
+    "        the ledger's calls of ACCT between two times (YYYY-MM-DD[THH:MM:SS] UTC)\n"
+    "  reconcile    the ledger's balance of every account against tollgated's; exit 1\n"
+    "        when one differs.  The three read --db PATH|URI or --data-dir DIR\n"
+    "        (DIR/ledger.sqlite)\n"
     "\n"
     "exit status:\n"
     "  0  ok; journal-check: the journal ends cleanly\n"
@@ -1519,6 +1528,11 @@ main(int argc, char **argv)
 		rc = parse_globals(&x, argc, argv, &first);
 	if (rc != CTL_OK)
 		return rc < 0 ? CTL_OK : rc;
+	/* The ledger's questions parse their own options (tools/ctl_ledger.c). */
+	if (strcmp(argv[first], "statement") == 0 || strcmp(argv[first], "calls") == 0 ||
+	    strcmp(argv[first], "reconcile") == 0)
+		return ctl_ledger_main(argc - first, argv + first, x.daemon.host, x.daemon.port,
+		                       x.user, x.password);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[first], commands[i].name) == 0)
 			cmd = &commands[i];

@@ -95,5 +95,8 @@ TG_CFG("journal-segment-size", U64, journal_segment_size, "67108864",
 TG_CFG("disk-reserve", U64, disk_reserve, "268435456",
        "free bytes the data-dir's file system must keep: below it money-moving commands are "
        "refused with NOSPACE rather than acknowledged without a record")
+TG_CFG("ledger-keep-max", U64, ledger_keep_max, "1073741824",
+       "bytes of journal kept, past what the snapshots need, for a ledger exporter behind "
+       "(its ledger.pos); older segments go anyway and ledger_segments_cut counts them")
 TG_CFG("snapshot-interval", U32, snapshot_interval, "300",
        "seconds between snapshots (taken only when the journal grew); 0 = only at shutdown")

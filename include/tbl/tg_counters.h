@@ -111,3 +111,8 @@ TG_COUNTER(journal_waits, journal,
 TG_COUNTER(journal_nospace, journal, "requests refused with NOSPACE: the disk reserve was reached")
 TG_COUNTER(snapshots, journal, "snapshots written")
 TG_COUNTER(journal_sync_ns, journal, "nanoseconds spent in journal write + fdatasync, all syncs")
+TG_COUNTER(ledger_lsn, journal,
+           "the ledger exporter's position: the last LSN in its database (ledger.pos); 0: none")
+TG_COUNTER(ledger_segments_cut, journal,
+           "journal segments pruned before the ledger exporter read them (it fell more than "
+           "ledger-keep-max behind)")
