@@ -171,7 +171,7 @@ pg_connect(struct ldb *db)
 	}
 	memset(db->prepared, 0, sizeof(db->prepared));
 	/* Notices (CREATE ... IF NOT EXISTS) are not errors: keep them off stderr. */
-	PQexec(db->pg, "SET client_min_messages = warning");
+	PQclear(PQexec(db->pg, "SET client_min_messages = warning"));
 	return 0;
 }
 
