@@ -729,17 +729,22 @@ test_charges_are_whole_cents_in_the_currency(void **state)
  * stopped; another one, started later, makes the second and third from the
  * schedule, and the third is approved: one charge, one credit, one receipt,
  * and no failure mail for the attempts that failed.  The engine, with a
- * refill-timeout of 1 s, would republish the request during the pauses but
- * for the worker's lease: it republishes nothing.
+ * refill-timeout of 2 s, would republish the request during the second pause
+ * but for the worker's lease: it republishes nothing.
  */
 static void
 test_soft_failure_succeeds_on_third_attempt(void **state)
 {
-	static const char *const engine[] = {"--refill-timeout", "1", NULL};
+	/*
+	 * The pauses are 4/3 s and 8/3 s: without the lease the engine would
+	 * republish during the second.  The 2 s before the first lease leave the
+	 * first attempt room on a loaded machine.
+	 */
+	static const char *const engine[] = {"--refill-timeout", "2", NULL};
 	static const char *const first[] = {"--consumer",     "w1", "--attempts", "3",
-	                                    "--retry-period", "2s", NULL};
+	                                    "--retry-period", "4s", NULL};
 	static const char *const second[] = {"--consumer",     "w2", "--attempts", "3",
-	                                     "--retry-period", "2s", NULL};
+	                                     "--retry-period", "4s", NULL};
 	struct worker w, w2;
 	char mail[8192];
 
