@@ -36,7 +36,9 @@
 
 #include "tg_assert.h"
 #include "tg_log.h"
+#include "tg_names.h"
 #include "tg_refill.h"
+#include "tg_refill_wire.h"
 
 #define REFILL_MAGIC 0x72666c6cu
 
@@ -487,18 +489,25 @@ append(struct tg_refill *r, const struct item *it)
 	snprintf(attempt, sizeof(attempt), "%u", n < UINT16_MAX ? n + 1 : n);
 	snprintf(mark, sizeof(mark), "%s:published:%s:%s", r->stream, rid, attempt);
 
-	const char *argv[] = {
-	    "EVAL",      publish_lua,
-	    "2",         r->stream,
-	    mark,        r->mark_ttl,
-	    "id",        rid,
-	    "account",   acct,
-	    "balance",   bal,
-	    "threshold", thr,
-	    "mode",      TG_RTAG_MODE(it->tag) == TG_REFILL_TOPUP ? "topup" : "add",
-	    "amount",    amt,
-	    "fired",     fired,
-	    "attempt",   attempt};
+	unsigned mode = TG_RTAG_MODE(it->tag) == TG_REFILL_TOPUP ? TG_REFILL_TOPUP : TG_REFILL_ADD;
+	const char *val[TG_RF__COUNT] = {
+	    [TG_RF_ID] = rid,
+	    [TG_RF_ACCOUNT] = acct,
+	    [TG_RF_BALANCE] = bal,
+	    [TG_RF_THRESHOLD] = thr,
+	    [TG_RF_MODE] = tg_refill_mode_name(mode),
+	    [TG_RF_AMOUNT] = amt,
+	    [TG_RF_FIRED] = fired,
+	    [TG_RF_ATTEMPT] = attempt,
+	};
+	const char *argv[6 + 2 * TG_RF__COUNT] = {"EVAL",    publish_lua, "2",
+	                                          r->stream, mark,        r->mark_ttl};
+	/* The fields in the table's order, each with its value. */
+	for (unsigned k = 0; k < TG_RF__COUNT; k++) {
+		TG_ASSERT(val[k] != NULL);
+		argv[6 + 2 * k] = tg_refill_field_name(k);
+		argv[7 + 2 * k] = val[k];
+	}
 	size_t argl[TG_ARRAY_LEN(argv)];
 	for (size_t k = 0; k < TG_ARRAY_LEN(argv); k++)
 		argl[k] = strlen(argv[k]);
