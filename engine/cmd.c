@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_log.h"
 #include "tg_names.h"
 #include "tg_idstore.h"
@@ -1047,9 +1048,7 @@ session_open(void *arg, unsigned worker, void *session)
 	/* With no credential configured every connection is trusted as admin. */
 	s->authed = !srv->auth.required;
 	s->role = s->authed ? TG_ROLE_ADMIN : 0;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	s->opened_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	s->opened_ms = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 /*
@@ -1062,13 +1061,11 @@ session_expired(void *arg, unsigned worker, void *session)
 {
 	struct tg_server *srv = arg;
 	struct tg_session *s = session;
-	struct timespec ts;
 
 	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
 	if (s->authed || srv->cfg.auth_timeout == 0)
 		return false;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	uint64_t now = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
 	if (now - s->opened_ms < (uint64_t)srv->cfg.auth_timeout * 1000)
 		return false;
 	tg_count(tg_engine_worker(&srv->engine, worker), TG_C_auth_timeouts, 1);

@@ -23,6 +23,7 @@
 
 #include "tg_atomic.h" /* TG_TSAN */
 #include "tg_calls.h"
+#include "tg_clock.h"
 
 static uint64_t
 splitmix(uint64_t *s)
@@ -518,7 +519,7 @@ struct race {
 	struct tg_digest ids[ROUND_IDS];
 	unsigned added[ROUND_IDS], removed[ROUND_IDS];
 	unsigned stop, rounds, failures;
-	struct timespec start;
+	uint64_t start_ns;
 };
 
 static bool
@@ -544,15 +545,6 @@ shuffle(unsigned *order, unsigned n, uint64_t *seed)
 		order[i] = order[j];
 		order[j] = t;
 	}
-}
-
-static uint64_t
-elapsed_ns(const struct timespec *a)
-{
-	struct timespec b;
-
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	return (uint64_t)((b.tv_sec - a->tv_sec) * 1000000000 + (b.tv_nsec - a->tv_nsec));
 }
 
 struct worker {
@@ -633,7 +625,7 @@ race_worker(void *arg)
 					race_fail(rc);
 			}
 			rc->rounds++;
-			rc->stop = elapsed_ns(&rc->start) > 1000000000u || rc->rounds >= 10000;
+			rc->stop = tg_mono_ns() - rc->start_ns > 1000000000u || rc->rounds >= 10000;
 		}
 		pthread_barrier_wait(&rc->barrier);
 		if (rc->stop)
@@ -651,7 +643,7 @@ test_race(void **state)
 	(void)state;
 	assert_int_equal(tg_calls_init(&rc.c, 20000), 0);
 	assert_int_equal(pthread_barrier_init(&rc.barrier, NULL, THREADS), 0);
-	clock_gettime(CLOCK_MONOTONIC, &rc.start);
+	rc.start_ns = tg_mono_ns();
 	for (unsigned t = 0; t < THREADS; t++) {
 		wk[t].rc = &rc;
 		wk[t].tid = t;

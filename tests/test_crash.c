@@ -637,11 +637,11 @@ client_batch(struct client *cl, bool fresh, bool stopping)
 	unsigned got = 0;
 	for (unsigned i = 0; i < nre + nb; i++) {
 		redisReply *r = NULL;
-		uint64_t t = it_now_ms();
+		uint64_t t = tg_mono_ms();
 		if (redisGetReply(cl->c, (void **)&r) != REDIS_OK || r == NULL) {
 			/* A kill shows as a reset or an end of file at once; a silence is a stall.
 			 */
-			if (it_now_ms() - t >= REPLY_TIMEOUT_S * 1000 - 100) {
+			if (tg_mono_ms() - t >= REPLY_TIMEOUT_S * 1000 - 100) {
 				violation("client %u: no reply within %d s in run %u (a stall)",
 				          cl->idx, REPLY_TIMEOUT_S, cl->run);
 			}
@@ -683,10 +683,10 @@ client_main(void *arg)
 		if (quit)
 			break;
 		if (stopping && deadline == 0)
-			deadline = it_now_ms() + DRAIN_MS;
+			deadline = tg_mono_ms() + DRAIN_MS;
 		if (stopping && cl->plen == 0 && cl->nopen == 0)
 			break;
-		if (stopping && it_now_ms() > deadline) {
+		if (stopping && tg_mono_ms() > deadline) {
 			for (size_t i = 0; i < cl->plen; i++) {
 				char what[400];
 				op_describe(cl, &cl->ops[cl->pend[cl->phead + i]], what,
@@ -701,11 +701,11 @@ client_main(void *arg)
 			fresh = true;
 			continue;
 		}
-		uint64_t t = it_now_ms();
+		uint64_t t = tg_mono_ms();
 		client_batch(cl, fresh, stopping);
 		fresh = false;
-		if (!stopping && it_now_ms() - t < PACE_US / 1000)
-			it_sleep_ms((unsigned)(PACE_US / 1000 - (it_now_ms() - t)));
+		if (!stopping && tg_mono_ms() - t < PACE_US / 1000)
+			it_sleep_ms((unsigned)(PACE_US / 1000 - (tg_mono_ms() - t)));
 	}
 	if (cl->c != NULL)
 		redisFree(cl->c);
@@ -1105,7 +1105,7 @@ acct_index(const char *s)
 static void
 check_stream(const char *when)
 {
-	uint64_t deadline = it_now_ms() + REFILL_WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + REFILL_WAIT_MS;
 	unsigned count[ACCTS];
 	char bad[MSG_MAX];
 
@@ -1143,7 +1143,7 @@ check_stream(const char *when)
 			missing += fx.crossed[k] && count[k] == 0;
 			extra += !fx.crossed[k] && count[k] > 0;
 		}
-		if ((missing == 0 && extra == 0 && wrong == 0) || it_now_ms() > deadline)
+		if ((missing == 0 && extra == 0 && wrong == 0) || tg_mono_ms() > deadline)
 			break;
 		it_sleep_ms(100);
 	}
@@ -1397,14 +1397,14 @@ check_all(const char *when)
 {
 	bool off[ACCTS];
 	unsigned before = fx.failures;
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 
 	memset(fx.fcount, 0, sizeof(fx.fcount));
 	check_stream(when);
 	check_accounts(when, off);
 	check_replays(when, off);
 	fprintf(stderr, "crash: checked %s in %llu ms: %u failures\n", when,
-	        (unsigned long long)(it_now_ms() - t0), fx.failures - before);
+	        (unsigned long long)(tg_mono_ms() - t0), fx.failures - before);
 	for (unsigned k = 0; k < F__N; k++)
 		if (fx.fcount[k] > 0)
 			fprintf(stderr, "crash:   %6u about %s%s\n", fx.fcount[k], fcat_names[k],
@@ -1457,7 +1457,7 @@ summary(uint64_t t0, unsigned kills, unsigned reboots)
 	        "a kill (%llu answered from the id window: applied by the engine that died), %llu "
 	        "calls in progress authorized again after a kill with their grant, %zu refused; "
 	        "%llu batches, %llu connections; %u of %u refill accounts crossed\n",
-	        kills, reboots, (unsigned long long)(it_now_ms() - t0), n[OP_CDR], n[OP_CREDIT],
+	        kills, reboots, (unsigned long long)(tg_mono_ms() - t0), n[OP_CDR], n[OP_CREDIT],
 	        n[OP_AUTH], blocked, n[OP_END], again, (unsigned long long)fx.replays,
 	        (unsigned long long)reauths, bad, (unsigned long long)batches,
 	        (unsigned long long)reconnects, crossed, ACCTS / 4);
@@ -1466,7 +1466,7 @@ summary(uint64_t t0, unsigned kills, unsigned reboots)
 static void
 test_kill9_torture(void **state)
 {
-	uint64_t rng = fx.seed, t0 = it_now_ms();
+	uint64_t rng = fx.seed, t0 = tg_mono_ms();
 	unsigned kills = 0, reboots = 0;
 	bool restart_failed = false;
 
@@ -1488,7 +1488,7 @@ test_kill9_torture(void **state)
 		it_sleep_ms(ms);
 		/* Answered from the window in this run: retries the previous run had applied. */
 		fx.replays += info_counter("replays");
-		uint64_t t = it_now_ms();
+		uint64_t t = tg_mono_ms();
 		if (engine_crash(k, reboot, false) != 0) {
 			fprintf(stderr, "crash: the restart after kill %u (%s) failed\n", k,
 			        reboot ? "segment removed" : "segment kept");
@@ -1501,7 +1501,7 @@ test_kill9_torture(void **state)
 		        "crash: kill %u/%u after %u ms of traffic, %s, up again in %llu ms; %llu "
 		        "operations acknowledged, %llu answered from the window when sent again\n",
 		        k, fx.kills, ms, reboot ? "segment removed" : "segment kept",
-		        (unsigned long long)(it_now_ms() - t),
+		        (unsigned long long)(tg_mono_ms() - t),
 		        (unsigned long long)__atomic_load_n(&fx.acked, __ATOMIC_RELAXED),
 		        (unsigned long long)fx.replays);
 	}

@@ -407,7 +407,7 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 
 	fx_start(f, flags);
 	it_run_cmd(f->c, "ACCT.SET 1 BALANCE 100000 PLAN basic");
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	pipeline(f->c, "CALL.AUTH 1 " DEST_CALL " call-%u", CALLS, &next, &granted, NULL);
 	assert_int_equal(granted, CALLS);
 	assert_int_equal(info_num(f->c, "journal_settle_reserve"), CALLS * 176);
@@ -431,9 +431,9 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 	assert_int_equal(pipeline(f->c, "CALL.END 1 call-%u 5", ENDED, &next, &ended, &billed), 0);
 	assert_int_equal(ended, ENDED);
 	/* The rest expire at their grant (12 s + 1 s of grace) and are billed for it. */
-	assert_true(it_now_ms() - t0 < 12000);
-	uint64_t deadline = it_now_ms() + 30000;
-	while (info_num(f->c, "calls_in_progress") > 0 && it_now_ms() < deadline)
+	assert_true(tg_mono_ms() - t0 < 12000);
+	uint64_t deadline = tg_mono_ms() + 30000;
+	while (info_num(f->c, "calls_in_progress") > 0 && tg_mono_ms() < deadline)
 		it_sleep_ms(200);
 	assert_int_equal(info_num(f->c, "calls_in_progress"), 0);
 	redisReply *r = it_cmd(f->c, "RATE basic " DEST_CALL " 5");
@@ -495,15 +495,15 @@ test_id_runs_go_first_below_the_reserve(void **state)
 	for (int k = 0; k < 40; k++)
 		assert_int_equal(chunk(f->c, "CDR 1 " DEST " 60 cdr-%u", &next, &acked, &charged),
 		                 0);
-	uint64_t deadline = it_now_ms() + 8000;
-	while (info_num(f->c, "ids_disk_runs") == 0 && it_now_ms() < deadline)
+	uint64_t deadline = tg_mono_ms() + 8000;
+	while (info_num(f->c, "ids_disk_runs") == 0 && tg_mono_ms() < deadline)
 		it_sleep_ms(100);
 	assert_true(info_num(f->c, "ids_disk_runs") > 0);
 	/* Below the reserve: the next move drops the oldest run (every 5 s at the latest). */
 	fill(f, 4 << 20);
-	deadline = it_now_ms() + 12000;
+	deadline = tg_mono_ms() + 12000;
 	while (!it_log_has(&f->d, "below disk-reserve: forgetting the oldest run") &&
-	       it_now_ms() < deadline)
+	       tg_mono_ms() < deadline)
 		it_sleep_ms(200);
 	assert_true(it_log_has(&f->d, "below disk-reserve: forgetting the oldest run"));
 	assert_true(info_num(f->c, "ids_horizon_cut") > 0);
@@ -526,11 +526,11 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 	fx_start(f, flags);
 	it_run_cmd(f->c, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	assert_int_equal(chunk(f->c, "CDR 1 " DEST " 60 cdr-%u", &next, &acked, &charged), 0);
-	uint64_t deadline = it_now_ms() + 10000;
+	uint64_t deadline = tg_mono_ms() + 10000;
 	do {
 		it_sleep_ms(100);
 		snapshots(f->data, before, sizeof(before));
-	} while (before[0] == '\0' && it_now_ms() < deadline);
+	} while (before[0] == '\0' && tg_mono_ms() < deadline);
 	assert_true(before[0] != '\0');
 
 	/* Below the reserve, above the credits' floor: the journal still grows. */
@@ -539,8 +539,8 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 	assert_true(info_has(f->c, "journal_disk_state:reserve"));
 	next = 0;
 	assert_int_equal(pipeline(f->c, "ACCT.CREDIT 1 0.01 tx-%u", 100, &next, &credits, NULL), 0);
-	deadline = it_now_ms() + 10000;
-	while (!it_log_has(&f->d, "skipped: it needs") && it_now_ms() < deadline)
+	deadline = tg_mono_ms() + 10000;
+	while (!it_log_has(&f->d, "skipped: it needs") && tg_mono_ms() < deadline)
 		it_sleep_ms(100);
 	assert_true(it_log_has(&f->d, "skipped: it needs"));
 	snapshots(f->data, after, sizeof(after));
@@ -559,11 +559,11 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 	assert_int_equal(unlink(f->filler), 0);
 	it_sleep_ms(300);
 	it_run_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
-	deadline = it_now_ms() + 10000;
+	deadline = tg_mono_ms() + 10000;
 	do {
 		it_sleep_ms(100);
 		snapshots(f->data, after, sizeof(after));
-	} while (strcmp(after, before) == 0 && it_now_ms() < deadline);
+	} while (strcmp(after, before) == 0 && tg_mono_ms() < deadline);
 	assert_string_not_equal(after, before);
 	assert_int_equal(acct_money(f->c, 1, "balance"), want + U);
 }

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "tg_atomic.h" /* TG_TSAN */
+#include "tg_clock.h"
 #include "tg_idem.h"
 
 static uint64_t
@@ -414,7 +415,7 @@ struct race {
 	unsigned applied[ROUND_IDS];
 	unsigned by[ROUND_IDS]; /* written and read under the id's stripe lock */
 	unsigned stop, rounds, failures, replays;
-	struct timespec start;
+	uint64_t start_ns;
 };
 
 struct worker {
@@ -439,15 +440,6 @@ shuffle(unsigned *order, unsigned n, uint64_t *seed)
 		order[i] = order[j];
 		order[j] = t;
 	}
-}
-
-static uint64_t
-elapsed_ns(const struct timespec *a)
-{
-	struct timespec b;
-
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	return (uint64_t)((b.tv_sec - a->tv_sec) * 1000000000 + (b.tv_nsec - a->tv_nsec));
 }
 
 static void *
@@ -501,7 +493,7 @@ race_worker(void *arg)
 				if (rc->applied[i] != 1)
 					race_fail(rc);
 			rc->rounds++;
-			rc->stop = elapsed_ns(&rc->start) > 1000000000u || rc->rounds >= 10000;
+			rc->stop = tg_mono_ns() - rc->start_ns > 1000000000u || rc->rounds >= 10000;
 		}
 		pthread_barrier_wait(&rc->barrier);
 		if (rc->stop)
@@ -519,7 +511,7 @@ test_race(void **state)
 	(void)state;
 	assert_int_equal(tg_idem_init(&rc.w, ROUND_IDS * 2, RACE_WINDOW), 0);
 	assert_int_equal(pthread_barrier_init(&rc.barrier, NULL, THREADS), 0);
-	clock_gettime(CLOCK_MONOTONIC, &rc.start);
+	rc.start_ns = tg_mono_ns();
 	for (unsigned t = 0; t < THREADS; t++) {
 		wk[t].rc = &rc;
 		wk[t].tid = t;

@@ -167,9 +167,9 @@ kam_stop(struct kam *k)
 	if (k->pid <= 0)
 		return;
 	kill(k->pid, SIGTERM);
-	uint64_t deadline = it_now_ms() + 5000;
+	uint64_t deadline = tg_mono_ms() + 5000;
 	while (waitpid(k->pid, &status, WNOHANG) == 0) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			fprintf(stderr, "kamailio did not stop on SIGTERM; killing it\n");
 			kam_kill_all(k->pid);
 			waitpid(k->pid, &status, 0);
@@ -196,9 +196,9 @@ kill_everything(void)
 	for (size_t i = 0; i < 2; i++) {
 		if (ks[i]->pid <= 0)
 			continue;
-		uint64_t deadline = it_now_ms() + 3000;
+		uint64_t deadline = tg_mono_ms() + 3000;
 		pid_t p;
-		while ((p = waitpid(ks[i]->pid, NULL, WNOHANG)) == 0 && it_now_ms() < deadline)
+		while ((p = waitpid(ks[i]->pid, NULL, WNOHANG)) == 0 && tg_mono_ms() < deadline)
 			it_sleep_ms(10);
 		if (p == 0)
 			kill(ks[i]->pid, SIGKILL);
@@ -576,7 +576,7 @@ caller_request(const struct ua *caller, const struct call_spec *s, const struct 
 
 	sb_add(&sb, "%s %s SIP/2.0\r\n", method, dl->target);
 	sb_add(&sb, "Via: SIP/2.0/UDP 127.0.0.1:%u;rport;branch=z9hG4bK-%s-%u-%lu\r\n",
-	       caller->port, method, cseq, (unsigned long)it_now_ms());
+	       caller->port, method, cseq, (unsigned long)tg_mono_ms());
 	if (dl->route[0] != '\0')
 		sb_add(&sb, "Route: %s\r\n", dl->route);
 	sb_add(&sb, "Max-Forwards: 70\r\n");
@@ -647,9 +647,9 @@ place_call(const struct call_spec *s, struct call_result *r)
 	sb_add(&inv, "Content-Length: 0\r\n\r\n");
 	ua_send(caller, s->k->port, &inv);
 
-	uint64_t start = it_now_ms(), deadline = start + (uint64_t)s->limit_ms, bye_wait = 0;
+	uint64_t start = tg_mono_ms(), deadline = start + (uint64_t)s->limit_ms, bye_wait = 0;
 	while (st != DONE) {
-		uint64_t now = it_now_ms();
+		uint64_t now = tg_mono_ms();
 		if (now >= deadline)
 			break;
 		if (st == TORN_DOWN && now >= bye_wait)
@@ -661,9 +661,9 @@ place_call(const struct call_spec *s, struct call_result *r)
 			until = bye_wait;
 		int i = ua_recv(uas, 2, msg, sizeof(msg), (int)(until - now), &from);
 		if (i < 0) {
-			if (st == TALKING && it_now_ms() >= r->answered + (uint64_t)s->hold_ms) {
+			if (st == TALKING && tg_mono_ms() >= r->answered + (uint64_t)s->hold_ms) {
 				caller_request(caller, s, &dl, r->callid, "BYE", 2);
-				r->ended = it_now_ms();
+				r->ended = tg_mono_ms();
 				st = HANGING_UP;
 			}
 			continue;
@@ -691,7 +691,7 @@ place_call(const struct call_spec *s, struct call_result *r)
 					/* ACK every 2xx, retransmissions too. */
 					caller_request(caller, s, &dl, r->callid, "ACK", 1);
 					if (r->answered == 0)
-						r->answered = it_now_ms();
+						r->answered = tg_mono_ms();
 					continue;
 				}
 				/* A failure: ACK it, hop by hop, and the call is over. */
@@ -728,10 +728,10 @@ place_call(const struct call_spec *s, struct call_result *r)
 				ua_reply(caller, from, msg, 200, "OK", NULL, false);
 				if (!r->torn_down) {
 					r->torn_down = true;
-					r->ended = it_now_ms();
+					r->ended = tg_mono_ms();
 				}
 				st = r->callee_bye ? DONE : TORN_DOWN;
-				bye_wait = it_now_ms() + 3000;
+				bye_wait = tg_mono_ms() + 3000;
 			} else {
 				ua_reply(caller, from, msg, 405, "Method Not Allowed", NULL, false);
 			}
@@ -753,7 +753,7 @@ place_call(const struct call_spec *s, struct call_result *r)
 				st = DONE;
 			else if (st == TALKING) {
 				st = TORN_DOWN; /* Kamailio's BYE to the callee came first */
-				bye_wait = it_now_ms() + 3000;
+				bye_wait = tg_mono_ms() + 3000;
 			}
 		} else {
 			ua_reply(callee, from, msg, 200, "OK", NULL, false);
@@ -850,9 +850,9 @@ info(const char *name)
 static void
 wait_settled(unsigned acct)
 {
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 	while (acct_int(acct, "calls") != 0 || acct_money(acct, "reserved") != 0) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			kam_log_dump(&fx.k);
 			fail_msg("account %u still holds a call after %d ms", acct, WAIT_MS);
 		}
@@ -874,7 +874,7 @@ kam_answers(const struct kam *k, int ms)
 	uint16_t from;
 
 	snprintf(callid, sizeof(callid), "ping-%u-%lu@127.0.0.1", k->port,
-	         (unsigned long)it_now_ms());
+	         (unsigned long)tg_mono_ms());
 	sb_add(&sb, "OPTIONS sip:127.0.0.1:%u SIP/2.0\r\n", k->port);
 	sb_add(&sb, "Via: SIP/2.0/UDP 127.0.0.1:%u;rport;branch=z9hG4bK-%s\r\n", fx.caller.port,
 	       callid);
@@ -882,9 +882,9 @@ kam_answers(const struct kam *k, int ms)
 	sb_add(&sb, "To: <sip:127.0.0.1:%u>\r\nCall-ID: %s\r\n", k->port, callid);
 	sb_add(&sb, "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
 	ua_send(&fx.caller, k->port, &sb);
-	uint64_t deadline = it_now_ms() + (uint64_t)ms;
+	uint64_t deadline = tg_mono_ms() + (uint64_t)ms;
 	for (;;) {
-		int left = (int)(deadline - it_now_ms());
+		int left = (int)(deadline - tg_mono_ms());
 		if (left <= 0 || ua_recv(uas, 1, msg, sizeof(msg), left, &from) < 0)
 			return false;
 		char ci[64];
@@ -904,8 +904,8 @@ kam_start(struct kam *k, const char *name, const char *const *defines)
 		assert_true(k->port != 0);
 		k->pid = kam_spawn(k, name, defines, false);
 		assert_true(k->pid > 0);
-		uint64_t deadline = it_now_ms() + 15000;
-		while (it_now_ms() < deadline) {
+		uint64_t deadline = tg_mono_ms() + 15000;
+		while (tg_mono_ms() < deadline) {
 			if (waitpid(k->pid, &status, WNOHANG) == k->pid) {
 				k->pid = 0;
 				break;
@@ -1127,9 +1127,9 @@ static void
 test_one_refill_request_on_the_stream(void **state)
 {
 	(void)state;
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 	while (it_int_cmd(fx.r, "XLEN " STREAM) < 1) {
-		if (it_now_ms() >= deadline)
+		if (tg_mono_ms() >= deadline)
 			fail_msg("no refill request on " STREAM " after %d ms", WAIT_MS);
 		it_sleep_ms(20);
 	}
@@ -1185,9 +1185,9 @@ test_tollgated_unreachable(void **state)
 	assert_true(r.hung_up);
 	assert_true(kam_log_has(&fx.k2, "UNRATED (fail open)"));
 	snprintf(replay, sizeof(replay), "replay: CDR 1001 " DEST " 1 %s", r.callid);
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 	while (!kam_log_has(&fx.k2, replay)) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			kam_log_dump(&fx.k2);
 			fail_msg("no \"%s\" in the log", replay);
 		}

@@ -446,14 +446,14 @@ static int
 worker_wait(struct worker *w, uint64_t timeout_ms)
 {
 	static char buf[LOG_MAX];
-	uint64_t deadline = it_now_ms() + timeout_ms;
+	uint64_t deadline = tg_mono_ms() + timeout_ms;
 	int status = 0;
 
 	for (;;) {
 		pid_t p = waitpid(w->pid, &status, WNOHANG);
 		if (p == w->pid)
 			break;
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			kill(w->pid, SIGKILL);
 			waitpid(w->pid, &status, 0);
 			break;
@@ -478,7 +478,7 @@ worker_stop(struct worker *w)
 static bool
 waited_too_long(uint64_t t0, const struct worker *w)
 {
-	if (it_now_ms() - t0 < WAIT_MS)
+	if (tg_mono_ms() - t0 < WAIT_MS)
 		return false;
 	if (w != NULL)
 		worker_dump(w);
@@ -488,7 +488,7 @@ waited_too_long(uint64_t t0, const struct worker *w)
 /* Poll cond (an expression) every 10 ms until true, or fail after WAIT_MS. */
 #define WAIT_FOR(cond, w)                                                                          \
 	do {                                                                                       \
-		uint64_t t0_ = it_now_ms();                                                        \
+		uint64_t t0_ = tg_mono_ms();                                                       \
 		while (!(cond)) {                                                                  \
 			if (waited_too_long(t0_, (w)))                                             \
 				fail_msg("waited %d ms for: %s", WAIT_MS, #cond);                  \
@@ -931,7 +931,7 @@ test_failures_suspend_then_close(void **state)
 	assert_string_equal(r->str, "refill:7801:2");
 	freeReplyObject(r);
 	WAIT_FOR(mails(7801, "failure") == 2 && !refill_pending(7801), &w);
-	uint64_t suspended_at = it_now_ms();
+	uint64_t suspended_at = tg_mono_ms();
 	expect_field(7801, "state", "suspended");
 	expect_field(7801, "suspended", "payment");
 	assert_int_equal(acct_int(7801, "failed_refills"), 2);
@@ -944,7 +944,7 @@ test_failures_suspend_then_close(void **state)
 	WAIT_FOR(field_is(7801, "state", "closed") && info("accounts_unpaid_closed") == 1, &w);
 	expect_field(7801, "state", "closed");
 	expect_field(7801, "suspended", "");
-	assert_true(it_now_ms() - suspended_at >= 1000);
+	assert_true(tg_mono_ms() - suspended_at >= 1000);
 	error_word(word, sizeof(word), 7801, "c7801-3");
 	assert_string_equal(word, "CLOSED");
 	/* The outside world: two gateway calls, nothing charged, two failure mails, no receipt. */

@@ -542,14 +542,14 @@ static int
 worker_wait(struct worker *w, uint64_t timeout_ms)
 {
 	static char buf[LOG_MAX];
-	uint64_t deadline = it_now_ms() + timeout_ms;
+	uint64_t deadline = tg_mono_ms() + timeout_ms;
 	int status = 0;
 
 	for (;;) {
 		pid_t p = waitpid(w->pid, &status, WNOHANG);
 		if (p == w->pid)
 			break;
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			kill(w->pid, SIGKILL);
 			waitpid(w->pid, &status, 0);
 			break;
@@ -574,7 +574,7 @@ worker_stop(struct worker *w)
 static bool
 waited_too_long(uint64_t t0, const struct worker *w)
 {
-	if (it_now_ms() - t0 < WAIT_MS)
+	if (tg_mono_ms() - t0 < WAIT_MS)
 		return false;
 	if (w != NULL)
 		worker_dump(w);
@@ -584,7 +584,7 @@ waited_too_long(uint64_t t0, const struct worker *w)
 /* Poll cond (an expression) every 10 ms until true, or fail after WAIT_MS. */
 #define WAIT_FOR(cond, w)                                                                          \
 	do {                                                                                       \
-		uint64_t t0_ = it_now_ms();                                                        \
+		uint64_t t0_ = tg_mono_ms();                                                       \
 		while (!(cond)) {                                                                  \
 			if (waited_too_long(t0_, (w)))                                             \
 				fail_msg("waited %d ms for: %s", WAIT_MS, #cond);                  \

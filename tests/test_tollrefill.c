@@ -490,14 +490,14 @@ static int
 worker_wait(struct worker *w, uint64_t timeout_ms)
 {
 	static char buf[LOG_MAX];
-	uint64_t deadline = it_now_ms() + timeout_ms;
+	uint64_t deadline = tg_mono_ms() + timeout_ms;
 	int status = 0, rc;
 
 	for (;;) {
 		pid_t p = waitpid(w->pid, &status, WNOHANG);
 		if (p == w->pid)
 			break;
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			kill(w->pid, SIGKILL);
 			waitpid(w->pid, &status, 0);
 			break;
@@ -552,10 +552,10 @@ run_once(struct worker *w, int want, const char *const *extra)
 static void
 wait_counter(const char *name, long long n, const struct worker *w)
 {
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 
 	while (counter(name) < n) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			if (w != NULL)
 				worker_dump(w);
 			fail_msg("stat %s stayed at %lld, expected %lld", name, counter(name), n);
@@ -767,12 +767,12 @@ test_timeout_fails_after_attempts(void **state)
 	profile(104, "eve@example.com", "card", "tok_slow", NULL);
 	publish(104, 1, "add", "50", 1);
 	for (unsigned k = 0; k < 3; k++) {
-		uint64_t t0 = it_now_ms();
+		uint64_t t0 = tg_mono_ms();
 		run_once(&w, 0, flags);
 		assert_int_equal(gateway_calls("refill:104:1"), k + 1);
 		assert_int_equal(mails(".failure"), 0);
 		/* Not due yet: nothing is tried. */
-		if (it_now_ms() - t0 < pause[k] / 2) {
+		if (tg_mono_ms() - t0 < pause[k] / 2) {
 			run_once(&w, 0, flags);
 			assert_int_equal(gateway_calls("refill:104:1"), k + 1);
 		}
@@ -1218,9 +1218,9 @@ test_clean_exit_on_signals(void **state)
 	(void)state;
 	worker_start(&w, NULL);
 	it_sleep_ms(200);
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	assert_int_equal(worker_stop(&w), 0);
-	assert_true(it_now_ms() - t0 < 3000);
+	assert_true(tg_mono_ms() - t0 < 3000);
 	assert_true(worker_said(&w, "stopped: approved 0"));
 	/* Nothing pending: it left the group as it found it. */
 	redisReply *r = it_cmd(fx.r, "XINFO CONSUMERS " STREAM " " GROUP);
@@ -1366,9 +1366,9 @@ test_end_to_end_with_the_engines_publisher(void **state)
 	profile(801, "oz@example.com", "paypal", "tok_no", NULL);
 	fire(800, "ADD", "50");
 	fire(801, "ADD", "20");
-	deadline = it_now_ms() + WAIT_MS;
+	deadline = tg_mono_ms() + WAIT_MS;
 	while (it_int_cmd(fx.r, "XLEN " STREAM) < 2) {
-		if (it_now_ms() >= deadline)
+		if (tg_mono_ms() >= deadline)
 			fail_msg("the engine did not publish the two requests");
 		it_sleep_ms(10);
 	}
@@ -1383,9 +1383,9 @@ test_end_to_end_with_the_engines_publisher(void **state)
 	/* The next crossing is a new request, published and settled the same way. */
 	it_run_cmd(fx.e, "ACCT.SET 800 BALANCE 5");
 	expect_pending(800, "refill:800:2");
-	deadline = it_now_ms() + WAIT_MS;
+	deadline = tg_mono_ms() + WAIT_MS;
 	while (it_int_cmd(fx.r, "XLEN " STREAM) < 3) {
-		if (it_now_ms() >= deadline)
+		if (tg_mono_ms() >= deadline)
 			fail_msg("the engine did not publish refill:800:2");
 		it_sleep_ms(10);
 	}

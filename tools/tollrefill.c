@@ -36,6 +36,7 @@
 #include "gateway.h"
 #include "mail.h"
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_engine.h"
 #include "tg_log.h"
 #include "tg_money.h"
@@ -416,23 +417,6 @@ bad:
 /* ------------------------------------------------------------------ */
 /* time, signals, pauses                                               */
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* The wall clock in ms: due times of scheduled retries are shared by workers and restarts. */
-static uint64_t
-wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 on_signal(int sig)
 {
@@ -444,10 +428,10 @@ on_signal(int sig)
 static bool
 pause_ms(uint64_t ms)
 {
-	uint64_t end = now_ms() + ms;
+	uint64_t end = tg_mono_ms() + ms;
 
 	while (!stopping) {
-		uint64_t t = now_ms();
+		uint64_t t = tg_mono_ms();
 		if (t >= end)
 			return true;
 		uint64_t left = end - t;
@@ -1535,7 +1519,7 @@ schedule(struct worker *w, const redisReply *entry, const struct request *q,
 {
 	const struct opts *o = w->o;
 	const redisReply *kv = entry->element[1];
-	uint64_t delay = retry_delay_ms(o, oc->attempts), due = wall_ms() + delay;
+	uint64_t delay = retry_delay_ms(o, oc->attempts), due = tg_clock_ms(CLOCK_REALTIME) + delay;
 	char why[160], hash[STREAM_KEY_MAX + TG_CALLID_MAX + 16], dues[24], at[32];
 	enum step s = STEP_RETRY;
 	redisReply *r;
@@ -1619,7 +1603,7 @@ move_due(struct worker *w)
 {
 	const struct opts *o = w->o;
 	char now[24], prefix[STREAM_KEY_MAX + 16], batch[8];
-	uint64_t t = wall_ms();
+	uint64_t t = tg_clock_ms(CLOCK_REALTIME);
 
 	snprintf(now, sizeof(now), "%llu", (unsigned long long)t);
 	snprintf(prefix, sizeof(prefix), "%s:", o->retry_key);
@@ -1822,7 +1806,8 @@ fetch(struct worker *w, enum source src, const redisReply **entries)
 			r = rq(w, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >", o->group,
 			       o->consumer, BATCH, o->stream);
 		} else {
-			uint64_t now = now_ms(), block = BLOCK_MS_MAX, wall = wall_ms();
+			uint64_t now = tg_mono_ms(), block = BLOCK_MS_MAX,
+			         wall = tg_clock_ms(CLOCK_REALTIME);
 			if (w->claim_due_ms > now && w->claim_due_ms - now < block)
 				block = w->claim_due_ms - now;
 			/* Wake for the next scheduled retry. */
@@ -1877,7 +1862,7 @@ run(struct worker *w)
 	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
 	want_pending(w);
 	snprintf(w->claim_cursor, sizeof(w->claim_cursor), "0-0");
-	w->claim_due_ms = now_ms();
+	w->claim_due_ms = tg_mono_ms();
 	w->move_due_ms = 0;
 	w->retry_ms = o->backoff_ms ? o->backoff_ms : 1;
 
@@ -1885,14 +1870,14 @@ run(struct worker *w)
 		enum source src = SRC_NEW;
 		const redisReply *entries;
 
-		if (wall_ms() >= w->move_due_ms && !move_due(w)) {
+		if (tg_clock_ms(CLOCK_REALTIME) >= w->move_due_ms && !move_due(w)) {
 			if (!after_failure(w))
 				return stopping ? 0 : EXIT_TEMPFAIL;
 			continue;
 		}
 		if (w->read_pending)
 			src = SRC_PENDING;
-		else if (!w->claim_done && now_ms() >= w->claim_due_ms)
+		else if (!w->claim_done && tg_mono_ms() >= w->claim_due_ms)
 			src = SRC_CLAIM;
 		redisReply *r = fetch(w, src, &entries);
 		if (r == NULL) {
@@ -1930,7 +1915,7 @@ run(struct worker *w)
 			w->read_pending = false;
 		} else if (src == SRC_CLAIM) {
 			if (strcmp(w->claim_cursor, "0-0") == 0) {
-				w->claim_due_ms = now_ms() + claim_every_ms(o);
+				w->claim_due_ms = tg_mono_ms() + claim_every_ms(o);
 				w->claim_done = o->once;
 			}
 		} else if (o->once) {
