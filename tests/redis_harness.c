@@ -237,3 +237,16 @@ tg_test_redis_connect(const struct tg_test_redis *r)
 	redisSetTimeout(c, tv);
 	return c;
 }
+
+bool
+tg_test_redis_present(void)
+{
+	struct tg_test_redis probe = {0};
+
+	if (tg_test_redis_start(&probe) == -ENOENT) {
+		fprintf(stderr, "redis-server not found: skipping\n");
+		return false;
+	}
+	tg_test_redis_stop(&probe);
+	return true;
+}

@@ -52,48 +52,12 @@ struct fx {
 	redisContext *c;
 };
 
-static tg_money_t
-money_of(const char *s)
-{
-	tg_money_t v = 0;
-	assert_int_equal(tg_money_parse(s, strlen(s), &v), 0);
-	return v;
-}
-
-/* A field of ACCT.GET as money. */
-static tg_money_t
-acct_money(redisContext *c, uint64_t acct, const char *field)
-{
-	redisReply *r = it_cmd(c, "ACCT.GET %llu", (unsigned long long)acct);
-	tg_money_t v = -1;
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, field) == 0)
-			v = money_of(r->element[i + 1]->str);
-	freeReplyObject(r);
-	assert_true(v >= 0 || strcmp(field, "balance") == 0);
-	return v;
-}
-
-/* The error a command got ("" when it succeeded). */
-static void
-error_of(redisContext *c, char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	assert_non_null(r);
-	snprintf(out, cap, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "");
-	freeReplyObject(r);
-}
-
 /* cmd is sent as a format: no '%' in it. */
 static void
 assert_nospace(redisContext *c, const char *cmd)
 {
 	char err[256];
-	error_of(c, err, sizeof(err), cmd);
+	it_error_of(c, err, sizeof(err), cmd);
 	if (strncmp(err, "NOSPACE", 7) != 0)
 		fail_msg("%s: expected NOSPACE, got '%s'", cmd, err);
 }
@@ -187,7 +151,7 @@ pipeline(redisContext *c, const char *fmt, unsigned n, unsigned *next, unsigned 
 		} else {
 			(*acked)++;
 			if (sum != NULL)
-				*sum += money_of(r->str);
+				*sum += it_money(r->str);
 		}
 		freeReplyObject(r);
 	}
@@ -344,9 +308,9 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	freeReplyObject(r);
 	tg_money_t want = 1000 * U - charged + (tg_money_t)credits * (U / 100);
 	r = it_cmd(f->c, "ACCT.CREDIT 1 0.01 tx-0");
-	assert_true(money_of(r->str) > 0);
+	assert_true(it_money(r->str) > 0);
 	freeReplyObject(r);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 	assert_false(it_log_has(&f->d, "Stopping now"));
 
 	/* A crash, then a start on a disk with not one byte free. */
@@ -358,7 +322,7 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	assert_true(it_log_has(&f->d, "past journal-segment-size"));
 	assert_true(info_has(f->c, "journal_disk_state:full"));
 	assert_true(info_has(f->c, "journal_low_space:1"));
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 	assert_nospace(f->c, "ACCT.CREDIT 1 1 tx-full");
 	assert_nospace(f->c, "CDR 1 " DEST " 60 cdr-full");
 	assert_nospace(f->c, "CALL.AUTH 1 " DEST " call-full");
@@ -366,7 +330,7 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	freeReplyObject(r);
 	it_sleep_ms(300); /* past a few checks of the disk: still alive, still refusing */
 	assert_nospace(f->c, "ACCT.CREDIT 1 1 tx-full");
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 
 	/* Space comes back: everything is accepted again. */
 	assert_int_equal(unlink(f->filler), 0);
@@ -374,18 +338,18 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	assert_true(info_has(f->c, "journal_disk_state:ok"));
 	assert_true(it_log_has(&f->d, "free again: accepting every command"));
 	r = it_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
-	assert_int_equal(money_of(r->str), want + U);
+	assert_int_equal(it_money(r->str), want + U);
 	freeReplyObject(r);
 	tg_money_t cdr = 0;
 	r = it_cmd(f->c, "CDR 1 " DEST " 60 cdr-after");
-	cdr = money_of(r->str);
+	cdr = it_money(r->str);
 	freeReplyObject(r);
 	assert_true(cdr > 0);
 	want += U - cdr;
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 	fx_crash(f);
 	fx_restart(f, small_segs);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 }
 
 /*
@@ -437,24 +401,24 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 		it_sleep_ms(200);
 	assert_int_equal(info_num(f->c, "calls_in_progress"), 0);
 	redisReply *r = it_cmd(f->c, "RATE basic " DEST_CALL " 5");
-	tg_money_t end_each = money_of(r->element[1]->str);
+	tg_money_t end_each = it_money(r->element[1]->str);
 	freeReplyObject(r);
 	r = it_cmd(f->c, "RATE basic " DEST_CALL " 12");
-	tg_money_t exp_each = money_of(r->element[1]->str);
+	tg_money_t exp_each = it_money(r->element[1]->str);
 	freeReplyObject(r);
 	assert_true(end_each > 0 && exp_each > end_each);
 	assert_int_equal(billed, ENDED * end_each);
 	tg_money_t want = 100000 * U + (tg_money_t)credits * (U / 100) - ENDED * end_each -
 	                  (CALLS - ENDED) * exp_each;
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
-	assert_int_equal(acct_money(f->c, 1, "reserved"), 0);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "reserved"), 0);
 	assert_false(it_log_has(&f->d, "Stopping now"));
 
 	/* All of it on disk. */
 	fx_crash(f);
 	fx_restart(f, flags);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
-	assert_int_equal(acct_money(f->c, 1, "reserved"), 0);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "reserved"), 0);
 }
 
 /* The snapshot files in dir, names joined by spaces, into out. */
@@ -510,7 +474,7 @@ test_id_runs_go_first_below_the_reserve(void **state)
 	/* Billing goes on: credits are still recorded, and the balance is exact. */
 	redisReply *r = it_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
 	freeReplyObject(r);
-	assert_int_equal(acct_money(f->c, 1, "balance"), 100000 * U - charged + U);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), 100000 * U - charged + U);
 }
 
 static void
@@ -546,14 +510,14 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 	snapshots(f->data, after, sizeof(after));
 	assert_string_equal(after, before);
 	tg_money_t want = 100 * U - charged + (tg_money_t)credits * (U / 100);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 
 	/* A clean stop (its own snapshot skipped too), a start from the older snapshot. */
 	redisFree(f->c);
 	f->c = NULL;
 	assert_int_equal(it_stop(&f->d), 0);
 	fx_restart(f, flags);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 
 	/* Space back: the next turn writes a snapshot. */
 	assert_int_equal(unlink(f->filler), 0);
@@ -565,7 +529,7 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 		snapshots(f->data, after, sizeof(after));
 	} while (strcmp(after, before) == 0 && tg_mono_ms() < deadline);
 	assert_string_not_equal(after, before);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want + U);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want + U);
 }
 
 int
