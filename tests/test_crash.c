@@ -91,6 +91,7 @@
 #include "harness.h"
 #include "rcmd.h"
 #include "redis_harness.h"
+#include "testrand.h"
 #include "tg_money.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
@@ -148,19 +149,10 @@ static const char *const dests[DESTS] = {"12025550123", "442071838750", "1800555
 /* ------------------------------------------------------------------ */
 /* randomness: splitmix64, one stream per thread, all from the seed    */
 
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 static uint32_t
 below(uint64_t *s, uint32_t n)
 {
-	return (uint32_t)(rnd(s) % n);
+	return (uint32_t)(it_splitmix(s) % n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -464,7 +456,7 @@ client_invent(struct client *cl)
 	if (k >= 45 && k < 65 && !fx.accts[o.acct].refill) {
 		o.kind = OP_CREDIT;
 		o.n = ++cl->next[1];
-		o.amount = 1 + (tg_money_t)(rnd(&cl->rng) % (20 * U));
+		o.amount = 1 + (tg_money_t)(it_splitmix(&cl->rng) % (20 * U));
 	} else if (k >= 65 && cl->nopen + cl->auth_waiting < OPEN_MAX) {
 		o.kind = OP_AUTH;
 		o.n = ++cl->next[2];
@@ -981,9 +973,9 @@ make_accounts(uint64_t *rng)
 		a->plan = a->refill ? 1 : 0;
 		if (a->refill) /* $1 to $32768 above the threshold: crossings spread over the run */
 			a->opening = THRESHOLD + ((tg_money_t)1 << below(rng, 16)) * U +
-			             (tg_money_t)(rnd(rng) % U);
+			             (tg_money_t)(it_splitmix(rng) % U);
 		else
-			a->opening = 20 * U + (tg_money_t)(rnd(rng) % (480 * U));
+			a->opening = 20 * U + (tg_money_t)(it_splitmix(rng) % (480 * U));
 		if (a->refill)
 			redisAppendCommand(
 			    c,
