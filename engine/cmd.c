@@ -346,6 +346,9 @@ cmd_acct_refill_rearm(struct ctx *c)
 
 /* ---- accounts ---- */
 
+_Static_assert(TG_ACCT_STATE__COUNT == 3 && TG_REFILL_MODE__COUNT == 3,
+               "ACCT.SET's STATE and REFILL messages name every state and mode");
+
 /* The value of n whose name (tg_names.h) a is, in any case; or -1. */
 static int
 pick(const struct tg_arg *a, const char *(*name)(unsigned), unsigned n)
