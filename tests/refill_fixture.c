@@ -147,9 +147,8 @@ rfx_mails(const struct rfx *f, uint64_t acct, const char *kind)
 	return n;
 }
 
-/* The file path into buf (at most cap - 1 bytes); -1 when it cannot be opened. */
-static int
-slurp(const char *path, char *buf, size_t cap)
+long
+rfx_slurp(const char *path, char *buf, size_t cap)
 {
 	size_t len = 0;
 	ssize_t k;
@@ -161,7 +160,7 @@ slurp(const char *path, char *buf, size_t cap)
 		len += (size_t)k;
 	close(fd);
 	buf[len] = '\0';
-	return 0;
+	return (long)len;
 }
 
 void
@@ -172,7 +171,7 @@ rfx_mail_read(const struct rfx *f, uint64_t acct, unsigned n, const char *kind, 
 
 	it_pathf(path, sizeof(path), "%s/new/refill.%llu.%u.%s", f->mail, (unsigned long long)acct,
 	         n, kind);
-	if (slurp(path, buf, cap) < 0)
+	if (rfx_slurp(path, buf, cap) < 0)
 		fail_msg("no mail %s", path);
 }
 
@@ -246,7 +245,7 @@ rfx_worker_start(struct rfx *f, struct rfx_worker *w, const char *const *extra, 
 void
 rfx_worker_log(const struct rfx_worker *w, char *buf, size_t cap)
 {
-	if (slurp(w->log, buf, cap) < 0)
+	if (rfx_slurp(w->log, buf, cap) < 0)
 		buf[0] = '\0';
 }
 

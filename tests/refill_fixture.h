@@ -70,6 +70,9 @@ void rfx_mail_read(const struct rfx *f, uint64_t acct, unsigned n, const char *k
                    size_t cap);
 /* Calls the payment simulator received for one request id. */
 long long rfx_gateway_calls(struct rfx *f, const char *request);
+/* A whole file into buf (at most cap - 1 bytes, NUL-terminated); its length, or -1 when it cannot
+ * be opened. */
+long rfx_slurp(const char *path, char *buf, size_t cap);
 /* Fail unless needle is in text. */
 void rfx_expect_has(const char *text, const char *needle);
 

@@ -246,23 +246,6 @@ mail_path(const char *request, const char *kind, char *path, size_t cap)
 	it_pathf(path, cap, "%s/new/%s", fx.mail, name);
 }
 
-/* A whole file into buf (NUL-terminated); its length, or -1 when it does not exist. */
-static long
-slurp(const char *path, char *buf, size_t cap)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t n = 0;
-	ssize_t k;
-
-	if (fd < 0)
-		return -1;
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	close(fd);
-	buf[n] = '\0';
-	return (long)n;
-}
-
 /* The mail of kind for request into buf; fails the test when it is not there. */
 static void
 mail_read(const char *request, const char *kind, char *buf, size_t cap)
@@ -270,7 +253,7 @@ mail_read(const char *request, const char *kind, char *buf, size_t cap)
 	char path[IT_PATH_MAX];
 
 	mail_path(request, kind, path, sizeof(path));
-	if (slurp(path, buf, cap) < 0)
+	if (rfx_slurp(path, buf, cap) < 0)
 		fail_msg("no mail %s", path);
 }
 
@@ -1017,7 +1000,7 @@ test_sendmail_pipes_each_mail_once(void **state)
 	assert_true(rfx_worker_said(&w, "mail by sendmail"));
 	publish(600, 1, "add", "50", 2);
 	run_once(&w, 0, flags);
-	assert_true(slurp(sent, text, sizeof(text)) > 0);
+	assert_true(rfx_slurp(sent, text, sizeof(text)) > 0);
 	assert_int_equal(occurrences(text, "\nSubject: Auto-refill receipt"), 1);
 	rfx_expect_has(text, "To: \"Lu\" <lu@example.com>\n");
 	rfx_expect_has(text, "Payment method:     credit card ****4242\n");
@@ -1037,7 +1020,7 @@ test_sendmail_pipes_each_mail_once(void **state)
 	run_once(&w, 0, flags);
 	assert_int_equal(group_pending(), 0);
 	rfx_expect_request(&fx, 601, "");
-	assert_true(slurp(sent, text, sizeof(text)) > 0);
+	assert_true(rfx_slurp(sent, text, sizeof(text)) > 0);
 	assert_int_equal(occurrences(text, "\nSubject: Auto-refill failed for account 601"), 1);
 	assert_int_equal(rfx_gateway_calls(&fx, "refill:601:1"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 1);
