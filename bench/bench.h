@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_clock.h"
+
 /*
  * Longest-prefix match: loads a generated plan of random prefixes through the
  * real loader and times lookups of random 11-digit destinations on one
@@ -46,8 +48,6 @@ struct tg_bench_prefix {
 
 /* xorshift64: *x must not be 0. */
 uint64_t tg_bench_rng(uint64_t *x);
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t tg_bench_now_ns(void);
 /* n distinct random prefixes of 3..12 digits, in random order (free() it). */
 struct tg_bench_prefix *tg_bench_prefixes(size_t n, uint64_t *seed);
 /* Write plan `plan` with prefixes v to a new temporary CSV; its path goes to path. */

@@ -61,7 +61,7 @@ run(void *arg)
 		next[i] = tg_bench_rng(&seed) % c->accounts;
 		tg_table_prefetch(&c->table, next[i]);
 	}
-	uint64_t start = tg_bench_now_ns(), deadline = start + c->run_ns, now;
+	uint64_t start = tg_mono_ns(), deadline = start + c->run_ns, now;
 	do {
 		tg_worker_enter(w);
 		for (unsigned round = 0; round < 64; round++) {
@@ -85,7 +85,7 @@ run(void *arg)
 			th->ops += BATCH;
 		}
 		tg_worker_exit(w);
-		now = tg_bench_now_ns();
+		now = tg_mono_ns();
 	} while (now < deadline);
 	th->ns = now - start;
 	return NULL;
@@ -225,7 +225,7 @@ tg_bench_core(int argc, char **argv)
 
 	/* The accounts: enough money never to block. */
 	const tg_money_t opening = (tg_money_t)1000000 * TG_MONEY_SCALE;
-	uint64_t t0 = tg_bench_now_ns();
+	uint64_t t0 = tg_mono_ns();
 	for (uint64_t id = 0; id < c.accounts; id++) {
 		struct tg_acct *a;
 		struct tg_move m;
@@ -240,8 +240,7 @@ tg_bench_core(int argc, char **argv)
 		tg_acct_configure(a, &s, &m);
 	}
 	printf("setup: %llu accounts, %zu prefixes, %zu destinations in %.0f ms\n",
-	       (unsigned long long)c.accounts, nprefix, c.ndest,
-	       (double)(tg_bench_now_ns() - t0) / 1e6);
+	       (unsigned long long)c.accounts, nprefix, c.ndest, (double)(tg_mono_ns() - t0) / 1e6);
 
 	/*
 	 * Side by side: the same loop doing only an atomic add on each account's

@@ -728,7 +728,7 @@ conn_fail(struct thr *t, struct conn *c, const char *why)
 {
 	if (c->dead)
 		return;
-	uint64_t now = tg_bench_now_ns();
+	uint64_t now = tg_mono_ns();
 
 	c->dead = 1;
 	t->live--;
@@ -827,7 +827,7 @@ conn_recv_done(struct thr *t, struct conn *c, int res)
 	}
 	c->in_have += (size_t)res;
 
-	uint64_t now = tg_bench_now_ns();
+	uint64_t now = tg_mono_ns();
 	struct pslot *ps = &t->ps[t->cur];
 	size_t off = 0;
 	struct reply r;
@@ -977,7 +977,7 @@ thr_run(void *arg)
 	for (unsigned i = 0; i < t->nconn; i++)
 		conn_recv(t, &t->conns[i]);
 	for (;;) {
-		now = tg_bench_now_ns();
+		now = tg_mono_ns();
 		unsigned p = __atomic_load_n(&t->phase, __ATOMIC_ACQUIRE);
 		if (p != t->cur) {
 			t->cur = p;
@@ -1034,7 +1034,7 @@ thr_run(void *arg)
 		}
 		io_uring_cq_advance(&t->ring, seen);
 	}
-	now = tg_bench_now_ns();
+	now = tg_mono_ns();
 	if (!t->stopping)
 		t->stop_ns = now;
 	thr_finish(t, now);
@@ -1453,13 +1453,13 @@ setup(struct load *L)
 	L->cmd_max =
 	    128 + L->a_dest_len + L->a_secs_len + L->a_amount_len + L->a_sha_len + 3 * 28 + 64;
 
-	uint64_t x = tg_bench_now_ns() ^ ((uint64_t)getpid() << 32);
+	uint64_t x = tg_mono_ns() ^ ((uint64_t)getpid() << 32);
 	snprintf(L->run_id, sizeof(L->run_id), "%08" PRIx32,
 	         (uint32_t)(tg_bench_rng(&x) ^ tg_bench_rng(&x) >> 32));
 	if (L->fixed_run_id != NULL)
 		memcpy(L->run_id, L->fixed_run_id, sizeof(L->run_id));
 	if (L->seed == 0)
-		L->seed = tg_bench_now_ns() | 1;
+		L->seed = tg_mono_ns() | 1;
 	if (L->zipf)
 		zipf_init(&L->z, L->zipf_s, L->accounts);
 
@@ -1753,7 +1753,7 @@ run(struct load *L, FILE *csv, struct totals *T)
 		return -1;
 	}
 
-	L->start_ns = tg_bench_now_ns();
+	L->start_ns = tg_mono_ns();
 	L->deadline_ns = L->seconds ? L->start_ns + L->seconds * SEC_NS : UINT64_MAX;
 	__atomic_store_n(&L->go, 1, __ATOMIC_RELEASE);
 
@@ -1762,14 +1762,14 @@ run(struct load *L, FILE *csv, struct totals *T)
 		uint64_t tick = L->start_ns + k * SEC_NS, now;
 		int all = 0;
 		/* Sleep to the next second, waking early when every thread is done. */
-		while ((now = tg_bench_now_ns()) < tick && !(all = threads_done(L) == L->threads)) {
+		while ((now = tg_mono_ns()) < tick && !(all = threads_done(L) == L->threads)) {
 			uint64_t left = tick - now < 10000000 ? tick - now : 10000000;
 			struct timespec ts = {.tv_nsec = (long)left};
 			nanosleep(&ts, NULL);
 		}
 		all = threads_done(L) == L->threads;
 		collect(L, sec);
-		now = tg_bench_now_ns();
+		now = tg_mono_ns();
 		if (!all || sec->replies > 0)
 			report_second(L, csv, k, sec, now - prev, all);
 		prev = now;
@@ -1843,7 +1843,7 @@ tg_bench_load(int argc, char **argv)
 	if (ran != 0)
 		goto out;
 
-	uint64_t end = T->end_ns > L.start_ns ? T->end_ns : tg_bench_now_ns();
+	uint64_t end = T->end_ns > L.start_ns ? T->end_ns : tg_mono_ns();
 	double elapsed = (double)(end - L.start_ns) / 1e9;
 	if (L.json)
 		report_json(&L, T, elapsed);

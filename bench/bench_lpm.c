@@ -18,21 +18,12 @@
 
 #include "bench.h"
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_diag.h"
 #include "tg_rate.h"
 
 #define DEST_LEN    11
 #define DEST_STRIDE 12 /* 11 digits and a NUL per destination */
-
-/* CPU time of this thread, so a busy machine's preemption does not count. */
-static uint64_t
-thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void
 usage(FILE *out)
@@ -102,9 +93,9 @@ tg_bench_lpm(int argc, char **argv)
 		return 1;
 	}
 	tg_diag_init(&diag);
-	t0 = tg_bench_now_ns();
+	t0 = tg_mono_ns();
 	rc = tg_planset_load(path, &reg, &ps, &diag);
-	elapsed = tg_bench_now_ns() - t0;
+	elapsed = tg_mono_ns() - t0;
 	unlink(path);
 	if (rc != 0) {
 		tg_diag_print(&diag, 2);
@@ -133,8 +124,8 @@ tg_bench_lpm(int argc, char **argv)
 	/* One untimed pass to fault in and warm the caches, then whole passes. */
 	for (size_t i = 0; i < ndest; i++)
 		sum += tg_plan_match(plan, dests + i * DEST_STRIDE, DEST_LEN) != NULL;
-	t0 = tg_bench_now_ns();
-	cpu0 = thread_cpu_ns();
+	t0 = tg_mono_ns();
+	cpu0 = tg_clock_ns(CLOCK_THREAD_CPUTIME_ID);
 	do {
 		for (size_t i = 0; i < ndest; i++) {
 			const struct tg_rate *r =
@@ -146,9 +137,9 @@ tg_bench_lpm(int argc, char **argv)
 			}
 		}
 		lookups += ndest;
-		elapsed = tg_bench_now_ns() - t0;
+		elapsed = tg_mono_ns() - t0;
 	} while (elapsed < (uint64_t)seconds * 1000000000u);
-	cpu = thread_cpu_ns() - cpu0;
+	cpu = tg_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
 	if (cpu == 0)
 		cpu = 1;
 

@@ -201,31 +201,31 @@ tg_bench_recover(int argc, char **argv)
 	       " journal records after it, in %s\n",
 	       accounts, records, dir);
 	fflush(stdout);
-	uint64_t t = tg_bench_now_ns();
+	uint64_t t = tg_mono_ns();
 	if (make_snapshot(dir, accounts) != 0 ||
 	    make_journal(dir, accounts, records, accounts * 2 + 1) != 0) {
 		remove_dir(dir);
 		return 1;
 	}
-	printf("  built the files in %.2f s\n", secs(tg_bench_now_ns() - t));
+	printf("  built the files in %.2f s\n", secs(tg_mono_ns() - t));
 
 	/* The baseline: the same bytes through read(). */
-	uint64_t t0 = tg_bench_now_ns();
+	uint64_t t0 = tg_mono_ns();
 	uint64_t bytes = read_all(dir);
-	uint64_t raw = tg_bench_now_ns() - t0;
+	uint64_t raw = tg_mono_ns() - t0;
 
 	/* What start-up does. */
 	struct tg_replay r;
 	struct tg_replay_end end;
 	char note[512], err[600], shm[64];
 	int rc = tg_replay_init(&r);
-	uint64_t t1 = tg_bench_now_ns();
+	uint64_t t1 = tg_mono_ns();
 	if (rc == 0)
 		rc = tg_snapshot_load(&r, dir, note, sizeof(note));
-	uint64_t t2 = tg_bench_now_ns();
+	uint64_t t2 = tg_mono_ns();
 	if (rc == 0)
 		rc = tg_replay_journal(&r, dir, 0, false, &end);
-	uint64_t t3 = tg_bench_now_ns();
+	uint64_t t3 = tg_mono_ns();
 	if (rc != 0 || r.accts.n != accounts) {
 		fprintf(stderr, "tollbench recover: replay failed: %s %s\n", end.msg, note);
 		tg_replay_free(&r);
@@ -245,9 +245,9 @@ tg_bench_recover(int argc, char **argv)
 	tg_table_unlink(shm);
 	rc = tg_table_open(&table, &tcfg, err, sizeof(err));
 	if (rc == 0 && (rc = tg_engine_init(&e, &table, &ecfg)) == 0) {
-		uint64_t t4 = tg_bench_now_ns();
+		uint64_t t4 = tg_mono_ns();
 		rc = tg_recover_install(&r, &e, err, sizeof(err));
-		uint64_t t5 = tg_bench_now_ns();
+		uint64_t t5 = tg_mono_ns();
 		if (rc == 0) {
 			uint64_t total = (t3 - t1) + (t5 - t4);
 			printf("  snapshot load   %7.3f s   (%" PRIu64 " accounts)\n",

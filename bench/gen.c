@@ -21,15 +21,6 @@ tg_bench_rng(uint64_t *x)
 	return *x;
 }
 
-uint64_t
-tg_bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int
 cmp_prefix(const void *a, const void *b)
 {

@@ -11,6 +11,7 @@
 
 #include "csv.h"
 #include "tg_accounts.h"
+#include "tg_names.h"
 #include "tg_rate.h"
 
 #define HEADER "account,balance,plan,state,threshold,refill,refill_amount,payment"
@@ -79,23 +80,21 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		return false;
 	}
 	memcpy(row.plan, r->f[F_PLAN], r->len[F_PLAN]);
-	if (field_is(r, F_STATE, "active") || r->len[F_STATE] == 0)
-		row.s.state = TG_STATE_ACTIVE;
-	else if (field_is(r, F_STATE, "suspended"))
-		row.s.state = TG_STATE_SUSPENDED;
-	else if (field_is(r, F_STATE, "closed"))
-		row.s.state = TG_STATE_CLOSED;
+	int state = r->len[F_STATE] == 0 ? TG_STATE_ACTIVE
+	                                 : tg_acct_state_parse(r->f[F_STATE], r->len[F_STATE]);
+	int mode = r->len[F_REFILL] == 0 ? TG_REFILL_OFF
+	                                 : tg_refill_mode_parse(r->f[F_REFILL], r->len[F_REFILL]);
+	_Static_assert(TG_ACCT_STATE__COUNT == 3 && TG_REFILL_MODE__COUNT == 3,
+	               "the messages below name every state and mode");
+	if (state >= 0)
+		row.s.state = (uint8_t)state;
 	else {
 		snprintf(why, whylen, "state '%s': active, suspended or closed",
 		         tg__csv_show(b, r->f[F_STATE], r->len[F_STATE]));
 		return false;
 	}
-	if (field_is(r, F_REFILL, "off") || r->len[F_REFILL] == 0)
-		row.s.refill_mode = TG_REFILL_OFF;
-	else if (field_is(r, F_REFILL, "add"))
-		row.s.refill_mode = TG_REFILL_ADD;
-	else if (field_is(r, F_REFILL, "topup"))
-		row.s.refill_mode = TG_REFILL_TOPUP;
+	if (mode >= 0)
+		row.s.refill_mode = (uint8_t)mode;
 	else {
 		snprintf(why, whylen, "refill '%s': off, add or topup",
 		         tg__csv_show(b, r->f[F_REFILL], r->len[F_REFILL]));

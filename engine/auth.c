@@ -21,6 +21,7 @@
 
 #include "tg_assert.h"
 #include "tg_auth.h"
+#include "tg_clock.h"
 #include "tg_hash.h"
 #include "tg_log.h"
 
@@ -54,15 +55,6 @@ same_secret(const char *a, size_t alen, const char *b, size_t blen)
 	for (size_t i = 0; i < alen; i++)
 		diff |= (unsigned char)(a[i] ^ b[i % (blen ? blen : 1)]);
 	return diff == 0 && blen > 0;
-}
-
-static uint64_t
-mono_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec;
 }
 
 /* ---- the users file ---- */
@@ -363,7 +355,7 @@ tg_auth_check(struct tg_auth *a, const uint8_t *addr, const char *name, size_t n
               bool *locked_now)
 {
 	const struct tg_user *found = NULL;
-	uint64_t k0 = 0, k1 = 0, now = mono_s();
+	uint64_t k0 = 0, k1 = 0, now = tg_mono_s();
 	bool lockable = addr != NULL && a->addr_failures > 0;
 	bool ok;
 

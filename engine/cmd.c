@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_log.h"
+#include "tg_names.h"
 #include "tg_idstore.h"
 #include "tg_refill.h"
 #include "tg_server.h"
@@ -344,15 +346,16 @@ cmd_acct_refill_rearm(struct ctx *c)
 
 /* ---- accounts ---- */
 
-static const char *const state_names[] = {"active", "suspended", "closed"};
-static const char *const refill_names[] = {"off", "add", "topup"};
+_Static_assert(TG_ACCT_STATE__COUNT == 3 && TG_REFILL_MODE__COUNT == 3,
+               "ACCT.SET's STATE and REFILL messages name every state and mode");
 
+/* The value of n whose name (tg_names.h) a is, in any case; or -1. */
 static int
-pick(const struct tg_arg *a, const char *const *names, int n)
+pick(const struct tg_arg *a, const char *(*name)(unsigned), unsigned n)
 {
-	for (int i = 0; i < n; i++)
-		if (tg_arg_is(a, names[i]))
-			return i;
+	for (unsigned i = 0; i < n; i++)
+		if (tg_arg_is(a, name(i)))
+			return (int)i;
 	return -1;
 }
 
@@ -417,7 +420,7 @@ cmd_acct_set(struct ctx *c)
 			if (plan >= 0)
 				s.plan = (uint32_t)plan;
 		} else if (tg_arg_is(k, "STATE") && !last) {
-			int st = pick(&q->argv[++i], state_names, 3);
+			int st = pick(&q->argv[++i], tg_acct_state_name, TG_ACCT_STATE__COUNT);
 			if (st < 0)
 				return reply_err(c, "STATE must be active, suspended or closed");
 			s.state = (uint8_t)st;
@@ -428,14 +431,14 @@ cmd_acct_set(struct ctx *c)
 			if (!arg_money(c, ++i, "threshold", &s.threshold))
 				return TG_NET_CONTINUE;
 		} else if (tg_arg_is(k, "REFILL") && !last) {
-			int mode = pick(&q->argv[++i], refill_names, 3);
+			int mode = pick(&q->argv[++i], tg_refill_mode_name, TG_REFILL_MODE__COUNT);
 			if (mode < 0)
 				return reply_err(
 				    c, "REFILL must be ADD <amount>, TOPUP <level> or OFF");
 			if (mode != TG_REFILL_OFF) {
 				if (i + 1 >= q->argc)
 					return reply_err(c, "REFILL %s needs an amount",
-					                 refill_names[mode]);
+					                 tg_refill_mode_name((unsigned)mode));
 				if (!arg_money(c, ++i, "refill amount", &s.refill_amount))
 					return TG_NET_CONTINUE;
 			}
@@ -537,10 +540,11 @@ cmd_acct_get(struct ctx *c)
 	pair_money(c->out, "balance", v.balance);
 	pair_money(c->out, "available", v.available);
 	pair_money(c->out, "reserved", v.reserved);
-	pair_str(c->out, "state", state_names[v.state < 3 ? v.state : 0]);
+	pair_str(c->out, "state", tg_acct_state_name(v.state < TG_ACCT_STATE__COUNT ? v.state : 0));
 	pair_str(c->out, "plan", plan ? plan : "");
 	pair_money(c->out, "threshold", v.threshold);
-	pair_str(c->out, "refill", refill_names[v.refill_mode < 3 ? v.refill_mode : 0]);
+	pair_str(c->out, "refill",
+	         tg_refill_mode_name(v.refill_mode < TG_REFILL_MODE__COUNT ? v.refill_mode : 0));
 	pair_money(c->out, "refill_amount", v.refill_amount);
 	pair_str(c->out, "payment", (v.flags & TG_ACCT_PAYMENT) ? "on" : "off");
 	pair_int(c->out, "refill_pending", v.refill_inflight);
@@ -1049,9 +1053,7 @@ session_open(void *arg, unsigned worker, void *session)
 	/* With no credential configured every connection is trusted as admin. */
 	s->authed = !srv->auth.required;
 	s->role = s->authed ? TG_ROLE_ADMIN : 0;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	s->opened_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	s->opened_ms = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 /*
@@ -1064,13 +1066,11 @@ session_expired(void *arg, unsigned worker, void *session)
 {
 	struct tg_server *srv = arg;
 	struct tg_session *s = session;
-	struct timespec ts;
 
 	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
 	if (s->authed || srv->cfg.auth_timeout == 0)
 		return false;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	uint64_t now = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
 	if (now - s->opened_ms < (uint64_t)srv->cfg.auth_timeout * 1000)
 		return false;
 	tg_count(tg_engine_worker(&srv->engine, worker), TG_C_auth_timeouts, 1);
@@ -1162,8 +1162,12 @@ net_counters(void *arg, unsigned worker)
 	return &tg_engine_worker(&srv->engine, worker)->stats->counter[TG_C_connections_accepted];
 }
 
-_Static_assert(TG_C_connections_stalled - TG_C_connections_accepted + 1 == TG_NETC__COUNT,
-               "the server's counters are contiguous in tbl/tg_counters.h, in its order");
+/* Both enums come from tbl/tg_net_counters.h; each row is where the server expects it. */
+#define TG_NET_COUNTER(e, n, s, d)                                                                 \
+	_Static_assert(TG_C_##n - TG_C_connections_accepted == TG_NETC_##e,                        \
+	               "tbl/tg_net_counters.h: " #n " out of the server's order");
+#include "tbl/tg_net_counters.h"
+#undef TG_NET_COUNTER
 
 void
 tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)

@@ -21,6 +21,7 @@
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_clock.h"
 #include "tg_datadir.h"
 #include "tg_idstore.h"
 #include "tg_log.h"
@@ -30,14 +31,6 @@
 /* The snapshot thread's tick, and how often it moves ids to disk without pressure. */
 #define SPILL_TICK_MS  250
 #define SPILL_EVERY_MS 5000
-
-static uint64_t
-ms_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* mkdir -p, mode 0700 for what it creates. */
 static int
@@ -94,7 +87,7 @@ tg_durable_prepare(struct tg_server *srv)
 	}
 	d->lock_fd = rc;
 
-	uint64_t t0 = ms_now();
+	uint64_t t0 = tg_mono_ms();
 	rc = tg_replay_init(&d->state);
 	/* Ids the disk tier holds are not held again in memory (tg_idstore.h). */
 	if (rc == 0)
@@ -109,7 +102,7 @@ tg_durable_prepare(struct tg_server *srv)
 	if (note[0] != '\0')
 		tg_log("%s", note);
 	d->snap_lsn = d->state.lsn;
-	uint64_t t1 = ms_now();
+	uint64_t t1 = tg_mono_ms();
 	rc = tg_replay_journal(&d->state, dir, 0, true, &end);
 	if (rc != 0) {
 		tg_log("%s", end.msg);
@@ -127,7 +120,7 @@ tg_durable_prepare(struct tg_server *srv)
 	tg_log("journal: recovered to LSN %" PRIu64 " in %" PRIu64 " ms: snapshot at LSN %" PRIu64
 	       " (%" PRIu64 " ms) + %" PRIu64 " records; %zu accounts, %zu calls in progress, "
 	       "%zu ids%s",
-	       d->state.lsn, ms_now() - t0, d->snap_lsn, t1 - t0, d->state.records,
+	       d->state.lsn, tg_mono_ms() - t0, d->snap_lsn, t1 - t0, d->state.records,
 	       d->state.accts.n, d->state.calls.n, d->state.ids.n,
 	       d->state.anomalies ? " (some records named calls not in progress: see tollstat "
 	                            "verify)"
@@ -211,7 +204,7 @@ tg_durable_install(struct tg_server *srv)
 		return 0;
 	/* tg_durable_prepare held the lock and rebuilt the state; the engine is up. */
 	TG_ASSERT(d->lock_fd >= 0 && srv->engine.table == &srv->table && srv->engine.ids != NULL);
-	uint64_t t0 = ms_now();
+	uint64_t t0 = tg_mono_ms();
 	struct tg_idstore_cfg icfg = {.dir = srv->cfg.data_dir,
 	                              .ids = srv->engine.ids,
 	                              .horizon = srv->cfg.ids_window,
@@ -226,14 +219,14 @@ tg_durable_install(struct tg_server *srv)
 	}
 	srv->engine.idstore = d->ids;
 	tg_log("ids: %" PRIu64 " remembered on disk, loaded in %" PRIu64 " ms",
-	       tg_idem_on_disk(srv->engine.ids), ms_now() - t0);
-	t0 = ms_now();
+	       tg_idem_on_disk(srv->engine.ids), tg_mono_ms() - t0);
+	t0 = tg_mono_ms();
 	rc = tg_recover_install(&d->state, &srv->engine, err, sizeof(err));
 	if (rc != 0) {
 		tg_log("journal: cannot install the recovered state: %s", err);
 		return rc;
 	}
-	tg_log("journal: installed in %" PRIu64 " ms", ms_now() - t0);
+	tg_log("journal: installed in %" PRIu64 " ms", tg_mono_ms() - t0);
 	/* From now on the segment runs ahead of any clean stop. */
 	tg_store_64(&srv->table.hdr->clean_lsn, 0);
 	struct tg_jw_cfg jcfg = {.dir = srv->cfg.data_dir,
@@ -305,7 +298,7 @@ spill(struct tg_server *srv, bool pressure)
 	struct tg_durable *d = &srv->dur;
 	char err[600];
 	uint32_t now = (uint32_t)time(NULL);
-	uint64_t t0 = ms_now();
+	uint64_t t0 = tg_mono_ms();
 	size_t before = d->state.ids.n;
 
 	if (d->ids == NULL || !catch_up(srv))
@@ -314,9 +307,9 @@ spill(struct tg_server *srv, bool pressure)
 	int rc = tg_idstore_spill(d->ids, &d->state, cut, now, err, sizeof(err));
 	if (rc != 0)
 		tg_log("ids: moving ids to disk failed: %s; they stay in memory", err);
-	else if (pressure && ms_now() - t0 > 1000)
+	else if (pressure && tg_mono_ms() - t0 > 1000)
 		tg_log("ids: memory half full: moved %zu ids to disk in %" PRIu64 " ms",
-		       before - d->state.ids.n, ms_now() - t0);
+		       before - d->state.ids.n, tg_mono_ms() - t0);
 }
 
 static void
@@ -324,7 +317,7 @@ snapshot(struct tg_server *srv)
 {
 	struct tg_durable *d = &srv->dur;
 	char err[600];
-	uint64_t t0 = ms_now();
+	uint64_t t0 = tg_mono_ms();
 
 	if (!catch_up(srv) || d->state.lsn <= d->snap_lsn)
 		return;
@@ -364,7 +357,7 @@ snapshot(struct tg_server *srv)
 	d->snap_lsn = d->state.lsn;
 	ck_pr_faa_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_snapshots], 1);
 	tg_log("snapshot at LSN %" PRIu64 ": %zu accounts, %zu calls, %zu ids in %" PRIu64 " ms",
-	       d->state.lsn, d->state.accts.n, d->state.calls.n, d->state.ids.n, ms_now() - t0);
+	       d->state.lsn, d->state.accts.n, d->state.calls.n, d->state.ids.n, tg_mono_ms() - t0);
 }
 
 static void *
@@ -373,7 +366,7 @@ snap_thread(void *arg)
 	struct tg_server *srv = arg;
 	struct tg_durable *d = &srv->dur;
 
-	uint64_t last_snap = ms_now(), last_spill = ms_now();
+	uint64_t last_snap = tg_mono_ms(), last_spill = tg_mono_ms();
 
 	/*
 	 * A tick every SPILL_TICK_MS: ids move to disk every SPILL_EVERY_MS, or at
@@ -391,7 +384,7 @@ snap_thread(void *arg)
 		if (d->stop)
 			break;
 		pthread_mutex_unlock(&d->mu);
-		uint64_t now = ms_now();
+		uint64_t now = tg_mono_ms();
 		bool pressure = tg_idem_count(srv->engine.ids) * 2 > srv->cfg.ids_max;
 		if (pressure || now - last_spill >= SPILL_EVERY_MS) {
 			spill(srv, pressure);
@@ -403,7 +396,7 @@ snap_thread(void *arg)
 		if (srv->cfg.snapshot_interval > 0 &&
 		    now - last_snap >= (uint64_t)srv->cfg.snapshot_interval * 1000) {
 			snapshot(srv);
-			last_snap = ms_now();
+			last_snap = tg_mono_ms();
 		}
 		pthread_mutex_lock(&d->mu);
 	}

@@ -16,6 +16,7 @@
 
 #include "tg_atomic.h"
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_engine.h"
 #include "tg_hash.h"
 #include "tg_log.h"
@@ -24,14 +25,6 @@
 enum { KIND_CALL = 1, KIND_END = 2, KIND_CDR = 3, KIND_CREDIT = 4 };
 
 #define NS 1000000000ull
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
 
 /* used[plan] for every account's plan id: one read of each slot's first line. */
 static void
@@ -59,12 +52,12 @@ static uint32_t
 reclaim_plans(void *arg)
 {
 	struct tg_engine *e = arg;
-	uint64_t t0 = mono_ns();
+	uint64_t t0 = tg_mono_ns();
 	uint32_t n = tg_rates_reclaim(&e->rates, plans_in_use, e->table);
 
 	tg_log("plan names: registry full (%u slots): %u names no account and no loaded plan "
 	       "uses reclaimed in %llu ms",
-	       e->table->plans.cap, n, (unsigned long long)((mono_ns() - t0) / 1000000));
+	       e->table->plans.cap, n, (unsigned long long)((tg_mono_ns() - t0) / 1000000));
 	return n;
 }
 
@@ -79,7 +72,7 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 	TG_ASSERT(cfg->workers >= 1 && cfg->workers <= TG_WORKERS_MAX);
 	e->table = table;
 	e->cfg = *cfg;
-	e->started_ns = mono_ns();
+	e->started_ns = tg_mono_ns();
 	e->workers = calloc(n, sizeof(*e->workers));
 	e->rcache = aligned_alloc(64, n * TG_RCACHE_SIZE * sizeof(*e->rcache));
 	if (e->workers == NULL || e->rcache == NULL) {
@@ -157,7 +150,7 @@ tg_worker_enter(struct tg_worker *w)
 	}
 	tg_store_64(&w->open, ((tg_load_64(&w->open) >> 1) + 1) << 1 | 1);
 	ck_pr_fence_memory();
-	w->now_ns = mono_ns();
+	w->now_ns = tg_mono_ns();
 	w->mark_ns = w->now_ns;
 	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
 	w->now_s = (uint32_t)ts.tv_sec;
@@ -173,7 +166,7 @@ tg_worker_exit(struct tg_worker *w)
 void
 tg_worker_lap(struct tg_worker *w, enum tg_hist_kind k)
 {
-	uint64_t now = mono_ns();
+	uint64_t now = tg_mono_ns();
 	uint64_t *b = &w->stats->hist[k].count[tg_hist_bucket(now - w->mark_ns)];
 
 	tg_store_64(b, tg_load_64(b) + 1);

@@ -31,6 +31,7 @@
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_clock.h"
 #include "tg_jwriter.h"
 #include "tg_log.h"
 
@@ -106,20 +107,6 @@ const char *
 tg_durability_name(enum tg_durability d)
 {
 	return d == TG_DURABLE ? "durable" : d == TG_RELAXED ? "relaxed" : "off";
-}
-
-static uint64_t
-clock_ns(clockid_t id)
-{
-	struct timespec ts;
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t
-ms_now(void)
-{
-	return clock_ns(CLOCK_MONOTONIC) / 1000000;
 }
 
 static void
@@ -335,7 +322,7 @@ measure(struct tg_jw *jw)
 	int64_t prealloc = 0;
 
 	TG_ASSERT(!jw->flushing);
-	jw->next_check_ms = ms_now() + SPACE_CHECK_MS;
+	jw->next_check_ms = tg_mono_ms() + SPACE_CHECK_MS;
 	if (fstatvfs(jw->dirfd, &sv) != 0)
 		return;
 	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
@@ -411,7 +398,7 @@ encode_confirm(char *buf, uint64_t lsn)
 {
 	struct tg_jrec_confirm c = {.lsn = lsn};
 	ssize_t n = tg_journal_encode(buf, HEAD, TG_JREC_CONFIRM, lsn,
-	                              (int64_t)clock_ns(CLOCK_REALTIME), &c, sizeof(c));
+	                              (int64_t)tg_clock_ns(CLOCK_REALTIME), &c, sizeof(c));
 	TG_ASSERT(n == HEAD);
 }
 
@@ -488,7 +475,7 @@ flush_locked(struct tg_jw *jw)
 	jw->fill_len = HEAD;
 	pthread_mutex_unlock(&jw->mu);
 
-	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	uint64_t t0 = tg_clock_ns(CLOCK_MONOTONIC);
 	char err[600];
 	bool placed;
 	/* Started on a full disk with no segment: make it now (the room was measured). */
@@ -502,8 +489,8 @@ flush_locked(struct tg_jw *jw)
 	write_sync(jw, buf + start, len - start);
 	jw->seg_off += len - start;
 	count(jw, TG_C_journal_syncs, 1);
-	count(jw, TG_C_journal_sync_ns, clock_ns(CLOCK_MONOTONIC) - t0);
-	bool rotate = jw->seg_off >= jw->cfg.segment_size && ms_now() >= jw->rotate_retry_ms;
+	count(jw, TG_C_journal_sync_ns, tg_clock_ns(CLOCK_MONOTONIC) - t0);
+	bool rotate = jw->seg_off >= jw->cfg.segment_size && tg_mono_ms() >= jw->rotate_retry_ms;
 	bool end_confirm = rotate && upto > confirmed;
 	if (end_confirm) {
 		/* Every segment ends confirmed: its last flush is acknowledged before the next. */
@@ -531,7 +518,7 @@ flush_locked(struct tg_jw *jw)
 			       err, jw->seg);
 		if (rc == 0 && jw->rotate_retry_ms != 0)
 			tg_log("journal: moved on to a new segment %s/%s", jw->dir, jw->seg);
-		jw->rotate_retry_ms = rc != 0 ? ms_now() + ROTATE_RETRY_MS : 0;
+		jw->rotate_retry_ms = rc != 0 ? tg_mono_ms() + ROTATE_RETRY_MS : 0;
 	}
 
 	pthread_mutex_lock(&jw->mu);
@@ -543,7 +530,7 @@ flush_locked(struct tg_jw *jw)
 	if (jw->cfg.lsn_out != NULL)
 		tg_store_64(jw->cfg.lsn_out, confirmed);
 	jw->flushing = false;
-	jw->last_flush_ms = ms_now();
+	jw->last_flush_ms = tg_mono_ms();
 	/*
 	 * Under a steady load the writer's thread rarely finds no flush running,
 	 * so the flusher measures too: every 100 ms, and after every flush once
@@ -573,7 +560,7 @@ tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 	if (s->n == 0)
 		return 0;
 	size_t need = stage_bytes(s);
-	int64_t now = (int64_t)clock_ns(CLOCK_REALTIME);
+	int64_t now = (int64_t)tg_clock_ns(CLOCK_REALTIME);
 	bool waited = false;
 
 	TG_ASSERT(need <= jw->cap - HEAD);
@@ -731,7 +718,7 @@ jw_thread(void *arg)
 		pthread_cond_timedwait(&jw->tick, &jw->mu, &ts);
 		if (jw->stop)
 			break;
-		uint64_t now = clock_ns(CLOCK_MONOTONIC) / 1000000;
+		uint64_t now = tg_clock_ns(CLOCK_MONOTONIC) / 1000000;
 		if (jw->cfg.mode == TG_RELAXED && !jw->flushing && flush_due(jw) &&
 		    now - jw->last_flush_ms >= jw->cfg.flush_ms)
 			flush_locked(jw);
@@ -809,7 +796,7 @@ tg_jw_open(struct tg_jw **out, const struct tg_jw_cfg *cfg, uint64_t next_lsn, c
 	measure(jw);
 	pthread_mutex_unlock(&jw->mu);
 	report(jw); /* a start on a full disk says so before the engine is ready */
-	jw->last_flush_ms = ms_now();
+	jw->last_flush_ms = tg_mono_ms();
 	rc = -pthread_create(&jw->thread, NULL, jw_thread, jw);
 	if (rc != 0) {
 		snprintf(err, errlen, "journal: cannot start its thread: %s", strerror(-rc));

@@ -65,6 +65,7 @@
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_clock.h"
 #include "tg_hash.h"
 #include "tg_net.h"
 
@@ -228,15 +229,6 @@ struct tg_net {
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void *
 map(size_t bytes)
@@ -1391,8 +1383,8 @@ worker_teardown(struct worker *w)
 	sqe = sqe_get(w);
 	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
 	sqe->user_data = ud_make(OP_STOP, 0, 0);
-	deadline = now_ms() + DRAIN_MS;
-	while (w->inflight > 0 && now_ms() < deadline) {
+	deadline = tg_mono_ms() + DRAIN_MS;
+	while (w->inflight > 0 && tg_mono_ms() < deadline) {
 		struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000 * 1000};
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
@@ -1423,7 +1415,7 @@ worker_loop(struct worker *w)
 	const struct tg_net *n = w->net;
 	uint32_t tick_ms = n->cfg.tick_ms ? n->cfg.tick_ms : TICK_DEFAULT_MS;
 
-	w->now_ms = now_ms();
+	w->now_ms = tg_mono_ms();
 	w->next_tick_ms = w->now_ms + tick_ms;
 	arm_wake(w);
 	arm_accept(w);
@@ -1436,7 +1428,7 @@ worker_loop(struct worker *w)
 		ts.tv_nsec = (long long)(wait % 1000) * 1000000;
 		buf_publish(w);
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
-		w->now_ms = now_ms();
+		w->now_ms = tg_mono_ms();
 		process_cqes(w);
 		turn_end(w);
 		if (w->now_ms >= w->next_tick_ms) {
@@ -1726,7 +1718,7 @@ tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_
 		n->addrs = map(n->addrs_bytes);
 		if (getrandom(&n->addr_seed, sizeof(n->addr_seed), GRND_NONBLOCK) !=
 		    sizeof(n->addr_seed))
-			n->addr_seed = now_ms() ^ ((uint64_t)getpid() << 32);
+			n->addr_seed = tg_mono_ms() ^ ((uint64_t)getpid() << 32);
 		if (n->addrs == NULL) {
 			set_err(err, errlen, "cannot map the per-address table", ENOMEM);
 			net_destroy(n);

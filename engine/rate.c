@@ -18,6 +18,7 @@
 
 #include "rate-int.h"
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_rate.h"
 
 #if defined(TG_TSAN)
@@ -134,20 +135,12 @@ registry_room(const struct tg_plan_registry *reg)
 	return n < reg->cap ? (int)n : -ENOSPC;
 }
 
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Run the reclaim hook, unless there is none or it ran less than a second ago. */
 static uint32_t
 registry_reclaim(struct tg_plan_registry *reg)
 {
 	struct tg_plan_reclaim *rc = reg->reclaim;
-	uint64_t now = mono_ns();
+	uint64_t now = tg_mono_ns();
 
 	if (rc == NULL || rc->fn == NULL || (rc->last_ns != 0 && now - rc->last_ns < 1000000000u))
 		return 0;

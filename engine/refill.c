@@ -35,8 +35,11 @@
 #include <hiredis/hiredis.h>
 
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_log.h"
+#include "tg_names.h"
 #include "tg_refill.h"
+#include "tg_refill_wire.h"
 
 #define REFILL_MAGIC 0x72666c6cu
 
@@ -153,14 +156,6 @@ struct tg_refill {
 	uint64_t removed;                              /* left the pending set */
 	struct tg_stats *ctr;                          /* the publisher's block in the segment */
 };
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint32_t
 unix_s(void)
@@ -386,7 +381,7 @@ backoff(struct tg_refill *r)
 	r->backoff_ms = r->backoff_ms == 0 ? BACKOFF_MIN_MS : r->backoff_ms * 2;
 	if (r->backoff_ms > BACKOFF_MAX_MS)
 		r->backoff_ms = BACKOFF_MAX_MS;
-	r->next_try_ns = mono_ns() + r->backoff_ms * MS;
+	r->next_try_ns = tg_mono_ns() + r->backoff_ms * MS;
 }
 
 static void
@@ -487,18 +482,25 @@ append(struct tg_refill *r, const struct item *it)
 	snprintf(attempt, sizeof(attempt), "%u", n < UINT16_MAX ? n + 1 : n);
 	snprintf(mark, sizeof(mark), "%s:published:%s:%s", r->stream, rid, attempt);
 
-	const char *argv[] = {
-	    "EVAL",      publish_lua,
-	    "2",         r->stream,
-	    mark,        r->mark_ttl,
-	    "id",        rid,
-	    "account",   acct,
-	    "balance",   bal,
-	    "threshold", thr,
-	    "mode",      TG_RTAG_MODE(it->tag) == TG_REFILL_TOPUP ? "topup" : "add",
-	    "amount",    amt,
-	    "fired",     fired,
-	    "attempt",   attempt};
+	unsigned mode = TG_RTAG_MODE(it->tag) == TG_REFILL_TOPUP ? TG_REFILL_TOPUP : TG_REFILL_ADD;
+	const char *val[TG_RF__COUNT] = {
+	    [TG_RF_ID] = rid,
+	    [TG_RF_ACCOUNT] = acct,
+	    [TG_RF_BALANCE] = bal,
+	    [TG_RF_THRESHOLD] = thr,
+	    [TG_RF_MODE] = tg_refill_mode_name(mode),
+	    [TG_RF_AMOUNT] = amt,
+	    [TG_RF_FIRED] = fired,
+	    [TG_RF_ATTEMPT] = attempt,
+	};
+	const char *argv[6 + 2 * TG_RF__COUNT] = {"EVAL",    publish_lua, "2",
+	                                          r->stream, mark,        r->mark_ttl};
+	/* The fields in the table's order, each with its value. */
+	for (unsigned k = 0; k < TG_RF__COUNT; k++) {
+		TG_ASSERT(val[k] != NULL);
+		argv[6 + 2 * k] = tg_refill_field_name(k);
+		argv[7 + 2 * k] = val[k];
+	}
 	size_t argl[TG_ARRAY_LEN(argv)];
 	for (size_t k = 0; k < TG_ARRAY_LEN(argv); k++)
 		argl[k] = strlen(argv[k]);
@@ -609,7 +611,7 @@ suspect(struct tg_refill *r, uint64_t i, uint64_t tag)
 {
 	struct tg_acct *a = tg_table_slot(r->t, i);
 	uint32_t aseq = tg_load_32(&a->refill_seq);
-	uint64_t since = mono_ns();
+	uint64_t since = tg_mono_ns();
 
 	if (!(tg_load_64(&a->hold) & TG_HOLD_REFILL) || aseq == 0 || aseq == TG_RTAG_SEQ(tag))
 		return;
@@ -619,7 +621,7 @@ suspect(struct tg_refill *r, uint64_t i, uint64_t tag)
 			break;
 		}
 	}
-	if (mono_ns() - since >= SUSPECT_GRACE_MS * MS) {
+	if (tg_mono_ns() - since >= SUSPECT_GRACE_MS * MS) {
 		rebuild(r, i, aseq);
 		take(r, i, aseq);
 		return;
@@ -718,7 +720,7 @@ scan_step(struct tg_refill *r)
 	r->nprev = r->ncur;
 	r->ncur = 0;
 	r->scanning = false;
-	r->next_scan_ns = mono_ns() + r->scan_period_ns;
+	r->next_scan_ns = tg_mono_ns() + r->scan_period_ns;
 	if (r->scan_again) {
 		r->scan_again = false;
 		scan_request(r);
@@ -738,7 +740,7 @@ run(void *arg)
 	sigaddset(&sigpipe, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &sigpipe, NULL);
 	while (!tg_load_32(&r->stop)) {
-		uint64_t now = mono_ns();
+		uint64_t now = tg_mono_ns();
 		bool busy = false;
 
 		if (r->redis == NULL && now >= r->next_try_ns)
@@ -758,7 +760,7 @@ run(void *arg)
 			sleep_ms(POLL_MS);
 	}
 	/* A clean stop publishes what the workers handed over last. */
-	if (r->redis != NULL && mono_ns() >= r->next_try_ns)
+	if (r->redis != NULL && tg_mono_ns() >= r->next_try_ns)
 		drain(r);
 	if (r->redis != NULL)
 		redisFree(r->redis);

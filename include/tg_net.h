@@ -21,21 +21,14 @@
 #define TG_NET_CLOSE    1 /* send what was written, then close (QUIT, protocol error) */
 
 /*
- * The server's counters, in this order: where they live is the handler's
- * choice (tollgated puts them in each worker's block of the segment).
+ * The server's counters, in this order (tbl/tg_net_counters.h): where they
+ * live is the handler's choice (tollgated puts them in each worker's block of
+ * the segment).
  */
 enum tg_net_counter {
-	TG_NETC_ACCEPTED,
-	TG_NETC_CLOSED,
-	TG_NETC_REJECTED,
-	TG_NETC_IDLE_CLOSED,
-	TG_NETC_PROTOCOL_ERRORS,
-	TG_NETC_TOO_LARGE,
-	TG_NETC_BYTES_IN,
-	TG_NETC_BYTES_OUT,
-	TG_NETC_ADDR_REJECTED,   /* closed at once: max_per_addr from that address */
-	TG_NETC_REQUEST_TIMEOUT, /* closed: a request did not arrive whole within request_ms */
-	TG_NETC_STALLED,         /* closed: replies went unread (reply_ms, or buffer pressure) */
+#define TG_NET_COUNTER(e, n, s, d) TG_NETC_##e,
+#include "tbl/tg_net_counters.h"
+#undef TG_NET_COUNTER
 	TG_NETC__COUNT
 };
 

@@ -63,10 +63,20 @@ struct tg_shm_hdr {
 	uint8_t reserved[TG_SHM_HDR_SIZE - 168];
 };
 
-/* enum tg_acct_state: persisted, only grow at the end. */
-enum tg_acct_state { TG_STATE_ACTIVE = 0, TG_STATE_SUSPENDED = 1, TG_STATE_CLOSED = 2 };
-/* enum tg_refill_mode: persisted, only grow at the end. */
-enum tg_refill_mode { TG_REFILL_OFF = 0, TG_REFILL_ADD = 1, TG_REFILL_TOPUP = 2 };
+/* enum tg_acct_state: persisted, only grow at the end (tbl/tg_acct_states.h). */
+enum tg_acct_state {
+#define TG_ACCT_STATE(e, n, v, d) TG_STATE_##e = v,
+#include "tbl/tg_acct_states.h"
+#undef TG_ACCT_STATE
+	TG_ACCT_STATE__COUNT
+};
+/* enum tg_refill_mode: persisted, only grow at the end (tbl/tg_refill_modes.h). */
+enum tg_refill_mode {
+#define TG_REFILL_MODE(e, n, v, d) TG_REFILL_##e = v,
+#include "tbl/tg_refill_modes.h"
+#undef TG_REFILL_MODE
+	TG_REFILL_MODE__COUNT
+};
 
 /* tg_acct.flags */
 #define TG_ACCT_PAYMENT 0x01u /* a payment method is on file */

@@ -18,6 +18,7 @@ check() { # table regex doc
 }
 check tg_config.h 's/^TG_CFG("\([^"]*\)".*/\1/p' CONFIG.md
 check tg_counters.h 's/^TG_COUNTER(\([a-z_]*\),.*/\1/p' PROTOCOL.md
+check tg_net_counters.h 's/^TG_NET_COUNTER([A-Z_]*, \([a-z_]*\),.*/\1/p' PROTOCOL.md
 check tg_results.h 's/^TG_RESULT(\([A-Z]*\),.*/`\1`/p' PROTOCOL.md
 check tg_categories.h 's/^TG_CATEGORY(\([a-z]*\),.*/\1/p' RATES.md
 exit $fail

@@ -33,14 +33,6 @@
 
 static unsigned started; /* daemons started by this process: part of the segment name */
 
-uint64_t
-it_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 void
 it_sleep_ms(unsigned ms)
 {
@@ -277,8 +269,8 @@ spawn(struct it_daemon *d, const char *bin, const char *const *flags)
 	if (d->pid == 0)
 		child(d, argv);
 
-	uint64_t deadline = it_now_ms() + START_TIMEOUT;
-	while (it_now_ms() < deadline) {
+	uint64_t deadline = tg_mono_ms() + START_TIMEOUT;
+	while (tg_mono_ms() < deadline) {
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
 			fprintf(stderr, "harness: tollgated exited during start-up (status %d)\n",
 			        WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
@@ -316,7 +308,7 @@ it_term(struct it_daemon *d)
 	if (d->pid <= 0)
 		return -1;
 	kill(d->pid, SIGTERM);
-	uint64_t deadline = it_now_ms() + STOP_TIMEOUT;
+	uint64_t deadline = tg_mono_ms() + STOP_TIMEOUT;
 	for (;;) {
 		pid_t p = waitpid(d->pid, &status, WNOHANG);
 		if (p == d->pid) {
@@ -325,7 +317,7 @@ it_term(struct it_daemon *d)
 		}
 		if (p < 0 && errno != EINTR)
 			break;
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			fprintf(stderr, "harness: tollgated did not stop on SIGTERM; killing it\n");
 			kill(d->pid, SIGKILL);
 			waitpid(d->pid, &status, 0);

@@ -17,6 +17,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tg_clock.h"
+
 #define IT_PATH_MAX 512
 
 struct it_daemon {
@@ -77,8 +79,6 @@ int it_raw_write(int fd, const void *p, size_t n);
  */
 size_t it_raw_read(int fd, char *buf, size_t cap, int quiet_ms, int *closed);
 
-/* Milliseconds of CLOCK_MONOTONIC. */
-uint64_t it_now_ms(void);
 /* Sleep ms milliseconds, through signals. */
 void it_sleep_ms(unsigned ms);
 

@@ -1,6 +1,7 @@
 /*
  * rcmd.c - commands over hiredis for the tests that drive a daemon or a
- * redis-server: a reply that is an error, or no reply, fails the test.
+ * redis-server: a reply that is an error, or no reply, fails the test.  And
+ * the engine probe the integration tests share (ACCT.GET fields, INFO).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
@@ -73,5 +75,78 @@ it_int_cmd(redisContext *c, const char *fmt, ...)
 	else if (r->type != REDIS_REPLY_NIL)
 		fail_msg("%s: not an integer reply (type %d)", fmt, r->type);
 	freeReplyObject(r);
+	return v;
+}
+
+void
+it_error_of(redisContext *c, char *out, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = vcmd(c, fmt, ap);
+	va_end(ap);
+	snprintf(out, cap, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "");
+	freeReplyObject(r);
+}
+
+tg_money_t
+it_money(const char *s)
+{
+	tg_money_t v;
+	if (tg_money_parse(s, strlen(s), &v) != 0)
+		fail_msg("\"%s\" is not an amount", s);
+	return v;
+}
+
+void
+it_acct_field(redisContext *c, uint64_t acct, const char *field, char *out, size_t cap)
+{
+	redisReply *r = it_cmd(c, "ACCT.GET %llu", (unsigned long long)acct);
+
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		if (strcmp(r->element[i]->str, field) != 0)
+			continue;
+		const redisReply *v = r->element[i + 1];
+		if (v->type == REDIS_REPLY_INTEGER)
+			snprintf(out, cap, "%lld", v->integer);
+		else
+			snprintf(out, cap, "%s", v->str ? v->str : "");
+		freeReplyObject(r);
+		return;
+	}
+	fail_msg("ACCT.GET %llu has no field %s", (unsigned long long)acct, field);
+}
+
+tg_money_t
+it_acct_money(redisContext *c, uint64_t acct, const char *field)
+{
+	char s[64];
+	it_acct_field(c, acct, field, s, sizeof(s));
+	return it_money(s);
+}
+
+long long
+it_acct_int(redisContext *c, uint64_t acct, const char *field)
+{
+	char s[64];
+	it_acct_field(c, acct, field, s, sizeof(s));
+	return strtoll(s, NULL, 10);
+}
+
+long long
+it_info(redisContext *c, const char *name)
+{
+	redisReply *r = it_cmd(c, "INFO all");
+	char key[64];
+	long long v = -1;
+
+	snprintf(key, sizeof(key), "\n%s:", name);
+	const char *p = strstr(r->str, key);
+	if (p != NULL)
+		v = strtoll(p + strlen(key), NULL, 10);
+	freeReplyObject(r);
+	if (v < 0)
+		fail_msg("INFO has no %s", name);
 	return v;
 }

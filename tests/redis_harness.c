@@ -116,10 +116,10 @@ spawn(const char *bin, const struct tg_test_redis *r)
 static int
 wait_ready(struct tg_test_redis *r)
 {
-	uint64_t deadline = it_now_ms() + READY_TIMEOUT_MS;
+	uint64_t deadline = tg_mono_ms() + READY_TIMEOUT_MS;
 	int status;
 
-	while (it_now_ms() < deadline) {
+	while (tg_mono_ms() < deadline) {
 		if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
 			r->pid = 0;
 			return -ECHILD;
@@ -143,14 +143,14 @@ wait_ready(struct tg_test_redis *r)
 static void
 kill_wait(struct tg_test_redis *r)
 {
-	uint64_t deadline = it_now_ms() + STOP_TIMEOUT_MS;
+	uint64_t deadline = tg_mono_ms() + STOP_TIMEOUT_MS;
 	int status;
 
 	if (r->pid <= 0)
 		return;
 	kill(r->pid, SIGTERM);
 	while (waitpid(r->pid, &status, WNOHANG) == 0) {
-		if (it_now_ms() > deadline) {
+		if (tg_mono_ms() > deadline) {
 			kill(r->pid, SIGKILL);
 			waitpid(r->pid, &status, 0);
 			break;
@@ -236,4 +236,17 @@ tg_test_redis_connect(const struct tg_test_redis *r)
 	}
 	redisSetTimeout(c, tv);
 	return c;
+}
+
+bool
+tg_test_redis_present(void)
+{
+	struct tg_test_redis probe = {0};
+
+	if (tg_test_redis_start(&probe) == -ENOENT) {
+		fprintf(stderr, "redis-server not found: skipping\n");
+		return false;
+	}
+	tg_test_redis_stop(&probe);
+	return true;
 }

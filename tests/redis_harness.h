@@ -20,6 +20,7 @@
 #ifndef TG_REDIS_HARNESS_H
 #define TG_REDIS_HARNESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -47,5 +48,10 @@ int tg_test_redis_start(struct tg_test_redis *r);
 void tg_test_redis_stop(struct tg_test_redis *r);
 /* A connection with 5 s timeouts, or NULL.  The caller redisFree()s it. */
 redisContext *tg_test_redis_connect(const struct tg_test_redis *r);
+/*
+ * Whether a redis-server can run here (one is started and stopped).  False
+ * after saying "redis-server not found: skipping": the test exits 77.
+ */
+bool tg_test_redis_present(void);
 
 #endif

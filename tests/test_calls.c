@@ -23,16 +23,8 @@
 
 #include "tg_atomic.h" /* TG_TSAN */
 #include "tg_calls.h"
-
-static uint64_t
-splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#include "tg_clock.h"
+#include "testrand.h"
 
 static struct tg_digest
 id_digest(unsigned round, unsigned i)
@@ -41,16 +33,6 @@ id_digest(unsigned round, unsigned i)
 	int n = snprintf(id, sizeof(id), "r%u-%u@switch-a", round, i);
 
 	return tg_digest(1, id, (size_t)n);
-}
-
-/* Same low 32 bits of lo: same stripe.  Same high 32 bits of hi: same first slot. */
-static struct tg_digest
-crafted(uint32_t stripe_bits, uint32_t home_bits, uint32_t unique)
-{
-	struct tg_digest d = {(uint64_t)unique << 32 | stripe_bits,
-	                      (uint64_t)home_bits << 32 | unique};
-
-	return d;
 }
 
 static struct tg_call
@@ -169,7 +151,7 @@ test_collisions_full_stripe(void **state)
 	(void)state;
 	assert_int_equal(tg_calls_init(&c, 100), 0);
 	for (unsigned i = 0; i < MAX; i++) {
-		enum tg_result r = add(c, crafted(5, 0xfffffff0u, i), i, 0);
+		enum tg_result r = add(c, it_crafted(5, 0xfffffff0u, i), i, 0);
 
 		if (r == TG_FULL) {
 			full = i;
@@ -179,22 +161,22 @@ test_collisions_full_stripe(void **state)
 	}
 	assert_true(full >= 125); /* 1.25 slots per call of capacity */
 	assert_int_equal(tg_calls_count(c), full);
-	assert_int_equal(add(c, crafted(5, 0x10u, MAX), MAX, 0), TG_FULL);
+	assert_int_equal(add(c, it_crafted(5, 0x10u, MAX), MAX, 0), TG_FULL);
 	for (unsigned i = 0; i < full; i++)
-		assert_int_equal(acct_of(c, crafted(5, 0xfffffff0u, i)), i);
+		assert_int_equal(acct_of(c, it_crafted(5, 0xfffffff0u, i)), i);
 	for (unsigned i = 1; i < full; i += 3)
-		drop(c, crafted(5, 0xfffffff0u, i));
+		drop(c, it_crafted(5, 0xfffffff0u, i));
 	for (unsigned i = 0; i < full; i++) {
 		uint64_t want = i % 3 == 1 ? UINT64_MAX : i;
 
-		assert_int_equal(acct_of(c, crafted(5, 0xfffffff0u, i)), want);
+		assert_int_equal(acct_of(c, it_crafted(5, 0xfffffff0u, i)), want);
 	}
 	for (unsigned i = 1; i < full; i += 3)
-		assert_int_equal(add(c, crafted(5, 0xfffffff0u, i), i + 1000, 0), TG_OK);
+		assert_int_equal(add(c, it_crafted(5, 0xfffffff0u, i), i + 1000, 0), TG_OK);
 	assert_int_equal(tg_calls_count(c), full);
-	assert_int_equal(add(c, crafted(5, 0x10u, MAX), MAX, 0), TG_FULL);
+	assert_int_equal(add(c, it_crafted(5, 0x10u, MAX), MAX, 0), TG_FULL);
 	for (unsigned i = full; i-- > 0;)
-		drop(c, crafted(5, 0xfffffff0u, i));
+		drop(c, it_crafted(5, 0xfffffff0u, i));
 	assert_int_equal(tg_calls_count(c), 0);
 	tg_calls_free(c);
 }
@@ -208,14 +190,14 @@ test_full_stripe_alone(void **state)
 
 	(void)state;
 	assert_int_equal(tg_calls_init(&c, 100000), 0);
-	while (add(c, crafted(3, (uint32_t)i * 7919u, i), i, 0) == TG_OK)
+	while (add(c, it_crafted(3, (uint32_t)i * 7919u, i), i, 0) == TG_OK)
 		i++;
 	assert_true(i >= 512 * 5 / 4);
 	assert_int_equal(tg_calls_count(c), i);
 	for (unsigned j = 0; j < 500; j++)
-		assert_int_equal(add(c, crafted(4, (uint32_t)j * 7919u, j), j, 0), TG_OK);
-	drop(c, crafted(3, 0, 0));
-	assert_int_equal(add(c, crafted(3, 0, 0), 0, 0), TG_OK);
+		assert_int_equal(add(c, it_crafted(4, (uint32_t)j * 7919u, j), j, 0), TG_OK);
+	drop(c, it_crafted(3, 0, 0));
+	assert_int_equal(add(c, it_crafted(3, 0, 0), 0, 0), TG_OK);
 	tg_calls_free(c);
 }
 
@@ -274,7 +256,7 @@ key_plain(unsigned i)
 static struct tg_digest
 key_colliding(unsigned i)
 {
-	return crafted(9, 0xfffffff8u + i % 4, i);
+	return it_crafted(9, 0xfffffff8u + i % 4, i);
 }
 
 /* A fake clock: each call is given to fn once, when and only when it is due. */
@@ -288,7 +270,7 @@ test_expire(void **state)
 	(void)state;
 	assert_int_equal(tg_calls_init(&c, 6000), 0);
 	for (unsigned i = 0; i < 5000; i++) {
-		exp[i] = splitmix(&seed) % 1001; /* 0 .. 1000: all gone by 1000 */
+		exp[i] = it_splitmix(&seed) % 1001; /* 0 .. 1000: all gone by 1000 */
 		assert_int_equal(add(c, key_plain(i), i, exp[i]), TG_OK);
 	}
 	expire_check(c, key_plain, exp, 5000);
@@ -297,7 +279,7 @@ test_expire(void **state)
 	/* one wrapped probe run, expiring from its middle */
 	assert_int_equal(tg_calls_init(&c, 100), 0);
 	for (unsigned i = 0; i < 120; i++) {
-		exp[i] = splitmix(&seed) % 1001;
+		exp[i] = it_splitmix(&seed) % 1001;
 		assert_int_equal(add(c, key_colliding(i), i, exp[i]), TG_OK);
 	}
 	expire_check(c, key_colliding, exp, 120);
@@ -377,7 +359,7 @@ model_key(unsigned k)
 		h = (uint32_t)(k * 2654435761u);
 		break;
 	}
-	return crafted(k & 1, h, k);
+	return it_crafted(k & 1, h, k);
 }
 
 static struct model model[MODEL_KEYS];
@@ -429,7 +411,7 @@ test_reference_model(void **state)
 	memset(model, 0, sizeof(model));
 	assert_int_equal(tg_calls_init(&c, 1500), 0); /* two stripes */
 	for (unsigned op = 0; op < MODEL_OPS; op++) {
-		uint64_t r = splitmix(&seed);
+		uint64_t r = it_splitmix(&seed);
 		unsigned k = (unsigned)(r % MODEL_KEYS), s = k & 1,
 		         what = (unsigned)(r >> 32) % 100;
 		struct model *m = &model[k];
@@ -518,7 +500,7 @@ struct race {
 	struct tg_digest ids[ROUND_IDS];
 	unsigned added[ROUND_IDS], removed[ROUND_IDS];
 	unsigned stop, rounds, failures;
-	struct timespec start;
+	uint64_t start_ns;
 };
 
 static bool
@@ -539,20 +521,11 @@ shuffle(unsigned *order, unsigned n, uint64_t *seed)
 	for (unsigned i = 0; i < n; i++)
 		order[i] = i;
 	for (unsigned i = n - 1; i > 0; i--) {
-		unsigned j = (unsigned)(splitmix(seed) % (i + 1)), t = order[i];
+		unsigned j = (unsigned)(it_splitmix(seed) % (i + 1)), t = order[i];
 
 		order[i] = order[j];
 		order[j] = t;
 	}
-}
-
-static uint64_t
-elapsed_ns(const struct timespec *a)
-{
-	struct timespec b;
-
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	return (uint64_t)((b.tv_sec - a->tv_sec) * 1000000000 + (b.tv_nsec - a->tv_nsec));
 }
 
 struct worker {
@@ -633,7 +606,7 @@ race_worker(void *arg)
 					race_fail(rc);
 			}
 			rc->rounds++;
-			rc->stop = elapsed_ns(&rc->start) > 1000000000u || rc->rounds >= 10000;
+			rc->stop = tg_mono_ns() - rc->start_ns > 1000000000u || rc->rounds >= 10000;
 		}
 		pthread_barrier_wait(&rc->barrier);
 		if (rc->stop)
@@ -651,7 +624,7 @@ test_race(void **state)
 	(void)state;
 	assert_int_equal(tg_calls_init(&rc.c, 20000), 0);
 	assert_int_equal(pthread_barrier_init(&rc.barrier, NULL, THREADS), 0);
-	clock_gettime(CLOCK_MONOTONIC, &rc.start);
+	rc.start_ns = tg_mono_ns();
 	for (unsigned t = 0; t < THREADS; t++) {
 		wk[t].rc = &rc;
 		wk[t].tid = t;

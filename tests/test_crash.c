@@ -91,6 +91,7 @@
 #include "harness.h"
 #include "rcmd.h"
 #include "redis_harness.h"
+#include "testrand.h"
 #include "tg_money.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
@@ -148,19 +149,10 @@ static const char *const dests[DESTS] = {"12025550123", "442071838750", "1800555
 /* ------------------------------------------------------------------ */
 /* randomness: splitmix64, one stream per thread, all from the seed    */
 
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 static uint32_t
 below(uint64_t *s, uint32_t n)
 {
-	return (uint32_t)(rnd(s) % n);
+	return (uint32_t)(it_splitmix(s) % n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -464,7 +456,7 @@ client_invent(struct client *cl)
 	if (k >= 45 && k < 65 && !fx.accts[o.acct].refill) {
 		o.kind = OP_CREDIT;
 		o.n = ++cl->next[1];
-		o.amount = 1 + (tg_money_t)(rnd(&cl->rng) % (20 * U));
+		o.amount = 1 + (tg_money_t)(it_splitmix(&cl->rng) % (20 * U));
 	} else if (k >= 65 && cl->nopen + cl->auth_waiting < OPEN_MAX) {
 		o.kind = OP_AUTH;
 		o.n = ++cl->next[2];
@@ -637,11 +629,11 @@ client_batch(struct client *cl, bool fresh, bool stopping)
 	unsigned got = 0;
 	for (unsigned i = 0; i < nre + nb; i++) {
 		redisReply *r = NULL;
-		uint64_t t = it_now_ms();
+		uint64_t t = tg_mono_ms();
 		if (redisGetReply(cl->c, (void **)&r) != REDIS_OK || r == NULL) {
 			/* A kill shows as a reset or an end of file at once; a silence is a stall.
 			 */
-			if (it_now_ms() - t >= REPLY_TIMEOUT_S * 1000 - 100) {
+			if (tg_mono_ms() - t >= REPLY_TIMEOUT_S * 1000 - 100) {
 				violation("client %u: no reply within %d s in run %u (a stall)",
 				          cl->idx, REPLY_TIMEOUT_S, cl->run);
 			}
@@ -683,10 +675,10 @@ client_main(void *arg)
 		if (quit)
 			break;
 		if (stopping && deadline == 0)
-			deadline = it_now_ms() + DRAIN_MS;
+			deadline = tg_mono_ms() + DRAIN_MS;
 		if (stopping && cl->plen == 0 && cl->nopen == 0)
 			break;
-		if (stopping && it_now_ms() > deadline) {
+		if (stopping && tg_mono_ms() > deadline) {
 			for (size_t i = 0; i < cl->plen; i++) {
 				char what[400];
 				op_describe(cl, &cl->ops[cl->pend[cl->phead + i]], what,
@@ -701,11 +693,11 @@ client_main(void *arg)
 			fresh = true;
 			continue;
 		}
-		uint64_t t = it_now_ms();
+		uint64_t t = tg_mono_ms();
 		client_batch(cl, fresh, stopping);
 		fresh = false;
-		if (!stopping && it_now_ms() - t < PACE_US / 1000)
-			it_sleep_ms((unsigned)(PACE_US / 1000 - (it_now_ms() - t)));
+		if (!stopping && tg_mono_ms() - t < PACE_US / 1000)
+			it_sleep_ms((unsigned)(PACE_US / 1000 - (tg_mono_ms() - t)));
 	}
 	if (cl->c != NULL)
 		redisFree(cl->c);
@@ -981,9 +973,9 @@ make_accounts(uint64_t *rng)
 		a->plan = a->refill ? 1 : 0;
 		if (a->refill) /* $1 to $32768 above the threshold: crossings spread over the run */
 			a->opening = THRESHOLD + ((tg_money_t)1 << below(rng, 16)) * U +
-			             (tg_money_t)(rnd(rng) % U);
+			             (tg_money_t)(it_splitmix(rng) % U);
 		else
-			a->opening = 20 * U + (tg_money_t)(rnd(rng) % (480 * U));
+			a->opening = 20 * U + (tg_money_t)(it_splitmix(rng) % (480 * U));
 		if (a->refill)
 			redisAppendCommand(
 			    c,
@@ -1105,7 +1097,7 @@ acct_index(const char *s)
 static void
 check_stream(const char *when)
 {
-	uint64_t deadline = it_now_ms() + REFILL_WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + REFILL_WAIT_MS;
 	unsigned count[ACCTS];
 	char bad[MSG_MAX];
 
@@ -1143,7 +1135,7 @@ check_stream(const char *when)
 			missing += fx.crossed[k] && count[k] == 0;
 			extra += !fx.crossed[k] && count[k] > 0;
 		}
-		if ((missing == 0 && extra == 0 && wrong == 0) || it_now_ms() > deadline)
+		if ((missing == 0 && extra == 0 && wrong == 0) || tg_mono_ms() > deadline)
 			break;
 		it_sleep_ms(100);
 	}
@@ -1397,14 +1389,14 @@ check_all(const char *when)
 {
 	bool off[ACCTS];
 	unsigned before = fx.failures;
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 
 	memset(fx.fcount, 0, sizeof(fx.fcount));
 	check_stream(when);
 	check_accounts(when, off);
 	check_replays(when, off);
 	fprintf(stderr, "crash: checked %s in %llu ms: %u failures\n", when,
-	        (unsigned long long)(it_now_ms() - t0), fx.failures - before);
+	        (unsigned long long)(tg_mono_ms() - t0), fx.failures - before);
 	for (unsigned k = 0; k < F__N; k++)
 		if (fx.fcount[k] > 0)
 			fprintf(stderr, "crash:   %6u about %s%s\n", fx.fcount[k], fcat_names[k],
@@ -1457,7 +1449,7 @@ summary(uint64_t t0, unsigned kills, unsigned reboots)
 	        "a kill (%llu answered from the id window: applied by the engine that died), %llu "
 	        "calls in progress authorized again after a kill with their grant, %zu refused; "
 	        "%llu batches, %llu connections; %u of %u refill accounts crossed\n",
-	        kills, reboots, (unsigned long long)(it_now_ms() - t0), n[OP_CDR], n[OP_CREDIT],
+	        kills, reboots, (unsigned long long)(tg_mono_ms() - t0), n[OP_CDR], n[OP_CREDIT],
 	        n[OP_AUTH], blocked, n[OP_END], again, (unsigned long long)fx.replays,
 	        (unsigned long long)reauths, bad, (unsigned long long)batches,
 	        (unsigned long long)reconnects, crossed, ACCTS / 4);
@@ -1466,7 +1458,7 @@ summary(uint64_t t0, unsigned kills, unsigned reboots)
 static void
 test_kill9_torture(void **state)
 {
-	uint64_t rng = fx.seed, t0 = it_now_ms();
+	uint64_t rng = fx.seed, t0 = tg_mono_ms();
 	unsigned kills = 0, reboots = 0;
 	bool restart_failed = false;
 
@@ -1488,7 +1480,7 @@ test_kill9_torture(void **state)
 		it_sleep_ms(ms);
 		/* Answered from the window in this run: retries the previous run had applied. */
 		fx.replays += info_counter("replays");
-		uint64_t t = it_now_ms();
+		uint64_t t = tg_mono_ms();
 		if (engine_crash(k, reboot, false) != 0) {
 			fprintf(stderr, "crash: the restart after kill %u (%s) failed\n", k,
 			        reboot ? "segment removed" : "segment kept");
@@ -1501,7 +1493,7 @@ test_kill9_torture(void **state)
 		        "crash: kill %u/%u after %u ms of traffic, %s, up again in %llu ms; %llu "
 		        "operations acknowledged, %llu answered from the window when sent again\n",
 		        k, fx.kills, ms, reboot ? "segment removed" : "segment kept",
-		        (unsigned long long)(it_now_ms() - t),
+		        (unsigned long long)(tg_mono_ms() - t),
 		        (unsigned long long)__atomic_load_n(&fx.acked, __ATOMIC_RELAXED),
 		        (unsigned long long)fx.replays);
 	}
@@ -1584,13 +1576,10 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_kill9_torture, setup, teardown),
 	};
-	struct tg_test_redis probe = {0};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (tg_test_redis_start(&probe) == -ENOENT) {
-		fprintf(stderr, "redis-server not found: skipping\n");
+	/* No redis-server on this machine: skip, as every integration test does. */
+	if (!tg_test_redis_present())
 		return 77;
-	}
-	tg_test_redis_stop(&probe);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,48 +52,12 @@ struct fx {
 	redisContext *c;
 };
 
-static tg_money_t
-money_of(const char *s)
-{
-	tg_money_t v = 0;
-	assert_int_equal(tg_money_parse(s, strlen(s), &v), 0);
-	return v;
-}
-
-/* A field of ACCT.GET as money. */
-static tg_money_t
-acct_money(redisContext *c, uint64_t acct, const char *field)
-{
-	redisReply *r = it_cmd(c, "ACCT.GET %llu", (unsigned long long)acct);
-	tg_money_t v = -1;
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, field) == 0)
-			v = money_of(r->element[i + 1]->str);
-	freeReplyObject(r);
-	assert_true(v >= 0 || strcmp(field, "balance") == 0);
-	return v;
-}
-
-/* The error a command got ("" when it succeeded). */
-static void
-error_of(redisContext *c, char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	assert_non_null(r);
-	snprintf(out, cap, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "");
-	freeReplyObject(r);
-}
-
 /* cmd is sent as a format: no '%' in it. */
 static void
 assert_nospace(redisContext *c, const char *cmd)
 {
 	char err[256];
-	error_of(c, err, sizeof(err), cmd);
+	it_error_of(c, err, sizeof(err), cmd);
 	if (strncmp(err, "NOSPACE", 7) != 0)
 		fail_msg("%s: expected NOSPACE, got '%s'", cmd, err);
 }
@@ -187,7 +151,7 @@ pipeline(redisContext *c, const char *fmt, unsigned n, unsigned *next, unsigned 
 		} else {
 			(*acked)++;
 			if (sum != NULL)
-				*sum += money_of(r->str);
+				*sum += it_money(r->str);
 		}
 		freeReplyObject(r);
 	}
@@ -344,9 +308,9 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	freeReplyObject(r);
 	tg_money_t want = 1000 * U - charged + (tg_money_t)credits * (U / 100);
 	r = it_cmd(f->c, "ACCT.CREDIT 1 0.01 tx-0");
-	assert_true(money_of(r->str) > 0);
+	assert_true(it_money(r->str) > 0);
 	freeReplyObject(r);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 	assert_false(it_log_has(&f->d, "Stopping now"));
 
 	/* A crash, then a start on a disk with not one byte free. */
@@ -358,7 +322,7 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	assert_true(it_log_has(&f->d, "past journal-segment-size"));
 	assert_true(info_has(f->c, "journal_disk_state:full"));
 	assert_true(info_has(f->c, "journal_low_space:1"));
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 	assert_nospace(f->c, "ACCT.CREDIT 1 1 tx-full");
 	assert_nospace(f->c, "CDR 1 " DEST " 60 cdr-full");
 	assert_nospace(f->c, "CALL.AUTH 1 " DEST " call-full");
@@ -366,7 +330,7 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	freeReplyObject(r);
 	it_sleep_ms(300); /* past a few checks of the disk: still alive, still refusing */
 	assert_nospace(f->c, "ACCT.CREDIT 1 1 tx-full");
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 
 	/* Space comes back: everything is accepted again. */
 	assert_int_equal(unlink(f->filler), 0);
@@ -374,18 +338,18 @@ test_full_disk_refuses_instead_of_crashing(void **state)
 	assert_true(info_has(f->c, "journal_disk_state:ok"));
 	assert_true(it_log_has(&f->d, "free again: accepting every command"));
 	r = it_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
-	assert_int_equal(money_of(r->str), want + U);
+	assert_int_equal(it_money(r->str), want + U);
 	freeReplyObject(r);
 	tg_money_t cdr = 0;
 	r = it_cmd(f->c, "CDR 1 " DEST " 60 cdr-after");
-	cdr = money_of(r->str);
+	cdr = it_money(r->str);
 	freeReplyObject(r);
 	assert_true(cdr > 0);
 	want += U - cdr;
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 	fx_crash(f);
 	fx_restart(f, small_segs);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 }
 
 /*
@@ -407,7 +371,7 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 
 	fx_start(f, flags);
 	it_run_cmd(f->c, "ACCT.SET 1 BALANCE 100000 PLAN basic");
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	pipeline(f->c, "CALL.AUTH 1 " DEST_CALL " call-%u", CALLS, &next, &granted, NULL);
 	assert_int_equal(granted, CALLS);
 	assert_int_equal(info_num(f->c, "journal_settle_reserve"), CALLS * 504);
@@ -431,30 +395,30 @@ test_calls_granted_before_disk_filled_are_billed(void **state)
 	assert_int_equal(pipeline(f->c, "CALL.END 1 call-%u 5", ENDED, &next, &ended, &billed), 0);
 	assert_int_equal(ended, ENDED);
 	/* The rest expire at their grant (12 s + 1 s of grace) and are billed for it. */
-	assert_true(it_now_ms() - t0 < 12000);
-	uint64_t deadline = it_now_ms() + 30000;
-	while (info_num(f->c, "calls_in_progress") > 0 && it_now_ms() < deadline)
+	assert_true(tg_mono_ms() - t0 < 12000);
+	uint64_t deadline = tg_mono_ms() + 30000;
+	while (info_num(f->c, "calls_in_progress") > 0 && tg_mono_ms() < deadline)
 		it_sleep_ms(200);
 	assert_int_equal(info_num(f->c, "calls_in_progress"), 0);
 	redisReply *r = it_cmd(f->c, "RATE basic " DEST_CALL " 5");
-	tg_money_t end_each = money_of(r->element[1]->str);
+	tg_money_t end_each = it_money(r->element[1]->str);
 	freeReplyObject(r);
 	r = it_cmd(f->c, "RATE basic " DEST_CALL " 12");
-	tg_money_t exp_each = money_of(r->element[1]->str);
+	tg_money_t exp_each = it_money(r->element[1]->str);
 	freeReplyObject(r);
 	assert_true(end_each > 0 && exp_each > end_each);
 	assert_int_equal(billed, ENDED * end_each);
 	tg_money_t want = 100000 * U + (tg_money_t)credits * (U / 100) - ENDED * end_each -
 	                  (CALLS - ENDED) * exp_each;
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
-	assert_int_equal(acct_money(f->c, 1, "reserved"), 0);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "reserved"), 0);
 	assert_false(it_log_has(&f->d, "Stopping now"));
 
 	/* All of it on disk. */
 	fx_crash(f);
 	fx_restart(f, flags);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
-	assert_int_equal(acct_money(f->c, 1, "reserved"), 0);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "reserved"), 0);
 }
 
 /* The snapshot files in dir, names joined by spaces, into out. */
@@ -495,22 +459,22 @@ test_id_runs_go_first_below_the_reserve(void **state)
 	for (int k = 0; k < 40; k++)
 		assert_int_equal(chunk(f->c, "CDR 1 " DEST " 60 cdr-%u", &next, &acked, &charged),
 		                 0);
-	uint64_t deadline = it_now_ms() + 8000;
-	while (info_num(f->c, "ids_disk_runs") == 0 && it_now_ms() < deadline)
+	uint64_t deadline = tg_mono_ms() + 8000;
+	while (info_num(f->c, "ids_disk_runs") == 0 && tg_mono_ms() < deadline)
 		it_sleep_ms(100);
 	assert_true(info_num(f->c, "ids_disk_runs") > 0);
 	/* Below the reserve: the next move drops the oldest run (every 5 s at the latest). */
 	fill(f, 4 << 20);
-	deadline = it_now_ms() + 12000;
+	deadline = tg_mono_ms() + 12000;
 	while (!it_log_has(&f->d, "below disk-reserve: forgetting the oldest run") &&
-	       it_now_ms() < deadline)
+	       tg_mono_ms() < deadline)
 		it_sleep_ms(200);
 	assert_true(it_log_has(&f->d, "below disk-reserve: forgetting the oldest run"));
 	assert_true(info_num(f->c, "ids_horizon_cut") > 0);
 	/* Billing goes on: credits are still recorded, and the balance is exact. */
 	redisReply *r = it_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
 	freeReplyObject(r);
-	assert_int_equal(acct_money(f->c, 1, "balance"), 100000 * U - charged + U);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), 100000 * U - charged + U);
 }
 
 static void
@@ -526,11 +490,11 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 	fx_start(f, flags);
 	it_run_cmd(f->c, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	assert_int_equal(chunk(f->c, "CDR 1 " DEST " 60 cdr-%u", &next, &acked, &charged), 0);
-	uint64_t deadline = it_now_ms() + 10000;
+	uint64_t deadline = tg_mono_ms() + 10000;
 	do {
 		it_sleep_ms(100);
 		snapshots(f->data, before, sizeof(before));
-	} while (before[0] == '\0' && it_now_ms() < deadline);
+	} while (before[0] == '\0' && tg_mono_ms() < deadline);
 	assert_true(before[0] != '\0');
 
 	/* Below the reserve, above the credits' floor: the journal still grows. */
@@ -539,33 +503,33 @@ test_snapshot_on_full_disk_keeps_the_old_one(void **state)
 	assert_true(info_has(f->c, "journal_disk_state:reserve"));
 	next = 0;
 	assert_int_equal(pipeline(f->c, "ACCT.CREDIT 1 0.01 tx-%u", 100, &next, &credits, NULL), 0);
-	deadline = it_now_ms() + 10000;
-	while (!it_log_has(&f->d, "skipped: it needs") && it_now_ms() < deadline)
+	deadline = tg_mono_ms() + 10000;
+	while (!it_log_has(&f->d, "skipped: it needs") && tg_mono_ms() < deadline)
 		it_sleep_ms(100);
 	assert_true(it_log_has(&f->d, "skipped: it needs"));
 	snapshots(f->data, after, sizeof(after));
 	assert_string_equal(after, before);
 	tg_money_t want = 100 * U - charged + (tg_money_t)credits * (U / 100);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 
 	/* A clean stop (its own snapshot skipped too), a start from the older snapshot. */
 	redisFree(f->c);
 	f->c = NULL;
 	assert_int_equal(it_stop(&f->d), 0);
 	fx_restart(f, flags);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want);
 
 	/* Space back: the next turn writes a snapshot. */
 	assert_int_equal(unlink(f->filler), 0);
 	it_sleep_ms(300);
 	it_run_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
-	deadline = it_now_ms() + 10000;
+	deadline = tg_mono_ms() + 10000;
 	do {
 		it_sleep_ms(100);
 		snapshots(f->data, after, sizeof(after));
-	} while (strcmp(after, before) == 0 && it_now_ms() < deadline);
+	} while (strcmp(after, before) == 0 && tg_mono_ms() < deadline);
 	assert_string_not_equal(after, before);
-	assert_int_equal(acct_money(f->c, 1, "balance"), want + U);
+	assert_int_equal(it_acct_money(f->c, 1, "balance"), want + U);
 }
 
 int

@@ -42,44 +42,6 @@ struct fx {
 	redisContext *c;
 };
 
-static tg_money_t
-money_of(const char *s)
-{
-	tg_money_t v = 0;
-	assert_int_equal(tg_money_parse(s, strlen(s), &v), 0);
-	return v;
-}
-
-/* A field of ACCT.GET (a flat array of names and values) as text. */
-static void
-acct_field(redisContext *c, uint64_t acct, const char *field, char *out, size_t cap)
-{
-	redisReply *r = it_cmd(c, "ACCT.GET %llu", (unsigned long long)acct);
-	out[0] = '\0';
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, field) == 0)
-			snprintf(out, cap, "%s",
-			         r->element[i + 1]->str ? r->element[i + 1]->str : "");
-	freeReplyObject(r);
-}
-
-static tg_money_t
-balance(redisContext *c, uint64_t acct)
-{
-	char v[64];
-	acct_field(c, acct, "balance", v, sizeof(v));
-	return money_of(v);
-}
-
-static tg_money_t
-reserved(redisContext *c, uint64_t acct)
-{
-	char v[64];
-	acct_field(c, acct, "reserved", v, sizeof(v));
-	return money_of(v);
-}
-
 /* A reply that is a money amount (bulk or status string). */
 static tg_money_t
 money_cmd(redisContext *c, const char *fmt, ...)
@@ -91,22 +53,9 @@ money_cmd(redisContext *c, const char *fmt, ...)
 	assert_non_null(r);
 	if (r->type == REDIS_REPLY_ERROR)
 		fail_msg("%s: %s", fmt, r->str);
-	tg_money_t v = r->type == REDIS_REPLY_INTEGER ? r->integer * U : money_of(r->str);
+	tg_money_t v = r->type == REDIS_REPLY_INTEGER ? r->integer * U : it_money(r->str);
 	freeReplyObject(r);
 	return v;
-}
-
-/* The error a command got ("" when it succeeded). */
-static void
-error_of(redisContext *c, char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(c, fmt, ap);
-	va_end(ap);
-	assert_non_null(r);
-	snprintf(out, cap, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "");
-	freeReplyObject(r);
 }
 
 static void
@@ -226,34 +175,34 @@ crash_case(int reboot)
 	assert_int_equal(b2, 57500000);
 	long long grant = it_int_cmd(f.c, "CALL.AUTH 1 " DEST " call-1");
 	assert_true(grant > 0);
-	tg_money_t held = reserved(f.c, 1);
+	tg_money_t held = it_acct_money(f.c, 1, "reserved");
 	assert_true(held > 0);
 	it_run_cmd(f.c, "ACCT.SET 2 THRESHOLD 60 REFILL ADD 25 PAYMENT on"); /* fires at once */
-	acct_field(f.c, 2, "refill_request", v, sizeof(v));
+	it_acct_field(f.c, 2, "refill_request", v, sizeof(v));
 	assert_string_equal(v, "refill:2:1");
 
 	fx_crash(&f);
 	fx_restart(&f, NULL, reboot);
 	assert_true(
 	    it_log_has(&f.d, reboot ? "recovered to LSN" : "rebuilding it from the journal"));
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
-	assert_int_equal(balance(f.c, 2), 57500000);
-	assert_int_equal(reserved(f.c, 1), held);
-	acct_field(f.c, 2, "refill_request", v, sizeof(v));
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 2, "balance"), 57500000);
+	assert_int_equal(it_acct_money(f.c, 1, "reserved"), held);
+	it_acct_field(f.c, 2, "refill_request", v, sizeof(v));
 	assert_string_equal(v, "refill:2:1"); /* still in flight, same number */
 	/* Replays answer from the rebuilt window and move nothing. */
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 600 cdr-1"), c1);
 	assert_int_equal(money_cmd(f.c, "ACCT.CREDIT 2 7.5 tx-1"), 57500000);
 	assert_int_equal(it_int_cmd(f.c, "CALL.AUTH 1 " DEST " call-1"), grant);
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	/* The call survived: its END settles it. */
 	tg_money_t c2 = money_cmd(f.c, "CALL.END 1 call-1 90");
 	assert_true(c2 > 0);
-	assert_int_equal(reserved(f.c, 1), 0);
-	assert_int_equal(balance(f.c, 1), 100 * U - c1 - c2);
+	assert_int_equal(it_acct_money(f.c, 1, "reserved"), 0);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1 - c2);
 	/* No second refill while the first is in flight. */
 	money_cmd(f.c, "CDR 2 " DEST " 60 cdr-2");
-	acct_field(f.c, 2, "refill_request", v, sizeof(v));
+	it_acct_field(f.c, 2, "refill_request", v, sizeof(v));
 	assert_string_equal(v, "refill:2:1");
 
 	/* A clean stop keeps the segment; the next start uses it as it is. */
@@ -262,7 +211,7 @@ crash_case(int reboot)
 	f.c = NULL;
 	fx_restart(&f, NULL, 0);
 	assert_true(it_log_has(&f.d, "kept: a clean stop left it at LSN"));
-	assert_int_equal(balance(f.c, 1), 100 * U - c1 - c2);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1 - c2);
 	assert_int_equal(money_cmd(f.c, "CALL.END 1 call-1 90"), c2);
 	fx_end(&f);
 }
@@ -298,10 +247,10 @@ test_expired_call_id_survives_restart(void **state)
 	fx_start(&f, flags);
 	it_run_cmd(f.c, "ACCT.SET 1300 BALANCE 1 PLAN basic");
 	assert_int_equal(it_int_cmd(f.c, "CALL.AUTH 1300 14165550199 exp-re"), 6);
-	uint64_t end = it_now_ms() + 15000;
-	while (reserved(f.c, 1300) != 0 && it_now_ms() < end)
+	uint64_t end = tg_mono_ms() + 15000;
+	while (it_acct_money(f.c, 1300, "reserved") != 0 && tg_mono_ms() < end)
 		it_sleep_ms(100);
-	assert_int_equal(balance(f.c, 1300), 997500); /* 6 s at 0.025 a minute */
+	assert_int_equal(it_acct_money(f.c, 1300, "balance"), 997500); /* 6 s at 0.025 a minute */
 
 	for (int run = 0; run < 2; run++) {
 		if (run == 0) {
@@ -314,13 +263,13 @@ test_expired_call_id_survives_restart(void **state)
 		fx_restart(&f, flags, 1);
 		if (run == 1)
 			assert_true(it_log_has(&f.d, " + 0 records;")); /* all from the snapshot */
-		error_of(f.c, err, sizeof(err), "CALL.AUTH 1300 14165550199 exp-re");
+		it_error_of(f.c, err, sizeof(err), "CALL.AUTH 1300 14165550199 exp-re");
 		assert_string_equal(err, "CONFLICT id already used with different data");
-		error_of(f.c, err, sizeof(err), "CALL.END 1300 exp-re 6");
+		it_error_of(f.c, err, sizeof(err), "CALL.END 1300 exp-re 6");
 		assert_string_equal(err,
 		                    "EXPIRED call settled by expiry at its grant: charged 0.0025");
-		assert_int_equal(balance(f.c, 1300), 997500);
-		assert_int_equal(reserved(f.c, 1300), 0);
+		assert_int_equal(it_acct_money(f.c, 1300, "balance"), 997500);
+		assert_int_equal(it_acct_money(f.c, 1300, "reserved"), 0);
 	}
 	fx_end(&f);
 }
@@ -345,7 +294,7 @@ test_torn_tail_is_cut(void **state)
 	patch(seg, st.st_size, half, sizeof(half));
 	fx_restart(&f, NULL, 1);
 	assert_true(it_log_has(&f.d, "(cut off)"));
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	assert_int_equal(stat(seg, &st), 0);
 	assert_int_equal(st.st_size % 8, 0);
 	fx_end(&f);
@@ -380,10 +329,10 @@ test_corrupt_middle_stops_start(void **state)
 	/* The operator's way on: cut there; the records before it are the state. */
 	assert_int_equal(tg_journal_truncate_at(f.d.data, name, (uint64_t)off), 0);
 	fx_restart(&f, NULL, 1);
-	assert_int_equal(balance(f.c, 1), 100 * U);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U);
 	/* The CDRs after the cut were lost with it: they charge again when sent again. */
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 60 cdr-2"), c2);
-	assert_int_equal(balance(f.c, 1), 100 * U - c2);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c2);
 	fx_end(&f);
 }
 
@@ -433,9 +382,9 @@ test_empty_last_segment_is_fine(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	fx_restart(&f, NULL, 1);
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 600 cdr-1"), c1);
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	fx_end(&f);
 }
 
@@ -511,9 +460,9 @@ test_snapshots_prune_and_fall_back(void **state)
 	patch(newest, 100, &x, 1);
 	fx_restart(&f, flags, 1);
 	assert_true(it_log_has(&f.d, "skipped"));
-	assert_int_equal(balance(f.c, 1), 100 * U - spent);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - spent);
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 60 r2-99"), spent / 300);
-	assert_int_equal(balance(f.c, 1), 100 * U - spent);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - spent);
 	fx_end(&f);
 }
 
@@ -549,7 +498,7 @@ cdr_burst(struct fx *f, const char *tag, int n)
 		redisReply *r;
 		assert_int_equal(redisGetReply(f->c, (void **)&r), REDIS_OK);
 		assert_int_equal(r->type, REDIS_REPLY_STRING);
-		spent += money_of(r->str);
+		spent += it_money(r->str);
 		freeReplyObject(r);
 	}
 	return spent;
@@ -573,7 +522,7 @@ test_single_snapshot_corrupt_keeps_every_balance(void **state)
 	fx_start(&f, flags);
 	it_run_cmd(f.c, "ACCT.SET 1 BALANCE 1000 PLAN basic");
 	tg_money_t spent = cdr_burst(&f, "one", 30000);
-	tg_money_t before = balance(f.c, 1);
+	tg_money_t before = it_acct_money(f.c, 1, "balance");
 	assert_int_equal(before, 1000 * U - spent);
 	redisFree(f.c);
 	f.c = NULL;
@@ -586,11 +535,11 @@ test_single_snapshot_corrupt_keeps_every_balance(void **state)
 
 	fx_restart(&f, flags, 1);
 	assert_true(it_log_has(&f.d, "skipped"));
-	assert_int_equal(balance(f.c, 1), before);
-	assert_int_equal(balance(f.c, 2), 50 * U);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), before);
+	assert_int_equal(it_acct_money(f.c, 2, "balance"), 50 * U);
 	/* The id window came back from the journal too: a replay charges nothing. */
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 60 one-29999"), spent / 30000);
-	assert_int_equal(balance(f.c, 1), before);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), before);
 	fx_end(&f);
 }
 
@@ -623,7 +572,7 @@ test_pruning_keeps_the_older_verified_snapshot(void **state)
 	char path[IT_PATH_MAX];
 	it_pathf(path, sizeof(path), "%s/%s", f.d.data, first);
 	assert_int_not_equal(access(path, F_OK), 0);
-	tg_money_t before = balance(f.c, 1);
+	tg_money_t before = it_acct_money(f.c, 1, "balance");
 	assert_int_equal(before, 100 * U - spent);
 	fx_crash(&f);
 
@@ -633,7 +582,7 @@ test_pruning_keeps_the_older_verified_snapshot(void **state)
 	patch(snaps[0], 100, &x, 1);
 	fx_restart(&f, flags, 1);
 	assert_true(it_log_has(&f.d, "skipped"));
-	assert_int_equal(balance(f.c, 1), before);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), before);
 	fx_end(&f);
 }
 
@@ -701,9 +650,9 @@ test_flipped_last_record_stops_start(void **state)
 	close(fd);
 	fx_restart(&f, NULL, 1);
 	assert_true(it_log_has(&f.d, "(cut off)"));
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 600 last-1"), c1);
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	/* Every start appended to the one segment, after a CONFIRM of what it found. */
 	assert_int_equal(count_files(f.d.data, "journal-"), 1);
 	fx_end(&f);
@@ -724,11 +673,11 @@ test_disk_reserve_refuses_debits(void **state)
 	f.c = it_connect(&f.d);
 	assert_non_null(f.c);
 	it_sleep_ms(300); /* the first space check */
-	error_of(f.c, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
+	it_error_of(f.c, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
 	assert_true(strncmp(err, "NOSPACE", 7) == 0);
-	error_of(f.c, err, sizeof(err), "CDR 1 " DEST " 60 c1");
+	it_error_of(f.c, err, sizeof(err), "CDR 1 " DEST " 60 c1");
 	assert_true(strncmp(err, "NOSPACE", 7) == 0 || strncmp(err, "NOACCOUNT", 9) == 0);
-	error_of(f.c, err, sizeof(err), "CALL.AUTH 1 " DEST " call-1");
+	it_error_of(f.c, err, sizeof(err), "CALL.AUTH 1 " DEST " call-1");
 	assert_true(strncmp(err, "NOSPACE", 7) == 0);
 	redisReply *r = it_cmd(f.c, "INFO journal");
 	assert_non_null(strstr(r->str, "journal_low_space:1"));
@@ -768,7 +717,7 @@ test_write_error_stops_engine(void **state)
 			failed_at = i;
 			break;
 		}
-		each = money_of(r->str);
+		each = it_money(r->str);
 		spent += each;
 		acked++;
 		freeReplyObject(r);
@@ -786,14 +735,14 @@ test_write_error_stops_engine(void **state)
 
 	/* Restarted without the limit: every acknowledged CDR is there, once. */
 	fx_restart(&f, NULL, 1);
-	tg_money_t bal = balance(f.c, 1);
+	tg_money_t bal = it_acct_money(f.c, 1, "balance");
 	assert_true(bal <= 100 * U - spent);
 	/* The one that got no answer may or may not have landed; sent again, it lands once. */
 	money_cmd(f.c, "CDR 1 " DEST " 60 w-%d", failed_at);
-	assert_int_equal(balance(f.c, 1), 100 * U - spent - each);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - spent - each);
 	for (int i = 0; i < acked; i++)
 		money_cmd(f.c, "CDR 1 " DEST " 60 w-%d", i);
-	assert_int_equal(balance(f.c, 1), 100 * U - spent - each);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - spent - each);
 	fx_end(&f);
 }
 
@@ -813,7 +762,7 @@ test_relaxed_mode_recovers_after_clean_stop(void **state)
 	fx_crash(&f);
 	fx_restart(&f, flags, 1);
 	assert_true(it_log_has(&f.d, "relaxed mode"));
-	assert_int_equal(balance(f.c, 1), 100 * U - c1);
+	assert_int_equal(it_acct_money(f.c, 1, "balance"), 100 * U - c1);
 	assert_int_equal(money_cmd(f.c, "CDR 1 " DEST " 600 cdr-1"), c1);
 	fx_end(&f);
 }

@@ -282,10 +282,10 @@ flood_main(void *arg)
 		conns[i].fd = -1;
 		conns[i].kind = (uint8_t)(i % K__COUNT);
 		conns[i].src = (i / K__COUNT) % FLOOD_ADDRS; /* every kind from every address */
-		conns[i].next_ms = it_now_ms() + i % 500;    /* ramp up over half a second */
+		conns[i].next_ms = tg_mono_ms() + i % 500;   /* ramp up over half a second */
 	}
 	while (!stop_flood) {
-		uint64_t now = it_now_ms();
+		uint64_t now = tg_mono_ms();
 		int n = epoll_wait(ep, evs, 512, 5);
 
 		for (int k = 0; k < n; k++) {
@@ -312,7 +312,7 @@ flood_main(void *arg)
 				}
 			}
 		}
-		now = it_now_ms();
+		now = tg_mono_ms();
 		for (unsigned i = 0; i < flood_conns; i++) {
 			struct fconn *c = &conns[i];
 			if (c->next_ms > now)

@@ -15,16 +15,7 @@
 #include <cmocka.h>
 
 #include "tg_hash.h"
-
-static uint64_t
-splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#include "testrand.h"
 
 static int
 cmp_u64(const void *a, const void *b)
@@ -60,7 +51,7 @@ test_lengths_alignment(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(src); i++)
-		src[i] = (unsigned char)splitmix(&seed);
+		src[i] = (unsigned char)it_splitmix(&seed);
 	for (size_t len = 0; len <= sizeof(src); len++) {
 		unsigned char *exact = malloc(len ? len : 1);
 		uint64_t h;
@@ -141,7 +132,7 @@ test_avalanche(void **state)
 			unsigned char buf[100];
 
 			for (size_t i = 0; i < len; i++)
-				buf[i] = (unsigned char)splitmix(&seed);
+				buf[i] = (unsigned char)it_splitmix(&seed);
 			uint64_t h = tg_hash64(buf, len, 0);
 			for (size_t bit = 0; bit < len * 8; bit++) {
 				buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));

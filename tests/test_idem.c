@@ -23,17 +23,9 @@
 #include <cmocka.h>
 
 #include "tg_atomic.h" /* TG_TSAN */
+#include "tg_clock.h"
 #include "tg_idem.h"
-
-static uint64_t
-splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#include "testrand.h"
 
 static struct tg_digest
 tx_digest(unsigned round, unsigned i)
@@ -42,16 +34,6 @@ tx_digest(unsigned round, unsigned i)
 	int n = snprintf(id, sizeof(id), "refill-%u-%u", round, i);
 
 	return tg_digest(3, id, (size_t)n);
-}
-
-/* Same low 32 bits of lo: same stripe.  Same high 32 bits of hi: same first slot. */
-static struct tg_digest
-crafted(uint32_t stripe_bits, uint32_t home_bits, uint32_t unique)
-{
-	struct tg_digest d = {(uint64_t)unique << 32 | stripe_bits,
-	                      (uint64_t)home_bits << 32 | unique};
-
-	return d;
 }
 
 static struct tg_idem_rec
@@ -193,7 +175,7 @@ test_full_stripe(void **state)
 		uint32_t now = i < 64 ? 1000 : 1030;
 		struct tg_idem_rec r = rec(i, 0, now);
 
-		assert_null(tg_idem_lock(w, crafted(1, 0xfffffffeu, i), now, &l));
+		assert_null(tg_idem_lock(w, it_crafted(1, 0xfffffffeu, i), now, &l));
 		if (!tg_idem_has_room(&l)) {
 			assert_int_equal(tg_idem_record_unlock(&l, &r), TG_FULL);
 			full = i;
@@ -204,21 +186,21 @@ test_full_stripe(void **state)
 	assert_true(full >= 100); /* the capacity asked for; a stripe stops at 15/16 of its slots */
 	assert_int_equal(tg_idem_count(w), full);
 	for (unsigned i = 0; i < full; i++)
-		assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, i), 1060), i);
+		assert_int_equal(lookup(w, it_crafted(1, 0xfffffffeu, i), 1060), i);
 	/* at 1060 nothing has left the window yet */
-	assert_int_equal(apply(w, crafted(1, 5, 5000), 1060, 1), TG_FULL);
+	assert_int_equal(apply(w, it_crafted(1, 5, 5000), 1060, 1), TG_FULL);
 	/* at 1061 the 64 seen at 1000 have: exactly 64 new ids fit */
 	for (unsigned i = 0; i < 64; i++)
-		assert_int_equal(apply(w, crafted(1, 5, 5000 + i), 1061, 5000 + i), TG_OK);
-	assert_int_equal(apply(w, crafted(1, 5, 6000), 1061, 1), TG_FULL);
+		assert_int_equal(apply(w, it_crafted(1, 5, 5000 + i), 1061, 5000 + i), TG_OK);
+	assert_int_equal(apply(w, it_crafted(1, 5, 6000), 1061, 1), TG_FULL);
 	assert_int_equal(tg_idem_count(w), full);
 	for (unsigned i = 0; i < full; i++) {
 		uint64_t want = i < 64 ? UINT64_MAX : i;
 
-		assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, i), 1061), want);
+		assert_int_equal(lookup(w, it_crafted(1, 0xfffffffeu, i), 1061), want);
 	}
 	for (unsigned i = 0; i < 64; i++)
-		assert_int_equal(lookup(w, crafted(1, 5, 5000 + i), 1061), 5000 + i);
+		assert_int_equal(lookup(w, it_crafted(1, 5, 5000 + i), 1061), 5000 + i);
 	tg_idem_free(w);
 }
 
@@ -240,14 +222,14 @@ test_restore(void **state)
 	for (i = 0; i < 1000; i++) {
 		struct tg_idem_rec ri = rec(i, 0, 500);
 
-		if (tg_idem_restore(w, crafted(2, 0x80000000u, i), &ri) == TG_FULL)
+		if (tg_idem_restore(w, it_crafted(2, 0x80000000u, i), &ri) == TG_FULL)
 			break;
 	}
 	assert_true(i >= 100 && i < 1000);
 	/* the first one left when it was looked up at 601 */
 	assert_int_equal(tg_idem_count(w), i);
 	struct tg_idem_rec later = rec(1, 0, 601);
-	assert_int_equal(tg_idem_restore(w, crafted(2, 0x80000000u, 1000), &later), TG_OK);
+	assert_int_equal(tg_idem_restore(w, it_crafted(2, 0x80000000u, 1000), &later), TG_OK);
 	assert_int_equal(tg_idem_count(w), 1);
 	tg_idem_free(w);
 }
@@ -289,7 +271,7 @@ model_key(unsigned k)
 		h = (uint32_t)(k * 2654435761u);
 		break;
 	}
-	return crafted(k & 1, h, k);
+	return it_crafted(k & 1, h, k);
 }
 
 static bool
@@ -312,7 +294,7 @@ test_reference_model(void **state)
 	(void)state;
 	assert_int_equal(tg_idem_init(&w, 1500, MODEL_WINDOW), 0); /* two stripes */
 	for (unsigned op = 0; op < MODEL_OPS; op++) {
-		uint64_t r = splitmix(&seed);
+		uint64_t r = it_splitmix(&seed);
 		unsigned k = (unsigned)(r % MODEL_KEYS), s = k & 1,
 		         what = (unsigned)(r >> 32) % 1000;
 		struct model *m = &model[k];
@@ -414,7 +396,7 @@ struct race {
 	unsigned applied[ROUND_IDS];
 	unsigned by[ROUND_IDS]; /* written and read under the id's stripe lock */
 	unsigned stop, rounds, failures, replays;
-	struct timespec start;
+	uint64_t start_ns;
 };
 
 struct worker {
@@ -434,20 +416,11 @@ shuffle(unsigned *order, unsigned n, uint64_t *seed)
 	for (unsigned i = 0; i < n; i++)
 		order[i] = i;
 	for (unsigned i = n - 1; i > 0; i--) {
-		unsigned j = (unsigned)(splitmix(seed) % (i + 1)), t = order[i];
+		unsigned j = (unsigned)(it_splitmix(seed) % (i + 1)), t = order[i];
 
 		order[i] = order[j];
 		order[j] = t;
 	}
-}
-
-static uint64_t
-elapsed_ns(const struct timespec *a)
-{
-	struct timespec b;
-
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	return (uint64_t)((b.tv_sec - a->tv_sec) * 1000000000 + (b.tv_nsec - a->tv_nsec));
 }
 
 static void *
@@ -501,7 +474,7 @@ race_worker(void *arg)
 				if (rc->applied[i] != 1)
 					race_fail(rc);
 			rc->rounds++;
-			rc->stop = elapsed_ns(&rc->start) > 1000000000u || rc->rounds >= 10000;
+			rc->stop = tg_mono_ns() - rc->start_ns > 1000000000u || rc->rounds >= 10000;
 		}
 		pthread_barrier_wait(&rc->barrier);
 		if (rc->stop)
@@ -519,7 +492,7 @@ test_race(void **state)
 	(void)state;
 	assert_int_equal(tg_idem_init(&rc.w, ROUND_IDS * 2, RACE_WINDOW), 0);
 	assert_int_equal(pthread_barrier_init(&rc.barrier, NULL, THREADS), 0);
-	clock_gettime(CLOCK_MONOTONIC, &rc.start);
+	rc.start_ns = tg_mono_ns();
 	for (unsigned t = 0; t < THREADS; t++) {
 		wk[t].rc = &rc;
 		wk[t].tid = t;
@@ -548,8 +521,8 @@ test_pair_and_trylock(void **state)
 	struct tg_idem_pair p;
 	struct tg_idem_lock l;
 	const struct tg_idem_rec *r;
-	struct tg_digest a = crafted(1, 7, 1), b = crafted(1, 7, 2), c = crafted(2, 9, 3),
-	                 free_one = crafted(3, 9, 4);
+	struct tg_digest a = it_crafted(1, 7, 1), b = it_crafted(1, 7, 2), c = it_crafted(2, 9, 3),
+	                 free_one = it_crafted(3, 9, 4);
 
 	(void)state;
 	assert_int_equal(tg_idem_init(&w, 4096, 60), 0);
@@ -690,7 +663,7 @@ test_disk_tier(void **state)
 	f.fail = 0;
 	/* With a disk tier, a full stripe waits for the mover: nothing is evicted. */
 	for (unsigned i = 0; i < 100000; i++) {
-		assert_null(tg_idem_lock(w, crafted(3, 0xfffffff0u, i), 1001, &l));
+		assert_null(tg_idem_lock(w, it_crafted(3, 0xfffffff0u, i), 1001, &l));
 		if (!tg_idem_has_room(&l)) {
 			assert_false(tg_idem_evict_oldest(&l));
 			tg_idem_unlock(&l);
@@ -730,7 +703,7 @@ test_evict_oldest_without_disk(void **state)
 	assert_int_equal(tg_idem_init(&w, 100, 100000), 0);
 	unsigned i;
 	for (i = 0;; i++) {
-		assert_null(tg_idem_lock(w, crafted(1, 0xfffffffeu, i), 1000 + i, &l));
+		assert_null(tg_idem_lock(w, it_crafted(1, 0xfffffffeu, i), 1000 + i, &l));
 		if (!tg_idem_has_room(&l))
 			break;
 		struct tg_idem_rec r = rec(i, 0, 1000 + i);
@@ -739,9 +712,9 @@ test_evict_oldest_without_disk(void **state)
 	assert_true(tg_idem_evict_oldest(&l));
 	struct tg_idem_rec r = rec(i, 0, 1000 + i);
 	assert_int_equal(tg_idem_record_unlock(&l, &r), TG_OK);
-	assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, 0), 1000 + i), UINT64_MAX);
-	assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, 1), 1000 + i), 1);
-	assert_int_equal(lookup(w, crafted(1, 0xfffffffeu, i), 1000 + i), i);
+	assert_int_equal(lookup(w, it_crafted(1, 0xfffffffeu, 0), 1000 + i), UINT64_MAX);
+	assert_int_equal(lookup(w, it_crafted(1, 0xfffffffeu, 1), 1000 + i), 1);
+	assert_int_equal(lookup(w, it_crafted(1, 0xfffffffeu, i), 1000 + i), i);
 	tg_idem_free(w);
 }
 

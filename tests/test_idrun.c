@@ -25,21 +25,12 @@
 #include <cmocka.h>
 
 #include "tg_idrun.h"
+#include "testrand.h"
 
 #define BLK  4096u
 #define PERB 102u
 
 static char tmpdir[64];
-
-static uint64_t
-splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 /* The entry of digest (lo, hi): every other field derived from it. */
 static struct tg_idrun_ent
@@ -80,8 +71,8 @@ random_ents(size_t n, uint64_t seed, uint32_t base, uint32_t spread)
 
 	assert_non_null(e);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t lo = splitmix(&s), hi = splitmix(&s);
-		e[i] = ent_of(lo, hi, base + (uint32_t)(splitmix(&s) % spread));
+		uint64_t lo = it_splitmix(&s), hi = it_splitmix(&s);
+		e[i] = ent_of(lo, hi, base + (uint32_t)(it_splitmix(&s) % spread));
 	}
 	return e;
 }
@@ -223,7 +214,7 @@ check_run(struct tg_idrun *r, const struct tg_idrun_ent *sorted, size_t n, size_
 		assert_ent_equal(&got, &sorted[i]);
 	}
 	for (size_t i = 0; i < absent; i++) {
-		struct tg_digest d = {splitmix(&s), splitmix(&s)};
+		struct tg_digest d = {it_splitmix(&s), it_splitmix(&s)};
 		if (bsearch(&(struct tg_idrun_ent){.lo = d.lo, .hi = d.hi}, sorted, n,
 		            sizeof(*sorted), cmp_ent) != NULL)
 			continue;
@@ -332,7 +323,7 @@ test_equal_lo_straddles_blocks(void **state)
 	uint64_t s = 99;
 	memcpy(w, e, n * sizeof(*e));
 	for (size_t i = n - 1; i > 0; i--) {
-		size_t j = splitmix(&s) % (i + 1);
+		size_t j = it_splitmix(&s) % (i + 1);
 		struct tg_idrun_ent t = w[i];
 		w[i] = w[j];
 		w[j] = t;
@@ -625,9 +616,10 @@ test_merge_drop_and_duplicates(void **state)
 		struct tg_idrun_ent *e = malloc(N * sizeof(*e));
 		for (size_t i = 0; i < N; i++) {
 			/* a shared pool of digests: about a third appear in several inputs */
-			uint64_t id = splitmix(&s) % (2 * N);
+			uint64_t id = it_splitmix(&s) % (2 * N);
 			uint64_t t = id * 2654435761u;
-			e[i] = ent_of(t ^ 0x1234567ull, id, 1000 + (uint32_t)(splitmix(&s) % 1000));
+			e[i] =
+			    ent_of(t ^ 0x1234567ull, id, 1000 + (uint32_t)(it_splitmix(&s) % 1000));
 			e[i].fingerprint += (uint64_t)k; /* which input it came from */
 		}
 		qsort(e, N, sizeof(*e), cmp_ent);

@@ -56,14 +56,6 @@ cmd(const char *fmt, ...)
 	return r;
 }
 
-static tg_money_t
-money_of(const char *s)
-{
-	tg_money_t v = 0;
-	assert_int_equal(tg_money_parse(s, strlen(s), &v), 0);
-	return v;
-}
-
 static void
 reconnect(void)
 {
@@ -71,32 +63,6 @@ reconnect(void)
 		redisFree(fx.c);
 	fx.c = it_connect(&fx.d);
 	assert_non_null(fx.c);
-}
-
-/* An INFO field of section ids or calls, as a number. */
-static long long
-info(const char *name)
-{
-	redisReply *r = it_cmd(fx.c, "INFO all");
-	char key[64];
-	snprintf(key, sizeof(key), "\n%s:", name);
-	const char *p = strstr(r->str, key);
-	assert_non_null(p);
-	long long v = atoll(p + strlen(key));
-	freeReplyObject(r);
-	return v;
-}
-
-static tg_money_t
-balance(uint64_t acct)
-{
-	redisReply *r = it_cmd(fx.c, "ACCT.GET %llu", (unsigned long long)acct);
-	tg_money_t v = -1;
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, "balance") == 0)
-			v = money_of(r->element[i + 1]->str);
-	freeReplyObject(r);
-	return v;
 }
 
 /*
@@ -119,7 +85,7 @@ burst(const char *fmt, int from, int n, int step, tg_money_t *out, bool compare)
 		assert_int_equal(redisGetReply(fx.c, (void **)&r), REDIS_OK);
 		if (r->type == REDIS_REPLY_ERROR)
 			fail_msg("request %d of '%s': -%s", from + got * step, fmt, r->str);
-		tg_money_t v = r->type == REDIS_REPLY_INTEGER ? r->integer : money_of(r->str);
+		tg_money_t v = r->type == REDIS_REPLY_INTEGER ? r->integer : it_money(r->str);
 		int idx = from + got * step;
 		if (out != NULL && compare && out[idx] != v)
 			fail_msg("request %d of '%s' replayed: %lld, first reply %lld", idx, fmt,
@@ -135,25 +101,25 @@ burst(const char *fmt, int from, int n, int step, tg_money_t *out, bool compare)
 static void
 replay_sample(const char *when)
 {
-	tg_money_t b1 = balance(1), b2 = balance(2);
+	tg_money_t b1 = it_acct_money(fx.c, 1, "balance"), b2 = it_acct_money(fx.c, 2, "balance");
 	fprintf(stderr, "ids: replaying a sample %s\n", when);
 	/* Exact first replies: the id and its data are what the first request sent. */
 	for (int i = 0; i < NCDR; i += 97) {
 		redisReply *r = cmd("CDR 1 " DEST " %d cdr-%d", i % 600 + 1, i);
-		if (r->type != REDIS_REPLY_STRING || money_of(r->str) != fx.cdr_reply[i])
+		if (r->type != REDIS_REPLY_STRING || it_money(r->str) != fx.cdr_reply[i])
 			fail_msg("%s: CDR cdr-%d replayed as %s, first reply %lld", when, i,
 			         r->str ? r->str : "?", (long long)fx.cdr_reply[i]);
 		freeReplyObject(r);
 	}
 	for (int i = 0; i < NCRED; i += 61) {
 		redisReply *r = cmd("ACCT.CREDIT 2 0.01 tx-%d", i);
-		if (r->type != REDIS_REPLY_STRING || money_of(r->str) != fx.cred_reply[i])
+		if (r->type != REDIS_REPLY_STRING || it_money(r->str) != fx.cred_reply[i])
 			fail_msg("%s: credit tx-%d replayed as %s", when, i, r->str ? r->str : "?");
 		freeReplyObject(r);
 	}
 	for (int i = 0; i < NCALL; i += 37) {
 		redisReply *r = cmd("CALL.END 1 call-%d 30", i);
-		if (r->type != REDIS_REPLY_STRING || money_of(r->str) != fx.end_reply[i])
+		if (r->type != REDIS_REPLY_STRING || it_money(r->str) != fx.end_reply[i])
 			fail_msg("%s: CALL.END call-%d replayed as %s", when, i,
 			         r->str ? r->str : "?");
 		freeReplyObject(r);
@@ -169,8 +135,8 @@ replay_sample(const char *when)
 	assert_int_equal(r->type, REDIS_REPLY_ERROR);
 	assert_memory_equal(r->str, "CONFLICT", 8);
 	freeReplyObject(r);
-	assert_int_equal(balance(1), b1);
-	assert_int_equal(balance(2), b2);
+	assert_int_equal(it_acct_money(fx.c, 1, "balance"), b1);
+	assert_int_equal(it_acct_money(fx.c, 2, "balance"), b2);
 }
 
 static void
@@ -187,7 +153,7 @@ test_ids_on_disk_answer_exactly_across_restarts(void **state)
 		assert_true(it_int_cmd(fx.c, "CALL.AUTH 1 " DEST " call-%d", i) > 0);
 		redisReply *r = it_cmd(fx.c, "CALL.END 1 call-%d 30", i);
 		assert_int_equal(r->type, REDIS_REPLY_STRING);
-		fx.end_reply[i] = money_of(r->str);
+		fx.end_reply[i] = it_money(r->str);
 		freeReplyObject(r);
 	}
 	burst("ACCT.CREDIT 2 0.01 tx-%d", 0, NCRED, 1, fx.cred_reply, false);
@@ -201,7 +167,7 @@ test_ids_on_disk_answer_exactly_across_restarts(void **state)
 				assert_int_equal(redisGetReply(fx.c, (void **)&r), REDIS_OK);
 				if (r->type != REDIS_REPLY_STRING)
 					fail_msg("CDR cdr-%d: %s", k, r->str ? r->str : "?");
-				fx.cdr_reply[k] = money_of(r->str);
+				fx.cdr_reply[k] = it_money(r->str);
 				freeReplyObject(r);
 			}
 		}
@@ -211,18 +177,19 @@ test_ids_on_disk_answer_exactly_across_restarts(void **state)
 		charged += fx.cdr_reply[i];
 	for (int i = 0; i < NCALL; i++)
 		charged += fx.end_reply[i];
-	assert_int_equal(balance(1), 1000000 * 1000000LL - charged);
-	assert_int_equal(balance(2), NCRED * 10000LL);
+	assert_int_equal(it_acct_money(fx.c, 1, "balance"), 1000000 * 1000000LL - charged);
+	assert_int_equal(it_acct_money(fx.c, 2, "balance"), NCRED * 10000LL);
 	it_sleep_ms(600); /* the mover's tick */
 	fprintf(stderr, "ids: %lld in memory, %lld on disk in %lld runs, %lld moved, %lld waits\n",
-	        info("ids_memory"), info("ids_disk"), info("ids_disk_runs"), info("ids_moved"),
-	        info("window_waits"));
-	assert_true(info("ids_moved") > NCDR / 2);
-	assert_true(info("ids_disk") > NCDR / 2);
-	assert_true(info("ids_memory") <= 4096 * 5 / 4);
-	assert_int_equal(info("window_full"), 0);
+	        it_info(fx.c, "ids_memory"), it_info(fx.c, "ids_disk"),
+	        it_info(fx.c, "ids_disk_runs"), it_info(fx.c, "ids_moved"),
+	        it_info(fx.c, "window_waits"));
+	assert_true(it_info(fx.c, "ids_moved") > NCDR / 2);
+	assert_true(it_info(fx.c, "ids_disk") > NCDR / 2);
+	assert_true(it_info(fx.c, "ids_memory") <= 4096 * 5 / 4);
+	assert_int_equal(it_info(fx.c, "window_full"), 0);
 	replay_sample("on the live engine");
-	assert_true(info("ids_disk_reads") > 0);
+	assert_true(it_info(fx.c, "ids_disk_reads") > 0);
 
 	/* A crash with the segment kept, then a reboot: the runs and the journal. */
 	redisFree(fx.c);
@@ -261,7 +228,7 @@ test_damaged_run_stops_start(void **state)
 	it_run_cmd(fx.c, "ACCT.SET 1 BALANCE 1000 PLAN basic");
 	burst("CDR 1 " DEST " 1 d-%d", 0, 20000, 1, NULL, false);
 	it_sleep_ms(600);
-	assert_true(info("ids_disk") > 0);
+	assert_true(it_info(fx.c, "ids_disk") > 0);
 	redisFree(fx.c);
 	fx.c = NULL;
 	assert_int_equal(it_kill(&fx.d), 0);
@@ -300,13 +267,13 @@ test_cdr_at_older_than_horizon_is_stale(void **state)
 	assert_int_equal(r->type, REDIS_REPLY_ERROR);
 	assert_memory_equal(r->str, "STALE", 5);
 	freeReplyObject(r);
-	assert_int_equal(balance(1), 100 * 1000000LL);
-	assert_int_equal(info("cdr_stale"), 1);
+	assert_int_equal(it_acct_money(fx.c, 1, "balance"), 100 * 1000000LL);
+	assert_int_equal(it_info(fx.c, "cdr_stale"), 1);
 	/* Not remembered: the same id with a start inside the horizon is charged. */
 	r = cmd("CDR 1 " DEST " 60 late-1 AT %lld", now - 60);
 	assert_int_equal(r->type, REDIS_REPLY_STRING);
 	freeReplyObject(r);
-	assert_true(balance(1) < 100 * 1000000LL);
+	assert_true(it_acct_money(fx.c, 1, "balance") < 100 * 1000000LL);
 	r = cmd("CDR 1 " DEST " 60 late-2 AT %lld", now + 7 * 86400);
 	assert_int_equal(r->type, REDIS_REPLY_ERROR);
 	assert_memory_equal(r->str, "ERR invalid AT", 14);
@@ -333,8 +300,8 @@ test_durability_off_forgets_oldest(void **state)
 	reconnect();
 	it_run_cmd(fx.c, "ACCT.SET 1 BALANCE 1000 PLAN basic");
 	burst("CDR 1 " DEST " 1 off-%d", 0, 20000, 1, NULL, false);
-	assert_true(info("ids_evicted") > 0);
-	assert_int_equal(info("window_full"), 0);
+	assert_true(it_info(fx.c, "ids_evicted") > 0);
+	assert_int_equal(it_info(fx.c, "window_full"), 0);
 	redisFree(fx.c);
 	fx.c = NULL;
 	assert_int_equal(it_stop(&fx.d), 0);

@@ -21,18 +21,9 @@
 #include <cmocka.h>
 
 #include "tg_journal.h"
+#include "testrand.h"
 
 #define REC_MAX 256 /* bytes of any test record, padding included */
-
-static uint64_t
-splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 /* A payload of type t, every byte derived from lsn; pads stay zero. */
 static size_t
@@ -44,8 +35,8 @@ make_payload(unsigned t, uint64_t lsn, void *out)
 	memset(out, 0, n);
 	switch (t) {
 	case TG_JREC_RESERVE: {
-		struct tg_jrec_reserve p = {.acct = splitmix(&s),
-		                            .call = {splitmix(&s), splitmix(&s)},
+		struct tg_jrec_reserve p = {.acct = it_splitmix(&s),
+		                            .call = {it_splitmix(&s), it_splitmix(&s)},
 		                            .amount = 1500000,
 		                            .seconds = 60,
 		                            .per_min = 100000,
@@ -55,7 +46,7 @@ make_payload(unsigned t, uint64_t lsn, void *out)
 		break;
 	}
 	case TG_JREC_SETTINGS: {
-		struct tg_jrec_settings p = {.acct = splitmix(&s),
+		struct tg_jrec_settings p = {.acct = it_splitmix(&s),
 		                             .threshold = 10000000,
 		                             .refill_amount = 50000000,
 		                             .refill_mode = 1,
@@ -69,7 +60,7 @@ make_payload(unsigned t, uint64_t lsn, void *out)
 		uint64_t w;
 
 		for (size_t i = 0; i + 8 <= n; i += 8) {
-			w = splitmix(&s);
+			w = it_splitmix(&s);
 			memcpy((char *)out + i, &w, 8);
 		}
 	}
@@ -282,7 +273,7 @@ test_crc_paths_agree(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(buf); i++)
-		buf[i] = (uint8_t)splitmix(&s);
+		buf[i] = (uint8_t)it_splitmix(&s);
 	if (!tg_crc32c_hw_available()) {
 		fprintf(stderr, "no SSE4.2 here: only the table path is checked\n");
 		return;

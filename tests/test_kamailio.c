@@ -167,9 +167,9 @@ kam_stop(struct kam *k)
 	if (k->pid <= 0)
 		return;
 	kill(k->pid, SIGTERM);
-	uint64_t deadline = it_now_ms() + 5000;
+	uint64_t deadline = tg_mono_ms() + 5000;
 	while (waitpid(k->pid, &status, WNOHANG) == 0) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			fprintf(stderr, "kamailio did not stop on SIGTERM; killing it\n");
 			kam_kill_all(k->pid);
 			waitpid(k->pid, &status, 0);
@@ -196,9 +196,9 @@ kill_everything(void)
 	for (size_t i = 0; i < 2; i++) {
 		if (ks[i]->pid <= 0)
 			continue;
-		uint64_t deadline = it_now_ms() + 3000;
+		uint64_t deadline = tg_mono_ms() + 3000;
 		pid_t p;
-		while ((p = waitpid(ks[i]->pid, NULL, WNOHANG)) == 0 && it_now_ms() < deadline)
+		while ((p = waitpid(ks[i]->pid, NULL, WNOHANG)) == 0 && tg_mono_ms() < deadline)
 			it_sleep_ms(10);
 		if (p == 0)
 			kill(ks[i]->pid, SIGKILL);
@@ -576,7 +576,7 @@ caller_request(const struct ua *caller, const struct call_spec *s, const struct 
 
 	sb_add(&sb, "%s %s SIP/2.0\r\n", method, dl->target);
 	sb_add(&sb, "Via: SIP/2.0/UDP 127.0.0.1:%u;rport;branch=z9hG4bK-%s-%u-%lu\r\n",
-	       caller->port, method, cseq, (unsigned long)it_now_ms());
+	       caller->port, method, cseq, (unsigned long)tg_mono_ms());
 	if (dl->route[0] != '\0')
 		sb_add(&sb, "Route: %s\r\n", dl->route);
 	sb_add(&sb, "Max-Forwards: 70\r\n");
@@ -647,9 +647,9 @@ place_call(const struct call_spec *s, struct call_result *r)
 	sb_add(&inv, "Content-Length: 0\r\n\r\n");
 	ua_send(caller, s->k->port, &inv);
 
-	uint64_t start = it_now_ms(), deadline = start + (uint64_t)s->limit_ms, bye_wait = 0;
+	uint64_t start = tg_mono_ms(), deadline = start + (uint64_t)s->limit_ms, bye_wait = 0;
 	while (st != DONE) {
-		uint64_t now = it_now_ms();
+		uint64_t now = tg_mono_ms();
 		if (now >= deadline)
 			break;
 		if (st == TORN_DOWN && now >= bye_wait)
@@ -661,9 +661,9 @@ place_call(const struct call_spec *s, struct call_result *r)
 			until = bye_wait;
 		int i = ua_recv(uas, 2, msg, sizeof(msg), (int)(until - now), &from);
 		if (i < 0) {
-			if (st == TALKING && it_now_ms() >= r->answered + (uint64_t)s->hold_ms) {
+			if (st == TALKING && tg_mono_ms() >= r->answered + (uint64_t)s->hold_ms) {
 				caller_request(caller, s, &dl, r->callid, "BYE", 2);
-				r->ended = it_now_ms();
+				r->ended = tg_mono_ms();
 				st = HANGING_UP;
 			}
 			continue;
@@ -691,7 +691,7 @@ place_call(const struct call_spec *s, struct call_result *r)
 					/* ACK every 2xx, retransmissions too. */
 					caller_request(caller, s, &dl, r->callid, "ACK", 1);
 					if (r->answered == 0)
-						r->answered = it_now_ms();
+						r->answered = tg_mono_ms();
 					continue;
 				}
 				/* A failure: ACK it, hop by hop, and the call is over. */
@@ -728,10 +728,10 @@ place_call(const struct call_spec *s, struct call_result *r)
 				ua_reply(caller, from, msg, 200, "OK", NULL, false);
 				if (!r->torn_down) {
 					r->torn_down = true;
-					r->ended = it_now_ms();
+					r->ended = tg_mono_ms();
 				}
 				st = r->callee_bye ? DONE : TORN_DOWN;
-				bye_wait = it_now_ms() + 3000;
+				bye_wait = tg_mono_ms() + 3000;
 			} else {
 				ua_reply(caller, from, msg, 405, "Method Not Allowed", NULL, false);
 			}
@@ -753,7 +753,7 @@ place_call(const struct call_spec *s, struct call_result *r)
 				st = DONE;
 			else if (st == TALKING) {
 				st = TORN_DOWN; /* Kamailio's BYE to the callee came first */
-				bye_wait = it_now_ms() + 3000;
+				bye_wait = tg_mono_ms() + 3000;
 			}
 		} else {
 			ua_reply(callee, from, msg, 200, "OK", NULL, false);
@@ -763,52 +763,6 @@ place_call(const struct call_spec *s, struct call_result *r)
 
 /* ------------------------------------------------------------------ */
 /* tollgated, as the test sees it                                      */
-
-static tg_money_t
-money(const char *s)
-{
-	tg_money_t v;
-	if (tg_money_parse(s, strlen(s), &v) != 0)
-		fail_msg("\"%s\" is not an amount", s);
-	return v;
-}
-
-/* ACCT.GET field of acct, as a string, into out. */
-static void
-acct_field(unsigned acct, const char *field, char *out, size_t cap)
-{
-	redisReply *r = it_cmd(fx.e, "ACCT.GET %u", acct);
-
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
-		if (strcmp(r->element[i]->str, field) != 0)
-			continue;
-		const redisReply *v = r->element[i + 1];
-		if (v->type == REDIS_REPLY_INTEGER)
-			snprintf(out, cap, "%lld", v->integer);
-		else
-			snprintf(out, cap, "%s", v->str ? v->str : "");
-		freeReplyObject(r);
-		return;
-	}
-	fail_msg("ACCT.GET %u has no field %s", acct, field);
-}
-
-static tg_money_t
-acct_money(unsigned acct, const char *field)
-{
-	char s[64];
-	acct_field(acct, field, s, sizeof(s));
-	return money(s);
-}
-
-static long long
-acct_int(unsigned acct, const char *field)
-{
-	char s[64];
-	acct_field(acct, field, s, sizeof(s));
-	return strtoll(s, NULL, 10);
-}
 
 /* What RATE quotes for a call of seconds to DEST. */
 static tg_money_t
@@ -820,26 +774,9 @@ quote(unsigned seconds)
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
 	for (size_t i = 0; i + 1 < r->elements; i += 2)
 		if (strcmp(r->element[i]->str, "charge") == 0)
-			v = money(r->element[i + 1]->str);
+			v = it_money(r->element[i + 1]->str);
 	freeReplyObject(r);
 	assert_true(v >= 0);
-	return v;
-}
-
-static long long
-info(const char *name)
-{
-	redisReply *r = it_cmd(fx.e, "INFO all");
-	char key[64];
-	long long v = -1;
-
-	snprintf(key, sizeof(key), "\n%s:", name);
-	const char *p = strstr(r->str, key);
-	if (p != NULL)
-		v = strtoll(p + strlen(key), NULL, 10);
-	freeReplyObject(r);
-	if (v < 0)
-		fail_msg("INFO has no %s", name);
 	return v;
 }
 
@@ -850,9 +787,10 @@ info(const char *name)
 static void
 wait_settled(unsigned acct)
 {
-	uint64_t deadline = it_now_ms() + WAIT_MS;
-	while (acct_int(acct, "calls") != 0 || acct_money(acct, "reserved") != 0) {
-		if (it_now_ms() >= deadline) {
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
+	while (it_acct_int(fx.e, acct, "calls") != 0 ||
+	       it_acct_money(fx.e, acct, "reserved") != 0) {
+		if (tg_mono_ms() >= deadline) {
 			kam_log_dump(&fx.k);
 			fail_msg("account %u still holds a call after %d ms", acct, WAIT_MS);
 		}
@@ -874,7 +812,7 @@ kam_answers(const struct kam *k, int ms)
 	uint16_t from;
 
 	snprintf(callid, sizeof(callid), "ping-%u-%lu@127.0.0.1", k->port,
-	         (unsigned long)it_now_ms());
+	         (unsigned long)tg_mono_ms());
 	sb_add(&sb, "OPTIONS sip:127.0.0.1:%u SIP/2.0\r\n", k->port);
 	sb_add(&sb, "Via: SIP/2.0/UDP 127.0.0.1:%u;rport;branch=z9hG4bK-%s\r\n", fx.caller.port,
 	       callid);
@@ -882,9 +820,9 @@ kam_answers(const struct kam *k, int ms)
 	sb_add(&sb, "To: <sip:127.0.0.1:%u>\r\nCall-ID: %s\r\n", k->port, callid);
 	sb_add(&sb, "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
 	ua_send(&fx.caller, k->port, &sb);
-	uint64_t deadline = it_now_ms() + (uint64_t)ms;
+	uint64_t deadline = tg_mono_ms() + (uint64_t)ms;
 	for (;;) {
-		int left = (int)(deadline - it_now_ms());
+		int left = (int)(deadline - tg_mono_ms());
 		if (left <= 0 || ua_recv(uas, 1, msg, sizeof(msg), left, &from) < 0)
 			return false;
 		char ci[64];
@@ -904,8 +842,8 @@ kam_start(struct kam *k, const char *name, const char *const *defines)
 		assert_true(k->port != 0);
 		k->pid = kam_spawn(k, name, defines, false);
 		assert_true(k->pid > 0);
-		uint64_t deadline = it_now_ms() + 15000;
-		while (it_now_ms() < deadline) {
+		uint64_t deadline = tg_mono_ms() + 15000;
+		while (tg_mono_ms() < deadline) {
 			if (waitpid(k->pid, &status, WNOHANG) == k->pid) {
 				k->pid = 0;
 				break;
@@ -1002,8 +940,8 @@ test_call_billed_for_its_duration(void **state)
 	(void)state;
 	struct call_spec s = {"1001", DEST, 200, 7000, 20000, &fx.k};
 	struct call_result r;
-	tg_money_t before = acct_money(1001, "balance");
-	long long updates = info("call_update");
+	tg_money_t before = it_acct_money(fx.e, 1001, "balance");
+	long long updates = it_info(fx.e, "call_update");
 
 	place_call(&s, &r);
 	assert_int_equal(r.status, 200);
@@ -1015,10 +953,10 @@ test_call_billed_for_its_duration(void **state)
 
 	uint64_t talk = r.ended - r.answered;
 	assert_true(talk >= 7000 && talk < 7400);
-	assert_true(acct_money(1001, "balance") == before - quote(7));
+	assert_true(it_acct_money(fx.e, 1001, "balance") == before - quote(7));
 	assert_true(quote(7) == 70000);
 	/* Extended twice (at 2 and 4 s of 4 and 6 s granted), maybe three times. */
-	assert_true(info("call_update") - updates >= 2);
+	assert_true(it_info(fx.e, "call_update") - updates >= 2);
 	assert_true(kam_log_has(&fx.k, "tollgate: CALL.UPDATE 1001"));
 	assert_true(kam_log_has(&fx.k, "tollgate: CALL.END 1001 7 s: charged 0.07"));
 }
@@ -1034,9 +972,9 @@ test_no_credit_gets_402(void **state)
 	place_call(&s, &r);
 	assert_int_equal(r.status, 402);
 	assert_false(r.invited);
-	assert_true(acct_money(1002, "balance") == 0);
-	assert_true(acct_money(1002, "reserved") == 0);
-	assert_int_equal(acct_int(1002, "calls"), 0);
+	assert_true(it_acct_money(fx.e, 1002, "balance") == 0);
+	assert_true(it_acct_money(fx.e, 1002, "reserved") == 0);
+	assert_int_equal(it_acct_int(fx.e, 1002, "calls"), 0);
 }
 
 /*
@@ -1065,7 +1003,7 @@ test_call_cut_at_the_grant(void **state)
 	}
 	wait_settled(1003);
 	assert_true(quote(5) == 50000);
-	assert_true(acct_money(1003, "balance") == 0);
+	assert_true(it_acct_money(fx.e, 1003, "balance") == 0);
 	assert_true(kam_log_has(&fx.k, "tollgate: CALL.UPDATE 1003 at"));
 	assert_true(kam_log_has(&fx.k, ": BLOCKED"));
 }
@@ -1087,7 +1025,7 @@ test_unanswered_call_releases_its_reservation(void **state)
 	assert_int_equal(r.status, 486);
 	assert_true(r.invited);
 	wait_settled(1005);
-	assert_true(acct_money(1005, "balance") == 5000000);
+	assert_true(it_acct_money(fx.e, 1005, "balance") == 5000000);
 	assert_true(kam_log_has(&fx.k, "tollgate: CALL.AUTH 1005 " DEST ": 4 s"));
 	assert_true(kam_log_has(&fx.k, "tollgate: CALL.END 1005 0 s: charged 0"));
 }
@@ -1106,7 +1044,7 @@ test_refusals(void **state)
 	    {"1001", NORATE, 404},
 	    {"1001", "+1-415", 484},
 	};
-	tg_money_t before = acct_money(1001, "balance");
+	tg_money_t before = it_acct_money(fx.e, 1001, "balance");
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct call_spec s = {cases[i].caller, cases[i].dest, 200, 1000, 5000, &fx.k};
@@ -1117,9 +1055,9 @@ test_refusals(void **state)
 			         cases[i].status);
 		assert_false(r.invited);
 	}
-	assert_true(acct_money(1001, "balance") == before);
-	assert_true(acct_money(1004, "balance") == 5000000);
-	assert_int_equal(acct_int(1004, "calls"), 0);
+	assert_true(it_acct_money(fx.e, 1001, "balance") == before);
+	assert_true(it_acct_money(fx.e, 1004, "balance") == 5000000);
+	assert_int_equal(it_acct_int(fx.e, 1004, "calls"), 0);
 }
 
 /* 1001's call took it from $1.00 to $0.93, across its $0.95: one request. */
@@ -1127,9 +1065,9 @@ static void
 test_one_refill_request_on_the_stream(void **state)
 {
 	(void)state;
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 	while (it_int_cmd(fx.r, "XLEN " STREAM) < 1) {
-		if (it_now_ms() >= deadline)
+		if (tg_mono_ms() >= deadline)
 			fail_msg("no refill request on " STREAM " after %d ms", WAIT_MS);
 		it_sleep_ms(20);
 	}
@@ -1148,7 +1086,7 @@ test_one_refill_request_on_the_stream(void **state)
 	}
 	freeReplyObject(x);
 	assert_true(id && acct);
-	assert_int_equal(acct_int(1001, "refill_pending"), 1);
+	assert_int_equal(it_acct_int(fx.e, 1001, "refill_pending"), 1);
 }
 
 /*
@@ -1185,9 +1123,9 @@ test_tollgated_unreachable(void **state)
 	assert_true(r.hung_up);
 	assert_true(kam_log_has(&fx.k2, "UNRATED (fail open)"));
 	snprintf(replay, sizeof(replay), "replay: CDR 1001 " DEST " 1 %s", r.callid);
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 	while (!kam_log_has(&fx.k2, replay)) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			kam_log_dump(&fx.k2);
 			fail_msg("no \"%s\" in the log", replay);
 		}
@@ -1263,7 +1201,6 @@ main(void)
 	    cmocka_unit_test(test_one_refill_request_on_the_stream),
 	    cmocka_unit_test(test_tollgated_unreachable),
 	};
-	struct tg_test_redis probe = {0};
 
 	fx.cfg = getenv("KAMAILIO_CFG");
 	if (fx.cfg == NULL || fx.cfg[0] == '\0') {
@@ -1285,10 +1222,8 @@ main(void)
 	int rc = kam_probe();
 	if (rc != 0)
 		return rc;
-	if (tg_test_redis_start(&probe) == -ENOENT) {
-		fprintf(stderr, "redis-server not found: skipping\n");
+	/* No redis-server on this machine: skip, as every integration test does. */
+	if (!tg_test_redis_present())
 		return 77;
-	}
-	tg_test_redis_stop(&probe);
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

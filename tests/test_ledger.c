@@ -30,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "harness.h"
+#include "tg_clock.h"
 #include "pg_harness.h"
 #include "rcmd.h"
 #include "tg_journal.h"
@@ -279,7 +280,7 @@ static void
 fx_start(struct fx *f, const char *const *flags, const char *db)
 {
 	memset(f, 0, sizeof(*f));
-	f->seed = (uint64_t)getpid() * 2654435761u + (uint64_t)it_now_ms();
+	f->seed = (uint64_t)getpid() * 2654435761u + (uint64_t)tg_mono_ms();
 	fprintf(stderr, "seed %llu\n", (unsigned long long)f->seed);
 	assert_int_equal(it_dir_make(f->dir, sizeof(f->dir)), 0);
 	assert_int_equal(it_start(&f->d, f->dir, flags), 0);
@@ -608,8 +609,8 @@ test_pg_restart_mid_export(void **state)
 	for (unsigned i = 0; i < 40; i++)
 		one_op(f);
 	/* The follower catches up on its own once the database is back. */
-	uint64_t deadline = it_now_ms() + 30000;
-	while (q64(f, "SELECT count(*) FROM calls") < f->b.calls && it_now_ms() < deadline)
+	uint64_t deadline = tg_mono_ms() + 30000;
+	while (q64(f, "SELECT count(*) FROM calls") < f->b.calls && tg_mono_ms() < deadline)
 		it_sleep_ms(100);
 	kill9(f->exporter);
 	f->exporter = 0;

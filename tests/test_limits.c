@@ -72,19 +72,6 @@ fx_stop(struct fx *f)
 	it_dir_remove(f->dir);
 }
 
-/* A field of ACCT.GET as text. */
-static void
-acct_field(redisContext *c, uint64_t acct, const char *field, char *out, size_t cap)
-{
-	redisReply *r = it_cmd(c, "ACCT.GET %llu", (unsigned long long)acct);
-	out[0] = '\0';
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2)
-		if (strcmp(r->element[i]->str, field) == 0)
-			snprintf(out, cap, "%s", r->element[i + 1]->str);
-	freeReplyObject(r);
-}
-
 /* A line "key:value" of INFO, its value. */
 static void
 info_field(redisContext *c, const char *key, char *out, size_t cap)
@@ -152,9 +139,9 @@ expect_totals_at_top(struct fx *f)
 {
 	char v[64];
 
-	acct_field(f->c, 1, "usage_premium", v, sizeof(v));
+	it_acct_field(f->c, 1, "usage_premium", v, sizeof(v));
 	assert_string_equal(v, TOP);
-	acct_field(f->c, 1, "balance", v, sizeof(v));
+	it_acct_field(f->c, 1, "balance", v, sizeof(v));
 	assert_string_equal(v, "0");
 }
 
@@ -248,7 +235,7 @@ one_account_cycles_names(const char *durability)
 		redisAppendCommand(f.c, "ACCT.SET 9999 PLAN junk%u", i);
 	read_replies(f.c, 1030, NULL);
 	assert_int_equal(it_log_has(&f.d, "names no account and no loaded plan uses reclaimed"), 1);
-	acct_field(f.c, 9999, "plan", v, sizeof(v));
+	it_acct_field(f.c, 9999, "plan", v, sizeof(v));
 	assert_string_equal(v, "junk1029");
 	assert_int_equal(it_file_write(f.dir, "rates.csv", RATES_EXTRA, f.rates, sizeof(f.rates)),
 	                 0);
@@ -261,9 +248,9 @@ one_account_cycles_names(const char *durability)
 		assert_int_equal(it_kill(&f.d), 0);
 		assert_int_equal(it_restart(&f.d, f.flags, 1), 0);
 		fx_reconnect(&f);
-		acct_field(f.c, 9999, "plan", v, sizeof(v));
+		it_acct_field(f.c, 9999, "plan", v, sizeof(v));
 		assert_string_equal(v, "extra");
-		acct_field(f.c, 9999, "balance", v, sizeof(v));
+		it_acct_field(f.c, 9999, "balance", v, sizeof(v));
 		assert_string_equal(v, "8.8");
 		expect_verify_clean(&f);
 	}
@@ -291,7 +278,7 @@ expect_plans(struct fx *f, unsigned held, unsigned moved)
 	char v[160], want[40];
 
 	for (unsigned i = 0; i < held; i++) {
-		acct_field(f->c, 1000 + i, "plan", v, sizeof(v));
+		it_acct_field(f->c, 1000 + i, "plan", v, sizeof(v));
 		if (i < moved)
 			snprintf(want, sizeof(want), "basic");
 		else
@@ -299,9 +286,9 @@ expect_plans(struct fx *f, unsigned held, unsigned moved)
 		if (strcmp(v, want) != 0)
 			fail_msg("account %u: plan '%s', expected '%s'", 1000 + i, v, want);
 	}
-	acct_field(f->c, 5000, "plan", v, sizeof(v));
+	it_acct_field(f->c, 5000, "plan", v, sizeof(v));
 	assert_string_equal(v, "fresh");
-	acct_field(f->c, 5001, "plan", v, sizeof(v));
+	it_acct_field(f->c, 5001, "plan", v, sizeof(v));
 	assert_string_equal(v, "extra");
 }
 

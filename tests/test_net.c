@@ -26,6 +26,7 @@
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
 
+#include "tg_clock.h"
 #include "tg_net.h"
 
 /* ------------------------------------------------------------------ */
@@ -224,15 +225,6 @@ start(const struct tg_net_cfg *cfg)
 /* ------------------------------------------------------------------ */
 /* raw clients                                                         */
 
-static uint64_t
-ms_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static int
 dial(uint16_t port)
 {
@@ -375,9 +367,9 @@ expect_closed(struct rclient *c)
 static void
 wait_connections(struct tg_net *n, uint64_t want)
 {
-	uint64_t deadline = ms_now() + 5000;
+	uint64_t deadline = tg_mono_ms() + 5000;
 
-	while (tg_net_connections(n) != want && ms_now() < deadline)
+	while (tg_net_connections(n) != want && tg_mono_ms() < deadline)
 		usleep(1000);
 	assert_int_equal(tg_net_connections(n), want);
 }
@@ -779,7 +771,7 @@ test_idle_timeout(void **state)
 	rc_open(&busy, tg_net_port(n));
 	send_all(idle.fd, "PING\r\n", 6);
 	expect_status(&idle, "PONG");
-	t0 = ms_now();
+	t0 = tg_mono_ms();
 	/* Trickles bytes of one request, never finishing it: closed all the same. */
 	send_all(partial.fd, "*2\r\n$4\r\nECHO\r\n$1000\r\n", 21);
 	for (int i = 0; i < 12; i++) {
@@ -791,7 +783,7 @@ test_idle_timeout(void **state)
 	}
 	expect_closed(&idle);
 	expect_closed(&partial);
-	assert_true(ms_now() - t0 >= 250);
+	assert_true(tg_mono_ms() - t0 >= 250);
 	/* The busy one stayed open. */
 	send_all(busy.fd, "PING\r\n", 6);
 	expect_status(&busy, "PONG");
@@ -943,9 +935,9 @@ test_stop_with_open_connections(void **state)
 	send_all(stuck.fd, buf, len);
 	usleep(100 * 1000);
 	assert_int_equal(tg_net_connections(n), 3);
-	t0 = ms_now();
+	t0 = tg_mono_ms();
 	tg_net_stop(n);
-	assert_true(ms_now() - t0 < 1000);
+	assert_true(tg_mono_ms() - t0 < 1000);
 	assert_int_equal(get(&counts.opened) - opened0, 3);
 	assert_int_equal(get(&counts.opened), get(&counts.closed));
 	expect_closed(&a);

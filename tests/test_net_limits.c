@@ -27,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "tg_clock.h"
 #include "tg_net.h"
 
 static char pattern[65536];
@@ -47,14 +48,6 @@ h_exec(void *arg, unsigned worker, void *session, const struct tg_req *req, stru
 	else
 		tg_out_error(out, "ERR", "unknown command");
 	return TG_NET_CONTINUE;
-}
-
-static uint64_t
-ms_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int
@@ -78,11 +71,11 @@ ping(int fd, int ms)
 {
 	char buf[16];
 	size_t got = 0;
-	uint64_t end = ms_now() + (uint64_t)ms;
+	uint64_t end = tg_mono_ms() + (uint64_t)ms;
 
 	if (send(fd, "PING\r\n", 6, MSG_NOSIGNAL) != 6)
 		return false;
-	while (got < 7 && ms_now() < end) {
+	while (got < 7 && tg_mono_ms() < end) {
 		ssize_t k = recv(fd, buf + got, sizeof(buf) - got, MSG_DONTWAIT);
 		if (k > 0)
 			got += (size_t)k;
@@ -129,8 +122,8 @@ test_buffer_pressure_closes_nonreaders(void **state)
 		fds[i] = dial(port, 2048);
 		fcntl(fds[i], F_SETFL, O_NONBLOCK);
 	}
-	uint64_t t0 = ms_now();
-	while (ms_now() - t0 < 600) {
+	uint64_t t0 = tg_mono_ms();
+	while (tg_mono_ms() - t0 < 600) {
 		for (int i = 0; i < NONREADERS; i++)
 			for (int k = 0; k < 64; k++)
 				if (send(fds[i], req, (size_t)len, MSG_NOSIGNAL) < 0)
@@ -139,10 +132,10 @@ test_buffer_pressure_closes_nonreaders(void **state)
 	}
 	/* Closed within about PRESSURE_MS of their sends sticking, not after reply_ms. */
 	uint64_t closed_at = 0;
-	while (ms_now() - t0 < 5000) {
+	while (tg_mono_ms() - t0 < 5000) {
 		tg_net_stats(n, &st);
 		if (st.stalled > 0) {
-			closed_at = ms_now() - t0;
+			closed_at = tg_mono_ms() - t0;
 			break;
 		}
 		usleep(20000);

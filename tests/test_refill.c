@@ -210,10 +210,10 @@ stream_len(void)
 static long long
 wait_len(long long n, unsigned timeout_ms)
 {
-	uint64_t deadline = it_now_ms() + timeout_ms;
+	uint64_t deadline = tg_mono_ms() + timeout_ms;
 	long long len;
 
-	while ((len = stream_len()) < n && it_now_ms() < deadline)
+	while ((len = stream_len()) < n && tg_mono_ms() < deadline)
 		it_sleep_ms(5);
 	return len;
 }
@@ -444,11 +444,11 @@ test_redis_down_requests_wait_then_publish_once(void **state)
 	tg_test_redis_stop(&redis);
 
 	/* Workers go on: 200000 debits, 1000 crossings among them, nothing waits. */
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	for (unsigned round = 0; round < 200; round++)
 		for (unsigned k = 0; k < D_ACCTS; k++)
 			debit_on(k % WORKERS, D_FIRST + k, round < 11 ? U : 1);
-	uint64_t took = it_now_ms() - t0;
+	uint64_t took = tg_mono_ms() - t0;
 	printf("# 200000 debits with Redis down: %llu ms\n", (unsigned long long)took);
 	assert_int_equal(counter(TG_C_refills_fired), D_ACCTS);
 	assert_int_equal(tg_refill_pending(&engine), D_ACCTS);
@@ -480,13 +480,13 @@ test_redis_paused_workers_do_not_wait(void **state)
 	redisReply *r = redisCommand(rc, "CLIENT PAUSE 1500 WRITE");
 	assert_non_null(r);
 	freeReplyObject(r);
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	for (unsigned k = 1; k < D_ACCTS; k++)
 		assert_true(debit_on(k % WORKERS, D_FIRST + k, 11 * U).refill_fired);
 	for (unsigned round = 0; round < 100; round++)
 		for (unsigned k = 0; k < D_ACCTS; k++)
 			debit_on(k % WORKERS, D_FIRST + k, 1);
-	uint64_t took = it_now_ms() - t0;
+	uint64_t took = tg_mono_ms() - t0;
 	/* ...and the workers did all of that without waiting for it. */
 	printf("# 101000 debits while Redis was paused: %llu ms\n", (unsigned long long)took);
 	assert_true(took < 1500);
@@ -521,8 +521,8 @@ test_redis_stopped_each_request_once(void **state)
 	assert_int_equal(kill(redis.pid, SIGCONT), 0);
 
 	assert_int_equal(wait_len(21, 15000), 21);
-	uint64_t deadline = it_now_ms() + 15000;
-	while (tg_refill_pending(&engine) != 0 && it_now_ms() < deadline)
+	uint64_t deadline = tg_mono_ms() + 15000;
+	while (tg_refill_pending(&engine) != 0 && tg_mono_ms() < deadline)
 		it_sleep_ms(10);
 	assert_int_equal(tg_refill_pending(&engine), 0);
 	it_sleep_ms(500); /* a duplicate would come out by now */

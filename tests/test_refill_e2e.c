@@ -37,18 +37,18 @@
 #include "harness.h"
 #include "rcmd.h"
 #include "redis_harness.h"
+#include "refill_fixture.h"
 #include "tg_money.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
 
 #define U      1000000LL /* micro-units per currency unit */
-#define STREAM "tollgate:refill"
-#define GROUP  "refill"
+#define STREAM RFX_STREAM
+#define GROUP  RFX_GROUP
 /* basic, prefix 1: $0.02 a minute, 6/6: 600 s cost $0.20, 3000 s $1.00. */
 #define DEST "12025550100"
 /* Longest a test waits for the engine and the workers to get something done, ms. */
 #define WAIT_MS 30000
-#define LOG_MAX (1 << 17)
 /* The accounts every test starts with (docs/ACCOUNTS.md). */
 #define ACCOUNTS                                                                                   \
 	"account,balance,plan,state,threshold,refill,refill_amount,payment\n"                      \
@@ -59,43 +59,10 @@
 	"2005,12,basic,active,10,add,50,on\n"                                                      \
 	"2006,12,basic,active,10,add,25,on\n"
 
-extern char **environ;
-
 /* ------------------------------------------------------------------ */
 /* the fixture                                                         */
 
-struct fx {
-	char dir[IT_PATH_MAX], mail[IT_PATH_MAX], csv[IT_PATH_MAX];
-	struct tg_test_redis redis;
-	struct it_daemon d;
-	redisContext *r, *e;
-	unsigned runs;
-};
-
-static struct fx fx;
-
-static tg_money_t
-money(const char *s)
-{
-	tg_money_t v;
-	if (tg_money_parse(s, strlen(s), &v) != 0)
-		fail_msg("\"%s\" is not an amount", s);
-	return v;
-}
-
-/* Remove a maildir: the files of its tmp, new and cur, those, then the directory. */
-static void
-maildir_remove(const char *dir)
-{
-	static const char *const subs[] = {"tmp", "new", "cur"};
-	char path[IT_PATH_MAX];
-
-	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		it_pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
-		it_dir_remove(path);
-	}
-	it_dir_remove(dir);
-}
+static struct rfx fx;
 
 /* Start tollgated on the test's accounts, publishing to the test's Redis. */
 static void
@@ -115,105 +82,13 @@ engine_start(const char *refill_timeout)
 static int
 setup(void **state)
 {
-	(void)state;
-	memset(&fx, 0, sizeof(fx));
-	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
-	it_pathf(fx.mail, sizeof(fx.mail), "%s/maildir", fx.dir);
-	assert_int_equal(it_file_write(fx.dir, "accounts.csv", ACCOUNTS, fx.csv, sizeof(fx.csv)),
-	                 0);
-	assert_int_equal(tg_test_redis_start(&fx.redis), 0);
-	fx.r = tg_test_redis_connect(&fx.redis);
-	assert_non_null(fx.r);
-	/* The group before the first publication, as in production. */
-	it_run_cmd(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
-	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_declined decline");
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	if (fx.r != NULL)
-		redisFree(fx.r);
-	if (fx.e != NULL)
-		redisFree(fx.e);
-	if (fx.d.pid > 0)
-		assert_int_equal(it_stop(&fx.d), 0);
-	tg_test_redis_stop(&fx.redis);
-	maildir_remove(fx.mail);
-	it_dir_remove(fx.dir);
+	*state = &fx;
+	rfx_setup(&fx, ACCOUNTS);
 	return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* the engine, as a switch sees it                                     */
-
-/* ACCT.GET field of acct, as a string, into out. */
-static void
-acct_field(uint64_t acct, const char *field, char *out, size_t cap)
-{
-	redisReply *r = it_cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
-
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
-		if (strcmp(r->element[i]->str, field) != 0)
-			continue;
-		const redisReply *v = r->element[i + 1];
-		if (v->type == REDIS_REPLY_INTEGER)
-			snprintf(out, cap, "%lld", v->integer);
-		else
-			snprintf(out, cap, "%s", v->str ? v->str : "");
-		freeReplyObject(r);
-		return;
-	}
-	fail_msg("ACCT.GET %llu has no field %s", (unsigned long long)acct, field);
-}
-
-static tg_money_t
-balance(uint64_t acct)
-{
-	char s[64];
-	acct_field(acct, "balance", s, sizeof(s));
-	return money(s);
-}
-
-static bool
-refill_pending(uint64_t acct)
-{
-	char s[64];
-	acct_field(acct, "refill_pending", s, sizeof(s));
-	return strcmp(s, "1") == 0;
-}
-
-static void
-expect_request(uint64_t acct, const char *request)
-{
-	char s[64];
-
-	acct_field(acct, "refill_pending", s, sizeof(s));
-	assert_string_equal(s, request[0] ? "1" : "0");
-	acct_field(acct, "refill_request", s, sizeof(s));
-	assert_string_equal(s, request);
-}
-
-/* An INFO counter of the engine. */
-static long long
-info(const char *name)
-{
-	redisReply *r = it_cmd(fx.e, "INFO all");
-	char key[64];
-	long long v = -1;
-
-	snprintf(key, sizeof(key), "\n%s:", name);
-	const char *p = strstr(r->str, key);
-	if (p != NULL)
-		v = strtoll(p + strlen(key), NULL, 10);
-	freeReplyObject(r);
-	if (v < 0)
-		fail_msg("INFO has no %s", name);
-	return v;
-}
 
 /*
  * A switch's traffic on one account: every operation's charge, as the
@@ -258,7 +133,7 @@ charge_of(redisReply *r, const char *what)
 	if (r->type != REDIS_REPLY_STRING)
 		fail_msg("%s: reply type %d (%s)", what, r->type,
 		         r->type == REDIS_REPLY_ERROR ? r->str : "not a charge");
-	tg_money_t v = money(r->str);
+	tg_money_t v = it_money(r->str);
 	freeReplyObject(r);
 	return v;
 }
@@ -306,13 +181,6 @@ traffic_cdr(struct traffic *t, unsigned seconds)
 
 /* ------------------------------------------------------------------ */
 /* Redis: the stream, the simulator, the maildir                       */
-
-static void
-profile(uint64_t acct, const char *email, const char *method, const char *token)
-{
-	it_run_cmd(fx.r, "HSET tollgate:customer:%llu email %s method %s token %s name %s",
-	           (unsigned long long)acct, email, method, token, "Test");
-}
 
 /* Stream entries (all attempts) whose account is acct; the last one's fields into *last. */
 static unsigned
@@ -366,74 +234,6 @@ group_pending(void)
 	return n;
 }
 
-/* Files in the maildir's sub (new, cur, tmp) whose name starts with prefix. */
-static unsigned
-files(const char *sub, const char *prefix)
-{
-	char path[IT_PATH_MAX];
-	struct dirent *e;
-	unsigned n = 0;
-
-	it_pathf(path, sizeof(path), "%s/%s", fx.mail, sub);
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return 0;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.' && strncmp(e->d_name, prefix, strlen(prefix)) == 0)
-			n++;
-	closedir(d);
-	return n;
-}
-
-/* Mails for acct in new/ of kind ("receipt", "failure"). */
-static unsigned
-mails(uint64_t acct, const char *kind)
-{
-	char prefix[64], path[IT_PATH_MAX];
-	struct dirent *e;
-	unsigned n = 0;
-
-	snprintf(prefix, sizeof(prefix), "refill.%llu.", (unsigned long long)acct);
-	it_pathf(path, sizeof(path), "%s/new", fx.mail);
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return 0;
-	while ((e = readdir(d)) != NULL) {
-		size_t l = strlen(e->d_name), k = strlen(kind);
-		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 && l > k &&
-		    strcmp(e->d_name + l - k, kind) == 0)
-			n++;
-	}
-	closedir(d);
-	return n;
-}
-
-/* The mail new/refill.<acct>.<n>.<kind> into buf. */
-static void
-mail_read(uint64_t acct, unsigned n, const char *kind, char *buf, size_t cap)
-{
-	char path[IT_PATH_MAX];
-	size_t len = 0;
-	ssize_t k;
-
-	it_pathf(path, sizeof(path), "%s/new/refill.%llu.%u.%s", fx.mail, (unsigned long long)acct,
-	         n, kind);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		fail_msg("no mail %s", path);
-	while (len + 1 < cap && (k = read(fd, buf + len, cap - 1 - len)) > 0)
-		len += (size_t)k;
-	close(fd);
-	buf[len] = '\0';
-}
-
-static void
-expect_has(const char *text, const char *needle)
-{
-	if (strstr(text, needle) == NULL)
-		fail_msg("expected \"%s\" in:\n%s", needle, text);
-}
-
 /* An amount as the mails show it: "$56.00". */
 static void
 dollars(tg_money_t v, char *out, size_t cap)
@@ -447,150 +247,7 @@ dollars(tg_money_t v, char *out, size_t cap)
 /* ------------------------------------------------------------------ */
 /* workers                                                             */
 
-struct worker {
-	pid_t pid;
-	char log[IT_PATH_MAX];
-};
-
-/*
- * Start tollrefill with the fixture's addresses, maildir and a short
- * back-off, the extra flags (NULL-terminated, may be NULL) and, when env is
- * not NULL, that "NAME=value" added to its environment.
- */
-static void
-worker_start(struct worker *w, const char *const *extra, const char *env)
-{
-	const char *bin = getenv("TOLLREFILL");
-	char redis[32], engine[32];
-	const char *argv[48];
-	char *envp[256];
-	unsigned n = 0, k = 0;
-
-	if (bin == NULL || bin[0] == '\0')
-		fail_msg("TOLLREFILL is not set (run through meson test)");
-	snprintf(redis, sizeof(redis), "127.0.0.1:%u", fx.redis.port);
-	snprintf(engine, sizeof(engine), "127.0.0.1:%u", fx.d.port);
-	it_pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
-	argv[n++] = bin;
-	argv[n++] = "--redis";
-	argv[n++] = redis;
-	argv[n++] = "--engine";
-	argv[n++] = engine;
-	argv[n++] = "--maildir";
-	argv[n++] = fx.mail;
-	argv[n++] = "--backoff-ms";
-	argv[n++] = "20";
-	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-	assert_true(n < sizeof(argv) / sizeof(argv[0]));
-	/* The environment is built before fork: the child only execs. */
-	for (char **e = environ; *e != NULL && k + 2 < sizeof(envp) / sizeof(envp[0]); e++)
-		envp[k++] = *e;
-	if (env != NULL)
-		envp[k++] = (char *)env;
-	envp[k] = NULL;
-
-	pid_t parent = getpid();
-	w->pid = fork();
-	assert_true(w->pid >= 0);
-	if (w->pid == 0) {
-		int fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent || fd < 0 || null < 0 || dup2(null, 0) < 0 ||
-		    dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-			_exit(126);
-		execve(bin, (char *const *)argv, envp);
-		_exit(127);
-	}
-}
-
-static void
-worker_log(const struct worker *w, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t k;
-	int fd = open(w->log, O_RDONLY | O_CLOEXEC);
-
-	if (fd >= 0) {
-		while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-			n += (size_t)k;
-		close(fd);
-	}
-	buf[n] = '\0';
-}
-
-static int
-worker_said(const struct worker *w, const char *text)
-{
-	static char buf[LOG_MAX];
-	worker_log(w, buf, sizeof(buf));
-	return strstr(buf, text) != NULL;
-}
-
-static void
-worker_dump(const struct worker *w)
-{
-	static char buf[LOG_MAX];
-	worker_log(w, buf, sizeof(buf));
-	fprintf(stderr, "---- %s ----\n%s---- end ----\n", w->log, buf);
-}
-
-/* Wait for the worker to exit (SIGKILL after timeout_ms); its exit status, 128+sig if killed. */
-static int
-worker_wait(struct worker *w, uint64_t timeout_ms)
-{
-	static char buf[LOG_MAX];
-	uint64_t deadline = it_now_ms() + timeout_ms;
-	int status = 0;
-
-	for (;;) {
-		pid_t p = waitpid(w->pid, &status, WNOHANG);
-		if (p == w->pid)
-			break;
-		if (it_now_ms() >= deadline) {
-			kill(w->pid, SIGKILL);
-			waitpid(w->pid, &status, 0);
-			break;
-		}
-		it_sleep_ms(5);
-	}
-	w->pid = 0;
-	worker_log(w, buf, sizeof(buf));
-	if (strstr(buf, "runtime error:") != NULL || strstr(buf, "Sanitizer") != NULL)
-		fail_msg("sanitizer report in %s:\n%s", w->log, buf);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int
-worker_stop(struct worker *w)
-{
-	kill(w->pid, SIGTERM);
-	return worker_wait(w, 10000);
-}
-
-/* Whether a wait that started at t0 has run out; if so, the worker's log is shown. */
-static bool
-waited_too_long(uint64_t t0, const struct worker *w)
-{
-	if (it_now_ms() - t0 < WAIT_MS)
-		return false;
-	if (w != NULL)
-		worker_dump(w);
-	return true;
-}
-
-/* Poll cond (an expression) every 10 ms until true, or fail after WAIT_MS. */
-#define WAIT_FOR(cond, w)                                                                          \
-	do {                                                                                       \
-		uint64_t t0_ = it_now_ms();                                                        \
-		while (!(cond)) {                                                                  \
-			if (waited_too_long(t0_, (w)))                                             \
-				fail_msg("waited %d ms for: %s", WAIT_MS, #cond);                  \
-			it_sleep_ms(10);                                                           \
-		}                                                                                  \
-	} while (0)
+#define WAIT_FOR(cond, w) RFX_WAIT_FOR(cond, w, WAIT_MS)
 
 /* ------------------------------------------------------------------ */
 /* tests                                                               */
@@ -606,14 +263,14 @@ test_cdrs_cross_once_add_and_topup(void **state)
 {
 	static const char *const flags[] = {"--consumer", "w1", NULL};
 	struct traffic add, top;
-	struct worker w;
+	struct rfx_worker w;
 	char mail[8192], line[128], rec[256];
 
 	(void)state;
 	engine_start("600");
-	profile(2001, "ann@example.com", "card", "tok_visa_4242");
-	profile(2002, "bo@example.com", "paypal", "tok_pp_7788");
-	worker_start(&w, flags, NULL);
+	rfx_profile(&fx, 2001, "ann@example.com", "card", "tok_visa_4242", "Test");
+	rfx_profile(&fx, 2002, "bo@example.com", "paypal", "tok_pp_7788", "Test");
+	rfx_worker_start(&fx, &w, flags, NULL);
 
 	traffic_open(&add, 2001, 12 * U, 10 * U);
 	traffic_open(&top, 2002, 12 * U, 10 * U);
@@ -627,8 +284,8 @@ test_cdrs_cross_once_add_and_topup(void **state)
 	assert_int_equal(add.crossed_at, 9);
 	assert_int_equal(top.crossed_at, 9);
 
-	WAIT_FOR(!refill_pending(2001) && !refill_pending(2002) && mails(2001, "receipt") == 1 &&
-	             mails(2002, "receipt") == 1,
+	WAIT_FOR(!rfx_refill_pending(&fx, 2001) && !rfx_refill_pending(&fx, 2002) &&
+	             rfx_mails(&fx, 2001, "receipt") == 1 && rfx_mails(&fx, 2002, "receipt") == 1,
 	         &w);
 	/* Traffic goes on after the refill: still granted. */
 	for (int i = 0; i < 5; i++) {
@@ -643,15 +300,15 @@ test_cdrs_cross_once_add_and_topup(void **state)
 	assert_int_equal(requests_for(2001, &e), 1);
 	assert_string_equal(entry_field(e, "id"), "refill:2001:1");
 	assert_string_equal(entry_field(e, "mode"), "add");
-	assert_true(money(entry_field(e, "amount")) == 50 * U);
-	assert_true(money(entry_field(e, "balance")) == add.at_crossing);
-	assert_true(money(entry_field(e, "threshold")) == 10 * U);
+	assert_true(it_money(entry_field(e, "amount")) == 50 * U);
+	assert_true(it_money(entry_field(e, "balance")) == add.at_crossing);
+	assert_true(it_money(entry_field(e, "threshold")) == 10 * U);
 	freeReplyObject(e);
 	assert_int_equal(requests_for(2002, &e), 1);
 	assert_string_equal(entry_field(e, "id"), "refill:2002:1");
 	assert_string_equal(entry_field(e, "mode"), "topup");
 	tg_money_t topup = 40 * U - top.at_crossing; /* what returns the balance to 40 */
-	assert_true(money(entry_field(e, "amount")) == topup);
+	assert_true(it_money(entry_field(e, "amount")) == topup);
 	assert_true(topup == 30 * U);
 	freeReplyObject(e);
 
@@ -667,23 +324,23 @@ test_cdrs_cross_once_add_and_topup(void **state)
 	freeReplyObject(r);
 
 	/* One credit each; the balances exactly start - charges + refill. */
-	assert_int_equal(info("refills_fired"), 2);
-	assert_int_equal(info("refills_landed"), 2);
-	assert_int_equal(info("credits"), 2);
-	assert_int_equal(info("refills_republished"), 0);
-	assert_true(balance(2001) == add.bal + 50 * U);
-	assert_true(balance(2002) == top.bal + topup);
-	expect_request(2001, "");
-	expect_request(2002, "");
+	assert_int_equal(it_info(fx.e, "refills_fired"), 2);
+	assert_int_equal(it_info(fx.e, "refills_landed"), 2);
+	assert_int_equal(it_info(fx.e, "credits"), 2);
+	assert_int_equal(it_info(fx.e, "refills_republished"), 0);
+	assert_true(it_acct_money(fx.e, 2001, "balance") == add.bal + 50 * U);
+	assert_true(it_acct_money(fx.e, 2002, "balance") == top.bal + topup);
+	rfx_expect_request(&fx, 2001, "");
+	rfx_expect_request(&fx, 2002, "");
 
 	/*
 	 * One receipt each.  Its new balance is the credit's reply: the
 	 * balance after some CDR past the crossing, plus the refill.
 	 */
-	mail_read(2001, 1, "receipt", mail, sizeof(mail));
-	expect_has(mail, "To: \"Test\" <ann@example.com>\n");
-	expect_has(mail, "Amount charged:     $50.00\n");
-	expect_has(mail, "Payment method:     credit card ****4242\n");
+	rfx_mail_read(&fx, 2001, 1, "receipt", mail, sizeof(mail));
+	rfx_expect_has(mail, "To: \"Test\" <ann@example.com>\n");
+	rfx_expect_has(mail, "Amount charged:     $50.00\n");
+	rfx_expect_has(mail, "Payment method:     credit card ****4242\n");
 	r = it_cmd(fx.r, "GET tollgate:refill:outcome:refill:2001:1");
 	snprintf(rec, sizeof(rec), "%s", r->str);
 	freeReplyObject(r);
@@ -691,19 +348,19 @@ test_cdrs_cross_once_add_and_topup(void **state)
 	assert_int_equal(sscanf(rec, "credited %31s %*u %31s", amount, after), 2);
 	bool seen = false;
 	for (int i = add.crossed_at; i < add.n; i++)
-		seen |= money(after) == add.after[i] + 50 * U;
+		seen |= it_money(after) == add.after[i] + 50 * U;
 	assert_true(seen);
 	char shown[48];
-	dollars(money(after), shown, sizeof(shown));
+	dollars(it_money(after), shown, sizeof(shown));
 	snprintf(line, sizeof(line), "New balance:        %s\n", shown);
-	expect_has(mail, line);
-	mail_read(2002, 1, "receipt", mail, sizeof(mail));
-	expect_has(mail, "Amount charged:     $30.00\n");
-	expect_has(mail, "Payment method:     PayPal ****7788\n");
-	assert_int_equal(files("new", ""), 2);
-	assert_int_equal(files("tmp", ""), 0);
+	rfx_expect_has(mail, line);
+	rfx_mail_read(&fx, 2002, 1, "receipt", mail, sizeof(mail));
+	rfx_expect_has(mail, "Amount charged:     $30.00\n");
+	rfx_expect_has(mail, "Payment method:     PayPal ****7788\n");
+	assert_int_equal(rfx_files(&fx, "new", ""), 2);
+	assert_int_equal(rfx_files(&fx, "tmp", ""), 0);
 
-	assert_int_equal(worker_stop(&w), 0);
+	assert_int_equal(rfx_worker_stop(&w), 0);
 	assert_int_equal(group_pending(), 0);
 	traffic_close(&add);
 	traffic_close(&top);
@@ -762,13 +419,13 @@ test_many_connections_cross_at_once(void **state)
 {
 	static const char *const flags[] = {"--consumer", "w1", NULL};
 	struct racer rs[RACERS];
-	struct worker w;
+	struct rfx_worker w;
 	tg_money_t charged = 0;
 
 	(void)state;
 	engine_start("600");
-	profile(2003, "cy@example.com", "card", "tok_visa_1111");
-	worker_start(&w, flags, NULL);
+	rfx_profile(&fx, 2003, "cy@example.com", "card", "tok_visa_1111", "Test");
+	rfx_worker_start(&fx, &w, flags, NULL);
 	assert_int_equal(pthread_barrier_init(&start_line, NULL, RACERS), 0);
 	for (unsigned k = 0; k < RACERS; k++) {
 		rs[k] = (struct racer){.port = fx.d.port, .k = k};
@@ -782,16 +439,16 @@ test_many_connections_cross_at_once(void **state)
 	pthread_barrier_destroy(&start_line);
 	assert_true(charged == RACERS * RACER_CDRS * 20000); /* $0.02 a CDR */
 
-	WAIT_FOR(!refill_pending(2003) && mails(2003, "receipt") == 1, &w);
+	WAIT_FOR(!rfx_refill_pending(&fx, 2003) && rfx_mails(&fx, 2003, "receipt") == 1, &w);
 	assert_int_equal(requests_for(2003, NULL), 1);
-	assert_int_equal(info("refills_fired"), 1);
-	assert_int_equal(info("refills_landed"), 1);
-	assert_int_equal(info("credits"), 1);
+	assert_int_equal(it_info(fx.e, "refills_fired"), 1);
+	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
+	assert_int_equal(it_info(fx.e, "credits"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2003:1"), 1);
-	assert_true(balance(2003) == 10 * U + 500000 - charged + 50 * U);
-	expect_request(2003, "");
-	assert_int_equal(worker_stop(&w), 0);
+	assert_true(it_acct_money(fx.e, 2003, "balance") == 10 * U + 500000 - charged + 50 * U);
+	rfx_expect_request(&fx, 2003, "");
+	assert_int_equal(rfx_worker_stop(&w), 0);
 	assert_int_equal(group_pending(), 0);
 }
 
@@ -806,39 +463,39 @@ test_worker_killed_after_charge_taken_over(void **state)
 	static const char *const doomed[] = {"--consumer", "doomed", NULL};
 	static const char *const rescuer[] = {"--consumer", "rescuer", "--claim-idle", "300", NULL};
 	struct traffic t;
-	struct worker a, b;
+	struct rfx_worker a, b;
 
 	(void)state;
 	engine_start("600");
-	profile(2004, "di@example.com", "card", "tok_visa_2004");
-	worker_start(&a, doomed, "TOLLREFILL_TEST_CRASH_AFTER_CHARGE=1");
+	rfx_profile(&fx, 2004, "di@example.com", "card", "tok_visa_2004", "Test");
+	rfx_worker_start(&fx, &a, doomed, "TOLLREFILL_TEST_CRASH_AFTER_CHARGE=1");
 	traffic_open(&t, 2004, 12 * U, 10 * U);
 	for (int i = 0; i < 12; i++) {
 		traffic_auth(&t);
 		traffic_cdr(&t, 600);
 	}
-	assert_int_equal(worker_wait(&a, WAIT_MS), 9);
-	assert_true(worker_said(&a, "TOLLREFILL_TEST_CRASH_AFTER_CHARGE=1: exiting 9"));
+	assert_int_equal(rfx_worker_wait(&a, WAIT_MS), 9);
+	assert_true(rfx_worker_said(&a, "TOLLREFILL_TEST_CRASH_AFTER_CHARGE=1: exiting 9"));
 	/* Charged, nothing else: no credit, no mail, the entry pending at the dead worker. */
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:outcome:refill:2004:1"), 0);
-	assert_true(balance(2004) == t.bal);
-	expect_request(2004, "refill:2004:1");
-	assert_int_equal(mails(2004, "receipt"), 0);
+	assert_true(it_acct_money(fx.e, 2004, "balance") == t.bal);
+	rfx_expect_request(&fx, 2004, "refill:2004:1");
+	assert_int_equal(rfx_mails(&fx, 2004, "receipt"), 0);
 	assert_int_equal(group_pending(), 1);
 
-	worker_start(&b, rescuer, NULL);
-	WAIT_FOR(!refill_pending(2004) && mails(2004, "receipt") == 1, &b);
-	assert_int_equal(worker_stop(&b), 0);
+	rfx_worker_start(&fx, &b, rescuer, NULL);
+	WAIT_FOR(!rfx_refill_pending(&fx, 2004) && rfx_mails(&fx, 2004, "receipt") == 1, &b);
+	assert_int_equal(rfx_worker_stop(&b), 0);
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2004:1"), 2);
-	assert_int_equal(info("credits"), 1);
-	assert_int_equal(info("refills_landed"), 1);
+	assert_int_equal(it_info(fx.e, "credits"), 1);
+	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
 	assert_int_equal(requests_for(2004, NULL), 1);
-	assert_true(balance(2004) == t.bal + 50 * U);
-	assert_int_equal(files("new", ""), 1);
+	assert_true(it_acct_money(fx.e, 2004, "balance") == t.bal + 50 * U);
+	assert_int_equal(rfx_files(&fx, "new", ""), 1);
 	assert_int_equal(group_pending(), 0);
-	assert_true(worker_said(&b, "refill:2004:1 account 2004: approved"));
+	assert_true(rfx_worker_said(&b, "refill:2004:1 account 2004: approved"));
 	traffic_close(&t);
 }
 
@@ -853,35 +510,36 @@ test_declined_then_fixed(void **state)
 {
 	static const char *const flags[] = {"--consumer", "w1", NULL};
 	struct traffic t;
-	struct worker w;
+	struct rfx_worker w;
 	char mail[8192];
 
 	(void)state;
 	engine_start("600");
-	profile(2005, "ed@example.com", "card", "tok_declined");
-	worker_start(&w, flags, NULL);
+	rfx_profile(&fx, 2005, "ed@example.com", "card", "tok_declined", "Test");
+	rfx_worker_start(&fx, &w, flags, NULL);
 	traffic_open(&t, 2005, 12 * U, 10 * U);
 	for (int i = 0; i < 2; i++) {
 		traffic_auth(&t);
 		assert_true(traffic_cdr(&t, 3000) == U); /* $1.00 */
 	}
 	assert_int_equal(t.crossed_at, 1);
-	WAIT_FOR(mails(2005, "failure") == 1 && !refill_pending(2005), &w);
+	WAIT_FOR(rfx_mails(&fx, 2005, "failure") == 1 && !rfx_refill_pending(&fx, 2005), &w);
 
-	assert_int_equal(mails(2005, "failure"), 1);
-	assert_int_equal(mails(2005, "receipt"), 0);
-	mail_read(2005, 1, "failure", mail, sizeof(mail));
-	expect_has(mail, "To: \"Test\" <ed@example.com>\n");
-	expect_has(mail, "the payment was declined");
-	expect_has(mail, "Payment method:     credit card ****ined\n");
-	expect_has(mail, "This is the only notification you will receive.");
-	expect_has(mail, "when your prepaid balance falls to $0.00, you will not be\nable to use "
-	                 "your service");
-	expect_request(2005, "");
-	assert_int_equal(info("credits"), 0);
-	assert_int_equal(info("refills_failed"), 1);
+	assert_int_equal(rfx_mails(&fx, 2005, "failure"), 1);
+	assert_int_equal(rfx_mails(&fx, 2005, "receipt"), 0);
+	rfx_mail_read(&fx, 2005, 1, "failure", mail, sizeof(mail));
+	rfx_expect_has(mail, "To: \"Test\" <ed@example.com>\n");
+	rfx_expect_has(mail, "the payment was declined");
+	rfx_expect_has(mail, "Payment method:     credit card ****ined\n");
+	rfx_expect_has(mail, "This is the only notification you will receive.");
+	rfx_expect_has(mail,
+	               "when your prepaid balance falls to $0.00, you will not be\nable to use "
+	               "your service");
+	rfx_expect_request(&fx, 2005, "");
+	assert_int_equal(it_info(fx.e, "credits"), 0);
+	assert_int_equal(it_info(fx.e, "refills_failed"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
-	assert_true(balance(2005) == 10 * U);
+	assert_true(it_acct_money(fx.e, 2005, "balance") == 10 * U);
 
 	/* Rating goes on down to $0.00, where CALL.AUTH blocks; no new request on the way. */
 	for (int i = 0; i < 10; i++) {
@@ -889,19 +547,19 @@ test_declined_then_fixed(void **state)
 		traffic_cdr(&t, 3000);
 	}
 	assert_true(t.bal == 0);
-	assert_true(balance(2005) == 0);
+	assert_true(it_acct_money(fx.e, 2005, "balance") == 0);
 	redisReply *r = redisCommand(t.c, "CALL.AUTH 2005 " DEST " blocked-1");
 	assert_non_null(r);
 	assert_int_equal(r->type, REDIS_REPLY_ERROR);
 	assert_true(strncmp(r->str, "BLOCKED", 7) == 0);
 	freeReplyObject(r);
 	assert_int_equal(requests_for(2005, NULL), 1);
-	expect_request(2005, "");
+	rfx_expect_request(&fx, 2005, "");
 
 	/* The card is fixed, a payment lifts the balance above the threshold. */
 	it_run_cmd(fx.r, "HSET tollgate:customer:2005 token tok_visa_2005");
 	r = it_cmd(fx.e, "ACCT.CREDIT 2005 20 payment-2005-1");
-	assert_true(money(r->str) == 20 * U);
+	assert_true(it_money(r->str) == 20 * U);
 	freeReplyObject(r);
 	t.bal += 20 * U;
 	t.crossed_at = -1;
@@ -910,20 +568,20 @@ test_declined_then_fixed(void **state)
 		traffic_cdr(&t, 3000);
 	}
 	assert_true(t.crossed_at >= 0);
-	WAIT_FOR(mails(2005, "receipt") == 1 && !refill_pending(2005), &w);
+	WAIT_FOR(rfx_mails(&fx, 2005, "receipt") == 1 && !rfx_refill_pending(&fx, 2005), &w);
 	assert_int_equal(requests_for(2005, NULL), 2);
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "HEXISTS tollgate:sim:charges refill:2005:2"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "HGET tollgate:sim:attempts refill:2005:1"), 1);
-	assert_true(balance(2005) == t.bal + 50 * U);
-	assert_true(balance(2005) == 58 * U);
-	mail_read(2005, 2, "receipt", mail, sizeof(mail));
-	expect_has(mail, "Payment method:     credit card ****2005\n");
-	assert_int_equal(mails(2005, "failure"), 1);
-	assert_int_equal(info("credits"), 2); /* the payment and the refill */
-	assert_int_equal(info("refills_landed"), 1);
+	assert_true(it_acct_money(fx.e, 2005, "balance") == t.bal + 50 * U);
+	assert_true(it_acct_money(fx.e, 2005, "balance") == 58 * U);
+	rfx_mail_read(&fx, 2005, 2, "receipt", mail, sizeof(mail));
+	rfx_expect_has(mail, "Payment method:     credit card ****2005\n");
+	assert_int_equal(rfx_mails(&fx, 2005, "failure"), 1);
+	assert_int_equal(it_info(fx.e, "credits"), 2); /* the payment and the refill */
+	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
 	traffic_auth(&t);
-	assert_int_equal(worker_stop(&w), 0);
+	assert_int_equal(rfx_worker_stop(&w), 0);
 	assert_int_equal(group_pending(), 0);
 	traffic_close(&t);
 }
@@ -943,17 +601,17 @@ test_bad_config_and_unreachable_redis(void **state)
 	static const char *const flags[] = {"--consumer", "w1", NULL};
 	const char *bin = getenv("TOLLREFILL");
 	struct traffic t;
-	struct worker w;
+	struct rfx_worker w;
 	char cmdline[IT_PATH_MAX * 4];
 
 	(void)state;
 	engine_start("2");
-	worker_start(&w, bad_value, NULL);
-	assert_int_equal(worker_wait(&w, WAIT_MS), 1);
-	assert_true(worker_said(&w, "tollrefill: bad value \"soon\" for --claim-idle"));
-	worker_start(&w, bad_dead, NULL);
-	assert_int_equal(worker_wait(&w, WAIT_MS), 1);
-	assert_true(worker_said(&w, "--dead-stream must not be the refill stream"));
+	rfx_worker_start(&fx, &w, bad_value, NULL);
+	assert_int_equal(rfx_worker_wait(&w, WAIT_MS), 1);
+	assert_true(rfx_worker_said(&w, "tollrefill: bad value \"soon\" for --claim-idle"));
+	rfx_worker_start(&fx, &w, bad_dead, NULL);
+	assert_int_equal(rfx_worker_wait(&w, WAIT_MS), 1);
+	assert_true(rfx_worker_said(&w, "--dead-stream must not be the refill stream"));
 
 	/* No --engine at all: said so, exit 1. */
 	it_pathf(cmdline, sizeof(cmdline), "'%s' --maildir '%s' --once >'%s/noengine.log' 2>&1",
@@ -961,13 +619,13 @@ test_bad_config_and_unreachable_redis(void **state)
 	int status = system(cmdline);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 1);
-	struct worker nolog;
+	struct rfx_worker nolog;
 	it_pathf(nolog.log, sizeof(nolog.log), "%s/noengine.log", fx.dir);
-	assert_true(worker_said(&nolog, "tollrefill: --engine HOST:PORT is required"));
+	assert_true(rfx_worker_said(&nolog, "tollrefill: --engine HOST:PORT is required"));
 	assert_int_equal(it_int_cmd(fx.r, "XLEN " STREAM), 0);
 
 	/* A request on the stream, then Redis goes away. */
-	profile(2006, "fi@example.com", "card", "tok_visa_2006");
+	rfx_profile(&fx, 2006, "fi@example.com", "card", "tok_visa_2006", "Test");
 	traffic_open(&t, 2006, 12 * U, 10 * U);
 	for (int i = 0; i < 10; i++)
 		traffic_cdr(&t, 600);
@@ -976,16 +634,16 @@ test_bad_config_and_unreachable_redis(void **state)
 	fx.r = NULL;
 	tg_test_redis_stop(&fx.redis);
 
-	worker_start(&w, once, NULL);
-	int rc = worker_wait(&w, WAIT_MS);
+	rfx_worker_start(&fx, &w, once, NULL);
+	int rc = rfx_worker_wait(&w, WAIT_MS);
 	assert_int_not_equal(rc, 0);
 	assert_int_equal(rc, 75);
-	assert_true(worker_said(&w, "cannot connect"));
-	assert_true(worker_said(&w, "entries stay pending"));
+	assert_true(rfx_worker_said(&w, "cannot connect"));
+	assert_true(rfx_worker_said(&w, "entries stay pending"));
 	/* Nothing was lost: the engine still holds the request, nothing was charged or credited. */
-	expect_request(2006, "refill:2006:1");
-	assert_true(balance(2006) == t.bal);
-	assert_int_equal(mails(2006, "receipt"), 0);
+	rfx_expect_request(&fx, 2006, "refill:2006:1");
+	assert_true(it_acct_money(fx.e, 2006, "balance") == t.bal);
+	assert_int_equal(rfx_mails(&fx, 2006, "receipt"), 0);
 
 	/* Redis is back (empty: no persistence); the engine publishes the request again. */
 	assert_int_equal(tg_test_redis_start(&fx.redis), 0);
@@ -994,15 +652,15 @@ test_bad_config_and_unreachable_redis(void **state)
 	redisReply *r = redisCommand(fx.r, "XGROUP CREATE " STREAM " " GROUP " $ MKSTREAM");
 	assert_non_null(r);
 	freeReplyObject(r);
-	profile(2006, "fi@example.com", "card", "tok_visa_2006");
-	worker_start(&w, flags, NULL);
-	WAIT_FOR(!refill_pending(2006) && mails(2006, "receipt") == 1, &w);
-	assert_int_equal(worker_stop(&w), 0);
-	assert_true(balance(2006) == t.bal + 25 * U);
+	rfx_profile(&fx, 2006, "fi@example.com", "card", "tok_visa_2006", "Test");
+	rfx_worker_start(&fx, &w, flags, NULL);
+	WAIT_FOR(!rfx_refill_pending(&fx, 2006) && rfx_mails(&fx, 2006, "receipt") == 1, &w);
+	assert_int_equal(rfx_worker_stop(&w), 0);
+	assert_true(it_acct_money(fx.e, 2006, "balance") == t.bal + 25 * U);
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 1);
-	assert_int_equal(info("refills_landed"), 1);
-	assert_int_equal(info("credits"), 1);
-	assert_true(info("refills_republished") >= 1);
+	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
+	assert_int_equal(it_info(fx.e, "credits"), 1);
+	assert_true(it_info(fx.e, "refills_republished") >= 1);
 	traffic_close(&t);
 }
 
@@ -1010,20 +668,20 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_cdrs_cross_once_add_and_topup, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_many_connections_cross_at_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cdrs_cross_once_add_and_topup, setup,
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_many_connections_cross_at_once, setup,
+	                                    rfx_teardown_test),
 	    cmocka_unit_test_setup_teardown(test_worker_killed_after_charge_taken_over, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_declined_then_fixed, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_bad_config_and_unreachable_redis, setup, teardown),
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_declined_then_fixed, setup, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_bad_config_and_unreachable_redis, setup,
+	                                    rfx_teardown_test),
 	};
-	struct tg_test_redis probe = {0};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (tg_test_redis_start(&probe) == -ENOENT) {
-		fprintf(stderr, "redis-server not found: skipping\n");
+	/* No redis-server on this machine: skip, as every integration test does. */
+	if (!tg_test_redis_present())
 		return 77;
-	}
-	tg_test_redis_stop(&probe);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

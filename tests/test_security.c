@@ -201,10 +201,10 @@ info_int(redisContext *c, const char *key)
 static void
 wait_info(redisContext *c, const char *key, long long want, unsigned ms)
 {
-	uint64_t end = it_now_ms() + ms;
+	uint64_t end = tg_mono_ms() + ms;
 	long long v;
 	while ((v = info_int(c, key)) != want) {
-		if (it_now_ms() > end)
+		if (tg_mono_ms() > end)
 			fail_msg("INFO %s is %lld, expected %lld", key, v, want);
 		it_sleep_ms(20);
 	}
@@ -733,13 +733,13 @@ test_request_timeout(void **state)
 	static const char slow[] =
 	    "*2\r\n$4\r\nPING\r\n$40\r\n0123456789012345678901234567890123456789\r\n";
 	int fd = raw_from("127.0.0.1", fx.d.port);
-	uint64_t t0 = it_now_ms(), closed_at = 0;
+	uint64_t t0 = tg_mono_ms(), closed_at = 0;
 	/* One byte every 100 ms: never idle, never a whole request within a second. */
 	for (size_t i = 0; i < sizeof(slow) - 1 && closed_at == 0; i++) {
 		char buf[128];
 		int closed;
 		if (send(fd, slow + i, 1, MSG_NOSIGNAL) < 0) {
-			closed_at = it_now_ms() - t0;
+			closed_at = tg_mono_ms() - t0;
 			break;
 		}
 		/* Meanwhile a client sending whole requests is served. */
@@ -747,7 +747,7 @@ test_request_timeout(void **state)
 		size_t n = it_raw_read(fd, buf, sizeof(buf), 100, &closed);
 		assert_int_equal(n, 0); /* no reply to part of a request */
 		if (closed)
-			closed_at = it_now_ms() - t0;
+			closed_at = tg_mono_ms() - t0;
 	}
 	close(fd);
 	if (closed_at < 900 || closed_at > 2500)
@@ -779,14 +779,14 @@ test_auth_timeout(void **state)
 	int good = raw_from("127.0.0.1", fx.d.port);
 	raw_send(good, "AUTH pw-at-1\r\n");
 	raw_expect(good, "+OK\r\n", 0);
-	uint64_t t0 = it_now_ms(), closed_at = 0;
-	while (closed_at == 0 && it_now_ms() - t0 < 4000) {
+	uint64_t t0 = tg_mono_ms(), closed_at = 0;
+	while (closed_at == 0 && tg_mono_ms() - t0 < 4000) {
 		char buf[64];
 		int closed = 0;
 		if (send(lazy, "PING\r\n", 6, MSG_NOSIGNAL) < 0)
-			closed_at = it_now_ms() - t0;
+			closed_at = tg_mono_ms() - t0;
 		else if (it_raw_read(lazy, buf, sizeof(buf), 200, &closed) == 0 || closed)
-			closed_at = closed ? it_now_ms() - t0 : 0;
+			closed_at = closed ? tg_mono_ms() - t0 : 0;
 	}
 	close(lazy);
 	if (closed_at < 900 || closed_at > 2500)
@@ -828,22 +828,22 @@ test_reply_timeout(void **state)
 	fcntl(fd, F_SETFL, O_NONBLOCK);
 	/* Write until the server stops taking anything for 300 ms. */
 	size_t sent = 0;
-	uint64_t t0 = it_now_ms(), quiet = it_now_ms();
-	while (it_now_ms() - quiet < 300 && it_now_ms() - t0 < 10000) {
+	uint64_t t0 = tg_mono_ms(), quiet = tg_mono_ms();
+	while (tg_mono_ms() - quiet < 300 && tg_mono_ms() - t0 < 10000) {
 		ssize_t w = send(fd, req, (size_t)n, MSG_NOSIGNAL);
 		if (w > 0) {
 			sent += (size_t)w;
-			quiet = it_now_ms();
+			quiet = tg_mono_ms();
 		} else {
 			it_sleep_ms(5);
 		}
 	}
-	uint64_t stuck = it_now_ms();
+	uint64_t stuck = tg_mono_ms();
 	assert_true(sent > 100000);
 	/* Served meanwhile, and then the non-reader is cut off within about a second. */
 	expect_status(cmd(fx.c, "PING"), "PONG");
 	wait_info(fx.c, "connections_stalled", 1, 5000);
-	uint64_t took = it_now_ms() - stuck;
+	uint64_t took = tg_mono_ms() - stuck;
 	long rss1 = rss_kib(fx.d.pid);
 	close(fd);
 	print_message(

@@ -614,10 +614,10 @@ info_money(redisContext *c, const char *key)
 static void
 wait_info(redisContext *c, const char *key, long long want)
 {
-	uint64_t end = it_now_ms() + 5000;
+	uint64_t end = tg_mono_ms() + 5000;
 	long long v;
 	while ((v = info_int(c, key)) != want) {
-		if (it_now_ms() > end)
+		if (tg_mono_ms() > end)
 			fail_msg("INFO %s is %lld, expected %lld", key, v, want);
 		usleep(20000);
 	}
@@ -1646,9 +1646,9 @@ flat_quote(redisContext *c)
 static void
 wait_quote(int64_t want)
 {
-	uint64_t end = it_now_ms() + 5000;
+	uint64_t end = tg_mono_ms() + 5000;
 	while (flat_quote(fx.c) != want) {
-		if (it_now_ms() > end)
+		if (tg_mono_ms() > end)
 			fail_msg("RATE flat never became %" PRId64, want);
 		usleep(20000);
 	}
@@ -1721,8 +1721,8 @@ test_rates_reload(void **state)
 	/* The new plans go live just before the reload is counted. */
 	wait_info(fx.c, "rates_reloads", 3);
 	expect_money(cmd(fx.c, "CDR 100 %s 60 rl3", D_NAT), 900000);
-	uint64_t end = it_now_ms() + 5000;
-	while (!it_log_has(&fx.d, "SIGHUP: rate plans reloaded") && it_now_ms() < end)
+	uint64_t end = tg_mono_ms() + 5000;
+	while (!it_log_has(&fx.d, "SIGHUP: rate plans reloaded") && tg_mono_ms() < end)
 		usleep(20000);
 	assert_true(it_log_has(&fx.d, "SIGHUP: rate plans reloaded"));
 	/* ...and a bad file on SIGHUP is logged and changes nothing. */
@@ -2152,7 +2152,7 @@ test_expiry(void **state)
 	acct_new(fx.c, 900, "sec", 1 * U);
 	/* On 60/60 a 2-second cap cannot reach the first boundary. */
 	expect_err(cmd(fx.c, "CALL.AUTH 100 %s x0", D_NAT), "BLOCKED");
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	expect_int(cmd(fx.c, "CALL.AUTH 900 %s x1", D_NAT), 2);
 	expect_balance(fx.c, 900, 1 * U, 20000);
 	/* A call ended in time is not expired. */
@@ -2163,11 +2163,11 @@ test_expiry(void **state)
 		acct_get(fx.c, 900, &a);
 		if (a.reserved == 0)
 			break;
-		if (it_now_ms() - t0 > 10000)
+		if (tg_mono_ms() - t0 > 10000)
 			fail_msg("the reservation was never settled");
 		usleep(50000);
 	}
-	uint64_t took = it_now_ms() - t0;
+	uint64_t took = tg_mono_ms() - t0;
 	if (took < 2500 || took > 6000)
 		fail_msg("settled after %llu ms, expected about 3000", (unsigned long long)took);
 	assert_true(a.balance == 1 * U - 10000 - 20000 && a.available == a.balance);
@@ -2443,7 +2443,7 @@ test_idle_timeout(void **state)
 	(void)state;
 	redisFree(fx.c); /* the fixture's connection would time out too */
 	fx.c = NULL;
-	uint64_t t0 = it_now_ms();
+	uint64_t t0 = tg_mono_ms();
 	for (int i = 0; i < 2; i++) {
 		fds[i] = it_raw_connect(fx.d.port);
 		assert_true(fds[i] >= 0);
@@ -2452,7 +2452,7 @@ test_idle_timeout(void **state)
 	int busy = it_raw_connect(fx.d.port);
 	assert_true(busy >= 0);
 	/* A connection in use every 300 ms stays open throughout. */
-	while (it_now_ms() - t0 < 3500) {
+	while (tg_mono_ms() - t0 < 3500) {
 		assert_int_equal(it_raw_write(busy, "PING\r\n", 6), 0);
 		raw_expect(busy, "+PONG\r\n", 0);
 		for (int i = 0; i < 2; i++) {
@@ -2462,7 +2462,7 @@ test_idle_timeout(void **state)
 			size_t n = it_raw_read(fds[i], buf, sizeof(buf), 0, &closed);
 			assert_int_equal(n, 0); /* no reply to half a request */
 			if (closed)
-				closed_at[i] = it_now_ms() - t0;
+				closed_at[i] = tg_mono_ms() - t0;
 		}
 		usleep(100000);
 	}

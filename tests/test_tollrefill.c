@@ -39,15 +39,16 @@
 #include "harness.h"
 #include "rcmd.h"
 #include "redis_harness.h"
+#include "refill_fixture.h"
 #include "tg_money.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
 
 #define U 1000000LL /* micro-units per currency unit */
 
-#define STREAM "tollgate:refill"
+#define STREAM RFX_STREAM
 #define DEAD   "tollgate:refill:dead"
-#define GROUP  "refill"
+#define GROUP  RFX_GROUP
 /* Longest a worker run may take before the test kills it, ms. */
 #define RUN_TIMEOUT_MS 60000
 /* Longest a test waits for a running worker to get something done, ms. */
@@ -57,15 +58,7 @@
 /* ------------------------------------------------------------------ */
 /* the fixture: one redis-server, one tollgated, one maildir per test  */
 
-struct fx {
-	char dir[IT_PATH_MAX], mail[IT_PATH_MAX];
-	struct tg_test_redis redis;
-	struct it_daemon d;
-	redisContext *r, *e;
-	unsigned runs; /* worker runs: names their logs */
-};
-
-static struct fx fx;
+static struct rfx fx;
 
 /*
  * Start the fixture's tollgated with extra flags (NULL-terminated, may be
@@ -104,24 +97,10 @@ engine_start(const char *const *extra)
 	return rc;
 }
 
-/* Remove a maildir: the files of its tmp, new and cur, those, then the directory. */
-static void
-maildir_remove(const char *dir)
-{
-	static const char *const subs[] = {"tmp", "new", "cur"};
-	char path[IT_PATH_MAX];
-
-	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
-		it_pathf(path, sizeof(path), "%s/%s", dir, subs[i]);
-		it_dir_remove(path);
-	}
-	it_dir_remove(dir);
-}
-
 static int
 setup_bare(void **state)
 {
-	(void)state;
+	*state = &fx;
 	memset(&fx, 0, sizeof(fx));
 	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
 	assert_int_equal(it_dir_make(fx.mail, sizeof(fx.mail)), 0);
@@ -141,85 +120,8 @@ setup(void **state)
 	return 0;
 }
 
-static int
-teardown(void **state)
-{
-	(void)state;
-	if (fx.r != NULL)
-		redisFree(fx.r);
-	if (fx.e != NULL)
-		redisFree(fx.e);
-	if (fx.d.pid > 0)
-		assert_int_equal(it_stop(&fx.d), 0);
-	tg_test_redis_stop(&fx.redis);
-	maildir_remove(fx.mail);
-	it_dir_remove(fx.dir);
-	return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* the engine's side                                                   */
-
-/* ACCT.GET field of acct, as a string, into out. */
-static void
-acct_field(uint64_t acct, const char *field, char *out, size_t cap)
-{
-	redisReply *r = it_cmd(fx.e, "ACCT.GET %llu", (unsigned long long)acct);
-
-	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
-		if (strcmp(r->element[i]->str, field) != 0)
-			continue;
-		const redisReply *v = r->element[i + 1];
-		if (v->type == REDIS_REPLY_INTEGER)
-			snprintf(out, cap, "%lld", v->integer);
-		else
-			snprintf(out, cap, "%s", v->str ? v->str : "");
-		freeReplyObject(r);
-		return;
-	}
-	fail_msg("ACCT.GET %llu has no field %s", (unsigned long long)acct, field);
-}
-
-static tg_money_t
-balance(uint64_t acct)
-{
-	char s[64];
-	tg_money_t v;
-
-	acct_field(acct, "balance", s, sizeof(s));
-	assert_int_equal(tg_money_parse(s, strlen(s), &v), 0);
-	return v;
-}
-
-static void
-expect_pending(uint64_t acct, const char *request)
-{
-	char s[64];
-
-	acct_field(acct, "refill_pending", s, sizeof(s));
-	assert_string_equal(s, request[0] ? "1" : "0");
-	acct_field(acct, "refill_request", s, sizeof(s));
-	assert_string_equal(s, request);
-}
-
-/* An INFO counter of the engine. */
-static long long
-info(const char *name)
-{
-	redisReply *r = it_cmd(fx.e, "INFO all");
-	char key[64];
-	long long v = -1;
-
-	snprintf(key, sizeof(key), "\n%s:", name);
-	const char *p = strstr(r->str, key);
-	if (p != NULL)
-		v = strtoll(p + strlen(key), NULL, 10);
-	freeReplyObject(r);
-	if (v < 0)
-		fail_msg("INFO has no %s", name);
-	return v;
-}
 
 /*
  * Set acct up at balance 5 with threshold 10 and the given refill setting
@@ -234,24 +136,11 @@ fire(uint64_t acct, const char *mode, const char *amount)
 	it_run_cmd(fx.e, "ACCT.SET %llu BALANCE 5 THRESHOLD 10 PAYMENT on REFILL %s %s",
 	           (unsigned long long)acct, mode, amount);
 	snprintf(want, sizeof(want), "refill:%llu:1", (unsigned long long)acct);
-	expect_pending(acct, want);
+	rfx_expect_request(&fx, acct, want);
 }
 
 /* ------------------------------------------------------------------ */
 /* Redis's side: profiles, the stream, the simulator, the worker's keys */
-
-/* A customer profile; NULL fields are left out. */
-static void
-profile(uint64_t acct, const char *email, const char *method, const char *token, const char *name)
-{
-	const char *k[] = {"email", "method", "token", "name"};
-	const char *v[] = {email, method, token, name};
-
-	for (size_t i = 0; i < 4; i++)
-		if (v[i] != NULL)
-			it_run_cmd(fx.r, "HSET tollgate:customer:%llu %s %s",
-			           (unsigned long long)acct, k[i], v[i]);
-}
 
 static void
 token_does(const char *token, const char *behaviour)
@@ -294,13 +183,6 @@ static long long
 charges(void)
 {
 	return it_int_cmd(fx.r, "HLEN tollgate:sim:charges");
-}
-
-/* Calls the simulator received for one request. */
-static long long
-gateway_calls(const char *request)
-{
-	return it_int_cmd(fx.r, "HGET tollgate:sim:attempts %s", request);
 }
 
 /* A counter of the workers, from tollgate:refill:stats. */
@@ -364,23 +246,6 @@ mail_path(const char *request, const char *kind, char *path, size_t cap)
 	it_pathf(path, cap, "%s/new/%s", fx.mail, name);
 }
 
-/* A whole file into buf (NUL-terminated); its length, or -1 when it does not exist. */
-static long
-slurp(const char *path, char *buf, size_t cap)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t n = 0;
-	ssize_t k;
-
-	if (fd < 0)
-		return -1;
-	while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	close(fd);
-	buf[n] = '\0';
-	return (long)n;
-}
-
 /* The mail of kind for request into buf; fails the test when it is not there. */
 static void
 mail_read(const char *request, const char *kind, char *buf, size_t cap)
@@ -388,15 +253,8 @@ mail_read(const char *request, const char *kind, char *buf, size_t cap)
 	char path[IT_PATH_MAX];
 
 	mail_path(request, kind, path, sizeof(path));
-	if (slurp(path, buf, cap) < 0)
+	if (rfx_slurp(path, buf, cap) < 0)
 		fail_msg("no mail %s", path);
-}
-
-static void
-expect_has(const char *text, const char *needle)
-{
-	if (strstr(text, needle) == NULL)
-		fail_msg("expected \"%s\" in:\n%s", needle, text);
 }
 
 static unsigned
@@ -411,127 +269,9 @@ occurrences(const char *text, const char *needle)
 /* ------------------------------------------------------------------ */
 /* running the worker                                                  */
 
-struct worker {
-	pid_t pid;
-	char log[IT_PATH_MAX];
-};
-
-/*
- * Start tollrefill with the fixture's addresses, a short back-off, the
- * fixture's maildir (unless extra names --sendmail: the two are exclusive)
- * and the extra flags (NULL-terminated, may be NULL; they come last and
- * override).
- */
-static void
-worker_start(struct worker *w, const char *const *extra)
-{
-	const char *bin = getenv("TOLLREFILL");
-	char redis[32], engine[32];
-	const char *argv[48];
-	unsigned n = 0;
-
-	if (bin == NULL || bin[0] == '\0')
-		fail_msg("TOLLREFILL is not set (run through meson test)");
-	snprintf(redis, sizeof(redis), "127.0.0.1:%u", fx.redis.port);
-	snprintf(engine, sizeof(engine), "127.0.0.1:%u", fx.d.port);
-	it_pathf(w->log, sizeof(w->log), "%s/tollrefill-%u.log", fx.dir, ++fx.runs);
-	argv[n++] = bin;
-	argv[n++] = "--redis";
-	argv[n++] = redis;
-	argv[n++] = "--engine";
-	argv[n++] = engine;
-	bool sendmail = false;
-	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
-		sendmail |= strcmp(extra[i], "--sendmail") == 0;
-	if (!sendmail) {
-		argv[n++] = "--maildir";
-		argv[n++] = fx.mail;
-	}
-	argv[n++] = "--backoff-ms";
-	argv[n++] = "20";
-	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-	assert_true(n < sizeof(argv) / sizeof(argv[0]));
-
-	pid_t parent = getpid();
-	w->pid = fork();
-	assert_true(w->pid >= 0);
-	if (w->pid == 0) {
-		int fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent || fd < 0 || null < 0 || dup2(null, 0) < 0 ||
-		    dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-			_exit(126);
-		execv(bin, (char *const *)argv);
-		_exit(127);
-	}
-}
-
-static void
-worker_log(const struct worker *w, char *buf, size_t cap)
-{
-	if (slurp(w->log, buf, cap) < 0)
-		buf[0] = '\0';
-}
-
-/* Whether the worker's log holds text. */
-static int
-worker_said(const struct worker *w, const char *text)
-{
-	static char buf[LOG_MAX];
-	worker_log(w, buf, sizeof(buf));
-	return strstr(buf, text) != NULL;
-}
-
-/* Wait for the worker to exit (SIGKILL after timeout_ms); its exit status, 128+sig if killed. */
-static int
-worker_wait(struct worker *w, uint64_t timeout_ms)
-{
-	static char buf[LOG_MAX];
-	uint64_t deadline = it_now_ms() + timeout_ms;
-	int status = 0, rc;
-
-	for (;;) {
-		pid_t p = waitpid(w->pid, &status, WNOHANG);
-		if (p == w->pid)
-			break;
-		if (it_now_ms() >= deadline) {
-			kill(w->pid, SIGKILL);
-			waitpid(w->pid, &status, 0);
-			break;
-		}
-		it_sleep_ms(5);
-	}
-	w->pid = 0;
-	rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	worker_log(w, buf, sizeof(buf));
-	/* The worker's stderr is its log: a sanitizer report there fails the test. */
-	if (strstr(buf, "runtime error:") != NULL || strstr(buf, "Sanitizer") != NULL)
-		fail_msg("sanitizer report in %s:\n%s", w->log, buf);
-	return rc;
-}
-
-/* SIGTERM and wait: a clean stop is exit 0 within a few seconds. */
-static int
-worker_stop(struct worker *w)
-{
-	kill(w->pid, SIGTERM);
-	return worker_wait(w, 10000);
-}
-
-static void
-worker_dump(const struct worker *w)
-{
-	static char buf[LOG_MAX];
-	worker_log(w, buf, sizeof(buf));
-	fprintf(stderr, "---- %s ----\n%s---- end ----\n", w->log, buf);
-}
-
 /* One --once run with extra flags; its exit status must be want. */
 static void
-run_once(struct worker *w, int want, const char *const *extra)
+run_once(struct rfx_worker *w, int want, const char *const *extra)
 {
 	const char *flags[32];
 	unsigned n = 0;
@@ -540,24 +280,24 @@ run_once(struct worker *w, int want, const char *const *extra)
 	for (unsigned i = 0; extra != NULL && extra[i] != NULL; i++)
 		flags[n++] = extra[i];
 	flags[n] = NULL;
-	worker_start(w, flags);
-	int rc = worker_wait(w, RUN_TIMEOUT_MS);
+	rfx_worker_start(&fx, w, flags, NULL);
+	int rc = rfx_worker_wait(w, RUN_TIMEOUT_MS);
 	if (rc != want) {
-		worker_dump(w);
+		rfx_worker_dump(w);
 		fail_msg("tollrefill exited %d, expected %d", rc, want);
 	}
 }
 
 /* Poll until counter(name) reaches n, or fail after WAIT_MS. */
 static void
-wait_counter(const char *name, long long n, const struct worker *w)
+wait_counter(const char *name, long long n, const struct rfx_worker *w)
 {
-	uint64_t deadline = it_now_ms() + WAIT_MS;
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
 
 	while (counter(name) < n) {
-		if (it_now_ms() >= deadline) {
+		if (tg_mono_ms() >= deadline) {
 			if (w != NULL)
-				worker_dump(w);
+				rfx_worker_dump(w);
 			fail_msg("stat %s stayed at %lld, expected %lld", name, counter(name), n);
 		}
 		it_sleep_ms(10);
@@ -571,17 +311,17 @@ wait_counter(const char *name, long long n, const struct worker *w)
 static void
 test_group_created(void **state)
 {
-	struct worker w;
+	struct rfx_worker w;
 	static const char *const custom[] = {"--stream", "other:stream", "--group", "g2", NULL};
 
 	(void)state;
 	run_once(&w, 0, NULL);
-	assert_true(worker_said(&w, "created group refill on tollgate:refill"));
+	assert_true(rfx_worker_said(&w, "created group refill on tollgate:refill"));
 	redisReply *r = it_cmd(fx.r, "XINFO GROUPS " STREAM);
 	assert_int_equal(r->elements, 1);
 	freeReplyObject(r);
 	run_once(&w, 0, NULL); /* BUSYGROUP: fine */
-	assert_false(worker_said(&w, "created group"));
+	assert_false(rfx_worker_said(&w, "created group"));
 	run_once(&w, 0, custom);
 	r = it_cmd(fx.r, "XINFO GROUPS other:stream");
 	assert_int_equal(r->elements, 1);
@@ -594,20 +334,20 @@ static void
 test_approved_then_republished(void **state)
 {
 	char mail[8192], again[8192], rec[128];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	fire(100, "ADD", "50");
-	profile(100, "ann@example.com", "card", "tok_ann", "Ann Example");
+	rfx_profile(&fx, 100, "ann@example.com", "card", "tok_ann", "Ann Example");
 	publish(100, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
 
-	assert_true(balance(100) == 55 * U);
-	expect_pending(100, "");
-	assert_int_equal(info("refills_landed"), 1);
-	assert_int_equal(info("credits"), 1);
+	assert_true(it_acct_money(fx.e, 100, "balance") == 55 * U);
+	rfx_expect_request(&fx, 100, "");
+	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
+	assert_int_equal(it_info(fx.e, "credits"), 1);
 	assert_int_equal(charges(), 1);
-	assert_int_equal(gateway_calls("refill:100:1"), 1);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:100:1"), 1);
 	redisReply *r = it_cmd(fx.r, "HGET tollgate:sim:charges refill:100:1");
 	assert_int_equal(r->type, REDIS_REPLY_STRING);
 	snprintf(rec, sizeof(rec), "%s", r->str);
@@ -616,16 +356,16 @@ test_approved_then_republished(void **state)
 	assert_int_equal(mails(".receipt"), 1);
 	assert_int_equal(mails(".failure"), 0);
 	mail_read("refill:100:1", "receipt", mail, sizeof(mail));
-	expect_has(mail, "To: \"Ann Example\" <ann@example.com>\n");
-	expect_has(mail, "\nSubject: ");
-	expect_has(mail, "\n\nHello Ann Example,");
-	expect_has(mail, "Account:            100\n");
-	expect_has(mail, "Amount charged:     $50.00\n");
+	rfx_expect_has(mail, "To: \"Ann Example\" <ann@example.com>\n");
+	rfx_expect_has(mail, "\nSubject: ");
+	rfx_expect_has(mail, "\n\nHello Ann Example,");
+	rfx_expect_has(mail, "Account:            100\n");
+	rfx_expect_has(mail, "Amount charged:     $50.00\n");
 	/* The token's last 4 characters only; the balance is the engine's reply to the credit. */
-	expect_has(mail, "Payment method:     credit card ****_ann\n");
+	rfx_expect_has(mail, "Payment method:     credit card ****_ann\n");
 	assert_null(strstr(mail, "tok_ann"));
-	expect_has(mail, "New balance:        $55.00\n");
-	expect_has(mail, "Message-ID: <refill.100.1.receipt@");
+	rfx_expect_has(mail, "New balance:        $55.00\n");
+	rfx_expect_has(mail, "Message-ID: <refill.100.1.receipt@");
 	/* The Date header, RFC 5322, and the same date in the body. */
 	const char *date = strstr(mail, "\nDate: ");
 	assert_non_null(date);
@@ -634,19 +374,19 @@ test_approved_then_republished(void **state)
 	assert_int_equal(strlen(day), strlen("Thu, 26 Nov 2026 13:58:40 +0000"));
 	assert_string_equal(day + strlen(day) - 6, " +0000");
 	snprintf(body, sizeof(body), "  Date:               %s\n", day);
-	expect_has(mail, body);
+	rfx_expect_has(mail, body);
 	assert_int_equal(files_in("tmp", ""), 0); /* nothing left behind in tmp/ */
 	assert_int_equal(counter("approved"), 1);
 	assert_int_equal(group_pending(), 0);
-	assert_true(worker_said(&w, "refill:100:1 account 100: approved"));
+	assert_true(rfx_worker_said(&w, "refill:100:1 account 100: approved"));
 
 	/* The same request again (the engine republished it): acknowledged, nothing else. */
 	publish(100, 1, "add", "50", 2);
 	run_once(&w, 0, NULL);
-	assert_true(balance(100) == 55 * U);
-	assert_int_equal(info("credits"), 1);
+	assert_true(it_acct_money(fx.e, 100, "balance") == 55 * U);
+	assert_int_equal(it_info(fx.e, "credits"), 1);
 	assert_int_equal(charges(), 1);
-	assert_int_equal(gateway_calls("refill:100:1"), 1);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:100:1"), 1);
 	assert_int_equal(mails(".receipt"), 1);
 	mail_read("refill:100:1", "receipt", again, sizeof(again));
 	assert_string_equal(mail, again);
@@ -661,52 +401,53 @@ static void
 test_declined_and_expired(void **state)
 {
 	char mail[8192], again[8192];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	token_does("tok_dec", "decline");
 	token_does("tok_exp", "expired");
 	fire(101, "ADD", "50");
-	profile(101, "bob@example.com", "paypal", "tok_dec", NULL);
+	rfx_profile(&fx, 101, "bob@example.com", "paypal", "tok_dec", NULL);
 	fire(102, "TOPUP", "30");
-	profile(102, "cy@example.com", "card", "tok_exp", "Cy");
+	rfx_profile(&fx, 102, "cy@example.com", "card", "tok_exp", "Cy");
 	publish(101, 1, "add", "50", 1);
 	publish(102, 1, "topup", "25", 1);
 	run_once(&w, 0, NULL);
 
-	assert_true(balance(101) == 5 * U);
-	assert_true(balance(102) == 5 * U);
-	expect_pending(101, "");
-	expect_pending(102, "");
-	assert_int_equal(info("refills_failed"), 2);
-	assert_int_equal(info("credits"), 0);
+	assert_true(it_acct_money(fx.e, 101, "balance") == 5 * U);
+	assert_true(it_acct_money(fx.e, 102, "balance") == 5 * U);
+	rfx_expect_request(&fx, 101, "");
+	rfx_expect_request(&fx, 102, "");
+	assert_int_equal(it_info(fx.e, "refills_failed"), 2);
+	assert_int_equal(it_info(fx.e, "credits"), 0);
 	assert_int_equal(charges(), 0);
-	assert_int_equal(gateway_calls("refill:101:1"), 1); /* final at once: no retry */
-	assert_int_equal(gateway_calls("refill:102:1"), 1);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:101:1"), 1); /* final at once: no retry */
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:102:1"), 1);
 	assert_int_equal(mails(".failure"), 2);
 	assert_int_equal(mails(".receipt"), 0);
 	mail_read("refill:101:1", "failure", mail, sizeof(mail));
-	expect_has(mail, "To: bob@example.com\n");
-	expect_has(mail, "the payment was declined");
-	expect_has(mail, "This is the only notification you will receive.");
-	expect_has(mail, "when your prepaid balance falls to $0.00, you will not be\nable to use "
-	                 "your service");
-	expect_has(mail, "Refill amount:      $50.00\n");
-	expect_has(mail, "Payment method:     PayPal ****_dec\n");
+	rfx_expect_has(mail, "To: bob@example.com\n");
+	rfx_expect_has(mail, "the payment was declined");
+	rfx_expect_has(mail, "This is the only notification you will receive.");
+	rfx_expect_has(mail,
+	               "when your prepaid balance falls to $0.00, you will not be\nable to use "
+	               "your service");
+	rfx_expect_has(mail, "Refill amount:      $50.00\n");
+	rfx_expect_has(mail, "Payment method:     PayPal ****_dec\n");
 	mail_read("refill:102:1", "failure", again, sizeof(again));
-	expect_has(again, "has expired");
-	expect_has(again, "Refill amount:      $25.00\n");
+	rfx_expect_has(again, "has expired");
+	rfx_expect_has(again, "Refill amount:      $25.00\n");
 	assert_int_equal(counter("failed"), 2);
 	assert_int_equal(group_pending(), 0);
 
 	/* Republished: no second attempt, no second mail. */
 	publish(101, 1, "add", "50", 2);
 	run_once(&w, 0, NULL);
-	assert_int_equal(gateway_calls("refill:101:1"), 1);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:101:1"), 1);
 	assert_int_equal(mails(".failure"), 2);
 	mail_read("refill:101:1", "failure", again, sizeof(again));
 	assert_string_equal(mail, again);
-	assert_true(balance(101) == 5 * U);
+	assert_true(it_acct_money(fx.e, 101, "balance") == 5 * U);
 	assert_int_equal(counter("replayed"), 1);
 	assert_int_equal(counter("failed"), 2);
 	assert_int_equal(group_pending(), 0);
@@ -721,31 +462,31 @@ static void
 test_intermittent_approved_on_third_attempt(void **state)
 {
 	static const char *const flags[] = {"--attempts", "3", "--retry-period", "300ms", NULL};
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	token_does("tok_flaky", "intermittent:2");
 	fire(103, "TOPUP", "30");
-	profile(103, "dee@example.com", "card", "tok_flaky", NULL);
+	rfx_profile(&fx, 103, "dee@example.com", "card", "tok_flaky", NULL);
 	publish(103, 1, "topup", "25", 1);
 	run_once(&w, 0, flags);
-	assert_int_equal(gateway_calls("refill:103:1"), 1);
-	assert_true(worker_said(&w, "charge attempt 1 of 3: timeout; attempt 2 scheduled"));
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:103:1"), 1);
+	assert_true(rfx_worker_said(&w, "charge attempt 1 of 3: timeout; attempt 2 scheduled"));
 	assert_int_equal(group_pending(), 0); /* acknowledged: the schedule holds it */
 	assert_int_equal(it_int_cmd(fx.r, "ZCARD " STREAM ":retry"), 1);
 	it_sleep_ms(150);
 	run_once(&w, 0, flags);
-	assert_int_equal(gateway_calls("refill:103:1"), 2);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:103:1"), 2);
 	it_sleep_ms(250);
 	run_once(&w, 0, flags);
-	assert_int_equal(gateway_calls("refill:103:1"), 3);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:103:1"), 3);
 	assert_int_equal(it_int_cmd(fx.r, "ZCARD " STREAM ":retry"), 0);
 	assert_int_equal(charges(), 1);
-	assert_true(balance(103) == 30 * U);
-	expect_pending(103, "");
+	assert_true(it_acct_money(fx.e, 103, "balance") == 30 * U);
+	rfx_expect_request(&fx, 103, "");
 	assert_int_equal(mails(".receipt"), 1);
 	assert_int_equal(mails(".failure"), 0);
-	assert_true(worker_said(&w, "3 attempts"));
+	assert_true(rfx_worker_said(&w, "3 attempts"));
 }
 
 /*
@@ -759,33 +500,33 @@ test_timeout_fails_after_attempts(void **state)
 	static const char *const flags[] = {"--attempts", "4", "--retry-period", "1400ms", NULL};
 	static const unsigned pause[] = {200, 400, 800};
 	char mail[8192];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	token_does("tok_slow", "timeout");
 	fire(104, "ADD", "50");
-	profile(104, "eve@example.com", "card", "tok_slow", NULL);
+	rfx_profile(&fx, 104, "eve@example.com", "card", "tok_slow", NULL);
 	publish(104, 1, "add", "50", 1);
 	for (unsigned k = 0; k < 3; k++) {
-		uint64_t t0 = it_now_ms();
+		uint64_t t0 = tg_mono_ms();
 		run_once(&w, 0, flags);
-		assert_int_equal(gateway_calls("refill:104:1"), k + 1);
+		assert_int_equal(rfx_gateway_calls(&fx, "refill:104:1"), k + 1);
 		assert_int_equal(mails(".failure"), 0);
 		/* Not due yet: nothing is tried. */
-		if (it_now_ms() - t0 < pause[k] / 2) {
+		if (tg_mono_ms() - t0 < pause[k] / 2) {
 			run_once(&w, 0, flags);
-			assert_int_equal(gateway_calls("refill:104:1"), k + 1);
+			assert_int_equal(rfx_gateway_calls(&fx, "refill:104:1"), k + 1);
 		}
 		it_sleep_ms(pause[k] + 50);
 	}
 	run_once(&w, 0, flags);
-	assert_int_equal(gateway_calls("refill:104:1"), 4);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:104:1"), 4);
 	assert_int_equal(charges(), 0);
-	assert_true(balance(104) == 5 * U);
-	expect_pending(104, "");
+	assert_true(it_acct_money(fx.e, 104, "balance") == 5 * U);
+	rfx_expect_request(&fx, 104, "");
 	assert_int_equal(mails(".failure"), 1);
 	mail_read("refill:104:1", "failure", mail, sizeof(mail));
-	expect_has(mail, "did not answer (4 attempts)");
+	rfx_expect_has(mail, "did not answer (4 attempts)");
 	assert_int_equal(counter("failed"), 1);
 	assert_int_equal(group_pending(), 0);
 }
@@ -796,33 +537,34 @@ static void
 test_no_payment_method(void **state)
 {
 	char mail[8192];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	fire(105, "ADD", "50"); /* no profile at all */
 	fire(106, "ADD", "50");
-	profile(106, "fay@example.com", "cheque", "tok_x", NULL);
+	rfx_profile(&fx, 106, "fay@example.com", "cheque", "tok_x", NULL);
 	fire(107, "ADD", "50");
-	profile(107, "gus@example.com", "card", NULL, NULL);
+	rfx_profile(&fx, 107, "gus@example.com", "card", NULL, NULL);
 	publish(105, 1, "add", "50", 1);
 	publish(106, 1, "add", "50", 1);
 	publish(107, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
 	for (uint64_t a = 105; a <= 107; a++) {
-		expect_pending(a, "");
-		assert_true(balance(a) == 5 * U);
+		rfx_expect_request(&fx, a, "");
+		assert_true(it_acct_money(fx.e, a, "balance") == 5 * U);
 	}
-	assert_int_equal(gateway_calls("refill:105:1") + gateway_calls("refill:106:1") +
-	                     gateway_calls("refill:107:1"),
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:105:1") +
+	                     rfx_gateway_calls(&fx, "refill:106:1") +
+	                     rfx_gateway_calls(&fx, "refill:107:1"),
 	                 0);
 	assert_int_equal(mails(".failure"), 2); /* 105 has no address to mail */
 	mail_read("refill:106:1", "failure", mail, sizeof(mail));
-	expect_has(mail, "no valid credit card or PayPal account on file");
-	expect_has(mail, "This is the only notification you will receive.");
+	rfx_expect_has(mail, "no valid credit card or PayPal account on file");
+	rfx_expect_has(mail, "This is the only notification you will receive.");
 	mail_read("refill:107:1", "failure", mail, sizeof(mail));
 	assert_int_equal(counter("failed"), 3);
-	assert_int_equal(info("refills_failed"), 3);
-	assert_true(worker_said(&w, "refill:105:1 account 105: failed (no-payment-method"));
+	assert_int_equal(it_info(fx.e, "refills_failed"), 3);
+	assert_true(rfx_worker_said(&w, "refill:105:1 account 105: failed (no-payment-method"));
 	assert_int_equal(group_pending(), 0);
 }
 
@@ -849,24 +591,24 @@ test_malformed_entries_acked_and_counted(void **state)
 	    "id refill:110:9 account 110 amount 50 mode odd", /* bad mode */
 	    "id refill:110:1 id refill:110:2 account 110 amount 50", /* twice */
 	};
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		xadd_words(bad[i]);
 	fire(110, "ADD", "50");
-	profile(110, "hal@example.com", "card", "tok_hal", NULL);
+	rfx_profile(&fx, 110, "hal@example.com", "card", "tok_hal", NULL);
 	publish(110, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
 	assert_int_equal(counter("malformed"), (long long)(sizeof(bad) / sizeof(bad[0])));
 	assert_int_equal(counter("approved"), 1);
 	assert_int_equal(group_pending(), 0);
-	assert_true(balance(110) == 55 * U);
-	assert_int_equal(info("refills_failed"), 0);
+	assert_true(it_acct_money(fx.e, 110, "balance") == 55 * U);
+	assert_int_equal(it_info(fx.e, "refills_failed"), 0);
 	assert_int_equal(charges(), 1);
-	assert_true(worker_said(&w, "malformed (bad amount \"abc\")"));
-	assert_true(worker_said(&w, "malformed (no id field)"));
-	assert_true(worker_said(&w, "moved to " DEAD " and acknowledged"));
+	assert_true(rfx_worker_said(&w, "malformed (bad amount \"abc\")"));
+	assert_true(rfx_worker_said(&w, "malformed (no id field)"));
+	assert_true(rfx_worker_said(&w, "moved to " DEAD " and acknowledged"));
 
 	/* Each one in the dead-letter stream, in order: its own fields, reason, source-id. */
 	assert_int_equal(it_int_cmd(fx.r, "XLEN " DEAD), (long long)(sizeof(bad) / sizeof(bad[0])));
@@ -913,13 +655,13 @@ test_dead_letter_unwritable_keeps_the_entry(void **state)
 	static const char *const flags[] = {"--consumer", "c8", "--attempts", "2", NULL};
 	static const char *const other[] = {"--consumer", "c8", "--dead-stream", "ops:poison",
 	                                    NULL};
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	it_run_cmd(fx.r, "SET " DEAD " not-a-stream");
 	xadd_words("id refill:120:1 account 120 amount 0");
 	run_once(&w, 75, flags);
-	assert_true(worker_said(&w, "cannot move it to " DEAD ": WRONGTYPE"));
+	assert_true(rfx_worker_said(&w, "cannot move it to " DEAD ": WRONGTYPE"));
 	assert_int_equal(group_pending(), 1);
 	assert_int_equal(counter("malformed"), 0);
 
@@ -943,7 +685,7 @@ test_dead_letter_unwritable_keeps_the_entry(void **state)
 	it_run_cmd(fx.r, "XDEL " STREAM " %s", id);
 	static const char *const c9[] = {"--consumer", "c9", NULL};
 	run_once(&w, 0, c9);
-	assert_true(worker_said(&w, "deleted from the stream while pending"));
+	assert_true(rfx_worker_said(&w, "deleted from the stream while pending"));
 	assert_int_equal(group_pending(), 0);
 	assert_int_equal(counter("malformed"), 2);
 	r = it_cmd(fx.r, "XRANGE " DEAD " - +");
@@ -961,7 +703,7 @@ test_two_workers_twenty_requests(void **state)
 {
 	static const char *const fa[] = {"--consumer", "wa", NULL};
 	static const char *const fb[] = {"--consumer", "wb", NULL};
-	struct worker a, b;
+	struct rfx_worker a, b;
 	char amount[16], email[64];
 
 	(void)state;
@@ -969,21 +711,21 @@ test_two_workers_twenty_requests(void **state)
 		snprintf(amount, sizeof(amount), "%llu", (unsigned long long)acct - 190);
 		fire(acct, "ADD", amount);
 		snprintf(email, sizeof(email), "c%llu@example.com", (unsigned long long)acct);
-		profile(acct, email, acct % 2 ? "card" : "paypal", "tok_ok", NULL);
+		rfx_profile(&fx, acct, email, acct % 2 ? "card" : "paypal", "tok_ok", NULL);
 	}
-	worker_start(&a, fa);
-	worker_start(&b, fb);
+	rfx_worker_start(&fx, &a, fa, NULL);
+	rfx_worker_start(&fx, &b, fb, NULL);
 	for (uint64_t acct = 200; acct < 220; acct++) {
 		snprintf(amount, sizeof(amount), "%llu", (unsigned long long)acct - 190);
 		publish(acct, 1, "add", amount, 1);
 	}
 	wait_counter("approved", 20, &a);
-	assert_int_equal(worker_stop(&a), 0);
-	assert_int_equal(worker_stop(&b), 0);
+	assert_int_equal(rfx_worker_stop(&a), 0);
+	assert_int_equal(rfx_worker_stop(&b), 0);
 	/* Their logs together hold one outcome line per request: none twice. */
 	static char la[LOG_MAX], lb[LOG_MAX];
-	worker_log(&a, la, sizeof(la));
-	worker_log(&b, lb, sizeof(lb));
+	rfx_worker_log(&a, la, sizeof(la));
+	rfx_worker_log(&b, lb, sizeof(lb));
 	assert_int_equal(occurrences(la, ": approved:") + occurrences(lb, ": approved:"), 20);
 	for (uint64_t acct = 200; acct < 220; acct++) {
 		char line[64];
@@ -992,14 +734,14 @@ test_two_workers_twenty_requests(void **state)
 	}
 
 	assert_int_equal(charges(), 20);
-	assert_int_equal(info("credits"), 20);
-	assert_int_equal(info("refills_landed"), 20);
+	assert_int_equal(it_info(fx.e, "credits"), 20);
+	assert_int_equal(it_info(fx.e, "refills_landed"), 20);
 	for (uint64_t acct = 200; acct < 220; acct++) {
 		char id[32];
 		snprintf(id, sizeof(id), "refill:%llu:1", (unsigned long long)acct);
-		assert_int_equal(gateway_calls(id), 1);
-		assert_true(balance(acct) == (5 + (int64_t)acct - 190) * U);
-		expect_pending(acct, "");
+		assert_int_equal(rfx_gateway_calls(&fx, id), 1);
+		assert_true(it_acct_money(fx.e, acct, "balance") == (5 + (int64_t)acct - 190) * U);
+		rfx_expect_request(&fx, acct, "");
 	}
 	assert_int_equal(mails(".receipt"), 20);
 	assert_int_equal(counter("approved"), 20);
@@ -1016,11 +758,11 @@ static void
 test_crash_after_charge_charges_once(void **state)
 {
 	char rec[128];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	fire(700, "ADD", "50");
-	profile(700, "max@example.com", "card", "tok_ok", NULL);
+	rfx_profile(&fx, 700, "max@example.com", "card", "tok_ok", NULL);
 	it_run_cmd(fx.r, "HSET tollgate:sim:charges refill:700:1 %s", "50 tok_ok 1000");
 	publish(700, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
@@ -1029,8 +771,8 @@ test_crash_after_charge_charges_once(void **state)
 	snprintf(rec, sizeof(rec), "%s", r->str);
 	freeReplyObject(r);
 	assert_string_equal(rec, "50 tok_ok 1000"); /* the first charge's record, untouched */
-	assert_true(balance(700) == 55 * U);
-	expect_pending(700, "");
+	assert_true(it_acct_money(fx.e, 700, "balance") == 55 * U);
+	rfx_expect_request(&fx, 700, "");
 	assert_int_equal(mails(".receipt"), 1);
 	assert_int_equal(counter("approved"), 1);
 }
@@ -1041,11 +783,11 @@ test_dead_worker_taken_over(void **state)
 {
 	static const char *const patient[] = {"--consumer", "live", NULL};
 	static const char *const eager[] = {"--consumer", "live", "--claim-idle", "200", NULL};
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	fire(300, "ADD", "50");
-	profile(300, "ida@example.com", "card", "tok_ok", NULL);
+	rfx_profile(&fx, 300, "ida@example.com", "card", "tok_ok", NULL);
 	publish(300, 1, "add", "50", 1);
 	/* The dead worker: reads the entry and is never heard of again. */
 	redisReply *r =
@@ -1057,14 +799,14 @@ test_dead_worker_taken_over(void **state)
 	run_once(&w, 0, patient); /* --claim-idle 60000: not yet */
 	assert_int_equal(charges(), 0);
 	assert_int_equal(group_pending(), 1);
-	assert_true(balance(300) == 5 * U);
+	assert_true(it_acct_money(fx.e, 300, "balance") == 5 * U);
 
 	it_sleep_ms(300);
 	run_once(&w, 0, eager);
 	assert_int_equal(charges(), 1);
 	assert_int_equal(group_pending(), 0);
-	assert_true(balance(300) == 55 * U);
-	expect_pending(300, "");
+	assert_true(it_acct_money(fx.e, 300, "balance") == 55 * U);
+	rfx_expect_request(&fx, 300, "");
 	assert_int_equal(mails(".receipt"), 1);
 }
 
@@ -1075,10 +817,10 @@ test_engine_down_then_back(void **state)
 	static const char *const once[] = {"--consumer", "c1", "--attempts", "2", NULL};
 	static const char *const daemon[] = {"--consumer", "c1", NULL};
 	char port[16], csv[IT_PATH_MAX];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
-	profile(400, "jo@example.com", "card", "tok_ok", NULL);
+	rfx_profile(&fx, 400, "jo@example.com", "card", "tok_ok", NULL);
 	publish(400, 1, "add", "50", 1);
 	/* Stop the engine; its port is where the worker will look for it. */
 	redisFree(fx.e);
@@ -1088,13 +830,13 @@ test_engine_down_then_back(void **state)
 
 	/* --once gives up after its attempts, exit 75, leaving the entry pending. */
 	run_once(&w, 75, once);
-	assert_true(worker_said(&w, "cannot connect"));
+	assert_true(rfx_worker_said(&w, "cannot connect"));
 	assert_int_equal(group_pending(), 1);
 	assert_int_equal(mails(".receipt"), 0);
-	assert_int_equal(gateway_calls("refill:400:1"), 0);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:400:1"), 0);
 
 	/* A long-running worker keeps trying. */
-	worker_start(&w, daemon);
+	rfx_worker_start(&fx, &w, daemon, NULL);
 	it_sleep_ms(400);
 	assert_int_equal(group_pending(), 1);
 	assert_int_equal(w.pid != 0 && waitpid(w.pid, NULL, WNOHANG) == 0, 1);
@@ -1115,15 +857,15 @@ test_engine_down_then_back(void **state)
 	assert_int_equal(engine_start(flags), 0);
 
 	wait_counter("approved", 1, &w);
-	assert_int_equal(worker_stop(&w), 0);
+	assert_int_equal(rfx_worker_stop(&w), 0);
 	assert_int_equal(group_pending(), 0);
-	assert_true(balance(400) == 55 * U);
-	expect_pending(400, "");
-	assert_int_equal(info("refills_landed"), 1);
+	assert_true(it_acct_money(fx.e, 400, "balance") == 55 * U);
+	rfx_expect_request(&fx, 400, "");
+	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
 	assert_int_equal(charges(), 1);
 	/* Charged once, after the outage: the claim comes first, so nothing is taken while
 	 * the engine cannot be asked (or credited). */
-	assert_int_equal(gateway_calls("refill:400:1"), 1);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:400:1"), 1);
 	assert_int_equal(mails(".receipt"), 1);
 }
 
@@ -1137,7 +879,7 @@ test_refill_role_user(void **state)
 	static const char *const as_rw[] = {"--engine-user", "rw", "--engine-password", "rw-pass-9",
 	                                    NULL};
 	char users[IT_PATH_MAX], csv[IT_PATH_MAX];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	redisFree(fx.e);
@@ -1157,13 +899,13 @@ test_refill_role_user(void **state)
 	const char *const flags[] = {"--users", users, "--accounts", csv, NULL};
 	assert_int_equal(engine_start(flags), 0);
 	it_run_cmd(fx.e, "AUTH ops ops-pass-9");
-	expect_pending(500, "refill:500:1");
+	rfx_expect_request(&fx, 500, "refill:500:1");
 
-	profile(500, "rw@example.com", "card", "tok_ok", NULL);
+	rfx_profile(&fx, 500, "rw@example.com", "card", "tok_ok", NULL);
 	publish(500, 1, "add", "50", 1);
 	run_once(&w, 0, as_rw);
-	assert_true(balance(500) == 55 * U);
-	expect_pending(500, "");
+	assert_true(it_acct_money(fx.e, 500, "balance") == 55 * U);
+	rfx_expect_request(&fx, 500, "");
 	assert_int_equal(charges(), 1);
 
 	/* The same user may not do what only an admin may. */
@@ -1176,7 +918,7 @@ test_refill_role_user(void **state)
 	assert_true(strncmp(r->str, "NOPERM", 6) == 0);
 	freeReplyObject(r);
 	redisFree(c);
-	assert_true(balance(500) == 55 * U);
+	assert_true(it_acct_money(fx.e, 500, "balance") == 55 * U);
 }
 
 /* Redis down when the worker starts: it waits, then works once Redis is there. */
@@ -1184,13 +926,13 @@ static void
 test_redis_down_at_start(void **state)
 {
 	static const char *const flags[] = {"--consumer", "c1", NULL};
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	redisFree(fx.r);
 	fx.r = NULL;
 	tg_test_redis_stop(&fx.redis);
-	worker_start(&w, flags);
+	rfx_worker_start(&fx, &w, flags, NULL);
 	it_sleep_ms(300);
 	assert_int_equal(tg_test_redis_start(&fx.redis), 0); /* same port, empty */
 	fx.r = tg_test_redis_connect(&fx.redis);
@@ -1200,12 +942,12 @@ test_redis_down_at_start(void **state)
 	assert_non_null(r);
 	freeReplyObject(r);
 	fire(500, "ADD", "50");
-	profile(500, "kim@example.com", "card", "tok_ok", NULL);
+	rfx_profile(&fx, 500, "kim@example.com", "card", "tok_ok", NULL);
 	publish(500, 1, "add", "50", 1);
 	wait_counter("approved", 1, &w);
-	assert_int_equal(worker_stop(&w), 0);
-	assert_true(worker_said(&w, "redis 127.0.0.1"));
-	assert_true(balance(500) == 55 * U);
+	assert_int_equal(rfx_worker_stop(&w), 0);
+	assert_true(rfx_worker_said(&w, "redis 127.0.0.1"));
+	assert_true(it_acct_money(fx.e, 500, "balance") == 55 * U);
 	assert_int_equal(group_pending(), 0);
 }
 
@@ -1213,24 +955,24 @@ test_redis_down_at_start(void **state)
 static void
 test_clean_exit_on_signals(void **state)
 {
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
-	worker_start(&w, NULL);
+	rfx_worker_start(&fx, &w, NULL, NULL);
 	it_sleep_ms(200);
-	uint64_t t0 = it_now_ms();
-	assert_int_equal(worker_stop(&w), 0);
-	assert_true(it_now_ms() - t0 < 3000);
-	assert_true(worker_said(&w, "stopped: approved 0"));
+	uint64_t t0 = tg_mono_ms();
+	assert_int_equal(rfx_worker_stop(&w), 0);
+	assert_true(tg_mono_ms() - t0 < 3000);
+	assert_true(rfx_worker_said(&w, "stopped: approved 0"));
 	/* Nothing pending: it left the group as it found it. */
 	redisReply *r = it_cmd(fx.r, "XINFO CONSUMERS " STREAM " " GROUP);
 	assert_int_equal(r->elements, 0);
 	freeReplyObject(r);
 
-	worker_start(&w, NULL);
+	rfx_worker_start(&fx, &w, NULL, NULL);
 	it_sleep_ms(200);
 	kill(w.pid, SIGINT);
-	assert_int_equal(worker_wait(&w, 10000), 0);
+	assert_int_equal(rfx_worker_wait(&w, 10000), 0);
 }
 
 /*
@@ -1242,7 +984,7 @@ static void
 test_sendmail_pipes_each_mail_once(void **state)
 {
 	char good[IT_PATH_MAX + 32], bad[IT_PATH_MAX + 32], sent[IT_PATH_MAX], text[16384];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	it_pathf(sent, sizeof(sent), "%s/sent.txt", fx.dir);
@@ -1252,34 +994,35 @@ test_sendmail_pipes_each_mail_once(void **state)
 	const char *const failing[] = {"--consumer", "s1", "--sendmail", bad,
 	                               "--attempts", "2",  NULL};
 	fire(600, "ADD", "50");
-	profile(600, "lu@example.com", "card", "tok_lu_4242", "Lu");
+	rfx_profile(&fx, 600, "lu@example.com", "card", "tok_lu_4242", "Lu");
 	publish(600, 1, "add", "50", 1);
 	run_once(&w, 0, flags);
-	assert_true(worker_said(&w, "mail by sendmail"));
+	assert_true(rfx_worker_said(&w, "mail by sendmail"));
 	publish(600, 1, "add", "50", 2);
 	run_once(&w, 0, flags);
-	assert_true(slurp(sent, text, sizeof(text)) > 0);
+	assert_true(rfx_slurp(sent, text, sizeof(text)) > 0);
 	assert_int_equal(occurrences(text, "\nSubject: Auto-refill receipt"), 1);
-	expect_has(text, "To: \"Lu\" <lu@example.com>\n");
-	expect_has(text, "Payment method:     credit card ****4242\n");
+	rfx_expect_has(text, "To: \"Lu\" <lu@example.com>\n");
+	rfx_expect_has(text, "Payment method:     credit card ****4242\n");
 	assert_int_equal(counter("replayed"), 1);
 
 	/* A failing command: credited once, the entry left pending, no mail recorded. */
 	token_does("tok_no", "decline");
 	fire(601, "ADD", "50");
-	profile(601, "mo@example.com", "paypal", "tok_no", NULL);
+	rfx_profile(&fx, 601, "mo@example.com", "paypal", "tok_no", NULL);
 	publish(601, 1, "add", "50", 1);
 	run_once(&w, 75, failing);
-	assert_true(worker_said(&w, "exit 3") || worker_said(&w, "status 3"));
+	assert_true(rfx_worker_said(&w, "exit 3") || rfx_worker_said(&w, "status 3"));
 	assert_int_equal(group_pending(), 1);
 	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 0);
-	expect_pending(601, "refill:601:1"); /* the failure is reported only after its mail */
+	rfx_expect_request(&fx, 601,
+	                   "refill:601:1"); /* the failure is reported only after its mail */
 	run_once(&w, 0, flags);
 	assert_int_equal(group_pending(), 0);
-	expect_pending(601, "");
-	assert_true(slurp(sent, text, sizeof(text)) > 0);
+	rfx_expect_request(&fx, 601, "");
+	assert_true(rfx_slurp(sent, text, sizeof(text)) > 0);
 	assert_int_equal(occurrences(text, "\nSubject: Auto-refill failed for account 601"), 1);
-	assert_int_equal(gateway_calls("refill:601:1"), 1);
+	assert_int_equal(rfx_gateway_calls(&fx, "refill:601:1"), 1);
 	assert_int_equal(it_int_cmd(fx.r, "EXISTS tollgate:refill:mail:refill:601:1:failure"), 1);
 }
 
@@ -1291,11 +1034,11 @@ static void
 test_maildir_mail_sent_once_whatever_the_reader_does(void **state)
 {
 	char from[IT_PATH_MAX], to[IT_PATH_MAX], other[IT_PATH_MAX];
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
 	fire(610, "ADD", "50");
-	profile(610, "nu@example.com", "card", "tok_nu", NULL);
+	rfx_profile(&fx, 610, "nu@example.com", "card", "tok_nu", NULL);
 	publish(610, 1, "add", "50", 1);
 	run_once(&w, 0, NULL);
 	assert_int_equal(mails(".receipt"), 1);
@@ -1329,13 +1072,13 @@ test_maildir_mail_sent_once_whatever_the_reader_does(void **state)
 	it_pathf(other, sizeof(other), "%s/alias", fx.dir);
 	const char *const alias[] = {"--mail-dir", other, NULL};
 	fire(611, "ADD", "50");
-	profile(611, "xi@example.com", "card", "tok_xi", NULL);
+	rfx_profile(&fx, 611, "xi@example.com", "card", "tok_xi", NULL);
 	publish(611, 1, "add", "50", 1);
 	run_once(&w, 0, alias);
 	it_pathf(to, sizeof(to), "%s/new/refill.611.1.receipt", other);
 	assert_int_equal(access(to, F_OK), 0);
 	assert_int_equal(mails(".receipt"), 0);
-	maildir_remove(other);
+	rfx_maildir_remove(other);
 }
 
 /*
@@ -1347,7 +1090,7 @@ static void
 test_end_to_end_with_the_engines_publisher(void **state)
 {
 	char redis_port[16];
-	struct worker w;
+	struct rfx_worker w;
 	uint64_t deadline;
 
 	(void)state;
@@ -1362,40 +1105,40 @@ test_end_to_end_with_the_engines_publisher(void **state)
 	assert_non_null(fx.e);
 
 	token_does("tok_no", "decline");
-	profile(800, "nia@example.com", "card", "tok_ok", NULL);
-	profile(801, "oz@example.com", "paypal", "tok_no", NULL);
+	rfx_profile(&fx, 800, "nia@example.com", "card", "tok_ok", NULL);
+	rfx_profile(&fx, 801, "oz@example.com", "paypal", "tok_no", NULL);
 	fire(800, "ADD", "50");
 	fire(801, "ADD", "20");
-	deadline = it_now_ms() + WAIT_MS;
+	deadline = tg_mono_ms() + WAIT_MS;
 	while (it_int_cmd(fx.r, "XLEN " STREAM) < 2) {
-		if (it_now_ms() >= deadline)
+		if (tg_mono_ms() >= deadline)
 			fail_msg("the engine did not publish the two requests");
 		it_sleep_ms(10);
 	}
 	run_once(&w, 0, NULL);
-	assert_true(balance(800) == 55 * U);
-	expect_pending(800, "");
-	assert_true(balance(801) == 5 * U);
-	expect_pending(801, "");
+	assert_true(it_acct_money(fx.e, 800, "balance") == 55 * U);
+	rfx_expect_request(&fx, 800, "");
+	assert_true(it_acct_money(fx.e, 801, "balance") == 5 * U);
+	rfx_expect_request(&fx, 801, "");
 	assert_int_equal(mails(".receipt"), 1);
 	assert_int_equal(mails(".failure"), 1);
 
 	/* The next crossing is a new request, published and settled the same way. */
 	it_run_cmd(fx.e, "ACCT.SET 800 BALANCE 5");
-	expect_pending(800, "refill:800:2");
-	deadline = it_now_ms() + WAIT_MS;
+	rfx_expect_request(&fx, 800, "refill:800:2");
+	deadline = tg_mono_ms() + WAIT_MS;
 	while (it_int_cmd(fx.r, "XLEN " STREAM) < 3) {
-		if (it_now_ms() >= deadline)
+		if (tg_mono_ms() >= deadline)
 			fail_msg("the engine did not publish refill:800:2");
 		it_sleep_ms(10);
 	}
 	run_once(&w, 0, NULL);
-	assert_true(balance(800) == 55 * U);
-	expect_pending(800, "");
+	assert_true(it_acct_money(fx.e, 800, "balance") == 55 * U);
+	rfx_expect_request(&fx, 800, "");
 	assert_int_equal(charges(), 2);
 	assert_int_equal(mails(".receipt"), 2);
-	assert_int_equal(info("refills_landed"), 2);
-	assert_int_equal(info("refills_failed"), 1);
+	assert_int_equal(it_info(fx.e, "refills_landed"), 2);
+	assert_int_equal(it_info(fx.e, "refills_failed"), 1);
 	assert_int_equal(group_pending(), 0);
 }
 
@@ -1406,55 +1149,56 @@ test_bad_options(void **state)
 	static const char *const nomail[] = {"--mail-dir", "/nonexistent/dir", "--once", NULL};
 	static const char *const badport[] = {"--engine", "127.0.0.1:99999", "--once", NULL};
 	static const char *const badnum[] = {"--attempts", "0", "--once", NULL};
-	struct worker w;
+	struct rfx_worker w;
 
 	(void)state;
-	worker_start(&w, nomail);
-	assert_int_equal(worker_wait(&w, RUN_TIMEOUT_MS), 1);
-	worker_start(&w, badport);
-	assert_int_equal(worker_wait(&w, RUN_TIMEOUT_MS), 1);
-	assert_true(worker_said(&w, "bad value \"127.0.0.1:99999\" for --engine"));
-	worker_start(&w, badnum);
-	assert_int_equal(worker_wait(&w, RUN_TIMEOUT_MS), 1);
+	rfx_worker_start(&fx, &w, nomail, NULL);
+	assert_int_equal(rfx_worker_wait(&w, RUN_TIMEOUT_MS), 1);
+	rfx_worker_start(&fx, &w, badport, NULL);
+	assert_int_equal(rfx_worker_wait(&w, RUN_TIMEOUT_MS), 1);
+	assert_true(rfx_worker_said(&w, "bad value \"127.0.0.1:99999\" for --engine"));
+	rfx_worker_start(&fx, &w, badnum, NULL);
+	assert_int_equal(rfx_worker_wait(&w, RUN_TIMEOUT_MS), 1);
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_group_created, setup_bare, teardown),
-	    cmocka_unit_test_setup_teardown(test_approved_then_republished, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_declined_and_expired, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_created, setup_bare, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_approved_then_republished, setup,
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_declined_and_expired, setup, rfx_teardown_test),
 	    cmocka_unit_test_setup_teardown(test_intermittent_approved_on_third_attempt, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_timeout_fails_after_attempts, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_no_payment_method, setup, teardown),
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_timeout_fails_after_attempts, setup,
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_no_payment_method, setup, rfx_teardown_test),
 	    cmocka_unit_test_setup_teardown(test_malformed_entries_acked_and_counted, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_two_workers_twenty_requests, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_crash_after_charge_charges_once, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_dead_worker_taken_over, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_refill_role_user, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_engine_down_then_back, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_redis_down_at_start, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_clean_exit_on_signals, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_sendmail_pipes_each_mail_once, setup, teardown),
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_two_workers_twenty_requests, setup,
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_crash_after_charge_charges_once, setup,
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_dead_worker_taken_over, setup, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_refill_role_user, setup, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_engine_down_then_back, setup, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_redis_down_at_start, setup, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_clean_exit_on_signals, setup, rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_sendmail_pipes_each_mail_once, setup,
+	                                    rfx_teardown_test),
 	    cmocka_unit_test_setup_teardown(test_maildir_mail_sent_once_whatever_the_reader_does,
-	                                    setup, teardown),
+	                                    setup, rfx_teardown_test),
 	    cmocka_unit_test_setup_teardown(test_dead_letter_unwritable_keeps_the_entry, setup,
-	                                    teardown),
+	                                    rfx_teardown_test),
 	    cmocka_unit_test_setup_teardown(test_end_to_end_with_the_engines_publisher, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
+	                                    rfx_teardown_test),
+	    cmocka_unit_test_setup_teardown(test_bad_options, setup, rfx_teardown_test),
 	};
-	struct tg_test_redis probe = {0};
 
 	signal(SIGPIPE, SIG_IGN);
 	/* No redis-server on this machine: skip, as every integration test does. */
-	if (tg_test_redis_start(&probe) == -ENOENT) {
-		fprintf(stderr, "redis-server not found: skipping\n");
+	if (!tg_test_redis_present())
 		return 77;
-	}
-	tg_test_redis_stop(&probe);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,9 +10,7 @@
 
 #include "ctl_accounts.h"
 #include "tg_accounts.h"
-
-static const char *const states[] = {"active", "suspended", "closed"};
-static const char *const refills[] = {"off", "add", "topup"};
+#include "tg_names.h"
 
 int
 ctl_accounts_read(const char *path, struct tg_diag *diag, struct ctl_account **out, size_t *n)
@@ -37,8 +35,8 @@ ctl_accounts_read(const char *path, struct tg_diag *diag, struct ctl_account **o
 		v[i].threshold = r->s.threshold;
 		v[i].refill_amount = r->s.refill_amount;
 		memcpy(v[i].plan, r->plan, sizeof(v[i].plan));
-		v[i].state = states[r->s.state % 3];
-		v[i].refill = refills[r->s.refill_mode % 3];
+		v[i].state = tg_acct_state_name(r->s.state % TG_ACCT_STATE__COUNT);
+		v[i].refill = tg_refill_mode_name(r->s.refill_mode % TG_REFILL_MODE__COUNT);
 		v[i].payment = (r->s.flags & TG_ACCT_PAYMENT) ? "on" : "off";
 		v[i].line = r->line;
 	}

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "stat.h"
+#include "tg_names.h"
 
 /* Percentiles shown everywhere, in 1/100000ths, with their Prometheus quantile labels. */
 static const struct {
@@ -73,15 +74,13 @@ stat_money128(__int128 v, char *buf)
 const char *
 stat_state_name(unsigned state)
 {
-	static const char *const n[] = {"active", "suspended", "closed"};
-	return state < 3 ? n[state] : "?";
+	return tg_acct_state_name(state);
 }
 
 const char *
 stat_mode_name(unsigned mode)
 {
-	static const char *const n[] = {"off", "add", "topup"};
-	return mode < 3 ? n[mode] : "?";
+	return tg_refill_mode_name(mode);
 }
 
 const char *

@@ -31,6 +31,7 @@
 
 #include "stat.h"
 #include "tg_atomic.h"
+#include "tg_clock.h"
 #include "tg_recover.h"
 
 /* Rounds of "read more journal, compare the differing accounts again" on a live engine. */
@@ -39,14 +40,6 @@
 #define ROUNDS_BUDGET_MS 2000
 /* Tries of the first build on a live engine: a snapshot written meanwhile may prune files. */
 #define BUILD_TRIES 3
-
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void
 sleep_ms(unsigned ms)
@@ -443,7 +436,7 @@ static int
 settle(struct jctx *c, struct idlist *ids, unsigned *rounds)
 {
 	struct watch *w = calloc(ids->n, sizeof(*w));
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = tg_mono_ms();
 	size_t n = ids->n;
 	int rc = 0;
 
@@ -456,7 +449,7 @@ settle(struct jctx *c, struct idlist *ids, unsigned *rounds)
 		take_sample(c, w[i].id, &w[i].s);
 	}
 	qsort(w, n, sizeof(*w), cmp_watch);
-	while (n > 0 && *rounds < ROUNDS_MAX && mono_ms() - t0 < ROUNDS_BUDGET_MS) {
+	while (n > 0 && *rounds < ROUNDS_MAX && tg_mono_ms() - t0 < ROUNDS_BUDGET_MS) {
 		(*rounds)++;
 		if (*rounds > 1) {
 			for (size_t i = 0; i < n; i++) {

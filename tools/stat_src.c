@@ -21,15 +21,8 @@
 
 #include "stat.h"
 #include "tg_atomic.h"
+#include "tg_clock.h"
 #include "tg_rate.h"
-
-static uint64_t
-clock_ns(clockid_t id)
-{
-	struct timespec ts;
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /*
  * The identity (device, inode) of the file the name stands for now.
@@ -206,7 +199,7 @@ static void
 scan(const struct tg_table *t, struct stat_snap *n, struct stat_spend *sp, unsigned ntop)
 {
 	bool interval = sp != NULL && sp->primed && sp->slots == t->slots;
-	uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
+	uint64_t t0 = tg_clock_ns(CLOCK_MONOTONIC);
 
 	for (uint64_t i = 0; i < t->slots; i++) {
 		const struct tg_slot *sl = &t->slot[i];
@@ -242,7 +235,7 @@ scan(const struct tg_table *t, struct stat_snap *n, struct stat_spend *sp, unsig
 	if (sp != NULL && sp->slots == t->slots)
 		sp->primed = true;
 	n->top_interval = interval;
-	n->scan_ns = clock_ns(CLOCK_MONOTONIC) - t0;
+	n->scan_ns = tg_clock_ns(CLOCK_MONOTONIC) - t0;
 }
 
 void
@@ -256,8 +249,8 @@ stat_snap_take(const struct stat_src *s, struct stat_snap *n, struct stat_spend 
 	if (ntop > STAT_TOP_MAX)
 		ntop = STAT_TOP_MAX;
 	n->top_want = ntop;
-	n->now = (int64_t)(clock_ns(CLOCK_REALTIME) / 1000000000u);
-	n->mono_ns = clock_ns(CLOCK_MONOTONIC);
+	n->now = (int64_t)(tg_clock_ns(CLOCK_REALTIME) / 1000000000u);
+	n->mono_ns = tg_clock_ns(CLOCK_MONOTONIC);
 	n->generation = tg_load_64(&h->generation);
 	n->writer_pid = (int32_t)tg_load_32((uint32_t *)&h->writer_pid);
 	n->running = stat_pid_alive(n->writer_pid);

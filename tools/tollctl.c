@@ -41,6 +41,7 @@
 #include "ctl_ledger.h"
 #include "tg_journal.h"
 #include "tg_money.h"
+#include "tg_refill_wire.h"
 #include "tg_replay.h"
 
 /* Exit codes: the contract with scripts, also in the usage text and docs/TOOLS.md. */
@@ -69,7 +70,7 @@ enum {
 #define CONNECT_TIMEOUT_S 5
 #define REPLY_TIMEOUT_S   120
 /* The profile hash of an account in the refill Redis (docs/REFILL.md). */
-#define PROFILE_KEY "tollgate:customer:%" PRIu64
+#define PROFILE_KEY TG_PROFILE_PREFIX "%" PRIu64
 
 struct endpoint {
 	char host[HOST_MAX];

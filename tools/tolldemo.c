@@ -18,6 +18,7 @@
 #include "demo.h"
 #include "tg_accounts.h"
 #include "tg_engine.h"
+#include "tg_names.h"
 
 struct call {
 	uint64_t acct;
@@ -234,9 +235,9 @@ main(int argc, char **argv)
 		}
 		tg_money_format(v.balance, b);
 		tg_money_format(total, u);
-		static const char *const states[] = {"active", "suspended", "closed"};
 		printf("%-5llu %-6s %-10s %10s %10s  %s%s\n", (unsigned long long)v.id,
-		       tg_plan_registry_name(&table.plans, v.plan), states[v.state % 3], b, u, line,
+		       tg_plan_registry_name(&table.plans, v.plan),
+		       tg_acct_state_name(v.state % TG_ACCT_STATE__COUNT), b, u, line,
 		       v.refill_inflight ? "(refill in flight)" : "");
 	}
 	printf("\nrefill requests fired: %llu (they wait in shared memory for the publisher)\n",

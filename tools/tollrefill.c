@@ -36,11 +36,13 @@
 #include "gateway.h"
 #include "mail.h"
 #include "tg_assert.h"
+#include "tg_clock.h"
 #include "tg_engine.h"
 #include "tg_log.h"
 #include "tg_money.h"
+#include "tg_names.h"
+#include "tg_refill_wire.h"
 
-#define PROFILE_PREFIX "tollgate:customer:"
 #define OUTCOME_PREFIX "tollgate:refill:outcome:"
 #define TRIES_PREFIX   "tollgate:refill:tries:"
 #define MAIL_PREFIX    "tollgate:refill:mail:"
@@ -415,23 +417,6 @@ bad:
 /* ------------------------------------------------------------------ */
 /* time, signals, pauses                                               */
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* The wall clock in ms: due times of scheduled retries are shared by workers and restarts. */
-static uint64_t
-wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 on_signal(int sig)
 {
@@ -443,10 +428,10 @@ on_signal(int sig)
 static bool
 pause_ms(uint64_t ms)
 {
-	uint64_t end = now_ms() + ms;
+	uint64_t end = tg_mono_ms() + ms;
 
 	while (!stopping) {
-		uint64_t t = now_ms();
+		uint64_t t = tg_mono_ms();
 		if (t >= end)
 			return true;
 		uint64_t left = end - t;
@@ -742,10 +727,7 @@ malformed(struct request *q, const char *what, const redisReply *v)
 static bool
 parse_entry(const redisReply *e, struct request *q)
 {
-	static const char *const names[] = {"id",   "account", "balance", "threshold",
-	                                    "mode", "amount",  "fired",   "attempt"};
-	enum { F_ID, F_ACCOUNT, F_BALANCE, F_THRESHOLD, F_MODE, F_AMOUNT, F_FIRED, F_ATTEMPT };
-	const redisReply *f[TG_ARRAY_LEN(names)] = {NULL};
+	const redisReply *f[TG_RF__COUNT] = {NULL};
 	char num[32];
 	uint64_t acct;
 
@@ -763,23 +745,24 @@ parse_entry(const redisReply *e, struct request *q)
 		const redisReply *k = kv->element[i], *v = kv->element[i + 1];
 		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
 			return malformed(q, "a field is not a string", NULL);
-		for (size_t j = 0; j < TG_ARRAY_LEN(names); j++) {
-			if (k->len != strlen(names[j]) || memcmp(k->str, names[j], k->len) != 0)
+		for (unsigned j = 0; j < TG_RF__COUNT; j++) {
+			const char *name = tg_refill_field_name(j);
+			if (k->len != strlen(name) || memcmp(k->str, name, k->len) != 0)
 				continue;
 			if (f[j] != NULL)
 				return malformed(q, "field given twice:", k);
 			f[j] = v;
 		}
 	}
-	for (size_t j = 0; j < TG_ARRAY_LEN(names); j++) {
-		if (f[j] == NULL && (j == F_ID || j == F_ACCOUNT || j == F_AMOUNT)) {
-			snprintf(q->why, sizeof(q->why), "no %s field", names[j]);
+	for (unsigned j = 0; j < TG_RF__COUNT; j++) {
+		if (f[j] == NULL && tg_refill_field_required(j)) {
+			snprintf(q->why, sizeof(q->why), "no %s field", tg_refill_field_name(j));
 			return false;
 		}
 	}
-	if (!field_copy(f[F_ACCOUNT], num, sizeof(num)) ||
+	if (!field_copy(f[TG_RF_ACCOUNT], num, sizeof(num)) ||
 	    !parse_u64(num, 0, UINT64_MAX - 1, &acct))
-		return malformed(q, "bad account", f[F_ACCOUNT]);
+		return malformed(q, "bad account", f[TG_RF_ACCOUNT]);
 	q->account = acct;
 	/*
 	 * Only the canonical spelling: "refill:0042:1" would be another txid to
@@ -787,33 +770,36 @@ parse_entry(const redisReply *e, struct request *q)
 	 */
 	char canon[TG_REFILL_ID_MAX];
 	uint32_t seq = 0;
-	if (field_copy(f[F_ID], q->id, sizeof(q->id)))
+	if (field_copy(f[TG_RF_ID], q->id, sizeof(q->id)))
 		seq = tg_refill_id_parse(acct, q->id, strlen(q->id));
 	if (seq == 0 || tg_refill_id(acct, seq, canon) != strlen(q->id) ||
 	    strcmp(canon, q->id) != 0)
-		return malformed(q, "id is not a refill request id of the account:", f[F_ID]);
+		return malformed(q, "id is not a refill request id of the account:", f[TG_RF_ID]);
 	q->reportable = true;
-	if (tg_money_parse(f[F_AMOUNT]->str, f[F_AMOUNT]->len, &q->amount) != 0 || q->amount <= 0)
-		return malformed(q, "bad amount", f[F_AMOUNT]);
+	if (tg_money_parse(f[TG_RF_AMOUNT]->str, f[TG_RF_AMOUNT]->len, &q->amount) != 0 ||
+	    q->amount <= 0)
+		return malformed(q, "bad amount", f[TG_RF_AMOUNT]);
 	/* A card or PayPal charge is whole minor units (cents): never round a charge here. */
 	if (q->amount % tg_currency_unit(tg_currency()) != 0)
-		return malformed(q,
-		                 "amount is not whole minor units of the currency:", f[F_AMOUNT]);
-	if (f[F_BALANCE] != NULL) {
-		if (tg_money_parse(f[F_BALANCE]->str, f[F_BALANCE]->len, &q->balance) != 0)
-			return malformed(q, "bad balance", f[F_BALANCE]);
+		return malformed(
+		    q, "amount is not whole minor units of the currency:", f[TG_RF_AMOUNT]);
+	if (f[TG_RF_BALANCE] != NULL) {
+		if (tg_money_parse(f[TG_RF_BALANCE]->str, f[TG_RF_BALANCE]->len, &q->balance) != 0)
+			return malformed(q, "bad balance", f[TG_RF_BALANCE]);
 		q->has_balance = true;
 	}
 	tg_money_t threshold;
-	if (f[F_THRESHOLD] != NULL &&
-	    tg_money_parse(f[F_THRESHOLD]->str, f[F_THRESHOLD]->len, &threshold) != 0)
-		return malformed(q, "bad threshold", f[F_THRESHOLD]);
-	if (f[F_MODE] != NULL && strcmp(f[F_MODE]->str, "add") != 0 &&
-	    strcmp(f[F_MODE]->str, "topup") != 0)
-		return malformed(q, "bad mode", f[F_MODE]);
-	for (size_t j = F_FIRED; j <= F_ATTEMPT; j++)
+	if (f[TG_RF_THRESHOLD] != NULL &&
+	    tg_money_parse(f[TG_RF_THRESHOLD]->str, f[TG_RF_THRESHOLD]->len, &threshold) != 0)
+		return malformed(q, "bad threshold", f[TG_RF_THRESHOLD]);
+	int mode = f[TG_RF_MODE] == NULL
+	               ? TG_REFILL_ADD
+	               : tg_refill_mode_parse(f[TG_RF_MODE]->str, strlen(f[TG_RF_MODE]->str));
+	if (mode != TG_REFILL_ADD && mode != TG_REFILL_TOPUP)
+		return malformed(q, "bad mode", f[TG_RF_MODE]);
+	for (size_t j = TG_RF_FIRED; j <= TG_RF_ATTEMPT; j++)
 		if (f[j] != NULL && (!field_copy(f[j], num, sizeof(num)) || !is_digits(num)))
-			return malformed(q, j == F_FIRED ? "bad fired" : "bad attempt", f[j]);
+			return malformed(q, j == TG_RF_FIRED ? "bad fired" : "bad attempt", f[j]);
 	return true;
 }
 
@@ -849,7 +835,7 @@ profile_get(struct worker *w, uint64_t acct, struct profile *p)
 	memset(p, 0, sizeof(*p));
 	if (!redis_up(w))
 		return false;
-	r = redisCommand(w->r, "HGETALL " PROFILE_PREFIX "%llu", (unsigned long long)acct);
+	r = redisCommand(w->r, "HGETALL " TG_PROFILE_PREFIX "%llu", (unsigned long long)acct);
 	if (r == NULL) {
 		tg_log("redis: %s", w->r->errstr);
 		drop(&w->r);
@@ -1533,7 +1519,7 @@ schedule(struct worker *w, const redisReply *entry, const struct request *q,
 {
 	const struct opts *o = w->o;
 	const redisReply *kv = entry->element[1];
-	uint64_t delay = retry_delay_ms(o, oc->attempts), due = wall_ms() + delay;
+	uint64_t delay = retry_delay_ms(o, oc->attempts), due = tg_clock_ms(CLOCK_REALTIME) + delay;
 	char why[160], hash[STREAM_KEY_MAX + TG_CALLID_MAX + 16], dues[24], at[32];
 	enum step s = STEP_RETRY;
 	redisReply *r;
@@ -1617,7 +1603,7 @@ move_due(struct worker *w)
 {
 	const struct opts *o = w->o;
 	char now[24], prefix[STREAM_KEY_MAX + 16], batch[8];
-	uint64_t t = wall_ms();
+	uint64_t t = tg_clock_ms(CLOCK_REALTIME);
 
 	snprintf(now, sizeof(now), "%llu", (unsigned long long)t);
 	snprintf(prefix, sizeof(prefix), "%s:", o->retry_key);
@@ -1820,7 +1806,8 @@ fetch(struct worker *w, enum source src, const redisReply **entries)
 			r = rq(w, "XREADGROUP GROUP %s %s COUNT %d STREAMS %s >", o->group,
 			       o->consumer, BATCH, o->stream);
 		} else {
-			uint64_t now = now_ms(), block = BLOCK_MS_MAX, wall = wall_ms();
+			uint64_t now = tg_mono_ms(), block = BLOCK_MS_MAX,
+			         wall = tg_clock_ms(CLOCK_REALTIME);
 			if (w->claim_due_ms > now && w->claim_due_ms - now < block)
 				block = w->claim_due_ms - now;
 			/* Wake for the next scheduled retry. */
@@ -1875,7 +1862,7 @@ run(struct worker *w)
 	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
 	want_pending(w);
 	snprintf(w->claim_cursor, sizeof(w->claim_cursor), "0-0");
-	w->claim_due_ms = now_ms();
+	w->claim_due_ms = tg_mono_ms();
 	w->move_due_ms = 0;
 	w->retry_ms = o->backoff_ms ? o->backoff_ms : 1;
 
@@ -1883,14 +1870,14 @@ run(struct worker *w)
 		enum source src = SRC_NEW;
 		const redisReply *entries;
 
-		if (wall_ms() >= w->move_due_ms && !move_due(w)) {
+		if (tg_clock_ms(CLOCK_REALTIME) >= w->move_due_ms && !move_due(w)) {
 			if (!after_failure(w))
 				return stopping ? 0 : EXIT_TEMPFAIL;
 			continue;
 		}
 		if (w->read_pending)
 			src = SRC_PENDING;
-		else if (!w->claim_done && now_ms() >= w->claim_due_ms)
+		else if (!w->claim_done && tg_mono_ms() >= w->claim_due_ms)
 			src = SRC_CLAIM;
 		redisReply *r = fetch(w, src, &entries);
 		if (r == NULL) {
@@ -1928,7 +1915,7 @@ run(struct worker *w)
 			w->read_pending = false;
 		} else if (src == SRC_CLAIM) {
 			if (strcmp(w->claim_cursor, "0-0") == 0) {
-				w->claim_due_ms = now_ms() + claim_every_ms(o);
+				w->claim_due_ms = tg_mono_ms() + claim_every_ms(o);
 				w->claim_done = o->once;
 			}
 		} else if (o->once) {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "stat.h"
+#include "tg_clock.h"
 
 #define DEFAULT_SHM "/tollgate"
 #define DEFAULT_TOP 10
@@ -250,15 +251,7 @@ terminal_size(unsigned *rows, unsigned *cols)
 	}
 }
 
-/* Sleep s seconds or until a signal comes. */
-static uint64_t
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
+/* Sleep ms milliseconds or until a signal comes. */
 static void
 nap(unsigned ms)
 {
@@ -317,7 +310,7 @@ live(struct stat_src *src, const struct opts *o)
 		 * (totals, pending, top list) only every scan interval: on a big
 		 * table it is the one costly part, and the engine shares the cores.
 		 */
-		uint64_t now = mono_ms();
+		uint64_t now = tg_mono_ms();
 		bool scan = !have_prev || now - last_scan_ms >= o->scan_ms;
 		stat_snap_take(src, &snaps[cur], o->top ? &spend : NULL, o->top, scan);
 		if (scan) {

@@ -42,26 +42,14 @@ TG_COUNTER(refills_void, refills,
 TG_COUNTER(refills_already_on_stream, refills,
            "publications sent again after a lost reply and found already on the stream: not "
            "added twice")
-TG_COUNTER(connections_accepted, clients,
-           "connections accepted (the server's counters, in this order)")
-TG_COUNTER(connections_closed, clients, "connections closed, for any reason")
-TG_COUNTER(connections_rejected, clients, "connections closed at once: max-clients reached")
-TG_COUNTER(connections_idle_closed, clients, "connections closed by the idle timeout")
-TG_COUNTER(protocol_errors, stats, "connections closed after a frame that could not parse")
-TG_COUNTER(replies_too_large, stats, "replies replaced by -ERR reply too large")
-TG_COUNTER(bytes_received, stats, "bytes received from clients")
-TG_COUNTER(bytes_sent, stats, "bytes sent to clients")
 /*
- * Hardening (docs/SECURITY.md).  The first three are the server's too and
- * follow bytes_sent in its order; the rest are counted by the commands.
+ * The server's own counters (tbl/tg_net_counters.h): here, contiguous and in
+ * the server's order, so that its block is a slice of each worker's.
  */
-TG_COUNTER(connections_addr_rejected, clients,
-           "connections closed at once: max-clients-per-addr reached for their address")
-TG_COUNTER(connections_request_timeout, clients,
-           "connections closed because a request did not arrive whole within request-timeout")
-TG_COUNTER(connections_stalled, clients,
-           "connections closed because their replies went unread for reply-timeout (or 1 s "
-           "while the worker ran short of receive buffers)")
+#define TG_NET_COUNTER(e, n, s, d) TG_COUNTER(n, s, d)
+#include "tbl/tg_net_counters.h"
+#undef TG_NET_COUNTER
+/* Hardening (docs/SECURITY.md), counted by the commands. */
 TG_COUNTER(auth_failure_closes, stats, "connections closed after auth-max-failures failed AUTHs")
 TG_COUNTER(
     auth_lockouts, stats,
