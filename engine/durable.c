@@ -391,8 +391,8 @@ snap_thread(void *arg)
 			last_spill = now;
 		}
 		/* The exporter's position, for the lag (tollstat, INFO): one small read a tick. */
-		ck_pr_store_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_ledger_lsn],
-		               tg_ledger_pos_read(srv->cfg.data_dir));
+		tg_store_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_ledger_lsn],
+		            tg_ledger_pos_read(srv->cfg.data_dir));
 		if (srv->cfg.snapshot_interval > 0 &&
 		    now - last_snap >= (uint64_t)srv->cfg.snapshot_interval * 1000) {
 			snapshot(srv);
