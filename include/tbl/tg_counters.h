@@ -20,7 +20,8 @@ TG_COUNTER(call_overrun_seconds, calls, "seconds reported past a grant (billed a
 TG_COUNTER(cdr, calls, "CDRs charged")
 TG_COUNTER(replays, calls, "CALL.END, CDR, ACCT.CREDIT answered from the id window")
 TG_COUNTER(conflicts, calls, "ids reused with different data (CONFLICT)")
-TG_COUNTER(window_full, calls, "requests refused because the id window was full")
+TG_COUNTER(window_full, calls,
+           "expiries put off a tenth of a second: the id window's stripe was busy or full")
 TG_COUNTER(credits, money, "ACCT.CREDIT applied")
 TG_COUNTER(money_charged, money, "amount charged by calls and CDRs")
 TG_COUNTER(money_credited, money, "amount credited")
