@@ -8,5 +8,6 @@
  * grow at the end, values contiguous from 0.
  */
 TG_ACCT_STATE(ACTIVE, active, 0, "calls are rated and granted")
-TG_ACCT_STATE(SUSPENDED, suspended, 1, "calls refused with SUSPENDED: by an operator, or for non-payment (TG_ACCT_UNPAID)")
+TG_ACCT_STATE(SUSPENDED, suspended, 1,
+              "calls refused with SUSPENDED: by an operator, or for non-payment (TG_ACCT_UNPAID)")
 TG_ACCT_STATE(CLOSED, closed, 2, "calls refused with CLOSED")
