@@ -664,6 +664,29 @@ claim_bits(const struct tg_acct *a)
 	return TG_HOLD_REFILL | ((next << TG_HOLD_SEQ_SHIFT) & TG_HOLD_SEQ);
 }
 
+/*
+ * Claim a's refill-in-flight flag when the balance in cur is at or below
+ * threshold and no request is in flight, by one compare-and-swap of the
+ * pair (cur is refreshed on a lost race).  True when this call claimed it;
+ * cur then holds the pair as stored.
+ */
+static bool
+claim_at_or_below(struct tg_acct *a, uint64_t cur[2], int64_t threshold)
+{
+	uint64_t set[2];
+
+	for (;;) {
+		if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > threshold)
+			return false;
+		set[0] = cur[0];
+		set[1] = cur[1] | claim_bits(a);
+		if (tg_cas_pair(pair_of(a), cur, set)) {
+			cur[1] = set[1];
+			return true;
+		}
+	}
+}
+
 /* Does the flag in hold belong to request seq?  Both the bits and the counter must say so. */
 static inline bool
 holds_request(const struct tg_acct *a, uint64_t hold, uint32_t seq)
@@ -907,7 +930,7 @@ tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
 enum tg_result
 tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg_move *m)
 {
-	uint64_t cur[2], set[2];
+	uint64_t cur[2];
 	uint32_t seq;
 	bool fired = false;
 
@@ -957,17 +980,7 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	 * that matters already happened or has yet to.
 	 */
 	if (!could || old_threshold != s->threshold) {
-		for (;;) {
-			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > s->threshold)
-				break;
-			set[0] = cur[0];
-			set[1] = cur[1] | claim_bits(a);
-			if (tg_cas_pair(pair_of(a), cur, set)) {
-				fired = true;
-				cur[1] = set[1];
-				break;
-			}
-		}
+		fired = claim_at_or_below(a, cur, s->threshold);
 	}
 	fill_move(a, cur, fired, m);
 	return TG_OK;
@@ -1067,24 +1080,14 @@ tg_acct_close_unpaid(struct tg_acct *a, uint32_t close_after, uint32_t now, stru
 enum tg_result
 tg_acct_rearm(struct tg_acct *a, struct tg_move *m)
 {
-	uint64_t cur[2], set[2];
+	uint64_t cur[2];
 	struct tg_acct_view v;
 	bool fired = false;
 
 	tg_acct_read(a, &v);
 	load_pair(a, cur);
 	if (may_fire(v.refill_mode, v.flags, v.state)) {
-		for (;;) {
-			if ((cur[1] & TG_HOLD_REFILL) || (int64_t)cur[0] > v.threshold)
-				break;
-			set[0] = cur[0];
-			set[1] = cur[1] | claim_bits(a);
-			if (tg_cas_pair(pair_of(a), cur, set)) {
-				fired = true;
-				cur[1] = set[1];
-				break;
-			}
-		}
+		fired = claim_at_or_below(a, cur, v.threshold);
 	}
 	fill_move(a, cur, fired, m);
 	return TG_OK;
