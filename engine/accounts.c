@@ -14,9 +14,30 @@
 #include "tg_names.h"
 #include "tg_rate.h"
 
-#define HEADER "account,balance,plan,state,threshold,refill,refill_amount,payment"
+/* The accounts file's versions, oldest first (docs/ACCOUNTS.md): each adds columns at the end. */
+static const char *const headers[] = {
+    "account,balance,plan,state,threshold,refill,refill_amount,payment",
+    "account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit",
+};
+#define VERSIONS (sizeof(headers) / sizeof(headers[0]))
 
-enum { F_ACCT, F_BALANCE, F_PLAN, F_STATE, F_THRESHOLD, F_REFILL, F_AMOUNT, F_PAYMENT, F_COUNT };
+enum {
+	F_ACCT,
+	F_BALANCE,
+	F_PLAN,
+	F_STATE,
+	F_THRESHOLD,
+	F_REFILL,
+	F_AMOUNT,
+	F_PAYMENT,
+	F_COUNT_V1,
+	F_KIND = F_COUNT_V1,
+	F_LIMIT,
+	F_COUNT_V2
+};
+/* Fields of a row of each version. */
+static const unsigned field_count[] = {F_COUNT_V1, F_COUNT_V2};
+_Static_assert(sizeof(field_count) / sizeof(field_count[0]) == VERSIONS, "a count per version");
 
 struct load {
 	struct tg_table *t;
@@ -48,6 +69,37 @@ money_field(const struct tg__csv_row *r, unsigned i, const char *what, bool may_
 	return false;
 }
 
+/*
+ * Version 2's columns: kind (prepaid, the default when empty, or postpaid)
+ * and credit_limit (a postpaid account's; empty is 0).  A postpaid row may
+ * not have a threshold (its auto-refill is checked later, with the rest).
+ */
+static bool
+kind_fields(const struct tg__csv_row *r, struct tg_acct_settings *s, char *why, size_t whylen)
+{
+	char b[40];
+
+	if (field_is(r, F_KIND, "postpaid"))
+		s->flags |= TG_ACCT_POSTPAID;
+	else if (!field_is(r, F_KIND, "prepaid") && r->len[F_KIND] != 0) {
+		snprintf(why, whylen, "kind '%s': prepaid or postpaid",
+		         tg__csv_show(b, r->f[F_KIND], r->len[F_KIND]));
+		return false;
+	}
+	if (!money_field(r, F_LIMIT, "credit_limit", true, &s->credit_limit, why, whylen))
+		return false;
+	if (!(s->flags & TG_ACCT_POSTPAID) && s->credit_limit != 0) {
+		snprintf(why, whylen, "credit_limit is a postpaid account's: kind postpaid");
+		return false;
+	}
+	if ((s->flags & TG_ACCT_POSTPAID) && s->threshold != 0) {
+		snprintf(why, whylen,
+		         "a postpaid account has no refill threshold (leave it empty)");
+		return false;
+	}
+	return true;
+}
+
 static bool
 check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 {
@@ -55,8 +107,9 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 	struct tg_account_row row = {.line = r->line};
 	char b[40];
 
-	if (r->n != F_COUNT) {
-		snprintf(why, whylen, "expected %d fields, found %u", F_COUNT, r->n);
+	if (r->n != field_count[r->version]) {
+		snprintf(why, whylen, "expected %u fields, found %u", field_count[r->version],
+		         r->n);
 		return false;
 	}
 	/* Account ids: plain decimal, any leading zeros, below 2^64 - 1 (as on the wire). */
@@ -107,6 +160,8 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		         tg__csv_show(b, r->f[F_PAYMENT], r->len[F_PAYMENT]));
 		return false;
 	}
+	if (r->version >= 1 && !kind_fields(r, &row.s, why, whylen))
+		return false;
 	if (row.s.refill_mode != TG_REFILL_OFF && !(row.s.flags & TG_ACCT_PAYMENT)) {
 		snprintf(why, whylen, "auto-refill needs a payment method on file (payment on)");
 		return false;
@@ -153,7 +208,7 @@ tg_accounts_read(const char *path, struct tg_diag *diag, struct tg_account_row *
 
 	*out = NULL;
 	*n = 0;
-	rc = tg__csv_read(path, HEADER, diag, check_row, &ld, &bad);
+	rc = tg__csv_read_versions(path, headers, VERSIONS, diag, check_row, &ld, &bad);
 	if (rc == 0 && ld.err)
 		rc = ld.err;
 	if (rc == 0 && ld.n > 1) {

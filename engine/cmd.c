@@ -385,7 +385,7 @@ cmd_acct_set(struct ctx *c)
 	struct tg_acct_settings s = {0};
 	struct tg_acct_view v;
 	tg_money_t balance = 0;
-	bool set_balance = false;
+	bool set_balance = false, limit_given = false, threshold_given = false;
 	int plan = -1;
 	uint64_t acct;
 	char b[48];
@@ -398,6 +398,7 @@ cmd_acct_set(struct ctx *c)
 		s = (struct tg_acct_settings){.plan = v.plan,
 		                              .threshold = v.threshold,
 		                              .refill_amount = v.refill_amount,
+		                              .credit_limit = v.credit_limit,
 		                              .state = v.state,
 		                              .refill_mode = v.refill_mode,
 		                              .flags = v.flags};
@@ -430,6 +431,7 @@ cmd_acct_set(struct ctx *c)
 		} else if (tg_arg_is(k, "THRESHOLD") && !last) {
 			if (!arg_money(c, ++i, "threshold", &s.threshold))
 				return TG_NET_CONTINUE;
+			threshold_given = true;
 		} else if (tg_arg_is(k, "REFILL") && !last) {
 			int mode = pick(&q->argv[++i], tg_refill_mode_name, TG_REFILL_MODE__COUNT);
 			if (mode < 0)
@@ -443,6 +445,21 @@ cmd_acct_set(struct ctx *c)
 					return TG_NET_CONTINUE;
 			}
 			s.refill_mode = (uint8_t)mode;
+		} else if (tg_arg_is(k, "KIND") && !last) {
+			const struct tg_arg *p = &q->argv[++i];
+			if (tg_arg_is(p, "postpaid")) {
+				s.flags |= TG_ACCT_POSTPAID;
+				s.threshold = 0;
+			} else if (tg_arg_is(p, "prepaid")) {
+				s.flags &= (uint8_t)~TG_ACCT_POSTPAID;
+				s.credit_limit = 0;
+			} else {
+				return reply_err(c, "KIND must be prepaid or postpaid");
+			}
+		} else if (tg_arg_is(k, "LIMIT") && !last) {
+			if (!arg_money(c, ++i, "credit limit", &s.credit_limit))
+				return TG_NET_CONTINUE;
+			limit_given = true;
 		} else if (tg_arg_is(k, "PAYMENT") && !last) {
 			const struct tg_arg *p = &q->argv[++i];
 			if (tg_arg_is(p, "on"))
@@ -456,6 +473,12 @@ cmd_acct_set(struct ctx *c)
 			                 show(k, b));
 		}
 	}
+	if (limit_given && !(s.flags & TG_ACCT_POSTPAID))
+		return reply_err(c,
+		                 "LIMIT is a postpaid account's credit limit: add KIND postpaid");
+	if ((s.flags & TG_ACCT_POSTPAID) && threshold_given)
+		return reply_err(c, "a postpaid account has no refill threshold: it is billed in "
+		                    "arrears");
 	if (s.refill_mode != TG_REFILL_OFF && !(s.flags & TG_ACCT_PAYMENT))
 		return reply_result(c, TG_NOPAYMENT);
 	char why[160];
@@ -536,7 +559,7 @@ cmd_acct_get(struct ctx *c)
 		tg_refill_id(acct, v.refill_seq, rid);
 	else
 		rid[0] = '\0';
-	tg_out_array(c->out, 2 * (15 + TG_CATEGORY__COUNT));
+	tg_out_array(c->out, 2 * (17 + TG_CATEGORY__COUNT));
 	pair_money(c->out, "balance", v.balance);
 	pair_money(c->out, "available", v.available);
 	pair_money(c->out, "reserved", v.reserved);
@@ -565,6 +588,8 @@ cmd_acct_get(struct ctx *c)
 	                                       : "operator");
 	pair_int(c->out, "suspended_since", (v.flags & TG_ACCT_UNPAID) ? v.unpaid_since : 0);
 	pair_int(c->out, "failed_refills", v.failures);
+	pair_str(c->out, "kind", (v.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid");
+	pair_money(c->out, "credit_limit", v.credit_limit);
 	return TG_NET_CONTINUE;
 }
 

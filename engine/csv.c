@@ -99,9 +99,27 @@ int
 tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv_fn fn, void *arg,
              unsigned *bad)
 {
+	return tg__csv_read_versions(path, &header, 1, diag, fn, arg, bad);
+}
+
+/* Which of headers[0..n) the line p[0..ll) is; n when none. */
+static unsigned
+header_version(const char *p, size_t ll, const char *const *headers, unsigned n)
+{
+	for (unsigned v = 0; v < n; v++)
+		if (ll == strlen(headers[v]) && memcmp(p, headers[v], ll) == 0)
+			return v;
+	return n;
+}
+
+int
+tg__csv_read_versions(const char *path, const char *const *headers, unsigned n,
+                      struct tg_diag *diag, tg__csv_fn fn, void *arg, unsigned *bad)
+{
 	char *buf = NULL, why[sizeof(diag->msg[0].reason)];
+	const char *header = headers[n - 1];
 	size_t len = 0;
-	unsigned lineno = 0;
+	unsigned lineno = 0, version = 0;
 	bool seen_header = false;
 	int rc = read_all(path, &buf, &len);
 
@@ -127,7 +145,8 @@ tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv
 		} else if (blank(p, ll) || p[0] == '#') {
 			/* skipped */
 		} else if (!seen_header) {
-			if (ll != strlen(header) || memcmp(p, header, ll) != 0) {
+			version = header_version(p, ll, headers, n);
+			if (version == n) {
 				tg_diag_add(diag, path, lineno, "bad header, expected %s", header);
 				(*bad)++;
 				break; /* the columns are unknown: the rest cannot be read */
@@ -137,6 +156,7 @@ tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv
 			struct tg__csv_row row;
 			split(p, ll, &row);
 			row.line = lineno;
+			row.version = version;
 			if (!fn(arg, &row, why, sizeof(why))) {
 				tg_diag_add(diag, path, lineno, "%s", why);
 				(*bad)++;

@@ -22,6 +22,7 @@ struct tg__csv_row {
 	size_t len[TG__CSV_FIELDS_MAX];
 	unsigned n;    /* fields on the line (may exceed TG__CSV_FIELDS_MAX: only that many kept) */
 	unsigned line; /* 1-based */
+	unsigned version; /* which of the accepted headers the file has: 0 for the first */
 };
 
 /* Check one row; false with a reason in why refuses it. */
@@ -35,6 +36,13 @@ typedef bool (*tg__csv_fn)(void *arg, const struct tg__csv_row *row, char *why, 
  */
 int tg__csv_read(const char *path, const char *header, struct tg_diag *diag, tg__csv_fn fn,
                  void *arg, unsigned *bad);
+/*
+ * tg__csv_read for a file with versions: headers[0..n) are the headers of
+ * version 0, 1, ... (oldest first).  The header found sets each row's
+ * version; a header that is none of them is reported naming the newest.
+ */
+int tg__csv_read_versions(const char *path, const char *const *headers, unsigned n,
+                          struct tg_diag *diag, tg__csv_fn fn, void *arg, unsigned *bad);
 
 /* Quote at most 32 bytes of s for a reason; non-printables as '?'. */
 const char *tg__csv_show(char buf[40], const char *s, size_t len);

@@ -315,7 +315,7 @@ jrec_settings(struct tg_worker *w, struct tg_acct *a)
 	tg_acct_read(a, &v);
 	memset(&p, 0, sizeof(p));
 	p.acct = v.id;
-	p.threshold = v.threshold;
+	p.threshold = tg_acct_view_terms(&v); /* a postpaid account's credit limit */
 	p.refill_amount = v.refill_amount;
 	p.state = v.state;
 	p.refill_mode = v.refill_mode;

@@ -40,12 +40,13 @@ inflight(const struct tg_racct *a)
 static struct tg_acct_settings
 settings_of(const struct tg_racct *a, uint32_t plan)
 {
-	return (struct tg_acct_settings){.plan = plan,
-	                                 .threshold = a->threshold,
-	                                 .refill_amount = a->refill_amount,
-	                                 .state = a->state,
-	                                 .refill_mode = a->refill_mode,
-	                                 .flags = a->flags};
+	struct tg_acct_settings s = {.plan = plan,
+	                             .refill_amount = a->refill_amount,
+	                             .state = a->state,
+	                             .refill_mode = a->refill_mode,
+	                             .flags = a->flags};
+	tg_acct_terms_set(&s, a->threshold);
+	return s;
 }
 
 static void
@@ -296,7 +297,7 @@ cmp_acct(void *arg, const struct tg_racct *ra)
 		bad = true;
 	}
 	const char *plan = tg_plan_registry_name(&c->t->plans, v.plan);
-	if (v.threshold != ra->threshold || v.refill_amount != ra->refill_amount ||
+	if (tg_acct_view_terms(&v) != ra->threshold || v.refill_amount != ra->refill_amount ||
 	    v.state != ra->state || v.refill_mode != ra->refill_mode || v.flags != ra->flags ||
 	    v.failures != ra->failures || v.unpaid_since != ra->unpaid_since ||
 	    strcmp(plan ? plan : "", tg_replay_plan_name(c->r, ra->plan)) != 0) {

@@ -543,14 +543,48 @@ reserved_of(uint64_t hold)
 	return (int64_t)(hold & TG_HOLD_RESERVED);
 }
 
-/* balance - reserved, saturated: a deep CDR debt cannot wrap it positive. */
+/*
+ * What a grant may take: balance - reserved + credit (a postpaid account's
+ * credit limit, 0 for a prepaid one), saturated: a deep CDR debt cannot wrap
+ * it positive.
+ */
 static inline tg_money_t
-available_of(int64_t balance, uint64_t hold)
+available_of(int64_t balance, uint64_t hold, tg_money_t credit)
 {
 	tg_money_t a;
 	if (!tg_money_sub(balance, reserved_of(hold), &a))
 		a = TG_MONEY_MIN;
+	if (!tg_money_add(a, credit, &a))
+		a = TG_MONEY_MAX;
 	return a;
+}
+
+/*
+ * The credit an account's grants may use: its credit limit when postpaid,
+ * else 0.  Both words live in the account's own line: a prepaid account's
+ * reserve reads nothing it did not already.
+ */
+static tg_money_t
+credit_of(const struct tg_acct *a)
+{
+	struct tg_acct *w = (struct tg_acct *)(uintptr_t)a; /* ck_pr loads take non-const */
+
+	/* Prepaid, the common case: one load.  A kind changing under it reads as prepaid: 0. */
+	if (!(tg_load_8(&w->flags) & TG_ACCT_POSTPAID))
+		return 0;
+	/* The word is a threshold again once the kind changes back: read both under seq. */
+	for (;;) {
+		uint32_t s1 = tg_load_32(&w->seq);
+		if (!(s1 & 1)) {
+			ck_pr_fence_load();
+			uint8_t flags = tg_load_8(&w->flags);
+			int64_t word = (int64_t)tg_load_64((uint64_t *)&w->credit_limit);
+			ck_pr_fence_load();
+			if (tg_load_32(&w->seq) == s1)
+				return (flags & TG_ACCT_POSTPAID) ? word : 0;
+		}
+		ck_pr_stall();
+	}
 }
 
 tg_money_t
@@ -576,6 +610,19 @@ tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t len)
 	const struct tg_currency *cur = tg_currency();
 	char a[TG_MONEY_STR_MAX], t[TG_MONEY_STR_MAX];
 
+	if (s->flags & TG_ACCT_POSTPAID) {
+		if (s->refill_mode != TG_REFILL_OFF) {
+			snprintf(why, len,
+			         "a postpaid account has no auto-refill: it is billed in "
+			         "arrears (REFILL OFF, or KIND prepaid)");
+			return false;
+		}
+		if (s->credit_limit < 0) {
+			snprintf(why, len, "credit limit must be zero or more");
+			return false;
+		}
+		return true;
+	}
 	if (s->refill_mode == TG_REFILL_OFF)
 		return true;
 	tg_money_format(s->refill_amount, a);
@@ -700,7 +747,7 @@ static void
 fill_move(struct tg_acct *a, const uint64_t v[2], bool fired, struct tg_move *m)
 {
 	m->balance = (int64_t)v[0];
-	m->available = available_of((int64_t)v[0], v[1]);
+	m->available = available_of((int64_t)v[0], v[1], credit_of(a));
 	m->refill_fired = fired;
 	m->refill_cleared = false;
 	m->refill_void = false;
@@ -723,7 +770,7 @@ tg_acct_available(struct tg_acct *a)
 {
 	uint64_t cur[2];
 	load_pair(a, cur);
-	return available_of((int64_t)cur[0], cur[1]);
+	return available_of((int64_t)cur[0], cur[1], credit_of(a));
 }
 
 static enum tg_result
@@ -738,9 +785,14 @@ reserve(struct tg_acct *a, tg_money_t amount, bool new_call, struct tg_move *m)
 		return TG_CLOSED;
 	if (state == TG_STATE_SUSPENDED)
 		return TG_SUSPENDED;
+	/*
+	 * Read once, before the loop: a change of the limit racing this grant
+	 * orders the grant before it, as a change of state does.
+	 */
+	tg_money_t credit = credit_of(a);
 	load_pair(a, cur);
 	for (;;) {
-		tg_money_t avail = available_of((int64_t)cur[0], cur[1]);
+		tg_money_t avail = available_of((int64_t)cur[0], cur[1], credit);
 		if (avail <= 0 || avail < amount) {
 			fill_move(a, cur, false, m);
 			return avail <= 0 ? TG_BLOCKED : TG_SHORT;
@@ -916,7 +968,7 @@ tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
 	tg_store_32(&a->calls, r->calls);
 	tg_store_32(&a->refill_seq, r->refill_seq);
 	tg_store_32(&a->plan, s->plan);
-	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
+	tg_store_64((uint64_t *)&a->threshold, (uint64_t)tg_acct_terms(s));
 	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);
 	tg_store_8(&a->state, s->state);
 	tg_store_8(&a->refill_mode, s->refill_mode);
@@ -936,6 +988,9 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 
 	if (s->refill_mode > TG_REFILL_TOPUP || s->state > TG_STATE_CLOSED)
 		return TG_ERR;
+	if ((s->flags & TG_ACCT_POSTPAID) &&
+	    (s->refill_mode != TG_REFILL_OFF || s->credit_limit < 0 || s->threshold != 0))
+		return TG_ERR;
 	if (s->refill_mode != TG_REFILL_OFF && !(s->flags & TG_ACCT_PAYMENT))
 		return TG_NOPAYMENT;
 	/* "For non-payment" describes a suspension, and only that. */
@@ -951,7 +1006,7 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	if (!(tg_load_8(&a->flags) & TG_ACCT_UNPAID))
 		flags &= (uint8_t)~TG_ACCT_UNPAID;
 	tg_store_32(&a->plan, s->plan);
-	tg_store_64((uint64_t *)&a->threshold, (uint64_t)s->threshold);
+	tg_store_64((uint64_t *)&a->threshold, (uint64_t)tg_acct_terms(s));
 	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);
 	tg_store_8(&a->state, s->state);
 	tg_store_8(&a->refill_mode, s->refill_mode);
@@ -1132,11 +1187,14 @@ tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
 		}
 		ck_pr_fence_load();
 		v->plan = tg_load_32(&w->plan);
-		v->threshold = (int64_t)tg_load_64((uint64_t *)&w->threshold);
+		int64_t terms = (int64_t)tg_load_64((uint64_t *)&w->threshold);
 		v->refill_amount = (int64_t)tg_load_64((uint64_t *)&w->refill_amount);
 		v->state = tg_load_8(&w->state);
 		v->refill_mode = tg_load_8(&w->refill_mode);
 		v->flags = tg_load_8(&w->flags);
+		bool postpaid = (v->flags & TG_ACCT_POSTPAID) != 0;
+		v->threshold = postpaid ? 0 : terms;
+		v->credit_limit = postpaid ? terms : 0;
 		v->failures = tg_load_8(&w->failures);
 		v->unpaid_since = tg_load_32(&w->unpaid_since);
 		ck_pr_fence_load();
@@ -1147,7 +1205,7 @@ tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
 	v->id = tg_load_64(&w->key) - 1;
 	v->balance = b2;
 	v->reserved = reserved_of(h2);
-	v->available = available_of(b2, h2);
+	v->available = available_of(b2, h2, v->credit_limit);
 	v->refill_inflight = (h2 & TG_HOLD_REFILL) != 0;
 	v->refill_seq = tg_load_32(&w->refill_seq);
 	v->calls = tg_load_32(&w->calls);

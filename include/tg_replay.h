@@ -31,8 +31,8 @@
 struct tg_racct {
 	uint64_t id;
 	int64_t balance;
-	int64_t reserved; /* held by calls in progress */
-	int64_t threshold;
+	int64_t reserved;  /* held by calls in progress */
+	int64_t threshold; /* the terms word: a postpaid account's credit limit (tg_acct_terms) */
 	int64_t refill_amount;
 	int64_t fired_balance; /* the newest refill request: balance when it fired */
 	int64_t fired_charge;  /* and what it asks to charge */

@@ -29,7 +29,7 @@
 #include "tg_stats-t.h"
 
 #define TG_SHM_MAGIC    0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION  6u
+#define TG_SHM_VERSION  7u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -82,6 +82,11 @@ enum tg_refill_mode {
 #define TG_ACCT_PAYMENT 0x01u /* a payment method is on file */
 /* Suspended for non-payment (state suspended): a payment makes it active again. */
 #define TG_ACCT_UNPAID 0x02u
+/*
+ * A postpaid account: usage billed in arrears, grants go down to minus its
+ * credit limit, no auto-refill (docs/ACCOUNTS.md, "Postpaid accounts").
+ */
+#define TG_ACCT_POSTPAID 0x04u
 
 /* tg_acct.hold: reserved micro-units in the low 56 bits, flags above. */
 #define TG_HOLD_RESERVED ((uint64_t)TG_RESERVED_MAX)
@@ -99,13 +104,17 @@ enum tg_refill_mode {
  * before and after.
  */
 struct tg_acct {
-	uint64_t key;          /*  0 account id + 1; 0 = free slot.  Set once, by CAS */
-	uint32_t seq;          /*  8 settings sequence */
-	uint32_t plan;         /* 12 rate-plan id */
-	int64_t balance;       /* 16 micro-units; below zero only through CDRs */
-	uint64_t hold;         /* 24 reserved | TG_HOLD_SEQ | TG_HOLD_REFILL */
-	int64_t threshold;     /* 32 auto-refill fires when balance drops to this */
-	int64_t refill_amount; /* 40 ADD: amount charged; TOPUP: level returned to */
+	uint64_t key;    /*  0 account id + 1; 0 = free slot.  Set once, by CAS */
+	uint32_t seq;    /*  8 settings sequence */
+	uint32_t plan;   /* 12 rate-plan id */
+	int64_t balance; /* 16 micro-units; below zero only through CDRs */
+	uint64_t hold;   /* 24 reserved | TG_HOLD_SEQ | TG_HOLD_REFILL */
+	/* 32: the account's terms, by kind (TG_ACCT_POSTPAID in flags) */
+	union {
+		int64_t threshold;    /* prepaid: auto-refill fires when balance drops to this */
+		int64_t credit_limit; /* postpaid: grants go down to -credit_limit (>= 0) */
+	};
+	int64_t refill_amount; /* 40 ADD: amount charged; TOPUP: level returned to; postpaid: 0 */
 	uint32_t refill_seq;   /* 48 number of the last refill request fired */
 	uint32_t calls;        /* 52 calls holding a reservation */
 	uint8_t state;         /* 56 enum tg_acct_state */

@@ -185,12 +185,32 @@ void tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
 
 struct tg_acct_settings {
 	uint32_t plan;
-	int64_t threshold;
-	int64_t refill_amount;
-	uint8_t state;       /* enum tg_acct_state */
-	uint8_t refill_mode; /* enum tg_refill_mode */
-	uint8_t flags;       /* TG_ACCT_* */
+	int64_t threshold;     /* prepaid */
+	int64_t refill_amount; /* prepaid */
+	int64_t credit_limit;  /* postpaid (TG_ACCT_POSTPAID in flags): >= 0 */
+	uint8_t state;         /* enum tg_acct_state */
+	uint8_t refill_mode;   /* enum tg_refill_mode */
+	uint8_t flags;         /* TG_ACCT_* */
 };
+
+/*
+ * The one word an account keeps its terms in, in its line, in the journal's
+ * settings record and in a snapshot: a postpaid account's credit limit, a
+ * prepaid account's threshold (docs/SHM.md).  tg_acct_terms_set is the
+ * reverse: it fills s's threshold or credit limit from word by s->flags.
+ */
+static inline int64_t
+tg_acct_terms(const struct tg_acct_settings *s)
+{
+	return (s->flags & TG_ACCT_POSTPAID) ? s->credit_limit : s->threshold;
+}
+
+static inline void
+tg_acct_terms_set(struct tg_acct_settings *s, int64_t word)
+{
+	s->threshold = (s->flags & TG_ACCT_POSTPAID) ? 0 : word;
+	s->credit_limit = (s->flags & TG_ACCT_POSTPAID) ? word : 0;
+}
 
 /*
  * Replace the settings.  TG_NOPAYMENT when refill_mode is not OFF and no
@@ -276,8 +296,9 @@ struct tg_acct_view {
 	tg_money_t balance;
 	tg_money_t reserved;
 	tg_money_t available;
-	tg_money_t threshold;
+	tg_money_t threshold; /* prepaid; 0 for a postpaid account */
 	tg_money_t refill_amount;
+	tg_money_t credit_limit; /* postpaid (TG_ACCT_POSTPAID in flags); 0 for a prepaid one */
 	uint32_t plan;
 	uint32_t refill_seq;
 	uint32_t calls;
@@ -289,6 +310,12 @@ struct tg_acct_view {
 	uint32_t unpaid_since; /* suspended for non-payment since, Unix seconds; 0 */
 };
 void tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v);
+/* The terms word of a view (tg_acct_terms): its credit limit when postpaid, else its threshold. */
+static inline int64_t
+tg_acct_view_terms(const struct tg_acct_view *v)
+{
+	return (v->flags & TG_ACCT_POSTPAID) ? v->credit_limit : v->threshold;
+}
 /* Just the money pair, consistently, from any mapping: what tg_acct_read uses. */
 void tg_acct_read_money(const struct tg_acct *a, int64_t *balance, uint64_t *hold);
 

@@ -27,7 +27,7 @@ setup(void **state)
 	snprintf(shm, sizeof(shm), "/tg-test-accounts-%d", (int)getpid());
 	snprintf(path, sizeof(path), "/tmp/tg-test-accounts-%d.csv", (int)getpid());
 	tg_table_unlink(shm);
-	struct tg_table_cfg cfg = {.name = shm, .capacity = 8, .mode = 0600};
+	struct tg_table_cfg cfg = {.name = shm, .capacity = 10, .mode = 0600};
 	return tg_table_open(&table, &cfg, err, sizeof(err)) == 0 ? 0 : -1;
 }
 
@@ -89,6 +89,62 @@ test_good_file(void **state)
 	assert_int_equal(s, 1);
 	tg_acct_read(tg_table_find(&table, 1), &v);
 	assert_int_equal(v.balance, 20000000);
+}
+
+#define HDR2 "account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit\n"
+
+/* Version 2 adds kind and credit_limit; a version 2 row must have both columns. */
+static void
+test_version_2_postpaid(void **state)
+{
+	struct tg_diag d;
+	size_t c, s;
+	struct tg_acct_view v;
+	(void)state;
+	assert_int_equal(load(HDR2 "50,0,basic,,,,,,postpaid,250\n"
+	                           "51,5,basic,,2,add,10,on,prepaid,\n"
+	                           "52,5,basic,,,,,,,\n",
+	                      &d, &c, &s),
+	                 0);
+	assert_int_equal(c, 3);
+	tg_acct_read(tg_table_find(&table, 50), &v);
+	assert_true(v.flags & TG_ACCT_POSTPAID);
+	assert_int_equal(v.credit_limit, 250000000);
+	assert_int_equal(v.available, 250000000);
+	assert_int_equal(v.threshold, 0);
+	tg_acct_read(tg_table_find(&table, 51), &v);
+	assert_false(v.flags & TG_ACCT_POSTPAID);
+	assert_int_equal(v.threshold, 2000000);
+	assert_int_equal(v.credit_limit, 0);
+	tg_acct_read(tg_table_find(&table, 52), &v);
+	assert_false(v.flags & TG_ACCT_POSTPAID);
+
+	static const struct {
+		const char *row, *reason;
+	} cases[] = {
+	    {"60,1,basic,,,,,", "expected 10 fields, found 8"},
+	    {"60,1,basic,,,,,,monthly,", "kind 'monthly': prepaid or postpaid"},
+	    {"60,1,basic,,,,,,prepaid,5", "credit_limit is a postpaid account's"},
+	    {"60,1,basic,,,,,,postpaid,-5", "credit limit must be zero or more"},
+	    {"60,1,basic,,,,,,postpaid,abc", "credit_limit 'abc'"},
+	    {"60,1,basic,,3,,,,postpaid,5", "no refill threshold"},
+	    {"60,1,basic,,,add,10,on,postpaid,5", "no auto-refill"},
+	};
+	char text[512];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), HDR2 "61,1,basic,,,,,,,\n%s\n", cases[i].row);
+		assert_int_equal(load(text, &d, &c, &s), -EINVAL);
+		assert_int_equal(d.count, 1);
+		assert_non_null(strstr(d.msg[0].reason, cases[i].reason));
+		assert_null(tg_table_find(&table, 61));
+	}
+	/* A header of no version names the newest. */
+	assert_int_equal(load("account,balance,plan,state,threshold,refill,refill_amount,payment,"
+	                      "kind\n",
+	                      &d, &c, &s),
+	                 -EINVAL);
+	assert_non_null(strstr(d.msg[0].reason, "bad header, expected account,"));
+	assert_non_null(strstr(d.msg[0].reason, ",payment,kind,credit_limit"));
 }
 
 /* Leading zeros are zeros, however many: a 20-character cap once refused these rows. */
@@ -176,6 +232,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_good_file),
+	    cmocka_unit_test(test_version_2_postpaid),
 	    cmocka_unit_test(test_bad_rows_load_nothing),
 	    cmocka_unit_test(test_leading_zeros_past_20_characters),
 	};

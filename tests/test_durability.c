@@ -231,6 +231,56 @@ test_reboot(void **state)
 }
 
 /*
+ * A postpaid account keeps its kind and credit limit across a crash (from
+ * the journal's settings record, where the limit shares the threshold's
+ * word) and across a clean stop and a reboot (from a snapshot): granted
+ * below $0.00 down to minus the limit, and no further, before and after.
+ */
+static void
+postpaid_expect(struct fx *f, tg_money_t balance)
+{
+	char kind[16];
+	it_acct_field(f->c, 3, "kind", kind, sizeof(kind));
+	assert_string_equal(kind, "postpaid");
+	assert_int_equal(it_acct_money(f->c, 3, "credit_limit"), 10000);
+	assert_int_equal(it_acct_money(f->c, 3, "threshold"), 0);
+	assert_int_equal(it_acct_money(f->c, 3, "balance"), balance);
+	assert_int_equal(it_acct_money(f->c, 3, "available"), balance + 10000);
+}
+
+static void
+test_postpaid_survives_restart(void **state)
+{
+	struct fx f = {0};
+	(void)state;
+
+	fx_start(&f, NULL);
+	/* $0.01 of credit at $0.005 a minute: two minutes at $0.00. */
+	it_run_cmd(f.c, "ACCT.SET 3 PLAN basic KIND postpaid LIMIT 0.01");
+	assert_int_equal(it_int_cmd(f.c, "CALL.AUTH 3 %s pp-1", DEST), 120);
+	it_run_cmd(f.c, "CALL.END 3 pp-1 60");
+	postpaid_expect(&f, -5000);
+	fx_crash(&f);
+	fx_restart(&f, NULL, 0);
+	postpaid_expect(&f, -5000);
+	assert_int_equal(it_int_cmd(f.c, "CALL.AUTH 3 %s pp-2", DEST), 60);
+	it_run_cmd(f.c, "CALL.END 3 pp-2 60");
+	postpaid_expect(&f, -10000);
+	char err[128];
+	it_error_of(f.c, err, sizeof(err), "CALL.AUTH 3 " DEST " pp-3");
+	assert_non_null(strstr(err, "BLOCKED"));
+	assert_int_equal(it_stop(&f.d), 0);
+	fx_restart(&f, NULL, 1);
+	postpaid_expect(&f, -10000);
+	it_error_of(f.c, err, sizeof(err), "CALL.AUTH 3 " DEST " pp-4");
+	assert_non_null(strstr(err, "BLOCKED"));
+	/* A payment (a credit) makes room again. */
+	it_run_cmd(f.c, "ACCT.CREDIT 3 0.01 pay-1");
+	assert_int_equal(it_int_cmd(f.c, "CALL.AUTH 3 %s pp-5", DEST), 120);
+	fx_end(&f);
+}
+
+/*
  * A call settled by expiry keeps its call id spent across restarts: rebuilt
  * from the journal's expire record after a crash, then from a snapshot
  * after a clean stop.  Without it a restarted engine authorized the id
@@ -788,6 +838,7 @@ main(void)
 	    cmocka_unit_test(test_crash_restart),
 	    cmocka_unit_test(test_reboot),
 	    cmocka_unit_test(test_expired_call_id_survives_restart),
+	    cmocka_unit_test(test_postpaid_survives_restart),
 	    cmocka_unit_test(test_torn_tail_is_cut),
 	    cmocka_unit_test(test_corrupt_middle_stops_start),
 	    cmocka_unit_test(test_newer_record_version_stops_start),

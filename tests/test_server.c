@@ -30,6 +30,7 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
+#include "rcmd.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
 
@@ -461,11 +462,11 @@ struct acct {
 };
 
 static const char *const acct_keys[] = {
-    "balance",        "available",       "reserved",      "state",          "plan",
-    "threshold",      "refill",          "refill_amount", "payment",        "refill_pending",
-    "refill_request", "calls",           "usage_local",   "usage_national", "usage_international",
-    "usage_tollfree", "usage_directory", "usage_mobile",  "usage_premium",  "usage_other",
-    "suspended",      "suspended_since", "failed_refills"};
+    "balance",        "available",       "reserved",       "state",          "plan",
+    "threshold",      "refill",          "refill_amount",  "payment",        "refill_pending",
+    "refill_request", "calls",           "usage_local",    "usage_national", "usage_international",
+    "usage_tollfree", "usage_directory", "usage_mobile",   "usage_premium",  "usage_other",
+    "suspended",      "suspended_since", "failed_refills", "kind",           "credit_limit"};
 
 static int64_t
 elem_money(const redisReply *e)
@@ -1223,6 +1224,66 @@ test_acct_set(void **state)
 }
 
 /*
+ * A postpaid account: granted down to minus its credit limit at $0.00 and
+ * below, CDRs charged past it (the call happened), blocked there; the kind
+ * and limit read back in ACCT.GET; every misuse refused before anything
+ * changes.
+ */
+static void
+test_acct_set_postpaid(void **state)
+{
+	char kind[16];
+	(void)state;
+
+	expect_status(cmd(fx.c, "ACCT.SET 700 PLAN flat KIND postpaid LIMIT 6"), "OK");
+	it_acct_field(fx.c, 700, "kind", kind, sizeof(kind));
+	assert_string_equal(kind, "postpaid");
+	assert_int_equal(it_acct_money(fx.c, 700, "credit_limit"), 6 * U);
+	assert_int_equal(it_acct_money(fx.c, 700, "available"), 6 * U);
+	assert_int_equal(it_acct_money(fx.c, 700, "balance"), 0);
+	/* $6 of credit at $0.60 a minute: ten minutes at $0.00. */
+	expect_int(cmd(fx.c, "CALL.AUTH 700 %s pp1", D_NAT), 600);
+	expect_err(cmd(fx.c, "CALL.AUTH 700 %s pp2", D_NAT), "BLOCKED");
+	expect_money(cmd(fx.c, "CALL.END 700 pp1 120"), 1200000);
+	assert_int_equal(it_acct_money(fx.c, 700, "balance"), -1200000);
+	assert_int_equal(it_acct_money(fx.c, 700, "available"), 4800000);
+	/* A CDR is a call that happened: charged past the limit, then everything blocks. */
+	expect_money(cmd(fx.c, "CDR 700 %s 600 pp-cdr1", D_NAT), 6 * U);
+	assert_int_equal(it_acct_money(fx.c, 700, "balance"), -7200000);
+	expect_err(cmd(fx.c, "CALL.AUTH 700 %s pp3", D_NAT), "BLOCKED");
+
+	static const char *const bad[][ARGV_MAX] = {
+	    {"ERR KIND must be prepaid or postpaid", "ACCT.SET", "700", "KIND", "monthly", NULL},
+	    {"ERR LIMIT is a postpaid account's credit limit: add KIND postpaid", "ACCT.SET", "701",
+	     "LIMIT", "5", NULL},
+	    {"ERR LIMIT is a postpaid account's credit limit: add KIND postpaid", "ACCT.SET", "700",
+	     "KIND", "prepaid", "LIMIT", "5", NULL},
+	    {"ERR a postpaid account has no refill threshold:", "ACCT.SET", "700", "THRESHOLD", "1",
+	     NULL},
+	    {"ERR a postpaid account has no auto-refill:", "ACCT.SET", "700", "PAYMENT", "on",
+	     "REFILL", "ADD", "5", NULL},
+	    {"ERR credit limit must be zero or more", "ACCT.SET", "700", "LIMIT", "-1", NULL},
+	    {"ERR invalid credit limit", "ACCT.SET", "700", "LIMIT", "lots", NULL},
+	};
+	expect_errors(fx.c, bad, sizeof(bad) / sizeof(bad[0]));
+	expect_err(cmd(fx.c, "ACCT.GET 701"), "NOACCOUNT");
+	assert_int_equal(it_acct_money(fx.c, 700, "credit_limit"), 6 * U);
+	it_acct_field(fx.c, 700, "payment", kind, sizeof(kind));
+	assert_string_equal(kind, "off");
+
+	/* Paid back: room again.  Prepaid again: the limit goes, a debt blocks. */
+	expect_money(cmd(fx.c, "ACCT.CREDIT 700 7.2 pp-pay1"), 0);
+	expect_int(cmd(fx.c, "CALL.AUTH 700 %s pp4", D_NAT), 600);
+	expect_money(cmd(fx.c, "CALL.END 700 pp4 60"), 600000);
+	expect_status(cmd(fx.c, "ACCT.SET 700 KIND prepaid"), "OK");
+	it_acct_field(fx.c, 700, "kind", kind, sizeof(kind));
+	assert_string_equal(kind, "prepaid");
+	assert_int_equal(it_acct_money(fx.c, 700, "credit_limit"), 0);
+	assert_int_equal(it_acct_money(fx.c, 700, "available"), -600000);
+	expect_err(cmd(fx.c, "CALL.AUTH 700 %s pp5", D_NAT), "BLOCKED");
+}
+
+/*
  * Regression: a refused ACCT.SET registered its PLAN name anyway (names are
  * never freed, at most 1024 per segment), so refused requests could fill
  * the registry and no new plan could ever be named again.
@@ -1379,7 +1440,7 @@ test_acct_get(void **state)
 	int closed;
 	it_raw_read(fd, buf, sizeof(buf), 300, &closed);
 	static const char head[] =
-	    "*46\r\n$7\r\nbalance\r\n$2\r\n10\r\n$9\r\navailable\r\n$2\r\n10"
+	    "*50\r\n$7\r\nbalance\r\n$2\r\n10\r\n$9\r\navailable\r\n$2\r\n10"
 	    "\r\n$8\r\nreserved\r\n$1\r\n0\r\n$5\r\nstate\r\n$6\r\nactive\r\n"
 	    "$4\r\nplan\r\n$4\r\nflat\r\n";
 	assert_memory_equal(buf, head, sizeof(head) - 1);
@@ -1950,7 +2011,7 @@ mixed_client(void *arg)
 			redisReply *rep = redisCommand(c, "ACCT.GET %llu", acct);
 			money_fmt(k->balance, b);
 			if (creply(k, rep, REDIS_REPLY_ARRAY, what) != NULL &&
-			    (rep->elements != 46 || strcmp(rep->element[1]->str, b) != 0 ||
+			    (rep->elements != 50 || strcmp(rep->element[1]->str, b) != 0 ||
 			     strcmp(rep->element[5]->str, "0") != 0))
 				cfail(k, "client %u: %s: ACCT.GET balance '%s', expected '%s'",
 				      k->id, what, rep->elements ? rep->element[1]->str : "", b);
@@ -2559,6 +2620,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_cdr, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_credit, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_set, setup_std, teardown),
+	    cmocka_unit_test_setup_teardown(test_acct_set_postpaid, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_set_refused_registers_no_plan, setup_std,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_set_new_plans_concurrently, setup_std,

@@ -229,6 +229,71 @@ test_reserve_commit_debit_credit(void **state)
 }
 
 /*
+ * A postpaid account is granted down to minus its credit limit, by the same
+ * reserve; its settings read back with the limit, not as a threshold, and
+ * it may not have auto-refill.
+ */
+static void
+test_postpaid_grants_down_to_minus_the_limit(void **state)
+{
+	struct tg_table t;
+	struct tg_move m;
+	struct tg_acct_view v;
+	char why[160];
+	(void)state;
+
+	make_name("postpaid");
+	open_table(&t, 10);
+	struct tg_acct *a = new_acct(&t, 9, 0);
+	struct tg_acct_settings s = {.flags = TG_ACCT_POSTPAID, .credit_limit = M(50)};
+	assert_true(tg_acct_settings_check(&s, why, sizeof(why)));
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
+	tg_acct_read(a, &v);
+	assert_int_equal(v.credit_limit, M(50));
+	assert_int_equal(v.threshold, 0);
+	assert_int_equal(v.available, M(50));
+	assert_int_equal(tg_acct_view_terms(&v), M(50));
+
+	/* At $0.00 it is still granted: 30 + 20 = the whole limit, then nothing. */
+	assert_int_equal(tg_acct_reserve(a, M(30), &m), TG_OK);
+	assert_int_equal(m.available, M(20));
+	assert_int_equal(tg_acct_reserve(a, M(21), &m), TG_SHORT);
+	assert_int_equal(tg_acct_reserve(a, M(20), &m), TG_OK);
+	assert_int_equal(tg_acct_reserve(a, 1, &m), TG_BLOCKED);
+	assert_int_equal(tg_acct_commit(a, M(30), M(30), &m), TG_OK);
+	assert_int_equal(tg_acct_commit(a, M(20), M(5), &m), TG_OK);
+	assert_int_equal(m.balance, -M(35));
+	assert_int_equal(m.available, M(15));
+	/* A payment credits it back: the limit counts from the new balance. */
+	assert_int_equal(tg_acct_credit(a, M(35), 0, &m), TG_OK);
+	assert_int_equal(m.available, M(50));
+	assert_int_equal(m.refill_fired, false);
+
+	/* Back to prepaid: the limit goes, and the debt (if any) blocks. */
+	assert_int_equal(tg_acct_debit(a, M(1), &m), TG_OK);
+	s = (struct tg_acct_settings){.threshold = M(2)};
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_OK);
+	tg_acct_read(a, &v);
+	assert_int_equal(v.credit_limit, 0);
+	assert_int_equal(v.threshold, M(2));
+	assert_int_equal(v.available, -M(1));
+	assert_int_equal(tg_acct_reserve(a, 1, &m), TG_BLOCKED);
+
+	/* No auto-refill for a postpaid account, no negative limit. */
+	s = (struct tg_acct_settings){.flags = TG_ACCT_POSTPAID | TG_ACCT_PAYMENT,
+	                              .refill_mode = TG_REFILL_ADD,
+	                              .refill_amount = M(10)};
+	assert_false(tg_acct_settings_check(&s, why, sizeof(why)));
+	assert_non_null(strstr(why, "no auto-refill"));
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_ERR);
+	s = (struct tg_acct_settings){.flags = TG_ACCT_POSTPAID, .credit_limit = -1};
+	assert_false(tg_acct_settings_check(&s, why, sizeof(why)));
+	assert_int_equal(tg_acct_configure(a, &s, &m), TG_ERR);
+	tg_table_close(&t);
+	tg_table_unlink(shm_name);
+}
+
+/*
  * Regression: usage per category was a plain atomic add, so a statement
  * total past 9223372036854.775807 wrapped negative.  It stops at the top,
  * also when two threads race it there.
@@ -603,6 +668,7 @@ main(void)
 	    cmocka_unit_test(test_undersized_shm_fails_at_start),
 	    cmocka_unit_test(test_insert_find_full),
 	    cmocka_unit_test(test_reserve_commit_debit_credit),
+	    cmocka_unit_test(test_postpaid_grants_down_to_minus_the_limit),
 	    cmocka_unit_test(test_usage_saturates_at_the_top),
 	    cmocka_unit_test(test_states_block),
 	    cmocka_unit_test(test_refill_fires_once_per_crossing),

@@ -306,6 +306,107 @@ test_no_overspend_no_torn_reads(void **state)
 	}
 }
 
+/*
+ * ---- postpaid: never below minus the limit, while the kind flips ----
+ *
+ * Reservers take and commit no more than they reserved on one account
+ * whose settings flip between postpaid (limit 2 units) and prepaid with a
+ * threshold of 5 units, the same word: a grant that read the threshold as a
+ * limit would take the balance below -2 units.
+ */
+#define PP_LIMIT (2 * UNIT)
+static uint64_t postpaid_id = 900000;
+
+static void *
+pp_reserver(void *arg)
+{
+	uintptr_t idx = (uintptr_t)arg;
+	uint64_t seed = 777 + idx;
+	struct tg_acct *a = tg_table_find(&table, postpaid_id);
+	struct tg_move m;
+
+	for (long i = 0; i < ops_per_thread / 2; i++) {
+		tg_money_t amt = (tg_money_t)(rnd(&seed) % UNIT) + 1;
+		if (tg_acct_reserve(a, amt, &m) == TG_OK) {
+			tg_acct_commit(a, amt, amt, &m);
+		} else if ((i & 3) == 0) {
+			/* Pay back whatever is owed, as an invoice payment would. */
+			struct tg_acct_view v;
+			tg_acct_read(a, &v);
+			if (v.balance < 0)
+				tg_acct_credit(a, -v.balance, 0, &m);
+		}
+	}
+	return NULL;
+}
+
+static void *
+pp_flipper(void *arg)
+{
+	struct tg_acct *a = arg;
+	struct tg_move m;
+	for (uint32_t k = 0; !tg_load_32(&stop_flag); k++) {
+		struct tg_acct_settings s = {.state = TG_STATE_ACTIVE};
+		if (k & 1) {
+			s.flags = TG_ACCT_POSTPAID;
+			s.credit_limit = PP_LIMIT;
+		} else {
+			s.threshold = 5 * UNIT;
+		}
+		tg_acct_configure(a, &s, &m);
+	}
+	return NULL;
+}
+
+static void *
+pp_checker(void *arg)
+{
+	long *bad = arg;
+	struct tg_acct *a = tg_table_find(&table, postpaid_id);
+	while (!tg_load_32(&stop_flag)) {
+		int64_t balance;
+		uint64_t hold;
+		tg_acct_read_money(a, &balance, &hold);
+		if (balance < -PP_LIMIT)
+			(*bad)++;
+		struct tg_acct_view v;
+		tg_acct_read(a, &v);
+		if ((v.flags & TG_ACCT_POSTPAID) ? v.credit_limit != PP_LIMIT || v.threshold != 0
+		                                 : v.threshold != 5 * UNIT || v.credit_limit != 0)
+			(*bad)++;
+	}
+	return NULL;
+}
+
+static void
+test_postpaid_never_below_minus_the_limit(void **state)
+{
+	pthread_t r[THREADS - 1], f, k;
+	long bad = 0;
+	struct tg_acct *a;
+	struct tg_move m;
+	bool created;
+	(void)state;
+
+	assert_int_equal(tg_table_insert(&table, postpaid_id, &a, &created), TG_OK);
+	tg_store_32(&stop_flag, 0);
+	pthread_create(&f, NULL, pp_flipper, a);
+	pthread_create(&k, NULL, pp_checker, &bad);
+	for (uintptr_t i = 0; i < THREADS - 1; i++)
+		pthread_create(&r[i], NULL, pp_reserver, (void *)i);
+	for (unsigned i = 0; i < THREADS - 1; i++)
+		pthread_join(r[i], NULL);
+	tg_store_32(&stop_flag, 1);
+	pthread_join(f, NULL);
+	pthread_join(k, NULL);
+	assert_int_equal(bad, 0);
+	struct tg_acct_view v;
+	tg_acct_read(a, &v);
+	assert_int_equal(v.reserved, 0);
+	assert_true(v.balance >= -PP_LIMIT);
+	(void)m;
+}
+
 /* ---- exactly one refill per crossing ---- */
 
 #define ROUNDS_DEFAULT 2000
@@ -417,6 +518,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_conservation),
 	    cmocka_unit_test(test_no_overspend_no_torn_reads),
+	    cmocka_unit_test(test_postpaid_never_below_minus_the_limit),
 	    cmocka_unit_test(test_one_refill_per_crossing),
 	    cmocka_unit_test(test_concurrent_insert),
 	};

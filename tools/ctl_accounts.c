@@ -38,6 +38,8 @@ ctl_accounts_read(const char *path, struct tg_diag *diag, struct ctl_account **o
 		v[i].state = tg_acct_state_name(r->s.state % TG_ACCT_STATE__COUNT);
 		v[i].refill = tg_refill_mode_name(r->s.refill_mode % TG_REFILL_MODE__COUNT);
 		v[i].payment = (r->s.flags & TG_ACCT_PAYMENT) ? "on" : "off";
+		v[i].kind = (r->s.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid";
+		v[i].credit_limit = r->s.credit_limit;
 		v[i].line = r->line;
 	}
 	free(rows);

@@ -17,9 +17,6 @@
 #include "tg_limits.h"
 #include "tg_money.h"
 
-/* The exact header line of format version 1. */
-#define CTL_ACCOUNTS_HEADER "account,balance,plan,state,threshold,refill,refill_amount,payment"
-
 /* One checked row, in the words ACCT.SET takes. */
 struct ctl_account {
 	uint64_t id;
@@ -27,10 +24,12 @@ struct ctl_account {
 	tg_money_t threshold;     /* 0 when the field was empty */
 	tg_money_t refill_amount; /* > 0 when refill is "add" or "topup" */
 	char plan[TG_PLAN_NAME_MAX + 1];
-	const char *state;   /* "active", "suspended" or "closed" (static strings) */
-	const char *refill;  /* "off", "add" or "topup" (static strings) */
-	const char *payment; /* "on" or "off" (static strings) */
-	unsigned line;       /* 1-based line in the file */
+	const char *state;       /* "active", "suspended" or "closed" (static strings) */
+	const char *refill;      /* "off", "add" or "topup" (static strings) */
+	const char *payment;     /* "on" or "off" (static strings) */
+	const char *kind;        /* "prepaid" or "postpaid" (static strings) */
+	tg_money_t credit_limit; /* postpaid: its credit limit; else 0 */
+	unsigned line;           /* 1-based line in the file */
 };
 
 /*

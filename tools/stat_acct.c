@@ -133,6 +133,8 @@ stat_account(FILE *f, const struct stat_src *s, uint64_t id)
 	FIELD("refill", "%s", stat_mode_name(v.refill_mode));
 	FIELD("refill_amount", "%s", stat_money(v.refill_amount, m));
 	FIELD("payment", "%s", (v.flags & TG_ACCT_PAYMENT) ? "on" : "off");
+	FIELD("kind", "%s", (v.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid");
+	FIELD("credit_limit", "%s", stat_money(v.credit_limit, m));
 	FIELD("calls", "%u", v.calls);
 	FIELD("refill_pending", "%d", v.refill_inflight ? 1 : 0);
 	if (v.refill_inflight)

@@ -132,9 +132,10 @@ print_settings(struct jctx *c, uint64_t id)
 		return;
 	tg_acct_read(a, &v);
 	fprintf(c->f, "differs: account %" PRIu64 ": settings:", id);
-	if (ra->threshold != v.threshold) {
-		fprintf(c->f, "%s threshold journal %s, live %s", sep,
-		        stat_money(ra->threshold, m1), stat_money(v.threshold, m2));
+	if (ra->threshold != tg_acct_view_terms(&v)) {
+		fprintf(c->f, "%s %s journal %s, live %s", sep,
+		        (v.flags & TG_ACCT_POSTPAID) ? "credit limit" : "threshold",
+		        stat_money(ra->threshold, m1), stat_money(tg_acct_view_terms(&v), m2));
 		sep = ";";
 	}
 	if (ra->refill_mode != v.refill_mode || ra->refill_amount != v.refill_amount) {
@@ -324,9 +325,9 @@ same_sample(const struct sample *a, const struct sample *b)
 	return a->present == b->present && a->v.balance == b->v.balance &&
 	       a->v.reserved == b->v.reserved && a->v.refill_seq == b->v.refill_seq &&
 	       a->v.refill_inflight == b->v.refill_inflight && a->v.threshold == b->v.threshold &&
-	       a->v.refill_amount == b->v.refill_amount && a->v.state == b->v.state &&
-	       a->v.refill_mode == b->v.refill_mode && a->v.flags == b->v.flags &&
-	       strcmp(a->plan, b->plan) == 0;
+	       a->v.credit_limit == b->v.credit_limit && a->v.refill_amount == b->v.refill_amount &&
+	       a->v.state == b->v.state && a->v.refill_mode == b->v.refill_mode &&
+	       a->v.flags == b->v.flags && strcmp(a->plan, b->plan) == 0;
 }
 
 /*
@@ -341,9 +342,9 @@ journal_is(const struct jctx *c, const struct tg_racct *ra, const struct sample 
 	return ra->balance == s->v.balance && ra->reserved == s->v.reserved &&
 	       ra->refill_seq == s->v.refill_seq &&
 	       (ra->refill_seq > ra->refill_done) == s->v.refill_inflight &&
-	       ra->threshold == s->v.threshold && ra->refill_amount == s->v.refill_amount &&
-	       ra->state == s->v.state && ra->refill_mode == s->v.refill_mode &&
-	       ra->flags == s->v.flags &&
+	       ra->threshold == tg_acct_view_terms(&s->v) &&
+	       ra->refill_amount == s->v.refill_amount && ra->state == s->v.state &&
+	       ra->refill_mode == s->v.refill_mode && ra->flags == s->v.flags &&
 	       strcmp(tg_replay_plan_name(&c->r, ra->plan), s->plan) == 0;
 }
 

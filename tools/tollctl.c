@@ -627,7 +627,7 @@ struct load_counts {
 /* The ACCT.SET words of one row, in buffers that live as long as the struct. */
 struct set_words {
 	char id[24], balance[TG_MONEY_STR_MAX], threshold[TG_MONEY_STR_MAX],
-	    amount[TG_MONEY_STR_MAX];
+	    amount[TG_MONEY_STR_MAX], limit[TG_MONEY_STR_MAX];
 	const char *argv[16];
 	int argc;
 };
@@ -641,6 +641,7 @@ set_words(const struct ctl_account *row, struct set_words *w)
 	tg_money_format(row->balance, w->balance);
 	tg_money_format(row->threshold, w->threshold);
 	tg_money_format(row->refill_amount, w->amount);
+	tg_money_format(row->credit_limit, w->limit);
 	w->argv[n++] = "ACCT.SET";
 	w->argv[n++] = w->id;
 	w->argv[n++] = "BALANCE";
@@ -649,8 +650,15 @@ set_words(const struct ctl_account *row, struct set_words *w)
 	w->argv[n++] = row->plan;
 	w->argv[n++] = "STATE";
 	w->argv[n++] = row->state;
-	w->argv[n++] = "THRESHOLD";
-	w->argv[n++] = w->threshold;
+	w->argv[n++] = "KIND";
+	w->argv[n++] = row->kind;
+	if (strcmp(row->kind, "postpaid") == 0) {
+		w->argv[n++] = "LIMIT";
+		w->argv[n++] = w->limit;
+	} else {
+		w->argv[n++] = "THRESHOLD";
+		w->argv[n++] = w->threshold;
+	}
 	w->argv[n++] = "REFILL";
 	if (strcmp(row->refill, "add") == 0) {
 		w->argv[n++] = "ADD";
