@@ -130,6 +130,7 @@ struct conn {
 	bool paused;        /* holding HOLD_PAUSE buffers: recv cancelled until drained */
 	bool eof;           /* the peer shut down its side */
 	bool close_after;   /* QUIT or a protocol error: close once the replies are sent */
+	bool detach;        /* with close_after: hand the fd to the handler instead of closing */
 	bool on_dirty;      /* in the worker's send list */
 	bool on_rearm;      /* in the worker's re-arm list */
 	uint16_t ops;       /* requests in the kernel (recv, send, cancel, close) */
@@ -596,7 +597,9 @@ hold_add(struct worker *w, struct conn *c, uint16_t bid, uint32_t off, uint32_t 
 	}
 }
 
-/* Once nothing of c is in the kernel any more, close its fd. */
+static void slot_free(struct worker *w, struct conn *c);
+
+/* Once nothing of c is in the kernel any more, close its fd (or hand it over: detach). */
 static void
 conn_finish(struct worker *w, struct conn *c)
 {
@@ -604,6 +607,16 @@ conn_finish(struct worker *w, struct conn *c)
 
 	if (c->state != CONN_CLOSING || c->ops != 0 || c->fd < 0)
 		return;
+	if (c->detach) {
+		/* Nothing of c is in the kernel: the fd is the handler's now, the slot free. */
+		const struct tg_net_handler *h = &w->net->h;
+		int fd = c->fd;
+		c->fd = -1;
+		stat_add(w, TG_NETC_DETACHED, 1);
+		h->detached(h->arg, w->id, c->session, fd);
+		slot_free(w, c);
+		return;
+	}
 	sqe = sqe_conn(w, c);
 	io_uring_prep_close(sqe, c->fd);
 	sqe->user_data = ud_make(OP_CLOSE, c->idx, c->gen);
@@ -705,7 +718,7 @@ conn_open(struct worker *w, int fd)
 	c->fd = fd;
 	c->state = CONN_OPEN;
 	c->recv_armed = c->send_inflight = c->paused = false;
-	c->eof = c->close_after = false;
+	c->eof = c->close_after = c->detach = false;
 	c->hold_head = c->hold_tail = NONE16;
 	c->hold_n = 0;
 	c->in_len = 0;
@@ -835,8 +848,10 @@ conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t s
 				tg_out_raw(&c->out, too_large, sizeof(too_large) - 1);
 				stat_add(w, TG_NETC_TOO_LARGE, 1);
 			}
-			if (rc == TG_NET_CLOSE) {
+			if (rc == TG_NET_CLOSE || rc == TG_NET_DETACH) {
+				/* Whatever the peer sent after a detaching command is dropped. */
 				c->close_after = true;
+				c->detach = rc == TG_NET_DETACH && h->detached != NULL;
 				*used = len;
 				return RUN_CLOSE;
 			}

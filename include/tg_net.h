@@ -19,6 +19,12 @@
 /* exec() return values */
 #define TG_NET_CONTINUE 0
 #define TG_NET_CLOSE    1 /* send what was written, then close (QUIT, protocol error) */
+/*
+ * Send what was written, then hand the socket to the handler's detached()
+ * (replication, subscriptions: a connection that leaves request/reply).
+ * Without a detached() it is TG_NET_CLOSE.
+ */
+#define TG_NET_DETACH 2
 
 /*
  * The server's counters, in this order (tbl/tg_net_counters.h): where they
@@ -72,6 +78,15 @@ struct tg_net_handler {
 	/* Around each batch of requests from one read (epoch sections, clocks). */
 	void (*batch_begin)(void *arg, unsigned worker);
 	void (*batch_end)(void *arg, unsigned worker);
+	/*
+	 * A connection whose exec returned TG_NET_DETACH: its replies are sent,
+	 * nothing of it is in the kernel, session_close has run (the session's
+	 * memory is still readable here, and only here).  fd is the callee's
+	 * to keep and close.  Bytes the peer sent after the detaching request
+	 * and that the server had already read are lost: a protocol that
+	 * detaches must have the peer wait for the reply.
+	 */
+	void (*detached)(void *arg, unsigned worker, void *session, int fd);
 	/* Called on every worker about every tick_ms. */
 	void (*tick)(void *arg, unsigned worker);
 	/* Called once on each worker thread before it serves / after it stops. */

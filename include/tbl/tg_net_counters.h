@@ -27,3 +27,5 @@ TG_NET_COUNTER(REQUEST_TIMEOUT, connections_request_timeout, clients,
 TG_NET_COUNTER(STALLED, connections_stalled, clients,
                "connections closed because their replies went unread for reply-timeout (or 1 s "
                "while the worker ran short of receive buffers)")
+TG_NET_COUNTER(DETACHED, connections_detached, clients,
+               "connections handed over from request/reply to a stream: replicas, subscribers")
