@@ -31,8 +31,8 @@
 
 _Static_assert(TG_AUTH_ADDRS % WAYS == 0, "the failure table is cut into sets");
 
-static const char *const role_names[] = {"call", "refill", "admin"};
-static const uint8_t role_bits[] = {TG_ROLE_CALL, TG_ROLE_REFILL, TG_ROLE_ADMIN};
+static const char *const role_names[] = {"call", "refill", "admin", "replica"};
+static const uint8_t role_bits[] = {TG_ROLE_CALL, TG_ROLE_REFILL, TG_ROLE_ADMIN, TG_ROLE_REPLICA};
 
 const char *
 tg_role_name(uint8_t role)

@@ -106,6 +106,8 @@ start_auth(struct tg_server *srv)
 	}
 	srv->started_s = (uint64_t)time(NULL);
 	pthread_mutex_init(&srv->reload_lock, NULL);
+	srv->repl_role = cfg->replica_of[0] != '\0' ? TG_REPL_REPLICA : TG_REPL_PRIMARY;
+	tg_repl_run_id(srv->run_id);
 	return 0;
 }
 

@@ -21,10 +21,11 @@
 #define TG_AUTH_MAGIC 0x61757468u
 
 /* Roles are bits: each command lists the roles that may run it (admin: all). */
-#define TG_ROLE_CALL   0x01u /* a switch: call control, CDRs, quotes, ACCT.GET */
-#define TG_ROLE_REFILL 0x02u /* a refill worker: ACCT.CREDIT, ACCT.REFILL.FAILED, ACCT.GET */
-#define TG_ROLE_ADMIN  0x04u /* everything */
-#define TG_ROLES_ALL   (TG_ROLE_CALL | TG_ROLE_REFILL | TG_ROLE_ADMIN)
+#define TG_ROLE_CALL    0x01u /* a switch: call control, CDRs, quotes, ACCT.GET */
+#define TG_ROLE_REFILL  0x02u /* a refill worker: ACCT.CREDIT, ACCT.REFILL.FAILED, ACCT.GET */
+#define TG_ROLE_ADMIN   0x04u /* everything */
+#define TG_ROLE_REPLICA 0x08u /* a replica following this node's journal: REPL.SYNC */
+#define TG_ROLES_ALL    (TG_ROLE_CALL | TG_ROLE_REFILL | TG_ROLE_ADMIN | TG_ROLE_REPLICA)
 
 struct tg_user {
 	char name[TG_USER_NAME_MAX + 1];

@@ -18,6 +18,7 @@
 #include "tg_durable.h"
 #include "tg_engine.h"
 #include "tg_net.h"
+#include "tg_repl.h"
 #include "tg_table.h"
 
 #define TG_SERVER_MAGIC  0x73727672u
@@ -39,6 +40,10 @@ struct tg_server {
 	uint32_t pass_len;
 	struct tg_auth auth;   /* users and failed AUTHs (docs/SECURITY.md) */
 	struct tg_durable dur; /* journal, snapshots, recovery (docs/JOURNAL.md) */
+	/* replication (docs/HA.md) */
+	enum tg_repl_role repl_role;     /* set at start from replica-of */
+	char run_id[TG_REPL_ID_LEN + 1]; /* random, new at every start */
+	struct tg_repl *repl;            /* senders and receiver (repl.c) */
 };
 
 /* Per connection. */

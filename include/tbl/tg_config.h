@@ -100,3 +100,20 @@ TG_CFG("ledger-keep-max", U64, ledger_keep_max, "1073741824",
        "(its ledger.pos); older segments go anyway and ledger_segments_cut counts them")
 TG_CFG("snapshot-interval", U32, snapshot_interval, "300",
        "seconds between snapshots (taken only when the journal grew); 0 = only at shutdown")
+TG_CFG("replica-of", STR, replica_of, "",
+       "HOST PORT of the primary to follow as a replica; empty = this node is a primary "
+       "(docs/HA.md)")
+TG_CFG("primary-user", STR, primary_user, "",
+       "user a replica AUTHs as on its primary (a user of role replica there); empty = default")
+TG_CFG("primary-password", STR, primary_password, "",
+       "password a replica AUTHs with on its primary; empty = no AUTH")
+TG_CFG("replica-priority", U32, replica_priority, "100",
+       "Sentinel's replica-priority: lower is promoted first, 0 = never promoted")
+TG_CFG("min-replicas-to-write", U32, min_replicas_to_write, "0",
+       "durable mode: acknowledge a change only once this many replicas have it on disk too")
+TG_CFG("min-replicas-timeout", U32, min_replicas_timeout, "1000",
+       "milliseconds a change waits for min-replicas-to-write replicas before "
+       "min-replicas-on-timeout applies")
+TG_CFG("min-replicas-on-timeout", STR, min_replicas_on_timeout, "refuse",
+       "refuse: money-moving commands get NOREPLICAS until enough replicas catch up; async: "
+       "acknowledge on this node's disk alone (logged and counted)")
