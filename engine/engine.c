@@ -273,11 +273,20 @@ tg_worker_commit(struct tg_worker *w)
 {
 	struct tg_engine *e = w->e;
 
+	uint64_t last = 0;
+
 	if (e->jw != NULL && w->stage.n > 0)
-		tg_jw_commit(e->jw, &w->stage);
+		last = tg_jw_commit(e->jw, &w->stage);
 	tg_store_64(&w->open, tg_load_64(&w->open) & ~1ull);
 	if (e->jw != NULL && w->replayed && tg_jw_mode(e->jw) == TG_DURABLE)
 		wait_others(w);
+	/*
+	 * A replayed reply may rest on a record of another batch: it waits for
+	 * everything on disk now to reach the other nodes too.
+	 */
+	void (*fn)(void *, uint64_t) = ck_pr_load_ptr(&e->commit.fn);
+	if (fn != NULL && (last != 0 || w->replayed))
+		fn(e->commit.arg, w->replayed ? tg_jw_durable(e->jw) : last);
 	w->replayed = false;
 }
 

@@ -574,7 +574,8 @@ tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 	for (unsigned i = 0; i < s->n; i++) {
 		const struct tg_jitem *it = &s->items[i];
 		ssize_t n = tg_journal_encode(jw->fill + jw->fill_len, jw->cap - jw->fill_len,
-		                              it->type, jw->next_lsn, now, it->payload, it->len);
+		                              it->type, jw->next_lsn,
+		                              it->time != 0 ? it->time : now, it->payload, it->len);
 		TG_ASSERT(n > 0);
 		jw->fill_len += (size_t)n;
 		jw->fill_last = jw->next_lsn++;
@@ -620,6 +621,34 @@ tg_jw_sync(struct tg_jw *jw)
 void
 tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload, size_t len)
 {
+	tg_jw_stage_at(jw, s, type, payload, len, 0);
+}
+
+uint64_t
+tg_jw_wait_durable(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms)
+{
+	struct timespec ts;
+	uint64_t d = tg_load_64(&jw->durable);
+
+	if (d > after || timeout_ms == 0)
+		return d;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000u;
+	ts.tv_sec += (time_t)(ns / 1000000000u);
+	ts.tv_nsec = (long)(ns % 1000000000u);
+	pthread_mutex_lock(&jw->mu);
+	/* Every flush broadcasts cv; relaxed mode's flushes come from the writer's thread. */
+	while ((d = tg_load_64(&jw->durable)) <= after && !jw->stop)
+		if (pthread_cond_timedwait(&jw->cv, &jw->mu, &ts) != 0)
+			break;
+	pthread_mutex_unlock(&jw->mu);
+	return tg_load_64(&jw->durable);
+}
+
+void
+tg_jw_stage_at(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload,
+               size_t len, int64_t time_ns)
+{
 	TG_ASSERT(len <= TG_JSTAGE_PAYLOAD &&
 	          tg_journal_payload_ok(type, len == tg_journal_payload_size(type) ? 1 : 2, payload,
 	                                len));
@@ -628,6 +657,7 @@ tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *pa
 	struct tg_jitem *it = &s->items[s->n++];
 	it->type = (uint16_t)type;
 	it->len = (uint16_t)len;
+	it->time = time_ns;
 	memcpy(it->payload, payload, len);
 	/* Only this thread writes it: a plain add, published for tg_jw_admit. */
 	tg_store_64(&s->bytes, s->bytes + tg_journal_rec_size(len));

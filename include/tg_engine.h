@@ -96,6 +96,17 @@ struct tg_refill_hook {
 	void *arg;
 };
 
+/*
+ * How a batch waits for other nodes: fn(arg, lsn) is called on a worker's
+ * thread once the batch's records (up to lsn) are on this node's disk, and
+ * before its replies leave.  Replication (tg_repl.h) installs it when
+ * min-replicas-to-write asks for copies elsewhere.
+ */
+struct tg_commit_hook {
+	void (*fn)(void *arg, uint64_t lsn);
+	void *arg;
+};
+
 struct tg_engine {
 	struct tg_table *table;
 	struct tg_rates rates;
@@ -106,6 +117,7 @@ struct tg_engine {
 	struct tg_rcache_entry *rcache; /* TG_RCACHE_SIZE per worker record */
 	uint64_t started_ns;
 	struct tg_refill_hook refill; /* who publishes fired refills; {NULL, NULL}: nobody */
+	struct tg_commit_hook commit; /* who else must hold a batch first; {NULL, NULL}: nobody */
 	struct tg_jw *jw;             /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
 	struct tg_idstore *idstore;   /* the id window's disk tier (tg_idstore.h), or NULL */
 	/* The sweep that closes accounts unpaid too long (tg_engine_close_unpaid): one thread. */

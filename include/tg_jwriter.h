@@ -46,6 +46,7 @@ struct tg_jitem {
 	uint16_t type;
 	uint16_t len;
 	uint32_t pad;
+	int64_t time; /* ns since the epoch to stamp it with; 0: the commit's clock */
 	uint8_t payload[TG_JSTAGE_PAYLOAD];
 };
 
@@ -133,6 +134,19 @@ int tg_jw_watch(struct tg_jw *jw, struct tg_jstage *s);
 /* Stage one record (a copy of payload); when the stage is full, commits first. */
 void tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload,
                  size_t len);
+/*
+ * Stage a record another journal wrote (a replica copying its primary's):
+ * stamped with time_ns, its original time, rather than the commit's clock.
+ * Its LSN is still the next one: the caller checks it is the original's.
+ */
+void tg_jw_stage_at(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *payload,
+                    size_t len, int64_t time_ns);
+/*
+ * Wait until the durable LSN passes after, at most timeout_ms; returns the
+ * durable LSN then (at or below after on a timeout, or when the writer
+ * closes).  Any thread: replication's senders follow the journal with it.
+ */
+uint64_t tg_jw_wait_durable(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms);
 /*
  * Commit what s holds (then empties it): in durable mode returns once it is
  * on disk.  Any thread, any number at once, each with its own stage.
