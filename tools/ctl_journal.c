@@ -227,16 +227,46 @@ charge_of(const struct tg_jrec *rec, struct tg_jitem_charge *c)
 	return true;
 }
 
-/* billed, rate, connect of an itemized charge (printed before the charge itself). */
+/*
+ * The fields of a charge (commit, debit, expire): kind, the strings the
+ * type carries (bit i of strings: string i, in docs/JOURNAL.md's order),
+ * category, duration, and when itemized the seconds billed, the rate, the
+ * connect fee; then the charge and, itemized, the balance after it.
+ */
 static void
-put_rating(bool itemized, const struct tg_jitem_charge *c)
+put_charge(const struct tg_jrec *rec, const char *kind, unsigned strings, unsigned category,
+           uint32_t duration, int64_t cost)
 {
-	if (!itemized)
-		return;
-	put_u64("billed", c->billed);
-	put_money("rate", c->per_min);
-	put_money("connect", c->connect);
+	static const char *const key[TG_JITEM_STRINGS] = {
+	    [TG_JITEM_S_ID] = "call_id",
+	    [TG_JITEM_S_DEST] = "dest",
+	    [TG_JITEM_S_PLAN] = "plan",
+	    [TG_JITEM_S_PREFIX] = "prefix",
+	};
+	struct tg_jitem_charge c;
+	bool item = charge_of(rec, &c);
+
+	printf(" kind=%s", kind);
+	for (unsigned i = 0; i < TG_JITEM_STRINGS; i++)
+		if (strings & (1u << i))
+			put_item(rec, key[i], i);
+	printf(" category=%s", category_name(category));
+	put_u64("duration", duration);
+	if (item) {
+		put_u64("billed", c.billed);
+		put_money("rate", c.per_min);
+		put_money("connect", c.connect);
+	}
+	put_money("charge", cost);
+	if (item)
+		put_money("balance_after", c.balance);
 }
+
+/* Bits of put_charge's strings. */
+#define S_ID     (1u << TG_JITEM_S_ID)
+#define S_DEST   (1u << TG_JITEM_S_DEST)
+#define S_PLAN   (1u << TG_JITEM_S_PLAN)
+#define S_PREFIX (1u << TG_JITEM_S_PREFIX)
 
 /*
  * One record, one line: "lsn=N at=FILE:OFFSET type=NAME time=UTC acct=N"
@@ -261,8 +291,6 @@ print_record(const struct tg_jrec *rec, const char *file, uint64_t offset)
 		uint64_t acct; /* the first field of every type but confirm */
 	} u;
 	size_t v1 = tg_journal_payload_size(rec->type);
-	struct tg_jitem_charge ch;
-	bool item = false;
 	char when[40];
 	struct tm tm;
 	time_t sec = (time_t)(rec->time / 1000000000);
@@ -303,47 +331,22 @@ print_record(const struct tg_jrec *rec, const char *file, uint64_t offset)
 		put_digest("call_key", u.reserve.call);
 		break;
 	case TG_JREC_COMMIT:
-		item = charge_of(rec, &ch);
-		printf(" kind=end");
-		put_item(rec, "call_id", TG_JITEM_S_ID);
-		put_item(rec, "prefix", TG_JITEM_S_PREFIX);
-		printf(" category=%s", category_name(u.commit.category));
-		put_u64("duration", u.commit.duration);
-		put_rating(item, &ch);
-		put_money("charge", u.commit.cost);
-		if (item)
-			put_money("balance_after", ch.balance);
+		put_charge(rec, "end", S_ID | S_PREFIX, u.commit.category, u.commit.duration,
+		           u.commit.cost);
 		put_money("released", u.commit.reserved);
 		put_digest("call_key", u.commit.call);
 		put_digest("end_key", u.commit.end);
 		printf(" fingerprint=%016" PRIx64, u.commit.fingerprint);
 		break;
 	case TG_JREC_DEBIT:
-		item = charge_of(rec, &ch);
-		printf(" kind=cdr");
-		put_item(rec, "call_id", TG_JITEM_S_ID);
-		put_item(rec, "dest", TG_JITEM_S_DEST);
-		put_item(rec, "plan", TG_JITEM_S_PLAN);
-		put_item(rec, "prefix", TG_JITEM_S_PREFIX);
-		printf(" category=%s", category_name(u.debit.category));
-		put_u64("duration", u.debit.duration);
-		put_rating(item, &ch);
-		put_money("charge", u.debit.cost);
-		if (item)
-			put_money("balance_after", ch.balance);
+		put_charge(rec, "cdr", S_ID | S_DEST | S_PLAN | S_PREFIX, u.debit.category,
+		           u.debit.duration, u.debit.cost);
 		put_digest("call_key", u.debit.id);
 		printf(" fingerprint=%016" PRIx64, u.debit.fingerprint);
 		break;
 	case TG_JREC_EXPIRE:
-		item = charge_of(rec, &ch);
-		printf(" kind=expiry");
-		put_item(rec, "prefix", TG_JITEM_S_PREFIX);
-		printf(" category=%s", category_name(u.expire.category));
-		put_u64("duration", u.expire.seconds);
-		put_rating(item, &ch);
-		put_money("charge", u.expire.cost);
-		if (item)
-			put_money("balance_after", ch.balance);
+		put_charge(rec, "expiry", S_PREFIX, u.expire.category, u.expire.seconds,
+		           u.expire.cost);
 		put_money("released", u.expire.reserved);
 		put_digest("call_key", u.expire.call);
 		break;

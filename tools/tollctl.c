@@ -85,7 +85,7 @@ static const char usage_text[] =
     "  journal-check --data-dir DIR [--records]\n"
     "        read the whole journal, read-only, and print what the reader finds: its\n"
     "        segments, records, first and last LSN and the verdict; --records also lists\n"
-    "        every record (LSN, FILE:OFFSET, type, account)\n"
+    "        every record, one a line, every field as key=value (docs/TOOLS.md)\n"
     "  journal-cut --data-dir DIR --at FILE:OFFSET\n"
     "        discard the journal from the record at OFFSET of segment FILE on (the place\n"
     "        tollgated names when it refuses a damaged journal): that segment is cut there,\n"
