@@ -375,11 +375,7 @@ snap_thread(void *arg)
 	 */
 	pthread_mutex_lock(&d->mu);
 	while (!d->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += SPILL_TICK_MS * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		struct timespec ts = tg_clock_after_ms(CLOCK_REALTIME, SPILL_TICK_MS);
 		pthread_cond_timedwait(&d->cv, &d->mu, &ts);
 		if (d->stop)
 			break;

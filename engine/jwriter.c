@@ -740,15 +740,11 @@ jw_thread(void *arg)
 
 	pthread_mutex_lock(&jw->mu);
 	while (!jw->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)step * 1000000;
-		ts.tv_sec += ts.tv_nsec / 1000000000;
-		ts.tv_nsec %= 1000000000;
+		struct timespec ts = tg_clock_after_ms(CLOCK_REALTIME, step);
 		pthread_cond_timedwait(&jw->tick, &jw->mu, &ts);
 		if (jw->stop)
 			break;
-		uint64_t now = tg_clock_ns(CLOCK_MONOTONIC) / 1000000;
+		uint64_t now = tg_mono_ms();
 		if (jw->cfg.mode == TG_RELAXED && !jw->flushing && flush_due(jw) &&
 		    now - jw->last_flush_ms >= jw->cfg.flush_ms)
 			flush_locked(jw);

@@ -11,6 +11,7 @@
 
 #include "tg_assert.h"
 #include "tg_atomic.h"
+#include "tg_clock.h"
 #include "tg_recover.h"
 
 #define NS 1000000000ll
@@ -184,7 +185,6 @@ int
 tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, size_t errlen)
 {
 	int32_t plan_ids[TG_PLANS_MAX] = {0};
-	struct timespec rt, mono;
 	struct install in = {.e = e, .plan_ids = plan_ids, .err = err, .errlen = errlen};
 
 	/* Into a fresh engine only, before any worker runs; the names fit the registry. */
@@ -206,11 +206,9 @@ tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, si
 		}
 		plan_ids[i] = id;
 	}
-	clock_gettime(CLOCK_REALTIME, &rt);
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	in.now_rt = rt.tv_sec * NS + rt.tv_nsec;
-	in.now_mono = mono.tv_sec * NS + mono.tv_nsec;
-	in.now_s = (uint32_t)rt.tv_sec;
+	in.now_rt = (int64_t)tg_clock_ns(CLOCK_REALTIME);
+	in.now_mono = (int64_t)tg_mono_ns();
+	in.now_s = (uint32_t)(in.now_rt / NS);
 	/*
 	 * Accounts in parallel: inserts are lock-free and each account is
 	 * written by one thread.  Most of the time goes to first touches of the

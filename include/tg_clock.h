@@ -42,6 +42,19 @@ tg_mono_ms(void)
 	return tg_clock_ms(CLOCK_MONOTONIC);
 }
 
+/*
+ * The time ms milliseconds from now on clock id, as a timespec: the
+ * deadline pthread_cond_timedwait takes (CLOCK_REALTIME unless the
+ * condition variable was set up with another clock).
+ */
+static inline struct timespec
+tg_clock_after_ms(clockid_t id, uint64_t ms)
+{
+	uint64_t t = tg_clock_ns(id) + ms * 1000000u;
+	return (struct timespec){.tv_sec = (time_t)(t / 1000000000u),
+	                         .tv_nsec = (long)(t % 1000000000u)};
+}
+
 /* The monotonic clock in whole seconds. */
 static inline uint64_t
 tg_mono_s(void)

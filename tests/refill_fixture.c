@@ -72,13 +72,15 @@ void
 rfx_profile(struct rfx *f, uint64_t acct, const char *email, const char *method, const char *token,
             const char *name)
 {
-	const char *k[] = {"email", "method", "token", "name"};
-	const char *v[] = {email, method, token, name};
+	const char *v[TG_PF__COUNT] = {[TG_PF_EMAIL] = email,
+	                               [TG_PF_METHOD] = method,
+	                               [TG_PF_TOKEN] = token,
+	                               [TG_PF_NAME] = name};
 
-	for (size_t i = 0; i < 4; i++)
+	for (unsigned i = 0; i < TG_PF__COUNT; i++)
 		if (v[i] != NULL)
 			it_run_cmd(f->r, "HSET " TG_PROFILE_PREFIX "%llu %s %s",
-			           (unsigned long long)acct, k[i], v[i]);
+			           (unsigned long long)acct, tg_profile_field_name(i), v[i]);
 }
 
 int

@@ -513,6 +513,17 @@ while True:
 	ppid=""
 fi
 
+# ---- a CDR and a credit for journal-check --records: what it must print of each ----
+# The call id holds a blank and a control byte: printed as sent, each as \xNN.
+t journal-acct 0 ctl set 1009 BALANCE 1 PLAN basic
+callid=$(printf 'cdr 9\001x')
+name=journal-cdr
+checks=$((checks + 1))
+[ "$(redis-cli -p "$port" CDR 1009 15551234 30 "$callid")" = 0.06 ] ||
+	fail "the CDR of 1009 was not charged 0.06"
+t journal-credit 0 ctl credit 1009 5 tx-journal-9
+is out "5.94"
+
 # ---- journal-check, journal-cut: usage, and a data directory in use ----
 seg1=journal-0000000000000001.tgj
 t journal-check-usage 2 "$TOLLCTL" journal-check
@@ -559,9 +570,30 @@ field_is last_lsn "$records"
 has out "verdict    journal: clean end in $seg1 at offset $(stat -c %s "$dir/data/$seg1"),"
 lacks out "note"
 t journal-check-records 0 "$TOLLCTL" journal-check --data-dir "$dir/data" --records
-n=$(grep -cE "^[0-9]+ $seg1:[0-9]+ [a-z_]+ [0-9]+$" "$dir/out")
+# One line a record: "lsn=N at=FILE:OFFSET type=NAME time=UTC acct=N" and its fields.
+stamp='[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}Z'
+n=$(grep -cE "^lsn=[0-9]+ at=$seg1:[0-9]+ type=[a-z_]+ time=$stamp acct=[0-9]+( |$)" "$dir/out")
 [ "$n" = "$records" ] || fail "$n record lines, $records records"
-grep -qE "^1 $seg1:64 [a-z_]+ [0-9]+$" "$dir/out" || fail "no line for LSN 1 at offset 64"
+grep -qE "^lsn=1 at=$seg1:64 type=" "$dir/out" || fail "no line for LSN 1 at offset 64"
+# The CDR of 1009, itemized: the call id as sent, the destination, the charge.
+debit=$(grep -E " type=debit .* acct=1009 " "$dir/out")
+[ "$(printf '%s\n' "$debit" | grep -c .)" = 1 ] || fail "not one debit line for 1009: $debit"
+for want in "kind=cdr" 'call_id=cdr\x209\x01x' "dest=15551234" "plan=basic" "prefix=1" \
+	"category=national" "duration=30" "billed=60" "rate=0.06" "connect=0" "charge=0.06" \
+	"balance_after=0.94"; do
+	case " $debit " in
+	*" $want "*) ;;
+	*) fail "the debit line lacks '$want': $debit" ;;
+	esac
+done
+credit=$(grep -E " type=credit .* acct=1009 " "$dir/out")
+for want in "amount=5" "balance_after=5.94" "txid=tx-journal-9" "source=operator" "user=" \
+	"refill_seq=0"; do
+	case " $credit " in
+	*" $want "*) ;;
+	*) fail "the credit line lacks '$want': $credit" ;;
+	esac
+done
 
 # ---- a torn tail: the last CONFIRM cut short keeps every record ----
 cp -a "$dir/data" "$dir/torn"

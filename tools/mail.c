@@ -30,6 +30,7 @@
 #include "mail.h"
 #include "tg_assert.h"
 #include "tg_log.h"
+#include "tg_refill_wire.h"
 
 /* Bytes of a displayed amount: a sign, the currency symbol, the amount, its decimals. */
 #define SHOW_MAX (TG_MONEY_STR_MAX + 16)
@@ -123,7 +124,7 @@ method_text(const char *method, const char *token, const char *none, char *out)
 		snprintf(out, METHOD_MAX, "%s", none);
 		return;
 	}
-	const char *word = strcmp(method, "paypal") == 0 ? "PayPal" : "credit card";
+	const char *word = tg_pay_method_parse(method) == TG_PAY_PAYPAL ? "PayPal" : "credit card";
 	if (n > TOKEN_SHOWN)
 		snprintf(out, METHOD_MAX, "%s ****%s", word, token + n - TOKEN_SHOWN);
 	else

@@ -35,6 +35,7 @@
 
 #include "gateway.h"
 #include "mail.h"
+#include "refill_work.h"
 #include "tg_assert.h"
 #include "tg_clock.h"
 #include "tg_engine.h"
@@ -77,9 +78,7 @@
 #define CLAIM_EVERY_MIN_MS 100
 #define CLAIM_EVERY_MAX_MS 5000
 /* Bytes of a stream entry id ("1700000000000-0"), NUL included. */
-#define MSGID_MAX 48
 /* Bytes of a payment token, NUL included. */
-#define TOKEN_MAX    256
 #define WORKER_MAGIC 0x7265666cu /* "refl" */
 
 /* Exit status of --once when Redis or the engine stayed unreachable: EX_TEMPFAIL. */
@@ -145,22 +144,6 @@ usage(FILE *f)
 	        "docs/REFILL.md, \"Worker\", has the whole story.\n");
 }
 
-/* A whole decimal number in [min, max]. */
-static bool
-parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-
-	if (s[0] < '0' || s[0] > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* "host:port" (the last ':' splits, so "[::1]" is not supported: write "::1:6379"). */
 static bool
 parse_addr(const char *s, char *host, size_t cap, uint16_t *port)
@@ -169,7 +152,7 @@ parse_addr(const char *s, char *host, size_t cap, uint16_t *port)
 	uint64_t p;
 
 	if (colon == NULL || colon == s || (size_t)(colon - s) >= cap ||
-	    !parse_u64(colon + 1, 1, 65535, &p))
+	    !rw_parse_u64(colon + 1, 1, 65535, &p))
 		return false;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
@@ -197,7 +180,7 @@ parse_duration_ms(const char *s, uint64_t *out)
 		return false;
 	memcpy(num, s, n);
 	num[n] = '\0';
-	if (!parse_u64(num, 1, PERIOD_MAX_MS, &v))
+	if (!rw_parse_u64(num, 1, PERIOD_MAX_MS, &v))
 		return false;
 	for (size_t i = 0; i < TG_ARRAY_LEN(units); i++) {
 		if (strcmp(s + n, units[i].unit) != 0)
@@ -324,11 +307,11 @@ parse_opts(int argc, char **argv, struct opts *o)
 				goto bad;
 			break;
 		case O_CLAIM:
-			if (!parse_u64(optarg, 1, UINT32_MAX, &o->claim_idle_ms))
+			if (!rw_parse_u64(optarg, 1, UINT32_MAX, &o->claim_idle_ms))
 				goto bad;
 			break;
 		case O_ATTEMPTS:
-			if (!parse_u64(optarg, 1, ATTEMPTS_MAX, &v))
+			if (!rw_parse_u64(optarg, 1, ATTEMPTS_MAX, &v))
 				goto bad;
 			o->attempts = (unsigned)v;
 			break;
@@ -337,7 +320,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 				goto bad;
 			break;
 		case O_BACKOFF:
-			if (!parse_u64(optarg, 0, PAUSE_MAX_MS, &o->backoff_ms))
+			if (!rw_parse_u64(optarg, 0, PAUSE_MAX_MS, &o->backoff_ms))
 				goto bad;
 			break;
 		case O_MAILDIR:
@@ -442,14 +425,6 @@ pause_ms(uint64_t ms)
 	return false;
 }
 
-/* s[0..n) with anything unprintable shown as '?', cut to fit: safe in one log line. */
-static const char *
-printable(const char *s, size_t n, char *out, size_t cap)
-{
-	TG_ASSERT(cap >= 4);
-	return tg_log_show(out, cap - 4, s, n);
-}
-
 /* ------------------------------------------------------------------ */
 /* the worker and its connections                                      */
 
@@ -464,10 +439,10 @@ struct worker {
 	redisContext *e; /* tollgated; NULL while down */
 	struct tg_gateway gw;
 	struct tg_notifier mail;
-	bool read_pending;            /* re-read this consumer's pending entries first */
-	char pending_from[MSGID_MAX]; /* the pending read goes on after this id */
-	bool claim_done;              /* --once: the one XAUTOCLAIM pass is over */
-	char claim_cursor[MSGID_MAX];
+	bool read_pending;               /* re-read this consumer's pending entries first */
+	char pending_from[RW_MSGID_MAX]; /* the pending read goes on after this id */
+	bool claim_done;                 /* --once: the one XAUTOCLAIM pass is over */
+	char claim_cursor[RW_MSGID_MAX];
 	uint64_t claim_due_ms; /* next XAUTOCLAIM */
 	uint64_t retry_ms;     /* next pause after a Redis or engine failure */
 	uint64_t move_due_ms;  /* wall clock: next look for scheduled retries that are due */
@@ -656,7 +631,7 @@ eq(struct worker *w, redisReply **out, char *why, size_t whylen, const char *fmt
 		*out = r;
 		return E_OK;
 	}
-	printable(r->str, r->len, why, whylen);
+	rw_printable(r->str, r->len, why, whylen);
 	freeReplyObject(r);
 	if (strncmp(why, "NOAUTH", 6) == 0 || strncmp(why, "WRONGPASS", 9) == 0 ||
 	    strncmp(why, "FULL", 4) == 0) {
@@ -670,165 +645,13 @@ eq(struct worker *w, redisReply **out, char *why, size_t whylen, const char *fmt
 /* ------------------------------------------------------------------ */
 /* requests: one stream entry                                          */
 
-struct request {
-	char msgid[MSGID_MAX];
-	char id[TG_CALLID_MAX + 1];
-	uint64_t account;
-	tg_money_t amount;
-	bool has_balance;
-	tg_money_t balance;
-	bool reportable; /* id and account are sound: a malformed entry is reported failed */
-	char why[160];   /* what is wrong with a malformed entry */
-};
-
-/* The value of a field as a NUL-terminated copy, or false if it does not fit. */
-static bool
-field_copy(const redisReply *v, char *out, size_t cap)
-{
-	if (v->len >= cap || memchr(v->str, '\0', v->len) != NULL)
-		return false;
-	memcpy(out, v->str, v->len);
-	out[v->len] = '\0';
-	return true;
-}
-
-static bool
-is_digits(const char *s)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
-}
-
-/* Why the entry is malformed, with the offending value, into q->why; returns false. */
-static bool
-malformed(struct request *q, const char *what, const redisReply *v)
-{
-	char shown[48];
-
-	if (v == NULL)
-		snprintf(q->why, sizeof(q->why), "%s", what);
-	else
-		snprintf(q->why, sizeof(q->why), "%s \"%s\"", what,
-		         printable(v->str, v->len, shown, sizeof(shown)));
-	return false;
-}
-
-/*
- * Parse one stream entry ([id, [field, value, ...]]) into q: the fields of
- * docs/REFILL.md.  id, account and amount are required; balance, threshold,
- * mode, fired and attempt are checked when present; unknown fields are
- * ignored (a newer publisher may add some).  False with q->why set when the
- * entry is malformed; q->msgid is set whenever the entry has an id at all.
- */
-static bool
-parse_entry(const redisReply *e, struct request *q)
-{
-	const redisReply *f[TG_RF__COUNT] = {NULL};
-	char num[32];
-	uint64_t acct;
-
-	memset(q, 0, sizeof(*q));
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-	    e->element[0]->type != REDIS_REPLY_STRING ||
-	    !field_copy(e->element[0], q->msgid, sizeof(q->msgid)))
-		return malformed(q, "not a stream entry", NULL);
-	const redisReply *kv = e->element[1];
-	if (kv->type == REDIS_REPLY_NIL)
-		return malformed(q, "deleted from the stream while pending", NULL);
-	if (kv->type != REDIS_REPLY_ARRAY || kv->elements % 2 != 0)
-		return malformed(q, "fields are not pairs", NULL);
-	for (size_t i = 0; i < kv->elements; i += 2) {
-		const redisReply *k = kv->element[i], *v = kv->element[i + 1];
-		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-			return malformed(q, "a field is not a string", NULL);
-		for (unsigned j = 0; j < TG_RF__COUNT; j++) {
-			const char *name = tg_refill_field_name(j);
-			if (k->len != strlen(name) || memcmp(k->str, name, k->len) != 0)
-				continue;
-			if (f[j] != NULL)
-				return malformed(q, "field given twice:", k);
-			f[j] = v;
-		}
-	}
-	for (unsigned j = 0; j < TG_RF__COUNT; j++) {
-		if (f[j] == NULL && tg_refill_field_required(j)) {
-			snprintf(q->why, sizeof(q->why), "no %s field", tg_refill_field_name(j));
-			return false;
-		}
-	}
-	if (!field_copy(f[TG_RF_ACCOUNT], num, sizeof(num)) ||
-	    !parse_u64(num, 0, UINT64_MAX - 1, &acct))
-		return malformed(q, "bad account", f[TG_RF_ACCOUNT]);
-	q->account = acct;
-	/*
-	 * Only the canonical spelling: "refill:0042:1" would be another txid to
-	 * the engine and another mail name here, so a second credit and mail.
-	 */
-	char canon[TG_REFILL_ID_MAX];
-	uint32_t seq = 0;
-	if (field_copy(f[TG_RF_ID], q->id, sizeof(q->id)))
-		seq = tg_refill_id_parse(acct, q->id, strlen(q->id));
-	if (seq == 0 || tg_refill_id(acct, seq, canon) != strlen(q->id) ||
-	    strcmp(canon, q->id) != 0)
-		return malformed(q, "id is not a refill request id of the account:", f[TG_RF_ID]);
-	q->reportable = true;
-	if (tg_money_parse(f[TG_RF_AMOUNT]->str, f[TG_RF_AMOUNT]->len, &q->amount) != 0 ||
-	    q->amount <= 0)
-		return malformed(q, "bad amount", f[TG_RF_AMOUNT]);
-	/* A card or PayPal charge is whole minor units (cents): never round a charge here. */
-	if (q->amount % tg_currency_unit(tg_currency()) != 0)
-		return malformed(
-		    q, "amount is not whole minor units of the currency:", f[TG_RF_AMOUNT]);
-	if (f[TG_RF_BALANCE] != NULL) {
-		if (tg_money_parse(f[TG_RF_BALANCE]->str, f[TG_RF_BALANCE]->len, &q->balance) != 0)
-			return malformed(q, "bad balance", f[TG_RF_BALANCE]);
-		q->has_balance = true;
-	}
-	tg_money_t threshold;
-	if (f[TG_RF_THRESHOLD] != NULL &&
-	    tg_money_parse(f[TG_RF_THRESHOLD]->str, f[TG_RF_THRESHOLD]->len, &threshold) != 0)
-		return malformed(q, "bad threshold", f[TG_RF_THRESHOLD]);
-	int mode = f[TG_RF_MODE] == NULL
-	               ? TG_REFILL_ADD
-	               : tg_refill_mode_parse(f[TG_RF_MODE]->str, strlen(f[TG_RF_MODE]->str));
-	if (mode != TG_REFILL_ADD && mode != TG_REFILL_TOPUP)
-		return malformed(q, "bad mode", f[TG_RF_MODE]);
-	for (size_t j = TG_RF_FIRED; j <= TG_RF_ATTEMPT; j++)
-		if (f[j] != NULL && (!field_copy(f[j], num, sizeof(num)) || !is_digits(num)))
-			return malformed(q, j == TG_RF_FIRED ? "bad fired" : "bad attempt", f[j]);
-	return true;
-}
-
 /* ------------------------------------------------------------------ */
 /* the customer profile                                                */
 
-struct profile {
-	bool found;
-	char email[TG_MAIL_ADDR_MAX + 1]; /* "" when missing or not a plain address */
-	char method[8];                   /* "card", "paypal", or "" */
-	char token[TOKEN_MAX];            /* "" when missing or unusable */
-	char name[TG_MAIL_NAME_MAX + 1];
-};
-
-/* Whether a token can be handed to a gateway: printable ASCII, no spaces. */
+/* Read the profile of acct (TG_PROFILE_PREFIX "<acct>") into p.  False on a transient Redis
+ * failure. */
 static bool
-token_ok(const redisReply *v)
-{
-	if (v->len == 0 || v->len >= TOKEN_MAX)
-		return false;
-	for (size_t i = 0; i < v->len; i++)
-		if (v->str[i] <= ' ' || v->str[i] >= 0x7f)
-			return false;
-	return true;
-}
-
-/* Read tollgate:customer:<acct> into p.  False on a transient Redis failure. */
-static bool
-profile_get(struct worker *w, uint64_t acct, struct profile *p)
+profile_get(struct worker *w, uint64_t acct, struct rw_profile *p)
 {
 	redisReply *r;
 
@@ -843,30 +666,7 @@ profile_get(struct worker *w, uint64_t acct, struct profile *p)
 	}
 	if (r->type == REDIS_REPLY_ERROR) /* WRONGTYPE: not a profile; the request fails */
 		tg_log("account %llu: profile unreadable: %s", (unsigned long long)acct, r->str);
-	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
-		p->found = true;
-		for (size_t i = 0; i + 1 < r->elements; i += 2) {
-			const redisReply *k = r->element[i], *v = r->element[i + 1];
-			if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-				continue;
-			if (strcmp(k->str, "email") == 0) {
-				if (!field_copy(v, p->email, sizeof(p->email)) ||
-				    !tg_mail_address_ok(p->email))
-					p->email[0] = '\0';
-			} else if (strcmp(k->str, "method") == 0) {
-				if (strcmp(v->str, "card") == 0 || strcmp(v->str, "paypal") == 0)
-					snprintf(p->method, sizeof(p->method), "%s", v->str);
-			} else if (strcmp(k->str, "token") == 0) {
-				if (token_ok(v))
-					field_copy(v, p->token, sizeof(p->token));
-			} else if (strcmp(k->str, "name") == 0) {
-				/* Cut long names: the mail shows at most TG_MAIL_NAME_MAX bytes. */
-				size_t n = v->len < TG_MAIL_NAME_MAX ? v->len : TG_MAIL_NAME_MAX;
-				memcpy(p->name, v->str, n);
-				p->name[n] = '\0';
-			}
-		}
-	}
+	rw_profile_read(r, p);
 	freeReplyObject(r);
 	return true;
 }
@@ -874,95 +674,20 @@ profile_get(struct worker *w, uint64_t acct, struct profile *p)
 /* ------------------------------------------------------------------ */
 /* outcomes: what became of a request, recorded before anyone is told  */
 
-enum outcome_state { OC_NONE, OC_APPROVED, OC_CREDITED, OC_FAILED };
-
-struct outcome {
-	enum outcome_state state;
-	tg_money_t amount;  /* APPROVED, CREDITED: what was charged */
-	tg_money_t balance; /* CREDITED: the engine's balance after the credit */
-	unsigned attempts;  /* charge attempts made */
-	char reason[32];    /* FAILED: the one word reported to the engine */
-	char ref[TG_GATEWAY_REF_MAX];
-	bool unreadable; /* NONE, but a record that is not ours is in the way */
-};
-
-/*
- * The record's text: "approved <amount> <attempts> <ref>",
- * "credited <amount> <attempts> <balance> <ref>", "failed <reason> <attempts>".
- */
-static void
-outcome_format(const struct outcome *oc, char *buf, size_t cap)
-{
-	char a[TG_MONEY_STR_MAX], b[TG_MONEY_STR_MAX];
-
-	tg_money_format(oc->amount, a);
-	tg_money_format(oc->balance, b);
-	switch (oc->state) {
-	case OC_APPROVED:
-		snprintf(buf, cap, "approved %s %u %s", a, oc->attempts, oc->ref);
-		break;
-	case OC_CREDITED:
-		snprintf(buf, cap, "credited %s %u %s %s", a, oc->attempts, b, oc->ref);
-		break;
-	case OC_FAILED:
-		snprintf(buf, cap, "failed %s %u", oc->reason, oc->attempts);
-		break;
-	case OC_NONE:
-		TG_ASSERT(!"an outcome to record");
-	}
-}
-
-/* Parse a record; false (and OC_NONE) when it is not one of ours. */
+/* The recorded outcome of request id into oc (RW_OC_NONE: none).  False on a Redis failure. */
 static bool
-outcome_parse(const char *s, struct outcome *oc)
-{
-	char word[16], a[TG_MONEY_STR_MAX + 1], b[TG_MONEY_STR_MAX + 1];
-	int used = 0;
-
-	memset(oc, 0, sizeof(*oc));
-	if (sscanf(s, "%15s", word) != 1)
-		return false;
-	if (strcmp(word, "failed") == 0) {
-		if (sscanf(s, "failed %31s %u%n", oc->reason, &oc->attempts, &used) != 2 ||
-		    s[used] != '\0')
-			return false;
-		oc->state = OC_FAILED;
-		return true;
-	}
-	if (strcmp(word, "approved") == 0) {
-		if (sscanf(s, "approved %24s %u %n", a, &oc->attempts, &used) != 2 || used == 0)
-			return false;
-		oc->state = OC_APPROVED;
-	} else if (strcmp(word, "credited") == 0) {
-		if (sscanf(s, "credited %24s %u %24s %n", a, &oc->attempts, b, &used) != 3 ||
-		    used == 0 || tg_money_parse(b, strlen(b), &oc->balance) != 0)
-			return false;
-		oc->state = OC_CREDITED;
-	} else {
-		return false;
-	}
-	if (tg_money_parse(a, strlen(a), &oc->amount) != 0 || oc->amount <= 0 ||
-	    (size_t)snprintf(oc->ref, sizeof(oc->ref), "%s", s + used) >= sizeof(oc->ref)) {
-		oc->state = OC_NONE;
-		return false;
-	}
-	return true;
-}
-
-/* The recorded outcome of request id into oc (OC_NONE: none).  False on a Redis failure. */
-static bool
-outcome_get(struct worker *w, const char *id, struct outcome *oc)
+outcome_get(struct worker *w, const char *id, struct rw_outcome *oc)
 {
 	redisReply *r = rq(w, "GET " OUTCOME_PREFIX "%s", id);
 
 	memset(oc, 0, sizeof(*oc));
 	if (r == NULL)
 		return false;
-	if (r->type == REDIS_REPLY_STRING && !outcome_parse(r->str, oc)) {
+	if (r->type == REDIS_REPLY_STRING && !rw_outcome_parse(r->str, oc)) {
 		char shown[64];
 		tg_log("%s: outcome record \"%s\" is not one of ours: replaced", id,
-		       printable(r->str, r->len, shown, sizeof(shown)));
-		oc->state = OC_NONE;
+		       rw_printable(r->str, r->len, shown, sizeof(shown)));
+		oc->state = RW_OC_NONE;
 		oc->unreadable = true;
 	}
 	freeReplyObject(r);
@@ -975,12 +700,12 @@ outcome_get(struct worker *w, const char *id, struct outcome *oc)
  * failure.  The record lives OUTCOME_TTL_S from its first writing.
  */
 static int
-outcome_put(struct worker *w, const char *id, const struct outcome *oc, const char *how)
+outcome_put(struct worker *w, const char *id, const struct rw_outcome *oc, const char *how)
 {
-	char text[TG_GATEWAY_REF_MAX + 96];
+	char text[RW_OUTCOME_TEXT_MAX];
 	redisReply *r;
 
-	outcome_format(oc, text, sizeof(text));
+	rw_outcome_format(oc, text, sizeof(text));
 	if (strcmp(how, "NX") == 0)
 		r = rq(w, "SET " OUTCOME_PREFIX "%s %s NX EX %u", id, text, OUTCOME_TTL_S);
 	else
@@ -1082,7 +807,7 @@ arg_str(struct args *a, const char *s)
  * STEP_RETRY leaves it pending (Redis failed or refused).
  */
 static enum step
-dead_letter(struct worker *w, const redisReply *entry, const struct request *q)
+dead_letter(struct worker *w, const redisReply *entry, const struct rw_request *q)
 {
 	const struct opts *o = w->o;
 	const redisReply *kv = entry->element[1];
@@ -1182,8 +907,8 @@ out:
 
 /* The mail fields both kinds share. */
 static void
-mail_fill(struct tg_mail_refill *m, const struct request *q, const struct profile *p,
-          const struct outcome *oc)
+mail_fill(struct tg_mail_refill *m, const struct rw_request *q, const struct rw_profile *p,
+          const struct rw_outcome *oc)
 {
 	memset(m, 0, sizeof(*m));
 	m->request_id = q->id;
@@ -1192,7 +917,7 @@ mail_fill(struct tg_mail_refill *m, const struct request *q, const struct profil
 	m->name = p->name;
 	m->method = p->method[0] ? p->method : NULL;
 	m->token = p->token;
-	m->amount = oc->state == OC_FAILED ? q->amount : oc->amount;
+	m->amount = oc->state == RW_OC_FAILED ? q->amount : oc->amount;
 	m->balance_after = oc->balance;
 	m->reference = oc->ref;
 	m->reason = oc->reason;
@@ -1240,8 +965,8 @@ mail_record(struct worker *w, const char *id, enum tg_mail_kind kind, const char
  * tried again (the mail is not out yet, or Redis failed).
  */
 static bool
-mail_once(struct worker *w, enum tg_mail_kind kind, const struct request *q,
-          const struct profile *p, const struct outcome *oc, const char **said)
+mail_once(struct worker *w, enum tg_mail_kind kind, const struct rw_request *q,
+          const struct rw_profile *p, const struct rw_outcome *oc, const char **said)
 {
 	struct tg_mail_refill m;
 	int rc;
@@ -1291,14 +1016,14 @@ mail_once(struct worker *w, enum tg_mail_kind kind, const struct request *q,
 
 /* An approved charge: credit it (once), mail the receipt (once), acknowledge. */
 static enum step
-settle_approved(struct worker *w, const struct request *q, const struct profile *p,
-                struct outcome *oc, bool replay)
+settle_approved(struct worker *w, const struct rw_request *q, const struct rw_profile *p,
+                struct rw_outcome *oc, bool replay)
 {
 	char amount[TG_MONEY_STR_MAX], bal[TG_MONEY_STR_MAX], why[160];
 	const char *mailed;
 
 	tg_money_format(oc->amount, amount);
-	if (oc->state == OC_APPROVED) {
+	if (oc->state == RW_OC_APPROVED) {
 		redisReply *r;
 		/* Exactly once on the txid: a retry of this credit is a replay, not a second
 		 * credit. */
@@ -1322,7 +1047,7 @@ settle_approved(struct worker *w, const struct request *q, const struct profile 
 			drop(&w->e);
 			return STEP_RETRY;
 		}
-		oc->state = OC_CREDITED;
+		oc->state = RW_OC_CREDITED;
 		if (outcome_put(w, q->id, oc, "XX") < 0)
 			return STEP_RETRY;
 	}
@@ -1343,8 +1068,8 @@ settle_approved(struct worker *w, const struct request *q, const struct profile 
 
 /* A failed refill: mail the billing contact (once), report to the engine, acknowledge. */
 static enum step
-settle_failed(struct worker *w, const struct request *q, const struct profile *p,
-              const struct outcome *oc, bool replay)
+settle_failed(struct worker *w, const struct rw_request *q, const struct rw_profile *p,
+              const struct rw_outcome *oc, bool replay)
 {
 	char why[160];
 	const char *mailed, *reported = "reported";
@@ -1382,22 +1107,6 @@ settle_failed(struct worker *w, const struct request *q, const struct profile *p
 }
 
 /*
- * The pause before attempt k + 1 (k = 1 .. attempts - 1) after a soft
- * failure: the attempts after the first spread over --retry-period, each
- * pause twice the one before (3 attempts over 24 h: 8 h, then 16 h).
- */
-static uint64_t
-retry_delay_ms(const struct opts *o, unsigned k)
-{
-	uint64_t shares = (1ull << (o->attempts - 1)) - 1;
-	unsigned __int128 d = (unsigned __int128)o->retry_period_ms << (k - 1);
-
-	TG_ASSERT(k >= 1 && k < o->attempts);
-	d /= shares;
-	return d < 1 ? 1 : (uint64_t)d;
-}
-
-/*
  * One charge attempt of q through the gateway, counted first in the
  * request's attempt record (tollgate:refill:tries:<id>, shared by every
  * worker and restart), so a retry from the schedule knows which attempt it
@@ -1406,7 +1115,8 @@ retry_delay_ms(const struct opts *o, unsigned k)
  * STEP_RETRY when Redis failed before the gateway was asked.
  */
 static enum step
-charge(struct worker *w, const struct request *q, const struct profile *p, struct outcome *oc)
+charge(struct worker *w, const struct rw_request *q, const struct rw_profile *p,
+       struct rw_outcome *oc)
 {
 	const struct opts *o = w->o;
 
@@ -1428,15 +1138,7 @@ charge(struct worker *w, const struct request *q, const struct profile *p, struc
 		       CRASH_HOOK_RC);
 		_exit(CRASH_HOOK_RC);
 	}
-	if (out == TG_CHARGE_APPROVED) {
-		oc->state = OC_APPROVED;
-		oc->amount = q->amount;
-		return STEP_DONE;
-	}
-	snprintf(oc->reason, sizeof(oc->reason), "%s", tg_charge_outcome_name(out));
-	/* Hard failures (declined, expired) end at once; soft ones have the schedule. */
-	if (out == TG_CHARGE_DECLINED || out == TG_CHARGE_EXPIRED || oc->attempts >= o->attempts)
-		oc->state = OC_FAILED;
+	rw_charged(oc, out, o->attempts, q->amount);
 	return STEP_DONE;
 }
 
@@ -1504,7 +1206,7 @@ clock_of(uint64_t ms, char *buf, size_t cap)
 	return buf;
 }
 
-static enum step settle_void(struct worker *w, const struct request *q, const char *why);
+static enum step settle_void(struct worker *w, const struct rw_request *q, const char *why);
 
 /*
  * A soft failure with attempts left: tell the engine a retry is scheduled
@@ -1514,12 +1216,13 @@ static enum step settle_void(struct worker *w, const struct request *q, const ch
  * that has finally failed is mailed.
  */
 static enum step
-schedule(struct worker *w, const redisReply *entry, const struct request *q,
-         const struct outcome *oc)
+schedule(struct worker *w, const redisReply *entry, const struct rw_request *q,
+         const struct rw_outcome *oc)
 {
 	const struct opts *o = w->o;
 	const redisReply *kv = entry->element[1];
-	uint64_t delay = retry_delay_ms(o, oc->attempts), due = tg_clock_ms(CLOCK_REALTIME) + delay;
+	uint64_t delay = rw_retry_delay_ms(o->retry_period_ms, o->attempts, oc->attempts),
+	         due = tg_clock_ms(CLOCK_REALTIME) + delay;
 	char why[160], hash[STREAM_KEY_MAX + TG_CALLID_MAX + 16], dues[24], at[32];
 	enum step s = STEP_RETRY;
 	redisReply *r;
@@ -1640,7 +1343,7 @@ move_due(struct worker *w)
  * with *ok false (and why) when it may not; STEP_RETRY when the engine is down.
  */
 static enum step
-claim(struct worker *w, const struct request *q, bool *ok, char *why, size_t whylen)
+claim(struct worker *w, const struct rw_request *q, bool *ok, char *why, size_t whylen)
 {
 	redisReply *r;
 
@@ -1664,7 +1367,7 @@ claim(struct worker *w, const struct request *q, bool *ok, char *why, size_t why
 
 /* A request the engine says may not be charged: no charge, no mail, acknowledged. */
 static enum step
-settle_void(struct worker *w, const struct request *q, const char *why)
+settle_void(struct worker *w, const struct rw_request *q, const char *why)
 {
 	enum step s = ack(w, q->msgid, "void", &w->n.voided);
 	if (s == STEP_DONE)
@@ -1673,16 +1376,35 @@ settle_void(struct worker *w, const struct request *q, const char *why)
 	return s;
 }
 
+/*
+ * A request whose outcome oc is known (recorded, or just decided): on to
+ * the step rw_settle_of names.  replay: oc was found recorded.
+ */
+static enum step
+settle(struct worker *w, const redisReply *entry, const struct rw_request *q,
+       const struct rw_profile *p, struct rw_outcome *oc, bool replay)
+{
+	switch (rw_settle_of(oc)) {
+	case RW_SETTLE_APPROVED:
+		return settle_approved(w, q, p, oc, replay);
+	case RW_SETTLE_FAILED:
+		return settle_failed(w, q, p, oc, replay);
+	case RW_SCHEDULE:
+		break;
+	}
+	return schedule(w, entry, q, oc);
+}
+
 /* One stream entry, from parsing to acknowledgement. */
 static enum step
 handle(struct worker *w, const redisReply *entry)
 {
-	struct request q;
-	struct profile p;
-	struct outcome oc, theirs;
+	struct rw_request q;
+	struct rw_profile p;
+	struct rw_outcome oc, theirs;
 
 	TG_CHECK_OBJ_NOTNULL(w, WORKER_MAGIC);
-	if (!parse_entry(entry, &q)) {
+	if (!rw_parse_entry(entry, &q)) {
 		/* Redis gives every entry an id; without one there is nothing to move or
 		 * acknowledge. */
 		if (q.msgid[0] == '\0') {
@@ -1693,9 +1415,8 @@ handle(struct worker *w, const redisReply *entry)
 	}
 	if (!outcome_get(w, q.id, &oc) || !profile_get(w, q.account, &p))
 		return STEP_RETRY;
-	if (oc.state != OC_NONE)
-		return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, true)
-		                             : settle_approved(w, &q, &p, &oc, true);
+	if (oc.state != RW_OC_NONE)
+		return settle(w, entry, &q, &p, &oc, true);
 	/*
 	 * A retry of this request is on the schedule: this entry is a copy (the
 	 * engine republished it, or a take-over).  The schedule tries it when due.
@@ -1719,15 +1440,10 @@ handle(struct worker *w, const redisReply *entry)
 		return STEP_RETRY;
 	if (!may)
 		return settle_void(w, &q, why);
-	if (!p.found || p.method[0] == '\0' || p.token[0] == '\0') {
-		memset(&oc, 0, sizeof(oc));
-		oc.state = OC_FAILED;
-		snprintf(oc.reason, sizeof(oc.reason), "no-payment-method");
-	} else if (charge(w, &q, &p, &oc) != STEP_DONE) {
+	if (rw_may_charge(&p, &oc) && charge(w, &q, &p, &oc) != STEP_DONE)
 		return STEP_RETRY;
-	} else if (oc.state == OC_NONE) {
+	if (rw_settle_of(&oc) == RW_SCHEDULE)
 		return schedule(w, entry, &q, &oc);
-	}
 
 	int won = outcome_put(w, q.id, &oc, overwrite ? "XX" : "NX");
 	if (won < 0)
@@ -1736,20 +1452,16 @@ handle(struct worker *w, const redisReply *entry)
 		/* Another worker took the entry over and recorded first: follow it, mostly. */
 		if (!outcome_get(w, q.id, &theirs))
 			return STEP_RETRY;
-		bool ours = theirs.state == OC_NONE; /* unreadable, or gone meanwhile */
-		if (oc.state == OC_APPROVED && theirs.state == OC_FAILED) {
-			/* Money was taken: it must reach the account whatever was recorded. */
+		bool ours = rw_follow_mine(&oc, &theirs);
+		if (ours && theirs.state == RW_OC_FAILED)
 			tg_log("%s: charged although the failure \"%s\" was recorded: crediting it",
 			       q.id, theirs.reason);
-			ours = true;
-		}
 		if (!ours)
 			oc = theirs;
 		else if (outcome_put(w, q.id, &oc, "XX") < 0)
 			return STEP_RETRY;
 	}
-	return oc.state == OC_FAILED ? settle_failed(w, &q, &p, &oc, false)
-	                             : settle_approved(w, &q, &p, &oc, false);
+	return settle(w, entry, &q, &p, &oc, false);
 }
 
 /* ------------------------------------------------------------------ */
