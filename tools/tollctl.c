@@ -37,6 +37,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ctl_accounts.h"
+#include "ctl_billing.h"
 #include "tg_datadir.h"
 #include "ctl_ledger.h"
 #include "tg_journal.h"
@@ -161,6 +162,14 @@ static const char usage_text[] =
     "  reconcile    the ledger's balance of every account against tollgated's; exit 1\n"
     "        when one differs.  The three read --db PATH|URI or --data-dir DIR\n"
     "        (DIR/ledger.sqlite)\n"
+    "\n"
+    "billing (docs/BILLING.md; --db or --data-dir, and tollbill's options):\n"
+    "  pay ACCT AMOUNT [--ref R] [--method manual|card|paypal]\n"
+    "        record a payment: the oldest invoices are settled first\n"
+    "  cancel ACCT [--refund]       close the account; --refund within 30 days of sign-up\n"
+    "        refunds subscriptions and fees paid (prepaid: the unused balance bought)\n"
+    "  invoice NUMBER               print an invoice\n"
+    "  invoices ACCT                list an account's invoices and their status\n"
     "\n"
     "exit status:\n"
     "  0  ok; journal-check: the journal ends cleanly\n"
@@ -1534,6 +1543,9 @@ main(int argc, char **argv)
 	    strcmp(argv[first], "reconcile") == 0)
 		return ctl_ledger_main(argc - first, argv + first, x.daemon.host, x.daemon.port,
 		                       x.user, x.password);
+	if (ctl_billing_handles(argv[first]))
+		return ctl_billing_main(argc - first, argv + first, x.daemon.host, x.daemon.port,
+		                        x.user, x.password, x.redis.host, x.redis.port);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[first], commands[i].name) == 0)
 			cmd = &commands[i];
