@@ -817,8 +817,10 @@ sub_lines(struct tg_bill *b, uint64_t acct, int y, int m, struct lines *ls)
 			if ((rc = one(b,
 			              "SELECT count(*) FROM bill_sub_periods WHERE sub = $1 AND"
 			              " month = $2",
-			              &pp, &v)) < 0 ||
-			    v > 0)
+			              &pp, &v)) < 0)
+				continue;
+			rc = 0;
+			if (v > 0)
 				continue;
 			struct line *l = line_add(ls, "subscription");
 			if (l == NULL || ls->nsubs == TG_MAIL_LINES_MAX) {
@@ -1265,11 +1267,12 @@ standing_set(struct tg_bill *b, uint64_t acct, const char *standing, int64_t inv
 		p = (struct par){0};
 		pi(&p, (int64_t)acct);
 		ps(&p, today);
-		if ((rc =
-		         x(b,
-		           "UPDATE bill_invoices SET status = 'written off', next_attempt_us = NULL"
-		           " WHERE acct = $1 AND paid < total",
-		           &p)) < 0 ||
+		struct par p1 = {0};
+		pi(&p1, (int64_t)acct);
+		if ((rc = x(b,
+		            "UPDATE bill_invoices SET status = 'written off', next_attempt_us = NULL"
+		            " WHERE acct = $1 AND paid < total",
+		            &p1)) < 0 ||
 		    (rc = x(b,
 		            "UPDATE bill_subscriptions SET end_day = $2 WHERE acct = $1 AND"
 		            " (end_day IS NULL OR end_day > $2)",
@@ -1311,6 +1314,7 @@ standings(struct tg_bill *b, uint64_t only, struct tg_bill_report *rep)
 			if ((rc = one(b, "SELECT issued_us FROM bill_invoices WHERE number = $1",
 			              &pp, &issued)) < 0)
 				break;
+			rc = 0;
 			int64_t days = (now_us(b) - issued) / DAY_US;
 			int target = days >= b->pol.close_after       ? 3
 			             : days >= b->pol.suspend_after   ? 2
@@ -1952,20 +1956,20 @@ tg_bill_cancel(struct tg_bill *b, uint64_t acct, bool refund, FILE *out)
 		if ((rc = begin(b)) < 0)
 			return rc;
 		day_text(now_us(b), day);
-		struct par pp = {0};
+		struct par pp = {0}, pd = {0};
 		pi(&pp, (int64_t)acct);
 		pi(&pp, now_us(b));
-		ps(&pp, day);
+		pi(&pd, (int64_t)acct);
+		ps(&pd, day);
 		if ((rc = x(b,
 		            "UPDATE bill_customers SET standing = 'closed', standing_us = $2,"
 		            " engine_state = 'closed', engine_done = 1, cancelled_us = COALESCE("
 		            "cancelled_us, $2) WHERE acct = $1",
 		            &pp)) < 0 ||
 		    (rc = x(b,
-		            "UPDATE bill_subscriptions SET end_day = $3 WHERE acct = $1 AND "
-		            "(end_day IS"
-		            " NULL OR end_day > $3)",
-		            &pp)) < 0)
+		            "UPDATE bill_subscriptions SET end_day = $2 WHERE acct = $1 AND"
+		            " (end_day IS NULL OR end_day > $2)",
+		            &pd)) < 0)
 			return rollback(b, rc);
 		if (!refund && (rc = notice_due(b, acct, 0, "cancelled")) < 0)
 			return rollback(b, rc);
