@@ -34,6 +34,7 @@
 
 #include "../tools/billing.h"
 #include "../tools/ledger.h"
+#include "pg_harness.h"
 #include "rcmd.h"
 #include "refill_fixture.h"
 
@@ -45,6 +46,8 @@ static struct ldb *db; /* the test's own connection: writes ledger rows as tolle
 static char dbpath[IT_PATH_MAX];
 static int64_t clock_now;
 static int64_t lsn = 1;
+static bool use_pg;
+static struct pg_cluster pg;
 
 static int64_t
 test_clock(void *arg)
@@ -266,6 +269,8 @@ setup_world(void)
 	fx.e = it_connect(&fx.d);
 	assert_non_null(fx.e);
 	it_pathf(dbpath, sizeof(dbpath), "%s/ledger.sqlite", fx.dir);
+	if (use_pg)
+		assert_int_equal(pg_create_db(&pg, "billing", dbpath, sizeof(dbpath)), 0);
 
 	conf.db = dbpath;
 	conf.migrate = true;
@@ -716,10 +721,21 @@ test_billing_rules(void **state)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	if (!tg_test_redis_present())
 		return 77;
+	if (argc > 1 && strcmp(argv[1], "pg") == 0) {
+		use_pg = true;
+		if (pg_start(&pg) != 0) {
+			fprintf(stderr, "no PostgreSQL cluster: %s: skipping\n", pg.why);
+			return 77;
+		}
+		const struct CMUnitTest pgt[] = {cmocka_unit_test(test_billing_year)};
+		int rc = cmocka_run_group_tests(pgt, NULL, NULL);
+		pg_stop(&pg);
+		return rc;
+	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_billing_rules),
 	    cmocka_unit_test(test_billing_db_unreachable),
