@@ -27,6 +27,8 @@
 #define SIM_TOKENS     "tollgate:sim:tokens"
 #define SIM_ATTEMPTS   "tollgate:sim:attempts"
 #define SIM_CHARGES    "tollgate:sim:charges"
+#define SIM_REFUNDS    "tollgate:sim:refunds"
+#define SIM_REFUNDED   "tollgate:sim:refunded"
 #define SIM_TIMEOUT_MS 5000
 /* Most failures an intermittent token may be told to produce. */
 #define SIM_INTERMITTENT_MAX 1000000
@@ -57,6 +59,16 @@ tg_gateway_charge(struct tg_gateway *gw, const char *request_id, const char *met
 	TG_ASSERT(amount > 0);
 	ref[0] = '\0';
 	return gw->ops->charge(gw->impl, request_id, method, token, amount, ref);
+}
+
+enum tg_charge_outcome
+tg_gateway_refund(struct tg_gateway *gw, const char *refund_id, const char *charge_id,
+                  tg_money_t amount, char *ref)
+{
+	TG_CHECK_OBJ_NOTNULL(gw, TG_GATEWAY_MAGIC);
+	TG_ASSERT(amount > 0);
+	ref[0] = '\0';
+	return gw->ops->refund(gw->impl, refund_id, charge_id, amount, ref);
 }
 
 void
@@ -254,6 +266,51 @@ sim_charge(void *impl, const char *request_id, const char *method, const char *t
 	return TG_CHARGE_ERROR;
 }
 
+/*
+ * One refund, atomically: 1 recorded now or before (same refund id), 0 the
+ * charge is unknown or would be over-refunded.  KEYS: refunds, refunded,
+ * charges; ARGV: refund id, charge id, amount (micro-units), the record.
+ */
+static const char sim_refund_lua[] =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end "
+    "local c = redis.call('HGET', KEYS[3], ARGV[2]) "
+    "if not c then return 0 end "
+    "local whole, frac = string.match(c, '^(%d+)%.?(%d*) ') "
+    "if not whole then return 0 end "
+    "frac = string.sub(frac .. '000000', 1, 6) "
+    "local charged = tonumber(whole) * 1000000 + tonumber(frac) "
+    "local done = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') "
+    "if done + tonumber(ARGV[3]) > charged then return 0 end "
+    "redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3]) "
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) "
+    "return 1";
+
+static enum tg_charge_outcome
+sim_refund(void *impl, const char *refund_id, const char *charge_id, tg_money_t amount, char *ref)
+{
+	struct sim *s = impl;
+	char money[TG_MONEY_STR_MAX], micro[24], rec[TG_MONEY_STR_MAX + 300];
+
+	TG_CHECK_OBJ_NOTNULL(s, SIM_MAGIC);
+	if (!sim_connect(s))
+		return TG_CHARGE_ERROR;
+	tg_money_format(amount, money);
+	snprintf(micro, sizeof(micro), "%lld", (long long)amount);
+	if ((size_t)snprintf(rec, sizeof(rec), "%s %s %lld", money, charge_id,
+	                     (long long)time(NULL)) >= sizeof(rec))
+		return TG_CHARGE_ERROR;
+	redisReply *r = sim_cmd(s, "EVAL %s 3 %s %s %s %s %s %s %s", sim_refund_lua, SIM_REFUNDS,
+	                        SIM_REFUNDED, SIM_CHARGES, refund_id, charge_id, micro, rec);
+	if (r == NULL)
+		return TG_CHARGE_ERROR;
+	bool ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	freeReplyObject(r);
+	if (!ok)
+		return TG_CHARGE_DECLINED;
+	snprintf(ref, TG_GATEWAY_REF_MAX, "sim:%s", refund_id);
+	return TG_CHARGE_APPROVED;
+}
+
 static void
 sim_close(void *impl)
 {
@@ -269,6 +326,7 @@ sim_close(void *impl)
 static const struct tg_gateway_ops sim_ops = {
     .name = "sim",
     .charge = sim_charge,
+    .refund = sim_refund,
     .close = sim_close,
 };
 

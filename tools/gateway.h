@@ -42,6 +42,18 @@ struct tg_gateway_ops {
 	 */
 	enum tg_charge_outcome (*charge)(void *impl, const char *request_id, const char *method,
 	                                 const char *token, tg_money_t amount, char *ref);
+	/*
+	 * Refund amount (> 0) of the approved charge charge_id, as refund
+	 * refund_id (NUL-terminated, letters, digits, ':', '-', '_').  APPROVED:
+	 * the money went back (now or by an earlier call with the same
+	 * refund_id: idempotent on it, the amount is not returned twice), ref
+	 * receives the gateway's reference.  DECLINED: charge_id is not an
+	 * approved charge, or the refunds of it would exceed what it took.
+	 * TIMEOUT, ERROR: nothing refunded, worth another call with the same
+	 * refund_id.
+	 */
+	enum tg_charge_outcome (*refund)(void *impl, const char *refund_id, const char *charge_id,
+	                                 tg_money_t amount, char *ref);
 	/* Release everything impl holds.  Called once. */
 	void (*close)(void *impl);
 };
@@ -62,6 +74,10 @@ enum tg_charge_outcome tg_gateway_charge(struct tg_gateway *gw, const char *requ
                                          const char *method, const char *token, tg_money_t amount,
                                          char *ref);
 
+/* Refund through gw (opened, not closed); see tg_gateway_ops.refund. */
+enum tg_charge_outcome tg_gateway_refund(struct tg_gateway *gw, const char *refund_id,
+                                         const char *charge_id, tg_money_t amount, char *ref);
+
 /* Close gw and clear it; a cleared or never-opened (zeroed) handle is ignored. */
 void tg_gateway_close(struct tg_gateway *gw);
 
@@ -74,7 +90,12 @@ void tg_gateway_close(struct tg_gateway *gw);
  * calls for a request id (N defaults to 1), then approves.  Every approved charge is recorded
  * once with HSETNX in the hash tollgate:sim:charges: request id ->
  * "<amount> <token> <unix time>"; a request id found there is approved again
- * without a new record.  The reference is "sim:<request id>".  The Redis
+ * without a new record.  The reference is "sim:<request id>".  A refund is
+ * recorded once with HSETNX in tollgate:sim:refunds: refund id -> "<amount>
+ * <charge id> <unix time>", and added to tollgate:sim:refunded (charge id ->
+ * micro-units refunded so far), atomically (one Lua script); it is declined
+ * when the charge is not in tollgate:sim:charges or the refunds of it would
+ * exceed its amount.  Its reference is "sim:<refund id>".  The Redis
  * connection is made lazily and remade after an error; while Redis cannot be
  * reached every charge answers ERROR.  Returns 0 or -ENOMEM.
  */

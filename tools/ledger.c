@@ -40,6 +40,54 @@ static const char *const steps[LEDGER_SCHEMA_VERSION] = {
     "CREATE INDEX account_events_acct_time ON account_events (acct, time_us);"
     "CREATE TABLE open_calls (call_key TEXT PRIMARY KEY, acct BIGINT NOT NULL,"
     " lsn BIGINT NOT NULL, call_id TEXT, destination TEXT, plan TEXT);",
+    /*
+     * 1 -> 2: the account's kind (the engine's prepaid | postpaid, filled in
+     * by tollexport) and the billing tables of tollbill (docs/BILLING.md).
+     * Ids are assigned by tollbill (max + 1 in the writing transaction), so
+     * the same DDL runs on both databases and invoice numbers have no gaps.
+     */
+    "ALTER TABLE accounts ADD COLUMN kind TEXT NOT NULL DEFAULT 'prepaid';"
+    "ALTER TABLE accounts ADD COLUMN credit_limit BIGINT NOT NULL DEFAULT 0;"
+    "CREATE TABLE bill_products (product TEXT PRIMARY KEY, price BIGINT NOT NULL"
+    " CHECK (price >= 0));"
+    "CREATE TABLE bill_customers (acct BIGINT PRIMARY KEY, region TEXT NOT NULL,"
+    " signup_us BIGINT NOT NULL, standing TEXT NOT NULL DEFAULT 'good',"
+    " standing_invoice BIGINT NOT NULL DEFAULT 0, standing_us BIGINT NOT NULL DEFAULT 0,"
+    " engine_state TEXT, engine_done INTEGER NOT NULL DEFAULT 1, cancelled_us BIGINT);"
+    "CREATE TABLE bill_subscriptions (id BIGINT PRIMARY KEY, acct BIGINT NOT NULL,"
+    " product TEXT NOT NULL, start_day TEXT NOT NULL, end_day TEXT);"
+    "CREATE INDEX bill_subscriptions_acct ON bill_subscriptions (acct);"
+    "CREATE TABLE bill_sub_periods (sub BIGINT NOT NULL, month TEXT NOT NULL,"
+    " invoice BIGINT NOT NULL, PRIMARY KEY (sub, month));"
+    "CREATE TABLE bill_invoices (number BIGINT PRIMARY KEY, acct BIGINT NOT NULL,"
+    " month TEXT NOT NULL, issued_us BIGINT NOT NULL, total BIGINT NOT NULL,"
+    " paid BIGINT NOT NULL DEFAULT 0, usage_total BIGINT NOT NULL, usage_micro BIGINT NOT NULL,"
+    " usage_paid BIGINT NOT NULL DEFAULT 0, usage_credit BIGINT NOT NULL DEFAULT 0,"
+    " status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_us BIGINT,"
+    " late_us BIGINT, late_fee BIGINT NOT NULL DEFAULT 0, late_fee_rate INTEGER,"
+    " late_fee_billed BIGINT, UNIQUE (acct, month));"
+    "CREATE TABLE bill_lines (invoice BIGINT NOT NULL, line INTEGER NOT NULL,"
+    " kind TEXT NOT NULL, category TEXT, description TEXT NOT NULL, amount BIGINT NOT NULL,"
+    " PRIMARY KEY (invoice, line));"
+    "CREATE TABLE bill_attempts (request_id TEXT PRIMARY KEY, invoice BIGINT NOT NULL,"
+    " attempt INTEGER NOT NULL, time_us BIGINT NOT NULL, method TEXT, amount BIGINT NOT NULL,"
+    " outcome TEXT NOT NULL, reference TEXT);"
+    "CREATE TABLE bill_payments (id BIGINT PRIMARY KEY, acct BIGINT NOT NULL,"
+    " time_us BIGINT NOT NULL, amount BIGINT NOT NULL, method TEXT NOT NULL,"
+    " ref TEXT NOT NULL UNIQUE, unapplied BIGINT NOT NULL);"
+    "CREATE TABLE bill_allocations (payment BIGINT NOT NULL, invoice BIGINT NOT NULL,"
+    " amount BIGINT NOT NULL, usage_amount BIGINT NOT NULL, credit BIGINT NOT NULL,"
+    " credited INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (payment, invoice));"
+    "CREATE TABLE bill_notices (acct BIGINT NOT NULL, invoice BIGINT NOT NULL,"
+    " step TEXT NOT NULL, time_us BIGINT NOT NULL, sent INTEGER NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (acct, invoice, step));"
+    "CREATE TABLE bill_refunds (acct BIGINT NOT NULL, item INTEGER NOT NULL,"
+    " time_us BIGINT NOT NULL, kind TEXT NOT NULL, invoice BIGINT, charge_id TEXT,"
+    " description TEXT NOT NULL, amount BIGINT NOT NULL, status TEXT NOT NULL,"
+    " reference TEXT, PRIMARY KEY (acct, item));"
+    "CREATE TABLE bill_late_fees (region TEXT PRIMARY KEY, rate_bp INTEGER NOT NULL"
+    " CHECK (rate_bp >= 0 AND rate_bp <= 150));"
+    "INSERT INTO bill_late_fees VALUES ('*', 150);",
 };
 
 int

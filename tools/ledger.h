@@ -12,7 +12,7 @@
 #include "ledger_db.h"
 
 /* The schema version this build writes and reads (docs/LEDGER.md, "Migrations"). */
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
 
 /*
  * Bring db's schema to LEDGER_SCHEMA_VERSION, each step in its own

@@ -48,7 +48,7 @@
 const char *
 tg_mail_kind_name(enum tg_mail_kind kind)
 {
-	return kind == TG_MAIL_RECEIPT ? "receipt" : "failure";
+	return kind == TG_MAIL_RECEIPT ? "receipt" : kind == TG_MAIL_FAILURE ? "failure" : "notice";
 }
 
 bool
@@ -317,6 +317,165 @@ compose_failure(struct buf *b, const char *from, const char *host, const struct 
 	    m->request_id, zero);
 }
 
+/* text with &, <, >, " escaped for HTML; line ends become <br>. */
+static void
+put_html(struct buf *b, const char *text)
+{
+	for (const char *p = text ? text : ""; *p != '\0'; p++)
+		switch (*p) {
+		case '&':
+			put(b, "&amp;");
+			break;
+		case '<':
+			put(b, "&lt;");
+			break;
+		case '>':
+			put(b, "&gt;");
+			break;
+		case '"':
+			put(b, "&quot;");
+			break;
+		case '\n':
+			put(b, "<br>\n");
+			break;
+		default:
+			put(b, "%c", *p);
+		}
+}
+
+/* A paragraph of the text part, wrapped at 76 columns on spaces. */
+static void
+put_wrapped(struct buf *b, const char *text)
+{
+	const char *p = text;
+
+	while (*p != '\0') {
+		size_t n = strlen(p);
+		size_t cut = n;
+		const char *nl = strchr(p, '\n');
+		if (nl != NULL && (size_t)(nl - p) <= 76)
+			cut = (size_t)(nl - p);
+		else if (n > 76) {
+			cut = 76;
+			while (cut > 0 && p[cut] != ' ')
+				cut--;
+			if (cut == 0)
+				cut = 76;
+		}
+		put(b, "%.*s\n", (int)cut, p);
+		p += cut;
+		while (*p == ' ' || *p == '\n')
+			p++;
+	}
+}
+
+/*
+ * A billing mail: multipart/alternative, text then HTML (RFC 2046: the
+ * preferred part last).  The boundary is made of the mail's file name, which
+ * holds no character that the parts' own text could mistake for it ("--="
+ * never starts a line we write).
+ */
+static void
+compose_notice(struct buf *b, const char *from, const char *host, const struct tg_mail_refill *m,
+               const char *date)
+{
+	const struct tg_mail_bill *bl = m->bill;
+	char name[TG_MAIL_NAME_MAX + 1], msgid[TG_MAIL_FILE_MAX], amount[SHOW_MAX];
+	char boundary[TG_MAIL_FILE_MAX + 16];
+
+	tg_mail_file_name(m->request_id, TG_MAIL_NOTICE, msgid, sizeof(msgid));
+	snprintf(boundary, sizeof(boundary), "=_tg_%s", msgid);
+	header_name(m->name, name, sizeof(name));
+	if (name[0] != '\0')
+		put(b, "To: \"%s\" <%s>\n", name, m->to);
+	else
+		put(b, "To: %s\n", m->to);
+	char subject[256];
+	header_name(bl->subject, subject, sizeof(subject));
+	put(b,
+	    "From: %s\n"
+	    "Subject: %s\n"
+	    "Date: %s\n"
+	    "Message-ID: <%s@%s>\n"
+	    "MIME-Version: 1.0\n"
+	    "Content-Type: multipart/alternative; boundary=\"%s\"\n"
+	    "X-Tollgate-Request: %s\n"
+	    "\n"
+	    "This is a MIME message: a text part and an HTML part.\n"
+	    "\n"
+	    "--%s\n"
+	    "Content-Type: text/plain; charset=utf-8\n"
+	    "Content-Transfer-Encoding: 8bit\n"
+	    "\n",
+	    from, subject, date, msgid, host, boundary, m->request_id, boundary);
+	greeting(b, m);
+	put_wrapped(b, bl->what);
+	if (bl->nlines > 0 || bl->total_label != NULL) {
+		put(b, "\n");
+		if (bl->table_title != NULL)
+			put(b, "%s\n\n", bl->table_title);
+		for (unsigned i = 0; i < bl->nlines; i++) {
+			show(bl->lines[i].amount, amount);
+			put(b, "  %2u  %-52.52s %12s\n", i + 1, bl->lines[i].text, amount);
+		}
+		if (bl->total_label != NULL) {
+			show(bl->total, amount);
+			put(b, "      %-52.52s %12s\n", bl->total_label, amount);
+		}
+	}
+	if (bl->todo != NULL) {
+		put(b, "\n");
+		put_wrapped(b, bl->todo);
+	}
+	put(b, "\nAccount: %llu\nReference: %s\n", (unsigned long long)m->account, m->request_id);
+
+	put(b,
+	    "\n--%s\n"
+	    "Content-Type: text/html; charset=utf-8\n"
+	    "Content-Transfer-Encoding: 8bit\n"
+	    "\n"
+	    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>",
+	    boundary);
+	put_html(b, subject);
+	put(b, "</title></head>\n<body>\n<p>Hello");
+	body_name(m->name, name, sizeof(name));
+	if (name[0] != '\0') {
+		put(b, " ");
+		put_html(b, name);
+	}
+	put(b, ",</p>\n<p>");
+	put_html(b, bl->what);
+	put(b, "</p>\n");
+	if (bl->nlines > 0 || bl->total_label != NULL) {
+		put(b, "<table>\n");
+		if (bl->table_title != NULL) {
+			put(b, "<caption>");
+			put_html(b, bl->table_title);
+			put(b, "</caption>\n");
+		}
+		for (unsigned i = 0; i < bl->nlines; i++) {
+			show(bl->lines[i].amount, amount);
+			put(b, "<tr><td>%u</td><td>", i + 1);
+			put_html(b, bl->lines[i].text);
+			put(b, "</td><td align=\"right\">%s</td></tr>\n", amount);
+		}
+		if (bl->total_label != NULL) {
+			show(bl->total, amount);
+			put(b, "<tr><td></td><th align=\"left\">");
+			put_html(b, bl->total_label);
+			put(b, "</th><th align=\"right\">%s</th></tr>\n", amount);
+		}
+		put(b, "</table>\n");
+	}
+	if (bl->todo != NULL) {
+		put(b, "<p>");
+		put_html(b, bl->todo);
+		put(b, "</p>\n");
+	}
+	put(b, "<p>Account: %llu<br>\nReference: %s</p>\n</body></html>\n\n--%s--\n",
+	    (unsigned long long)m->account, m->request_id, boundary);
+}
+
 int
 tg_mail_compose(enum tg_mail_kind kind, const struct tg_mail_refill *m, const char *from,
                 const char *host, char *out, size_t cap)
@@ -328,8 +487,14 @@ tg_mail_compose(enum tg_mail_kind kind, const struct tg_mail_refill *m, const ch
 	    !tg_mail_address_ok(from))
 		return -EINVAL;
 	date_text(m->date != 0 ? m->date : time(NULL), date);
+	if (kind == TG_MAIL_NOTICE &&
+	    (m->bill == NULL || m->bill->subject == NULL || m->bill->what == NULL ||
+	     m->bill->nlines > TG_MAIL_LINES_MAX))
+		return -EINVAL;
 	if (kind == TG_MAIL_RECEIPT)
 		compose_receipt(&b, from, host, m, date);
+	else if (kind == TG_MAIL_NOTICE)
+		compose_notice(&b, from, host, m, date);
 	else
 		compose_failure(&b, from, host, m, date);
 	if (b.overflow || b.n > (size_t)INT32_MAX)

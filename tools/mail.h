@@ -23,8 +23,8 @@
 #include "tg_limits.h"
 #include "tg_money.h"
 
-/* Bytes of one composed mail, headers included. */
-#define TG_MAIL_MAX 8192
+/* Bytes of one composed mail, headers included (a billing mail carries two parts). */
+#define TG_MAIL_MAX 16384
 /* Bytes of an address, RFC 5321's limit, NUL not counted. */
 #define TG_MAIL_ADDR_MAX 254
 /* Bytes of a display name kept in a mail, NUL not counted; longer names are cut. */
@@ -32,7 +32,37 @@
 /* Bytes of a maildir file name for a mail ("refill.42.1.receipt"), NUL included. */
 #define TG_MAIL_FILE_MAX (TG_CALLID_MAX + 16)
 
-enum tg_mail_kind { TG_MAIL_RECEIPT, TG_MAIL_FAILURE };
+/*
+ * RECEIPT, FAILURE: the refill worker's.  NOTICE: a billing mail of tollbill
+ * (an invoice, a collections step, a refund; docs/BILLING.md, "Mails"):
+ * multipart/alternative, a text part and an HTML part saying the same.
+ */
+enum tg_mail_kind { TG_MAIL_RECEIPT, TG_MAIL_FAILURE, TG_MAIL_NOTICE };
+
+/* Lines of a billing mail's table, at most. */
+#define TG_MAIL_LINES_MAX 32
+
+/* One line of a billing mail's table: a description and an amount. */
+struct tg_mail_line {
+	const char *text;
+	tg_money_t amount;
+};
+
+/*
+ * What a billing mail says (TG_MAIL_NOTICE): the subject, what happened,
+ * what to do, and optionally a table of lines with a total.  Strings are
+ * UTF-8 text (the HTML part escapes them), borrowed for the call.
+ */
+struct tg_mail_bill {
+	const char *subject;
+	const char *what;        /* what happened: a paragraph */
+	const char *todo;        /* what the customer should do: a paragraph, or NULL */
+	const char *table_title; /* above the lines ("Invoice 7, December 2026"), or NULL */
+	const struct tg_mail_line *lines;
+	unsigned nlines;         /* at most TG_MAIL_LINES_MAX */
+	const char *total_label; /* NULL: no total line */
+	tg_money_t total;
+};
 
 /* What a mail says.  Strings are NUL-terminated and borrowed for the call. */
 struct tg_mail_refill {
@@ -53,9 +83,11 @@ struct tg_mail_refill {
 	unsigned attempts;  /* charge attempts made (0: none) */
 	bool has_balance;   /* balance_at_request is known */
 	tg_money_t balance_at_request;
+	/* notice: the billing mail's content (required for TG_MAIL_NOTICE, else ignored) */
+	const struct tg_mail_bill *bill;
 };
 
-/* "receipt" or "failure". */
+/* "receipt", "failure" or "notice". */
 const char *tg_mail_kind_name(enum tg_mail_kind kind);
 
 /* Whether addr is a plain, header-safe address: local@domain, no spaces or controls. */

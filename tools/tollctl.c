@@ -31,6 +31,7 @@
 
 #include "ctl.h"
 #include "ctl_accounts.h"
+#include "ctl_billing.h"
 #include "ctl_ledger.h"
 #include "tg_money.h"
 #include "tg_names.h"
@@ -99,6 +100,14 @@ static const char usage_text[] =
     "  reconcile    the ledger's balance of every account against tollgated's; exit 1\n"
     "        when one differs.  The three read --db PATH|URI or --data-dir DIR\n"
     "        (DIR/ledger.sqlite)\n"
+    "\n"
+    "billing (docs/BILLING.md; --db or --data-dir, and tollbill's options):\n"
+    "  pay ACCT AMOUNT [--ref R] [--method manual|card|paypal]\n"
+    "        record a payment: the oldest invoices are settled first\n"
+    "  cancel ACCT [--refund]       close the account; --refund within 30 days of sign-up\n"
+    "        refunds subscriptions and fees paid (prepaid: the unused balance bought)\n"
+    "  invoice NUMBER               print an invoice\n"
+    "  invoices ACCT                list an account's invoices and their status\n"
     "\n"
     "exit status:\n"
     "  0  ok; journal-check: the journal ends cleanly\n"
@@ -757,6 +766,14 @@ cmd_load_accounts(struct ctl *x, const struct ctl_args *a)
 
 /* ---- main ---- */
 
+/* The billing commands parse their own options (tools/ctl_billing.c). */
+static int
+billing_main(struct ctl *x, int argc, char **argv)
+{
+	return ctl_billing_main(argc, argv, x->daemon.host, x->daemon.port, x->user, x->password,
+	                        x->redis.host, x->redis.port);
+}
+
 /* The ledger's questions parse their own options (tools/ctl_ledger.c). */
 static int
 ledger_main(struct ctl *x, int argc, char **argv)
@@ -787,6 +804,10 @@ static const struct ctl_command commands[] = {
     {"statement", 0, 0, 0, NONE, NULL, ledger_main},
     {"calls", 0, 0, 0, NONE, NULL, ledger_main},
     {"reconcile", 0, 0, 0, NONE, NULL, ledger_main},
+    {"pay", 0, 0, 0, NONE, NULL, billing_main},
+    {"cancel", 0, 0, 0, NONE, NULL, billing_main},
+    {"invoice", 0, 0, 0, NONE, NULL, billing_main},
+    {"invoices", 0, 0, 0, NONE, NULL, billing_main},
 };
 #undef DAEMON
 #undef NONE
