@@ -7,10 +7,14 @@
  * no allocation, no lock, no syscall, except the control commands (reload),
  * which say so.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -780,6 +784,66 @@ cmd_select(struct ctx *c)
 	return TG_NET_CONTINUE;
 }
 
+/* ---- replication (docs/HA.md) ---- */
+
+/*
+ * REPL.SYNC <history> <lsn> <port>: a replica asks to follow this node's
+ * journal.  The reply says where its stream starts; then the connection
+ * leaves request/reply and a sender thread takes it (tg_repl_take).
+ */
+static int
+cmd_repl_sync(struct ctx *c)
+{
+	const struct tg_req *q = c->req;
+	const struct tg_arg *h = &q->argv[1];
+	struct tg_repl_sync rs = {0};
+	uint64_t port;
+	char reply[256];
+
+	if (h->len == 0 || h->len > TG_REPL_ID_LEN || !tg_arg_u64(&q->argv[2], &rs.lsn) ||
+	    !tg_arg_u64(&q->argv[3], &port) || port == 0 || port > 65535)
+		return reply_err(c, "REPL.SYNC <history> <lsn> <port>");
+	memcpy(rs.history, h->p, h->len);
+	rs.port = (uint16_t)port;
+	int rc = tg_repl_sync(c->srv, &rs, reply, sizeof(reply));
+	if (rc == 0 && (c->s->sync = malloc(sizeof(rs))) == NULL)
+		return reply_err(c, "out of memory");
+	tg_out_raw(c->out, reply, strlen(reply));
+	if (rc != 0)
+		return TG_NET_CONTINUE;
+	*c->s->sync = rs;
+	return TG_NET_DETACH;
+}
+
+/* A REPL.SYNC's connection, its reply sent: the replica's sender takes it. */
+static void
+detached(void *arg, unsigned worker, void *session, int fd)
+{
+	struct tg_server *srv = arg;
+	struct tg_session *s = session;
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof(sa);
+	char ip[64] = "?";
+	(void)worker;
+
+	if (s->sync == NULL) {
+		close(fd);
+		return;
+	}
+	if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0) {
+		if (sa.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, ip, sizeof(ip));
+		else if (sa.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, ip,
+			          sizeof(ip));
+	}
+	/* An IPv4 peer of a dual-stack listener: show it as IPv4, as Redis does. */
+	const char *shown = strncmp(ip, "::ffff:", 7) == 0 ? ip + 7 : ip;
+	tg_repl_take(srv, s->sync, shown, fd);
+	free(s->sync);
+	s->sync = NULL;
+}
+
 /* ---- INFO ---- */
 
 struct info {
@@ -964,6 +1028,7 @@ static const struct command commands[] = {
     {"COMMAND", TG_H_OTHER, 0, -1, false, cmd_command},
     {"CONFIG", TG_H_OTHER, 1, 3, false, cmd_config},
     {"SELECT", TG_H_OTHER, 1, 1, false, cmd_select},
+    {"REPL.SYNC", TG_H_OTHER, 3, 3, false, cmd_repl_sync},
 };
 
 static const struct command *
@@ -1001,6 +1066,7 @@ static const struct {
     {"ACCT.CREDIT", TG_ROLE_REFILL},
     {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
     {"ACCT.REFILL.CLAIM", TG_ROLE_REFILL},
+    {"REPL.SYNC", TG_ROLE_REPLICA},
 };
 
 /* The roles of commands[i], filled once by tg_cmd_handler before any worker runs. */
@@ -1079,6 +1145,7 @@ session_open(void *arg, unsigned worker, void *session)
 	s->authed = !srv->auth.required;
 	s->role = s->authed ? TG_ROLE_ADMIN : 0;
 	s->opened_ms = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
+	s->sync = NULL;
 }
 
 /*
@@ -1172,6 +1239,9 @@ tick(void *arg, unsigned worker)
 	 */
 	if (worker != 0)
 		return;
+	/* A replica's calls are settled by its primary's records, not by its own clock. */
+	if (tg_repl_readonly(srv))
+		return;
 	tg_worker_enter(w);
 	tg_engine_expire(w);
 	tg_engine_close_unpaid(w);
@@ -1211,6 +1281,7 @@ tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 	if (srv->auth.required && srv->cfg.auth_addr_failures > 0)
 		h->session_peer = session_peer;
 	h->exec = exec;
+	h->detached = detached;
 	h->batch_begin = batch_begin;
 	h->batch_end = batch_end;
 	h->tick = tick;

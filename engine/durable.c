@@ -86,6 +86,12 @@ tg_durable_prepare(struct tg_server *srv)
 		return rc;
 	}
 	d->lock_fd = rc;
+	/* A replica that must start over sets its history aside first (docs/HA.md). */
+	rc = tg_repl_prepare(dir);
+	if (rc != 0) {
+		tg_log("data-dir %s: cannot set a diverged history aside: %s", dir, strerror(-rc));
+		return rc;
+	}
 
 	uint64_t t0 = tg_mono_ms();
 	rc = tg_replay_init(&d->state);
@@ -435,8 +441,12 @@ tg_durable_stop(struct tg_server *srv)
 		tg_jw_close(d->jw);
 		d->jw = NULL;
 		srv->engine.jw = NULL;
-		/* The table is exactly the journal up to last: the next start may keep it. */
-		if (srv->table.hdr != NULL)
+		/*
+		 * The table is exactly the journal up to last: the next start may
+		 * keep it.  Not a replica's: its calls and ids were never in memory
+		 * (only the journal holds them), so its next start rebuilds.
+		 */
+		if (srv->table.hdr != NULL && srv->repl_role == TG_REPL_PRIMARY)
 			tg_store_64(&srv->table.hdr->clean_lsn, last);
 		tg_log("journal: stopped cleanly at LSN %" PRIu64, last);
 	}

@@ -50,6 +50,50 @@ settings_of(const struct tg_racct *a, uint32_t plan)
 	return s;
 }
 
+static struct tg_acct_restore
+restore_of(const struct tg_racct *ra)
+{
+	return (struct tg_acct_restore){.balance = ra->balance,
+	                                .reserved = ra->reserved,
+	                                .calls = ra->calls,
+	                                .refill_seq = ra->refill_seq,
+	                                .refill_inflight = inflight(ra),
+	                                .failures = ra->failures,
+	                                .unpaid_since = ra->unpaid_since};
+}
+
+int
+tg_recover_put_live(struct tg_table *t, const struct tg_replay *r, uint64_t id, char *err,
+                    size_t errlen)
+{
+	const struct tg_racct *ra = tg_replay_acct(r, id);
+	struct tg_acct *a;
+	bool created;
+
+	if (ra == NULL)
+		return -ENOENT;
+	const char *name = tg_replay_plan_name(r, ra->plan);
+	/* No name yet (its balance came before its settings): plan id 0, as at install. */
+	int plan = name[0] ? tg_plan_registry_id(&t->plans, name, strlen(name), true) : 0;
+	if (plan < 0) {
+		snprintf(err, errlen, "plan '%s' of account %llu: %s", name, (unsigned long long)id,
+		         plan == -ENOSPC ? "plan-name registry full" : "invalid name");
+		return -ENOSPC;
+	}
+	if (tg_table_insert(t, id, &a, &created) != TG_OK) {
+		snprintf(err, errlen, "account %llu: the table is full (capacity %llu)",
+		         (unsigned long long)id, (unsigned long long)t->hdr->capacity);
+		return -ENOSPC;
+	}
+	struct tg_acct_restore rs = restore_of(ra);
+	struct tg_acct_settings s = settings_of(ra, (uint32_t)plan);
+	tg_acct_replace(a, &rs, &s);
+	struct tg_usage *u = tg_table_usage(t, a);
+	for (int k = 0; k < TG_CATEGORIES_MAX; k++)
+		tg_store_64((uint64_t *)&u->charged[k], (uint64_t)ra->usage[k]);
+	return 0;
+}
+
 static void
 put_acct(void *arg, const struct tg_racct *ra)
 {
@@ -70,13 +114,7 @@ put_acct(void *arg, const struct tg_racct *ra)
 		in->rc = -ENOSPC;
 		return;
 	}
-	struct tg_acct_restore r = {.balance = ra->balance,
-	                            .reserved = ra->reserved,
-	                            .calls = ra->calls,
-	                            .refill_seq = ra->refill_seq,
-	                            .refill_inflight = inflight(ra),
-	                            .failures = ra->failures,
-	                            .unpaid_since = ra->unpaid_since};
+	struct tg_acct_restore r = restore_of(ra);
 	struct tg_acct_settings s = settings_of(ra, (uint32_t)in->plan_ids[ra->plan]);
 	tg_acct_restore(a, &r, &s);
 	struct tg_usage *u = tg_table_usage(t, a);

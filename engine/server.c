@@ -11,6 +11,7 @@
  * and the signals; cmd.c calls tg_server_reload for RATES.RELOAD.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,11 @@ load_accounts(struct tg_server *srv)
 
 	if (strcmp(cfg->accounts, "none") == 0)
 		return 0;
+	/* A replica's accounts are its primary's, record by record: it creates none itself. */
+	if (srv->repl_role == TG_REPL_REPLICA) {
+		tg_log("accounts: not loaded: a replica holds its primary's");
+		return 0;
+	}
 	rc = input_path(cfg->accounts, tg__demo_accounts, "demo-accounts", accounts,
 	                sizeof(accounts));
 	tg_diag_init(&diag);
@@ -246,6 +252,9 @@ start_refill(struct tg_server *srv)
 	                             .stream = cfg->refill_stream,
 	                             .timeout_s = cfg->refill_timeout,
 	                             .ring = cfg->refill_ring};
+	/* A replica publishes nothing: its primary does; it will once promoted. */
+	if (srv->repl_role == TG_REPL_REPLICA)
+		return 0;
 	rc = tg_refill_start(&srv->engine, &rcfg, err, sizeof(err));
 	if (rc != 0)
 		tg_log("%s", err);
@@ -298,7 +307,9 @@ tg_server_start(struct tg_server *srv)
 	    (rc = start_engine(srv)) != 0 || (rc = load_rates(srv)) != 0 ||
 	    (rc = load_accounts(srv)) != 0 || (rc = start_refill(srv)) != 0 ||
 	    /* Step 7: the snapshot thread, once accounts and refills are in place. */
-	    (rc = tg_durable_start(srv)) != 0 || (rc = start_net(srv)) != 0)
+	    (rc = tg_durable_start(srv)) != 0 || (rc = start_net(srv)) != 0 ||
+	    /* Step 9: replication, once the port is known (a replica tells its primary). */
+	    (rc = tg_repl_start(srv)) != 0)
 		return rc;
 	srv->magic = TG_SERVER_MAGIC;
 	tg_log("tollgated %s ready on %s:%u: %u workers, shm %s (generation %llu, %llu of %llu "
@@ -317,6 +328,8 @@ tg_server_stop(struct tg_server *srv)
 	if (srv->net)
 		tg_net_stop(srv->net);
 	srv->net = NULL;
+	/* No more records: senders and the receiver let go before the journal closes. */
+	tg_repl_stop(srv);
 	/* Workers are gone: the publisher drains their rings one last time and stops. */
 	tg_refill_stop(&srv->engine);
 	/* Nothing changes any more: last sync, last snapshot, the segment marked clean. */
@@ -325,4 +338,12 @@ tg_server_stop(struct tg_server *srv)
 		tg_engine_fini(&srv->engine);
 	tg_auth_fini(&srv->auth);
 	tg_table_close(&srv->table);
+}
+
+void
+tg_server_restart_due(struct tg_server *srv)
+{
+	tg_store_8((uint8_t *)&srv->restart, 1);
+	/* The main thread waits in sigwait: SIGUSR1 is its word for this. */
+	kill(getpid(), SIGUSR1);
 }

@@ -977,6 +977,34 @@ tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
 	tg_store_32(&a->unpaid_since, (s->flags & TG_ACCT_UNPAID) ? r->unpaid_since : 0);
 }
 
+void
+tg_acct_replace(struct tg_acct *a, const struct tg_acct_restore *r,
+                const struct tg_acct_settings *s)
+{
+	uint64_t cur[2], set[2];
+
+	TG_ASSERT(r->reserved >= 0 && r->reserved <= TG_RESERVED_MAX);
+	set[0] = (uint64_t)r->balance;
+	set[1] = (uint64_t)r->reserved & TG_HOLD_RESERVED;
+	if (r->refill_inflight)
+		set[1] |= TG_HOLD_REFILL | ((uint64_t)(r->refill_seq & 0x7fu) << TG_HOLD_SEQ_SHIFT);
+	uint32_t seq = settings_lock(a);
+	tg_store_32(&a->plan, s->plan);
+	tg_store_64((uint64_t *)&a->threshold, (uint64_t)tg_acct_terms(s));
+	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);
+	tg_store_8(&a->state, s->state);
+	tg_store_8(&a->refill_mode, s->refill_mode);
+	tg_store_8(&a->flags, s->flags);
+	tg_store_8(&a->failures, r->failures);
+	tg_store_32(&a->unpaid_since, (s->flags & TG_ACCT_UNPAID) ? r->unpaid_since : 0);
+	settings_unlock(a, seq);
+	load_pair(a, cur);
+	while (!tg_cas_pair(pair_of(a), cur, set))
+		;
+	tg_store_32(&a->calls, r->calls);
+	tg_store_32(&a->refill_seq, r->refill_seq);
+}
+
 /* ---- settings ---- */
 
 enum tg_result

@@ -8,8 +8,13 @@
  * SIGHUP reloads the rate plans, SIGINT/SIGTERM stop cleanly.  The shared-
  * memory segment outlives the process, so a restart finds its balances.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tg_log.h"
 #include "tg_server.h"
@@ -22,6 +27,26 @@ config_problem(void *arg, const char *msg)
 {
 	(void)arg;
 	fprintf(stderr, "tollgated: %s\n", msg);
+}
+
+/*
+ * Run this program again with the same arguments and replica-of as it is
+ * now (the last --replica-of wins).  Returns only when exec fails.
+ */
+static int
+restart(int argc, char **argv, const char *replica_of)
+{
+	char **av = calloc((size_t)argc + 3, sizeof(*av));
+	if (av == NULL)
+		return 1;
+	for (int i = 0; i < argc; i++)
+		av[i] = argv[i];
+	av[argc] = (char *)"--replica-of";
+	av[argc + 1] = (char *)replica_of;
+	execv("/proc/self/exe", av);
+	tg_log("restart in place: exec failed: %s", strerror(errno));
+	free(av);
+	return 1;
 }
 
 int
@@ -61,6 +86,7 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	if (tg_server_start(srv) != 0) {
@@ -70,6 +96,12 @@ main(int argc, char **argv)
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
+		if (sig == SIGUSR1) {
+			if (!srv->restart)
+				continue;
+			tg_log("restarting in place: replica-of '%s'", srv->cfg.replica_of);
+			break;
+		}
 		if (sig == SIGHUP) {
 			rc = tg_server_reload(srv, err, sizeof(err));
 			tg_log(rc == 0 ? "SIGHUP: rate plans reloaded: %s" : "SIGHUP: %s", err);
@@ -78,7 +110,14 @@ main(int argc, char **argv)
 		tg_log("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
+	if (srv->restart) {
+		/* Let the reply that asked for it (REPLICAOF) leave first. */
+		struct timespec ts = {0, 100 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
 	tg_server_stop(srv);
 	tg_log("stopped");
+	if (srv->restart)
+		return restart(argc, argv, srv->cfg.replica_of);
 	return 0;
 }

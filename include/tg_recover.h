@@ -21,6 +21,17 @@
  */
 int tg_recover_install(const struct tg_replay *r, struct tg_engine *e, char *err, size_t errlen);
 
+/*
+ * Install account id of r into t while readers run (a replica following its
+ * primary): created when new, its plan registered by name, settings, money
+ * and usage as r has them (tg_acct_replace).  Its refill record is not
+ * touched: a replica publishes nothing, and a promoted one rebuilds them at
+ * its restart.  0, -ENOENT (r has no such account), or -ENOSPC with a
+ * sentence in err (capacity or the plan registry).
+ */
+int tg_recover_put_live(struct tg_table *t, const struct tg_replay *r, uint64_t id, char *err,
+                        size_t errlen);
+
 /* One difference between the journal and the live table. */
 struct tg_recover_diff {
 	uint64_t acct;

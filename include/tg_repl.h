@@ -69,7 +69,55 @@ struct tg_repl_status {
 	struct tg_repl_replica replica[TG_REPL_REPLICAS_MAX];
 	uint32_t min_replicas;  /* min-replicas-to-write */
 	unsigned good_replicas; /* replicas that acknowledged within min-replicas-timeout */
+	uint64_t async_acks;    /* batches acknowledged without their replicas (async) */
+	bool refusing;          /* money-moving commands refused: NOREPLICAS */
 };
+
+/* What REPL.SYNC asked for, and what tg_repl_sync decided. */
+struct tg_repl_sync {
+	char history[TG_REPL_ID_LEN + 1]; /* the replica's current history ("-": none) */
+	uint64_t lsn;                     /* the last LSN on its disk */
+	uint16_t port;                    /* the RESP port it listens on */
+	bool full;                        /* the decision: a full copy first */
+	uint64_t snap;                    /* full: the snapshot sent */
+	uint64_t start;                   /* the first LSN of the stream */
+};
+
+/*
+ * Start replication once the journal and the network run: a primary begins
+ * a new history and, with min-replicas-to-write, installs the engine's
+ * commit hook; a replica starts following replica-of.  0 or -errno (logged).
+ */
+int tg_repl_start(struct tg_server *srv);
+/*
+ * Before recovery reads DIR: when a replica found it must start over
+ * (DIR/repl.reset), set the files of its history aside in
+ * DIR/diverged-<unix time>/ and put the full copy it received
+ * (DIR/repl-incoming/) in their place; a copy left incomplete by a crash is
+ * deleted.  0, or -errno (the start stops: the files are as they were).
+ */
+int tg_repl_prepare(const char *dir);
+/* Stop the receiver and every sender (before the journal closes).  Safe when never started. */
+void tg_repl_stop(struct tg_server *srv);
+
+/*
+ * REPL.SYNC on a primary: decide where q's stream starts and write the
+ * reply line into reply (cap bytes, CRLF included): "+CONTINUE <history>
+ * <first LSN>", "+FULL <history> <snapshot LSN>" (the files, then the
+ * records after), "+DIVERGED <LSN>" (the replica holds records after LSN
+ * that this node never had) or an -ERR.  0 when the connection is to be
+ * handed over (tg_repl_take), -errno when the reply is all.
+ */
+int tg_repl_sync(struct tg_server *srv, struct tg_repl_sync *q, char *reply, size_t cap);
+/* The connection of a REPL.SYNC answered 0: fd is the sender's now.  ip: the replica's address. */
+void tg_repl_take(struct tg_server *srv, const struct tg_repl_sync *q, const char *ip, int fd);
+
+/*
+ * min-replicas-on-timeout refuse, after a batch waited min-replicas-timeout
+ * in vain: money-moving commands get NOREPLICAS until enough replicas hold
+ * everything again.  Any thread.
+ */
+bool tg_repl_refusing(const struct tg_server *srv);
 
 /* A new random run id: TG_REPL_ID_LEN hex characters and a NUL. */
 void tg_repl_run_id(char id[TG_REPL_ID_LEN + 1]);

@@ -44,6 +44,7 @@ struct tg_server {
 	enum tg_repl_role repl_role;     /* set at start from replica-of */
 	char run_id[TG_REPL_ID_LEN + 1]; /* random, new at every start */
 	struct tg_repl *repl;            /* senders and receiver (repl.c) */
+	bool restart;                    /* a restart in place is due (tg_server_restart_due) */
 };
 
 /* Per connection. */
@@ -56,6 +57,7 @@ struct tg_session {
 	uint8_t peer[16];           /* IPv6, or IPv4 as ::ffff:a.b.c.d */
 	const struct tg_user *user; /* who it authenticated as; NULL before AUTH or with no users */
 	uint64_t opened_ms;         /* CLOCK_MONOTONIC_COARSE when accepted (auth-timeout) */
+	struct tg_repl_sync *sync;  /* REPL.SYNC answered: handed to a sender once detached */
 };
 
 /*
@@ -73,6 +75,13 @@ int tg_server_start(struct tg_server *srv);
  * engine, credentials, segment.  Safe after a partial start.
  */
 void tg_server_stop(struct tg_server *srv);
+
+/*
+ * Ask for a restart in place (a change of role, a full copy received): the
+ * main thread stops the server and runs the program again with the current
+ * replica-of.  Any thread; returns at once.
+ */
+void tg_server_restart_due(struct tg_server *srv);
 
 /* The network callbacks that run commands against srv. */
 void tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h);

@@ -180,6 +180,13 @@ struct tg_acct_restore {
 };
 void tg_acct_restore(struct tg_acct *a, const struct tg_acct_restore *r,
                      const struct tg_acct_settings *s);
+/*
+ * tg_acct_restore while readers run (a replica applying its primary's
+ * records; only one thread changes the account): the settings under seq,
+ * the money pair by one compare-and-swap, so tg_acct_read never sees half.
+ */
+void tg_acct_replace(struct tg_acct *a, const struct tg_acct_restore *r,
+                     const struct tg_acct_settings *s);
 
 /* ---- settings ---- */
 
