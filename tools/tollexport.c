@@ -301,6 +301,7 @@ touch(struct exporter *x, uint64_t acct, uint64_t lsn, bool has_before, int64_t 
 	return 0;
 }
 
+/* p with room for need elements of size bytes (*cap updated); out of memory ends the exporter. */
 static void *
 grow(void *p, size_t *cap, size_t need, size_t size)
 {
@@ -409,6 +410,7 @@ call_key_of(const struct exporter *x, const struct pend *p, struct tg_jdigest *d
 	}
 }
 
+/* The 16 hex digits at s (as key_of writes them) as a number. */
 static uint64_t
 hex64(const char *s)
 {
@@ -418,6 +420,7 @@ hex64(const char *s)
 	return v;
 }
 
+/* A row of open_get_sql (key, call id, destination, plan): its call is open in the table. */
 static int
 open_row(void *arg, unsigned nc, const char *const *vals)
 {
@@ -460,6 +463,7 @@ key_list(struct exporter *x, bool (*keep)(const struct ocall *))
 	return x->keys;
 }
 
+/* key_list's choices: every key the batch names; the rows the batch removes from the table. */
 static bool
 any_key(const struct ocall *e)
 {
