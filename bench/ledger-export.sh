@@ -1,19 +1,21 @@
 #!/bin/sh
 # bench/ledger-export.sh - does the ledger keep up with the durable engine?
 #
-#   bench/ledger-export.sh BUILD-DIR [REQUESTS]
+#   bench/ledger-export.sh BUILD-DIR [REQUESTS] [sqlite|pg]
 #
 # A durable tollgated takes REQUESTS (400000) pipelined CDRs with unique ids
 # (redis-benchmark -c 50 -P 32) while `tollexport --follow` tails its journal
-# into a SQLite file; the lag (journal_lsn - ledger_lsn) is sampled every
-# 0.5 s.  Then the whole journal is exported again in batch mode into a fresh
-# SQLite file and into a private PostgreSQL cluster (initdb + pg_ctl as the
+# into a SQLite file, or into PostgreSQL with "pg" as the third argument; the
+# lag (journal_lsn - ledger_lsn) is sampled every 0.5 s.  Then the whole
+# journal is exported again in batch mode into a fresh SQLite file and into a
+# fresh database of a private PostgreSQL cluster (initdb + pg_ctl as the
 # postgres user, a Unix socket only), timed.  Prints the engine's CDR rate,
 # rows/s into each database, the worst lag seen, and bytes per record in the
 # journal and in each database.  docs/BENCHMARKS.md, "The ledger".
 set -eu
-b=${1:?usage: ledger-export.sh BUILD-DIR [REQUESTS]}
+b=${1:?usage: ledger-export.sh BUILD-DIR [REQUESTS] [sqlite|pg]}
 n=${2:-400000}
+follow=${3:-sqlite}
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
 pid=""
@@ -37,7 +39,19 @@ done
 redis-cli -p "$port" ACCT.SET 1 BALANCE 100000000 PLAN basic >/dev/null
 info() { redis-cli -p "$port" INFO journal | tr -d '\r' | sed -n "s/^$1://p"; }
 
-"$b/tools/tollexport" --data-dir "$tmp/data" --db "$tmp/follow.sqlite" --follow --quiet &
+pgdata="$tmp/pg"
+mkdir "$pgdata" && chown postgres "$pgdata"
+runuser -u postgres -- initdb -D "$pgdata" -A trust -U tg --no-sync >/dev/null
+runuser -u postgres -- pg_ctl -D "$pgdata" -l "$pgdata/server.log" -w \
+	-o "-k $pgdata -p $port -c listen_addresses=''" start >/dev/null
+pg="postgresql:///postgres?host=$pgdata&port=$port&user=tg"
+psql -Atq "$pg" -c "CREATE DATABASE follow" -c "CREATE DATABASE batch"
+case $follow in
+pg) fdb="postgresql:///follow?host=$pgdata&port=$port&user=tg" ;;
+*) fdb="$tmp/follow.sqlite" ;;
+esac
+
+"$b/tools/tollexport" --data-dir "$tmp/data" --db "$fdb" --follow --quiet &
 fpid=$!
 (
 	while sleep 0.5; do
@@ -67,12 +81,7 @@ lite_s=$(echo "$(date +%s.%N) - $t0" | bc)
 rows=$(sqlite3 "$tmp/batch.sqlite" "SELECT count(*) FROM calls")
 lite_bytes=$(stat -c %s "$tmp/batch.sqlite")
 
-pgdata="$tmp/pg"
-mkdir "$pgdata" && chown postgres "$pgdata"
-runuser -u postgres -- initdb -D "$pgdata" -A trust -U tg --no-sync >/dev/null
-runuser -u postgres -- pg_ctl -D "$pgdata" -l "$pgdata/server.log" -w \
-	-o "-k $pgdata -p $port -c listen_addresses=''" start >/dev/null
-uri="postgresql:///postgres?host=$pgdata&port=$port&user=tg"
+uri="postgresql:///batch?host=$pgdata&port=$port&user=tg"
 t0=$(date +%s.%N)
 "$b/tools/tollexport" --data-dir "$tmp/data" --db "$uri" --quiet
 pg_s=$(echo "$(date +%s.%N) - $t0" | bc)
@@ -80,6 +89,6 @@ pg_bytes=$(psql -Atq "$uri" -c "SELECT pg_total_relation_size('calls')")
 
 echo "engine: $rps CDR/s durable (redis-benchmark -c 50 -P 32 -n $n)"
 echo "journal: $records records, $jbytes bytes, $((jbytes / records)) bytes a record (confirms included)"
-echo "follow (SQLite): worst lag sampled $maxlag records; caught up ${catchup}s after the load ended"
+echo "follow ($follow): worst lag sampled $maxlag records; caught up ${catchup}s after the load ended"
 echo "batch SQLite: $rows rows in ${lite_s}s = $(echo "$rows / $lite_s" | bc) rows/s; $((lite_bytes / rows)) bytes a call row (file)"
 echo "batch PostgreSQL: $rows rows in ${pg_s}s = $(echo "$rows / $pg_s" | bc) rows/s; $((pg_bytes / rows)) bytes a call row (table + indexes)"

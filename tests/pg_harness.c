@@ -234,3 +234,32 @@ pg_exec(const char *uri, const char *sql)
 	PQfinish(k);
 	return rc;
 }
+
+int
+pg_wait_active(const char *uri, const char *prefix, unsigned timeout_ms)
+{
+	char like[200];
+	struct timespec t0, t;
+	PGconn *k = PQconnectdb(uri);
+	int rc = -1;
+
+	snprintf(like, sizeof(like), "%s%%", prefix);
+	const char *p[] = {like};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (rc != 0 && PQstatus(k) == CONNECTION_OK) {
+		PGresult *r = PQexecParams(k,
+		                           "SELECT count(*) FROM pg_stat_activity"
+		                           " WHERE state = 'active' AND query LIKE $1",
+		                           1, NULL, p, NULL, NULL, 0);
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+		    atoi(PQgetvalue(r, 0, 0)) > 0)
+			rc = 0;
+		PQclear(r);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >
+		    (long)timeout_ms)
+			break;
+	}
+	PQfinish(k);
+	return rc;
+}

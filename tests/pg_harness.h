@@ -31,5 +31,11 @@ int64_t pg_query_i64(const char *uri, const char *sql);
 
 /* Run sql (no rows) on uri: 0 or -1. */
 int pg_exec(const char *uri, const char *sql);
+/*
+ * Wait until a session of the cluster is running a statement that starts
+ * with prefix (pg_stat_activity, state active), polling as fast as one
+ * connection answers.  0 when seen, -1 when not within timeout_ms.
+ */
+int pg_wait_active(const char *uri, const char *prefix, unsigned timeout_ms);
 
 #endif

@@ -172,6 +172,54 @@ one_op(struct fx *f)
 	freeReplyObject(r);
 }
 
+/* A CALL.AUTH of call id oc-<n>: the seconds granted (0: refused). */
+static long long
+auth_call(struct fx *f, unsigned n, unsigned acct, const char *dest)
+{
+	redisReply *r = redisCommand(f->c, "CALL.AUTH %u %s oc-%u", acct, dest, n);
+	assert_non_null(r);
+	long long grant = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+	freeReplyObject(r);
+	return grant;
+}
+
+/* Its CALL.END after dur seconds, into the books. */
+static void
+end_call(struct fx *f, unsigned n, unsigned acct, unsigned dur)
+{
+	redisReply *r = redisCommand(f->c, "CALL.END %u oc-%u %u", acct, n, dur);
+	assert_non_null(r);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	tg_money_t m = money_of(r->str);
+	f->b.calls++;
+	f->b.charged += m;
+	f->b.by_acct[acct - 1001] += m;
+	freeReplyObject(r);
+}
+
+/* n CDRs on account 1001, pipelined 1000 at a time, into the books. */
+static void
+load_cdrs(struct fx *f, unsigned n)
+{
+	for (unsigned done = 0; done < n;) {
+		unsigned k = n - done < 1000 ? n - done : 1000;
+		for (unsigned i = 0; i < k; i++)
+			redisAppendCommand(f->c, "CDR 1001 %s %u bulk-%u", dests[rnd(f) % 5],
+			                   1 + (unsigned)(rnd(f) % 60), ++f->seq);
+		for (unsigned i = 0; i < k; i++) {
+			redisReply *r;
+			assert_int_equal(redisGetReply(f->c, (void **)&r), REDIS_OK);
+			assert_int_equal(r->type, REDIS_REPLY_STRING);
+			tg_money_t m = money_of(r->str);
+			f->b.calls++;
+			f->b.charged += m;
+			f->b.by_acct[0] += m;
+			freeReplyObject(r);
+		}
+		done += k;
+	}
+}
+
 /* ---- reading the database back (SQLite here; PostgreSQL through psql) ---- */
 
 static int64_t
@@ -441,6 +489,99 @@ test_pruning_keeps_what_the_exporter_needs(void **state)
 	fx_end(f);
 }
 
+/*
+ * Calls authorized and settled in one export transaction, and across
+ * transactions.  A commit carries neither destination nor plan: within a
+ * batch the exporter takes them from the reserve in memory, across batches
+ * from open_calls.  Either way every end row names what its CALL.AUTH named,
+ * and open_calls holds exactly the calls still open.
+ */
+struct oc_call {
+	unsigned n, acct;
+	const char *dest;
+	bool ended;
+};
+
+/* Each ended call's row carries its own call id, destination and plan; open ones are open. */
+static void
+check_open_calls(struct fx *f, const struct oc_call *c, size_t nc)
+{
+	char sql[300];
+	long open = 0;
+
+	for (size_t i = 0; i < nc; i++) {
+		if (!c[i].ended) {
+			open++;
+			snprintf(sql, sizeof(sql),
+			         "SELECT count(*) FROM open_calls WHERE call_id = 'oc-%u'"
+			         " AND destination = '%s' AND plan = '%s'",
+			         c[i].n, c[i].dest, c[i].acct == 1001 ? "basic" : "gold");
+		} else {
+			snprintf(
+			    sql, sizeof(sql),
+			    "SELECT count(*) FROM calls WHERE kind = 'end' AND call_id = 'oc-%u'"
+			    " AND destination = '%s' AND plan = '%s'",
+			    c[i].n, c[i].dest, c[i].acct == 1001 ? "basic" : "gold");
+		}
+		assert_int_equal(q64(f, sql), 1);
+	}
+	assert_int_equal(q64(f, "SELECT count(*) FROM open_calls"), open);
+}
+
+static void
+run_open_calls_in_batches(struct fx *f)
+{
+	struct oc_call c[70];
+	size_t nc = 0;
+
+	/* One transaction (batch 100000): 20 authorized and ended in it, 20 left open. */
+	for (unsigned i = 0; i < 40; i++) {
+		struct oc_call *k = &c[nc++];
+		*k = (struct oc_call){++f->seq, 1001 + (i % 2) * 3, dests[i % 5], false};
+		long long grant = auth_call(f, k->n, k->acct, k->dest);
+		assert_true(grant > 0);
+		if (i % 2 == 0) {
+			end_call(f, k->n, k->acct, 1 + i);
+			k->ended = true;
+		}
+		one_op(f);
+	}
+	export_all(f, 100000);
+	check_open_calls(f, c, nc);
+	check_books(f);
+
+	/*
+	 * Batches of 3: the 20 open ones ended (their reserves are in the table),
+	 * 20 more authorized and ended (some pairs in one batch, some split), 10
+	 * left open.
+	 */
+	for (unsigned i = 0; i < 30; i++) {
+		struct oc_call *k = &c[nc++];
+		*k = (struct oc_call){++f->seq, 1001 + (i % 2) * 3, dests[(i + 2) % 5], false};
+		assert_true(auth_call(f, k->n, k->acct, k->dest) > 0);
+		if (i < 20) {
+			end_call(f, k->n, k->acct, 2 + i);
+			k->ended = true;
+		}
+		if (i < 20 && c[2 * i + 1].ended == false) {
+			end_call(f, c[2 * i + 1].n, c[2 * i + 1].acct, 3 + i);
+			c[2 * i + 1].ended = true;
+		}
+	}
+	export_all(f, 3);
+	check_open_calls(f, c, nc);
+	check_books(f);
+	check_journal(f);
+}
+
+static void
+test_open_calls_resolved_within_and_across_batches(void **state)
+{
+	(void)state;
+	fx_start(&F, NULL, NULL);
+	run_open_calls_in_batches(&F);
+}
+
 /* ---- tollctl statement, calls, reconcile ---- */
 
 /* Run tollctl with args; its stdout into out (cap bytes).  Exit status. */
@@ -620,6 +761,56 @@ test_pg_restart_mid_export(void **state)
 }
 
 static void
+test_pg_open_calls_resolved_within_and_across_batches(void **state)
+{
+	char uri[IT_PATH_MAX];
+
+	(void)state;
+	if (!pg_up)
+		skip();
+	assert_int_equal(pg_create_db(&pg, "opencalls", uri, sizeof(uri)), 0);
+	fx_start(&F, NULL, uri);
+	run_open_calls_in_batches(&F);
+}
+
+/*
+ * The cluster restarted (immediate: a crash) while the exporter streams a
+ * batch of tens of thousands of rows with COPY: the transaction is lost
+ * whole, the exporter reconnects, reads the position and sends the batch
+ * again; the rows match the books and the journal exactly.
+ */
+static void
+test_pg_connection_lost_mid_copy(void **state)
+{
+	struct fx *f = &F;
+	char uri[IT_PATH_MAX];
+	bool seen = false;
+
+	(void)state;
+	if (!pg_up)
+		skip();
+	assert_int_equal(pg_create_db(&pg, "midcopy", uri, sizeof(uri)), 0);
+	fx_start(f, NULL, uri);
+	it_run_cmd(f->c, "ACCT.SET 1001 BALANCE 100000000 PLAN basic");
+	/* Each round adds rows and exports them in one batch, until a COPY is caught. */
+	for (unsigned round = 0; round < 5 && !seen; round++) {
+		load_cdrs(f, 40000);
+		f->exporter = exporter_start(f, false, 1000000);
+		seen = pg_wait_active(uri, "COPY calls", 20000) == 0;
+		if (seen)
+			assert_int_equal(pg_restart(&pg, 1), 0);
+		int st;
+		assert_int_equal(waitpid(f->exporter, &st, 0), f->exporter);
+		f->exporter = 0;
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	assert_true(seen);
+	check_books(f);
+	check_journal(f);
+	fx_end(f);
+}
+
+static void
 test_pg_statement_totals_and_reconcile(void **state)
 {
 	char uri[IT_PATH_MAX];
@@ -658,11 +849,15 @@ main(int argc, char **argv)
 	    cmocka_unit_test_teardown(test_exactly_once_across_kill9_restarts_rotation, teardown),
 	    cmocka_unit_test_teardown(test_pruning_keeps_what_the_exporter_needs, teardown),
 	    cmocka_unit_test_teardown(test_statement_totals_and_reconcile, teardown),
+	    cmocka_unit_test_teardown(test_open_calls_resolved_within_and_across_batches, teardown),
 	};
 	const struct CMUnitTest pgt[] = {
 	    cmocka_unit_test_teardown(test_pg_exactly_once_across_kill9, teardown),
 	    cmocka_unit_test_teardown(test_pg_restart_mid_export, teardown),
 	    cmocka_unit_test_teardown(test_pg_statement_totals_and_reconcile, teardown),
+	    cmocka_unit_test_teardown(test_pg_open_calls_resolved_within_and_across_batches,
+	                              teardown),
+	    cmocka_unit_test_teardown(test_pg_connection_lost_mid_copy, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -6,6 +6,10 @@
  * how to talk to each database and nothing of the ledger's tables.  It never
  * retries on its own: a lost PostgreSQL connection is reported (ldb_lost) and
  * the caller, which knows where its transaction stood, reconnects.
+ *
+ * Rows in bulk (ldb_prepare_rows): SQLite, in the same process, inserts each
+ * row as it comes; PostgreSQL, a round trip away, gets them as one COPY FROM
+ * STDIN per table at ldb_flush, inside the caller's transaction.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +31,11 @@ struct ldb {
 	PGconn *pg;
 	bool prepared[LDB_STMTS_MAX];
 	char *sql[LDB_STMTS_MAX]; /* kept to prepare again after a reconnect */
+	/* Rows statements: their column count (0: not one), COPY command and rows not yet sent. */
+	unsigned ncols[LDB_STMTS_MAX];
+	char *copy[LDB_STMTS_MAX];
+	char *buf[LDB_STMTS_MAX];
+	size_t len[LDB_STMTS_MAX], cap[LDB_STMTS_MAX];
 };
 
 static int
@@ -175,7 +184,12 @@ pg_connect(struct ldb *db)
 	return 0;
 }
 
-/* Check a result; frees it.  0, or -1 with the sentence (and lost set when the link went). */
+/*
+ * Check a result; frees it.  0, or -1 with the sentence (and lost set when
+ * the link went).  A server shutting down says so (SQLSTATE 57P01..57P03)
+ * before it closes the socket, and libpq may not have seen the close yet:
+ * that, and any connection exception (class 08), is a lost link too.
+ */
 static int
 pg_check(struct ldb *db, PGresult *res, bool rows)
 {
@@ -183,7 +197,10 @@ pg_check(struct ldb *db, PGresult *res, bool rows)
 
 	if (s == PGRES_COMMAND_OK || (rows && s == PGRES_TUPLES_OK))
 		return 0;
-	db->lost = PQstatus(db->pg) != CONNECTION_OK;
+	const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	db->lost =
+	    PQstatus(db->pg) != CONNECTION_OK ||
+	    (state != NULL && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0));
 	fail(db, "PostgreSQL: %s",
 	     res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(db->pg));
 	PQclear(res);
@@ -202,6 +219,102 @@ pg_prepare(struct ldb *db, unsigned id)
 	PQclear(res);
 	db->prepared[id] = true;
 	return 0;
+}
+
+/* Room for more bytes in rows statement id's buffer.  0 or -1. */
+static int
+buf_reserve(struct ldb *db, unsigned id, size_t more)
+{
+	if (db->len[id] + more <= db->cap[id])
+		return 0;
+	size_t cap = db->cap[id] != 0 ? db->cap[id] : 64 * 1024;
+	while (cap < db->len[id] + more)
+		cap *= 2;
+	char *b = realloc(db->buf[id], cap);
+	if (b == NULL)
+		return fail(db, "out of memory");
+	db->buf[id] = b;
+	db->cap[id] = cap;
+	return 0;
+}
+
+/*
+ * One row in COPY's text format: values separated by tabs, a newline at the
+ * end, NULL as \N, and a backslash, tab, newline or carriage return inside a
+ * value escaped with a backslash.  Nothing else is special.
+ */
+static int
+copy_row(struct ldb *db, unsigned id, const char *const *params)
+{
+	for (unsigned i = 0; i < db->ncols[id]; i++) {
+		const char *v = params[i];
+		size_t n = v != NULL ? strlen(v) : 0;
+		if (buf_reserve(db, id, 2 * n + 3) != 0)
+			return -1;
+		char *o = db->buf[id] + db->len[id];
+		if (v == NULL) {
+			*o++ = '\\';
+			*o++ = 'N';
+		}
+		for (size_t k = 0; k < n; k++) {
+			char c = v[k];
+			if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+				*o++ = '\\';
+				c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : c;
+			}
+			*o++ = c;
+		}
+		*o++ = i + 1 < db->ncols[id] ? '\t' : '\n';
+		db->len[id] = (size_t)(o - db->buf[id]);
+	}
+	return 0;
+}
+
+/*
+ * Send rows statement id's buffer as one COPY FROM STDIN and read its
+ * outcome to the end, so the connection is ready for the next command (or
+ * known lost).  0 or -1.
+ */
+static int
+pg_copy(struct ldb *db, unsigned id)
+{
+	enum { CHUNK = 1 << 20 };
+	PGresult *res = PQexec(db->pg, db->copy[id]);
+
+	if (PQresultStatus(res) != PGRES_COPY_IN) {
+		if (PQresultStatus(res) == PGRES_COMMAND_OK)
+			PQclear(res); /* cannot be: COPY FROM STDIN always asks for data */
+		else
+			return pg_check(db, res, false);
+		return fail(db, "PostgreSQL: %s did not ask for rows", db->copy[id]);
+	}
+	PQclear(res);
+	int rc = 0;
+	for (size_t off = 0; off < db->len[id]; off += CHUNK) {
+		size_t n = db->len[id] - off < CHUNK ? db->len[id] - off : CHUNK;
+		if (PQputCopyData(db->pg, db->buf[id] + off, (int)n) != 1) {
+			rc = fail(db, "PostgreSQL: sending rows: %s", PQerrorMessage(db->pg));
+			break;
+		}
+	}
+	/* Ended with an error message when sending failed: the server then discards the rows. */
+	if (PQputCopyEnd(db->pg, rc == 0 ? NULL : "rows not all sent") != 1 && rc == 0)
+		rc = fail(db, "PostgreSQL: ending the rows: %s", PQerrorMessage(db->pg));
+	while ((res = PQgetResult(db->pg)) != NULL) {
+		ExecStatusType s = PQresultStatus(res);
+		if (s == PGRES_COPY_IN) {
+			/* Still asking for data after an end that failed: the link is gone. */
+			PQclear(res);
+			break;
+		}
+		if (s == PGRES_COMMAND_OK || rc != 0)
+			PQclear(res);
+		else
+			rc = pg_check(db, res, false);
+	}
+	if (rc != 0 && PQstatus(db->pg) != CONNECTION_OK)
+		db->lost = true;
+	return rc;
 }
 
 /* ---- the interface ---- */
@@ -241,6 +354,8 @@ ldb_close(struct ldb *db)
 	for (unsigned i = 0; i < LDB_STMTS_MAX; i++) {
 		sqlite3_finalize(db->lstmt[i]);
 		free(db->sql[i]);
+		free(db->copy[i]);
+		free(db->buf[i]);
 	}
 	if (db->lite != NULL)
 		sqlite3_close(db->lite);
@@ -277,6 +392,7 @@ int
 ldb_reconnect(struct ldb *db)
 {
 	db->lost = false;
+	ldb_discard(db);
 	if (db->kind == LDB_PG) {
 		if (db->pg != NULL)
 			PQfinish(db->pg);
@@ -347,6 +463,63 @@ ldb_run(struct ldb *db, unsigned id, unsigned n, const char *const *params)
 		return -1;
 	PQclear(res);
 	return 0;
+}
+
+int
+ldb_prepare_rows(struct ldb *db, unsigned id, const char *table, const char *cols, unsigned ncols)
+{
+	char sql[1024];
+	size_t n;
+
+	if (id >= LDB_STMTS_MAX || ncols == 0 || ncols > LDB_PARAMS_MAX)
+		return fail(db, "rows statement %u: bad number or columns", id);
+	n = (size_t)snprintf(sql, sizeof(sql), "COPY %s (%s) FROM STDIN", table, cols);
+	free(db->copy[id]);
+	db->copy[id] = strdup(sql);
+	if (db->copy[id] == NULL || n >= sizeof(sql))
+		return fail(db, "rows statement %u: out of memory or too long", id);
+	n = (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s (%s) VALUES (", table, cols);
+	for (unsigned i = 0; i < ncols && n < sizeof(sql); i++)
+		n += (size_t)snprintf(sql + n, sizeof(sql) - n, "%s$%u", i ? ", " : "", i + 1);
+	if (n + 2 > sizeof(sql))
+		return fail(db, "rows statement %u: too long", id);
+	memcpy(sql + n, ")", 2);
+	db->ncols[id] = ncols;
+	db->len[id] = 0;
+	return ldb_prepare(db, id, sql);
+}
+
+int
+ldb_append(struct ldb *db, unsigned id, const char *const *params)
+{
+	if (id >= LDB_STMTS_MAX || db->ncols[id] == 0)
+		return fail(db, "statement %u is not a rows statement", id);
+	if (db->kind == LDB_SQLITE)
+		return ldb_run(db, id, db->ncols[id], params);
+	return copy_row(db, id, params);
+}
+
+int
+ldb_flush(struct ldb *db)
+{
+	for (unsigned id = 0; id < LDB_STMTS_MAX; id++) {
+		if (db->len[id] == 0)
+			continue;
+		int rc = pg_copy(db, id);
+		db->len[id] = 0;
+		if (rc != 0) {
+			ldb_discard(db);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void
+ldb_discard(struct ldb *db)
+{
+	for (unsigned id = 0; id < LDB_STMTS_MAX; id++)
+		db->len[id] = 0;
 }
 
 long

@@ -47,6 +47,25 @@ int ldb_prepare(struct ldb *db, unsigned id, const char *sql);
 /* Run prepared statement id with n text parameters (NULL: SQL NULL).  0 or -1. */
 int ldb_run(struct ldb *db, unsigned id, unsigned n, const char *const *params);
 
+/*
+ * Rows in bulk.  Declare statement id as rows of ncols values appended to
+ * table (cols: "a, b, c").  SQLite runs "INSERT INTO table (cols) VALUES
+ * ($1, ...)" for each ldb_append at once; PostgreSQL keeps the rows, encoded
+ * as COPY text, until ldb_flush sends each table's rows with one COPY FROM
+ * STDIN, in the caller's open transaction: no round trip per row.  Rows are
+ * only ever appended, never updated, so nothing in the batch can depend on
+ * when they reach the table; a row that breaks a constraint fails the
+ * flush (PostgreSQL) or its append (SQLite).  0 or -1.
+ */
+int ldb_prepare_rows(struct ldb *db, unsigned id, const char *table, const char *cols,
+                     unsigned ncols);
+/* Append one row of ncols values (NULL: SQL NULL) to rows statement id.  0 or -1. */
+int ldb_append(struct ldb *db, unsigned id, const char *const *params);
+/* Send the rows appended since the last flush (PostgreSQL; nothing to do for SQLite).  0 or -1. */
+int ldb_flush(struct ldb *db);
+/* Forget the rows appended and not flushed (a transaction that failed before its flush). */
+void ldb_discard(struct ldb *db);
+
 /* Called for each row of a query: ncols values (NULL: SQL NULL); nonzero stops. */
 typedef int (*ldb_row_fn)(void *arg, unsigned ncols, const char *const *vals);
 /* Run sql with n text parameters, calling fn for each row.  Rows seen (>= 0), or -1. */

@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,43 +29,68 @@
 
 #include "ledger.h"
 #include "ledger_db.h"
+#include "tg_assert.h"
 #include "tg_journal.h"
 #include "tg_replay.h"
 #include "tg_result.h"
 
 enum {
-	S_CALL,
+	S_CALL, /* rows statements (ldb_prepare_rows): COPY on PostgreSQL */
 	S_CREDIT,
 	S_EVENT,
-	S_ACCT,
+	S_OPEN_ROW,
+	S_ACCT, /* statements (ldb_prepare) */
 	S_OPENING,
 	S_SETTINGS,
-	S_OPEN_PUT,
 	S_OPEN_DEL,
 	S_POS,
 	S_GAP,
 };
 
+static const struct {
+	const char *table, *cols;
+	unsigned ncols;
+} rows_of[] = {
+    [S_CALL] = {"calls",
+                "lsn, acct, time_us, kind, call_id, destination, plan, prefix, category,"
+                " duration, billed, per_min, connect, charge, balance_after",
+                15},
+    [S_CREDIT] = {"credits",
+                  "lsn, acct, time_us, amount, balance_after, txid, source, refill_seq, by_user",
+                  9},
+    [S_EVENT] = {"account_events",
+                 "lsn, acct, time_us, kind, by_user, balance, delta, state, plan, detail", 10},
+    [S_OPEN_ROW] = {"open_calls", "call_key, acct, lsn, call_id, destination, plan", 6},
+};
+
 static const char *const stmt_sql[] = {
-    [S_CALL] = "INSERT INTO calls (lsn, acct, time_us, kind, call_id, destination, plan, prefix,"
-               " category, duration, billed, per_min, connect, charge, balance_after)"
-               " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    [S_CREDIT] = "INSERT INTO credits (lsn, acct, time_us, amount, balance_after, txid, source,"
-                 " refill_seq, by_user) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    [S_EVENT] = "INSERT INTO account_events (lsn, acct, time_us, kind, by_user, balance, delta,"
-                " state, plan, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     [S_ACCT] = "INSERT INTO accounts (acct, first_lsn) VALUES ($1, $2)"
                " ON CONFLICT (acct) DO NOTHING",
     [S_OPENING] = "UPDATE accounts SET opening_balance = $2, opening_lsn = $3"
                   " WHERE acct = $1 AND opening_balance IS NULL",
     [S_SETTINGS] = "UPDATE accounts SET plan = $2, state = $3, threshold = $4,"
                    " refill_amount = $5, refill_mode = $6 WHERE acct = $1",
-    [S_OPEN_PUT] = "INSERT INTO open_calls (call_key, acct, lsn, call_id, destination, plan)"
-                   " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_key) DO NOTHING",
-    [S_OPEN_DEL] = "DELETE FROM open_calls WHERE call_key = $1",
+    [S_OPEN_DEL] = NULL, /* open_del_sql: the key list is spelt per database */
     [S_POS] = "UPDATE ledger_position SET last_lsn = $1, exported_us = $2 WHERE id = 1",
     [S_GAP] = "INSERT INTO ledger_gaps (from_lsn, to_lsn, noticed_us) VALUES ($1, $2, $3)"
               " ON CONFLICT (from_lsn) DO NOTHING",
+};
+
+/*
+ * The open calls a batch touches, read in one query and deleted in one
+ * statement: $1 is a list of call keys, a PostgreSQL array literal
+ * ({k1,k2}) or a JSON array (["k1","k2"]) for SQLite.  Keys are hex: no
+ * quoting needed in either.
+ */
+static const char *const open_get_sql[] = {
+    [LDB_SQLITE] = "SELECT call_key, call_id, destination, plan FROM open_calls"
+                   " WHERE call_key IN (SELECT value FROM json_each($1))",
+    [LDB_PG] = "SELECT call_key, call_id, destination, plan FROM open_calls"
+               " WHERE call_key = ANY($1::text[])",
+};
+static const char *const open_del_sql[] = {
+    [LDB_SQLITE] = "DELETE FROM open_calls WHERE call_key IN (SELECT value FROM json_each($1))",
+    [LDB_PG] = "DELETE FROM open_calls WHERE call_key = ANY($1::text[])",
 };
 
 /* A set of account ids (open addressing; 0 is never an account). */
@@ -127,6 +153,23 @@ struct pend {
 	size_t at; /* payload offset in the arena */
 };
 
+/*
+ * An open call as a batch sees it.  Before the batch's records are ingested
+ * every call key they name is looked up in open_calls at once (in_db); then
+ * the records move it in order, in memory: a reserve opens it unless it is
+ * open (as ON CONFLICT DO NOTHING did), a commit or expire reads it and
+ * closes it.  At the end of the batch the table gets the difference: rows
+ * closed (or closed and opened again) deleted, rows opened inserted.  An
+ * authorization and its settlement in one batch never touch the table.
+ */
+#define OSTR_NULL SIZE_MAX
+struct ocall {
+	uint64_t hi, lo;       /* the call key (digest of the call id) */
+	uint64_t acct, lsn;    /* of the reserve that opened it in this batch */
+	size_t id, dest, plan; /* offsets in exporter.ostr, or OSTR_NULL */
+	bool used, in_db, open, from_batch;
+};
+
 struct exporter {
 	const char *dir, *target;
 	struct ldb *db;
@@ -140,6 +183,10 @@ struct exporter {
 	size_t arena_len, arena_cap;
 	uint64_t rows, gaps;
 	bool pos_warned;
+	struct ocall *oc; /* open addressing, oc_cap a power of two */
+	size_t oc_cap, *oc_used, oc_n;
+	char *ostr, *keys; /* the open calls' strings; a key list for a query */
+	size_t ostr_len, ostr_cap, keys_cap;
 };
 
 static volatile sig_atomic_t stopping;
@@ -254,22 +301,224 @@ touch(struct exporter *x, uint64_t acct, uint64_t lsn, bool has_before, int64_t 
 	return 0;
 }
 
-struct open_call {
-	char call_id[600], dest[80], plan[80];
-	bool found;
-};
+/* p with room for need elements of size bytes (*cap updated); out of memory ends the exporter. */
+static void *
+grow(void *p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return p;
+	size_t c = *cap ? *cap : 1024;
+	while (c < need)
+		c *= 2;
+	p = realloc(p, c * size);
+	if (p == NULL) {
+		fprintf(stderr, "tollexport: out of memory\n");
+		exit(1);
+	}
+	*cap = c;
+	return p;
+}
 
+/* A copy of s (NULL stays NULL) in ostr; the offset. */
+static size_t
+ostr_put(struct exporter *x, const char *s)
+{
+	if (s == NULL)
+		return OSTR_NULL;
+	size_t n = strlen(s) + 1, at = x->ostr_len;
+	x->ostr = grow(x->ostr, &x->ostr_cap, at + n, 1);
+	memcpy(x->ostr + at, s, n);
+	x->ostr_len += n;
+	return at;
+}
+
+/* The string at off, NULL for none or empty (as the reserve's columns were read). */
+static const char *
+ostr_get(const struct exporter *x, size_t off)
+{
+	return off == OSTR_NULL || x->ostr[off] == '\0' ? NULL : x->ostr + off;
+}
+
+/* The batch's entry for call key d; created (closed, not in the table) when create. */
+static struct ocall *
+oc_find(struct exporter *x, struct tg_jdigest d, bool create)
+{
+	if (x->oc_cap == 0)
+		return NULL;
+	size_t m = x->oc_cap - 1;
+	for (size_t i = ((d.hi ^ d.lo) * 0x9e3779b97f4a7c15ull) & m;; i = (i + 1) & m) {
+		struct ocall *e = &x->oc[i];
+		if (e->used && e->hi == d.hi && e->lo == d.lo)
+			return e;
+		if (!e->used) {
+			if (!create)
+				return NULL;
+			*e = (struct ocall){.hi = d.hi, .lo = d.lo, .used = true};
+			x->oc_used[x->oc_n++] = i;
+			return e;
+		}
+	}
+}
+
+/* Forget the last batch's open calls; room for keys more. */
+static void
+oc_reset(struct exporter *x, size_t keys)
+{
+	for (size_t k = 0; k < x->oc_n; k++)
+		x->oc[x->oc_used[k]].used = false;
+	x->oc_n = 0;
+	x->ostr_len = 0;
+	if (keys * 2 <= x->oc_cap)
+		return;
+	size_t cap = 1024;
+	while (cap < keys * 2)
+		cap *= 2;
+	free(x->oc);
+	free(x->oc_used);
+	x->oc = calloc(cap, sizeof(*x->oc));
+	x->oc_used = calloc(cap / 2, sizeof(*x->oc_used));
+	if (x->oc == NULL || x->oc_used == NULL) {
+		fprintf(stderr, "tollexport: out of memory\n");
+		exit(1);
+	}
+	x->oc_cap = cap;
+}
+
+/* The call key a record names, when it is one the open calls care about. */
+static bool
+call_key_of(const struct exporter *x, const struct pend *p, struct tg_jdigest *d)
+{
+	const uint8_t *pl = x->arena + p->at;
+	size_t dn;
+
+	switch (p->type) {
+	case TG_JREC_RESERVE:
+		/* Only CALL.AUTH names the destination: a CALL.UPDATE adds nothing to keep. */
+		if (tg_journal_item_str(p->type, pl, p->len, TG_JITEM_S_DEST, &dn) == NULL ||
+		    dn == 0)
+			return false;
+		memcpy(d, pl + offsetof(struct tg_jrec_reserve, call), sizeof(*d));
+		return true;
+	case TG_JREC_COMMIT:
+		memcpy(d, pl + offsetof(struct tg_jrec_commit, call), sizeof(*d));
+		return true;
+	case TG_JREC_EXPIRE:
+		memcpy(d, pl + offsetof(struct tg_jrec_expire, call), sizeof(*d));
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The 16 hex digits at s (as key_of writes them) as a number. */
+static uint64_t
+hex64(const char *s)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < 16 && s[i] != '\0'; i++)
+		v = v << 4 | (uint64_t)(s[i] <= '9' ? s[i] - '0' : (s[i] | 0x20) - 'a' + 10);
+	return v;
+}
+
+/* A row of open_get_sql (key, call id, destination, plan): its call is open in the table. */
 static int
 open_row(void *arg, unsigned nc, const char *const *vals)
 {
-	struct open_call *o = arg;
-	if (nc >= 3) {
-		o->found = true;
-		snprintf(o->call_id, sizeof(o->call_id), "%s", vals[0] ? vals[0] : "");
-		snprintf(o->dest, sizeof(o->dest), "%s", vals[1] ? vals[1] : "");
-		snprintf(o->plan, sizeof(o->plan), "%s", vals[2] ? vals[2] : "");
+	struct exporter *x = arg;
+	if (nc < 4 || vals[0] == NULL || strlen(vals[0]) != 32)
+		return 0;
+	struct tg_jdigest d = {.hi = hex64(vals[0]), .lo = hex64(vals[0] + 16)};
+	struct ocall *e = oc_find(x, d, false);
+	if (e != NULL && !e->in_db) {
+		e->in_db = e->open = true;
+		e->id = ostr_put(x, vals[1]);
+		e->dest = ostr_put(x, vals[2]);
+		e->plan = ostr_put(x, vals[3]);
 	}
-	return 1;
+	return 0;
+}
+
+/* The list of the keys of the entries keep() accepts, as open_get_sql's $1; NULL when none. */
+static const char *
+key_list(struct exporter *x, bool (*keep)(const struct ocall *))
+{
+	bool pg = ldb_kind(x->db) == LDB_PG;
+	size_t n = 0;
+
+	x->keys = grow(x->keys, &x->keys_cap, x->oc_n * 36 + 3, 1);
+	x->keys[n++] = pg ? '{' : '[';
+	for (size_t k = 0; k < x->oc_n; k++) {
+		const struct ocall *e = &x->oc[x->oc_used[k]];
+		if (!keep(e))
+			continue;
+		n += (size_t)sprintf(x->keys + n,
+		                     pg ? "%s%016" PRIx64 "%016" PRIx64
+		                        : "%s\"%016" PRIx64 "%016" PRIx64 "\"",
+		                     n > 1 ? "," : "", e->hi, e->lo);
+	}
+	if (n == 1)
+		return NULL;
+	x->keys[n++] = pg ? '}' : ']';
+	x->keys[n] = '\0';
+	return x->keys;
+}
+
+/* key_list's choices: every key the batch names; the rows the batch removes from the table. */
+static bool
+any_key(const struct ocall *e)
+{
+	(void)e;
+	return true;
+}
+
+static bool
+gone_from_table(const struct ocall *e)
+{
+	return e->in_db && (!e->open || e->from_batch);
+}
+
+/* Every call key of pend[i..n) into the batch's table, with its row from open_calls if any. */
+static int
+open_calls_load(struct exporter *x, size_t i, size_t n)
+{
+	struct tg_jdigest d;
+
+	oc_reset(x, n - i);
+	for (size_t k = i; k < n; k++)
+		if (call_key_of(x, &x->pend[k], &d))
+			oc_find(x, d, true);
+	const char *keys = key_list(x, any_key);
+	if (keys == NULL)
+		return 0;
+	const char *p[] = {keys};
+	return ldb_query(x->db, open_get_sql[ldb_kind(x->db)], 1, p, open_row, x) < 0 ? -1 : 0;
+}
+
+/* The batch's open calls back into open_calls: closed ones deleted, opened ones inserted. */
+static int
+open_calls_store(struct exporter *x)
+{
+	struct vals v = {0};
+	const char *gone = key_list(x, gone_from_table);
+	const char *p[] = {gone};
+
+	if (gone != NULL && run(x, S_OPEN_DEL, 1, p) != 0)
+		return -1;
+	for (size_t k = 0; k < x->oc_n; k++) {
+		const struct ocall *e = &x->oc[x->oc_used[k]];
+		if (!e->open || !e->from_batch)
+			continue;
+		v.nn = v.ns = 0;
+		const char *row[] = {key_of(&v, (struct tg_jdigest){.hi = e->hi, .lo = e->lo}),
+		                     vu(&v, e->acct),
+		                     vu(&v, e->lsn),
+		                     ostr_get(x, e->id),
+		                     ostr_get(x, e->dest),
+		                     ostr_get(x, e->plan)};
+		if (ldb_append(x->db, S_OPEN_ROW, row) != 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* A settlement (commit or expire): the call's identity from its reserve, then the row. */
@@ -278,14 +527,9 @@ settle(struct exporter *x, const struct pend *p, const uint8_t *pl, uint64_t acc
        struct tg_jdigest call, int64_t cost, uint32_t seconds, uint32_t cat, const char *kind)
 {
 	struct vals v = {0};
-	struct open_call o = {.found = false};
-	const char *key = key_of(&v, call);
-	const char *kp[] = {key};
+	struct ocall *o = oc_find(x, call, false);
+	bool found = o != NULL && o->open;
 
-	if (ldb_query(x->db,
-	              "SELECT call_id, destination, plan FROM open_calls WHERE call_key = $1", 1,
-	              kp, open_row, &o) < 0)
-		return -1;
 	const struct tg_jitem_charge *c = tg_journal_item_fixed(p->type, pl, p->len);
 	struct tg_jitem_charge ch;
 	if (c != NULL)
@@ -297,11 +541,11 @@ settle(struct exporter *x, const struct pend *p, const uint8_t *pl, uint64_t acc
 	                     vu(&v, acct),
 	                     vi(&v, p->time / 1000),
 	                     kind,
-	                     own_id != NULL            ? own_id
-	                     : o.found && o.call_id[0] ? o.call_id
-	                                               : NULL,
-	                     o.found && o.dest[0] ? o.dest : NULL,
-	                     o.found && o.plan[0] ? o.plan : NULL,
+	                     own_id != NULL ? own_id
+	                     : found        ? ostr_get(x, o->id)
+	                                    : NULL,
+	                     found ? ostr_get(x, o->dest) : NULL,
+	                     found ? ostr_get(x, o->plan) : NULL,
 	                     vs(&v, p, pl, TG_JITEM_S_PREFIX, false),
 	                     category(cat),
 	                     vu(&v, c != NULL ? ch.reported : seconds),
@@ -310,9 +554,9 @@ settle(struct exporter *x, const struct pend *p, const uint8_t *pl, uint64_t acc
 	                     c != NULL ? vi(&v, ch.connect) : NULL,
 	                     vi(&v, cost),
 	                     c != NULL ? vi(&v, ch.balance) : NULL};
-	if (run(x, S_CALL, 15, row) != 0)
-		return -1;
-	return o.found ? run(x, S_OPEN_DEL, 1, kp) : 0;
+	if (found)
+		o->open = false;
+	return ldb_append(x->db, S_CALL, row);
 }
 
 static int
@@ -331,7 +575,7 @@ event(struct exporter *x, const struct pend *p, uint64_t acct, const char *kind,
 	                     state ? vi(&v, *state) : NULL,
 	                     plan,
 	                     detail};
-	return run(x, S_EVENT, 10, row);
+	return ldb_append(x->db, S_EVENT, row);
 }
 
 static int
@@ -352,13 +596,17 @@ ingest(struct exporter *x, const struct pend *p)
 			return 0;
 		if (touch(x, r.acct, p->lsn, false, 0) != 0)
 			return -1;
-		const char *row[] = {key_of(&v, r.call),
-		                     vu(&v, r.acct),
-		                     vu(&v, p->lsn),
-		                     vs(&v, p, pl, TG_JITEM_S_ID, true),
-		                     vs(&v, p, pl, TG_JITEM_S_DEST, true),
-		                     vs(&v, p, pl, TG_JITEM_S_PLAN, true)};
-		return run(x, S_OPEN_PUT, 6, row);
+		struct ocall *o = oc_find(x, r.call, false);
+		TG_ASSERT(o != NULL); /* open_calls_load saw every key of the batch */
+		if (o->open)
+			return 0; /* open already: the first reserve's row stays */
+		o->open = o->from_batch = true;
+		o->acct = r.acct;
+		o->lsn = p->lsn;
+		o->id = ostr_put(x, vs(&v, p, pl, TG_JITEM_S_ID, true));
+		o->dest = ostr_put(x, vs(&v, p, pl, TG_JITEM_S_DEST, true));
+		o->plan = ostr_put(x, vs(&v, p, pl, TG_JITEM_S_PLAN, true));
+		return 0;
 	}
 	case TG_JREC_COMMIT: {
 		struct tg_jrec_commit r;
@@ -394,7 +642,7 @@ ingest(struct exporter *x, const struct pend *p)
 		                     c != NULL ? vi(&v, ch.connect) : NULL,
 		                     vi(&v, r.cost),
 		                     c != NULL ? vi(&v, ch.balance) : NULL};
-		return run(x, S_CALL, 15, row);
+		return ldb_append(x->db, S_CALL, row);
 	}
 	case TG_JREC_CREDIT: {
 		struct tg_jrec_credit r;
@@ -418,7 +666,7 @@ ingest(struct exporter *x, const struct pend *p)
 		                     src == TG_JCREDIT_REFILL ? "refill" : "operator",
 		                     vu(&v, r.refill_seq),
 		                     vs(&v, p, pl, TG_JITEM_S_USER, true)};
-		return run(x, S_CREDIT, 9, row);
+		return ldb_append(x->db, S_CREDIT, row);
 	}
 	case TG_JREC_SET_BALANCE: {
 		struct tg_jrec_set_balance r;
@@ -516,8 +764,13 @@ reload(struct exporter *x)
 static int
 prepare_all(struct exporter *x)
 {
-	for (unsigned i = 0; i < sizeof(stmt_sql) / sizeof(stmt_sql[0]); i++)
-		if (ldb_prepare(x->db, i, stmt_sql[i]) != 0)
+	for (unsigned i = 0; i < sizeof(rows_of) / sizeof(rows_of[0]); i++)
+		if (ldb_prepare_rows(x->db, i, rows_of[i].table, rows_of[i].cols,
+		                     rows_of[i].ncols) != 0)
+			return -1;
+	for (unsigned i = S_ACCT; i < sizeof(stmt_sql) / sizeof(stmt_sql[0]); i++)
+		if (ldb_prepare(x->db, i,
+		                i == S_OPEN_DEL ? open_del_sql[ldb_kind(x->db)] : stmt_sql[i]) != 0)
 			return -1;
 	return 0;
 }
@@ -582,11 +835,13 @@ export_batch(struct exporter *x, size_t n)
 		if (i == n)
 			return 0;
 		struct vals v = {0};
-		bool ok = ldb_exec(x->db, "BEGIN") == 0;
+		ldb_discard(x->db); /* rows of an attempt that failed before its flush */
+		bool ok = ldb_exec(x->db, "BEGIN") == 0 && open_calls_load(x, i, n) == 0;
 		for (size_t k = i; ok && k < n; k++)
 			ok = ingest(x, &x->pend[k]) == 0;
 		const char *pos[] = {vu(&v, x->pend[n - 1].lsn), vi(&v, now_us())};
-		ok = ok && run(x, S_POS, 2, pos) == 0 && ldb_exec(x->db, "COMMIT") == 0;
+		ok = ok && open_calls_store(x) == 0 && ldb_flush(x->db) == 0 &&
+		     run(x, S_POS, 2, pos) == 0 && ldb_exec(x->db, "COMMIT") == 0;
 		if (ok) {
 			x->last = x->pend[n - 1].lsn;
 			x->rows += n - i;
@@ -828,6 +1083,10 @@ main(int argc, char **argv)
 	ldb_close(x.db);
 	free(x.pend);
 	free(x.arena);
+	free(x.oc);
+	free(x.oc_used);
+	free(x.ostr);
+	free(x.keys);
 	idset_clear(&x.known);
 	idset_clear(&x.opened);
 	return rc == 0 ? 0 : 1;
