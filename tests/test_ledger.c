@@ -708,6 +708,48 @@ test_statement_totals_and_reconcile(void **state)
 	run_statement_and_reconcile(&F);
 }
 
+/*
+ * A postpaid account's kind and credit limit reach the ledger's accounts
+ * table (tollbill bills by them): the limit from the settings record's
+ * terms word, not as a threshold; back to prepaid, both go.
+ */
+static void
+accounts_row(struct fx *f, unsigned acct, char *out, size_t cap)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	char sql[160];
+	snprintf(sql, sizeof(sql),
+	         "SELECT kind || ' ' || credit_limit || ' ' || threshold FROM accounts "
+	         "WHERE acct = %u",
+	         acct);
+	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+static void
+test_postpaid_kind_and_limit_exported(void **state)
+{
+	char row[128];
+	(void)state;
+	fx_start(&F, NULL, NULL);
+	it_run_cmd(F.c, "ACCT.SET 2001 PLAN basic KIND postpaid LIMIT 150");
+	it_run_cmd(F.c, "ACCT.SET 2002 PLAN basic THRESHOLD 5");
+	export_all(&F, 100);
+	accounts_row(&F, 2001, row, sizeof(row));
+	assert_string_equal(row, "postpaid 150000000 0");
+	accounts_row(&F, 2002, row, sizeof(row));
+	assert_string_equal(row, "prepaid 0 5000000");
+	it_run_cmd(F.c, "ACCT.SET 2001 KIND prepaid THRESHOLD 1");
+	export_all(&F, 100);
+	accounts_row(&F, 2001, row, sizeof(row));
+	assert_string_equal(row, "prepaid 0 1000000");
+}
+
 /* ---- PostgreSQL ---- */
 
 static struct pg_cluster pg;
@@ -850,6 +892,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test_teardown(test_pruning_keeps_what_the_exporter_needs, teardown),
 	    cmocka_unit_test_teardown(test_statement_totals_and_reconcile, teardown),
 	    cmocka_unit_test_teardown(test_open_calls_resolved_within_and_across_batches, teardown),
+	    cmocka_unit_test_teardown(test_postpaid_kind_and_limit_exported, teardown),
 	};
 	const struct CMUnitTest pgt[] = {
 	    cmocka_unit_test_teardown(test_pg_exactly_once_across_kill9, teardown),

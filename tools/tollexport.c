@@ -33,6 +33,7 @@
 #include "tg_journal.h"
 #include "tg_replay.h"
 #include "tg_result.h"
+#include "tg_shm-t.h"
 
 enum {
 	S_CALL, /* rows statements (ldb_prepare_rows): COPY on PostgreSQL */
@@ -69,7 +70,8 @@ static const char *const stmt_sql[] = {
     [S_OPENING] = "UPDATE accounts SET opening_balance = $2, opening_lsn = $3"
                   " WHERE acct = $1 AND opening_balance IS NULL",
     [S_SETTINGS] = "UPDATE accounts SET plan = $2, state = $3, threshold = $4,"
-                   " refill_amount = $5, refill_mode = $6 WHERE acct = $1",
+                   " refill_amount = $5, refill_mode = $6, kind = $7, credit_limit = $8"
+                   " WHERE acct = $1",
     [S_OPEN_DEL] = NULL, /* open_del_sql: the key list is spelt per database */
     [S_POS] = "UPDATE ledger_position SET last_lsn = $1, exported_us = $2 WHERE id = 1",
     [S_GAP] = "INSERT INTO ledger_gaps (from_lsn, to_lsn, noticed_us) VALUES ($1, $2, $3)"
@@ -683,16 +685,29 @@ ingest(struct exporter *x, const struct pend *p)
 		memcpy(plan, r.plan, TG_JPLAN_NAME);
 		plan[TG_JPLAN_NAME] = '\0';
 		int state = r.state;
+		/* A postpaid account's credit limit shares the threshold's word (docs/SHM.md). */
+		bool postpaid = (r.flags & TG_ACCT_POSTPAID) != 0;
 		if (touch(x, r.acct, p->lsn, false, 0) != 0)
 			return -1;
-		const char *row[] = {vu(&v, r.acct),          plan,
-		                     vi(&v, state),           vi(&v, r.threshold),
-		                     vi(&v, r.refill_amount), vi(&v, r.refill_mode)};
-		if (run(x, S_SETTINGS, 6, row) != 0)
+		const char *row[] = {vu(&v, r.acct),
+		                     plan,
+		                     vi(&v, state),
+		                     vi(&v, postpaid ? 0 : r.threshold),
+		                     vi(&v, r.refill_amount),
+		                     vi(&v, r.refill_mode),
+		                     postpaid ? "postpaid" : "prepaid",
+		                     vi(&v, postpaid ? r.threshold : 0)};
+		if (run(x, S_SETTINGS, 8, row) != 0)
 			return -1;
-		snprintf(detail, sizeof(detail),
-		         "threshold=%" PRId64 " refill_amount=%" PRId64 " refill_mode=%u flags=%u",
-		         r.threshold, r.refill_amount, r.refill_mode, r.flags);
+		if (postpaid)
+			snprintf(detail, sizeof(detail),
+			         "kind=postpaid credit_limit=%" PRId64 " refill_mode=%u flags=%u",
+			         r.threshold, r.refill_mode, r.flags);
+		else
+			snprintf(detail, sizeof(detail),
+			         "threshold=%" PRId64 " refill_amount=%" PRId64
+			         " refill_mode=%u flags=%u",
+			         r.threshold, r.refill_amount, r.refill_mode, r.flags);
 		return event(x, p, r.acct, "settings", vs(&v, p, pl, TG_JITEM_S_USER, true), NULL,
 		             NULL, &state, plan, detail);
 	}
