@@ -21,6 +21,8 @@
 #include "tg_engine.h"
 
 #define BATCH 16
+/* What one grant takes in -g mode, micro-units. */
+#define GRANT 1000
 
 struct core {
 	struct tg_table table;
@@ -30,7 +32,10 @@ struct core {
 	char (*dests)[16];
 	size_t *dlen;
 	uint64_t run_ns;
-	bool bare; /* the baseline: one atomic add per account, no rating */
+	uint64_t ops; /* operations of the measured runs, all threads (for -g's books) */
+	bool bare;    /* the baseline: one atomic add per account, no rating */
+	bool grants; /* -g: a grant and its settlement (reserve, commit) instead of a rated debit */
+	bool postpaid; /* -k postpaid: every account postpaid, at 0 with a credit limit */
 	volatile int go;
 };
 
@@ -78,8 +83,14 @@ run(void *arg)
 					th->errors++;
 				else if (c->bare)
 					ck_pr_faa_64((uint64_t *)&a->balance, (uint64_t)-1);
-				else if (tg_rated_debit(w, a, c->dests[dsel[i]], c->dlen[dsel[i]],
-				                        125, &charge, &m) != TG_OK)
+				else if (c->grants) {
+					/* CALL.AUTH's reserve, then CALL.END's commit of all of it.
+					 */
+					if (tg_acct_reserve(a, GRANT, &m) != TG_OK ||
+					    tg_acct_commit(a, GRANT, GRANT, &m) != TG_OK)
+						th->errors++;
+				} else if (tg_rated_debit(w, a, c->dests[dsel[i]], c->dlen[dsel[i]],
+				                          125, &charge, &m) != TG_OK)
 					th->errors++;
 			}
 			th->ops += BATCH;
@@ -96,7 +107,9 @@ usage(void)
 {
 	fprintf(stderr,
 	        "usage: tollbench core [-a accounts] [-p prefixes] [-D destinations] [-t threads]\n"
-	        "                      [-s seconds]\n"
+	        "                      [-s seconds] [-g] [-k prepaid|postpaid]\n"
+	        "  -g  grants: a reserve and its commit per operation, not a rated debit\n"
+	        "  -k  the accounts' kind: postpaid ones start at 0 with a credit limit\n"
 	        "  -a  accounts in the table (1000000)\n"
 	        "  -p  prefixes in the rate plan (100000)\n"
 	        "  -D  distinct destinations dialled, drawn from the plan (1024)\n"
@@ -122,6 +135,7 @@ measure(struct core *c, unsigned n, uint64_t *errors)
 		pthread_join(th[i].tid, NULL);
 		ops += th[i].ops;
 		*errors += th[i].errors;
+		c->ops += th[i].ops - th[i].errors;
 		if (th[i].ns > ns)
 			ns = th[i].ns;
 	}
@@ -139,8 +153,18 @@ tg_bench_core(int argc, char **argv)
 	int opt, rc = 1;
 
 	optind = 1;
-	while ((opt = getopt(argc, argv, "a:p:D:t:s:h")) != -1) {
+	while ((opt = getopt(argc, argv, "a:p:D:t:s:gk:h")) != -1) {
 		switch (opt) {
+		case 'g':
+			c.grants = true;
+			break;
+		case 'k':
+			if (strcmp(optarg, "postpaid") != 0 && strcmp(optarg, "prepaid") != 0) {
+				usage();
+				return 1;
+			}
+			c.postpaid = strcmp(optarg, "postpaid") == 0;
+			break;
 		case 'a':
 			c.accounts = strtoull(optarg, NULL, 10);
 			break;
@@ -236,7 +260,11 @@ tg_bench_core(int argc, char **argv)
 			goto out_dests;
 		}
 		struct tg_acct_settings s = {.plan = (uint32_t)plan};
-		tg_acct_set_balance(a, opening, &m);
+		if (c.postpaid) {
+			s.flags = TG_ACCT_POSTPAID;
+			s.credit_limit = opening;
+		}
+		tg_acct_set_balance(a, c.postpaid ? 0 : opening, &m);
 		tg_acct_configure(a, &s, &m);
 	}
 	printf("setup: %llu accounts, %zu prefixes, %zu destinations in %.0f ms\n",
@@ -252,17 +280,19 @@ tg_bench_core(int argc, char **argv)
 	uint64_t bare1 = measure(&c, 1, &errors);
 	uint64_t bare_all = measure(&c, threads, &errors);
 	c.bare = false;
+	const tg_money_t start = c.postpaid ? 0 : opening;
 	for (uint64_t id = 0; id < c.accounts; id++) {
 		struct tg_move m;
-		tg_acct_set_balance(tg_table_find(&c.table, id), opening, &m);
+		tg_acct_set_balance(tg_table_find(&c.table, id), start, &m);
 	}
+	c.ops = 0;
 	uint64_t one = measure(&c, 1, &errors);
 	uint64_t all = measure(&c, threads, &errors);
 	printf("%-34s %12s %12s\n", "per second", "1 thread", "all threads");
 	printf("%-34s %12llu %12llu\n", "bare atomic add (baseline)", (unsigned long long)bare1,
 	       (unsigned long long)bare_all);
-	printf("%-34s %12llu %12llu\n", "rated debit", (unsigned long long)one,
-	       (unsigned long long)all);
+	printf("%-34s %12llu %12llu\n", c.grants ? "grant + settle" : "rated debit",
+	       (unsigned long long)one, (unsigned long long)all);
 	printf("%-34s %11llu%% %11llu%%\n", "rated / baseline",
 	       (unsigned long long)(bare1 ? one * 100 / bare1 : 0),
 	       (unsigned long long)(bare_all ? all * 100 / bare_all : 0));
@@ -274,9 +304,10 @@ tg_bench_core(int argc, char **argv)
 	for (uint64_t id = 0; id < c.accounts; id++) {
 		struct tg_acct_view v;
 		tg_acct_read(tg_table_find(&c.table, id), &v);
-		lost += opening - v.balance;
+		lost += start - v.balance;
 	}
-	uint64_t charged = tg_engine_counter(&c.engine, TG_C_money_charged);
+	uint64_t charged =
+	    c.grants ? c.ops * GRANT : tg_engine_counter(&c.engine, TG_C_money_charged);
 	if (errors != 0 || (uint64_t)lost != charged) {
 		fprintf(stderr, "tollbench core: FAILED: %llu errors, lost %lld != charged %llu\n",
 		        (unsigned long long)errors, (long long)lost, (unsigned long long)charged);

@@ -59,6 +59,9 @@
 #define LINK_TIMEOUT   10000  /* ms without a byte before a link counts as dead */
 #define RETRY_MS       1000   /* a replica's wait between attempts to connect */
 #define IDS_DROP_EVERY 100000 /* a replica's live state forgets its ids this often */
+/* A replica commits what arrived together, up to this many records or bytes of payload. */
+#define BATCH_MAX 4096
+#define ARENA     (4u << 20)
 
 struct history {
 	char id[TG_REPL_ID_LEN + 1];
@@ -336,7 +339,10 @@ tg_repl_sync(struct tg_server *srv, struct tg_repl_sync *q, char *reply, size_t 
 	snprintf(id, sizeof(id), "%s", now);
 	pthread_mutex_unlock(&r->mu);
 
-	if (known && q->lsn <= end && q->lsn <= durable && first != 0 && q->lsn + 1 >= first) {
+	/* A new replica, and a journal that still starts at the beginning: no copy needed. */
+	bool empty = q->lsn == 0 && first == 1 && strcmp(q->history, "-") == 0;
+	if (((known && q->lsn <= end) || empty) && q->lsn <= durable && first != 0 &&
+	    q->lsn + 1 >= first) {
 		q->full = false;
 		q->start = q->lsn + 1;
 		snprintf(reply, cap, "+CONTINUE %s %" PRIu64 "\r\n", id, q->start);
@@ -631,7 +637,17 @@ commit_wait(void *arg, uint64_t lsn)
 	ts.tv_sec += (time_t)(ns / 1000000000u);
 	ts.tv_nsec = (long)(ns % 1000000000u);
 	pthread_mutex_lock(&r->mu);
-	while (holders(r, lsn) < r->min && !r->stop) {
+	while (holders(r, lsn) < r->min) {
+		if (r->stop) {
+			/*
+			 * Stopping, and this batch is on this node alone: its replies
+			 * must not say done.  The journal has it; a restart recovers it.
+			 */
+			tg_log("replication: stopping with LSN %" PRIu64 " on fewer than "
+			       "min-replicas-to-write %u replicas: exiting without replying",
+			       lsn, r->min);
+			_exit(1);
+		}
 		if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
 			continue;
 		/* Past min-replicas-timeout. */
@@ -783,12 +799,13 @@ stream(struct tg_repl *r, int fd)
 {
 	struct tg_jw *jw = r->srv->dur.jw;
 	char *payload = malloc(TG_JOURNAL_PAYLOAD_MAX + 8);
-	struct tg_jrec pend[64];
-	char *pbuf = malloc(64 * (TG_JOURNAL_PAYLOAD_MAX + 8));
+	struct tg_jrec *pend = malloc(BATCH_MAX * sizeof(*pend));
+	char *pbuf = malloc(ARENA);
 	unsigned npend = 0;
+	size_t used = 0; /* bytes of pbuf holding pend's payloads */
 	uint64_t last_ack = 0, since_drop = 0;
 
-	if (payload == NULL || pbuf == NULL)
+	if (payload == NULL || pbuf == NULL || pend == NULL)
 		goto out;
 	while (!tg_load_8((uint8_t *)&r->stop)) {
 		struct tg_jrec_hdr h;
@@ -815,8 +832,9 @@ stream(struct tg_repl *r, int fd)
 				       h.lsn, next);
 				break;
 			}
-			char *keep = pbuf + (size_t)npend * (TG_JOURNAL_PAYLOAD_MAX + 8);
+			char *keep = pbuf + used;
 			memcpy(keep, payload, h.len);
+			used += (h.len + 7u) & ~7u;
 			pend[npend++] = (struct tg_jrec){.lsn = h.lsn,
 			                                 .time = h.time,
 			                                 .type = h.type,
@@ -827,7 +845,8 @@ stream(struct tg_repl *r, int fd)
 		}
 		/* More bytes waiting: take them into the same commit (group commit, here too). */
 		struct pollfd p = {.fd = fd, .events = POLLIN};
-		if (npend < 64 && h.type != TG_JREC_CONFIRM && poll(&p, 1, 0) == 1)
+		if (npend < BATCH_MAX && used + TG_JOURNAL_PAYLOAD_MAX <= ARENA &&
+		    h.type != TG_JREC_CONFIRM && poll(&p, 1, 0) == 1)
 			continue;
 		if (npend > 0) {
 			uint64_t got = tg_jw_commit(jw, &r->stage);
@@ -837,6 +856,7 @@ stream(struct tg_repl *r, int fd)
 				ok = apply(r, &pend[i]) == 0;
 			since_drop += npend;
 			npend = 0;
+			used = 0;
 			if (!ok)
 				break;
 			if (since_drop >= IDS_DROP_EVERY) {
@@ -857,6 +877,7 @@ out:
 		tg_jw_commit(jw, &r->stage);
 	free(payload);
 	free(pbuf);
+	free(pend);
 }
 
 static void
@@ -1249,7 +1270,7 @@ tg_repl_start(struct tg_server *srv)
 	snprintf(r->host, sizeof(r->host), "%s", host);
 	r->port = (uint16_t)port;
 	tg_store_64(&r->link_ms, tg_mono_ms());
-	rc = tg_jstage_init(&r->stage, 256);
+	rc = tg_jstage_init(&r->stage, BATCH_MAX);
 	if (rc == 0)
 		r->stage_ok = true;
 	if (rc == 0)
@@ -1268,6 +1289,18 @@ tg_repl_start(struct tg_server *srv)
 	tg_log("replication: a replica of %s:%u from LSN %" PRIu64 " (history %s)", r->host,
 	       r->port, next - 1, history_now(r));
 	return 0;
+}
+
+void
+tg_repl_stopping(struct tg_server *srv)
+{
+	struct tg_repl *r = srv->repl;
+	if (r == NULL)
+		return;
+	pthread_mutex_lock(&r->mu);
+	tg_store_8((uint8_t *)&r->stop, 1);
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
 }
 
 void

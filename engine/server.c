@@ -325,6 +325,7 @@ tg_server_start(struct tg_server *srv)
 void
 tg_server_stop(struct tg_server *srv)
 {
+	tg_repl_stopping(srv);
 	if (srv->net)
 		tg_net_stop(srv->net);
 	srv->net = NULL;

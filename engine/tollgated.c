@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,18 +32,23 @@ config_problem(void *arg, const char *msg)
 
 /*
  * Run this program again with the same arguments and replica-of as it is
- * now (the last --replica-of wins).  Returns only when exec fails.
+ * now (the last --replica-of wins) and on the port it listened on.  Returns
+ * only when exec fails.
  */
 static int
-restart(int argc, char **argv, const char *replica_of)
+restart(int argc, char **argv, const char *replica_of, uint16_t port)
 {
-	char **av = calloc((size_t)argc + 3, sizeof(*av));
+	char **av = calloc((size_t)argc + 5, sizeof(*av)), ps[8];
 	if (av == NULL)
 		return 1;
 	for (int i = 0; i < argc; i++)
 		av[i] = argv[i];
+	/* The same port, even when it was picked (port 0): Sentinel and clients know it. */
+	snprintf(ps, sizeof(ps), "%u", port);
 	av[argc] = (char *)"--replica-of";
 	av[argc + 1] = (char *)replica_of;
+	av[argc + 2] = (char *)"--port";
+	av[argc + 3] = ps;
 	execv("/proc/self/exe", av);
 	tg_log("restart in place: exec failed: %s", strerror(errno));
 	free(av);
@@ -118,6 +124,6 @@ main(int argc, char **argv)
 	tg_server_stop(srv);
 	tg_log("stopped");
 	if (srv->restart)
-		return restart(argc, argv, srv->cfg.replica_of);
+		return restart(argc, argv, srv->cfg.replica_of, srv->port);
 	return 0;
 }

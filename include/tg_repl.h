@@ -97,6 +97,12 @@ int tg_repl_start(struct tg_server *srv);
  * deleted.  0, or -errno (the start stops: the files are as they were).
  */
 int tg_repl_prepare(const char *dir);
+/*
+ * The server is stopping: batches waiting for replicas stop waiting (a
+ * batch still short of min-replicas-to-write ends the process without its
+ * replies: the journal has it).  Before the workers are stopped.
+ */
+void tg_repl_stopping(struct tg_server *srv);
 /* Stop the receiver and every sender (before the journal closes).  Safe when never started. */
 void tg_repl_stop(struct tg_server *srv);
 

@@ -1,0 +1,330 @@
+/*
+ * test_repl.c - replication between real tollgated processes (docs/HA.md).
+ *
+ * A primary and a replica on private ports and data directories: the
+ * replica holds what the primary acknowledged, record for record; after a
+ * kill -9 of the primary the replica is started as the primary and holds
+ * every balance, every call in progress and every id; the old primary, which
+ * took changes the replica never had, comes back as a replica, sets those
+ * records aside in a directory an operator can read, and follows.  With
+ * min-replicas-to-write 1, nothing is acknowledged while the replica is
+ * stopped.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+
+#include "harness.h"
+#include "rcmd.h"
+#include "tg_journal.h"
+
+/* basic, prefix 1212: $0.005 a minute, 60/60 (tools/demo/rates.csv). */
+#define DEST "12125551234"
+
+struct fx {
+	char dir[IT_PATH_MAX];
+	struct it_daemon p, r; /* primary, replica */
+	redisContext *pc, *rc;
+};
+
+static struct fx F;
+
+static void
+fx_end(struct fx *f)
+{
+	if (f->pc)
+		redisFree(f->pc);
+	if (f->rc)
+		redisFree(f->rc);
+	f->pc = f->rc = NULL;
+	if (f->p.pid > 0) {
+		kill(f->p.pid, SIGCONT);
+		it_stop(&f->p);
+	}
+	if (f->r.pid > 0) {
+		kill(f->r.pid, SIGCONT);
+		it_stop(&f->r);
+	}
+	if (f->dir[0])
+		it_dir_remove(f->dir);
+	memset(f, 0, sizeof(*f));
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	fx_end(&F);
+	return 0;
+}
+
+/* Start a replica of the daemon on port, with flags after. */
+static void
+start_replica(struct it_daemon *d, const char *dir, uint16_t port, const char *const *more)
+{
+	char of[32];
+	const char *flags[16] = {"--replica-of", of};
+	size_t n = 2;
+	snprintf(of, sizeof(of), "127.0.0.1 %u", port);
+	for (size_t i = 0; more != NULL && more[i] != NULL && n < 14; i++)
+		flags[n++] = more[i];
+	flags[n] = NULL;
+	assert_int_equal(it_start(d, dir, flags), 0);
+}
+
+/*
+ * INFO's journal_lsn of d through *c, or -1 while it cannot be had: a
+ * replica restarts in place when it takes a full copy or sets a diverged
+ * history aside, and *c is then made again (same port).
+ */
+static long long
+lsn_of(const struct it_daemon *d, redisContext **c)
+{
+	if (*c == NULL && (*c = it_connect(d)) == NULL)
+		return -1;
+	redisReply *r = redisCommand(*c, "INFO");
+	long long v = -1;
+	if (r != NULL && r->type == REDIS_REPLY_STRING) {
+		const char *p = strstr(r->str, "\njournal_lsn:");
+		if (p != NULL)
+			v = atoll(p + 13);
+	}
+	if (r == NULL || (*c)->err) {
+		redisFree(*c);
+		*c = NULL;
+	}
+	if (r != NULL)
+		freeReplyObject(r);
+	return v;
+}
+
+/* Wait (at most 30 s) until the replica's journal ends where the primary's does. */
+static void
+caught_up(const struct it_daemon *pd, redisContext **p, const struct it_daemon *rd,
+          redisContext **r)
+{
+	long long want = -1, have = -2;
+	for (int i = 0; i < 600; i++) {
+		want = lsn_of(pd, p);
+		have = lsn_of(rd, r);
+		if (want > 0 && have == want)
+			break;
+		usleep(50000);
+	}
+	assert_int_equal(have, want);
+}
+
+/* The money of account acct, the same on both. */
+static void
+same_account(redisContext *a, redisContext *b, uint64_t acct)
+{
+	assert_int_equal(it_acct_money(a, acct, "balance"), it_acct_money(b, acct, "balance"));
+	assert_int_equal(it_acct_money(a, acct, "reserved"), it_acct_money(b, acct, "reserved"));
+	assert_int_equal(it_acct_money(a, acct, "usage_national"),
+	                 it_acct_money(b, acct, "usage_national"));
+}
+
+/* A file under dir (one level of subdirectories) whose bytes contain needle. */
+static bool
+found_in_files(const char *dir, const char *needle)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool found = false;
+	if (d == NULL)
+		return false;
+	while (!found && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[IT_PATH_MAX + 300];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (stat(path, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			found = found_in_files(path, needle);
+			continue;
+		}
+		FILE *f = fopen(path, "rb");
+		if (f == NULL)
+			continue;
+		char *buf = malloc((size_t)st.st_size + 1);
+		size_t n = fread(buf, 1, (size_t)st.st_size, f);
+		fclose(f);
+		found = memmem(buf, n, needle, strlen(needle)) != NULL;
+		free(buf);
+	}
+	closedir(d);
+	return found;
+}
+
+/* A subdirectory of dir named diverged-*, into out; false when none. */
+static bool
+diverged_dir(const char *dir, char *out, size_t cap)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool found = false;
+	while (d != NULL && !found && (e = readdir(d)) != NULL)
+		if (strncmp(e->d_name, "diverged-", 9) == 0) {
+			found = snprintf(out, cap, "%s/%s", dir, e->d_name) < (int)cap;
+		}
+	if (d != NULL)
+		closedir(d);
+	return found;
+}
+
+/*
+ * The whole course: follow, fail over, come back diverged.  A call in
+ * progress on the old primary is ended on the new one at its real duration;
+ * a CDR retried on the new primary answers its first reply and charges
+ * nothing; the records only the old primary took are set aside, never
+ * applied and never lost.
+ */
+static void
+test_follow_failover_and_diverged_return(void **state)
+{
+	(void)state;
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, NULL), 0);
+	F.pc = it_connect(&F.p);
+	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	it_run_cmd(F.pc, "ACCT.SET 2 PLAN basic KIND postpaid LIMIT 20");
+	for (int i = 0; i < 50; i++)
+		it_run_cmd(F.pc, "CDR 1 %s 60 before-%d", DEST, i);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	/* Records made while it streams, too. */
+	for (int i = 0; i < 50; i++)
+		it_run_cmd(F.pc, "CDR 1 %s 120 during-%d", DEST, i);
+	it_run_cmd(F.pc, "ACCT.CREDIT 1 7.5 pay-1");
+	assert_int_equal(it_int_cmd(F.pc, "CALL.AUTH 2 %s live-1", DEST), 3600);
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	same_account(F.pc, F.rc, 1);
+	same_account(F.pc, F.rc, 2);
+	char kind[16];
+	it_acct_field(F.rc, 2, "kind", kind, sizeof(kind));
+	assert_string_equal(kind, "postpaid");
+	tg_money_t b1 = it_acct_money(F.pc, 1, "balance");
+
+	/*
+	 * The link is cut (the replica stops; a stopped process would still
+	 * take what its socket buffer holds, so it is stopped for good); the
+	 * primary takes three more CDRs; then it dies.
+	 */
+	redisFree(F.rc);
+	F.rc = NULL;
+	assert_int_equal(it_term(&F.r), 0);
+	for (int i = 0; i < 3; i++)
+		it_run_cmd(F.pc, "CDR 1 %s 60 only-old-%d", DEST, i);
+	redisFree(F.pc);
+	F.pc = NULL;
+	assert_int_equal(it_kill(&F.p), 0);
+
+	/* The replica becomes the primary: a start without replica-of. */
+	const char *primary[] = {"--replica-of", "", NULL};
+	assert_int_equal(it_restart(&F.r, primary, 0), 0);
+	F.rc = it_connect(&F.r);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b1);
+	/* A CDR acknowledged before the failover, retried: its first reply, nothing charged. */
+	tg_money_t first = it_money("0.010000");
+	redisReply *rep = it_cmd(F.rc, "CDR 1 %s 120 during-7", DEST);
+	assert_int_equal(it_money(rep->str), first);
+	freeReplyObject(rep);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b1);
+	/* The call in progress ends here, at its real duration. */
+	rep = it_cmd(F.rc, "CALL.END 2 live-1 600");
+	assert_int_equal(it_money(rep->str), it_money("0.050000"));
+	freeReplyObject(rep);
+	assert_int_equal(it_acct_money(F.rc, 2, "balance"), -it_money("0.05"));
+	it_run_cmd(F.rc, "CDR 1 %s 60 only-new-1", DEST);
+
+	/* The old primary comes back as a replica of the new one. */
+	char of[32];
+	snprintf(of, sizeof(of), "127.0.0.1 %u", F.r.port);
+	const char *follow[] = {"--replica-of", of, NULL};
+	assert_int_equal(it_restart(&F.p, follow, 0), 0);
+	F.pc = it_connect(&F.p);
+	caught_up(&F.r, &F.rc, &F.p, &F.pc);
+	same_account(F.rc, F.pc, 1);
+	same_account(F.rc, F.pc, 2);
+	/* Its three CDRs are nowhere in the books, and kept aside for the operator. */
+	char aside[IT_PATH_MAX + 300];
+	assert_true(diverged_dir(F.p.data, aside, sizeof(aside)));
+	assert_true(found_in_files(aside, "only-old-2"));
+	assert_true(it_log_has(&F.p, "set aside in"));
+	/* A second replica start (nothing diverged now) continues where it was. */
+	redisFree(F.pc);
+	F.pc = NULL;
+	assert_int_equal(it_term(&F.p), 0);
+	assert_int_equal(it_restart(&F.p, follow, 0), 0);
+	F.pc = it_connect(&F.p);
+	it_run_cmd(F.rc, "CDR 1 %s 60 only-new-2", DEST);
+	caught_up(&F.r, &F.rc, &F.p, &F.pc);
+	same_account(F.rc, F.pc, 1);
+}
+
+/*
+ * min-replicas-to-write 1: while the only replica is stopped, a CDR gets no
+ * reply at all (it is on one node only); once the replica runs again, the
+ * reply comes, and the change is on both.
+ */
+static void
+test_sync_replica_holds_before_the_reply(void **state)
+{
+	(void)state;
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "300",
+	                      NULL};
+	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	/* Until the replica is up, ACCT.SET itself waits for it. */
+	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	it_run_cmd(F.pc, "CDR 1 %s 60 s-1", DEST);
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+
+	assert_int_equal(kill(F.r.pid, SIGSTOP), 0);
+	int fd = it_raw_connect(F.p.port);
+	assert_true(fd >= 0);
+	static const char cdr[] =
+	    "*5\r\n$3\r\nCDR\r\n$1\r\n1\r\n$11\r\n" DEST "\r\n$2\r\n60\r\n$3\r\ns-2\r\n";
+	assert_int_equal(it_raw_write(fd, cdr, sizeof(cdr) - 1), 0);
+	char buf[256];
+	int closed;
+	/* Well past min-replicas-timeout: still no reply. */
+	assert_int_equal(it_raw_read(fd, buf, sizeof(buf), 1500, &closed), 0);
+	assert_int_equal(closed, 0);
+	assert_int_equal(kill(F.r.pid, SIGCONT), 0);
+	size_t n = it_raw_read(fd, buf, sizeof(buf), 3000, &closed);
+	assert_true(n > 0);
+	assert_memory_equal(buf, "$5\r\n0.005\r\n", 11);
+	close(fd);
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	same_account(F.pc, F.rc, 1);
+	assert_true(it_log_has(&F.p, "refusing money-moving commands"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_follow_failover_and_diverged_return, teardown),
+	    cmocka_unit_test_teardown(test_sync_replica_holds_before_the_reply, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
