@@ -374,7 +374,7 @@ sender_release(struct sender *s)
 {
 	struct tg_repl *r = s->r;
 	pthread_mutex_lock(&r->mu);
-	s->stop = true;
+	tg_store_8((uint8_t *)&s->stop, 1);
 	shutdown(s->fd, SHUT_RDWR);
 	if (--s->users == 0) {
 		close(s->fd);
@@ -1282,12 +1282,23 @@ tg_repl_start(struct tg_server *srv)
 		       strerror(-rc));
 		return rc;
 	}
-	rc = pthread_create(&r->recv_t, NULL, recv_main, r);
-	if (rc != 0)
-		return -rc;
-	r->recv_started = true;
 	tg_log("replication: a replica of %s:%u from LSN %" PRIu64 " (history %s)", r->host,
 	       r->port, next - 1, history_now(r));
+	return 0;
+}
+
+int
+tg_repl_follow(struct tg_server *srv)
+{
+	struct tg_repl *r = srv->repl;
+	if (r == NULL || srv->repl_role != TG_REPL_REPLICA || srv->dur.jw == NULL)
+		return 0;
+	int rc = pthread_create(&r->recv_t, NULL, recv_main, r);
+	if (rc != 0) {
+		tg_log("replication: cannot start the receiver: %s", strerror(rc));
+		return -rc;
+	}
+	r->recv_started = true;
 	return 0;
 }
 
@@ -1404,9 +1415,14 @@ tg_repl_replicaof(struct tg_server *srv, const char *host, uint16_t port, bool *
 		want[0] = '\0';
 	else
 		snprintf(want, sizeof(want), "%s %u", host, port);
-	if (strcmp(want, srv->cfg.replica_of) == 0)
+	/* The main thread reads it at the restart: under the control path's lock. */
+	pthread_mutex_lock(&srv->reload_lock);
+	bool same = strcmp(want, srv->cfg.replica_of) == 0;
+	if (!same)
+		snprintf(srv->cfg.replica_of, sizeof(srv->cfg.replica_of), "%s", want);
+	pthread_mutex_unlock(&srv->reload_lock);
+	if (same)
 		return 0; /* already so */
-	snprintf(srv->cfg.replica_of, sizeof(srv->cfg.replica_of), "%s", want);
 	tg_log("replication: %s: restarting in place",
 	       host == NULL ? "REPLICAOF NO ONE: promoted" : "REPLICAOF: following");
 	*restart = true;

@@ -307,9 +307,10 @@ tg_server_start(struct tg_server *srv)
 	    (rc = start_engine(srv)) != 0 || (rc = load_rates(srv)) != 0 ||
 	    (rc = load_accounts(srv)) != 0 || (rc = start_refill(srv)) != 0 ||
 	    /* Step 7: the snapshot thread, once accounts and refills are in place. */
-	    (rc = tg_durable_start(srv)) != 0 || (rc = start_net(srv)) != 0 ||
-	    /* Step 9: replication, once the port is known (a replica tells its primary). */
-	    (rc = tg_repl_start(srv)) != 0)
+	    (rc = tg_durable_start(srv)) != 0 || (rc = tg_repl_start(srv)) != 0 ||
+	    (rc = start_net(srv)) != 0 ||
+	    /* Step 10: a replica follows, once its port is known (it tells its primary). */
+	    (rc = tg_repl_follow(srv)) != 0)
 		return rc;
 	srv->magic = TG_SERVER_MAGIC;
 	tg_log("tollgated %s ready on %s:%u: %u workers, shm %s (generation %llu, %llu of %llu "

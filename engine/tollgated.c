@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tg_atomic.h"
 #include "tg_log.h"
 #include "tg_server.h"
 
@@ -103,9 +104,9 @@ main(int argc, char **argv)
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGUSR1) {
-			if (!srv->restart)
+			if (!tg_load_8((uint8_t *)&srv->restart))
 				continue;
-			tg_log("restarting in place: replica-of '%s'", srv->cfg.replica_of);
+			tg_log("restarting in place");
 			break;
 		}
 		if (sig == SIGHUP) {
@@ -116,14 +117,19 @@ main(int argc, char **argv)
 		tg_log("%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
-	if (srv->restart) {
+	if (tg_load_8((uint8_t *)&srv->restart)) {
 		/* Let the reply that asked for it (REPLICAOF) leave first. */
 		struct timespec ts = {0, 100 * 1000000L};
 		nanosleep(&ts, NULL);
 	}
 	tg_server_stop(srv);
 	tg_log("stopped");
-	if (srv->restart)
-		return restart(argc, argv, srv->cfg.replica_of, srv->port);
+	if (tg_load_8((uint8_t *)&srv->restart)) {
+		char of[TG_CFG_STR_MAX];
+		pthread_mutex_lock(&srv->reload_lock);
+		memcpy(of, srv->cfg.replica_of, sizeof(of));
+		pthread_mutex_unlock(&srv->reload_lock);
+		return restart(argc, argv, of, srv->port);
+	}
 	return 0;
 }

@@ -84,11 +84,14 @@ struct tg_repl_sync {
 };
 
 /*
- * Start replication once the journal and the network run: a primary begins
- * a new history and, with min-replicas-to-write, installs the engine's
- * commit hook; a replica starts following replica-of.  0 or -errno (logged).
+ * Prepare replication once the journal runs, before the network: a primary
+ * begins a new history and, with min-replicas-to-write, installs the
+ * engine's commit hook; a replica loads what it applies records to.  0 or
+ * -errno (logged).
  */
 int tg_repl_start(struct tg_server *srv);
+/* A replica starts following replica-of, once the network runs (it tells its port). */
+int tg_repl_follow(struct tg_server *srv);
 /*
  * Before recovery reads DIR: when a replica found it must start over
  * (DIR/repl.reset), set the files of its history aside in

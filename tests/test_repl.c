@@ -42,9 +42,11 @@ struct fx {
 
 static struct fx F;
 
-static void
+/* Stop both; false when a daemon's log holds a sanitizer report. */
+static bool
 fx_end(struct fx *f)
 {
+	bool clean = true;
 	if (f->pc)
 		redisFree(f->pc);
 	if (f->rc)
@@ -52,23 +54,23 @@ fx_end(struct fx *f)
 	f->pc = f->rc = NULL;
 	if (f->p.pid > 0) {
 		kill(f->p.pid, SIGCONT);
-		it_stop(&f->p);
+		clean &= it_stop(&f->p) != -2;
 	}
 	if (f->r.pid > 0) {
 		kill(f->r.pid, SIGCONT);
-		it_stop(&f->r);
+		clean &= it_stop(&f->r) != -2;
 	}
 	if (f->dir[0])
 		it_dir_remove(f->dir);
 	memset(f, 0, sizeof(*f));
+	return clean;
 }
 
 static int
 teardown(void **state)
 {
 	(void)state;
-	fx_end(&F);
-	return 0;
+	return fx_end(&F) ? 0 : -1;
 }
 
 /* Start a replica of the daemon on port, with flags after. */
