@@ -1589,8 +1589,10 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 	TG_CHECK_OBJ(c.s, TG_SESSION_MAGIC);
 	TG_ASSERT(req->argc >= 1);
 	/* Killed while this request was on its way: closed before it runs, as Redis does. */
-	if (killed(srv, c.s))
+	if (killed(srv, c.s)) {
+		ck_pr_inc_64(&srv->clients_killed);
 		return TG_NET_CLOSE;
+	}
 	tg_count(c.w, TG_C_commands, 1);
 	/*
 	 * Before AUTH nobody needs to pipeline: a peer that does is not a
