@@ -36,6 +36,11 @@ struct ctx {
 
 typedef int (*cmd_fn)(struct ctx *c);
 
+/* struct command's flags */
+#define F_WRITE   0x01u /* moves money: READONLY on a replica, refused inside MULTI */
+#define F_NOQUEUE 0x02u /* cannot be queued by MULTI (it leaves request/reply, or AUTHs) */
+#define F_TXN     0x04u /* MULTI, EXEC, DISCARD: run at once, even inside MULTI */
+
 struct command {
 	const char *name;
 	uint8_t kind;    /* enum tg_hist_kind: which latency histogram */
@@ -43,7 +48,11 @@ struct command {
 	int8_t max_args; /* -1: any */
 	bool noauth;     /* allowed before AUTH */
 	cmd_fn fn;
+	uint8_t flags; /* F_* */
 };
+
+static bool is_admin(struct ctx *c, const char *what);
+static int config_rewrite(struct ctx *c);
 
 /* ---- replies ---- */
 
@@ -757,8 +766,10 @@ cmd_config(struct ctx *c)
 {
 	/* redis-benchmark asks CONFIG GET save / appendonly before it starts. */
 	const struct tg_arg *sub = &c->req->argv[1];
+	if (tg_arg_is(sub, "REWRITE") && c->req->argc == 2)
+		return is_admin(c, "CONFIG REWRITE") ? config_rewrite(c) : TG_NET_CONTINUE;
 	if (!tg_arg_is(sub, "GET") || c->req->argc != 3)
-		return reply_err(c, "only CONFIG GET <parameter> is supported");
+		return reply_err(c, "only CONFIG GET <parameter> and CONFIG REWRITE are supported");
 	const struct tg_arg *k = &c->req->argv[2];
 	if (tg_arg_is(k, "save") || tg_arg_is(k, "appendonly")) {
 		tg_out_array(c->out, 2);
@@ -812,24 +823,18 @@ cmd_repl_sync(struct ctx *c)
 	if (rc != 0)
 		return TG_NET_CONTINUE;
 	*c->s->sync = rs;
+	c->s->detach = TG_DETACH_REPLICA;
 	return TG_NET_DETACH;
 }
 
 /* A REPL.SYNC's connection, its reply sent: the replica's sender takes it. */
 static void
-detached(void *arg, unsigned worker, void *session, int fd)
+replica_take(struct tg_server *srv, const struct tg_session *s, int fd)
 {
-	struct tg_server *srv = arg;
-	struct tg_session *s = session;
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof(sa);
 	char ip[64] = "?";
-	(void)worker;
 
-	if (s->sync == NULL) {
-		close(fd);
-		return;
-	}
 	if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0) {
 		if (sa.ss_family == AF_INET)
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, ip, sizeof(ip));
@@ -840,8 +845,421 @@ detached(void *arg, unsigned worker, void *session, int fd)
 	/* An IPv4 peer of a dual-stack listener: show it as IPv4, as Redis does. */
 	const char *shown = strncmp(ip, "::ffff:", 7) == 0 ? ip + 7 : ip;
 	tg_repl_take(srv, s->sync, shown, fd);
-	free(s->sync);
-	s->sync = NULL;
+}
+
+/* ---- replication: ROLE, REPLICAOF, CONFIG REWRITE (docs/HA.md) ---- */
+
+/*
+ * The node's replication status; a replica's primary comes from the
+ * replica-of it started with when replication does not say (it has not
+ * connected yet).
+ */
+static void
+repl_status(struct tg_server *srv, struct tg_repl_status *st)
+{
+	tg_repl_status(srv, st);
+	if (st->role != TG_REPL_REPLICA || st->primary_host[0] != '\0')
+		return;
+	char host[TG_REPL_HOST_MAX];
+	unsigned port = 0;
+	_Static_assert(TG_REPL_HOST_MAX == 256, "the width in the format below");
+	if (sscanf(srv->cfg.replica_of, "%255s %u", host, &port) == 2 && port <= 65535) {
+		snprintf(st->primary_host, sizeof(st->primary_host), "%s", host);
+		st->primary_port = (uint16_t)port;
+	}
+}
+
+/*
+ * ROLE, as Redis answers it: ["master", offset, [[ip, port, offset], ...]]
+ * or ["slave", host, port, state, offset].
+ */
+static int
+cmd_role(struct ctx *c)
+{
+	struct tg_repl_status st;
+	char b[32];
+
+	repl_status(c->srv, &st);
+	if (st.role == TG_REPL_PRIMARY) {
+		tg_out_array(c->out, 3);
+		tg_out_cstr(c->out, "master");
+		tg_out_int(c->out, (int64_t)st.offset);
+		tg_out_array(c->out, st.replicas);
+		for (unsigned k = 0; k < st.replicas; k++) {
+			const struct tg_repl_replica *r = &st.replica[k];
+			tg_out_array(c->out, 3);
+			tg_out_cstr(c->out, r->ip);
+			snprintf(b, sizeof(b), "%u", r->port);
+			tg_out_cstr(c->out, b);
+			snprintf(b, sizeof(b), "%llu", (unsigned long long)r->acked);
+			tg_out_cstr(c->out, b);
+		}
+		return TG_NET_CONTINUE;
+	}
+	tg_out_array(c->out, 5);
+	tg_out_cstr(c->out, "slave");
+	tg_out_cstr(c->out, st.primary_host);
+	tg_out_int(c->out, st.primary_port);
+	tg_out_cstr(c->out, st.link_up ? "connected" : st.sync_in_progress ? "sync" : "connect");
+	tg_out_int(c->out, (int64_t)st.offset);
+	return TG_NET_CONTINUE;
+}
+
+/*
+ * REPLICAOF host port | REPLICAOF NO ONE (SLAVEOF is the same).  A change
+ * of role is replication's to make (tg_repl_replicaof): when it says a
+ * restart is due, the reply is +OK and the restart follows it.  The target
+ * is remembered for CONFIG REWRITE, which Sentinel sends next.
+ */
+static int
+cmd_replicaof(struct ctx *c)
+{
+	const struct tg_arg *h = &c->req->argv[1], *p = &c->req->argv[2];
+	char host[TG_REPL_HOST_MAX], msg[256], b[48];
+	uint64_t port = 0;
+	bool restart = false;
+
+	bool no_one = tg_arg_is(h, "NO") && tg_arg_is(p, "ONE");
+	if (!no_one) {
+		bool ok = h->len >= 1 && h->len < sizeof(host);
+		for (uint32_t k = 0; ok && k < h->len; k++)
+			ok = h->p[k] > ' ' && h->p[k] < 127;
+		if (!ok)
+			return reply_err(c, "invalid host '%s'", show(h, b));
+		if (!tg_arg_u64(p, &port) || port == 0 || port > 65535)
+			return reply_err(c, "Invalid master port");
+		memcpy(host, h->p, h->len);
+		host[h->len] = '\0';
+	}
+	/* Replication may wait on its threads: leave the epoch section as RATES.RELOAD does. */
+	tg_worker_exit(c->w);
+	int rc = tg_repl_replicaof(c->srv, no_one ? NULL : host, (uint16_t)port, &restart, msg,
+	                           sizeof(msg));
+	if (rc == 0) {
+		pthread_mutex_lock(&c->srv->reload_lock);
+		if (no_one)
+			c->srv->replica_of_conf[0] = '\0';
+		else
+			snprintf(c->srv->replica_of_conf, sizeof(c->srv->replica_of_conf), "%s %u",
+			         host, (unsigned)port);
+		pthread_mutex_unlock(&c->srv->reload_lock);
+		if (restart)
+			tg_server_restart_due(c->srv);
+	}
+	tg_worker_enter(c->w);
+	if (rc != 0)
+		return reply_err(c, "%s", msg);
+	tg_log("%s %s by %s: %s", tg_arg_is(&c->req->argv[0], "SLAVEOF") ? "SLAVEOF" : "REPLICAOF",
+	       no_one ? "NO ONE" : host, c->w->who ? c->w->who : "default",
+	       restart ? "restart due" : "nothing to change");
+	if (!restart && !no_one)
+		tg_out_status(c->out, "OK Already connected to specified master");
+	else
+		tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+/* ---- clients: CLIENT, MULTI/EXEC, PUBLISH/SUBSCRIBE (docs/HA.md) ---- */
+
+static bool
+is_admin(struct ctx *c, const char *what)
+{
+	if (c->s->role & TG_ROLE_ADMIN)
+		return true;
+	char msg[160];
+	tg_count(c->w, TG_C_noperm, 1);
+	snprintf(msg, sizeof(msg), "this user has no permissions to run '%s' (role %s)", what,
+	         tg_role_name(c->s->role));
+	tg_out_error(c->out, tg_result_name(TG_NOPERM), msg);
+	return false;
+}
+
+/*
+ * CLIENT KILL TYPE normal: every request/reply connection open now but the
+ * caller closes, each on its worker's next tick (about 100 ms) or before its
+ * next command, whichever comes first; the reply counts them.  pubsub: every
+ * subscriber.  master, slave, replica: replication's connections, which this
+ * node does not close on request (0).
+ */
+static int
+client_kill(struct ctx *c)
+{
+	const struct tg_req *q = c->req;
+	if (q->argc != 4 || !tg_arg_is(&q->argv[2], "TYPE"))
+		return reply_err(c, "only CLIENT KILL TYPE normal|pubsub|master|slave|replica is "
+		                    "supported");
+	const struct tg_arg *t = &q->argv[3];
+	if (tg_arg_is(t, "normal")) {
+		uint64_t gen = ck_pr_faa_64(&c->srv->kill_gen, 1) + 1;
+		c->s->kill_seen = gen;
+		uint64_t open = tg_load_64(&c->srv->normal_clients);
+		tg_out_int(c->out, open > 0 ? (int64_t)open - 1 : 0);
+		return TG_NET_CONTINUE;
+	}
+	if (tg_arg_is(t, "pubsub")) {
+		tg_out_int(c->out, (int64_t)tg_pubsub_kill(c->srv->pubsub));
+		return TG_NET_CONTINUE;
+	}
+	if (tg_arg_is(t, "master") || tg_arg_is(t, "slave") || tg_arg_is(t, "replica")) {
+		tg_out_int(c->out, 0);
+		return TG_NET_CONTINUE;
+	}
+	char b[48];
+	return reply_err(c, "Unknown client type '%s'", show(t, b));
+}
+
+/* CLIENT LIST: the caller's line, then one per subscriber. */
+static int
+client_list(struct ctx *c)
+{
+	char buf[8192], addr[64] = "?";
+	size_t n = 0;
+
+	if (c->s->peer_known) {
+		struct tg_net_peer peer;
+		memcpy(peer.addr, c->s->peer, sizeof(peer.addr));
+		tg_net_peer_str(&peer, addr, sizeof(addr));
+	}
+	n = (size_t)snprintf(
+	    buf, sizeof(buf), "id=%llu addr=%s name=%s age=%llu flags=N user=%s cmd=client|list\n",
+	    (unsigned long long)c->s->id, addr, c->s->name,
+	    (unsigned long long)((tg_clock_ms(CLOCK_MONOTONIC_COARSE) - c->s->opened_ms) / 1000),
+	    c->s->user ? c->s->user->name : "default");
+	tg_pubsub_list(c->srv->pubsub, buf, &n, sizeof(buf));
+	tg_out_bulk(c->out, buf, n);
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_client(struct ctx *c)
+{
+	const struct tg_req *q = c->req;
+	const struct tg_arg *sub = &q->argv[1];
+
+	if (tg_arg_is(sub, "SETNAME") && q->argc == 3) {
+		const struct tg_arg *n = &q->argv[2];
+		if (n->len > TG_CLIENT_NAME_MAX)
+			return reply_err(c, "client name longer than %d bytes", TG_CLIENT_NAME_MAX);
+		for (uint32_t k = 0; k < n->len; k++)
+			if (n->p[k] <= ' ' || n->p[k] > '~')
+				return reply_err(c,
+				                 "Client names cannot contain spaces, newlines or "
+				                 "special characters.");
+		memcpy(c->s->name, n->p, n->len);
+		c->s->name[n->len] = '\0';
+		tg_out_status(c->out, "OK");
+	} else if (tg_arg_is(sub, "GETNAME") && q->argc == 2) {
+		if (c->s->name[0] == '\0')
+			tg_out_nil(c->out);
+		else
+			tg_out_cstr(c->out, c->s->name);
+	} else if (tg_arg_is(sub, "ID") && q->argc == 2) {
+		tg_out_int(c->out, (int64_t)c->s->id);
+	} else if (tg_arg_is(sub, "SETINFO") && q->argc == 4) {
+		/* redis-py and others announce their library: accepted, not kept. */
+		tg_out_status(c->out, "OK");
+	} else if (tg_arg_is(sub, "KILL")) {
+		if (is_admin(c, "CLIENT KILL"))
+			return client_kill(c);
+	} else if (tg_arg_is(sub, "LIST") && q->argc == 2) {
+		if (is_admin(c, "CLIENT LIST"))
+			return client_list(c);
+	} else {
+		char b[48];
+		return reply_err(c,
+		                 "unknown CLIENT subcommand '%s' (SETNAME, GETNAME, ID, KILL, "
+		                 "LIST)",
+		                 show(sub, b));
+	}
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_publish(struct ctx *c)
+{
+	const struct tg_arg *ch = &c->req->argv[1], *m = &c->req->argv[2];
+	tg_out_int(c->out,
+	           (int64_t)tg_pubsub_publish(c->srv->pubsub, ch->p, ch->len, m->p, m->len));
+	return TG_NET_CONTINUE;
+}
+
+/*
+ * SUBSCRIBE / PSUBSCRIBE: the connection leaves request/reply for the
+ * subscribers' thread (pubsub.c), which answers everything it sends next.
+ */
+static int
+cmd_subscribe(struct ctx *c)
+{
+	bool pattern = tg_arg_is(&c->req->argv[0], "PSUBSCRIBE");
+	int rc = tg_pubsub_add(c->srv->pubsub, c->s->id, c->s->name, pattern, &c->req->argv[1],
+	                       c->req->argc - 1, c->out);
+	if (rc == -EMFILE)
+		return reply_err(c, "too many subscribers (max-clients %u)",
+		                 (unsigned)c->srv->cfg.max_clients);
+	if (rc == -E2BIG)
+		return reply_err(c, "at most %d subscriptions per connection", TG_PUBSUB_SUBS_MAX);
+	if (rc != 0)
+		return reply_err(c, "cannot subscribe: %s", strerror(-rc));
+	c->s->detach = TG_DETACH_PUBSUB;
+	return TG_NET_DETACH;
+}
+
+/* UNSUBSCRIBE / PUNSUBSCRIBE on a connection that subscribes to nothing: what Redis says. */
+static int
+cmd_unsubscribe(struct ctx *c)
+{
+	const char *kind =
+	    tg_arg_is(&c->req->argv[0], "PUNSUBSCRIBE") ? "punsubscribe" : "unsubscribe";
+	if (c->req->argc == 1) {
+		tg_out_array(c->out, 3);
+		tg_out_cstr(c->out, kind);
+		tg_out_nil(c->out);
+		tg_out_int(c->out, 0);
+	}
+	for (uint32_t k = 1; k < c->req->argc; k++) {
+		tg_out_array(c->out, 3);
+		tg_out_cstr(c->out, kind);
+		tg_out_bulk(c->out, c->req->argv[k].p, c->req->argv[k].len);
+		tg_out_int(c->out, 0);
+	}
+	return TG_NET_CONTINUE;
+}
+
+/*
+ * The commands queued after MULTI, copied: argc, then each argument's
+ * length and bytes.  Allocated by MULTI, freed by EXEC, DISCARD or the
+ * connection's close.
+ */
+#define MULTI_CMDS  32
+#define MULTI_BYTES 8192
+
+struct tg_multi {
+	bool dirty; /* a command was refused while queueing: EXEC aborts */
+	uint32_t n, used;
+	char data[MULTI_BYTES];
+};
+
+static int
+cmd_multi(struct ctx *c)
+{
+	if (c->s->multi != NULL)
+		return reply_err(c, "MULTI calls can not be nested");
+	c->s->multi = calloc(1, sizeof(*c->s->multi));
+	if (c->s->multi == NULL)
+		return reply_err(c, "out of memory");
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+static int
+cmd_discard(struct ctx *c)
+{
+	if (c->s->multi == NULL)
+		return reply_err(c, "DISCARD without MULTI");
+	free(c->s->multi);
+	c->s->multi = NULL;
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
+}
+
+/* Inside MULTI: refuse cmd or queue it (+QUEUED). */
+static int
+queue(struct ctx *c, const struct command *cmd)
+{
+	struct tg_multi *m = c->s->multi;
+	const struct tg_req *q = c->req;
+
+	if (cmd->flags & (F_WRITE | F_NOQUEUE)) {
+		m->dirty = true;
+		return reply_err(c, "%s cannot run inside MULTI: %s", cmd->name,
+		                 (cmd->flags & F_WRITE)
+		                     ? "commands that move money are not transactional"
+		                     : "it leaves request/reply or changes the connection");
+	}
+	size_t need = 4;
+	for (uint32_t k = 0; k < q->argc; k++)
+		need += 4 + q->argv[k].len;
+	if (m->n >= MULTI_CMDS || m->used + need > sizeof(m->data)) {
+		m->dirty = true;
+		return reply_err(c, "transaction too large (at most %d commands, %d bytes)",
+		                 MULTI_CMDS, MULTI_BYTES);
+	}
+	memcpy(m->data + m->used, &q->argc, 4);
+	m->used += 4;
+	for (uint32_t k = 0; k < q->argc; k++) {
+		memcpy(m->data + m->used, &q->argv[k].len, 4);
+		memcpy(m->data + m->used + 4, q->argv[k].p, q->argv[k].len);
+		m->used += 4 + q->argv[k].len;
+	}
+	m->n++;
+	tg_out_status(c->out, "QUEUED");
+	return TG_NET_CONTINUE;
+}
+
+static const struct command *lookup(const struct tg_arg *name);
+static bool admit(struct ctx *c, const struct command *cmd);
+static int run(struct ctx *c, const struct command *cmd);
+
+/* EXEC: the queued commands in order, their replies in one array. */
+static int
+cmd_exec(struct ctx *c)
+{
+	struct tg_multi *m = c->s->multi;
+	if (m == NULL)
+		return reply_err(c, "EXEC without MULTI");
+	c->s->multi = NULL;
+	if (m->dirty) {
+		free(m);
+		tg_out_error(c->out, "EXECABORT",
+		             "Transaction discarded because of previous errors.");
+		return TG_NET_CONTINUE;
+	}
+	tg_out_array(c->out, m->n);
+	const struct tg_req *outer = c->req;
+	struct tg_req q;
+	uint32_t pos = 0;
+	for (uint32_t i = 0; i < m->n; i++) {
+		memcpy(&q.argc, m->data + pos, 4);
+		pos += 4;
+		for (uint32_t k = 0; k < q.argc; k++) {
+			memcpy(&q.argv[k].len, m->data + pos, 4);
+			q.argv[k].p = m->data + pos + 4;
+			pos += 4 + q.argv[k].len;
+		}
+		c->req = &q;
+		const struct command *cmd = lookup(&q.argv[0]);
+		/* Checked when queued; checked again, as nothing may bypass the gate. */
+		if (cmd != NULL && admit(c, cmd))
+			run(c, cmd);
+	}
+	c->req = outer;
+	free(m);
+	return TG_NET_CONTINUE;
+}
+
+/* CONFIG REWRITE: replica-of into the file tollgated was started with (-c). */
+static int
+config_rewrite(struct ctx *c)
+{
+	struct tg_server *srv = c->srv;
+	char err[TG_CFG_STR_MAX + 128], value[TG_CFG_STR_MAX];
+
+	if (srv->cfg.config_file[0] == '\0')
+		return reply_err(c, "The server is running without a config file");
+	tg_worker_exit(c->w);
+	pthread_mutex_lock(&srv->reload_lock);
+	snprintf(value, sizeof(value), "%s", srv->replica_of_conf);
+	int rc = tg_config_rewrite(srv->cfg.config_file, "replica-of", value, err, sizeof(err));
+	pthread_mutex_unlock(&srv->reload_lock);
+	tg_worker_enter(c->w);
+	if (rc != 0) {
+		tg_log("CONFIG REWRITE: %s", err);
+		return reply_err(c, "Rewriting config file: %s", err);
+	}
+	tg_log("CONFIG REWRITE: %s: replica-of %s", srv->cfg.config_file,
+	       value[0] ? value : "(none: a primary)");
+	tg_out_status(c->out, "OK");
+	return TG_NET_CONTINUE;
 }
 
 /* ---- INFO ---- */
@@ -891,13 +1309,57 @@ info_counters(struct info *i, const struct tg_engine *e, const char *section)
 	}
 }
 
+/*
+ * INFO replication in Redis's format and order (Redis 7.0), which Sentinel
+ * parses: role, a replica's link to its primary, the replicas of a
+ * primary.  Offsets are journal LSNs; lag is in seconds, as Redis's.
+ */
+static void
+info_replication(struct info *i, struct tg_server *srv)
+{
+	struct tg_repl_status st;
+
+	repl_status(srv, &st);
+	info_add(i, "# Replication\r\nrole:%s\r\n",
+	         st.role == TG_REPL_REPLICA ? "slave" : "master");
+	if (st.role == TG_REPL_REPLICA) {
+		info_add(i,
+		         "master_host:%s\r\nmaster_port:%u\r\nmaster_link_status:%s\r\n"
+		         "master_last_io_seconds_ago:%lld\r\nmaster_sync_in_progress:%d\r\n"
+		         "slave_read_repl_offset:%llu\r\nslave_repl_offset:%llu\r\n",
+		         st.primary_host, st.primary_port, st.link_up ? "up" : "down",
+		         st.link_up ? (long long)st.last_io_s : -1LL, st.sync_in_progress,
+		         (unsigned long long)st.offset, (unsigned long long)st.offset);
+		if (!st.link_up)
+			info_add(i, "master_link_down_since_seconds:%llu\r\n",
+			         (unsigned long long)st.link_down_s);
+		info_add(i, "slave_priority:%u\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+		         st.priority);
+	}
+	unsigned n = st.replicas < TG_REPL_REPLICAS_MAX ? st.replicas : TG_REPL_REPLICAS_MAX;
+	info_add(i, "connected_slaves:%u\r\n", n);
+	if (st.min_replicas > 0)
+		info_add(i, "min_slaves_good_slaves:%u\r\n", st.good_replicas);
+	for (unsigned k = 0; k < n; k++) {
+		const struct tg_repl_replica *r = &st.replica[k];
+		info_add(i, "slave%u:ip=%s,port=%u,state=%s,offset=%llu,lag=%llu\r\n", k, r->ip,
+		         r->port, r->online ? "online" : "wait_bgsave",
+		         (unsigned long long)r->acked, (unsigned long long)(r->lag_ms / 1000));
+	}
+	info_add(i,
+	         "master_failover_state:no-failover\r\nmaster_replid:%s\r\n"
+	         "master_replid2:0000000000000000000000000000000000000000\r\n"
+	         "master_repl_offset:%llu\r\nsecond_repl_offset:-1\r\n\r\n",
+	         st.history, (unsigned long long)st.offset);
+}
+
 static int
 cmd_info(struct ctx *c)
 {
 	struct tg_server *srv = c->srv;
 	struct tg_engine *e = &srv->engine;
 	const struct tg_arg *sec = c->req->argc == 2 ? &c->req->argv[1] : NULL;
-	char buf[8192];
+	char buf[16384];
 	struct info i = {buf, 0, sizeof(buf)};
 
 	struct tg_net_stats ns = {0};
@@ -906,11 +1368,12 @@ cmd_info(struct ctx *c)
 		tg_net_stats(net, &ns);
 	if (want(sec, "server")) {
 		info_add(&i,
-		         "# Server\r\ntollgate_version:%s\r\nprocess_id:%d\r\ntcp_port:%u\r\n"
+		         "# Server\r\ntollgate_version:%s\r\nrun_id:%s\r\nprocess_id:%d\r\n"
+		         "tcp_port:%u\r\n"
 		         "uptime_in_seconds:%llu\r\nworkers:%u\r\nshm_name:%s\r\n"
 		         "shm_generation:%llu\r\nconfig_file:%s\r\nrates:%s\r\n"
 		         "rates_reloads:%llu\r\nrates_reload_failures:%llu\r\n\r\n",
-		         TG_VERSION, (int)getpid(), net ? tg_net_port(net) : 0,
+		         TG_VERSION, srv->run_id, (int)getpid(), net ? tg_net_port(net) : 0,
 		         (unsigned long long)(c->w->now_s - srv->started_s), srv->workers,
 		         srv->table.name, (unsigned long long)srv->table.hdr->generation,
 		         srv->cfg.config_file, srv->rates_path,
@@ -918,17 +1381,28 @@ cmd_info(struct ctx *c)
 		         (unsigned long long)tg_load_64(&srv->reload_failures));
 	}
 
-	if (want(sec, "clients"))
+	if (want(sec, "clients")) {
+		struct tg_pubsub_stats ps;
+		tg_pubsub_stats(srv->pubsub, &ps);
 		info_add(
 		    &i,
 		    "# Clients\r\nconnected_clients:%llu\r\ntotal_connections_received:%llu\r\n"
 		    "rejected_connections:%llu\r\nidle_closed_connections:%llu\r\n"
 		    "connections_addr_rejected:%llu\r\nconnections_request_timeout:%llu\r\n"
-		    "connections_stalled:%llu\r\n\r\n",
+		    "connections_stalled:%llu\r\nclients_killed:%llu\r\npubsub_clients:%llu\r\n"
+		    "pubsub_channels:%llu\r\npubsub_patterns:%llu\r\npubsub_messages:%llu\r\n"
+		    "pubsub_slow_dropped:%llu\r\npubsub_killed:%llu\r\n\r\n",
 		    (unsigned long long)ns.open, (unsigned long long)ns.accepted,
 		    (unsigned long long)ns.rejected, (unsigned long long)ns.idle_closed,
 		    (unsigned long long)ns.addr_rejected, (unsigned long long)ns.request_timeouts,
-		    (unsigned long long)ns.stalled);
+		    (unsigned long long)ns.stalled,
+		    (unsigned long long)tg_load_64(&srv->clients_killed),
+		    (unsigned long long)ps.subscribers, (unsigned long long)ps.channels,
+		    (unsigned long long)ps.patterns, (unsigned long long)ps.messages,
+		    (unsigned long long)ps.slow_dropped, (unsigned long long)ps.killed);
+	}
+	if (want(sec, "replication"))
+		info_replication(&i, srv);
 	if (want(sec, "accounts")) {
 		const struct tg_planset *ps = c->w->plans;
 		info_add(&i,
@@ -1008,27 +1482,41 @@ cmd_info(struct ctx *c)
 /* ---- dispatch ---- */
 
 static const struct command commands[] = {
-    {"CDR", TG_H_CDR, 4, 6, false, cmd_cdr},
-    {"CALL.AUTH", TG_H_AUTH, 3, 3, false, cmd_call_auth},
-    {"CALL.END", TG_H_END, 3, 3, false, cmd_call_end},
-    {"CALL.UPDATE", TG_H_UPDATE, 3, 3, false, cmd_call_update},
-    {"ACCT.CREDIT", TG_H_CREDIT, 3, 3, false, cmd_acct_credit},
-    {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get},
-    {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set},
-    {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed},
-    {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 4, false, cmd_acct_refill_claim},
-    {"ACCT.REFILL.REARM", TG_H_ACCT, 1, 1, false, cmd_acct_refill_rearm},
-    {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate},
-    {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload},
-    {"PING", TG_H_OTHER, 0, 1, true, cmd_ping},
-    {"ECHO", TG_H_OTHER, 1, 1, false, cmd_echo},
-    {"AUTH", TG_H_OTHER, 1, 2, true, cmd_auth},
-    {"QUIT", TG_H_OTHER, 0, 0, true, cmd_quit},
-    {"INFO", TG_H_OTHER, 0, 1, false, cmd_info},
-    {"COMMAND", TG_H_OTHER, 0, -1, false, cmd_command},
-    {"CONFIG", TG_H_OTHER, 1, 3, false, cmd_config},
-    {"SELECT", TG_H_OTHER, 1, 1, false, cmd_select},
-    {"REPL.SYNC", TG_H_OTHER, 3, 3, false, cmd_repl_sync},
+    {"CDR", TG_H_CDR, 4, 6, false, cmd_cdr, F_WRITE},
+    {"CALL.AUTH", TG_H_AUTH, 3, 3, false, cmd_call_auth, F_WRITE},
+    {"CALL.END", TG_H_END, 3, 3, false, cmd_call_end, F_WRITE},
+    {"CALL.UPDATE", TG_H_UPDATE, 3, 3, false, cmd_call_update, F_WRITE},
+    {"ACCT.CREDIT", TG_H_CREDIT, 3, 3, false, cmd_acct_credit, F_WRITE},
+    {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get, 0},
+    {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set, F_WRITE},
+    {"ACCT.REFILL.FAILED", TG_H_ACCT, 2, 3, false, cmd_acct_refill_failed, F_WRITE},
+    {"ACCT.REFILL.CLAIM", TG_H_ACCT, 2, 4, false, cmd_acct_refill_claim, F_WRITE},
+    {"ACCT.REFILL.REARM", TG_H_ACCT, 1, 1, false, cmd_acct_refill_rearm, F_WRITE},
+    {"RATE", TG_H_ACCT, 3, 3, false, cmd_rate, 0},
+    {"RATES.RELOAD", TG_H_OTHER, 0, 0, false, cmd_rates_reload, F_WRITE},
+    {"PING", TG_H_OTHER, 0, 1, true, cmd_ping, 0},
+    {"ECHO", TG_H_OTHER, 1, 1, false, cmd_echo, 0},
+    {"AUTH", TG_H_OTHER, 1, 2, true, cmd_auth, F_NOQUEUE},
+    {"QUIT", TG_H_OTHER, 0, 0, true, cmd_quit, F_NOQUEUE},
+    {"INFO", TG_H_OTHER, 0, 1, false, cmd_info, 0},
+    {"COMMAND", TG_H_OTHER, 0, -1, false, cmd_command, 0},
+    {"CONFIG", TG_H_OTHER, 1, 3, false, cmd_config, 0},
+    {"SELECT", TG_H_OTHER, 1, 1, false, cmd_select, 0},
+    /* What Redis Sentinel and Sentinel-aware clients send (docs/HA.md). */
+    {"ROLE", TG_H_OTHER, 0, 0, false, cmd_role, 0},
+    {"REPLICAOF", TG_H_OTHER, 2, 2, false, cmd_replicaof, 0},
+    {"SLAVEOF", TG_H_OTHER, 2, 2, false, cmd_replicaof, 0},
+    {"CLIENT", TG_H_OTHER, 1, 3, false, cmd_client, 0},
+    {"MULTI", TG_H_OTHER, 0, 0, false, cmd_multi, F_TXN},
+    {"EXEC", TG_H_OTHER, 0, 0, false, cmd_exec, F_TXN},
+    {"DISCARD", TG_H_OTHER, 0, 0, false, cmd_discard, F_TXN},
+    {"PUBLISH", TG_H_OTHER, 2, 2, false, cmd_publish, 0},
+    {"SUBSCRIBE", TG_H_OTHER, 1, -1, false, cmd_subscribe, F_NOQUEUE},
+    {"PSUBSCRIBE", TG_H_OTHER, 1, -1, false, cmd_subscribe, F_NOQUEUE},
+    {"UNSUBSCRIBE", TG_H_OTHER, 0, -1, false, cmd_unsubscribe, F_NOQUEUE},
+    {"PUNSUBSCRIBE", TG_H_OTHER, 0, -1, false, cmd_unsubscribe, F_NOQUEUE},
+    /* A replica asks to follow the journal (docs/HA.md). */
+    {"REPL.SYNC", TG_H_OTHER, 3, 3, false, cmd_repl_sync, F_NOQUEUE},
 };
 
 static const struct command *
@@ -1039,6 +1527,9 @@ lookup(const struct tg_arg *name)
 			return &commands[i];
 	return NULL;
 }
+
+/* Every role that is a client of the money: not a replica. */
+#define TG_ROLES_CLIENTS (TG_ROLE_CALL | TG_ROLE_REFILL | TG_ROLE_ADMIN)
 
 /*
  * Who may run what besides admin (docs/SECURITY.md).  A command not named
@@ -1052,11 +1543,13 @@ static const struct {
     {"AUTH", TG_ROLES_ALL},
     {"PING", TG_ROLES_ALL},
     {"QUIT", TG_ROLES_ALL},
-    {"ECHO", TG_ROLES_ALL},
-    {"COMMAND", TG_ROLES_ALL},
-    {"CONFIG", TG_ROLES_ALL},
-    {"SELECT", TG_ROLES_ALL},
-    {"INFO", TG_ROLES_ALL},
+    {"ECHO", TG_ROLES_CLIENTS},
+    {"COMMAND", TG_ROLES_CLIENTS},
+    {"CONFIG", TG_ROLES_CLIENTS}, /* CONFIG REWRITE: admin (is_admin) */
+    {"SELECT", TG_ROLES_CLIENTS},
+    {"INFO", TG_ROLES_CLIENTS},
+    {"ROLE", TG_ROLES_CLIENTS},   /* Sentinel-aware clients ask where the primary is */
+    {"CLIENT", TG_ROLES_CLIENTS}, /* CLIENT KILL and LIST: admin (is_admin) */
     {"CALL.AUTH", TG_ROLE_CALL},
     {"CALL.UPDATE", TG_ROLE_CALL},
     {"CALL.END", TG_ROLE_CALL},
@@ -1066,6 +1559,7 @@ static const struct {
     {"ACCT.CREDIT", TG_ROLE_REFILL},
     {"ACCT.REFILL.FAILED", TG_ROLE_REFILL},
     {"ACCT.REFILL.CLAIM", TG_ROLE_REFILL},
+    /* A replica following this node's journal: that and PING, AUTH, QUIT only. */
     {"REPL.SYNC", TG_ROLE_REPLICA},
 };
 
@@ -1083,6 +1577,65 @@ roles_init(void)
 	}
 }
 
+/*
+ * Whether c may run cmd now: known, authenticated, allowed for the role,
+ * the right number of arguments.  False with the error written.
+ */
+static bool
+admit(struct ctx *c, const struct command *cmd)
+{
+	const struct tg_req *req = c->req;
+	char b[48];
+
+	if (cmd == NULL) {
+		reply_err(c, "unknown command '%s'", show(&req->argv[0], b));
+		return false;
+	}
+	if (!cmd->noauth && !c->s->authed) {
+		tg_out_error(c->out, "NOAUTH", "Authentication required.");
+		return false;
+	}
+	/* Before AUTH only the noauth commands get here: the role is whoever authenticates. */
+	if (TG_UNLIKELY(c->s->authed && !(cmd_roles[cmd - commands] & c->s->role))) {
+		char msg[160];
+		tg_count(c->w, TG_C_noperm, 1);
+		snprintf(msg, sizeof(msg),
+		         "this user has no permissions to run the '%s' command (role %s)",
+		         cmd->name, tg_role_name(c->s->role));
+		tg_out_error(c->out, tg_result_name(TG_NOPERM), msg);
+		return false;
+	}
+	int nargs = (int)req->argc - 1;
+	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
+		reply_err(c, "wrong number of arguments for '%s' command", cmd->name);
+		return false;
+	}
+	return true;
+}
+
+/* Run an admitted command.  A replica moves no money: READONLY (docs/HA.md). */
+static int
+run(struct ctx *c, const struct command *cmd)
+{
+	if ((cmd->flags & F_WRITE) && tg_repl_readonly(c->srv))
+		return reply_result(c, TG_READONLY);
+	/* Replicas fell behind min-replicas-to-write: nothing new until they catch up. */
+	if ((cmd->flags & F_WRITE) && tg_repl_refusing(c->srv))
+		return reply_result(c, TG_NOREPLICAS);
+	c->w->who = c->s->user != NULL ? c->s->user->name : NULL;
+	int rc = cmd->fn(c);
+	c->w->who = NULL;
+	tg_worker_lap(c->w, (enum tg_hist_kind)cmd->kind);
+	return rc;
+}
+
+/* Whether CLIENT KILL TYPE normal, run since s opened, closes it. */
+static bool
+killed(struct tg_server *srv, const struct tg_session *s)
+{
+	return TG_UNLIKELY(s->kill_seen < tg_load_64(&srv->kill_gen));
+}
+
 static int
 exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct tg_out *out)
 {
@@ -1092,10 +1645,14 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 	                .s = session,
 	                .req = req,
 	                .out = out};
-	char b[48];
 
 	TG_CHECK_OBJ(c.s, TG_SESSION_MAGIC);
 	TG_ASSERT(req->argc >= 1);
+	/* Killed while this request was on its way: closed before it runs, as Redis does. */
+	if (killed(srv, c.s)) {
+		ck_pr_inc_64(&srv->clients_killed);
+		return TG_NET_CLOSE;
+	}
 	tg_count(c.w, TG_C_commands, 1);
 	/*
 	 * Before AUTH nobody needs to pipeline: a peer that does is not a
@@ -1108,30 +1665,15 @@ exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct
 		return TG_NET_CLOSE;
 	}
 	const struct command *cmd = lookup(&req->argv[0]);
-	if (cmd == NULL)
-		return reply_err(&c, "unknown command '%s'", show(&req->argv[0], b));
-	if (!cmd->noauth && !c.s->authed) {
-		tg_out_error(out, "NOAUTH", "Authentication required.");
+	if (!admit(&c, cmd)) {
+		/* As Redis: a command refused while queueing makes EXEC abort. */
+		if (c.s->multi != NULL)
+			c.s->multi->dirty = true;
 		return TG_NET_CONTINUE;
 	}
-	/* Before AUTH only the noauth commands get here: the role is whoever authenticates. */
-	if (TG_UNLIKELY(c.s->authed && !(cmd_roles[cmd - commands] & c.s->role))) {
-		char msg[160];
-		tg_count(c.w, TG_C_noperm, 1);
-		snprintf(msg, sizeof(msg),
-		         "this user has no permissions to run the '%s' command (role %s)",
-		         cmd->name, tg_role_name(c.s->role));
-		tg_out_error(out, tg_result_name(TG_NOPERM), msg);
-		return TG_NET_CONTINUE;
-	}
-	int nargs = (int)req->argc - 1;
-	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args))
-		return reply_err(&c, "wrong number of arguments for '%s' command", cmd->name);
-	c.w->who = c.s->user != NULL ? c.s->user->name : NULL;
-	int rc = cmd->fn(&c);
-	c.w->who = NULL;
-	tg_worker_lap(c.w, (enum tg_hist_kind)cmd->kind);
-	return rc;
+	if (c.s->multi != NULL && !(cmd->flags & F_TXN))
+		return queue(&c, cmd);
+	return run(&c, cmd);
 }
 
 static void
@@ -1146,6 +1688,12 @@ session_open(void *arg, unsigned worker, void *session)
 	s->role = s->authed ? TG_ROLE_ADMIN : 0;
 	s->opened_ms = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
 	s->sync = NULL;
+	s->id = ck_pr_faa_64(&srv->next_client_id, 1) + 1;
+	s->kill_seen = tg_load_64(&srv->kill_gen);
+	s->multi = NULL;
+	s->detach = TG_DETACH_NONE;
+	s->name[0] = '\0';
+	ck_pr_inc_64(&srv->normal_clients);
 }
 
 /*
@@ -1160,6 +1708,10 @@ session_expired(void *arg, unsigned worker, void *session)
 	struct tg_session *s = session;
 
 	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
+	if (killed(srv, s)) {
+		ck_pr_inc_64(&srv->clients_killed);
+		return true;
+	}
 	if (s->authed || srv->cfg.auth_timeout == 0)
 		return false;
 	uint64_t now = tg_clock_ms(CLOCK_MONOTONIC_COARSE);
@@ -1183,11 +1735,34 @@ session_peer(void *arg, void *session, const struct tg_net_peer *peer)
 static void
 session_close(void *arg, unsigned worker, void *session)
 {
+	struct tg_server *srv = arg;
 	struct tg_session *s = session;
-	(void)arg;
 	(void)worker;
 	TG_CHECK_OBJ(s, TG_SESSION_MAGIC);
+	free(s->multi);
+	s->multi = NULL;
+	ck_pr_dec_64(&srv->normal_clients);
 	s->magic = 0;
+}
+
+/*
+ * A connection that left request/reply, its replies sent: a subscriber goes
+ * to the subscribers' thread.  The session is closed but still readable.
+ */
+static void
+detached(void *arg, unsigned worker, void *session, int fd)
+{
+	struct tg_server *srv = arg;
+	struct tg_session *s = session;
+	(void)worker;
+	if (s->detach == TG_DETACH_PUBSUB && srv->pubsub != NULL)
+		tg_pubsub_attach(srv->pubsub, s->id, fd);
+	else if (s->detach == TG_DETACH_REPLICA && s->sync != NULL)
+		replica_take(srv, s, fd);
+	else
+		close(fd);
+	free(s->sync);
+	s->sync = NULL;
 }
 
 static size_t

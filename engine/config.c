@@ -6,10 +6,14 @@
  * value and the reason; nothing here ever guesses.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tg_assert.h"
 #include "tg_config.h"
@@ -174,6 +178,134 @@ tg_config_load(struct tg_config *c, const char *path, char *err, size_t errlen)
 	fclose(f);
 	if (rc == 0)
 		snprintf(c->config_file, sizeof(c->config_file), "%s", path);
+	return rc;
+}
+
+/* ---- CONFIG REWRITE ---- */
+
+/* Config files are small: a bigger one is refused rather than read whole. */
+#define REWRITE_MAX (1u << 20)
+
+/* Whether line (not NUL-terminated, n bytes) sets key. */
+static bool
+line_sets(const char *line, size_t n, const char *key)
+{
+	size_t i = 0, kl = strlen(key);
+	while (i < n && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	return n - i > kl && memcmp(line + i, key, kl) == 0 &&
+	       (line[i + kl] == ' ' || line[i + kl] == '\t' || line[i + kl] == '\r' ||
+	        line[i + kl] == '\n');
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int
+tg_config_rewrite(const char *path, const char *key, const char *value, char *err, size_t errlen)
+{
+	char tmp[TG_CFG_STR_MAX + 32], dir[TG_CFG_STR_MAX];
+	struct stat st;
+	char *in = NULL, *out = NULL;
+	size_t in_len = 0, out_len = 0;
+	bool done = false;
+	int fd = -1, rc;
+
+	int rfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (rfd < 0 || fstat(rfd, &st) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(-rc));
+		goto out;
+	}
+	if ((uint64_t)st.st_size > REWRITE_MAX) {
+		rc = -EFBIG;
+		snprintf(err, errlen, "config file %s is larger than %u bytes", path, REWRITE_MAX);
+		goto out;
+	}
+	in = malloc((size_t)st.st_size + 1);
+	out = malloc((size_t)st.st_size + strlen(key) + strlen(value) + 4);
+	if (in == NULL || out == NULL) {
+		rc = -ENOMEM;
+		snprintf(err, errlen, "CONFIG REWRITE: out of memory");
+		goto out;
+	}
+	for (ssize_t r; in_len < (size_t)st.st_size; in_len += (size_t)r) {
+		r = read(rfd, in + in_len, (size_t)st.st_size - in_len);
+		if (r <= 0) {
+			rc = r < 0 ? -errno : -EIO;
+			snprintf(err, errlen, "cannot read config file %s: %s", path,
+			         strerror(-rc));
+			goto out;
+		}
+	}
+	for (size_t pos = 0; pos < in_len;) {
+		const char *nl = memchr(in + pos, '\n', in_len - pos);
+		size_t n = nl ? (size_t)(nl - (in + pos)) + 1 : in_len - pos;
+		if (!line_sets(in + pos, n, key)) {
+			memcpy(out + out_len, in + pos, n);
+			out_len += n;
+		} else if (!done && value[0] != '\0') {
+			out_len += (size_t)sprintf(out + out_len, "%s %s\n", key, value);
+			done = true;
+		}
+		pos += n;
+	}
+	if (!done && value[0] != '\0') {
+		if (out_len > 0 && out[out_len - 1] != '\n')
+			out[out_len++] = '\n';
+		out_len += (size_t)sprintf(out + out_len, "%s %s\n", key, value);
+	}
+	snprintf(tmp, sizeof(tmp), "%s.rewrite-XXXXXX", path);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(-rc));
+		goto out;
+	}
+	if ((rc = write_all(fd, out, out_len)) != 0 || fchmod(fd, st.st_mode & 07777) != 0 ||
+	    fsync(fd) != 0) {
+		rc = rc ? rc : -errno;
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-rc));
+		unlink(tmp);
+		goto out;
+	}
+	close(fd);
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(-rc));
+		unlink(tmp);
+		goto out;
+	}
+	/* The rename is durable once the directory is. */
+	snprintf(dir, sizeof(dir), "%s", path);
+	fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	rc = 0;
+	if (fd < 0 || fsync(fd) != 0) {
+		rc = -errno;
+		snprintf(err, errlen, "config file %s rewritten, but its directory not synced: %s",
+		         path, strerror(-rc));
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rfd >= 0)
+		close(rfd);
+	free(in);
+	free(out);
 	return rc;
 }
 

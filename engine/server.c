@@ -108,6 +108,7 @@ start_auth(struct tg_server *srv)
 	srv->started_s = (uint64_t)time(NULL);
 	pthread_mutex_init(&srv->reload_lock, NULL);
 	srv->repl_role = cfg->replica_of[0] != '\0' ? TG_REPL_REPLICA : TG_REPL_PRIMARY;
+	snprintf(srv->replica_of_conf, sizeof(srv->replica_of_conf), "%s", cfg->replica_of);
 	tg_repl_run_id(srv->run_id);
 	return 0;
 }
@@ -261,7 +262,20 @@ start_refill(struct tg_server *srv)
 	return rc;
 }
 
-/* Step 8: the io_uring workers on the port, serving the command table. */
+/* Step 8: the subscribers' thread, before any worker can PUBLISH. */
+static int
+start_pubsub(struct tg_server *srv)
+{
+	char err[256];
+	struct tg_pubsub_cfg pcfg = {.buffer_max = srv->cfg.subscriber_buffer,
+	                             .subscribers_max = srv->cfg.max_clients};
+	int rc = tg_pubsub_start(&srv->pubsub, &pcfg, err, sizeof(err));
+	if (rc != 0)
+		tg_log("%s", err);
+	return rc;
+}
+
+/* Step 9: the io_uring workers on the port, serving the command table. */
 static int
 start_net(struct tg_server *srv)
 {
@@ -308,7 +322,7 @@ tg_server_start(struct tg_server *srv)
 	    (rc = load_accounts(srv)) != 0 || (rc = start_refill(srv)) != 0 ||
 	    /* Step 7: the snapshot thread, once accounts and refills are in place. */
 	    (rc = tg_durable_start(srv)) != 0 || (rc = tg_repl_start(srv)) != 0 ||
-	    (rc = start_net(srv)) != 0 ||
+	    (rc = start_pubsub(srv)) != 0 || (rc = start_net(srv)) != 0 ||
 	    /* Step 10: a replica follows, once its port is known (it tells its primary). */
 	    (rc = tg_repl_follow(srv)) != 0)
 		return rc;
@@ -332,6 +346,9 @@ tg_server_stop(struct tg_server *srv)
 	srv->net = NULL;
 	/* No more records: senders and the receiver let go before the journal closes. */
 	tg_repl_stop(srv);
+	/* No worker can PUBLISH any more: close the subscribers. */
+	tg_pubsub_stop(srv->pubsub);
+	srv->pubsub = NULL;
 	/* Workers are gone: the publisher drains their rings one last time and stops. */
 	tg_refill_stop(&srv->engine);
 	/* Nothing changes any more: last sync, last snapshot, the segment marked clean. */

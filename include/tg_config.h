@@ -54,6 +54,17 @@ int tg_config_args(struct tg_config *c, int argc, const char *const *argv, char 
  */
 unsigned tg_config_check(const struct tg_config *c, void (*fn)(void *arg, const char *msg),
                          void *arg);
+/*
+ * Rewrite the config file at path with key set to value (CONFIG REWRITE):
+ * the first line setting key gets the new value, later ones go, every
+ * other line (comments included) stays as it was; with no such line,
+ * "key value" is appended.  An empty value removes key's lines (the
+ * default applies).  Atomic: a temporary file beside it, fsync, rename,
+ * fsync of the directory; its mode is kept.  0, or -errno with a sentence
+ * in err (the file unchanged).
+ */
+int tg_config_rewrite(const char *path, const char *key, const char *value, char *err,
+                      size_t errlen);
 /* Print every setting, one "key value" line each (for --help and docs). */
 void tg_config_usage(FILE *f);
 

@@ -18,6 +18,7 @@
 #include "tg_durable.h"
 #include "tg_engine.h"
 #include "tg_net.h"
+#include "tg_pubsub.h"
 #include "tg_repl.h"
 #include "tg_table.h"
 
@@ -31,7 +32,8 @@ struct tg_server {
 	struct tg_table table;
 	struct tg_engine engine;
 	struct tg_net *net;
-	pthread_mutex_t reload_lock; /* reloads only: never taken on the hot path */
+	/* reloads, replica_of_conf: never taken on the hot path */
+	pthread_mutex_t reload_lock;
 	char rates_path[TG_CFG_STR_MAX];
 	uint64_t started_s;
 	unsigned workers;
@@ -45,7 +47,26 @@ struct tg_server {
 	char run_id[TG_REPL_ID_LEN + 1]; /* random, new at every start */
 	struct tg_repl *repl;            /* senders and receiver (repl.c) */
 	bool restart;                    /* a restart in place is due (tg_server_restart_due) */
+	/*
+	 * The replica-of CONFIG REWRITE writes: the one started with, then the
+	 * last REPLICAOF accepted ("" for NO ONE).  Under reload_lock.
+	 */
+	char replica_of_conf[TG_CFG_STR_MAX];
+	/* Clients (docs/HA.md, "What Sentinel talks to") */
+	struct tg_pubsub *pubsub; /* subscribers and PUBLISH */
+	uint64_t next_client_id;  /* CLIENT ID: atomic increment */
+	uint64_t kill_gen;        /* CLIENT KILL TYPE normal: sessions older than this close */
+	uint64_t normal_clients;  /* request/reply connections open now */
+	uint64_t clients_killed;  /* connections closed by CLIENT KILL TYPE normal */
 };
+
+/* Bytes of a CLIENT SETNAME name. */
+#define TG_CLIENT_NAME_MAX 64
+
+/* What a connection that leaves request/reply becomes (tg_session.detach). */
+enum tg_detach { TG_DETACH_NONE = 0, TG_DETACH_PUBSUB = 1, TG_DETACH_REPLICA = 2 };
+
+struct tg_multi; /* the commands queued after MULTI (cmd.c) */
 
 /* Per connection. */
 struct tg_session {
@@ -58,6 +79,11 @@ struct tg_session {
 	const struct tg_user *user; /* who it authenticated as; NULL before AUTH or with no users */
 	uint64_t opened_ms;         /* CLOCK_MONOTONIC_COARSE when accepted (auth-timeout) */
 	struct tg_repl_sync *sync;  /* REPL.SYNC answered: handed to a sender once detached */
+	uint64_t id;                /* CLIENT ID: unique for the process's life */
+	uint64_t kill_seen;         /* srv->kill_gen when it opened (or ran CLIENT KILL) */
+	struct tg_multi *multi;     /* after MULTI until EXEC/DISCARD: allocated, else NULL */
+	uint8_t detach;             /* enum tg_detach: set by the command that detaches */
+	char name[TG_CLIENT_NAME_MAX + 1]; /* CLIENT SETNAME */
 };
 
 /*
@@ -79,7 +105,7 @@ void tg_server_stop(struct tg_server *srv);
 /*
  * Ask for a restart in place (a change of role, a full copy received): the
  * main thread stops the server and runs the program again with the current
- * replica-of.  Any thread; returns at once.
+ * replica-of, on the same port.  Any thread; returns at once.
  */
 void tg_server_restart_due(struct tg_server *srv);
 

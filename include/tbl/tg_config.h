@@ -100,6 +100,9 @@ TG_CFG("ledger-keep-max", U64, ledger_keep_max, "1073741824",
        "(its ledger.pos); older segments go anyway and ledger_segments_cut counts them")
 TG_CFG("snapshot-interval", U32, snapshot_interval, "300",
        "seconds between snapshots (taken only when the journal grew); 0 = only at shutdown")
+TG_CFG("subscriber-buffer", U64, subscriber_buffer, "1048576",
+       "bytes of messages and replies one SUBSCRIBE connection may have unsent; past it the "
+       "subscriber is dropped and counted (pubsub_slow_dropped)")
 TG_CFG("replica-of", STR, replica_of, "",
        "HOST PORT of the primary to follow as a replica; empty = this node is a primary "
        "(docs/HA.md)")
