@@ -1339,7 +1339,10 @@ info_replication(struct info *i, struct tg_server *srv)
 	unsigned n = st.replicas < TG_REPL_REPLICAS_MAX ? st.replicas : TG_REPL_REPLICAS_MAX;
 	info_add(i, "connected_slaves:%u\r\n", n);
 	if (st.min_replicas > 0)
-		info_add(i, "min_slaves_good_slaves:%u\r\n", st.good_replicas);
+		info_add(i,
+		         "min_slaves_good_slaves:%u\r\nrepl_refusing:%d\r\n"
+		         "repl_async_acks:%llu\r\n",
+		         st.good_replicas, st.refusing ? 1 : 0, (unsigned long long)st.async_acks);
 	for (unsigned k = 0; k < n; k++) {
 		const struct tg_repl_replica *r = &st.replica[k];
 		info_add(i, "slave%u:ip=%s,port=%u,state=%s,offset=%llu,lag=%llu\r\n", k, r->ip,

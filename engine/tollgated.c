@@ -42,8 +42,20 @@ restart(int argc, char **argv, const char *replica_of, uint16_t port)
 	char **av = calloc((size_t)argc + 5, sizeof(*av)), ps[8];
 	if (av == NULL)
 		return 1;
-	for (int i = 0; i < argc; i++)
-		av[i] = argv[i];
+	int n = 0;
+	for (int i = 0; i < argc; i++) {
+		/* The role and port of an earlier restart in place give way to these. */
+		if ((strcmp(argv[i], "--replica-of") == 0 || strcmp(argv[i], "--port") == 0) &&
+		    i + 1 < argc) {
+			i++;
+			continue;
+		}
+		if (strncmp(argv[i], "--replica-of=", 13) == 0 ||
+		    strncmp(argv[i], "--port=", 7) == 0)
+			continue;
+		av[n++] = argv[i];
+	}
+	argc = n;
 	/* The same port, even when it was picked (port 0): Sentinel and clients know it. */
 	snprintf(ps, sizeof(ps), "%u", port);
 	av[argc] = (char *)"--replica-of";
