@@ -387,6 +387,8 @@ list_segments(int dirfd, uint64_t **out, size_t *n)
 		close(fd);
 		return rc;
 	}
+	/* A dup shares the offset of dirfd: a second listing must start from the top. */
+	rewinddir(d);
 	while ((e = readdir(d)) != NULL) {
 		uint64_t lsn;
 
@@ -486,6 +488,60 @@ tg_journal_seek(struct tg_journal_reader *r, uint64_t lsn)
 		r->next_lsn = r->segs[i];
 		r->pos.lsn = r->next_lsn;
 	}
+	return 0;
+}
+
+int
+tg_journal_follow(struct tg_journal_reader *r)
+{
+	TG_CHECK_OBJ_NOTNULL(r, TG_JREADER_MAGIC);
+	if (r->stuck != TG_JOURNAL_END && r->stuck != TG_JOURNAL_TORN_TAIL)
+		return -EINVAL;
+	uint64_t *segs;
+	size_t n, k = 0;
+	int rc = list_segments(r->dirfd, &segs, &n);
+	if (rc < 0)
+		return rc;
+	if (r->nsegs > 0) {
+		/* Pruning removes older segments only: the one being read must still be there. */
+		while (k < n && segs[k] != r->segs[r->cur])
+			k++;
+		if (k == n) {
+			free(segs);
+			return -ESTALE;
+		}
+	}
+	free(r->segs);
+	r->segs = segs;
+	r->nsegs = n;
+	r->cur = k;
+	if (r->mapped && r->map != NULL) {
+		/* The same segment, grown: map it again at its new size, the offset kept. */
+		struct stat st;
+		int fd = openat(r->dirfd, r->pos.file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			return rc;
+		}
+		if ((size_t)st.st_size > r->size) {
+			void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+			if (m == MAP_FAILED) {
+				rc = -errno;
+				close(fd);
+				return rc;
+			}
+			munmap((void *)(uintptr_t)r->map, r->size);
+			r->map = m;
+			r->size = (size_t)st.st_size;
+		}
+		close(fd);
+	} else {
+		/* An empty last segment: opened again from its header. */
+		unmap_segment(r);
+	}
+	r->stuck = TG_JOURNAL_OK;
 	return 0;
 }
 

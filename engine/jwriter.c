@@ -624,6 +624,33 @@ tg_jw_stage(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const void *pa
 	tg_jw_stage_at(jw, s, type, payload, len, 0);
 }
 
+/* The last LSN on disk: confirmed (durable) or, with synced, merely synced. mu held. */
+static uint64_t
+on_disk(const struct tg_jw *jw, bool synced)
+{
+	uint64_t d = tg_load_64((uint64_t *)&jw->durable);
+	return synced && jw->synced > d ? jw->synced : d;
+}
+
+uint64_t
+tg_jw_wait_synced(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms)
+{
+	struct timespec ts;
+	uint64_t d;
+
+	pthread_mutex_lock(&jw->mu);
+	d = on_disk(jw, true);
+	if (d <= after && timeout_ms > 0) {
+		ts = tg_clock_after_ms(CLOCK_REALTIME, timeout_ms);
+		while ((d = on_disk(jw, true)) <= after && !jw->stop)
+			if (pthread_cond_timedwait(&jw->cv, &jw->mu, &ts) != 0)
+				break;
+	}
+	d = on_disk(jw, true);
+	pthread_mutex_unlock(&jw->mu);
+	return d;
+}
+
 uint64_t
 tg_jw_wait_durable(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms)
 {
@@ -632,10 +659,7 @@ tg_jw_wait_durable(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms)
 
 	if (d > after || timeout_ms == 0)
 		return d;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000u;
-	ts.tv_sec += (time_t)(ns / 1000000000u);
-	ts.tv_nsec = (long)(ns % 1000000000u);
+	ts = tg_clock_after_ms(CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&jw->mu);
 	/* Every flush broadcasts cv; relaxed mode's flushes come from the writer's thread. */
 	while ((d = tg_load_64(&jw->durable)) <= after && !jw->stop)

@@ -497,42 +497,57 @@ send_main(void *arg)
 	tg_store_8((uint8_t *)&s->online, 1);
 	tg_log("replication: replica %s:%u streaming from LSN %" PRIu64 "%s", s->ip, s->port, next,
 	       s->full ? " after a full copy" : "");
+	/*
+	 * One reader for the whole stream, followed as the journal grows.  What
+	 * is synced is sent (it survives a crash of this node); acknowledging a
+	 * change still waits for its CONFIRM here and for the replica's.
+	 */
+	struct tg_journal_reader *jr = NULL;
+	bool at_end = false;
 	while (!tg_load_8((uint8_t *)&s->stop) && !tg_load_8((uint8_t *)&s->r->stop)) {
-		struct tg_journal_reader *jr;
 		struct tg_jrec rec;
-		uint64_t durable = tg_jw_wait_durable(srv->dur.jw, next - 1, 100);
-		if (durable < next) {
+		uint64_t upto = tg_jw_wait_synced(srv->dur.jw, next - 1, 100);
+		if (upto < next) {
 			if (tg_mono_ms() - last_send >= HEARTBEAT_MS) {
-				if (!send_heartbeat(s, durable))
+				if (!send_heartbeat(s, tg_jw_durable(srv->dur.jw)))
 					break;
 				last_send = tg_mono_ms();
 			}
 			continue;
 		}
-		if (tg_journal_open_dir(&jr, dir) != 0)
-			break;
-		tg_journal_seek(jr, next);
-		enum tg_journal_status st;
+		if (jr != NULL && at_end && tg_journal_follow(jr) != 0) {
+			tg_journal_close(jr); /* its segment was pruned: open the journal again */
+			jr = NULL;
+		}
+		at_end = false;
+		if (jr == NULL) {
+			if (tg_journal_open_dir(&jr, dir) != 0)
+				break;
+			tg_journal_seek(jr, next);
+		}
+		enum tg_journal_status st = TG_JOURNAL_OK;
 		bool ok = true;
-		while (ok && next <= durable && (st = tg_journal_next(jr, &rec)) == TG_JOURNAL_OK) {
+		while (ok && next <= upto && (st = tg_journal_next(jr, &rec)) == TG_JOURNAL_OK) {
 			if (rec.lsn < next)
 				continue;
 			ok = send_record(s, buf, &len, &rec);
 			next = rec.lsn + 1;
 		}
-		tg_journal_close(jr);
 		if (!ok || (len > 0 && !send_all(s->fd, buf, len)))
 			break;
 		len = 0;
 		last_send = tg_mono_ms();
-		if (next <= durable) {
-			/* The files end before what is durable: pruned under it, or damaged. */
+		/* The end of what the files held when mapped: look again next time. */
+		at_end = st == TG_JOURNAL_END || st == TG_JOURNAL_TORN_TAIL;
+		if (next <= upto && !at_end) {
+			/* Damaged, or pruned under the replica: it asks again (a full copy). */
 			tg_log("replication: the journal cannot be read at LSN %" PRIu64
-			       " for replica %s:%u; it will ask again",
-			       next, s->ip, s->port);
+			       " for replica %s:%u (%s); it will ask again",
+			       next, s->ip, s->port, tg_journal_status_name(st));
 			break;
 		}
 	}
+	tg_journal_close(jr);
 out:
 	free(buf);
 	sender_release(s);

@@ -393,6 +393,14 @@ struct tg_journal_reader;
  */
 int tg_journal_open_dir(struct tg_journal_reader **out, const char *dir);
 void tg_journal_close(struct tg_journal_reader *r);
+/*
+ * A reader that stopped at END (or at a TORN_TAIL: a record being written)
+ * of a journal still being appended to: look again, at the last segment's
+ * new size and at segments created since, and read on from where it was.
+ * 0; -EINVAL when the reader stopped for another reason; -ESTALE when the
+ * segment it was reading is gone (open the journal again); or -errno.
+ */
+int tg_journal_follow(struct tg_journal_reader *r);
 /* The number of segments found and the first LSN of segment i (for tools). */
 size_t tg_journal_segments(const struct tg_journal_reader *r);
 uint64_t tg_journal_segment_lsn(const struct tg_journal_reader *r, size_t i);

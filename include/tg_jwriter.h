@@ -148,6 +148,13 @@ void tg_jw_stage_at(struct tg_jw *jw, struct tg_jstage *s, unsigned type, const 
  */
 uint64_t tg_jw_wait_durable(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms);
 /*
+ * tg_jw_wait_durable for records written and synced, their CONFIRM maybe
+ * not yet: they survive a crash (the next open confirms them) and may be
+ * sent on; only acknowledging waits for the CONFIRM.  Returns the last LSN
+ * synced or confirmed.
+ */
+uint64_t tg_jw_wait_synced(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms);
+/*
  * Commit what s holds (then empties it): in durable mode returns once it is
  * on disk.  Any thread, any number at once, each with its own stage.
  * Returns the last LSN given (0 when s was empty).

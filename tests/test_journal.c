@@ -356,6 +356,54 @@ test_three_segments(void **state)
 	tg_journal_close(r);
 }
 
+/*
+ * A reader at the end of a journal still being written follows it: the
+ * last segment grown, then a new segment, read on from where it stopped
+ * (replication's senders read the journal this way).  Regression: a second
+ * listing of the directory through the reader's dup'ed descriptor started
+ * at the end of the first and found no segment at all.
+ */
+static void
+test_follow(void **state)
+{
+	struct tg_journal_reader *r;
+	struct tg_jrec rec;
+	uint64_t lsn = 0x2000;
+	(void)state;
+
+	write_seg(0x2000, 30, NULL, 0, TG_JOURNAL_VERSION);
+	assert_int_equal(tg_journal_open_dir(&r, tmpdir), 0);
+	assert_int_equal(tg_journal_follow(r), -EINVAL); /* not stopped yet */
+	while (tg_journal_next(r, &rec) == TG_JOURNAL_OK)
+		assert_int_equal(rec.lsn, lsn++);
+	assert_int_equal(lsn, 0x2000 + 30);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_END);
+	/* The same segment, 20 records longer (and now confirmed). */
+	write_seg(0x2000, 50, NULL, 50, TG_JOURNAL_VERSION);
+	assert_int_equal(tg_journal_follow(r), 0);
+	while (tg_journal_next(r, &rec) == TG_JOURNAL_OK)
+		assert_int_equal(rec.lsn, lsn++);
+	assert_int_equal(lsn, 0x2000 + 50);
+	/* A new segment after it. */
+	write_segment(0x2000 + 50, 10, NULL);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_END);
+	assert_int_equal(tg_journal_follow(r), 0);
+	while (tg_journal_next(r, &rec) == TG_JOURNAL_OK)
+		assert_int_equal(rec.lsn, lsn++);
+	assert_int_equal(lsn, 0x2000 + 60);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_END);
+	/* Nothing new: follows, and is at the end again. */
+	assert_int_equal(tg_journal_follow(r), 0);
+	assert_int_equal(tg_journal_next(r, &rec), TG_JOURNAL_END);
+	/* The segment it reads pruned away: it must open the journal again. */
+	char name[TG_JOURNAL_NAME_LEN], p[512];
+	seg_name(name, 0x2000 + 50);
+	path_of(p, sizeof(p), name);
+	assert_int_equal(unlink(p), 0);
+	assert_int_equal(tg_journal_follow(r), -ESTALE);
+	tg_journal_close(r);
+}
+
 static void
 test_no_segments(void **state)
 {
@@ -859,6 +907,7 @@ main(void)
 	    cmocka_unit_test(test_encode_layout),
 	    T(test_round_trip),
 	    T(test_three_segments),
+	    T(test_follow),
 	    T(test_no_segments),
 	    T(test_torn_tail),
 	    T(test_torn_header),
