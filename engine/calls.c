@@ -169,11 +169,7 @@ size_t
 tg_calls_count(const struct tg_calls *c)
 {
 	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
-#if defined(TG_TSAN)
-	return (size_t)__atomic_load_n(&c->count, __ATOMIC_RELAXED);
-#else
-	return (size_t)ck_pr_load_64(&c->count);
-#endif
+	return (size_t)tg_load_64((uint64_t *)(uintptr_t)&c->count);
 }
 
 /*

@@ -416,11 +416,7 @@ size_t
 tg_idem_count(const struct tg_idem *w)
 {
 	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
-#if defined(TG_TSAN)
-	return (size_t)__atomic_load_n(&w->count, __ATOMIC_RELAXED);
-#else
-	return (size_t)ck_pr_load_64(&w->count);
-#endif
+	return (size_t)tg_load_64((uint64_t *)(uintptr_t)&w->count);
 }
 
 /*

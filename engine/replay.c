@@ -120,59 +120,66 @@ id_slot(const struct tg_rtab *t, struct tg_jdigest d)
 			return &s[i];
 }
 
-/* Double a table when it is three quarters full: re-insert every entry. */
+/*
+ * Double a table of entries of size bytes when it is three quarters full:
+ * place() puts each entry of the old table that is in use into the new one.
+ */
 static int
-acct_grow(struct tg_rtab *t)
+tab_grow(struct tg_rtab *t, size_t size, void (*place)(struct tg_rtab *n, const void *e))
 {
 	struct tg_rtab n;
 	if (t->n * 4 < t->cap * 3)
 		return 0;
-	if (tab_init(&n, sizeof(struct tg_racct), t->cap * 2) != 0)
+	if (tab_init(&n, size, t->cap * 2) != 0)
 		return -ENOMEM;
-	struct tg_racct *old = t->slot;
 	for (size_t i = 0; i < t->cap; i++)
-		if (old[i].used)
-			*acct_slot(&n, old[i].id) = old[i];
+		place(&n, (const char *)t->slot + i * size);
 	n.n = t->n;
 	free(t->slot);
 	*t = n;
 	return 0;
+}
+
+static void
+acct_place(struct tg_rtab *n, const void *e)
+{
+	const struct tg_racct *a = e;
+	if (a->used)
+		*acct_slot(n, a->id) = *a;
+}
+
+static void
+call_place(struct tg_rtab *n, const void *e)
+{
+	const struct tg_rcall *c = e;
+	if (digest_used(c->call))
+		*call_slot(n, c->call) = *c;
+}
+
+static void
+id_place(struct tg_rtab *n, const void *e)
+{
+	const struct tg_rid *d = e;
+	if (digest_used(d->id))
+		*id_slot(n, d->id) = *d;
+}
+
+static int
+acct_grow(struct tg_rtab *t)
+{
+	return tab_grow(t, sizeof(struct tg_racct), acct_place);
 }
 
 static int
 call_grow(struct tg_rtab *t)
 {
-	struct tg_rtab n;
-	if (t->n * 4 < t->cap * 3)
-		return 0;
-	if (tab_init(&n, sizeof(struct tg_rcall), t->cap * 2) != 0)
-		return -ENOMEM;
-	struct tg_rcall *old = t->slot;
-	for (size_t i = 0; i < t->cap; i++)
-		if (digest_used(old[i].call))
-			*call_slot(&n, old[i].call) = old[i];
-	n.n = t->n;
-	free(t->slot);
-	*t = n;
-	return 0;
+	return tab_grow(t, sizeof(struct tg_rcall), call_place);
 }
 
 static int
 id_grow(struct tg_rtab *t)
 {
-	struct tg_rtab n;
-	if (t->n * 4 < t->cap * 3)
-		return 0;
-	if (tab_init(&n, sizeof(struct tg_rid), t->cap * 2) != 0)
-		return -ENOMEM;
-	struct tg_rid *old = t->slot;
-	for (size_t i = 0; i < t->cap; i++)
-		if (digest_used(old[i].id))
-			*id_slot(&n, old[i].id) = old[i];
-	n.n = t->n;
-	free(t->slot);
-	*t = n;
-	return 0;
+	return tab_grow(t, sizeof(struct tg_rid), id_place);
 }
 
 /* Remove the call at slot e: shift back the entries of the probe run behind it. */
