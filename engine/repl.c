@@ -1263,11 +1263,15 @@ tg_repl_start(struct tg_server *srv)
 	if (srv->repl_role == TG_REPL_PRIMARY) {
 		/* A new history from here: a replica that has records past it diverged. */
 		rc = history_push(r, dir, srv->run_id, next);
-		if (rc != 0) {
-			tg_log("replication: cannot write %s/%s: %s", dir, HISTORY_FILE,
-			       strerror(-rc));
-			return rc;
-		}
+		if (rc != 0)
+			/*
+			 * A full disk must not stop a primary from starting: the
+			 * history lives in memory.  A replica that followed it finds
+			 * it unknown after the next start and takes a full copy.
+			 */
+			tg_log("replication: cannot write %s/%s (%s): this history is kept in "
+			       "memory only; its replicas will take a full copy after a restart",
+			       dir, HISTORY_FILE, strerror(-rc));
 		if (r->min > 0) {
 			srv->engine.commit.arg = r;
 			ck_pr_store_ptr(&srv->engine.commit.fn, (void *)commit_wait);

@@ -471,9 +471,19 @@ test_id_runs_go_first_below_the_reserve(void **state)
 		it_sleep_ms(200);
 	assert_true(it_log_has(&f->d, "below disk-reserve: forgetting the oldest run"));
 	assert_true(info_num(f->c, "ids_horizon_cut") > 0);
-	/* Billing goes on: credits are still recorded, and the balance is exact. */
-	redisReply *r = it_cmd(f->c, "ACCT.CREDIT 1 1 tx-after");
-	freeReplyObject(r);
+	/*
+	 * Billing goes on: credits are still recorded, and the balance is exact.
+	 * The writer measures the disk every 100 ms: until it has seen the room
+	 * the dropped run gave back, a credit may still get NOSPACE, which
+	 * changes nothing and is retried with the same txid.
+	 */
+	char err[160] = "NOSPACE";
+	for (int i = 0; i < 30 && strncmp(err, "NOSPACE", 7) == 0; i++) {
+		if (i > 0)
+			it_sleep_ms(100);
+		it_error_of(f->c, err, sizeof(err), "ACCT.CREDIT 1 1 tx-after");
+	}
+	assert_string_equal(err, "");
 	assert_int_equal(it_acct_money(f->c, 1, "balance"), 100000 * U - charged + U);
 }
 
