@@ -389,6 +389,9 @@ test_postpaid_never_below_minus_the_limit(void **state)
 	(void)state;
 
 	assert_int_equal(tg_table_insert(&table, postpaid_id, &a, &created), TG_OK);
+	/* Settled before the checker looks: prepaid with the threshold it expects. */
+	struct tg_acct_settings first = {.state = TG_STATE_ACTIVE, .threshold = 5 * UNIT};
+	assert_int_equal(tg_acct_configure(a, &first, &m), TG_OK);
 	tg_store_32(&stop_flag, 0);
 	pthread_create(&f, NULL, pp_flipper, a);
 	pthread_create(&k, NULL, pp_checker, &bad);
@@ -404,7 +407,6 @@ test_postpaid_never_below_minus_the_limit(void **state)
 	tg_acct_read(a, &v);
 	assert_int_equal(v.reserved, 0);
 	assert_true(v.balance >= -PP_LIMIT);
-	(void)m;
 }
 
 /* ---- exactly one refill per crossing ---- */
