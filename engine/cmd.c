@@ -152,20 +152,56 @@ arg_money(struct ctx *c, unsigned i, const char *what, tg_money_t *out)
 
 /* ---- call control ---- */
 
+/*
+ * The optional last argument WITHREASON (argument i): true with *with set,
+ * false (an error sent) for anything else there.
+ */
+static bool
+arg_withreason(struct ctx *c, unsigned i, bool *with)
+{
+	char b[48];
+
+	*with = false;
+	if (c->req->argc <= i)
+		return true;
+	if (tg_arg_is(&c->req->argv[i], "WITHREASON")) {
+		*with = true;
+		return true;
+	}
+	reply_err(c, "unknown option '%s' (WITHREASON)", show(&c->req->argv[i], b));
+	return false;
+}
+
+/* A grant: the integer, or with WITHREASON [seconds, reason]. */
+static void
+reply_grant(struct ctx *c, uint32_t granted, bool with, enum tg_grant_why why)
+{
+	if (!with) {
+		tg_out_int(c->out, granted);
+		return;
+	}
+	tg_out_array(c->out, 2);
+	tg_out_int(c->out, granted);
+	tg_out_cstr(c->out, tg_grant_why_name(why));
+}
+
 static int
 cmd_call_auth(struct ctx *c)
 {
 	uint64_t acct;
 	struct tg_id call;
 	uint32_t granted;
+	enum tg_grant_why why;
+	bool with;
 
-	if (!arg_acct(c, 1, &acct) || !arg_dest(c, 2) || !arg_id(c, 3, "call id", &call))
+	if (!arg_acct(c, 1, &acct) || !arg_dest(c, 2) || !arg_id(c, 3, "call id", &call) ||
+	    !arg_withreason(c, 4, &with))
 		return TG_NET_CONTINUE;
 	const struct tg_arg *d = &c->req->argv[2];
-	enum tg_result r = tg_call_auth(c->w, acct, d->p, d->len, call, &granted);
+	enum tg_result r = tg_call_auth_why(c->w, acct, d->p, d->len, call, &granted, &why);
 	if (r != TG_OK)
 		return reply_result(c, r);
-	tg_out_int(c->out, granted);
+	reply_grant(c, granted, with, why);
 	return TG_NET_CONTINUE;
 }
 
@@ -175,14 +211,16 @@ cmd_call_update(struct ctx *c)
 	uint64_t acct;
 	struct tg_id call;
 	uint32_t elapsed, granted;
+	enum tg_grant_why why;
+	bool with;
 
 	if (!arg_acct(c, 1, &acct) || !arg_id(c, 2, "call id", &call) ||
-	    !arg_seconds(c, 3, "elapsed", &elapsed))
+	    !arg_seconds(c, 3, "elapsed", &elapsed) || !arg_withreason(c, 4, &with))
 		return TG_NET_CONTINUE;
-	enum tg_result r = tg_call_update(c->w, acct, call, elapsed, &granted);
+	enum tg_result r = tg_call_update_why(c->w, acct, call, elapsed, &granted, &why);
 	if (r != TG_OK)
 		return reply_result(c, r);
-	tg_out_int(c->out, granted);
+	reply_grant(c, granted, with, why);
 	return TG_NET_CONTINUE;
 }
 
@@ -399,6 +437,8 @@ cmd_acct_set(struct ctx *c)
 	struct tg_acct_view v;
 	tg_money_t balance = 0;
 	bool set_balance = false, limit_given = false, threshold_given = false;
+	struct tg_limits_set ls = {0};
+	bool limits_given = false;
 	int plan = -1;
 	uint64_t acct;
 	char b[48];
@@ -407,7 +447,9 @@ cmd_acct_set(struct ctx *c)
 		return TG_NET_CONTINUE;
 	struct tg_acct *a = tg_table_find(t, acct);
 	if (a != NULL) {
+		uint64_t day_used;
 		tg_acct_read(a, &v);
+		tg_acct_read_limits(t, a, &ls, &day_used);
 		s = (struct tg_acct_settings){.plan = v.plan,
 		                              .threshold = v.threshold,
 		                              .refill_amount = v.refill_amount,
@@ -473,6 +515,33 @@ cmd_acct_set(struct ctx *c)
 			if (!arg_money(c, ++i, "credit limit", &s.credit_limit))
 				return TG_NET_CONTINUE;
 			limit_given = true;
+		} else if (tg_arg_is(k, "MAXCALLS") && !last) {
+			uint64_t n;
+			if (!tg_arg_u64(&q->argv[++i], &n) || n > TG_MAXCALLS_MAX)
+				return reply_err(c,
+				                 "invalid MAXCALLS '%s' (0 to %u calls; 0: none)",
+				                 show(&q->argv[i], b), (unsigned)TG_MAXCALLS_MAX);
+			ls.max_calls = (uint32_t)n;
+			limits_given = true;
+		} else if ((tg_arg_is(k, "CALLCAP") || tg_arg_is(k, "DAILYCAP") ||
+		            tg_arg_is(k, "LOW")) &&
+		           !last) {
+			tg_money_t v1;
+			char what[16];
+			snprintf(what, sizeof(what), "%.*s", (int)k->len, k->p);
+			if (!arg_money(c, ++i, what, &v1))
+				return TG_NET_CONTINUE;
+			if (v1 < 0)
+				return reply_err(c, "%s must be 0 (none) or more", what);
+			if (tg_arg_is(k, "DAILYCAP") && v1 > TG_DAY_USED_MAX)
+				return reply_err(c, "DAILYCAP at most 281474976.710655");
+			if (tg_arg_is(k, "CALLCAP"))
+				ls.call_cap = v1;
+			else if (tg_arg_is(k, "DAILYCAP"))
+				ls.daily_cap = v1;
+			else
+				ls.low = v1;
+			limits_given = true;
 		} else if (tg_arg_is(k, "PAYMENT") && !last) {
 			const struct tg_arg *p = &q->argv[++i];
 			if (tg_arg_is(p, "on"))
@@ -526,6 +595,8 @@ cmd_acct_set(struct ctx *c)
 	enum tg_result r = tg_engine_configure(c->w, a, &s);
 	if (r != TG_OK)
 		return reply_result(c, r);
+	if (limits_given)
+		tg_engine_set_limits(c->w, a, &ls);
 	tg_out_status(c->out, "OK");
 	return TG_NET_CONTINUE;
 }
@@ -572,7 +643,11 @@ cmd_acct_get(struct ctx *c)
 		tg_refill_id(acct, v.refill_seq, rid);
 	else
 		rid[0] = '\0';
-	tg_out_array(c->out, 2 * (17 + TG_CATEGORY__COUNT));
+	struct tg_limits_set ls;
+	uint64_t day_used;
+	tg_acct_read_limits(t, a, &ls, &day_used);
+	uint16_t today = tg_utc_day(c->w->now_s);
+	tg_out_array(c->out, 2 * (22 + TG_CATEGORY__COUNT));
 	pair_money(c->out, "balance", v.balance);
 	pair_money(c->out, "available", v.available);
 	pair_money(c->out, "reserved", v.reserved);
@@ -603,6 +678,13 @@ cmd_acct_get(struct ctx *c)
 	pair_int(c->out, "failed_refills", v.failures);
 	pair_str(c->out, "kind", (v.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid");
 	pair_money(c->out, "credit_limit", v.credit_limit);
+	/* The fraud limits (docs/FRAUD.md): 0 is none. */
+	pair_int(c->out, "maxcalls", ls.max_calls);
+	pair_money(c->out, "callcap", ls.call_cap);
+	pair_money(c->out, "dailycap", ls.daily_cap);
+	pair_money(c->out, "low", ls.low);
+	pair_money(c->out, "daily_spent",
+	           ls.daily_cap != 0 && TG_DAY_OF(day_used) == today ? TG_DAY_USED(day_used) : 0);
 	return TG_NET_CONTINUE;
 }
 
@@ -1486,9 +1568,9 @@ cmd_info(struct ctx *c)
 
 static const struct command commands[] = {
     {"CDR", TG_H_CDR, 4, 6, false, cmd_cdr, F_WRITE},
-    {"CALL.AUTH", TG_H_AUTH, 3, 3, false, cmd_call_auth, F_WRITE},
+    {"CALL.AUTH", TG_H_AUTH, 3, 4, false, cmd_call_auth, F_WRITE},
     {"CALL.END", TG_H_END, 3, 3, false, cmd_call_end, F_WRITE},
-    {"CALL.UPDATE", TG_H_UPDATE, 3, 3, false, cmd_call_update, F_WRITE},
+    {"CALL.UPDATE", TG_H_UPDATE, 3, 4, false, cmd_call_update, F_WRITE},
     {"ACCT.CREDIT", TG_H_CREDIT, 3, 3, false, cmd_acct_credit, F_WRITE},
     {"ACCT.GET", TG_H_ACCT, 1, 1, false, cmd_acct_get, 0},
     {"ACCT.SET", TG_H_ACCT, 1, 30, false, cmd_acct_set, F_WRITE},

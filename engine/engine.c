@@ -414,6 +414,30 @@ tg_engine_configure(struct tg_worker *w, struct tg_acct *a, const struct tg_acct
 	return TG_OK;
 }
 
+static void
+jrec_limits(struct tg_worker *w, struct tg_acct *a)
+{
+	struct tg_limits_set ls;
+	uint64_t day_used;
+
+	if (w->e->jw == NULL)
+		return;
+	tg_acct_read_limits(w->e->table, a, &ls, &day_used);
+	struct tg_jrec_limits p = {.acct = tg_acct_id(a),
+	                           .call_cap = ls.call_cap,
+	                           .daily_cap = ls.daily_cap,
+	                           .low = ls.low,
+	                           .max_calls = ls.max_calls};
+	jrec(w, TG_JREC_LIMITS, &p, sizeof(p));
+}
+
+void
+tg_engine_set_limits(struct tg_worker *w, struct tg_acct *a, const struct tg_limits_set *ls)
+{
+	tg_acct_set_limits(w->e->table, a, ls, tg_utc_day(w->now_s));
+	jrec_limits(w, a);
+}
+
 void
 tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a)
 {
@@ -425,6 +449,8 @@ tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a)
 	struct tg_jrec_set_balance p = {.acct = v.id, .balance = v.balance, .delta = v.balance};
 	jrec_item(w, TG_JREC_SET_BALANCE, &p, NULL, NULL, 0, w->who, who_len(w), NULL, 0, NULL, 0);
 	jrec_settings(w, a);
+	if (v.flags & TG_ACCT_LIMITS)
+		jrec_limits(w, a);
 	if (v.refill_inflight) {
 		struct tg_jrec_refill_fired f = {
 		    .acct = v.id,
@@ -588,9 +614,72 @@ jrec_reserve(struct tg_worker *w, uint64_t acct, struct tg_id call, tg_money_t a
 	jrec_item(w, TG_JREC_RESERVE, &p, NULL, call.p, call.len, dest, dlen, plan, pn, NULL, 0);
 }
 
+static const char *const why_names[] = {"money", "maxgrant", "callcap", "dailycap", "low"};
+
+const char *
+tg_grant_why_name(enum tg_grant_why why)
+{
+	return (unsigned)why < TG_ARRAY_LEN(why_names) ? why_names[why] : "money";
+}
+
+/*
+ * Bound budget, the most a call holding held may hold in all, by the
+ * account's limits l on day: its per-call cap and what is left of today's
+ * cap.  *why says which bound it is when one of them is below the money.
+ */
+static void
+limit_budget(struct tg_limits *l, uint16_t day, tg_money_t held, tg_money_t *budget,
+             enum tg_grant_why *why)
+{
+	tg_money_t cc = (tg_money_t)tg_load_64((uint64_t *)&l->call_cap);
+	tg_money_t dc = (tg_money_t)tg_load_64((uint64_t *)&l->daily_cap);
+
+	if (cc > 0 && cc < *budget) {
+		*budget = cc;
+		*why = TG_WHY_CALLCAP;
+	}
+	if (dc > 0) {
+		tg_money_t left = dc - tg_limits_day_spent(l, day), most;
+		if (left < 0)
+			left = 0;
+		if (tg_money_add(held, left, &most) && most < *budget) {
+			*budget = most;
+			*why = TG_WHY_DAILYCAP;
+		}
+	}
+}
+
+/* The reason of a grant that reached max-grant: low when it leaves less than the threshold. */
+static enum tg_grant_why
+why_full(struct tg_limits *l, tg_money_t available)
+{
+	tg_money_t low = l ? (tg_money_t)tg_load_64((uint64_t *)&l->low) : 0;
+	return low > 0 && available < low ? TG_WHY_LOW : TG_WHY_MAXGRANT;
+}
+
+/* Count a grant's reason (the limits that cut it short). */
+static void
+count_why(struct tg_worker *w, enum tg_grant_why why)
+{
+	if (why == TG_WHY_CALLCAP)
+		tg_count(w, TG_C_call_callcap, 1);
+	else if (why == TG_WHY_DAILYCAP)
+		tg_count(w, TG_C_call_dailycap_short, 1);
+	else if (why == TG_WHY_LOW)
+		tg_count(w, TG_C_call_low, 1);
+}
+
 enum tg_result
 tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, struct tg_id call,
              uint32_t *granted)
+{
+	enum tg_grant_why why;
+	return tg_call_auth_why(w, acct, dest, dlen, call, granted, &why);
+}
+
+enum tg_result
+tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
+                 struct tg_id call, uint32_t *granted, enum tg_grant_why *why)
 {
 	struct tg_engine *e = w->e;
 	const struct tg_rate *r;
@@ -636,6 +725,9 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 		/* The same call authorized again (a switch's retry): the same grant. */
 		bool same = c->acct == acct;
 		*granted = c->granted;
+		/* What limited the first answer is not kept: a full grant says so, a short one
+		 * money. */
+		*why = c->granted >= e->cfg.max_grant ? TG_WHY_MAXGRANT : TG_WHY_MONEY;
 		w->replayed = true;
 		tg_calls_unlock(&l);
 		tg_idem_unlock_pair(&il);
@@ -643,16 +735,27 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 			tg_count(w, TG_C_conflicts, 1);
 		return same ? TG_OK : TG_CONFLICT;
 	}
-	/* Size the grant from what is available, then reserve it; retry if it moved. */
+	/*
+	 * Size the grant from what is available, within the account's limits,
+	 * then reserve it; retry if it moved.  An account without limits (lim
+	 * NULL) never reads its limits record.
+	 */
+	struct tg_limits *lim = tg_acct_limits(e->table, a);
+	uint16_t today = tg_utc_day(w->now_s);
+	*why = TG_WHY_MONEY;
 	for (int tries = 0;; tries++) {
-		tg_money_t avail = tg_acct_available(a);
-		grant = avail > 0 ? tg_rate_grant(r, avail, e->cfg.max_grant, &cost) : 0;
+		tg_money_t budget = tg_acct_available(a);
+		*why = TG_WHY_MONEY;
+		if (lim != NULL && budget > 0)
+			limit_budget(lim, today, 0, &budget, why);
+		grant = budget > 0 ? tg_rate_grant(r, budget, e->cfg.max_grant, &cost) : 0;
 		if (grant == 0) {
-			res = TG_BLOCKED;
+			res = *why == TG_WHY_DAILYCAP ? TG_DAILYCAP : TG_BLOCKED;
 			break;
 		}
-		res = tg_acct_reserve(a, cost, &m);
-		if (res != TG_SHORT || tries == 16)
+		res = lim != NULL ? tg_acct_reserve_limited(a, lim, today, cost, true, &m)
+		                  : tg_acct_reserve(a, cost, &m);
+		if ((res != TG_SHORT && res != TG_DAILYCAP) || tries == 16)
 			break;
 	}
 	if (res != TG_OK) {
@@ -662,21 +765,32 @@ tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, 
 			res = TG_BLOCKED;
 		if (res == TG_BLOCKED)
 			tg_count(w, TG_C_call_blocked, 1);
+		else if (res == TG_MAXCALLS)
+			tg_count(w, TG_C_call_maxcalls, 1);
+		else if (res == TG_DAILYCAP)
+			tg_count(w, TG_C_call_dailycap, 1);
 		else
 			tg_count(w, TG_C_call_refused, 1);
 		return res;
 	}
+	if (grant >= e->cfg.max_grant)
+		*why = why_full(lim, m.available);
+	count_why(w, *why);
+	bool counted = lim != NULL && tg_load_64((uint64_t *)&lim->daily_cap) != 0;
 	struct tg_call nc = {.acct = acct,
 	                     .key = key,
 	                     .rate = *r,
 	                     .reserved = cost,
 	                     .granted = grant,
+	                     .day = counted ? w->now_s / 86400u + 1 : 0,
 	                     .started_ns = w->now_ns,
 	                     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
 	res = tg_calls_insert_unlock(&l, &nc);
 	tg_idem_unlock_pair(&il);
 	if (res != TG_OK) {
 		tg_acct_commit(a, cost, 0, &m);
+		if (counted)
+			tg_limits_day_give(lim, today, cost);
 		return res;
 	}
 	jrec_reserve(w, acct, call, cost, grant, r, a, dest, dlen);
@@ -691,6 +805,14 @@ refused:
 enum tg_result
 tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t elapsed,
                uint32_t *granted)
+{
+	enum tg_grant_why why;
+	return tg_call_update_why(w, acct, call, elapsed, granted, &why);
+}
+
+enum tg_result
+tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t elapsed,
+                   uint32_t *granted, enum tg_grant_why *why)
 {
 	struct tg_engine *e = w->e;
 	struct tg_calls_lock l;
@@ -709,12 +831,17 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 	TG_ASSERT(a != NULL);
 	uint64_t cap64 = (uint64_t)elapsed + e->cfg.max_grant;
 	uint32_t cap = cap64 > TG_DURATION_MAX ? TG_DURATION_MAX : (uint32_t)cap64;
+	struct tg_limits *lim = tg_acct_limits(e->table, a);
+	uint16_t today = tg_utc_day(w->now_s);
 	for (int tries = 0; tries <= 16; tries++) {
 		tg_money_t avail = tg_acct_available(a), budget, cost;
 		if (avail <= 0 || !tg_money_add(c->reserved, avail, &budget)) {
 			res = TG_BLOCKED;
 			break;
 		}
+		*why = TG_WHY_MONEY;
+		if (lim != NULL)
+			limit_budget(lim, today, c->reserved, &budget, why);
 		uint32_t g = tg_rate_grant(&c->rate, budget, cap, &cost);
 		if (g <= c->granted) {
 			/*
@@ -727,17 +854,23 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 			    cap < TG_DURATION_MAX &&
 			    tg_rate_grant(&c->rate, budget, TG_DURATION_MAX, &more) > c->granted;
 			res = capped ? TG_MAXGRANT : TG_BLOCKED;
+			if (!capped && *why == TG_WHY_DAILYCAP)
+				res = TG_DAILYCAP;
 			break;
 		}
-		res = tg_acct_extend(a, cost - c->reserved, &m);
+		res = lim != NULL
+		          ? tg_acct_reserve_limited(a, lim, today, cost - c->reserved, false, &m)
+		          : tg_acct_extend(a, cost - c->reserved, &m);
 		if (res == TG_OK) {
 			jrec_reserve(w, acct, call, cost - c->reserved, g, &c->rate, NULL, NULL, 0);
 			c->reserved = cost;
 			c->granted = g;
 			c->expires_ns = c->started_ns + (uint64_t)(g + e->cfg.call_grace) * NS;
+			if (g >= cap)
+				*why = why_full(lim, m.available);
 			break;
 		}
-		if (res != TG_SHORT)
+		if (res != TG_SHORT && res != TG_DAILYCAP)
 			break;
 	}
 	*granted = c->granted;
@@ -746,7 +879,26 @@ tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t e
 		res = TG_BLOCKED;
 	if (res == TG_OK || res == TG_BLOCKED)
 		tg_count(w, res == TG_OK ? TG_C_call_update : TG_C_call_blocked, 1);
+	if (res == TG_OK)
+		count_why(w, *why);
+	else if (res == TG_DAILYCAP)
+		tg_count(w, TG_C_call_dailycap, 1);
 	return res;
+}
+
+/*
+ * A call settled for cost: the part of its reservation it did not use goes
+ * back to today's count of a daily cap, when CALL.AUTH counted it today
+ * (docs/FRAUD.md: a reservation counted on a day that is over stays there).
+ */
+static void
+settle_day(struct tg_worker *w, struct tg_acct *a, const struct tg_call *c, tg_money_t cost)
+{
+	if (c->day == 0 || c->day != w->now_s / 86400u + 1)
+		return;
+	struct tg_limits *lim = tg_acct_limits(w->e->table, a);
+	if (lim != NULL && tg_load_64((uint64_t *)&lim->daily_cap) != 0)
+		tg_limits_day_give(lim, tg_utc_day(w->now_s), c->reserved - cost);
 }
 
 /*
@@ -824,6 +976,7 @@ tg_call_end(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32_t dura
 	jrec_item(w, TG_JREC_COMMIT, &p, &ic, call.p, call.len, NULL, 0, NULL, 0, c->rate.prefix,
 	          c->rate.prefix_len);
 	struct tg_rate rate = c->rate;
+	settle_day(w, a, c, cost);
 	tg_calls_remove_unlock(&cl);
 	window_record(w, &il, fp, cost);
 	add_usage(w, a, &rate, cost);
@@ -848,6 +1001,10 @@ rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dle
 	res = tg_acct_debit(a, *charge, m);
 	if (res != TG_OK)
 		return res;
+	/* The call happened: a daily cap counts it, even past the cap. */
+	struct tg_limits *lim = tg_acct_limits(w->e->table, a);
+	if (lim != NULL && tg_load_64((uint64_t *)&lim->daily_cap) != 0)
+		tg_limits_day_add(lim, tg_utc_day(w->now_s), *charge);
 	*rp = r;
 	add_usage(w, a, r, *charge);
 	return TG_OK;
@@ -1110,6 +1267,7 @@ settle_expired(void *arg, const struct tg_call *c)
 	bool ok = tg_rate_charge(&c->rate, c->granted, &cost);
 	TG_ASSERT(ok && cost <= c->reserved);
 	tg_acct_commit(a, c->reserved, cost, &m);
+	settle_day(w, a, c, cost);
 	struct tg_jrec_expire p = {.acct = c->acct,
 	                           .call = tg_jdigest_of(c->key),
 	                           .reserved = c->reserved,

@@ -50,6 +50,17 @@ settings_of(const struct tg_racct *a, uint32_t plan)
 	return s;
 }
 
+/* The limits of ra into the table's record of a (docs/FRAUD.md). */
+static void
+restore_limits(struct tg_table *t, struct tg_acct *a, const struct tg_racct *ra)
+{
+	struct tg_limits_set ls = {.call_cap = ra->call_cap,
+	                           .daily_cap = ra->daily_cap,
+	                           .low = ra->low,
+	                           .max_calls = ra->max_calls};
+	tg_acct_restore_limits(t, a, &ls, TG_DAY_PACK(ra->day, ra->day_used));
+}
+
 static struct tg_acct_restore
 restore_of(const struct tg_racct *ra)
 {
@@ -88,6 +99,7 @@ tg_recover_put_live(struct tg_table *t, const struct tg_replay *r, uint64_t id, 
 	struct tg_acct_restore rs = restore_of(ra);
 	struct tg_acct_settings s = settings_of(ra, (uint32_t)plan);
 	tg_acct_replace(a, &rs, &s);
+	restore_limits(t, a, ra);
 	struct tg_usage *u = tg_table_usage(t, a);
 	for (int k = 0; k < TG_CATEGORIES_MAX; k++)
 		tg_store_64((uint64_t *)&u->charged[k], (uint64_t)ra->usage[k]);
@@ -117,6 +129,7 @@ put_acct(void *arg, const struct tg_racct *ra)
 	struct tg_acct_restore r = restore_of(ra);
 	struct tg_acct_settings s = settings_of(ra, (uint32_t)in->plan_ids[ra->plan]);
 	tg_acct_restore(a, &r, &s);
+	restore_limits(t, a, ra);
 	struct tg_usage *u = tg_table_usage(t, a);
 	for (int k = 0; k < TG_CATEGORIES_MAX; k++)
 		tg_store_64((uint64_t *)&u->charged[k], (uint64_t)ra->usage[k]);
@@ -166,6 +179,7 @@ put_call(void *arg, const struct tg_rcall *rc)
 	             .category = rc->category},
 	    .reserved = rc->reserved,
 	    .granted = rc->granted,
+	    .day = rc->counted ? rc->day + 1 : 0,
 	    .started_ns = started,
 	    .expires_ns = started + (uint64_t)(rc->granted + in->e->cfg.call_grace) * (uint64_t)NS,
 	    .key = d,

@@ -26,16 +26,20 @@
 #include "tg_result.h"
 #include "tg_shm-t.h"
 
-_Static_assert(sizeof(struct tg_racct) == 160, "snapshot account record");
+_Static_assert(sizeof(struct tg_racct) == 200, "snapshot account record");
 /* A version 1 snapshot's account record: the same, up to the end of usage. */
 #define RACCT_V1_SIZE 152u
 _Static_assert(offsetof(struct tg_racct, unpaid_since) == RACCT_V1_SIZE, "version 2 appends");
+/* A version 2 snapshot's: up to the end of failures. */
+#define RACCT_V2_SIZE 160u
+_Static_assert(offsetof(struct tg_racct, call_cap) == RACCT_V2_SIZE, "version 3 appends");
 _Static_assert(sizeof(struct tg_rcall) == 80, "snapshot call record");
 _Static_assert(sizeof(struct tg_rid) == 48, "snapshot id record");
 _Static_assert(sizeof(struct tg_snap_hdr) == 64, "snapshot header");
 _Static_assert(sizeof(struct tg_snap_trailer) == 16, "snapshot trailer");
 
-#define REC_SIZES    (160u | 80u << 8 | 48u << 16)
+#define REC_SIZES    (200u | 80u << 8 | 48u << 16)
+#define REC_SIZES_V2 (RACCT_V2_SIZE | 80u << 8 | 48u << 16)
 #define REC_SIZES_V1 (RACCT_V1_SIZE | 80u << 8 | 48u << 16)
 
 /* The size of an account record in a snapshot of version v with rec_sizes; 0: not one we read. */
@@ -44,6 +48,8 @@ snap_acct_size(uint32_t v, uint32_t rec_sizes)
 {
 	if (v == TG_SNAP_VERSION && rec_sizes == REC_SIZES)
 		return sizeof(struct tg_racct);
+	if (v == 2 && rec_sizes == REC_SIZES_V2)
+		return RACCT_V2_SIZE;
 	if (v == 1 && rec_sizes == REC_SIZES_V1)
 		return RACCT_V1_SIZE;
 	return 0;
@@ -336,6 +342,36 @@ call_end(struct tg_replay *r, struct tg_racct *a, struct tg_jdigest call, int64_
 	}
 }
 
+/* The day (UTC, days since the epoch) of a record's time. */
+static uint32_t
+day_of(int64_t time_ns)
+{
+	return time_ns > 0 ? (uint32_t)(time_ns / 86400000000000ll) : 0;
+}
+
+/* Add amount to a's count of day, as the live table's tg_limits_day_add does. */
+static void
+day_add(struct tg_racct *a, uint32_t day, int64_t amount)
+{
+	if (a->day != day) {
+		a->day = day;
+		a->day_used = 0;
+	}
+	a->day_used =
+	    a->day_used > TG_DAY_USED_MAX - amount ? TG_DAY_USED_MAX : a->day_used + amount;
+}
+
+/* Give back what call c counted on day and did not use (tg_limits_day_give). */
+static void
+day_give(struct tg_racct *a, const struct tg_rcall *c, uint32_t day, int64_t reserved, int64_t cost)
+{
+	if (a->daily_cap == 0 || !digest_used(c->call) || !c->counted || c->day != day ||
+	    a->day != day)
+		return;
+	int64_t unused = reserved - cost;
+	a->day_used = a->day_used > unused ? a->day_used - unused : 0;
+}
+
 /*
  * Usage saturates at the top, as the live table's does (tg_usage_add).  The
  * caller has refused a category out of range (category_ok).
@@ -389,10 +425,14 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 			                       .initial = p.initial,
 			                       .increment = p.increment,
 			                       .minimum = p.minimum,
-			                       .category = p.category};
+			                       .category = p.category,
+			                       .counted = a->daily_cap != 0,
+			                       .day = day_of(rec->time)};
 			r->calls.n++;
 			a->calls++;
 		}
+		if (a->daily_cap != 0 && p.amount > 0)
+			day_add(a, day_of(rec->time), p.amount);
 		c->reserved += p.amount;
 		c->granted = p.seconds;
 		break;
@@ -404,6 +444,7 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 			return -EPROTO;
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
+		day_give(a, call_slot(&r->calls, p.call), day_of(rec->time), p.reserved, p.cost);
 		call_end(r, a, p.call, p.reserved);
 		return id_put(r, p.end, p.fingerprint, p.cost, rec->time, TG_OK);
 	}
@@ -414,6 +455,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 			return -EPROTO;
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
+		if (a->daily_cap != 0)
+			day_add(a, day_of(rec->time), p.cost);
 		return id_put(r, p.id, p.fingerprint, p.cost, rec->time, TG_OK);
 	}
 	case TG_JREC_CREDIT: {
@@ -439,10 +482,29 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 		a->refill_amount = p.refill_amount;
 		a->state = p.state;
 		a->refill_mode = p.refill_mode;
-		a->flags = p.flags;
+		/* The limits' bit is the limits record's to say (TG_JREC_LIMITS). */
+		a->flags = (uint8_t)((p.flags & ~TG_ACCT_LIMITS) | (a->flags & TG_ACCT_LIMITS));
 		a->plan = plan;
 		if (!(p.flags & TG_ACCT_UNPAID))
 			a->unpaid_since = 0;
+		break;
+	}
+	case TG_JREC_LIMITS: {
+		struct tg_jrec_limits p;
+		memcpy(&p, rec->payload, sizeof(p));
+		if (p.call_cap < 0 || p.daily_cap < 0 || p.daily_cap > TG_DAY_USED_MAX || p.low < 0)
+			return -EPROTO;
+		/* As tg_acct_set_limits: a cap set where none was, or removed, starts at 0. */
+		if (p.daily_cap == 0 || a->daily_cap == 0) {
+			a->day = day_of(rec->time);
+			a->day_used = 0;
+		}
+		a->call_cap = p.call_cap;
+		a->daily_cap = p.daily_cap;
+		a->low = p.low;
+		a->max_calls = p.max_calls;
+		bool any = p.call_cap || p.daily_cap || p.low || p.max_calls;
+		a->flags = (uint8_t)(any ? a->flags | TG_ACCT_LIMITS : a->flags & ~TG_ACCT_LIMITS);
 		break;
 	}
 	case TG_JREC_STANDING: {
@@ -481,6 +543,7 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 			return -EPROTO;
 		a->balance -= p.cost;
 		usage_add(a, p.category, p.cost);
+		day_give(a, call_slot(&r->calls, p.call), day_of(rec->time), p.reserved, p.cost);
 		call_end(r, a, p.call, p.reserved);
 		/* The call id stays spent, as the live engine's window has it (tg_idem.h). */
 		return id_put(r, p.call, p.acct, p.cost, rec->time, TG_EXPIRED);
@@ -885,7 +948,7 @@ tg_snapshot_verify(const char *dir, uint64_t lsn, char *why, size_t whylen)
 	}
 	size_t asz = snap_acct_size(h.version, h.rec_sizes);
 	if (asz == 0) {
-		snprintf(why, whylen, "version %u, this build reads 1 and %u", h.version,
+		snprintf(why, whylen, "version %u, this build reads 1 to %u", h.version,
 		         TG_SNAP_VERSION);
 		goto out;
 	}
@@ -1056,7 +1119,7 @@ snap_read(struct tg_replay *r, const char *path, uint64_t lsn, char *why, size_t
 	}
 	size_t asz = snap_acct_size(h.version, h.rec_sizes);
 	if (asz == 0) {
-		snprintf(why, whylen, "version %u, this build reads 1 and %u", h.version,
+		snprintf(why, whylen, "version %u, this build reads 1 to %u", h.version,
 		         TG_SNAP_VERSION);
 		goto out;
 	}
@@ -1075,7 +1138,9 @@ snap_read(struct tg_replay *r, const char *path, uint64_t lsn, char *why, size_t
 	}
 	for (uint64_t i = 0; i < h.accounts; i++) {
 		struct tg_racct a;
-		memset(&a, 0, sizeof(a)); /* version 1: no failed refills, no suspension date */
+		memset(
+		    &a, 0,
+		    sizeof(a)); /* version 1: no failed refills, no suspension date; 2: no limits */
 		if (!sr_get(f, &a, asz, &crc) || !a.used || (h.plans > 0 && a.plan >= h.plans)) {
 			snprintf(why, whylen, "account %" PRIu64 " of %" PRIu64 " cut short or bad",
 			         i, (uint64_t)h.accounts);

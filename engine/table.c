@@ -41,13 +41,21 @@ plans_bytes(void)
 	return (size_t)TG_PLANS_MAX * (TG_PLAN_NAME_MAX + 1);
 }
 
-/* The counter blocks start on the page after the refill records. */
+/* The limits records follow the refill records, on a 64-byte boundary. */
 static uint64_t
-stats_off_for(uint64_t capacity)
+limits_off_for(uint64_t capacity)
 {
 	uint64_t slots = slots_for(capacity);
 	uint64_t end = TG_SHM_HDR_SIZE + plans_bytes() + slots * sizeof(struct tg_slot) +
 	               slots * sizeof(struct tg_refill_rec);
+	return (end + 63) & ~(uint64_t)63;
+}
+
+/* The counter blocks start on the page after the limits records. */
+static uint64_t
+stats_off_for(uint64_t capacity)
+{
+	uint64_t end = limits_off_for(capacity) + slots_for(capacity) * sizeof(struct tg_limits);
 	return (end + 4095) & ~(uint64_t)4095;
 }
 
@@ -70,6 +78,7 @@ bind_layout(struct tg_table *t, void *base, size_t size, bool readonly)
 	t->slots = h->slots;
 	t->slot = (struct tg_slot *)(void *)((char *)base + h->slots_off);
 	t->refills = (struct tg_refill_rec *)(void *)((char *)base + h->refill_off);
+	t->limits = (struct tg_limits *)(void *)((char *)base + h->limits_off);
 	t->stats = (struct tg_stats *)(void *)((char *)base + h->stats_off);
 	t->plans.names = (char(*)[TG_PLAN_NAME_MAX + 1])(void *)((char *)base + h->plans_off);
 	t->plans.count = &h->plan_count;
@@ -110,7 +119,9 @@ check_header(const struct tg_shm_hdr *h, size_t size, const char *name, char *er
 	    h->plans_max != TG_PLANS_MAX || h->slots_off != h->plans_off + plans_bytes() ||
 	    h->slot_size != sizeof(struct tg_slot) ||
 	    h->refill_off != h->slots_off + h->slots * sizeof(struct tg_slot) ||
-	    h->refill_size != sizeof(struct tg_refill_rec) || h->stats_blocks != TG_STATS_BLOCKS ||
+	    h->refill_size != sizeof(struct tg_refill_rec) ||
+	    h->limits_off != limits_off_for(h->capacity) ||
+	    h->limits_size != sizeof(struct tg_limits) || h->stats_blocks != TG_STATS_BLOCKS ||
 	    h->stats_off != stats_off_for(h->capacity) ||
 	    h->stats_size != sizeof(struct tg_stats) || h->counters > TG_COUNTERS_MAX ||
 	    h->hist_buckets != TG_HIST_BUCKETS) {
@@ -321,6 +332,8 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 		h->slot_size = sizeof(struct tg_slot);
 		h->refill_off = h->slots_off + h->slots * sizeof(struct tg_slot);
 		h->refill_size = sizeof(struct tg_refill_rec);
+		h->limits_off = limits_off_for(cfg->capacity);
+		h->limits_size = sizeof(struct tg_limits);
 		h->stats_blocks = TG_STATS_BLOCKS;
 		h->stats_off = stats_off_for(cfg->capacity);
 		h->stats_size = sizeof(struct tg_stats);
@@ -773,11 +786,87 @@ tg_acct_available(struct tg_acct *a)
 	return available_of((int64_t)cur[0], cur[1], credit_of(a));
 }
 
+/* ---- limits (docs/FRAUD.md) ---- */
+
+bool
+tg_limits_day_take(struct tg_limits *l, uint16_t day, tg_money_t amount, tg_money_t cap)
+{
+	uint64_t cur = tg_load_64(&l->day_used);
+
+	TG_ASSERT(amount >= 0);
+	for (;;) {
+		tg_money_t used = TG_DAY_OF(cur) == day ? TG_DAY_USED(cur) : 0;
+		if (amount > cap || used > cap - amount)
+			return false;
+		if (ck_pr_cas_64_value(&l->day_used, cur, TG_DAY_PACK(day, used + amount), &cur))
+			return true;
+	}
+}
+
+void
+tg_limits_day_give(struct tg_limits *l, uint16_t day, tg_money_t amount)
+{
+	uint64_t cur = tg_load_64(&l->day_used);
+
+	TG_ASSERT(amount >= 0);
+	for (;;) {
+		if (TG_DAY_OF(cur) != day || amount == 0)
+			return; /* counted on a day that is over: nothing to give back */
+		tg_money_t used = TG_DAY_USED(cur);
+		used = used > amount ? used - amount : 0;
+		if (ck_pr_cas_64_value(&l->day_used, cur, TG_DAY_PACK(day, used), &cur))
+			return;
+	}
+}
+
+void
+tg_limits_day_add(struct tg_limits *l, uint16_t day, tg_money_t amount)
+{
+	uint64_t cur = tg_load_64(&l->day_used);
+
+	TG_ASSERT(amount >= 0);
+	for (;;) {
+		tg_money_t used = TG_DAY_OF(cur) == day ? TG_DAY_USED(cur) : 0;
+		used = used > TG_DAY_USED_MAX - amount ? TG_DAY_USED_MAX : used + amount;
+		if (ck_pr_cas_64_value(&l->day_used, cur, TG_DAY_PACK(day, used), &cur))
+			return;
+	}
+}
+
+tg_money_t
+tg_limits_day_spent(const struct tg_limits *l, uint16_t day)
+{
+	uint64_t cur = tg_load_64((uint64_t *)(uintptr_t)&l->day_used);
+	return TG_DAY_OF(cur) == day ? TG_DAY_USED(cur) : 0;
+}
+
+/*
+ * Take one of the account's call places: a compare-and-swap of calls
+ * against max (> 0), so no interleaving of any number of threads ever
+ * counts more than max calls.
+ */
+static bool
+take_call(struct tg_acct *a, uint32_t max)
+{
+	uint32_t cur = tg_load_32(&a->calls);
+
+	for (;;) {
+		if (cur >= max)
+			return false;
+		if (ck_pr_cas_32_value(&a->calls, cur, cur + 1, &cur))
+			return true;
+	}
+}
+
 static enum tg_result
-reserve(struct tg_acct *a, tg_money_t amount, bool new_call, struct tg_move *m)
+reserve(struct tg_acct *a, struct tg_limits *l, uint16_t day, tg_money_t amount, bool new_call,
+        struct tg_move *m)
 {
 	uint64_t cur[2], set[2];
 	uint8_t state;
+	bool took_call = false;
+	tg_money_t took_day = 0;
+	enum tg_result r;
 
 	TG_ASSERT(amount >= 0);
 	state = tg_load_8(&a->state);
@@ -785,6 +874,28 @@ reserve(struct tg_acct *a, tg_money_t amount, bool new_call, struct tg_move *m)
 		return TG_CLOSED;
 	if (state == TG_STATE_SUSPENDED)
 		return TG_SUSPENDED;
+	/*
+	 * The limits are claimed first, each by its own compare-and-swap, and
+	 * given back when the money is short: for that instant another grant
+	 * may see one call or one amount too many, and be refused; never the
+	 * reverse, so a limit is never exceeded.
+	 */
+	if (l != NULL) {
+		uint32_t max = tg_load_32(&l->max_calls);
+		if (new_call && max != 0) {
+			if (!take_call(a, max))
+				return TG_MAXCALLS;
+			took_call = true;
+		}
+		tg_money_t cap = (tg_money_t)tg_load_64((uint64_t *)&l->daily_cap);
+		if (cap > 0 && amount > 0) {
+			if (!tg_limits_day_take(l, day, amount, cap)) {
+				r = TG_DAILYCAP;
+				goto undo;
+			}
+			took_day = amount;
+		}
+	}
 	/*
 	 * Read once, before the loop: a change of the limit racing this grant
 	 * orders the grant before it, as a change of state does.
@@ -795,32 +906,140 @@ reserve(struct tg_acct *a, tg_money_t amount, bool new_call, struct tg_move *m)
 		tg_money_t avail = available_of((int64_t)cur[0], cur[1], credit);
 		if (avail <= 0 || avail < amount) {
 			fill_move(a, cur, false, m);
-			return avail <= 0 ? TG_BLOCKED : TG_SHORT;
+			r = avail <= 0 ? TG_BLOCKED : TG_SHORT;
+			goto undo;
 		}
-		if (reserved_of(cur[1]) > TG_RESERVED_MAX - amount)
-			return TG_OVERFLOW;
+		if (reserved_of(cur[1]) > TG_RESERVED_MAX - amount) {
+			r = TG_OVERFLOW;
+			goto undo;
+		}
 		set[0] = cur[0];
 		set[1] = cur[1] + (uint64_t)amount;
 		if (amount == 0 || tg_cas_pair(pair_of(a), cur, set))
 			break;
 	}
-	if (new_call)
+	if (new_call && !took_call)
 		ck_pr_inc_32(&a->calls);
 	fill_move(a, set, false, m);
 	return TG_OK;
+undo:
+	if (took_day != 0)
+		tg_limits_day_give(l, day, took_day);
+	if (took_call)
+		ck_pr_dec_32(&a->calls);
+	return r;
 }
 
 enum tg_result
 tg_acct_reserve(struct tg_acct *a, tg_money_t amount, struct tg_move *m)
 {
-	return reserve(a, amount, true, m);
+	return reserve(a, NULL, 0, amount, true, m);
 }
 
 enum tg_result
 tg_acct_extend(struct tg_acct *a, tg_money_t amount, struct tg_move *m)
 {
 	TG_ASSERT(amount > 0);
-	return reserve(a, amount, false, m);
+	return reserve(a, NULL, 0, amount, false, m);
+}
+
+enum tg_result
+tg_acct_reserve_limited(struct tg_acct *a, struct tg_limits *l, uint16_t day, tg_money_t amount,
+                        bool new_call, struct tg_move *m)
+{
+	TG_ASSERT(new_call || amount > 0);
+	return reserve(a, l, day, amount, new_call, m);
+}
+
+struct tg_limits *
+tg_acct_limits(const struct tg_table *t, struct tg_acct *a)
+{
+	if (!(tg_load_8(&a->flags) & TG_ACCT_LIMITS))
+		return NULL;
+	return &t->limits[tg_table_index(t, a)];
+}
+
+void
+tg_acct_set_limits(const struct tg_table *t, struct tg_acct *a, const struct tg_limits_set *ls,
+                   uint16_t today)
+{
+	struct tg_limits *l = &t->limits[tg_table_index(t, a)];
+	bool any = ls->max_calls != 0 || ls->call_cap != 0 || ls->daily_cap != 0 || ls->low != 0;
+	uint32_t seq = settings_lock(a);
+	int64_t old_cap = (int64_t)tg_load_64((uint64_t *)&l->daily_cap);
+
+	tg_store_64((uint64_t *)&l->call_cap, (uint64_t)ls->call_cap);
+	tg_store_64((uint64_t *)&l->daily_cap, (uint64_t)ls->daily_cap);
+	tg_store_64((uint64_t *)&l->low, (uint64_t)ls->low);
+	tg_store_32(&l->max_calls, ls->max_calls);
+	/* A daily cap counts from when it is set; a counter nobody kept is no count. */
+	if (ls->daily_cap == 0 || old_cap == 0 || !(tg_load_8(&a->flags) & TG_ACCT_LIMITS))
+		tg_store_64(&l->day_used, TG_DAY_PACK(today, 0));
+	uint8_t flags = tg_load_8(&a->flags);
+	tg_store_8(&a->flags,
+	           any ? (uint8_t)(flags | TG_ACCT_LIMITS) : (uint8_t)(flags & ~TG_ACCT_LIMITS));
+	settings_unlock(a, seq);
+}
+
+void
+tg_acct_read_limits(const struct tg_table *t, const struct tg_acct *a, struct tg_limits_set *ls,
+                    uint64_t *day_used)
+{
+	struct tg_acct *w = (struct tg_acct *)(uintptr_t)a; /* ck_pr loads take non-const */
+	struct tg_limits *l = &t->limits[tg_table_index(t, a)];
+	uint32_t s1, s2;
+
+	do {
+		s1 = tg_load_32(&w->seq);
+		if (s1 & 1) {
+			ck_pr_stall();
+			continue;
+		}
+		ck_pr_fence_load();
+		bool has = (tg_load_8(&w->flags) & TG_ACCT_LIMITS) != 0;
+		ls->call_cap = has ? (int64_t)tg_load_64((uint64_t *)&l->call_cap) : 0;
+		ls->daily_cap = has ? (int64_t)tg_load_64((uint64_t *)&l->daily_cap) : 0;
+		ls->low = has ? (int64_t)tg_load_64((uint64_t *)&l->low) : 0;
+		ls->max_calls = has ? tg_load_32(&l->max_calls) : 0;
+		*day_used = has ? tg_load_64(&l->day_used) : 0;
+		ck_pr_fence_load();
+		s2 = tg_load_32(&w->seq);
+	} while ((s1 & 1) || s1 != s2);
+}
+
+void
+tg_acct_restore_limits(const struct tg_table *t, struct tg_acct *a, const struct tg_limits_set *ls,
+                       uint64_t day_used)
+{
+	struct tg_limits *l = &t->limits[tg_table_index(t, a)];
+	bool any = ls->max_calls != 0 || ls->call_cap != 0 || ls->daily_cap != 0 || ls->low != 0;
+	uint32_t seq = settings_lock(a);
+
+	tg_store_64((uint64_t *)&l->call_cap, (uint64_t)ls->call_cap);
+	tg_store_64((uint64_t *)&l->daily_cap, (uint64_t)ls->daily_cap);
+	tg_store_64((uint64_t *)&l->low, (uint64_t)ls->low);
+	tg_store_32(&l->max_calls, ls->max_calls);
+	tg_store_64(&l->day_used, day_used);
+	tg_store_32(&l->alarmed, 0);
+	uint8_t flags = tg_load_8(&a->flags);
+	tg_store_8(&a->flags,
+	           any ? (uint8_t)(flags | TG_ACCT_LIMITS) : (uint8_t)(flags & ~TG_ACCT_LIMITS));
+	settings_unlock(a, seq);
+}
+
+bool
+tg_limits_alarm_claim(struct tg_limits *l, uint16_t day, unsigned kind)
+{
+	uint32_t cur = tg_load_32(&l->alarmed);
+
+	for (;;) {
+		uint32_t bits = (uint16_t)(cur >> 16) == day ? (cur & 0xffffu) : 0;
+		if (bits & (1u << kind))
+			return false;
+		uint32_t set = (uint32_t)day << 16 | bits | (1u << kind);
+		if (ck_pr_cas_32_value(&l->alarmed, cur, set, &cur))
+			return true;
+	}
 }
 
 /*
@@ -1033,6 +1252,8 @@ tg_acct_configure(struct tg_acct *a, const struct tg_acct_settings *s, struct tg
 	/* Only the engine suspends for non-payment: an operator can keep it, never set it. */
 	if (!(tg_load_8(&a->flags) & TG_ACCT_UNPAID))
 		flags &= (uint8_t)~TG_ACCT_UNPAID;
+	/* The limits have their own setter (tg_acct_set_limits): their bit stays as it is. */
+	flags = (uint8_t)((flags & ~TG_ACCT_LIMITS) | (tg_load_8(&a->flags) & TG_ACCT_LIMITS));
 	tg_store_32(&a->plan, s->plan);
 	tg_store_64((uint64_t *)&a->threshold, (uint64_t)tg_acct_terms(s));
 	tg_store_64((uint64_t *)&a->refill_amount, (uint64_t)s->refill_amount);

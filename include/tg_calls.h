@@ -21,9 +21,11 @@
 
 struct tg_call {
 	uint64_t acct;
-	struct tg_rate rate;  /* copied at auth: a reload mid-call changes nothing */
-	tg_money_t reserved;  /* what the grant holds on the account now */
-	uint32_t granted;     /* seconds granted so far */
+	struct tg_rate rate; /* copied at auth: a reload mid-call changes nothing */
+	tg_money_t reserved; /* what the grant holds on the account now */
+	uint32_t granted;    /* seconds granted so far */
+	/* UTC day + 1 on which CALL.AUTH counted it against a daily cap; 0: not counted */
+	uint32_t day;
 	uint64_t started_ns;  /* CLOCK_MONOTONIC at CALL.AUTH */
 	uint64_t expires_ns;  /* settled at its grant if not ended by then */
 	struct tg_digest key; /* the digest it is stored under (the journal names calls by it) */

@@ -189,9 +189,29 @@ struct tg_id {
 	size_t len; /* 1..TG_CALLID_MAX */
 };
 
+/*
+ * Why a grant is what it is (CALL.AUTH / CALL.UPDATE WITHREASON,
+ * docs/PROTOCOL.md).  Persisted nowhere; the names are the wire words.
+ */
+enum tg_grant_why {
+	TG_WHY_MONEY = 0,    /* short because the money runs out: warn, then cut */
+	TG_WHY_MAXGRANT = 1, /* capped by max-grant: extend with CALL.UPDATE */
+	TG_WHY_CALLCAP = 2,  /* capped by the account's per-call spend cap */
+	TG_WHY_DAILYCAP = 3, /* capped by what is left of the account's daily cap */
+	TG_WHY_LOW = 4,      /* granted in full, but leaves less than the low-balance threshold */
+};
+const char *tg_grant_why_name(enum tg_grant_why why);
+
 /* CALL.AUTH: *granted seconds reserved for call id on acct to dest. */
 enum tg_result tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
                             struct tg_id call, uint32_t *granted);
+/*
+ * tg_call_auth, and why the grant is what it is.  Beyond the account's
+ * limits: TG_MAXCALLS (as many calls in progress as it may hold),
+ * TG_DAILYCAP (today's cap reached).
+ */
+enum tg_result tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen,
+                                struct tg_id call, uint32_t *granted, enum tg_grant_why *why);
 /*
  * CALL.UPDATE: *granted is the new total grant.  TG_BLOCKED when the balance
  * pays for nothing more, TG_MAXGRANT when it would but the grant already
@@ -199,6 +219,9 @@ enum tg_result tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest
  */
 enum tg_result tg_call_update(struct tg_worker *w, uint64_t acct, struct tg_id call,
                               uint32_t elapsed, uint32_t *granted);
+/* tg_call_update, and why the grant is what it is (also TG_DAILYCAP). */
+enum tg_result tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call,
+                                  uint32_t elapsed, uint32_t *granted, enum tg_grant_why *why);
 /*
  * CALL.END: *charge is what the call cost.  TG_EXPIRED (with *charge what
  * expiry charged, nothing changed) for a call expiry settled.
@@ -260,6 +283,8 @@ void tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *
 enum tg_result tg_engine_set_balance(struct tg_worker *w, struct tg_acct *a, tg_money_t balance);
 enum tg_result tg_engine_configure(struct tg_worker *w, struct tg_acct *a,
                                    const struct tg_acct_settings *s);
+/* ACCT.SET's limits (docs/FRAUD.md), recorded: replaces all four. */
+void tg_engine_set_limits(struct tg_worker *w, struct tg_acct *a, const struct tg_limits_set *ls);
 /* Record an account just created outside the engine's operations (loaded from a file). */
 void tg_engine_journal_new(struct tg_worker *w, struct tg_acct *a);
 

@@ -198,6 +198,14 @@ struct tg_jrec_standing {
 	uint8_t event;
 	uint8_t pad[5];
 };
+struct tg_jrec_limits {
+	uint64_t acct;
+	int64_t call_cap;
+	int64_t daily_cap;
+	int64_t low;
+	uint32_t max_calls;
+	uint32_t pad;
+};
 /*
  * ---- the itemized tail (record version 2) ----
  *

@@ -41,6 +41,8 @@
 #define TG_WORKERS_MAX 64
 /* Reserved micro-units per account: the low 56 bits of the hold word. */
 #define TG_RESERVED_MAX ((1ll << 56) - 1)
+/* An account's concurrent-call limit (ACCT.SET MAXCALLS, docs/FRAUD.md). */
+#define TG_MAXCALLS_MAX 1000000u
 /* Users in the users file (docs/SECURITY.md). */
 #define TG_USERS_MAX 1024
 /* Bytes of a user name and of a password. */

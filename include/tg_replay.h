@@ -26,7 +26,8 @@
 
 /*
  * One account as the journal says it is.  Also its record in a snapshot
- * (160 bytes; 152 in version 1 snapshots, which end at usage).
+ * (200 bytes; 160 in version 2 snapshots, which end at failures; 152 in
+ * version 1 snapshots, which end at usage).
  */
 struct tg_racct {
 	uint64_t id;
@@ -47,6 +48,13 @@ struct tg_racct {
 	uint32_t unpaid_since; /* suspended for non-payment since, Unix seconds; 0: not */
 	uint8_t failures;      /* consecutive failed refills */
 	uint8_t pad[3];
+	/* Version 3: the fraud limits (docs/FRAUD.md); 0: none. */
+	int64_t call_cap;
+	int64_t daily_cap;
+	int64_t low;
+	int64_t day_used; /* counted against daily_cap on day */
+	uint32_t max_calls;
+	uint32_t day; /* UTC day (days since the epoch) day_used counts */
 };
 
 /* One call in progress (80 bytes). */
@@ -62,7 +70,9 @@ struct tg_rcall {
 	uint32_t increment;
 	uint32_t minimum;
 	uint8_t category;
-	uint8_t pad[7];
+	uint8_t counted; /* CALL.AUTH counted it against a daily cap, on day (version 3) */
+	uint8_t pad[2];
+	uint32_t day;
 };
 
 /* One remembered id (48 bytes). */
@@ -148,9 +158,10 @@ int tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg
 
 /* ---- snapshots (docs/JOURNAL.md) ---- */
 
-#define TG_SNAP_MAGIC   "TGSNAPSH"
-#define TG_SNAP_END     "TGSNEND"
-#define TG_SNAP_VERSION 2u /* 2: accounts carry failures and unpaid_since; 1 still read */
+#define TG_SNAP_MAGIC "TGSNAPSH"
+#define TG_SNAP_END   "TGSNEND"
+/* 3: accounts carry their limits and day's count; 2: failures and unpaid_since; 1, 2 still read */
+#define TG_SNAP_VERSION 3u
 /* "snapshot-0123456789abcdef.tgs" and its NUL. */
 #define TG_SNAP_NAME_LEN 30
 /* Verified snapshots kept: the newest, and one to fall back on. */

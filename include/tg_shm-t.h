@@ -14,6 +14,9 @@
  *   |  tg_acct | usage |   the account's line, then its usage line
  *   +------------------+ refill_off
  *   | tg_refill_rec    |   slots * 32 bytes, same index as the slot
+ *   +------------------+ limits_off
+ *   | struct tg_limits |   slots * 64 bytes, same index as the slot: read
+ *   |                  |   only when the account has TG_ACCT_LIMITS
  *   +------------------+ stats_off  (next page)
  *   | struct tg_stats  |   stats_blocks blocks: counters and latency
  *   |                  |   histograms, one block per engine thread
@@ -29,7 +32,7 @@
 #include "tg_stats-t.h"
 
 #define TG_SHM_MAGIC    0x31544147474c4f54ull /* "TOLLGAT1", little-endian */
-#define TG_SHM_VERSION  7u
+#define TG_SHM_VERSION  8u
 #define TG_SHM_HDR_SIZE 4096u
 
 struct tg_shm_hdr {
@@ -59,8 +62,11 @@ struct tg_shm_hdr {
 	uint32_t hist_buckets; /* 140 TG_HIST_BUCKETS */
 	int64_t started;       /* 144 when the attached engine started, Unix seconds */
 	uint64_t journal_lsn;  /* 152 last LSN on disk (docs/JOURNAL.md); 0: no journal */
-	uint64_t clean_lsn; /* 160 set by a clean stop: the table is exactly the journal to here */
-	uint8_t reserved[TG_SHM_HDR_SIZE - 168];
+	uint64_t clean_lsn;  /* 160 set by a clean stop: the table is exactly the journal to here */
+	uint64_t limits_off; /* 168 offset of the limits records */
+	uint32_t limits_size; /* 176 sizeof(struct tg_limits) */
+	uint32_t pad;         /* 180 zero */
+	uint8_t reserved[TG_SHM_HDR_SIZE - 184];
 };
 
 /* enum tg_acct_state: persisted, only grow at the end (tbl/tg_acct_states.h). */
@@ -87,6 +93,12 @@ enum tg_refill_mode {
  * credit limit, no auto-refill (docs/ACCOUNTS.md, "Postpaid accounts").
  */
 #define TG_ACCT_POSTPAID 0x04u
+/*
+ * The account has fraud limits (a concurrent-call limit, a per-call or
+ * daily spend cap, a low-balance threshold): its tg_limits record is read.
+ * Without it the record is never touched (docs/SHM.md, "Limits").
+ */
+#define TG_ACCT_LIMITS 0x08u
 
 /* tg_acct.hold: reserved micro-units in the low 56 bits, flags above. */
 #define TG_HOLD_RESERVED ((uint64_t)TG_RESERVED_MAX)
@@ -164,6 +176,31 @@ struct tg_refill_rec {
 	uint64_t tag;       /* 24 TG_RTAG(seq, attempt, mode, state) */
 } __attribute__((aligned(32)));
 
+/* tg_limits.day_used: the UTC day counted (days since the epoch, mod 65536) and the amount. */
+#define TG_DAY_SHIFT    48
+#define TG_DAY_USED_MAX ((int64_t)((1ull << TG_DAY_SHIFT) - 1)) /* 281474976.710655 */
+#define TG_DAY_PACK(day, used)                                                                     \
+	((uint64_t)(uint16_t)(day) << TG_DAY_SHIFT | ((uint64_t)(used) & (uint64_t)TG_DAY_USED_MAX))
+#define TG_DAY_OF(w)   ((uint16_t)((w) >> TG_DAY_SHIFT))
+#define TG_DAY_USED(w) ((int64_t)((w) & (uint64_t)TG_DAY_USED_MAX))
+
+/*
+ * The fraud limits of one account (docs/SHM.md, docs/FRAUD.md), same slot
+ * index as the account.  The settings (max_calls, call_cap, daily_cap, low)
+ * change under the account's seq, as its other settings do; day_used is
+ * changed by compare-and-swap only, by every grant, settlement and CDR of
+ * an account with a daily cap.  0 in a setting: no limit.
+ */
+struct tg_limits {
+	int64_t call_cap;  /*  0 most money one call may be granted, micro-units */
+	int64_t daily_cap; /*  8 most money granted or charged in one UTC day, micro-units */
+	int64_t low;       /* 16 low-balance threshold: a grant leaving less available says "low" */
+	uint64_t day_used; /* 24 TG_DAY_PACK(day, micro-units counted against daily_cap) */
+	uint32_t max_calls; /* 32 calls holding a reservation at once */
+	uint32_t alarmed;   /* 36 day (mod 65536) << 16 | kinds alarmed that day (docs/FRAUD.md) */
+	uint8_t reserved[24];
+} __attribute__((aligned(64)));
+
 /*
  * An account and its usage, side by side: a rated debit touches both, and
  * two neighbouring lines cost one TLB entry and one DRAM page, not two.
@@ -188,6 +225,9 @@ _Static_assert(offsetof(struct tg_shm_hdr, refill_size) == 112, "layout pinned b
 _Static_assert(offsetof(struct tg_shm_hdr, stats_off) == 120, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, started) == 144, "layout pinned by docs/SHM.md");
 _Static_assert(offsetof(struct tg_shm_hdr, clean_lsn) == 160, "layout pinned by docs/SHM.md");
+_Static_assert(offsetof(struct tg_shm_hdr, limits_off) == 168, "layout pinned by docs/SHM.md");
+_Static_assert(sizeof(struct tg_limits) == 64, "one cache line of limits");
+_Static_assert(offsetof(struct tg_limits, max_calls) == 32, "layout pinned by docs/SHM.md");
 _Static_assert(sizeof(struct tg_refill_rec) == 32, "two refill records per cache line");
 _Static_assert(offsetof(struct tg_refill_rec, tag) == 24, "layout pinned by docs/SHM.md");
 

@@ -31,6 +31,8 @@ struct tg_table {
 	struct tg_slot *slot; /* slots of them */
 	/* slots of them, same index as slot: the pending refill of each account */
 	struct tg_refill_rec *refills;
+	/* slots of them, same index as slot: the fraud limits of each account */
+	struct tg_limits *limits;
 	struct tg_stats *stats; /* TG_STATS_BLOCKS */
 	uint64_t slots;
 	struct tg_plan_registry plans; /* points into the segment */
@@ -133,6 +135,63 @@ struct tg_move {
 enum tg_result tg_acct_reserve(struct tg_acct *a, tg_money_t amount, struct tg_move *m);
 /* Reserve amount (> 0) more for a call already counted (a grant extended). */
 enum tg_result tg_acct_extend(struct tg_acct *a, tg_money_t amount, struct tg_move *m);
+/*
+ * The fraud limits' settings (docs/FRAUD.md); 0 in any: no such limit.
+ * Money in micro-units: call_cap and daily_cap are > 0 when set, daily_cap
+ * at most TG_DAY_USED_MAX; low >= 0.
+ */
+struct tg_limits_set {
+	int64_t call_cap;
+	int64_t daily_cap;
+	int64_t low;
+	uint32_t max_calls;
+};
+/* The UTC day of Unix time s as the limits count it (days since the epoch, mod 65536). */
+static inline uint16_t
+tg_utc_day(uint32_t s)
+{
+	return (uint16_t)(s / 86400u);
+}
+/* The limits record of a, or NULL when a has no limits (TG_ACCT_LIMITS clear). */
+struct tg_limits *tg_acct_limits(const struct tg_table *t, struct tg_acct *a);
+/*
+ * tg_acct_reserve (new_call) or tg_acct_extend (!new_call) of an account
+ * with limits l (NULL: none), on UTC day day: also TG_MAXCALLS when a new
+ * call would take the account past l->max_calls calls at once, TG_DAILYCAP
+ * when amount would take the day's count past l->daily_cap.  Each limit is
+ * claimed by its own compare-and-swap, in the same step as the reserve:
+ * exact under any concurrency.
+ */
+enum tg_result tg_acct_reserve_limited(struct tg_acct *a, struct tg_limits *l, uint16_t day,
+                                       tg_money_t amount, bool new_call, struct tg_move *m);
+/*
+ * The day's count of l (docs/FRAUD.md): take amount (>= 0) when it keeps the
+ * count of day within cap (false: it would not; nothing taken); give back
+ * (only if the count is still day's, never below 0); add without a cap
+ * (CDRs: the call happened), saturating at TG_DAY_USED_MAX; read.
+ */
+bool tg_limits_day_take(struct tg_limits *l, uint16_t day, tg_money_t amount, tg_money_t cap);
+void tg_limits_day_give(struct tg_limits *l, uint16_t day, tg_money_t amount);
+void tg_limits_day_add(struct tg_limits *l, uint16_t day, tg_money_t amount);
+tg_money_t tg_limits_day_spent(const struct tg_limits *l, uint16_t day);
+/*
+ * Claim the one alarm of kind (< 16) of l for day: true the first time in
+ * that day, false after.  One compare-and-swap.
+ */
+bool tg_limits_alarm_claim(struct tg_limits *l, uint16_t day, unsigned kind);
+/*
+ * Replace a's limits (under its settings sequence) and set or clear
+ * TG_ACCT_LIMITS.  Setting a daily cap where none was, or removing it,
+ * starts the day's count at 0 on today.
+ */
+void tg_acct_set_limits(const struct tg_table *t, struct tg_acct *a, const struct tg_limits_set *ls,
+                        uint16_t today);
+/* Recovery (or a replica): a's limits and day's count word outright, as the journal says. */
+void tg_acct_restore_limits(const struct tg_table *t, struct tg_acct *a,
+                            const struct tg_limits_set *ls, uint64_t day_used);
+/* a's limits, consistently (all 0 when it has none), and its day's count word. */
+void tg_acct_read_limits(const struct tg_table *t, const struct tg_acct *a,
+                         struct tg_limits_set *ls, uint64_t *day_used);
 /* Available balance now (balance - reserved), from one racy read: a hint for sizing a grant. */
 tg_money_t tg_acct_available(struct tg_acct *a);
 /*

@@ -461,12 +461,36 @@ struct acct {
 	int64_t usage[CAT__COUNT];
 };
 
-static const char *const acct_keys[] = {
-    "balance",        "available",       "reserved",       "state",          "plan",
-    "threshold",      "refill",          "refill_amount",  "payment",        "refill_pending",
-    "refill_request", "calls",           "usage_local",    "usage_national", "usage_international",
-    "usage_tollfree", "usage_directory", "usage_mobile",   "usage_premium",  "usage_other",
-    "suspended",      "suspended_since", "failed_refills", "kind",           "credit_limit"};
+static const char *const acct_keys[] = {"balance",
+                                        "available",
+                                        "reserved",
+                                        "state",
+                                        "plan",
+                                        "threshold",
+                                        "refill",
+                                        "refill_amount",
+                                        "payment",
+                                        "refill_pending",
+                                        "refill_request",
+                                        "calls",
+                                        "usage_local",
+                                        "usage_national",
+                                        "usage_international",
+                                        "usage_tollfree",
+                                        "usage_directory",
+                                        "usage_mobile",
+                                        "usage_premium",
+                                        "usage_other",
+                                        "suspended",
+                                        "suspended_since",
+                                        "failed_refills",
+                                        "kind",
+                                        "credit_limit",
+                                        "maxcalls",
+                                        "callcap",
+                                        "dailycap",
+                                        "low",
+                                        "daily_spent"};
 
 static int64_t
 elem_money(const redisReply *e)
@@ -1440,7 +1464,7 @@ test_acct_get(void **state)
 	int closed;
 	it_raw_read(fd, buf, sizeof(buf), 300, &closed);
 	static const char head[] =
-	    "*50\r\n$7\r\nbalance\r\n$2\r\n10\r\n$9\r\navailable\r\n$2\r\n10"
+	    "*60\r\n$7\r\nbalance\r\n$2\r\n10\r\n$9\r\navailable\r\n$2\r\n10"
 	    "\r\n$8\r\nreserved\r\n$1\r\n0\r\n$5\r\nstate\r\n$6\r\nactive\r\n"
 	    "$4\r\nplan\r\n$4\r\nflat\r\n";
 	assert_memory_equal(buf, head, sizeof(head) - 1);
@@ -1604,7 +1628,9 @@ test_ping_info_command_quit(void **state)
 	assert_string_equal(r->str, "# Calls\r\ncall_auth:3\r\ncall_granted:2\r\ncall_blocked:0"
 	                            "\r\ncall_refused:1\r\ncall_update:0\r\ncall_ended:2\r\n"
 	                            "call_expired:0\r\ncall_overrun_seconds:0\r\ncdr:1\r\n"
-	                            "replays:1\r\nconflicts:0\r\nwindow_full:0\r\n\r\n");
+	                            "replays:1\r\nconflicts:0\r\nwindow_full:0\r\ncall_maxcalls:0\r\n"
+	                            "call_dailycap:0\r\ncall_callcap:0\r\ncall_dailycap_short:0\r\n"
+	                            "call_low:0\r\n\r\n");
 	freeReplyObject(r);
 	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
 	assert_int_equal(info_int(fx.c, "ids_remembered"), 3);
@@ -2406,8 +2432,9 @@ test_bad_input_arguments(void **state)
 	    {"ERR unknown command", "CALL.AUTHX", "100", D_NAT, "c", NULL},
 	    {"ERR wrong number of arguments for 'CALL.AUTH' command", "CALL.AUTH", "100", D_NAT,
 	     NULL},
+	    {"ERR unknown option 'x' (WITHREASON)", "CALL.AUTH", "100", D_NAT, "c", "x", NULL},
 	    {"ERR wrong number of arguments for 'CALL.AUTH' command", "CALL.AUTH", "100", D_NAT,
-	     "c", "x", NULL},
+	     "c", "WITHREASON", "x", NULL},
 	    {"ERR wrong number of arguments for 'CALL.UPDATE' command", "CALL.UPDATE", "100", "c",
 	     NULL},
 	    {"ERR wrong number of arguments for 'CALL.END' command", "CALL.END", "100", "c", NULL},

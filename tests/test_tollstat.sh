@@ -159,7 +159,7 @@ cli_is 5 ACCT.CREDIT 1002 1.5 tx1
 
 # ---- -1 ----
 t once 0 stat -1
-has out "tollstat: $shm, layout version 7, generation 1"
+has out "tollstat: $shm, layout version 8, generation 1"
 has out "engine:   pid $dpid running"
 has out "segment:  4 accounts of 1000 (1250 slots), 2 plans"
 has out "now:      1 calls holding 1.8 reserved; balances total 109.639875; refills: 1 in flight, 1 pending"
@@ -196,7 +196,7 @@ python3 - "$dir/out" "$dpid" >"$dir/err" 2>&1 <<'EOF' || fail "JSON content"
 import json, sys
 d = json.load(open(sys.argv[1]))
 h, c, g, l = d["header"], d["counters"], d["gauges"], d["latency"]
-assert h["version"] == 7 and h["generation"] == 1 and h["running"] is True, h
+assert h["version"] == 8 and h["generation"] == 1 and h["running"] is True, h
 assert h["writer_pid"] == int(sys.argv[2]) and h["accounts"] == 4 and h["workers"] == 2, h
 assert c["money_charged"] == "20.36" and c["charged_national"] == "20.16", c
 assert c["call_auth"] == 2 and c["refills_fired"] == 1, c
@@ -483,7 +483,7 @@ has out "engine not running (stopped cleanly)"
 has out "engine restarted: generation 1 -> 2, engine pid $dpid; per-second figures start over"
 
 t restarted 0 stat -1
-has out "tollstat: $shm, layout version 7, generation 2"
+has out "tollstat: $shm, layout version 8, generation 2"
 has out "engine:   pid $dpid running"
 counter_is call_auth 0
 t restarted-acct 0 stat account 1001
@@ -608,7 +608,7 @@ open(sys.argv[1], "wb").write(seg)
 open(sys.argv[2], "wb").write(b"not a segment" * 1000)
 EOF
 t version 2 "$TOLLSTAT" --shm "$shm-v99" -1
-has err "layout version 99, this build reads version 7"
+has err "layout version 99, this build reads version 8"
 t version-json 2 "$TOLLSTAT" --shm "$shm-v99" --json
 t version-account 2 "$TOLLSTAT" --shm "$shm-v99" account 1
 t version-listen 2 "$TOLLSTAT" --shm "$shm-v99" --listen 127.0.0.1:0

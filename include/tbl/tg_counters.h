@@ -91,6 +91,15 @@ TG_COUNTER(accounts_unpaid_restored, refills,
 TG_COUNTER(accounts_unpaid_closed, refills,
            "accounts closed after refill-close-after seconds suspended for non-payment with no "
            "payment")
+/* Fraud limits (docs/FRAUD.md). */
+TG_COUNTER(call_maxcalls, calls,
+           "CALL.AUTH refused with MAXCALLS: the account's concurrent-call limit reached")
+TG_COUNTER(call_dailycap, calls,
+           "CALL.AUTH and CALL.UPDATE refused with DAILYCAP: the account's daily cap reached")
+TG_COUNTER(call_callcap, calls, "grants cut short by the account's per-call spend cap")
+TG_COUNTER(call_dailycap_short, calls,
+           "grants cut short by what was left of the account's daily spend cap")
+TG_COUNTER(call_low, calls, "grants that left less than the account's low-balance threshold")
 /* The journal (docs/JOURNAL.md).  These stay last: other blocks are added above them. */
 TG_COUNTER(journal_records, journal, "records appended to the journal")
 TG_COUNTER(journal_bytes, journal, "bytes appended to the journal")

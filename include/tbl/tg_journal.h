@@ -45,3 +45,6 @@ TG_JREC(CONFIRM, confirm, 10, "the records before it were on disk before it was 
 TG_JREC(STANDING, standing, 11,
         "an account's payment standing changed: a failed refill counted, suspended or closed "
         "for non-payment, restored or cleared by a payment")
+/* acct u64, call_cap i64, daily_cap i64, low i64 (micro-units, 0: none), max_calls u32
+ * (0: none), pad u32.  The account's fraud limits after the change, outright. */
+TG_JREC(LIMITS, limits, 12, "an account's fraud limits set (docs/FRAUD.md)")

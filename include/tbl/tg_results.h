@@ -31,3 +31,5 @@ TG_RESULT(IOERR, "an id remembered on disk could not be read: nothing was applie
 TG_RESULT(STALE, "the CDR is older than ids-window: its id may be forgotten, so it is not charged")
 TG_RESULT(READONLY, "You can't write against a read only replica.")
 TG_RESULT(NOREPLICAS, "Not enough good replicas to write.")
+TG_RESULT(MAXCALLS, "the account has as many calls in progress as its limit allows")
+TG_RESULT(DAILYCAP, "the account's daily spend cap is reached")
