@@ -643,9 +643,20 @@ commit_wait(void *arg, uint64_t lsn)
 			 * Stopping, and this batch is on this node alone: its replies
 			 * must not say done.  The journal has it; a restart recovers it.
 			 */
+			struct tg_server *srv = r->srv;
+			bool again =
+			    tg_load_8((uint8_t *)&srv->restart) && srv->restart_exec != NULL;
 			tg_log("replication: stopping with LSN %" PRIu64 " on fewer than "
-			       "min-replicas-to-write %u replicas: exiting without replying",
-			       lsn, r->min);
+			       "min-replicas-to-write %u replicas: %s without replying",
+			       lsn, r->min, again ? "restarting in place at once" : "exiting");
+			/*
+			 * A change of role (REPLICAOF) asked for this stop: the node must
+			 * come back in its new role, as after a crash (the journal has the
+			 * batch; a demoted node sets it aside if its new primary never had
+			 * it), not stay down until someone starts it again.
+			 */
+			if (again)
+				srv->restart_exec(srv);
 			_exit(1);
 		}
 		if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
