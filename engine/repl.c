@@ -695,11 +695,34 @@ commit_wait(void *arg, uint64_t lsn)
 	(void)told;
 }
 
+/* Replicas streaming now (a hint, read without the lock). */
+static unsigned
+streaming(const struct tg_repl *r)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < TG_REPL_REPLICAS_MAX; i++)
+		n += tg_load_8((uint8_t *)&r->s[i].used) && !tg_load_8((uint8_t *)&r->s[i].stop) &&
+		     tg_load_8((uint8_t *)&r->s[i].online);
+	return n;
+}
+
 bool
 tg_repl_refusing(const struct tg_server *srv)
 {
 	const struct tg_repl *r = srv->repl;
-	if (r == NULL || r->min == 0 || !tg_load_8((uint8_t *)&r->refusing))
+	if (r == NULL || r->min == 0)
+		return false;
+	/*
+	 * refuse, and fewer replicas streaming than the batch would wait for:
+	 * refused at once, as Redis refuses.  Taken, the change would hold its
+	 * worker in commit_wait until a replica comes, and with it every
+	 * connection of that worker, Sentinel's PING among them: a primary
+	 * just promoted, whose replicas are still restarting to follow it,
+	 * looked down and was failed over again.
+	 */
+	if (!r->async_on_timeout && streaming(r) < r->min)
+		return true;
+	if (!tg_load_8((uint8_t *)&r->refusing))
 		return false;
 	/* Replicas that caught up lift it on the next look, without waiting for a batch. */
 	struct tg_repl *w = (struct tg_repl *)(uintptr_t)r;

@@ -329,6 +329,39 @@ test_sync_replica_holds_before_the_reply(void **state)
 }
 
 /*
+ * min-replicas-to-write 1 and no replica streaming: a change is refused at
+ * once with NOREPLICAS.  It used to be taken and held, and the worker with
+ * it: every connection of that worker (Sentinel's PING among them) waited
+ * until a replica came, so a primary just promoted looked down.
+ */
+static void
+test_no_replica_streaming_refuses_at_once(void **state)
+{
+	(void)state;
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "2000",
+	                      NULL};
+	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
+	int fd = it_raw_connect(F.p.port);
+	assert_true(fd >= 0);
+	static const char set[] =
+	    "*6\r\n$8\r\nACCT.SET\r\n$1\r\n1\r\n$7\r\nBALANCE\r\n$3\r\n100\r\n"
+	    "$4\r\nPLAN\r\n$5\r\nbasic\r\n";
+	assert_int_equal(it_raw_write(fd, set, sizeof(set) - 1), 0);
+	char buf[256];
+	int closed;
+	assert_true(it_raw_read(fd, buf, sizeof(buf), 500, &closed) > 0);
+	if (strncmp(buf, "-NOREPLICAS ", 12) != 0)
+		fprintf(stderr, "reply: %s\n", buf);
+	assert_memory_equal(buf, "-NOREPLICAS ", 12);
+	close(fd);
+	F.pc = it_connect(&F.p);
+	char err[128];
+	it_error_of(F.pc, err, sizeof(err), "ACCT.GET 1");
+	assert_string_equal(err, "NOACCOUNT no such account");
+}
+
+/*
  * A primary demoted (REPLICAOF) while a batch waits for its replica: the
  * batch gets no reply, and the node restarts in place in its new role.  It
  * used to exit, and stayed down until something started it again.
@@ -418,6 +451,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_follow_failover_and_diverged_return, teardown),
 	    cmocka_unit_test_teardown(test_sync_replica_holds_before_the_reply, teardown),
+	    cmocka_unit_test_teardown(test_no_replica_streaming_refuses_at_once, teardown),
 	    cmocka_unit_test_teardown(test_demoted_with_a_held_batch_restarts, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
