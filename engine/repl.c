@@ -658,9 +658,20 @@ commit_wait(void *arg, uint64_t lsn)
 			 * Stopping, and this batch is on this node alone: its replies
 			 * must not say done.  The journal has it; a restart recovers it.
 			 */
+			struct tg_server *srv = r->srv;
+			bool again =
+			    tg_load_8((uint8_t *)&srv->restart) && srv->restart_exec != NULL;
 			tg_log("replication: stopping with LSN %" PRIu64 " on fewer than "
-			       "min-replicas-to-write %u replicas: exiting without replying",
-			       lsn, r->min);
+			       "min-replicas-to-write %u replicas: %s without replying",
+			       lsn, r->min, again ? "restarting in place at once" : "exiting");
+			/*
+			 * A change of role (REPLICAOF) asked for this stop: the node must
+			 * come back in its new role, as after a crash (the journal has the
+			 * batch; a demoted node sets it aside if its new primary never had
+			 * it), not stay down until someone starts it again.
+			 */
+			if (again)
+				srv->restart_exec(srv);
 			_exit(1);
 		}
 		if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
@@ -699,11 +710,34 @@ commit_wait(void *arg, uint64_t lsn)
 	(void)told;
 }
 
+/* Replicas streaming now (a hint, read without the lock). */
+static unsigned
+streaming(const struct tg_repl *r)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < TG_REPL_REPLICAS_MAX; i++)
+		n += tg_load_8((uint8_t *)&r->s[i].used) && !tg_load_8((uint8_t *)&r->s[i].stop) &&
+		     tg_load_8((uint8_t *)&r->s[i].online);
+	return n;
+}
+
 bool
 tg_repl_refusing(const struct tg_server *srv)
 {
 	const struct tg_repl *r = srv->repl;
-	if (r == NULL || r->min == 0 || !tg_load_8((uint8_t *)&r->refusing))
+	if (r == NULL || r->min == 0)
+		return false;
+	/*
+	 * refuse, and fewer replicas streaming than the batch would wait for:
+	 * refused at once, as Redis refuses.  Taken, the change would hold its
+	 * worker in commit_wait until a replica comes, and with it every
+	 * connection of that worker, Sentinel's PING among them: a primary
+	 * just promoted, whose replicas are still restarting to follow it,
+	 * looked down and was failed over again.
+	 */
+	if (!r->async_on_timeout && streaming(r) < r->min)
+		return true;
+	if (!tg_load_8((uint8_t *)&r->refusing))
 		return false;
 	/* Replicas that caught up lift it on the next look, without waiting for a batch. */
 	struct tg_repl *w = (struct tg_repl *)(uintptr_t)r;

@@ -22,6 +22,9 @@
 #include "tg_server.h"
 
 static struct tg_server server;
+/* The program's arguments, for a restart in place from another thread (restart_now). */
+static int main_argc;
+static char **main_argv;
 
 /* One bad setting: its own line on stderr. */
 static void
@@ -68,6 +71,21 @@ restart(int argc, char **argv, const char *replica_of, uint16_t port)
 	return 1;
 }
 
+/*
+ * srv->restart_exec: the restart in place, from any thread, without the
+ * clean stop (a batch waiting for replicas at the stop, repl.c).  Returns
+ * only when exec fails.
+ */
+static void
+restart_now(struct tg_server *srv)
+{
+	char of[TG_CFG_STR_MAX];
+	pthread_mutex_lock(&srv->reload_lock);
+	memcpy(of, srv->cfg.replica_of, sizeof(of));
+	pthread_mutex_unlock(&srv->reload_lock);
+	restart(main_argc, main_argv, of, srv->port);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -108,6 +126,9 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	main_argc = argc;
+	main_argv = argv;
+	srv->restart_exec = restart_now;
 	if (tg_server_start(srv) != 0) {
 		tg_server_stop(srv);
 		return 1;

@@ -48,6 +48,14 @@ struct tg_server {
 	struct tg_repl *repl;            /* senders and receiver (repl.c) */
 	bool restart;                    /* a restart in place is due (tg_server_restart_due) */
 	/*
+	 * Set by main before the start: run the program again now, with the
+	 * current replica-of, without stopping (returns only when exec fails).
+	 * For a stop that cannot finish cleanly while a restart is due: a batch
+	 * still waiting for replicas (repl.c) must not answer, and a plain exit
+	 * would leave the node down instead of in its new role.
+	 */
+	void (*restart_exec)(struct tg_server *srv);
+	/*
 	 * The replica-of CONFIG REWRITE writes: the one started with, then the
 	 * last REPLICAOF accepted ("" for NO ONE).  Under reload_lock.
 	 */

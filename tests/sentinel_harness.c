@@ -109,6 +109,9 @@ start_one(struct it_sentinel *s, unsigned i, const char *dir, const struct it_se
 	if (cfg->auth_pass != NULL)
 		n += snprintf(text + n, sizeof(text) - (size_t)n, "sentinel auth-pass %s %s\n",
 		              name, cfg->auth_pass);
+	if (cfg->auth_user != NULL)
+		n += snprintf(text + n, sizeof(text) - (size_t)n, "sentinel auth-user %s %s\n",
+		              name, cfg->auth_user);
 	FILE *f = fopen(s->conf, "w");
 	if (f == NULL)
 		return -1;

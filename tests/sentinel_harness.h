@@ -5,7 +5,8 @@
  * nobody listens on, with a generated configuration in a private directory
  * (Sentinel rewrites its own file, so each gets one): they monitor one
  * tollgated as "mymaster" with quorum 2 and a short down-after-milliseconds,
- * and authenticate with auth-pass when the node has requirepass.  Children
+ * and authenticate with auth-pass when the node has requirepass (and
+ * auth-user when they have a user of their own).  Children
  * get SIGKILL if the test process dies first.  The binary is
  * `redis-sentinel` on PATH, or REDIS_SENTINEL.  Never asserts.
  */
@@ -34,7 +35,8 @@ struct it_sentinel_cfg {
 	unsigned quorum;           /* 2 when 0 */
 	unsigned down_after_ms;    /* 1000 when 0 */
 	unsigned failover_timeout; /* milliseconds; 10000 when 0 */
-	const char *auth_pass;     /* tollgated's requirepass, or NULL */
+	const char *auth_pass;     /* tollgated's requirepass (or auth_user's password), or NULL */
+	const char *auth_user;     /* a user of the users file (role admin), or NULL: default */
 };
 
 /* Whether a redis-sentinel binary exists (found on PATH or REDIS_SENTINEL). */

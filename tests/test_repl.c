@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -295,8 +296,14 @@ test_sync_replica_holds_before_the_reply(void **state)
 	F.pc = it_connect(&F.p);
 	start_replica(&F.r, F.dir, F.p.port, NULL);
 	F.rc = it_connect(&F.r);
-	/* Until the replica is up, ACCT.SET itself waits for it. */
-	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	/* Until a replica streams, a change is refused at once (NOREPLICAS), not held. */
+	char err[128];
+	it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
+	for (int i = 0; i < 200 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
+		usleep(20000);
+		it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
+	}
+	assert_string_equal(err, "");
 	it_run_cmd(F.pc, "CDR 1 %s 60 s-1", DEST);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 
@@ -321,12 +328,131 @@ test_sync_replica_holds_before_the_reply(void **state)
 	assert_true(it_log_has(&F.p, "refusing money-moving commands"));
 }
 
+/*
+ * min-replicas-to-write 1 and no replica streaming: a change is refused at
+ * once with NOREPLICAS.  It used to be taken and held, and the worker with
+ * it: every connection of that worker (Sentinel's PING among them) waited
+ * until a replica came, so a primary just promoted looked down.
+ */
+static void
+test_no_replica_streaming_refuses_at_once(void **state)
+{
+	(void)state;
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "2000",
+	                      NULL};
+	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
+	int fd = it_raw_connect(F.p.port);
+	assert_true(fd >= 0);
+	static const char set[] =
+	    "*6\r\n$8\r\nACCT.SET\r\n$1\r\n1\r\n$7\r\nBALANCE\r\n$3\r\n100\r\n"
+	    "$4\r\nPLAN\r\n$5\r\nbasic\r\n";
+	assert_int_equal(it_raw_write(fd, set, sizeof(set) - 1), 0);
+	char buf[256];
+	int closed;
+	assert_true(it_raw_read(fd, buf, sizeof(buf), 500, &closed) > 0);
+	if (strncmp(buf, "-NOREPLICAS ", 12) != 0)
+		fprintf(stderr, "reply: %s\n", buf);
+	assert_memory_equal(buf, "-NOREPLICAS ", 12);
+	close(fd);
+	F.pc = it_connect(&F.p);
+	char err[128];
+	it_error_of(F.pc, err, sizeof(err), "ACCT.GET 1");
+	assert_string_equal(err, "NOACCOUNT no such account");
+}
+
+/*
+ * A primary demoted (REPLICAOF) while a batch waits for its replica: the
+ * batch gets no reply, and the node restarts in place in its new role.  It
+ * used to exit, and stayed down until something started it again.
+ */
+static void
+test_demoted_with_a_held_batch_restarts(void **state)
+{
+	(void)state;
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "300",
+	                      NULL};
+	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	char err[128] = "NOREPLICAS";
+	for (int i = 0; i < 200 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
+		usleep(20000);
+		it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
+	}
+	assert_string_equal(err, "");
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+
+	assert_int_equal(kill(F.r.pid, SIGSTOP), 0);
+	int fd = it_raw_connect(F.p.port);
+	assert_true(fd >= 0);
+	static const char cdr[] =
+	    "*5\r\n$3\r\nCDR\r\n$1\r\n1\r\n$11\r\n" DEST "\r\n$2\r\n60\r\n$3\r\nh-1\r\n";
+	assert_int_equal(it_raw_write(fd, cdr, sizeof(cdr) - 1), 0);
+	char buf[256];
+	int closed;
+	assert_int_equal(it_raw_read(fd, buf, sizeof(buf), 800, &closed), 0);
+	/*
+	 * Sentinel demotes it: to follow its replica (any address will do here).
+	 * The held batch holds its worker too: REPLICAOF goes by a connection
+	 * the other worker serves (one that answers PING at once).
+	 */
+	redisFree(F.pc);
+	F.pc = NULL;
+	for (int i = 0; i < 16 && F.pc == NULL; i++) {
+		redisContext *c = it_connect(&F.p);
+		struct timeval tv = {0, 300000};
+		redisSetTimeout(c, tv);
+		redisReply *pong = redisCommand(c, "PING");
+		if (pong != NULL) {
+			freeReplyObject(pong);
+			F.pc = c;
+		} else {
+			redisFree(c);
+		}
+	}
+	assert_non_null(F.pc);
+	redisReply *r = redisCommand(F.pc, "REPLICAOF 127.0.0.1 %u", F.r.port);
+	assert_non_null(r);
+	assert_string_equal(r->str, "OK");
+	freeReplyObject(r);
+	/* The held CDR: closed, never answered. */
+	assert_int_equal(it_raw_read(fd, buf, sizeof(buf), 3000, &closed), 0);
+	assert_int_equal(closed, 1);
+	close(fd);
+	redisFree(F.pc);
+	F.pc = NULL;
+	/* The same process, on the same port, a replica now. */
+	bool back = false;
+	for (int i = 0; i < 200 && !back; i++) {
+		int st;
+		assert_int_equal(waitpid(F.p.pid, &st, WNOHANG), 0);
+		redisContext *c = it_connect(&F.p);
+		redisReply *ro = c ? redisCommand(c, "ROLE") : NULL;
+		back = ro != NULL && ro->type == REDIS_REPLY_ARRAY &&
+		       strcmp(ro->element[0]->str, "slave") == 0;
+		if (ro)
+			freeReplyObject(ro);
+		if (c)
+			redisFree(c);
+		if (!back)
+			usleep(50000);
+	}
+	assert_true(back);
+	assert_true(it_log_has(&F.p, "restarting in place at once without replying"));
+	assert_int_equal(kill(F.r.pid, SIGCONT), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_follow_failover_and_diverged_return, teardown),
 	    cmocka_unit_test_teardown(test_sync_replica_holds_before_the_reply, teardown),
+	    cmocka_unit_test_teardown(test_no_replica_streaming_refuses_at_once, teardown),
+	    cmocka_unit_test_teardown(test_demoted_with_a_held_batch_restarts, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
