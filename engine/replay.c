@@ -512,6 +512,13 @@ tg_replay_journal(struct tg_replay *r, const char *dir, uint64_t limit, bool cut
 		tg_journal_close(jr);
 		return -EPROTO;
 	}
+	/*
+	 * The segments wholly before r->lsn + 1 are already in the state: not
+	 * read again.  The snapshot thread catches up every few seconds, and
+	 * reading the whole journal kept since the oldest segment each time
+	 * made a catch-up cost grow with the journal, not with what it adds.
+	 */
+	(void)tg_journal_seek(jr, r->lsn + 1);
 	while ((st = tg_journal_next(jr, &rec)) == TG_JOURNAL_OK) {
 		if (limit != 0 && rec.lsn > limit)
 			break;

@@ -117,7 +117,9 @@ struct tg_replay_end {
 
 /*
  * Apply the records of the journal in dir after r->lsn, up to limit (0: to
- * the end).  A torn tail is cut off when cut_torn, and reported in end.
+ * the end).  Segments wholly at or before r->lsn are not read (damage in
+ * them is not seen here).  A torn tail is cut off when cut_torn, and
+ * reported in end.
  * Returns 0 (END, limit reached, or torn tail), -EPROTO when the journal is
  * damaged (CORRUPT, NEWER_VERSION, GAP, BAD_HEADER: end->msg says which file,
  * which offset and what to do) or does not continue r (records missing
