@@ -741,6 +741,59 @@ tg_idem_filter_add(struct tg_idem *w, uint64_t lo)
 	return rc;
 }
 
+/* Keys a start-up load looks ahead of the one it adds: enough loads in flight to hide a miss. */
+#define LOAD_AHEAD 8
+
+static inline void
+f_prefetch(const struct tg_idem *w, uint64_t lo)
+{
+	unsigned s = (unsigned)(lo & w->mask);
+	uint16_t f = f_print(lo);
+	uint32_t b = f_bucket1(w, lo);
+
+	__builtin_prefetch(f_slots(w, s, b), 1);
+	__builtin_prefetch(f_slots(w, s, f_alt(w, b, f)), 1);
+}
+
+/*
+ * Start-up, before any worker runs: add the keys of lo[0..n) whose stripe
+ * is part modulo parts, and no other, to the filters.  No stripe lock is
+ * taken: the caller guarantees that no other thread touches those stripes
+ * meanwhile (one loader thread per part), which is what lets several
+ * threads load at once.  The filters are far larger than the caches, so
+ * adding keys one by one waits a memory latency per key; the buckets are
+ * prefetched LOAD_AHEAD keys ahead instead.  The stripes see their keys in
+ * the order given, so the filters come out as tg_idem_filter_add would
+ * leave them.  Returns the keys that found no room.
+ */
+uint64_t
+tg_idem_filter_load(struct tg_idem *w, const uint64_t *lo, size_t n, unsigned part, unsigned parts)
+{
+	uint64_t full = 0;
+	size_t j = 0;
+	unsigned ahead = 0;
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(parts > 0 && part < parts && w->fbuckets != 0);
+	for (size_t i = 0; i < n; i++) {
+		/* Keep LOAD_AHEAD of this part's keys prefetched past i. */
+		while (j < n && (ahead < LOAD_AHEAD || j <= i)) {
+			if ((unsigned)(lo[j] & w->mask) % parts == part) {
+				f_prefetch(w, lo[j]);
+				ahead++;
+			}
+			j++;
+		}
+		unsigned s = (unsigned)(lo[i] & w->mask);
+		if (s % parts != part)
+			continue;
+		ahead--;
+		if (!f_add(w, s, lo[i]))
+			full++;
+	}
+	return full;
+}
+
 /* Fingerprints in all filters (a recent value). */
 uint64_t
 tg_idem_on_disk(const struct tg_idem *w)

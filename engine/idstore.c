@@ -190,13 +190,91 @@ find_hook(void *arg, struct tg_digest d, struct tg_idem_rec *rec)
 	return rc;
 }
 
+/* Threads that rebuild the filters at start-up, at most. */
+#define LOADERS_MAX 4
+
+/* One start-up loader: the stripes part mod parts, from every run. */
+struct loader {
+	struct tg_idstore *s;
+	unsigned part, parts;
+	uint64_t full; /* keys that found no room */
+	int rc;
+	size_t bad; /* the run that failed, when rc != 0 */
+	pthread_t th;
+	bool started;
+};
+
 static int
-filter_key(void *arg, uint64_t lo)
+load_keys(void *arg, const uint64_t *lo, size_t n)
 {
-	struct tg_idstore *s = arg;
-	if (tg_idem_filter_add(s->cfg.ids, lo) != 0)
-		count(s, TG_C_ids_filter_full, 1);
+	struct loader *l = arg;
+	l->full += tg_idem_filter_load(l->s->cfg.ids, lo, n, l->part, l->parts);
 	return 0;
+}
+
+static void *
+loader_run(void *arg)
+{
+	struct loader *l = arg;
+	for (size_t i = 0; i < l->s->nruns && l->rc == 0; i++) {
+		l->rc = tg_idrun_each_keys(l->s->runs[i].r, load_keys, l);
+		l->bad = i;
+	}
+	return NULL;
+}
+
+/*
+ * Rebuild the filters from the keys of every open run, on up to
+ * LOADERS_MAX threads (one per core), each owning the stripes of one
+ * residue: the rebuild is a memory-latency-bound walk, and a restart waits
+ * for it.  Before any worker runs.  0, or the first run's error with *bad
+ * set to it.
+ */
+static int
+load_filters(struct tg_idstore *s, size_t *bad)
+{
+	struct loader l[LOADERS_MAX];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned parts = cpus < 1 ? 1 : cpus > LOADERS_MAX ? LOADERS_MAX : (unsigned)cpus;
+	int rc = 0;
+
+	if (s->nruns == 0)
+		return 0;
+	for (unsigned p = 0; p < parts; p++) {
+		l[p] = (struct loader){.s = s, .part = p, .parts = parts};
+		if (p > 0)
+			l[p].started = pthread_create(&l[p].th, NULL, loader_run, &l[p]) == 0;
+	}
+	loader_run(&l[0]);
+	for (unsigned p = 1; p < parts; p++) {
+		if (l[p].started)
+			pthread_join(l[p].th, NULL);
+		else
+			loader_run(&l[p]);
+	}
+	for (unsigned p = 0; p < parts; p++) {
+		count(s, TG_C_ids_filter_full, l[p].full);
+		if (l[p].rc != 0 && (rc == 0 || l[p].bad < *bad)) {
+			rc = l[p].rc;
+			*bad = l[p].bad;
+		}
+	}
+	return rc;
+}
+
+/* Start-up cannot go on without run i: say so after what err holds, and what to do. */
+static void
+unreadable(const struct tg_idstore *s, size_t i, int rc, char *err, size_t errlen)
+{
+	char name[RUN_NAME_LEN];
+	size_t used = strlen(err);
+
+	run_name(name, s->runs[i].lsn, s->runs[i].cut, s->runs[i].seq);
+	snprintf(err + used, errlen - used,
+	         "%sids: run %s/%s cannot be read (%s): its ids would be charged again "
+	         "if replayed.  Restore it from a backup, or move it aside (ids-*.tgi."
+	         "damaged) to start without it",
+	         used ? "; " : "", s->dir, name, strerror(-rc));
 }
 
 int
@@ -230,20 +308,19 @@ tg_idstore_open(struct tg_idstore **out, const struct tg_idstore_cfg *cfg, char 
 		char name[RUN_NAME_LEN];
 		run_name(name, s->runs[i].lsn, s->runs[i].cut, s->runs[i].seq);
 		rc = tg_idrun_open(&s->runs[i].r, s->dir, name, err, errlen);
-		if (rc == 0)
-			rc = tg_idrun_each_key(s->runs[i].r, filter_key, s);
 		if (rc != 0) {
-			size_t used = strlen(err);
-			snprintf(
-			    err + used, errlen - used,
-			    "%sids: run %s/%s cannot be read (%s): its ids would be charged again "
-			    "if replayed.  Restore it from a backup, or move it aside (ids-*.tgi."
-			    "damaged) to start without it",
-			    used ? "; " : "", s->dir, name, strerror(-rc));
+			unreadable(s, i, rc, err, errlen);
 			goto fail;
 		}
 		if (s->runs[i].seq >= s->seq)
 			s->seq = s->runs[i].seq + 1;
+	}
+	size_t bad = 0;
+	err[0] = '\0';
+	rc = load_filters(s, &bad);
+	if (rc != 0) {
+		unreadable(s, bad, rc, err, errlen);
+		goto fail;
 	}
 	*out = s;
 	return 0;

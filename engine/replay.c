@@ -1179,18 +1179,36 @@ tg_snapshot_load(struct tg_replay *r, const char *dir, char *note, size_t notele
 int
 tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg_rid *), void *arg)
 {
-	struct tg_rtab old = r->ids, nt;
-	const struct tg_rid *e = old.slot;
+	struct tg_rid *e = r->ids.slot;
+	size_t cap = r->ids.cap, mask = cap - 1, start = 0;
 
-	if (tab_init(&nt, sizeof(struct tg_rid), old.cap) != 0)
-		return -ENOMEM;
-	for (size_t i = 0; i < old.cap; i++) {
-		if (!digest_used(e[i].id) || drop(arg, &e[i]))
+	/*
+	 * In place: a move drops most of a table that may hold millions of
+	 * slots, every few seconds, and a new table each time cost as much in
+	 * page faults (fresh zeroed pages, then unmapping the old) as the rest
+	 * of the move.  First the dropped entries leave their slots...
+	 */
+	for (size_t i = 0; i < cap; i++)
+		if (digest_used(e[i].id) && drop(arg, &e[i])) {
+			memset(&e[i], 0, sizeof(e[i]));
+			r->ids.n--;
+		}
+	/*
+	 * ... which leaves holes in the probe runs: once round the table from
+	 * just after a free slot (there is one: the table is never full), each
+	 * entry is taken out and put back, landing at the first free slot from
+	 * its home.  That slot is at or before where it was, and every entry
+	 * before it in its run is already in place, so each run ends whole.
+	 */
+	while (digest_used(e[start].id))
+		start++;
+	for (size_t k = 1; k <= cap; k++) {
+		size_t i = (start + k) & mask;
+		if (!digest_used(e[i].id))
 			continue;
-		*id_slot(&nt, e[i].id) = e[i];
-		nt.n++;
+		struct tg_rid t = e[i];
+		memset(&e[i], 0, sizeof(e[i]));
+		*id_slot(&r->ids, t.id) = t;
 	}
-	free(old.slot);
-	r->ids = nt;
 	return 0;
 }

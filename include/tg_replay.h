@@ -144,7 +144,8 @@ void tg_replay_each_id(const struct tg_replay *r, void (*fn)(void *, const struc
                        void *arg);
 /*
  * Forget every id for which drop(arg, id) is true: the disk tier took them.
- * The table is rebuilt around the rest.  0 or -ENOMEM (r unchanged).
+ * In place, no allocation: the rest are put back where a lookup finds
+ * them.  Returns 0.
  */
 int tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg_rid *), void *arg);
 

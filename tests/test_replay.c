@@ -579,6 +579,65 @@ test_catch_up_skips_segments_already_applied(void **state)
 	tg_replay_free(&r);
 }
 
+/* Drops every id whose lo is odd. */
+static bool
+odd_lo(void *arg, const struct tg_rid *d)
+{
+	(void)arg;
+	return d->id.lo & 1;
+}
+
+static void
+count_even(void *arg, const struct tg_rid *d)
+{
+	assert_false(d->id.lo & 1);
+	(*(size_t *)arg)++;
+}
+
+/*
+ * tg_replay_ids_drop drops in place and mends the probe runs: every id left
+ * is still found (applying it again finds its slot and adds none), none
+ * dropped is left, and the table keeps working for new ids.
+ */
+static void
+test_ids_drop_in_place_keeps_the_rest_findable(void **state)
+{
+	struct tg_replay r;
+	enum { N = 50000 };
+	(void)state;
+
+	lsn = 0;
+	assert_int_equal(tg_replay_init(&r), 0);
+	settings(&r, 1, "silver");
+	for (int round = 0; round < 3; round++) {
+		for (uint64_t i = 0; i < N; i++) {
+			/* Clustered digests: long probe runs, with holes after the drop. */
+			struct tg_jrec_debit db = {
+			    .acct = 1,
+			    .id = {i * 3 + (uint64_t)round * 7 * N + 1, i % 5},
+			    .cost = 1};
+			apply(&r, TG_JREC_DEBIT, &db, 0);
+		}
+		size_t before = r.ids.n, evens = 0;
+		assert_int_equal(tg_replay_ids_drop(&r, odd_lo, NULL), 0);
+		tg_replay_each_id(&r, count_even, &evens);
+		assert_int_equal(evens, r.ids.n);
+		assert_true(r.ids.n < before);
+		/* Every id left is found again: the count does not move. */
+		size_t left = r.ids.n;
+		for (uint64_t rr = 0; rr <= (uint64_t)round; rr++)
+			for (uint64_t i = 0; i < N; i++) {
+				uint64_t lo = i * 3 + rr * 7 * N + 1;
+				if (lo & 1)
+					continue;
+				struct tg_jrec_debit db = {.acct = 1, .id = {lo, i % 5}, .cost = 1};
+				apply(&r, TG_JREC_DEBIT, &db, 0);
+			}
+		assert_int_equal(r.ids.n, left);
+	}
+	tg_replay_free(&r);
+}
+
 int
 main(void)
 {
@@ -593,6 +652,7 @@ main(void)
 	                                    rm_tmp),
 	    cmocka_unit_test_setup_teardown(test_journal_after_snapshot_and_pruning, mkdir_tmp,
 	                                    rm_tmp),
+	    cmocka_unit_test(test_ids_drop_in_place_keeps_the_rest_findable),
 	    cmocka_unit_test_setup_teardown(test_catch_up_skips_segments_already_applied, mkdir_tmp,
 	                                    rm_tmp),
 	};

@@ -100,3 +100,6 @@ TG_CFG("ledger-keep-max", U64, ledger_keep_max, "1073741824",
        "(its ledger.pos); older segments go anyway and ledger_segments_cut counts them")
 TG_CFG("snapshot-interval", U32, snapshot_interval, "300",
        "seconds between snapshots (taken only when the journal grew); 0 = only at shutdown")
+TG_CFG("snapshot-records", U64, snapshot_records, "4000000",
+       "journal records after which a snapshot is taken without waiting for snapshot-interval, "
+       "so a restart replays about this many at most; 0 = by snapshot-interval only")
