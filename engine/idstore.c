@@ -190,13 +190,24 @@ find_hook(void *arg, struct tg_digest d, struct tg_idem_rec *rec)
 	return rc;
 }
 
+/* Ids a move prefetches ahead of the one it moves (tg_idem_prefetch). */
+#define MOVE_AHEAD 8
 /* Threads that rebuild the filters at start-up, at most. */
 #define LOADERS_MAX 4
+
+/*
+ * Keys a start-up loader gathers before it adds them (tg_idem_filter_load):
+ * enough for each stripe's filter to take hundreds at once while it is in
+ * the cache; 2 x 32 MiB of buffers a loader.
+ */
+#define LOAD_BATCH (1u << 22)
 
 /* One start-up loader: the stripes part mod parts, from every run. */
 struct loader {
 	struct tg_idstore *s;
 	unsigned part, parts;
+	uint64_t *keys, *scratch; /* LOAD_BATCH each */
+	size_t n;
 	uint64_t full; /* keys that found no room */
 	int rc;
 	size_t bad; /* the run that failed, when rc != 0 */
@@ -205,29 +216,58 @@ struct loader {
 };
 
 static int
+load_flush(struct loader *l)
+{
+	uint64_t full;
+	int rc = tg_idem_filter_load(l->s->cfg.ids, l->keys, l->n, l->scratch, &full);
+
+	l->full += full;
+	l->n = 0;
+	return rc;
+}
+
+static int
 load_keys(void *arg, const uint64_t *lo, size_t n)
 {
 	struct loader *l = arg;
-	l->full += tg_idem_filter_load(l->s->cfg.ids, lo, n, l->part, l->parts);
-	return 0;
+	unsigned mask = (unsigned)tg_idem_stripes(l->s->cfg.ids) - 1;
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (((unsigned)lo[i] & mask) % l->parts != l->part)
+			continue;
+		l->keys[l->n++] = lo[i];
+		if (l->n == LOAD_BATCH)
+			rc = load_flush(l);
+	}
+	return rc;
 }
 
 static void *
 loader_run(void *arg)
 {
 	struct loader *l = arg;
+
+	l->keys = malloc(LOAD_BATCH * sizeof(*l->keys));
+	l->scratch = malloc(LOAD_BATCH * sizeof(*l->scratch));
+	if (l->keys == NULL || l->scratch == NULL)
+		l->rc = -ENOMEM;
 	for (size_t i = 0; i < l->s->nruns && l->rc == 0; i++) {
 		l->rc = tg_idrun_each_keys(l->s->runs[i].r, load_keys, l);
 		l->bad = i;
 	}
+	if (l->rc == 0 && l->n > 0)
+		l->rc = load_flush(l);
+	free(l->keys);
+	free(l->scratch);
 	return NULL;
 }
 
 /*
  * Rebuild the filters from the keys of every open run, on up to
  * LOADERS_MAX threads (one per core), each owning the stripes of one
- * residue: the rebuild is a memory-latency-bound walk, and a restart waits
- * for it.  Before any worker runs.  0, or the first run's error with *bad
+ * residue (stripe mod threads), so that no stripe lock is needed: a
+ * restart waits for this.  Before any worker runs.  0, or the first run's error with *bad
  * set to it.
  */
 static int
@@ -546,15 +586,21 @@ merge(struct tg_idstore *s, const size_t *at, size_t k, uint32_t horizon_start, 
 
 /*
  * Keep the runs few and the writing bounded (size-tiered, as LSM stores do):
- * TG_IDSTORE_FANOUT runs of one size class merge into one of the next, so
- * each id is rewritten about log4(ids / TG_IDSTORE_LEVEL_BASE) times and a
- * replay reads at most a few runs.  Runs wholly past the horizon go as they
+ * TG_IDSTORE_FANOUT runs of one size class merge into one of the next, up to
+ * a full-size run (ids-disk-max / TG_IDSTORE_RUNS_FULL ids), which merges no
+ * further.  So each id is rewritten at most about
+ * log4(ids-disk-max / 16 / TG_IDSTORE_LEVEL_BASE) times, however many ids
+ * the disk holds: the merging per new id is the same with 10M ids on disk
+ * as with 100M (uncapped, the merges into ever larger runs made each new id
+ * cost more as the disk filled), and a replay reads at most about 16
+ * full-size runs and a few small ones.  Runs wholly past the horizon go as they
  * are; past ids-disk-max the oldest runs go first.
  */
 static int
 compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 {
 	uint32_t horizon_start = now > s->cfg.horizon ? now - s->cfg.horizon : 0;
+	uint64_t full = s->cfg.disk_max / TG_IDSTORE_RUNS_FULL;
 
 	while (s->nruns > 0 && tg_idrun_meta(s->runs[s->nruns - 1].r)->seen_max < horizon_start) {
 		count(s, TG_C_ids_expired, tg_idrun_meta(s->runs[s->nruns - 1].r)->count);
@@ -562,12 +608,17 @@ compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 	}
 	for (;;) {
 		size_t at[TG_IDSTORE_FANOUT], k = 0;
-		/* The newest class with FANOUT runs; too many runs at all: the newest FANOUT. */
+		/*
+		 * The newest class with FANOUT runs, full-size runs left out; too
+		 * many runs at all: the newest FANOUT.
+		 */
 		for (unsigned l = 0; l < 32 && k < TG_IDSTORE_FANOUT; l++) {
 			k = 0;
-			for (size_t i = 0; i < s->nruns && k < TG_IDSTORE_FANOUT; i++)
-				if (level_of(tg_idrun_meta(s->runs[i].r)->count) == l)
+			for (size_t i = 0; i < s->nruns && k < TG_IDSTORE_FANOUT; i++) {
+				uint64_t n = tg_idrun_meta(s->runs[i].r)->count;
+				if (n < full && level_of(n) == l)
 					at[k++] = i;
+			}
 		}
 		if (k < TG_IDSTORE_FANOUT && s->nruns > TG_IDSTORE_RUNS_MAX)
 			for (k = 0; k < TG_IDSTORE_FANOUT; k++)
@@ -652,6 +703,10 @@ tg_idstore_spill(struct tg_idstore *s, struct tg_replay *state, uint32_t cut, ui
 		uint64_t moved = 0;
 		for (size_t i = 0; i < t.n; i++) {
 			struct tg_digest d = {.lo = t.ents[i].lo, .hi = t.ents[i].hi};
+			if (i + MOVE_AHEAD < t.n)
+				tg_idem_prefetch(s->cfg.ids, (struct tg_digest){
+				                                 .lo = t.ents[i + MOVE_AHEAD].lo,
+				                                 .hi = t.ents[i + MOVE_AHEAD].hi});
 			if (tg_idem_moved(s->cfg.ids, d) != 0) {
 				count(s, TG_C_ids_filter_full, 1);
 				t.ents[t.nkept++] = t.ents[i];

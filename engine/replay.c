@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,13 +52,32 @@ snap_acct_size(uint32_t v, uint32_t rec_sizes)
 
 /* ---- the tables ---- */
 
+/* Tables from this size on ask for huge pages. */
+#define HUGE_TABLE (4u << 20)
+#define HUGE_PAGE  (2u << 20)
+
 static int
 tab_init(struct tg_rtab *t, size_t esize, size_t cap)
 {
 	t->slot = calloc(cap, esize);
 	t->cap = cap;
 	t->n = 0;
-	return t->slot ? 0 : -ENOMEM;
+	if (t->slot == NULL)
+		return -ENOMEM;
+	/*
+	 * The snapshot thread looks up an account for nearly every record it
+	 * applies, at random in a table of 160-byte slots (320 MB for a
+	 * million accounts): with 4 KiB pages each lookup also missed the TLB.
+	 * Huge pages where the kernel grants them (a hint: nothing depends on
+	 * it), on the whole 2 MiB pages inside the table.
+	 */
+	if (cap * esize >= HUGE_TABLE) {
+		uintptr_t a = ((uintptr_t)t->slot + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+		uintptr_t b = ((uintptr_t)t->slot + cap * esize) & ~(uintptr_t)(HUGE_PAGE - 1);
+		if (b > a)
+			(void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+	}
+	return 0;
 }
 
 static uint64_t
