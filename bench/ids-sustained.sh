@@ -103,6 +103,11 @@ print("load: %d requests in %.0f s, %d errors; first 10%%: %.0f/s, last 10%%: %.
          last / first if first else 0))
 # CPU per request over the samples whose CDR count lies in [lo, hi) of the run
 cpu = [tuple(map(int, l.split())) for l in open(sys.argv[3]) if len(l.split()) == 2]
+# Up to the first sample with every request in: after it the snapshot thread
+# still works (a move, a snapshot) with no request coming, and that CPU
+# belongs to no request.
+while len(cpu) > 1 and cpu[-2][1] == cpu[-1][1]:
+    cpu.pop()
 hz = int(sys.argv[4])
 def us_per_req(lo, hi):
     pts = [(t, c) for t, c in cpu if lo <= c - cpu[0][1] <= hi]
