@@ -11,7 +11,10 @@
 # throughput of the first and the last 10% of the run (from tollbench's
 # per-second CSV), RAM (VmRSS of tollgated less its start-up RSS, and INFO's
 # byte counts per tier) and disk per remembered id, the replay's verdict
-# (bench/ids-replay.py), and the time from a SIGKILL to "ready" again.
+# (bench/ids-replay.py), and the time from a SIGKILL to "ready" again.  Since
+# the machine may be shared, it also reports tollgated's CPU per request in
+# the first and the last 10% of the run (utime + stime from /proc/PID/stat
+# against INFO's cdr, sampled each second): steadier than the throughput.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -65,11 +68,22 @@ start 1
 rss0=$(rss_kb)
 echo "tollgated ($mode, default ids-max/ids-window/ids-disk-max), $accounts accounts, up in $ready_ms ms, RSS $((rss0 / 1024)) MiB"
 run=$(printf '%08x' $(($(od -An -N4 -tu4 /dev/urandom))))
+# One row a second: tollgated's CPU ticks (user + system) and the CDRs applied.
+hz=$(getconf CLK_TCK)
+(while kill -0 "$pid" 2>/dev/null; do
+	t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null) || break
+	c=$(info cdr 2>/dev/null) || break
+	echo "$t ${c:-0}"
+	sleep 1
+done >"$tmp/cpu.txt") &
+sampler=$!
 "$build/bench/tollbench" load -p "$port" -c 50 -P 32 -n "$count" --accounts "$accounts" \
 	--run-id "$run" --acct-by-id --csv "$tmp/persec.csv" -q --json >"$tmp/load.json"
 sleep 1
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
 rss1=$(rss_kb)
-python3 - "$tmp/load.json" "$tmp/persec.csv" <<'EOF'
+python3 - "$tmp/load.json" "$tmp/persec.csv" "$tmp/cpu.txt" "$hz" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 rows = [l.strip().split(",") for l in open(sys.argv[2]) if l[:1].isdigit()]
@@ -87,6 +101,24 @@ first, last = rate(0, total * 0.1), rate(total * 0.9, total + 1)
 print("load: %d requests in %.0f s, %d errors; first 10%%: %.0f/s, last 10%%: %.0f/s (last/first %.2f)"
       % (j.get("requests", total), j.get("seconds", 0), j.get("errors", 0), first, last,
          last / first if first else 0))
+# CPU per request over the samples whose CDR count lies in [lo, hi) of the run
+cpu = [tuple(map(int, l.split())) for l in open(sys.argv[3]) if len(l.split()) == 2]
+# Up to the first sample with every request in: after it the snapshot thread
+# still works (a move, a snapshot) with no request coming, and that CPU
+# belongs to no request.
+while len(cpu) > 1 and cpu[-2][1] == cpu[-1][1]:
+    cpu.pop()
+hz = int(sys.argv[4])
+def us_per_req(lo, hi):
+    pts = [(t, c) for t, c in cpu if lo <= c - cpu[0][1] <= hi]
+    if len(pts) < 2 or pts[-1][1] == pts[0][1]:
+        return 0
+    return (pts[-1][0] - pts[0][0]) * 1e6 / hz / (pts[-1][1] - pts[0][1])
+if cpu:
+    done = cpu[-1][1] - cpu[0][1]
+    a, b = us_per_req(0, done * 0.1), us_per_req(done * 0.9, done)
+    print("tollgated CPU per request: first 10%%: %.2f us, last 10%%: %.2f us (last/first %.2f)"
+          % (a, b, b / a if a else 0))
 EOF
 mem=$(info ids_memory); disk=$(info ids_disk); runs=$(info ids_disk_runs)
 dbytes=$(info ids_disk_bytes); ram=$(info ids_disk_ram_bytes); mbytes=$(info ids_memory_bytes)

@@ -377,7 +377,8 @@ snap_thread(void *arg)
 	/*
 	 * A tick every SPILL_TICK_MS: ids move to disk every SPILL_EVERY_MS, or at
 	 * once when the memory tier is half full; a snapshot every
-	 * snapshot-interval (0: none but the last).
+	 * snapshot-interval (0: none but the last), or once snapshot-records
+	 * records were journaled since the last.
 	 */
 	pthread_mutex_lock(&d->mu);
 	while (!d->stop) {
@@ -395,8 +396,15 @@ snap_thread(void *arg)
 		/* The exporter's position, for the lag (tollstat, INFO): one small read a tick. */
 		tg_store_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_ledger_lsn],
 		            tg_ledger_pos_read(srv->cfg.data_dir));
-		if (srv->cfg.snapshot_interval > 0 &&
-		    now - last_snap >= (uint64_t)srv->cfg.snapshot_interval * 1000) {
+		/*
+		 * Or sooner when the journal since the last one would make a restart
+		 * slow; at most one such a SPILL_EVERY_MS, so a snapshot that cannot
+		 * be written (no room) is not retried every tick.
+		 */
+		bool many = srv->cfg.snapshot_records > 0 && now - last_snap >= SPILL_EVERY_MS &&
+		            tg_jw_durable(d->jw) - d->snap_lsn >= srv->cfg.snapshot_records;
+		if (many || (srv->cfg.snapshot_interval > 0 &&
+		             now - last_snap >= (uint64_t)srv->cfg.snapshot_interval * 1000)) {
 			snapshot(srv);
 			last_snap = tg_mono_ms();
 		}

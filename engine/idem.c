@@ -162,6 +162,17 @@ f_maybe(const struct tg_idem *w, unsigned s, uint64_t lo)
 	return f_has(w, s, b, f) || f_has(w, s, f_alt(w, b, f), f);
 }
 
+static inline void
+f_prefetch(const struct tg_idem *w, uint64_t lo)
+{
+	unsigned s = (unsigned)(lo & w->mask);
+	uint16_t f = f_print(lo);
+	uint32_t b = f_bucket1(w, lo);
+
+	__builtin_prefetch(f_slots(w, s, b), 1);
+	__builtin_prefetch(f_slots(w, s, f_alt(w, b, f)), 1);
+}
+
 static bool
 f_put(uint16_t *k, uint16_t f)
 {
@@ -674,9 +685,19 @@ tg_idem_set_disk(struct tg_idem *w, const struct tg_idem_disk *hook, size_t capa
 	w->filter = calloc(stripes * buckets * FILTER_WAYS, sizeof(*w->filter));
 	if (w->filter == NULL)
 		return -ENOMEM;
+	/* Probed at random for every new id, and filled at random by the mover and at start-up. */
+	tg__huge_pages(w->filter, stripes * buckets * FILTER_WAYS * sizeof(*w->filter));
 	w->fbuckets = (uint32_t)buckets;
 	w->disk = *hook;
 	return 0;
+}
+
+/* Stripes of w, a power of two: an id's stripe is its digest's lo modulo this. */
+size_t
+tg_idem_stripes(const struct tg_idem *w)
+{
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	return (size_t)w->mask + 1;
 }
 
 size_t
@@ -711,6 +732,23 @@ tg_idem_moved(struct tg_idem *w, struct tg_digest d)
 	return rc;
 }
 
+/*
+ * d is about to be passed to tg_idem_moved: start loading what that will
+ * touch (its filter buckets and its memory slot), without the lock -- a
+ * hint only, nothing is read.  The mover calls it a few ids ahead, so the
+ * cache misses of a whole run's ids overlap instead of following each other.
+ */
+void
+tg_idem_prefetch(const struct tg_idem *w, struct tg_digest d)
+{
+	unsigned s = (unsigned)(d.lo & w->mask);
+
+	if (w->fbuckets != 0)
+		f_prefetch(w, d.lo);
+	__builtin_prefetch(&stripe_slots(w, s)[tg__home(&d, w->nslots)], 1);
+	__builtin_prefetch(&w->stripes[s], 1);
+}
+
 /* An id of key lo left the disk (past the horizon): its fingerprint goes. */
 void
 tg_idem_unmoved(struct tg_idem *w, uint64_t lo)
@@ -735,6 +773,44 @@ tg_idem_filter_add(struct tg_idem *w, uint64_t lo)
 	rc = f_add(w, s, lo) ? 0 : -ENOSPC;
 	tg__spin_unlock(&w->stripes[s].lock);
 	return rc;
+}
+
+/*
+ * Start-up, before any worker runs: add the keys lo[0..n) to the filters.
+ * No stripe lock is taken: the caller guarantees that no other thread
+ * touches the stripes of these keys meanwhile (one loader thread per
+ * residue of the stripe number), which is what lets several threads load
+ * at once.  The filters are far larger than the caches, and keys in run
+ * order land at random in them: a memory latency per key.  So the keys
+ * are first put in stripe order (a stable counting sort into scratch, n
+ * entries), and each stripe's filter, 64 KiB for the defaults, is then
+ * filled while it sits in the cache.  Stable: a stripe sees its keys in
+ * the order given, so the filters come out as tg_idem_filter_add would
+ * leave them.  0 with *full the keys that found no room, or -ENOMEM.
+ */
+int
+tg_idem_filter_load(struct tg_idem *w, const uint64_t *lo, size_t n, uint64_t *scratch,
+                    uint64_t *full)
+{
+	size_t stripes = (size_t)w->mask + 1;
+	size_t *at = calloc(stripes + 1, sizeof(*at));
+
+	TG_CHECK_OBJ_NOTNULL(w, IDEM_MAGIC);
+	TG_ASSERT(w->fbuckets != 0);
+	*full = 0;
+	if (at == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		at[(lo[i] & w->mask) + 1]++;
+	for (size_t s = 1; s <= stripes; s++)
+		at[s] += at[s - 1];
+	for (size_t i = 0; i < n; i++)
+		scratch[at[lo[i] & w->mask]++] = lo[i];
+	for (size_t i = 0; i < n; i++)
+		if (!f_add(w, (unsigned)(scratch[i] & w->mask), scratch[i]))
+			(*full)++;
+	free(at);
+	return 0;
 }
 
 /* Fingerprints in all filters (a recent value). */

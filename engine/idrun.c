@@ -806,7 +806,8 @@ tg_idrun_find(const struct tg_idrun *r, struct tg_digest d, struct tg_idrun_ent 
 }
 
 int
-tg_idrun_each_key(const struct tg_idrun *r, int (*fn)(void *arg, uint64_t lo), void *arg)
+tg_idrun_each_keys(const struct tg_idrun *r, int (*fn)(void *arg, const uint64_t *lo, size_t n),
+                   void *arg)
 {
 	uint64_t *k, prev = 0;
 	uint32_t crc = 0;
@@ -820,23 +821,47 @@ tg_idrun_each_key(const struct tg_idrun *r, int (*fn)(void *arg, uint64_t lo), v
 		if ((rc = pread_all(r->fd, k, m * 8, r->keys_off + i * 8)) != 0)
 			break;
 		crc = tg_crc32c(crc, k, m * 8);
-		for (uint64_t j = 0; j < m; j++, i++) {
-			if ((i > 0 && k[j] < prev) ||
-			    (i % PER_BLOCK == 0 && k[j] != r->index[i / PER_BLOCK])) {
+		/* The whole chunk is checked before any of it is passed on. */
+		for (uint64_t j = 0; j < m; j++) {
+			if ((i + j > 0 && k[j] < prev) ||
+			    ((i + j) % PER_BLOCK == 0 && k[j] != r->index[(i + j) / PER_BLOCK])) {
 				rc = -EBADMSG;
 				break;
 			}
 			prev = k[j];
-			if ((rc = fn(arg, k[j])) != 0)
-				break;
 		}
-		if (rc != 0)
-			break;
+		if (rc == 0)
+			rc = fn(arg, k, (size_t)m);
+		i += m;
 	}
 	free(k);
 	if (rc == 0 && crc != r->keys_crc)
 		rc = -EBADMSG;
 	return rc;
+}
+
+struct one_key {
+	int (*fn)(void *arg, uint64_t lo);
+	void *arg;
+};
+
+static int
+each_one(void *arg, const uint64_t *lo, size_t n)
+{
+	const struct one_key *o = arg;
+	int rc = 0;
+
+	for (size_t j = 0; j < n && rc == 0; j++)
+		rc = o->fn(o->arg, lo[j]);
+	return rc;
+}
+
+int
+tg_idrun_each_key(const struct tg_idrun *r, int (*fn)(void *arg, uint64_t lo), void *arg)
+{
+	struct one_key o = {.fn = fn, .arg = arg};
+
+	return tg_idrun_each_keys(r, each_one, &o);
 }
 
 int

@@ -190,13 +190,131 @@ find_hook(void *arg, struct tg_digest d, struct tg_idem_rec *rec)
 	return rc;
 }
 
+/* Ids a move prefetches ahead of the one it moves (tg_idem_prefetch). */
+#define MOVE_AHEAD 8
+/* Threads that rebuild the filters at start-up, at most. */
+#define LOADERS_MAX 4
+
+/*
+ * Keys a start-up loader gathers before it adds them (tg_idem_filter_load):
+ * enough for each stripe's filter to take hundreds at once while it is in
+ * the cache; 2 x 32 MiB of buffers a loader.
+ */
+#define LOAD_BATCH (1u << 22)
+
+/* One start-up loader: the stripes part mod parts, from every run. */
+struct loader {
+	struct tg_idstore *s;
+	unsigned part, parts;
+	uint64_t *keys, *scratch; /* LOAD_BATCH each */
+	size_t n;
+	uint64_t full; /* keys that found no room */
+	int rc;
+	size_t bad; /* the run that failed, when rc != 0 */
+	pthread_t th;
+	bool started;
+};
+
 static int
-filter_key(void *arg, uint64_t lo)
+load_flush(struct loader *l)
 {
-	struct tg_idstore *s = arg;
-	if (tg_idem_filter_add(s->cfg.ids, lo) != 0)
-		count(s, TG_C_ids_filter_full, 1);
-	return 0;
+	uint64_t full;
+	int rc = tg_idem_filter_load(l->s->cfg.ids, l->keys, l->n, l->scratch, &full);
+
+	l->full += full;
+	l->n = 0;
+	return rc;
+}
+
+static int
+load_keys(void *arg, const uint64_t *lo, size_t n)
+{
+	struct loader *l = arg;
+	unsigned mask = (unsigned)tg_idem_stripes(l->s->cfg.ids) - 1;
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (((unsigned)lo[i] & mask) % l->parts != l->part)
+			continue;
+		l->keys[l->n++] = lo[i];
+		if (l->n == LOAD_BATCH)
+			rc = load_flush(l);
+	}
+	return rc;
+}
+
+static void *
+loader_run(void *arg)
+{
+	struct loader *l = arg;
+
+	l->keys = malloc(LOAD_BATCH * sizeof(*l->keys));
+	l->scratch = malloc(LOAD_BATCH * sizeof(*l->scratch));
+	if (l->keys == NULL || l->scratch == NULL)
+		l->rc = -ENOMEM;
+	for (size_t i = 0; i < l->s->nruns && l->rc == 0; i++) {
+		l->rc = tg_idrun_each_keys(l->s->runs[i].r, load_keys, l);
+		l->bad = i;
+	}
+	if (l->rc == 0 && l->n > 0)
+		l->rc = load_flush(l);
+	free(l->keys);
+	free(l->scratch);
+	return NULL;
+}
+
+/*
+ * Rebuild the filters from the keys of every open run, on up to
+ * LOADERS_MAX threads (one per core), each owning the stripes of one
+ * residue (stripe mod threads), so that no stripe lock is needed: a
+ * restart waits for this.  Before any worker runs.  0, or the first run's error with *bad
+ * set to it.
+ */
+static int
+load_filters(struct tg_idstore *s, size_t *bad)
+{
+	struct loader l[LOADERS_MAX];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned parts = cpus < 1 ? 1 : cpus > LOADERS_MAX ? LOADERS_MAX : (unsigned)cpus;
+	int rc = 0;
+
+	if (s->nruns == 0)
+		return 0;
+	for (unsigned p = 0; p < parts; p++) {
+		l[p] = (struct loader){.s = s, .part = p, .parts = parts};
+		if (p > 0)
+			l[p].started = pthread_create(&l[p].th, NULL, loader_run, &l[p]) == 0;
+	}
+	loader_run(&l[0]);
+	for (unsigned p = 1; p < parts; p++) {
+		if (l[p].started)
+			pthread_join(l[p].th, NULL);
+		else
+			loader_run(&l[p]);
+	}
+	for (unsigned p = 0; p < parts; p++) {
+		count(s, TG_C_ids_filter_full, l[p].full);
+		if (l[p].rc != 0 && (rc == 0 || l[p].bad < *bad)) {
+			rc = l[p].rc;
+			*bad = l[p].bad;
+		}
+	}
+	return rc;
+}
+
+/* Start-up cannot go on without run i: say so after what err holds, and what to do. */
+static void
+unreadable(const struct tg_idstore *s, size_t i, int rc, char *err, size_t errlen)
+{
+	char name[RUN_NAME_LEN];
+	size_t used = strlen(err);
+
+	run_name(name, s->runs[i].lsn, s->runs[i].cut, s->runs[i].seq);
+	snprintf(err + used, errlen - used,
+	         "%sids: run %s/%s cannot be read (%s): its ids would be charged again "
+	         "if replayed.  Restore it from a backup, or move it aside (ids-*.tgi."
+	         "damaged) to start without it",
+	         used ? "; " : "", s->dir, name, strerror(-rc));
 }
 
 int
@@ -230,20 +348,19 @@ tg_idstore_open(struct tg_idstore **out, const struct tg_idstore_cfg *cfg, char 
 		char name[RUN_NAME_LEN];
 		run_name(name, s->runs[i].lsn, s->runs[i].cut, s->runs[i].seq);
 		rc = tg_idrun_open(&s->runs[i].r, s->dir, name, err, errlen);
-		if (rc == 0)
-			rc = tg_idrun_each_key(s->runs[i].r, filter_key, s);
 		if (rc != 0) {
-			size_t used = strlen(err);
-			snprintf(
-			    err + used, errlen - used,
-			    "%sids: run %s/%s cannot be read (%s): its ids would be charged again "
-			    "if replayed.  Restore it from a backup, or move it aside (ids-*.tgi."
-			    "damaged) to start without it",
-			    used ? "; " : "", s->dir, name, strerror(-rc));
+			unreadable(s, i, rc, err, errlen);
 			goto fail;
 		}
 		if (s->runs[i].seq >= s->seq)
 			s->seq = s->runs[i].seq + 1;
+	}
+	size_t bad = 0;
+	err[0] = '\0';
+	rc = load_filters(s, &bad);
+	if (rc != 0) {
+		unreadable(s, bad, rc, err, errlen);
+		goto fail;
 	}
 	*out = s;
 	return 0;
@@ -469,15 +586,21 @@ merge(struct tg_idstore *s, const size_t *at, size_t k, uint32_t horizon_start, 
 
 /*
  * Keep the runs few and the writing bounded (size-tiered, as LSM stores do):
- * TG_IDSTORE_FANOUT runs of one size class merge into one of the next, so
- * each id is rewritten about log4(ids / TG_IDSTORE_LEVEL_BASE) times and a
- * replay reads at most a few runs.  Runs wholly past the horizon go as they
+ * TG_IDSTORE_FANOUT runs of one size class merge into one of the next, up to
+ * a full-size run (ids-disk-max / TG_IDSTORE_RUNS_FULL ids), which merges no
+ * further.  So each id is rewritten at most about
+ * log4(ids-disk-max / 16 / TG_IDSTORE_LEVEL_BASE) times, however many ids
+ * the disk holds: the merging per new id is the same with 10M ids on disk
+ * as with 100M (uncapped, the merges into ever larger runs made each new id
+ * cost more as the disk filled), and a replay reads at most about 16
+ * full-size runs and a few small ones.  Runs wholly past the horizon go as they
  * are; past ids-disk-max the oldest runs go first.
  */
 static int
 compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 {
 	uint32_t horizon_start = now > s->cfg.horizon ? now - s->cfg.horizon : 0;
+	uint64_t full = s->cfg.disk_max / TG_IDSTORE_RUNS_FULL;
 
 	while (s->nruns > 0 && tg_idrun_meta(s->runs[s->nruns - 1].r)->seen_max < horizon_start) {
 		count(s, TG_C_ids_expired, tg_idrun_meta(s->runs[s->nruns - 1].r)->count);
@@ -485,12 +608,17 @@ compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 	}
 	for (;;) {
 		size_t at[TG_IDSTORE_FANOUT], k = 0;
-		/* The newest class with FANOUT runs; too many runs at all: the newest FANOUT. */
+		/*
+		 * The newest class with FANOUT runs, full-size runs left out; too
+		 * many runs at all: the newest FANOUT.
+		 */
 		for (unsigned l = 0; l < 32 && k < TG_IDSTORE_FANOUT; l++) {
 			k = 0;
-			for (size_t i = 0; i < s->nruns && k < TG_IDSTORE_FANOUT; i++)
-				if (level_of(tg_idrun_meta(s->runs[i].r)->count) == l)
+			for (size_t i = 0; i < s->nruns && k < TG_IDSTORE_FANOUT; i++) {
+				uint64_t n = tg_idrun_meta(s->runs[i].r)->count;
+				if (n < full && level_of(n) == l)
 					at[k++] = i;
+			}
 		}
 		if (k < TG_IDSTORE_FANOUT && s->nruns > TG_IDSTORE_RUNS_MAX)
 			for (k = 0; k < TG_IDSTORE_FANOUT; k++)
@@ -575,6 +703,10 @@ tg_idstore_spill(struct tg_idstore *s, struct tg_replay *state, uint32_t cut, ui
 		uint64_t moved = 0;
 		for (size_t i = 0; i < t.n; i++) {
 			struct tg_digest d = {.lo = t.ents[i].lo, .hi = t.ents[i].hi};
+			if (i + MOVE_AHEAD < t.n)
+				tg_idem_prefetch(s->cfg.ids, (struct tg_digest){
+				                                 .lo = t.ents[i + MOVE_AHEAD].lo,
+				                                 .hi = t.ents[i + MOVE_AHEAD].hi});
 			if (tg_idem_moved(s->cfg.ids, d) != 0) {
 				count(s, TG_C_ids_filter_full, 1);
 				t.ents[t.nkept++] = t.ents[i];

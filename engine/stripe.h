@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "tg_atomic.h"
 #include <ck_spinlock.h>
@@ -124,6 +125,22 @@ tg__stripe_geometry(size_t capacity, unsigned *nstripes, uint32_t *nslots)
 	*nstripes = s;
 	*nslots = (uint32_t)slots;
 	return true;
+}
+
+/*
+ * Ask for huge pages on the whole 2 MiB pages inside [p, p + len): for the
+ * large arrays read at random (a TLB miss per access with 4 KiB pages).  A
+ * hint the kernel may ignore; nothing depends on it.
+ */
+static inline void
+tg__huge_pages(void *p, size_t len)
+{
+	const uintptr_t huge = (uintptr_t)2 << 20;
+	uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+	uintptr_t b = ((uintptr_t)p + len) & ~(huge - 1);
+
+	if (b > a)
+		(void)madvise((void *)a, b - a, MADV_HUGEPAGE);
 }
 
 /*

@@ -96,10 +96,15 @@ struct tg_idem_disk {
 };
 int tg_idem_set_disk(struct tg_idem *w, const struct tg_idem_disk *hook, size_t capacity);
 size_t tg_idem_filter_bytes(const struct tg_idem *w);
+size_t tg_idem_stripes(const struct tg_idem *w);
 size_t tg_idem_bytes(const struct tg_idem *w);
 int tg_idem_moved(struct tg_idem *w, struct tg_digest d);
+void tg_idem_prefetch(const struct tg_idem *w, struct tg_digest d);
 void tg_idem_unmoved(struct tg_idem *w, uint64_t lo);
 int tg_idem_filter_add(struct tg_idem *w, uint64_t lo);
+/* Start-up, no worker running, no other thread on these keys' stripes (tg_idem_filter_load). */
+int tg_idem_filter_load(struct tg_idem *w, const uint64_t *lo, size_t n, uint64_t *scratch,
+                        uint64_t *full);
 uint64_t tg_idem_on_disk(const struct tg_idem *w);
 /* No disk tier: forget the oldest id of l's (full) stripe; false with a disk tier. */
 bool tg_idem_evict_oldest(struct tg_idem_lock *l);

@@ -101,6 +101,13 @@ int tg_idrun_find(const struct tg_idrun *r, struct tg_digest d, struct tg_idrun_
  * keys from the blocks); -ENOMEM, -EIO or -errno from pread.
  */
 int tg_idrun_each_key(const struct tg_idrun *r, int (*fn)(void *arg, uint64_t lo), void *arg);
+/*
+ * The same walk a chunk at a time (up to 8192 keys, each chunk checked for
+ * order and against the index before fn sees it): for a caller that wants
+ * to work ahead of the key it is on, as the filter loader prefetches.
+ */
+int tg_idrun_each_keys(const struct tg_idrun *r, int (*fn)(void *arg, const uint64_t *lo, size_t n),
+                       void *arg);
 
 /*
  * Call fn(arg, e) for every entry, in (lo, hi) order, each block checked

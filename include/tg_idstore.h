@@ -28,6 +28,12 @@
 #define TG_IDSTORE_FANOUT     4
 #define TG_IDSTORE_LEVEL_BASE 65536
 #define TG_IDSTORE_RUNS_MAX   32
+/*
+ * A run holding ids-disk-max / TG_IDSTORE_RUNS_FULL ids or more is merged no
+ * further (unless the runs are more than TG_IDSTORE_RUNS_MAX): past that
+ * size a merge rewrites many ids to save a block read per replay.
+ */
+#define TG_IDSTORE_RUNS_FULL 16
 /* Ids younger than this stay in memory unless memory is under pressure (seconds). */
 #define TG_IDSTORE_MEMORY_AGE 60
 

@@ -127,7 +127,9 @@ struct tg_replay_end {
 
 /*
  * Apply the records of the journal in dir after r->lsn, up to limit (0: to
- * the end).  A torn tail is cut off when cut_torn, and reported in end.
+ * the end).  Segments wholly at or before r->lsn are not read (damage in
+ * them is not seen here).  A torn tail is cut off when cut_torn, and
+ * reported in end.
  * Returns 0 (END, limit reached, or torn tail), -EPROTO when the journal is
  * damaged (CORRUPT, NEWER_VERSION, GAP, BAD_HEADER: end->msg says which file,
  * which offset and what to do) or does not continue r (records missing
@@ -152,7 +154,8 @@ void tg_replay_each_id(const struct tg_replay *r, void (*fn)(void *, const struc
                        void *arg);
 /*
  * Forget every id for which drop(arg, id) is true: the disk tier took them.
- * The table is rebuilt around the rest.  0 or -ENOMEM (r unchanged).
+ * In place, no allocation: the rest are put back where a lookup finds
+ * them.  Returns 0.
  */
 int tg_replay_ids_drop(struct tg_replay *r, bool (*drop)(void *, const struct tg_rid *), void *arg);
 

@@ -308,6 +308,45 @@ test_durability_off_forgets_oldest(void **state)
 	it_dir_remove(fx.dir);
 }
 
+/*
+ * A busy engine with a long snapshot-interval (here: none) left a restart
+ * the whole journal since the last snapshot to replay: 32M records, 13 s,
+ * after a 100M-CDR run.  snapshot-records takes a snapshot once that many
+ * records were journaled, so after a kill the restart replays about that
+ * many at most, and every id is still answered exactly.
+ */
+static void
+test_restart_replays_at_most_snapshot_records(void **state)
+{
+	static const char *const flags[] = {
+	    "--ids-max", "4096", "--snapshot-interval", "0", "--snapshot-records", "5000", NULL};
+	enum { N = 30000 };
+	static tg_money_t first[N];
+
+	(void)state;
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_start(&fx.d, fx.dir, flags), 0);
+	reconnect();
+	it_run_cmd(fx.c, "ACCT.SET 1 BALANCE 1000000 PLAN basic");
+	burst("CDR 1 " DEST " 7 snap-%d", 0, N, 1, first, false);
+	/* At most one snapshot by record count every 5 s: wait for one. */
+	for (int i = 0; i < 100 && it_info(fx.c, "snapshots") == 0; i++)
+		it_sleep_ms(100);
+	assert_true(it_info(fx.c, "snapshots") >= 1);
+	redisFree(fx.c);
+	fx.c = NULL;
+	assert_int_equal(it_kill(&fx.d), 0);
+	assert_int_equal(it_restart(&fx.d, flags, 0), 0);
+	reconnect();
+	tg_money_t before = it_acct_money(fx.c, 1, "balance");
+	burst("CDR 1 " DEST " 7 snap-%d", 0, N, 1, first, true);
+	assert_int_equal(it_acct_money(fx.c, 1, "balance"), before);
+	redisFree(fx.c);
+	fx.c = NULL;
+	assert_int_equal(it_stop(&fx.d), 0);
+	it_dir_remove(fx.dir);
+}
+
 int
 main(void)
 {
@@ -316,6 +355,7 @@ main(void)
 	    cmocka_unit_test(test_damaged_run_stops_start),
 	    cmocka_unit_test(test_cdr_at_older_than_horizon_is_stale),
 	    cmocka_unit_test(test_durability_off_forgets_oldest),
+	    cmocka_unit_test(test_restart_replays_at_most_snapshot_records),
 	};
 	return cmocka_run_group_tests_name("ids_tiers", tests, NULL, NULL);
 }

@@ -511,6 +511,133 @@ test_journal_after_snapshot_and_pruning(void **state)
 	tg_replay_free(&r);
 }
 
+/*
+ * The snapshot thread catches its state up every few seconds.  It used to
+ * read the journal from its oldest segment each time, skipping what it had
+ * applied: a catch-up cost as much as the whole journal kept, and the
+ * engine slowed as the journal grew.  The segments wholly before the state
+ * must not be read at all: damage to the first one, after the state went
+ * past it, must not stop a catch-up.
+ */
+static void
+test_catch_up_skips_segments_already_applied(void **state)
+{
+	struct tg_replay r;
+	struct tg_replay_end end;
+	struct tg_jw *jw;
+	struct tg_jstage st;
+	char err[600], path[256];
+	(void)state;
+
+	struct tg_jw_cfg cfg = {.dir = dir, .mode = TG_DURABLE, .segment_size = 4096};
+	assert_int_equal(tg_jw_open(&jw, &cfg, 1, err, sizeof(err)), 0);
+	assert_int_equal(tg_jstage_init(&st, 64), 0);
+	assert_int_equal(tg_replay_init(&r), 0);
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 300; i++) {
+			struct tg_jrec_debit db = {.acct = (uint64_t)(i % 7),
+			                           .id = {(uint64_t)(round * 1000 + i + 1), 3},
+			                           .cost = 10};
+			tg_jw_stage(jw, &st, TG_JREC_DEBIT, &db, sizeof(db));
+		}
+		tg_jw_commit(jw, &st);
+		if (round == 0) {
+			assert_int_equal(tg_replay_journal(&r, dir, tg_jw_durable(jw), false, &end),
+			                 0);
+			assert_int_equal(r.lsn, 300);
+		}
+	}
+	tg_jstage_fini(&st);
+	tg_jw_close(jw);
+
+	/* Damage a record of the first segment, which the state has gone past. */
+	struct tg_journal_reader *jr;
+	assert_int_equal(tg_journal_open_dir(&jr, dir), 0);
+	assert_true(tg_journal_segments(jr) > 2);
+	assert_int_equal(tg_journal_segment_lsn(jr, 0), 1);
+	assert_true(tg_journal_segment_lsn(jr, 1) <= 300);
+	tg_journal_close(jr);
+	snprintf(path, sizeof(path), "%s/journal-%016llx.tgj", dir, 1ull);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t b;
+	assert_int_equal(pread(fd, &b, 1, TG_JOURNAL_HDR_SIZE + 40), 1);
+	b ^= 0xff;
+	assert_int_equal(pwrite(fd, &b, 1, TG_JOURNAL_HDR_SIZE + 40), 1);
+	close(fd);
+
+	assert_int_equal(tg_replay_journal(&r, dir, 0, false, &end), 0);
+	assert_int_equal(end.status, TG_JOURNAL_END);
+	assert_int_equal(r.lsn, 600);
+	assert_int_equal(r.records, 600);
+	tg_replay_free(&r);
+
+	/* From the start, the damage is found: it was only skipped, not missed. */
+	assert_int_equal(tg_replay_init(&r), 0);
+	assert_int_equal(tg_replay_journal(&r, dir, 0, false, &end), -EPROTO);
+	assert_int_equal(end.status, TG_JOURNAL_CORRUPT);
+	tg_replay_free(&r);
+}
+
+/* Drops every id whose lo is odd. */
+static bool
+odd_lo(void *arg, const struct tg_rid *d)
+{
+	(void)arg;
+	return d->id.lo & 1;
+}
+
+static void
+count_even(void *arg, const struct tg_rid *d)
+{
+	assert_false(d->id.lo & 1);
+	(*(size_t *)arg)++;
+}
+
+/*
+ * tg_replay_ids_drop drops in place and mends the probe runs: every id left
+ * is still found (applying it again finds its slot and adds none), none
+ * dropped is left, and the table keeps working for new ids.
+ */
+static void
+test_ids_drop_in_place_keeps_the_rest_findable(void **state)
+{
+	struct tg_replay r;
+	enum { N = 50000 };
+	(void)state;
+
+	lsn = 0;
+	assert_int_equal(tg_replay_init(&r), 0);
+	settings(&r, 1, "silver");
+	for (int round = 0; round < 3; round++) {
+		for (uint64_t i = 0; i < N; i++) {
+			/* Clustered digests: long probe runs, with holes after the drop. */
+			struct tg_jrec_debit db = {
+			    .acct = 1,
+			    .id = {i * 3 + (uint64_t)round * 7 * N + 1, i % 5},
+			    .cost = 1};
+			apply(&r, TG_JREC_DEBIT, &db, 0);
+		}
+		size_t before = r.ids.n, evens = 0;
+		assert_int_equal(tg_replay_ids_drop(&r, odd_lo, NULL), 0);
+		tg_replay_each_id(&r, count_even, &evens);
+		assert_int_equal(evens, r.ids.n);
+		assert_true(r.ids.n < before);
+		/* Every id left is found again: the count does not move. */
+		size_t left = r.ids.n;
+		for (uint64_t rr = 0; rr <= (uint64_t)round; rr++)
+			for (uint64_t i = 0; i < N; i++) {
+				uint64_t lo = i * 3 + rr * 7 * N + 1;
+				if (lo & 1)
+					continue;
+				struct tg_jrec_debit db = {.acct = 1, .id = {lo, i % 5}, .cost = 1};
+				apply(&r, TG_JREC_DEBIT, &db, 0);
+			}
+		assert_int_equal(r.ids.n, left);
+	}
+	tg_replay_free(&r);
+}
+
 int
 main(void)
 {
@@ -524,6 +651,9 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_round_trip_and_fallback, mkdir_tmp,
 	                                    rm_tmp),
 	    cmocka_unit_test_setup_teardown(test_journal_after_snapshot_and_pruning, mkdir_tmp,
+	                                    rm_tmp),
+	    cmocka_unit_test(test_ids_drop_in_place_keeps_the_rest_findable),
+	    cmocka_unit_test_setup_teardown(test_catch_up_skips_segments_already_applied, mkdir_tmp,
 	                                    rm_tmp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -120,3 +120,6 @@ TG_CFG("min-replicas-timeout", U32, min_replicas_timeout, "1000",
 TG_CFG("min-replicas-on-timeout", STR, min_replicas_on_timeout, "refuse",
        "refuse: money-moving commands get NOREPLICAS until enough replicas catch up; async: "
        "acknowledge on this node's disk alone (logged and counted)")
+TG_CFG("snapshot-records", U64, snapshot_records, "4000000",
+       "journal records after which a snapshot is taken without waiting for snapshot-interval, "
+       "so a restart replays about this many at most; 0 = by snapshot-interval only")
