@@ -382,7 +382,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 			                       .initial = p.initial,
 			                       .increment = p.increment,
 			                       .minimum = p.minimum,
-			                       .category = p.category};
+			                       .category = p.category,
+			                       .flags = p.flags};
 			r->calls.n++;
 			a->calls++;
 		}

@@ -62,7 +62,8 @@ struct tg_rcall {
 	uint32_t increment;
 	uint32_t minimum;
 	uint8_t category;
-	uint8_t pad[7];
+	uint8_t flags; /* TG_JRESERVE_* of its CALL.AUTH (0 in older snapshots: none) */
+	uint8_t pad[6];
 };
 
 /* One remembered id (48 bytes). */

@@ -133,6 +133,13 @@ struct tg_move {
 enum tg_result tg_acct_reserve(struct tg_acct *a, tg_money_t amount, struct tg_move *m);
 /* Reserve amount (> 0) more for a call already counted (a grant extended). */
 enum tg_result tg_acct_extend(struct tg_acct *a, tg_money_t amount, struct tg_move *m);
+/*
+ * Reserve amount (>= 0) for an always-allowed call whatever the state and
+ * the balance: available may go below zero.  new_call counts the call.
+ * TG_OK or TG_OVERFLOW.
+ */
+enum tg_result tg_acct_reserve_always(struct tg_acct *a, tg_money_t amount, bool new_call,
+                                      struct tg_move *m);
 /* Available balance now (balance - reserved), from one racy read: a hint for sizing a grant. */
 tg_money_t tg_acct_available(struct tg_acct *a);
 /*
