@@ -2,7 +2,7 @@
  * tg_stops.h - the stop publisher: calls in progress the engine wants ended.
  *
  * When an account is suspended or closed, or a debit (a CDR from another
- * switch, ACCT.DEBIT, ACCT.SET BALANCE) leaves it too little to extend a
+ * switch, ACCT.SET BALANCE) leaves it too little to extend a
  * call, the worker that made the change pushes the account's id onto its
  * own single-producer ring (a hint: nothing else, no syscall, no lock).  One
  * thread drains the rings, looks at every call in progress of those
