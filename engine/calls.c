@@ -17,7 +17,9 @@
  * calls per stripe the extra quarter is several standard deviations of the
  * spread between stripes, so a stripe fills only when the whole map is near
  * capacity.  Memory: 136 bytes per slot (16 of digest, 120 of struct
- * tg_call), so 170 bytes per call of capacity, plus 64 per stripe.
+ * tg_call), so 170 bytes per call of capacity, plus 64 per stripe, plus
+ * id_keep bytes per slot when the map keeps the ids as sent (call-id-keep,
+ * for the stop stream: 64 bytes kept cost 80 bytes per call of capacity).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -52,6 +54,8 @@ struct tg_calls {
 	struct stripe *stripes;
 	struct tg_digest *keys; /* stripe s owns keys[s * nslots ...]; zero = free */
 	struct tg_call *vals;   /* parallel to keys */
+	char *ids;              /* parallel to keys, id_keep bytes each; NULL when 0 */
+	uint32_t id_keep;
 	/* Calls held, all stripes; written under a stripe lock, read anywhere. */
 	uint64_t count __attribute__((aligned(CACHE_LINE)));
 };
@@ -60,6 +64,13 @@ static inline uint32_t
 next(const struct tg_calls *c, uint32_t i)
 {
 	return i + 1 == c->nslots ? 0 : i + 1;
+}
+
+/* The kept id bytes of slot i of stripe s. */
+static inline char *
+id_at(const struct tg_calls *c, unsigned s, uint32_t i)
+{
+	return c->ids + ((size_t)s * c->nslots + i) * c->id_keep;
 }
 
 /*
@@ -107,6 +118,8 @@ delete_at(struct tg_calls *c, unsigned s, uint32_t i)
 			continue;
 		keys[hole] = keys[j];
 		vals[hole] = vals[j];
+		if (c->ids != NULL)
+			memcpy(id_at(c, s, hole), id_at(c, s, j), c->id_keep);
 		memset(&keys[j], 0, sizeof(keys[j]));
 		hole = j;
 	}
@@ -120,6 +133,12 @@ delete_at(struct tg_calls *c, unsigned s, uint32_t i)
  */
 int
 tg_calls_init(struct tg_calls **out, size_t capacity)
+{
+	return tg_calls_init_ids(out, capacity, 0);
+}
+
+int
+tg_calls_init_ids(struct tg_calls **out, size_t capacity, uint32_t id_keep)
 {
 	struct tg_calls *c;
 	unsigned nstripes;
@@ -140,7 +159,11 @@ tg_calls_init(struct tg_calls **out, size_t capacity)
 	 */
 	c->keys = calloc((size_t)nstripes * nslots, sizeof(*c->keys));
 	c->vals = calloc((size_t)nstripes * nslots, sizeof(*c->vals));
-	if (c->stripes == NULL || c->keys == NULL || c->vals == NULL) {
+	c->id_keep = id_keep;
+	if (id_keep > 0)
+		c->ids = calloc((size_t)nstripes * nslots, id_keep);
+	if (c->stripes == NULL || c->keys == NULL || c->vals == NULL ||
+	    (id_keep > 0 && c->ids == NULL)) {
 		tg_calls_free(c);
 		return -ENOMEM;
 	}
@@ -160,6 +183,7 @@ tg_calls_free(struct tg_calls *c)
 	free(c->stripes);
 	free(c->keys);
 	free(c->vals);
+	free(c->ids);
 	c->magic = 0;
 	free(c);
 }
@@ -230,6 +254,13 @@ tg_calls_remove_unlock(struct tg_calls_lock *l)
 enum tg_result
 tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call)
 {
+	return tg_calls_insert_call_unlock(l, call, NULL, 0);
+}
+
+enum tg_result
+tg_calls_insert_call_unlock(struct tg_calls_lock *l, const struct tg_call *call, const char *id,
+                            size_t len)
+{
 	struct tg_calls *c = l->c;
 	struct stripe *st;
 	struct tg_digest *keys;
@@ -247,7 +278,12 @@ tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call)
 	while (!tg__key_free(&keys[i]))
 		i = next(c, i);
 	keys[i] = l->d;
-	c->vals[(size_t)l->stripe * c->nslots + i] = *call;
+	struct tg_call *v = &c->vals[(size_t)l->stripe * c->nslots + i];
+	*v = *call;
+	TG_ASSERT(len <= TG_CALLID_MAX);
+	v->id_len = (uint8_t)len;
+	if (c->ids != NULL)
+		memcpy(id_at(c, l->stripe, i), id, len < c->id_keep ? len : c->id_keep);
 	st->used++;
 	tg__count_add(&c->count, 1);
 	tg_calls_unlock(l);
@@ -302,4 +338,35 @@ tg_calls_expire(struct tg_calls *c, uint64_t now_ns,
 		tg__spin_unlock(&st->lock);
 	}
 	return expired;
+}
+
+uint32_t
+tg_calls_id_keep(const struct tg_calls *c)
+{
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	return c->id_keep;
+}
+
+/* Every stripe in turn, EXPIRE_CHUNK slots per lock hold, as tg_calls_expire. */
+void
+tg_calls_each(struct tg_calls *c, void (*fn)(void *arg, struct tg_call *call, const char *id),
+              void *arg)
+{
+	TG_CHECK_OBJ_NOTNULL(c, CALLS_MAGIC);
+	for (unsigned s = 0; s <= c->mask; s++) {
+		struct stripe *st = &c->stripes[s];
+		const struct tg_digest *keys = c->keys + (size_t)s * c->nslots;
+		struct tg_call *vals = c->vals + (size_t)s * c->nslots;
+
+		tg__spin_lock(&st->lock);
+		for (uint32_t i = 0; i < c->nslots; i++) {
+			if (i % EXPIRE_CHUNK == EXPIRE_CHUNK - 1) {
+				tg__spin_unlock(&st->lock);
+				tg__spin_lock(&st->lock);
+			}
+			if (!tg__key_free(&keys[i]))
+				fn(arg, &vals[i], c->ids != NULL ? id_at(c, s, (uint32_t)i) : NULL);
+		}
+		tg__spin_unlock(&st->lock);
+	}
 }

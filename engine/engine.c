@@ -87,7 +87,7 @@ tg_engine_init(struct tg_engine *e, struct tg_table *table, const struct tg_engi
 	if (rc != 0)
 		goto fail;
 	table->plans_reclaim = (struct tg_plan_reclaim){.fn = reclaim_plans, .arg = e};
-	rc = tg_calls_init(&e->calls, cfg->calls_max);
+	rc = tg_calls_init_ids(&e->calls, cfg->calls_max, cfg->call_id_keep);
 	if (rc != 0)
 		goto fail;
 	rc = tg_idem_init(&e->ids, cfg->ids_max, cfg->ids_window);
@@ -113,7 +113,7 @@ void
 tg_engine_fini(struct tg_engine *e)
 {
 	/* A running publisher reads the table and the counters: it stops first. */
-	TG_ASSERT(e->refill.fn == NULL);
+	TG_ASSERT(e->refill.fn == NULL && e->stop.fn == NULL);
 	for (unsigned i = 0; e->workers != NULL && i <= e->cfg.workers; i++)
 		tg_jstage_fini(&e->workers[i].stage);
 	if (e->ids)
@@ -364,6 +364,18 @@ tg_note_move(struct tg_worker *w, struct tg_acct *a, const struct tg_move *m)
 	}
 }
 
+/*
+ * Tell the stop publisher that a's calls in progress may have to stop (it
+ * was suspended, closed or debited): only when a has any, and a publisher
+ * listens.  A ring push: nothing else on the worker.
+ */
+static inline void
+stop_hint(struct tg_worker *w, struct tg_acct *a)
+{
+	if (w->e->stop.fn != NULL && tg_load_32(&a->calls) > 0)
+		w->e->stop.fn(w->e->stop.arg, w, tg_acct_id(a));
+}
+
 /* Record and count a change of an account's payment standing. */
 static void
 note_standing(struct tg_worker *w, struct tg_acct *a, enum tg_standing_event ev,
@@ -378,6 +390,8 @@ note_standing(struct tg_worker *w, struct tg_acct *a, enum tg_standing_event ev,
 	                             .unpaid = st->unpaid,
 	                             .event = (uint8_t)ev};
 	jrec(w, TG_JREC_STANDING, &p, sizeof(p));
+	if (ev == TG_STANDING_SUSPENDED || ev == TG_STANDING_CLOSED)
+		stop_hint(w, a);
 	if (ev == TG_STANDING_SUSPENDED)
 		tg_count(w, TG_C_accounts_unpaid_suspended, 1);
 	else if (ev == TG_STANDING_RESTORED)
@@ -398,6 +412,8 @@ tg_engine_set_balance(struct tg_worker *w, struct tg_acct *a, tg_money_t balance
 	    .acct = tg_acct_id(a), .balance = balance, .delta = balance - m.before};
 	jrec_item(w, TG_JREC_SET_BALANCE, &p, NULL, NULL, 0, w->who, who_len(w), NULL, 0, NULL, 0);
 	tg_note_move(w, a, &m);
+	if (balance < m.before)
+		stop_hint(w, a);
 	return TG_OK;
 }
 
@@ -411,6 +427,9 @@ tg_engine_configure(struct tg_worker *w, struct tg_acct *a, const struct tg_acct
 		return r;
 	jrec_settings(w, a);
 	tg_note_move(w, a, &m);
+	/* Suspended or closed (now or before): its calls get no more time. */
+	if (tg_load_8(&a->state) != TG_STATE_ACTIVE)
+		stop_hint(w, a);
 	return TG_OK;
 }
 
@@ -604,6 +623,7 @@ jrec_reserve(struct tg_worker *w, uint64_t acct, struct tg_id call, tg_money_t a
 	                            .amount = amount,
 	                            .seconds = seconds,
 	                            .category = r->category,
+	                            .flags = r->always ? TG_JRESERVE_ALWAYS : 0,
 	                            .per_min = r->per_min,
 	                            .connect = r->connect,
 	                            .initial = r->initial,
@@ -669,6 +689,70 @@ count_why(struct tg_worker *w, enum tg_grant_why why)
 		tg_count(w, TG_C_call_low, 1);
 }
 
+/*
+ * CALL.AUTH of a call to an always-allowed destination r (docs/RATES.md,
+ * "Always-allowed destinations"): granted whatever the account's balance,
+ * state and caps, for max-grant seconds (ended on a billing boundary), and
+ * its cost reserved even when that takes available below zero (a zero
+ * rate reserves nothing).  The replay and conflict rules are those of any
+ * CALL.AUTH.  a is the account of acct.
+ */
+static enum tg_result
+call_auth_always(struct tg_worker *w, struct tg_acct *a, uint64_t acct, const char *dest,
+                 size_t dlen, struct tg_id call, const struct tg_rate *r, uint32_t *granted)
+{
+	struct tg_engine *e = w->e;
+	struct tg_idem_pair il;
+	struct tg_calls_lock l;
+	struct tg_move m;
+	struct tg_digest key = digest(KIND_CALL, call);
+	tg_money_t cost = 0;
+
+	if (tg_idem_lock_pair(e->ids, digest(KIND_END, call), key, w->now_s, &il)) {
+		tg_idem_unlock_pair(&il);
+		tg_count(w, TG_C_conflicts, 1);
+		return TG_CONFLICT;
+	}
+	struct tg_call *c = tg_calls_lock(e->calls, key, &l);
+	if (c != NULL) {
+		bool same = c->acct == acct;
+		*granted = c->granted;
+		w->replayed = true;
+		tg_calls_unlock(&l);
+		tg_idem_unlock_pair(&il);
+		if (!same)
+			tg_count(w, TG_C_conflicts, 1);
+		return same ? TG_OK : TG_CONFLICT;
+	}
+	/* As if the money were unlimited: the grant is max-grant on a billing boundary. */
+	uint32_t grant = tg_rate_grant(r, TG_MONEY_MAX, e->cfg.max_grant, &cost);
+	enum tg_result res = grant > 0 ? tg_acct_reserve_always(a, cost, true, &m) : TG_BLOCKED;
+	if (res != TG_OK) {
+		tg_calls_unlock(&l);
+		tg_idem_unlock_pair(&il);
+		tg_count(w, res == TG_BLOCKED ? TG_C_call_blocked : TG_C_call_refused, 1);
+		return res;
+	}
+	struct tg_call nc = {.acct = acct,
+	                     .key = key,
+	                     .rate = *r,
+	                     .reserved = cost,
+	                     .granted = grant,
+	                     .started_ns = w->now_ns,
+	                     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
+	res = tg_calls_insert_call_unlock(&l, &nc, call.p, call.len);
+	tg_idem_unlock_pair(&il);
+	if (res != TG_OK) {
+		tg_acct_commit(a, cost, 0, &m);
+		return res;
+	}
+	jrec_reserve(w, acct, call, cost, grant, r, a, dest, dlen);
+	tg_count(w, TG_C_call_granted, 1);
+	tg_count(w, TG_C_call_always, 1);
+	*granted = grant;
+	return TG_OK;
+}
+
 enum tg_result
 tg_call_auth(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, struct tg_id call,
              uint32_t *granted)
@@ -697,6 +781,13 @@ tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dl
 		res = TG_NOACCOUNT;
 		goto refused;
 	}
+	/*
+	 * Always-allowed destinations (emergency, free service numbers) first:
+	 * no state, balance or cap below refuses them (docs/RATES.md).
+	 */
+	if (rate_for(w, a, dest, dlen, &r) == TG_OK && r->always)
+		return call_auth_always(w, a, acct, dest, dlen, call, r, granted);
+
 	uint8_t state = tg_load_8(&a->state);
 	if (state != TG_STATE_ACTIVE) {
 		res = state == TG_STATE_CLOSED ? TG_CLOSED : TG_SUSPENDED;
@@ -782,10 +873,10 @@ tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dl
 	                     .rate = *r,
 	                     .reserved = cost,
 	                     .granted = grant,
-	                     .day = counted ? w->now_s / 86400u + 1 : 0,
+	                     .day = counted ? (uint16_t)(tg_utc_day(w->now_s) + 1) : 0,
 	                     .started_ns = w->now_ns,
 	                     .expires_ns = w->now_ns + (uint64_t)(grant + e->cfg.call_grace) * NS};
-	res = tg_calls_insert_unlock(&l, &nc);
+	res = tg_calls_insert_call_unlock(&l, &nc, call.p, call.len);
 	tg_idem_unlock_pair(&il);
 	if (res != TG_OK) {
 		tg_acct_commit(a, cost, 0, &m);
@@ -800,6 +891,33 @@ tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dl
 refused:
 	tg_count(w, TG_C_call_refused, 1);
 	return res;
+}
+
+/*
+ * CALL.UPDATE of an always-allowed call c (its calls stripe locked): the
+ * grant grows to cap on a billing boundary whatever the state and balance,
+ * the difference reserved even below zero.  TG_MAXGRANT when the cap
+ * allows nothing more.
+ */
+static enum tg_result
+update_always(struct tg_worker *w, struct tg_acct *a, uint64_t acct, struct tg_id call,
+              struct tg_call *c, uint32_t cap)
+{
+	struct tg_move m;
+	tg_money_t cost;
+	uint32_t g = tg_rate_grant(&c->rate, TG_MONEY_MAX, cap, &cost);
+
+	if (g <= c->granted)
+		return TG_MAXGRANT;
+	TG_ASSERT(cost >= c->reserved);
+	enum tg_result res = tg_acct_reserve_always(a, cost - c->reserved, false, &m);
+	if (res != TG_OK)
+		return res;
+	jrec_reserve(w, acct, call, cost - c->reserved, g, &c->rate, NULL, NULL, 0);
+	c->reserved = cost;
+	c->granted = g;
+	c->expires_ns = c->started_ns + (uint64_t)(g + w->e->cfg.call_grace) * NS;
+	return TG_OK;
 }
 
 enum tg_result
@@ -833,6 +951,26 @@ tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32
 	uint32_t cap = cap64 > TG_DURATION_MAX ? TG_DURATION_MAX : (uint32_t)cap64;
 	struct tg_limits *lim = tg_acct_limits(e->table, a);
 	uint16_t today = tg_utc_day(w->now_s);
+	if (c->rate.always) {
+		/* An always-allowed call: extended whatever the state and the balance. */
+		res = update_always(w, a, acct, call, c, cap);
+		*granted = c->granted;
+		tg_calls_unlock(&l);
+		if (res == TG_OK)
+			tg_count(w, TG_C_call_update, 1);
+		return res;
+	}
+	/*
+	 * A suspended or closed account's calls get no more time: BLOCKED, as
+	 * when the money is gone; the stop stream has told listening switches
+	 * already (docs/PROTOCOL.md, "The stop stream").
+	 */
+	if (tg_load_8(&a->state) != TG_STATE_ACTIVE) {
+		*granted = c->granted;
+		tg_calls_unlock(&l);
+		tg_count(w, TG_C_call_blocked, 1);
+		return TG_BLOCKED;
+	}
 	for (int tries = 0; tries <= 16; tries++) {
 		tg_money_t avail = tg_acct_available(a), budget, cost;
 		if (avail <= 0 || !tg_money_add(c->reserved, avail, &budget)) {
@@ -868,6 +1006,7 @@ tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32
 			c->expires_ns = c->started_ns + (uint64_t)(g + e->cfg.call_grace) * NS;
 			if (g >= cap)
 				*why = why_full(lim, m.available);
+			c->stopped = 0; /* it may be stopped again if the money runs out again */
 			break;
 		}
 		if (res != TG_SHORT && res != TG_DAILYCAP)
@@ -894,7 +1033,7 @@ tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32
 static void
 settle_day(struct tg_worker *w, struct tg_acct *a, const struct tg_call *c, tg_money_t cost)
 {
-	if (c->day == 0 || c->day != w->now_s / 86400u + 1)
+	if (c->day == 0 || c->day != (uint16_t)(tg_utc_day(w->now_s) + 1))
 		return;
 	struct tg_limits *lim = tg_acct_limits(w->e->table, a);
 	if (lim != NULL && tg_load_64((uint64_t *)&lim->daily_cap) != 0)
@@ -1017,8 +1156,11 @@ tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t 
 	const struct tg_rate *r;
 	enum tg_result res = rated_debit(w, a, dest, dlen, duration, charge, m, &r);
 
-	if (res == TG_OK)
+	if (res == TG_OK) {
 		tg_note_move(w, a, m);
+		if (*charge > 0)
+			stop_hint(w, a);
+	}
 	return res;
 }
 
@@ -1064,6 +1206,8 @@ tg_cdr(struct tg_worker *w, uint64_t acct, const char *dest, size_t dlen, uint32
 	          r->prefix_len);
 	tg_note_move(w, a, &m);
 	window_record(w, &il, fp, *charge);
+	if (*charge > 0)
+		stop_hint(w, a); /* another switch's call drained it: this one's calls may stop */
 	tg_count(w, TG_C_cdr, 1);
 	return TG_OK;
 }

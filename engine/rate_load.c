@@ -27,14 +27,34 @@
 #include "tg_assert.h"
 #include "tg_result.h"
 
-#define CSV_HEADER "plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum"
-#define CSV_FIELDS 8
-#define CSV_SHOW   32 /* bytes of a bad field quoted back in a reason */
+/*
+ * The versions of the format, oldest first (docs/RATES.md): version 1 adds
+ * the column `always`.  A file says which it is by its header; every row
+ * of it has that version's number of fields.
+ */
+#define CSV_HEADER_V0  "plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum"
+#define CSV_HEADER_V1  CSV_HEADER_V0 ",always"
+#define CSV_FIELDS_MAX 9
+#define CSV_SHOW       32 /* bytes of a bad field quoted back in a reason */
 
-enum { F_PLAN, F_PREFIX, F_CATEGORY, F_PER_MIN, F_CONNECT, F_INITIAL, F_INCREMENT, F_MINIMUM };
+static const char *const csv_headers[] = {CSV_HEADER_V0, CSV_HEADER_V1};
+static const unsigned csv_fields[] = {8, 9}; /* fields of a row, by version */
 
-static const char *const field_names[CSV_FIELDS] = {
-    "plan", "prefix", "category", "rate_per_min", "connect_fee", "initial", "increment", "minimum",
+enum {
+	F_PLAN,
+	F_PREFIX,
+	F_CATEGORY,
+	F_PER_MIN,
+	F_CONNECT,
+	F_INITIAL,
+	F_INCREMENT,
+	F_MINIMUM,
+	F_ALWAYS
+};
+
+static const char *const field_names[CSV_FIELDS_MAX] = {
+    "plan",    "prefix",    "category", "rate_per_min", "connect_fee",
+    "initial", "increment", "minimum",  "always",
 };
 
 /* One accepted row, before it is sorted into its plan. */
@@ -219,6 +239,27 @@ field_seconds(const char *fname, const char *s, size_t len, uint32_t lo, uint32_
 	return true;
 }
 
+/* Parse yes or no (lower case, as the file's other words) into 1 or 0. */
+static bool
+field_yesno(const char *fname, const char *s, size_t len, uint8_t *out, char *why, size_t whylen)
+{
+	char b[CSV_SHOW + 4];
+
+	if (len == 3 && memcmp(s, "yes", 3) == 0) {
+		*out = 1;
+		return true;
+	}
+	if (len == 2 && memcmp(s, "no", 2) == 0) {
+		*out = 0;
+		return true;
+	}
+	if (len == 0)
+		snprintf(why, whylen, "%s: empty (yes or no)", fname);
+	else
+		snprintf(why, whylen, "%s: '%s', expected yes or no", fname, show(b, s, len));
+	return false;
+}
+
 /* Check and store one data row; false with a reason in why when it is bad. */
 static bool
 parse_row(struct load *ld, const struct tg__csv_row *row, uint32_t file, char *why, size_t whylen)
@@ -232,8 +273,10 @@ parse_row(struct load *ld, const struct tg__csv_row *row, uint32_t file, char *w
 	struct lplan *lp;
 	int cat, pl;
 
-	if (row->n != CSV_FIELDS) {
-		snprintf(why, whylen, "expected %u fields, found %u", CSV_FIELDS, row->n);
+	TG_ASSERT(row->version < TG_ARRAY_LEN(csv_fields));
+	unsigned nfields = csv_fields[row->version];
+	if (row->n != nfields) {
+		snprintf(why, whylen, "expected %u fields, found %u", nfields, row->n);
 		return false;
 	}
 
@@ -280,6 +323,9 @@ parse_row(struct load *ld, const struct tg__csv_row *row, uint32_t file, char *w
 	                   TG_INCREMENT_MAX, &r.rate.increment, why, whylen) ||
 	    !field_seconds(field_names[F_MINIMUM], f[F_MINIMUM], fl[F_MINIMUM], 0, TG_INCREMENT_MAX,
 	                   &r.rate.minimum, why, whylen))
+		return false;
+	if (row->version >= 1 && !field_yesno(field_names[F_ALWAYS], f[F_ALWAYS], fl[F_ALWAYS],
+	                                      &r.rate.always, why, whylen))
 		return false;
 
 	pl = plan_lookup(ld, f[F_PLAN], fl[F_PLAN], file, lineno, why, whylen);
@@ -350,7 +396,8 @@ load_file(struct load *ld, uint32_t file)
 {
 	struct file_ctx fc = {ld, file};
 	unsigned bad = 0;
-	int rc = tg__csv_read(ld->files[file], CSV_HEADER, ld->diag, check_row, &fc, &bad);
+	int rc = tg__csv_read_versions(ld->files[file], csv_headers, TG_ARRAY_LEN(csv_headers),
+	                               ld->diag, check_row, &fc, &bad);
 
 	if (bad != 0)
 		ld->bad = true;

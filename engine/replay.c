@@ -447,7 +447,8 @@ tg_replay_apply(struct tg_replay *r, const struct tg_jrec *rec)
 			                       .minimum = p.minimum,
 			                       .category = p.category,
 			                       .counted = a->daily_cap != 0,
-			                       .day = day_of(rec->time)};
+			                       .day = day_of(rec->time),
+			                       .flags = p.flags};
 			r->calls.n++;
 			a->calls++;
 		}

@@ -24,6 +24,7 @@
 #include "tg_durable.h"
 #include "tg_log.h"
 #include "tg_refill.h"
+#include "tg_stops.h"
 #include "tg_server.h"
 
 int
@@ -169,7 +170,8 @@ start_engine(struct tg_server *srv)
 	                             .ids_window = cfg->ids_window,
 	                             .workers = srv->workers,
 	                             .suspend_after = cfg->refill_suspend_after,
-	                             .close_after = cfg->refill_close_after};
+	                             .close_after = cfg->refill_close_after,
+	                             .call_id_keep = cfg->call_id_keep};
 	rc = tg_engine_init(&srv->engine, &srv->table, &ecfg);
 	if (rc != 0) {
 		tg_log("cannot set up the engine: %s", strerror(-rc));
@@ -257,6 +259,14 @@ start_refill(struct tg_server *srv)
 	if (srv->repl_role == TG_REPL_REPLICA)
 		return 0;
 	rc = tg_refill_start(&srv->engine, &rcfg, err, sizeof(err));
+	if (rc != 0) {
+		tg_log("%s", err);
+		return rc;
+	}
+	/* The stop publisher shares the refill Redis (docs/PROTOCOL.md, "The stop stream"). */
+	struct tg_stops_cfg scfg = {
+	    .host = cfg->redis_host, .port = cfg->redis_port, .stream = cfg->stop_stream};
+	rc = tg_stops_start(&srv->engine, &scfg, err, sizeof(err));
 	if (rc != 0)
 		tg_log("%s", err);
 	return rc;
@@ -351,6 +361,7 @@ tg_server_stop(struct tg_server *srv)
 	srv->pubsub = NULL;
 	/* Workers are gone: the publisher drains their rings one last time and stops. */
 	tg_refill_stop(&srv->engine);
+	tg_stops_stop(&srv->engine);
 	/* Nothing changes any more: last sync, last snapshot, the segment marked clean. */
 	tg_durable_stop(srv);
 	if (srv->engine.table)

@@ -1043,6 +1043,32 @@ tg_limits_alarm_claim(struct tg_limits *l, uint16_t day, unsigned kind)
 }
 
 /*
+ * Reserve amount (>= 0) for an always-allowed call (docs/RATES.md): no
+ * check of the state or of what is available, so it may take available
+ * below zero.  new_call counts the call (CALL.AUTH); an extension does not.
+ */
+enum tg_result
+tg_acct_reserve_always(struct tg_acct *a, tg_money_t amount, bool new_call, struct tg_move *m)
+{
+	uint64_t cur[2], set[2];
+
+	TG_ASSERT(amount >= 0);
+	load_pair(a, cur);
+	for (;;) {
+		if (reserved_of(cur[1]) > TG_RESERVED_MAX - amount)
+			return TG_OVERFLOW;
+		set[0] = cur[0];
+		set[1] = cur[1] + (uint64_t)amount;
+		if (amount == 0 || tg_cas_pair(pair_of(a), cur, set))
+			break;
+	}
+	if (new_call)
+		ck_pr_inc_32(&a->calls);
+	fill_move(a, set, false, m);
+	return TG_OK;
+}
+
+/*
  * The one debit loop: release `release` from the reservation, take `cost`
  * from the balance, claim the refill flag on a threshold crossing.
  */

@@ -80,6 +80,7 @@ struct tg_engine_cfg {
 	/* The course of a failing card (docs/REFILL.md); 0: never. */
 	uint32_t suspend_after; /* consecutive failed refills that suspend for non-payment */
 	uint32_t close_after;   /* seconds suspended for non-payment before the account closes */
+	uint32_t call_id_keep;  /* bytes of each call id kept for the stop stream (0: none) */
 };
 
 /*
@@ -93,6 +94,18 @@ struct tg_engine_cfg {
  */
 struct tg_refill_hook {
 	void (*fn)(void *arg, struct tg_worker *w, struct tg_acct *a, const struct tg_move *m);
+	void *arg;
+};
+
+/*
+ * Where an account whose calls may have to stop is reported: fn(arg, w,
+ * acct) on worker w's thread after w suspended or closed acct, or debited
+ * it while it had calls in progress.  The stop publisher (tg_stops.h)
+ * installs it before any worker runs and clears it after they stop; the
+ * same rule as the refill hook: no syscall, no lock, no allocation.
+ */
+struct tg_stop_hook {
+	void (*fn)(void *arg, struct tg_worker *w, uint64_t acct);
 	void *arg;
 };
 
@@ -118,6 +131,7 @@ struct tg_engine {
 	uint64_t started_ns;
 	struct tg_refill_hook refill; /* who publishes fired refills; {NULL, NULL}: nobody */
 	struct tg_commit_hook commit; /* who else must hold a batch first; {NULL, NULL}: nobody */
+	struct tg_stop_hook stop;     /* who announces calls to stop; {NULL, NULL}: nobody */
 	struct tg_jw *jw;             /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
 	struct tg_idstore *idstore;   /* the id window's disk tier (tg_idstore.h), or NULL */
 	/* The sweep that closes accounts unpaid too long (tg_engine_close_unpaid): one thread. */

@@ -114,7 +114,8 @@ struct tg_jrec_reserve {
 	int64_t amount;
 	uint32_t seconds;
 	uint8_t category;
-	uint8_t pad[3];
+	uint8_t flags; /* TG_JRESERVE_*; 0 in records written before it existed */
+	uint8_t pad[2];
 	int64_t per_min;
 	int64_t connect;
 	uint32_t initial;
@@ -122,6 +123,8 @@ struct tg_jrec_reserve {
 	uint32_t minimum;
 	uint32_t pad2;
 };
+/* tg_jrec_reserve.flags: the call is to an always-allowed destination (docs/RATES.md). */
+#define TG_JRESERVE_ALWAYS 0x01u
 struct tg_jrec_commit {
 	uint64_t acct;
 	struct tg_jdigest call;

@@ -11,15 +11,22 @@
 
 /* One row of a rate plan: what a call to destinations under prefix costs. */
 struct tg_rate {
-	tg_money_t per_min;           /* micro-units per minute */
-	tg_money_t connect;           /* connect fee, charged once per connected call */
-	uint32_t initial;             /* first billing increment, seconds, >= 1 */
-	uint32_t increment;           /* each later increment, seconds, >= 1 */
-	uint32_t minimum;             /* minimum billed seconds of a connected call */
-	uint8_t category;             /* enum tg_category */
-	uint8_t prefix_len;           /* digits in prefix */
-	char prefix[TG_DEST_MAX + 2]; /* NUL-terminated */
+	tg_money_t per_min; /* micro-units per minute */
+	tg_money_t connect; /* connect fee, charged once per connected call */
+	uint32_t initial;   /* first billing increment, seconds, >= 1 */
+	uint32_t increment; /* each later increment, seconds, >= 1 */
+	uint32_t minimum;   /* minimum billed seconds of a connected call */
+	uint8_t category;   /* enum tg_category */
+	uint8_t prefix_len; /* digits in prefix */
+	/*
+	 * 1: an always-allowed destination (emergency, free service numbers):
+	 * granted whatever the balance, the state and the caps, still charged
+	 * at this rate (docs/RATES.md, "Always-allowed destinations").
+	 */
+	uint8_t always;
+	char prefix[TG_DEST_MAX + 1]; /* NUL-terminated */
 };
+_Static_assert(sizeof(struct tg_rate) == 64, "one rate row per cache line (docs/RATES.md)");
 
 /*
  * How a full registry makes room (docs/SHM.md, "The plan-name table"): fn

@@ -71,7 +71,8 @@ struct tg_rcall {
 	uint32_t minimum;
 	uint8_t category;
 	uint8_t counted; /* CALL.AUTH counted it against a daily cap, on day (version 3) */
-	uint8_t pad[2];
+	uint8_t flags;   /* TG_JRESERVE_* of its CALL.AUTH (0 in older snapshots: none) */
+	uint8_t pad[1];
 	uint32_t day;
 };
 

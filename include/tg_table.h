@@ -192,6 +192,13 @@ void tg_acct_restore_limits(const struct tg_table *t, struct tg_acct *a,
 /* a's limits, consistently (all 0 when it has none), and its day's count word. */
 void tg_acct_read_limits(const struct tg_table *t, const struct tg_acct *a,
                          struct tg_limits_set *ls, uint64_t *day_used);
+/*
+ * Reserve amount (>= 0) for an always-allowed call whatever the state and
+ * the balance: available may go below zero.  new_call counts the call.
+ * TG_OK or TG_OVERFLOW.
+ */
+enum tg_result tg_acct_reserve_always(struct tg_acct *a, tg_money_t amount, bool new_call,
+                                      struct tg_move *m);
 /* Available balance now (balance - reserved), from one racy read: a hint for sizing a grant. */
 tg_money_t tg_acct_available(struct tg_acct *a);
 /*

@@ -30,6 +30,8 @@
 #include "tg_result.h"
 
 #define HEADER "plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum\n"
+/* Version 1 of the format: the column always (docs/RATES.md). */
+#define HEADER_V1 "plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum,always\n"
 
 /* ---- fixtures: a temporary directory, a registry ---- */
 
@@ -806,14 +808,59 @@ test_load_bad_rows(void **state)
 	}
 }
 
+/*
+ * Always-allowed prefixes: version 1 files mark them (yes/no), version 0
+ * files still load with none marked, and a row of the wrong width for its
+ * file's version, or a bad mark, is refused with its line and reason.
+ */
+static void
+test_load_always_allowed(void **state)
+{
+	char *f1 = new_file("# version 1\n" HEADER_V1 "basic,911,other,0,0,1,1,0,yes\n"
+	                    "basic,1800,tollfree,0,0,1,1,0,yes\n"
+	                    "basic,999,other,0.5,0,60,60,0,yes\n"
+	                    "basic,1,national,0.02,0,6,6,0,no\n");
+	char *f0 = new_file(HEADER "basic,911,other,0,0,1,1,0\n");
+	struct tg_planset *ps = NULL;
+	struct tg_diag diag;
+
+	(void)state;
+	reg_reset(TG_PLANS_MAX);
+	tg_diag_init(&diag);
+	assert_int_equal(tg_planset_load(f1, &reg, &ps, &diag), 0);
+	const struct tg_plan *p = tg_planset_plan(ps, 0);
+	assert_int_equal(match_str(p, "911")->always, 1);
+	assert_int_equal(match_str(p, "18005551212")->always, 1);
+	assert_int_equal(match_str(p, "999")->always, 1);
+	assert_int_equal(match_str(p, "999")->per_min, 500000); /* rated at its rate */
+	assert_int_equal(match_str(p, "12125550100")->always, 0);
+	tg_planset_free(ps);
+
+	reg_reset(TG_PLANS_MAX);
+	assert_int_equal(tg_planset_load(f0, &reg, &ps, &diag), 0);
+	assert_int_equal(match_str(tg_planset_plan(ps, 0), "911")->always, 0);
+	tg_planset_free(ps);
+	free(f0);
+	free(f1);
+
+	expect_one_error(HEADER_V1 "basic,911,other,0,0,1,1,0\n", 2, "expected 9 fields, found 8");
+	expect_one_error(HEADER "basic,911,other,0,0,1,1,0,yes\n", 2, "expected 8 fields, found 9");
+	expect_one_error(HEADER_V1 "basic,911,other,0,0,1,1,0,Yes\n", 2,
+	                 "always: 'Yes', expected yes or no");
+	expect_one_error(HEADER_V1 "basic,911,other,0,0,1,1,0,1\n", 2,
+	                 "always: '1', expected yes or no");
+	expect_one_error(HEADER_V1 "basic,911,other,0,0,1,1,0,\n", 2, "always: empty (yes or no)");
+}
+
 static void
 test_load_missing_header(void **state)
 {
 	char reason[160];
 
 	(void)state;
-	snprintf(reason, sizeof(reason), "bad header, expected %.*s", (int)strlen(HEADER) - 1,
-	         HEADER);
+	/* A bad header names the newest version's. */
+	snprintf(reason, sizeof(reason), "bad header, expected %.*s", (int)strlen(HEADER_V1) - 1,
+	         HEADER_V1);
 	expect_one_error("# rates\n\ngold,1,local,0.01,0,60,60,0\n", 3, reason);
 	expect_one_error("plan,prefix,category,rate_per_min,connect_fee,initial,increment\n"
 	                 "gold,1,local,0.01,0,60,60,0\n",
@@ -824,8 +871,8 @@ test_load_missing_header(void **state)
 	expect_one_error(
 	    "Plan,Prefix,Category,Rate_per_min,Connect_fee,Initial,Increment,Minimum\n", 1, reason);
 	expect_one_error(" " HEADER, 1, reason);
-	snprintf(reason, sizeof(reason), "no header line (expected %.*s)", (int)strlen(HEADER) - 1,
-	         HEADER);
+	snprintf(reason, sizeof(reason), "no header line (expected %.*s)",
+	         (int)strlen(HEADER_V1) - 1, HEADER_V1);
 	expect_one_error("", 0, reason);
 	expect_one_error("# only a comment\n\n", 0, reason);
 }
@@ -1287,8 +1334,13 @@ test_demo_plan(void **state)
 	for (uint32_t id = 0; id < tg_planset_plans(ps); id++) {
 		p = tg_planset_plan(ps, id);
 		assert_non_null(p);
+		/* Emergency numbers are always allowed, and free, in every demo plan. */
+		assert_int_equal(match_str(p, "911")->always, 1);
+		assert_int_equal(match_str(p, "112")->always, 1);
+		assert_int_equal(match_str(p, "911")->per_min, 0);
 		r = match_str(p, "14155551212");
 		assert_non_null(r);
+		assert_int_equal(r->always, 0);
 		assert_string_equal(r->prefix, "1415555");
 		assert_int_equal(r->category, TG_CAT_national);
 		/* prefix 1 is every plan's national fallback */
@@ -1485,6 +1537,7 @@ main(void)
 	    cmocka_unit_test(test_load_header_only),
 	    cmocka_unit_test(test_load_bad_rows),
 	    cmocka_unit_test(test_load_missing_header),
+	    cmocka_unit_test(test_load_always_allowed),
 	    cmocka_unit_test(test_load_long_line),
 	    cmocka_unit_test(test_load_many_errors),
 	    cmocka_unit_test(test_load_too_many_plans),

@@ -74,6 +74,12 @@ TG_CFG("refill-ring", U32, refill_ring, "4096",
 TG_CFG("currency", STR, currency, "USD",
        "ISO 4217 code of the currency payments are made in (USD, EUR, GBP, JPY, ...): refill "
        "amounts must be whole minor units of it (cents), top-ups are rounded up to one")
+TG_CFG("stop-stream", STR, stop_stream, "tollgate:stops",
+       "stream key (on redis-host) the calls to stop are added to: an account suspended, closed "
+       "or drained mid-call; none = announce nothing (CALL.UPDATE still refuses them)")
+TG_CFG("call-id-keep", U32, call_id_keep, "64",
+       "bytes of each call id kept with the call in progress, for the stop stream (0..255; 0 = "
+       "keep none, no stop stream); a longer id is not announced")
 /* The course of a failing card (docs/REFILL.md). */
 TG_CFG("refill-suspend-after", U32, refill_suspend_after, "3",
        "consecutive failed refills (each after all its attempts) after which an active account is "

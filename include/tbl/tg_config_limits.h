@@ -26,6 +26,7 @@ TG_CFG_LIMIT("reply-buffer", 16384, UINT32_MAX, "bytes: room for the largest rep
 TG_CFG_LIMIT("redis-port", 1, 65535, "a TCP port")
 TG_CFG_LIMIT("refill-ring", 2, TG_REFILL_RING_MAX, "triggers, a power of two")
 TG_CFG_LIMIT("refill-timeout", 1, UINT32_MAX, "seconds")
+TG_CFG_LIMIT("call-id-keep", 0, TG_CALLID_MAX, "bytes of a call id")
 TG_CFG_LIMIT("refill-suspend-after", 0, 255, "failed refills (the count saturates at 255)")
 TG_CFG_LIMIT("refill-close-after", 0, 315360000, "seconds, at most 10 years")
 TG_CFG_LIMIT("subscriber-buffer", 1024, 1073741824, "bytes, 1 KiB to 1 GiB")

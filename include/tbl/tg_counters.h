@@ -114,3 +114,15 @@ TG_COUNTER(ledger_lsn, journal,
 TG_COUNTER(ledger_segments_cut, journal,
            "journal segments pruned before the ledger exporter read them (it fell more than "
            "ledger-keep-max behind)")
+TG_COUNTER(call_always, calls,
+           "CALL.AUTH granted to an always-allowed destination (emergency, free service numbers)")
+TG_COUNTER(stops_published, calls,
+           "calls in progress announced on the stop stream (suspended, closed, balance)")
+TG_COUNTER(stops_unnamed, calls,
+           "calls to stop whose id was longer than call-id-keep: not announced, refused at their "
+           "next CALL.UPDATE")
+TG_COUNTER(stops_publish_failures, calls,
+           "stop-stream XADDs that failed (Redis down, slow or refusing); the calls are announced "
+           "once it is back")
+TG_COUNTER(stops_hints_dropped, calls,
+           "stop hints a worker found its ring full for; the next pass looks at every call")

@@ -1,0 +1,515 @@
+/*
+ * stops.c - the stop publisher: worker rings of account hints, passes over
+ * the call map, XADDs onto the stop stream.
+ *
+ * Owns the thread that announces calls in progress the engine will not
+ * extend any more, and its Redis connection.  The call map, not the ring,
+ * is the truth: a hint only says which accounts to look at, and the pass
+ * decides from the account and the call itself (tg_stop_reason_of), so a
+ * stale or repeated hint announces nothing.  Only stop_hint runs on a
+ * worker: a ring push, or a flag when the ring is full (the next pass then
+ * looks at every call).  A call is marked (tg_call.stopped) only after its
+ * entry is on the stream, so Redis being down loses nothing: the hints are
+ * kept and the pass runs again once it is back.  hiredis runs on this
+ * thread alone.
+ *
+ * Bounds: TG_STOP_RING hints per worker ring, TG_STOP_ACCTS accounts per
+ * pass (more make it look at every call), BATCH entries per pipeline (a
+ * pass that finds more runs again at once).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tg_atomic.h" /* before ck: it picks ck's backend */
+#include <ck_ring.h>
+#include <hiredis/hiredis.h>
+
+#include "tg_assert.h"
+#include "tg_clock.h"
+#include "tg_log.h"
+#include "tg_stops.h"
+
+#define STOPS_MAGIC 0x73746f70u /* "stop" */
+
+#define BATCH              256 /* XADDs pipelined per round trip, and entries per pass */
+#define POLL_MS            5   /* sleep of an idle publisher: workers never wake it */
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
+#define CONNECT_TIMEOUT_MS 1000
+#define COMMAND_TIMEOUT_MS 2000
+#define NAME_MAX_LEN       255
+#define SET_SLOTS          (2 * TG_STOP_ACCTS) /* open addressing, half full at most */
+#define MS                 1000000ull
+
+_Static_assert((TG_STOP_RING & (TG_STOP_RING - 1)) == 0, "ck_ring wants a power of two");
+_Static_assert((SET_SLOTS & (SET_SLOTS - 1)) == 0, "the account set masks its hash");
+
+/* See refill.c: ThreadSanitizer cannot model ck_ring's fences; a hint is only a hint. */
+#if defined(TG_TSAN)
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+void AnnotateIgnoreWritesBegin(const char *file, int line);
+void AnnotateIgnoreWritesEnd(const char *file, int line);
+#define RING_BEGIN()                                                                               \
+	(AnnotateIgnoreReadsBegin(__FILE__, __LINE__),                                             \
+	 AnnotateIgnoreWritesBegin(__FILE__, __LINE__))
+#define RING_END()                                                                                 \
+	(AnnotateIgnoreWritesEnd(__FILE__, __LINE__), AnnotateIgnoreReadsEnd(__FILE__, __LINE__))
+#else
+#define RING_BEGIN() ((void)0)
+#define RING_END()   ((void)0)
+#endif
+
+static const char *const reason_names[] = {
+    [TG_STOP_NONE] = NULL,
+#define TG_STOP_REASON(e, n, v, d) [v] = #n,
+#include "tbl/tg_stop_reasons.h"
+#undef TG_STOP_REASON
+};
+
+/* One per worker record; the producer is that worker alone. */
+struct lane {
+	ck_ring_t ring;
+	ck_ring_buffer_t buf[TG_STOP_RING];
+} __attribute__((aligned(64)));
+
+/* A call to announce, copied out of the map under its stripe lock. */
+struct item {
+	struct tg_digest key;
+	uint64_t acct;
+	uint8_t reason;
+	uint8_t len;
+	char id[TG_CALLID_MAX];
+};
+
+struct tg_stops {
+	uint32_t magic;
+	struct tg_engine *e;
+	char host[NAME_MAX_LEN + 1];
+	char stream[NAME_MAX_LEN + 1];
+	uint16_t port;
+	unsigned nlanes;
+	struct lane *lanes;
+	pthread_t thread;
+	uint32_t id_keep;
+
+	/* The thread's own. */
+	redisContext *redis;
+	bool down_logged;
+	uint64_t backoff_ms, next_try_ns;
+	uint64_t set[SET_SLOTS]; /* account id + 1; 0 = free */
+	unsigned nset;
+	bool all;  /* look at every call: a ring or the set overflowed */
+	bool more; /* the last pass found more than one batch */
+	struct item items[BATCH];
+	unsigned nitems;
+
+	uint32_t stop __attribute__((aligned(64)));     /* set by tg_stops_stop */
+	uint32_t overflow __attribute__((aligned(64))); /* a ring was full: set by workers */
+	struct tg_stats *ctr; /* counters this thread alone writes, in the publisher's block */
+};
+
+const char *
+tg_stop_reason_name(unsigned r)
+{
+	return r < TG_ARRAY_LEN(reason_names) ? reason_names[r] : NULL;
+}
+
+enum tg_stop_reason
+tg_stop_reason_of(struct tg_acct *a, const struct tg_call *c)
+{
+	if (c->rate.always)
+		return TG_STOP_NONE;
+	uint8_t state = tg_load_8(&a->state);
+	if (state == TG_STATE_CLOSED)
+		return TG_STOP_CLOSED;
+	if (state == TG_STATE_SUSPENDED)
+		return TG_STOP_SUSPENDED;
+	tg_money_t avail = tg_acct_available(a), budget, cost;
+	if (avail <= 0 || !tg_money_add(c->reserved, avail, &budget))
+		return TG_STOP_BALANCE;
+	/* What CALL.UPDATE would grant with no cap: no more than now is a BLOCKED. */
+	return tg_rate_grant(&c->rate, budget, TG_DURATION_MAX, &cost) <= c->granted
+	           ? TG_STOP_BALANCE
+	           : TG_STOP_NONE;
+}
+
+/* The engine's stop hook, on worker w: a ring push, or the overflow flag. */
+static void
+stop_hint(void *arg, struct tg_worker *w, uint64_t acct)
+{
+	struct tg_stops *s = arg;
+
+	TG_ASSERT(w->idx < s->nlanes);
+	struct lane *l = &s->lanes[w->idx];
+	RING_BEGIN();
+	bool pushed = ck_ring_enqueue_spsc(&l->ring, l->buf, (void *)(uintptr_t)(acct + 1));
+	RING_END();
+	if (!pushed) {
+		tg_count(w, TG_C_stops_hints_dropped, 1);
+		if (!tg_load_32(&s->overflow))
+			tg_store_32(&s->overflow, 1);
+	}
+}
+
+static void
+count(struct tg_stops *s, enum tg_counter c, uint64_t n)
+{
+	uint64_t *p = &s->ctr->counter[c];
+	tg_store_64(p, tg_load_64(p) + n);
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+static uint64_t
+set_hash(uint64_t k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdull;
+	k ^= k >> 33;
+	return k;
+}
+
+/* Add acct + 1 (k) to the set; a full set turns the next pass into a look at every call. */
+static void
+set_add(struct tg_stops *s, uint64_t k)
+{
+	if (s->all)
+		return;
+	if (s->nset == TG_STOP_ACCTS) {
+		s->all = true;
+		return;
+	}
+	for (uint64_t i = set_hash(k) & (SET_SLOTS - 1);; i = (i + 1) & (SET_SLOTS - 1)) {
+		if (s->set[i] == k)
+			return;
+		if (s->set[i] == 0) {
+			s->set[i] = k;
+			s->nset++;
+			return;
+		}
+	}
+}
+
+static bool
+set_has(const struct tg_stops *s, uint64_t k)
+{
+	for (uint64_t i = set_hash(k) & (SET_SLOTS - 1);; i = (i + 1) & (SET_SLOTS - 1)) {
+		if (s->set[i] == k)
+			return true;
+		if (s->set[i] == 0)
+			return false;
+	}
+}
+
+static void
+set_clear(struct tg_stops *s)
+{
+	memset(s->set, 0, sizeof(s->set));
+	s->nset = 0;
+	s->all = false;
+}
+
+/* Move every hint waiting on the rings into the set. */
+static void
+drain(struct tg_stops *s)
+{
+	if (tg_load_32(&s->overflow)) {
+		tg_store_32(&s->overflow, 0);
+		s->all = true;
+	}
+	for (unsigned k = 0; k < s->nlanes; k++) {
+		struct lane *l = &s->lanes[k];
+		void *v;
+		for (;;) {
+			RING_BEGIN();
+			bool popped = ck_ring_dequeue_spsc(&l->ring, l->buf, &v);
+			RING_END();
+			if (!popped)
+				break;
+			set_add(s, (uint64_t)(uintptr_t)v);
+		}
+	}
+}
+
+/* tg_calls_each's visitor: under the call's stripe lock, copy out a call to announce. */
+static void
+visit(void *arg, struct tg_call *c, const char *id)
+{
+	struct tg_stops *s = arg;
+
+	if (c->stopped != TG_STOP_NONE || (!s->all && !set_has(s, c->acct + 1)))
+		return;
+	struct tg_acct *a = tg_table_find(s->e->table, c->acct);
+	enum tg_stop_reason why = a != NULL ? tg_stop_reason_of(a, c) : TG_STOP_NONE;
+	if (why == TG_STOP_NONE)
+		return;
+	if (id == NULL || c->id_len > s->id_keep) {
+		/* Its id was not kept whole: nothing a switch could match.  CALL.UPDATE still
+		 * refuses it. */
+		c->stopped = (uint8_t)why;
+		count(s, TG_C_stops_unnamed, 1);
+		return;
+	}
+	if (s->nitems == BATCH) {
+		s->more = true;
+		return;
+	}
+	struct item *it = &s->items[s->nitems++];
+	it->key = c->key;
+	it->acct = c->acct;
+	it->reason = (uint8_t)why;
+	it->len = c->id_len;
+	memcpy(it->id, id, c->id_len);
+}
+
+static void
+backoff(struct tg_stops *s)
+{
+	s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_MIN_MS : s->backoff_ms * 2;
+	if (s->backoff_ms > BACKOFF_MAX_MS)
+		s->backoff_ms = BACKOFF_MAX_MS;
+	s->next_try_ns = tg_mono_ns() + s->backoff_ms * MS;
+}
+
+static void
+disconnect(struct tg_stops *s, const char *why)
+{
+	tg_log("stop publisher: redis %s:%u: %s; calls to stop are kept, retrying", s->host,
+	       s->port, why);
+	redisFree(s->redis);
+	s->redis = NULL;
+	s->down_logged = true;
+	backoff(s);
+}
+
+static void
+redis_connect(struct tg_stops *s)
+{
+	struct timeval ct = {.tv_sec = CONNECT_TIMEOUT_MS / 1000,
+	                     .tv_usec = (CONNECT_TIMEOUT_MS % 1000) * 1000};
+	struct timeval rt = {.tv_sec = COMMAND_TIMEOUT_MS / 1000,
+	                     .tv_usec = (COMMAND_TIMEOUT_MS % 1000) * 1000};
+	redisContext *c = redisConnectWithTimeout(s->host, s->port, ct);
+	redisReply *rep = NULL;
+
+	if (c != NULL && c->err == 0 && redisSetTimeout(c, rt) == REDIS_OK) {
+		redisEnableKeepAlive(c);
+		rep = redisCommand(c, "PING");
+	}
+	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+		if (!s->down_logged)
+			tg_log("stop publisher: cannot reach redis %s:%u (%s): retrying", s->host,
+			       s->port,
+			       rep         ? rep->str
+			       : c == NULL ? "out of memory"
+			                   : c->errstr);
+		s->down_logged = true;
+		if (rep != NULL)
+			freeReplyObject(rep);
+		if (c != NULL)
+			redisFree(c);
+		backoff(s);
+		return;
+	}
+	freeReplyObject(rep);
+	s->redis = c;
+	s->down_logged = false;
+	s->backoff_ms = 0;
+	tg_log("stop publisher: redis %s:%u, stream %s", s->host, s->port, s->stream);
+}
+
+/*
+ * XADD every item, pipelined; true when each was added.  Then mark each
+ * call still there (and of the same account) as announced.
+ */
+static bool
+publish(struct tg_stops *s)
+{
+	char acct[24], maxlen[24];
+	snprintf(maxlen, sizeof(maxlen), "%u", TG_STOP_STREAM_MAXLEN);
+
+	for (unsigned i = 0; i < s->nitems; i++) {
+		const struct item *it = &s->items[i];
+		const char *reason = tg_stop_reason_name(it->reason);
+		snprintf(acct, sizeof(acct), "%llu", (unsigned long long)it->acct);
+		const char *argv[] = {"XADD", s->stream, "MAXLEN", "~",    maxlen,   "*",
+		                      "acct", acct,      "callid", it->id, "reason", reason};
+		size_t argl[] = {
+		    4, strlen(s->stream), 6, 1, strlen(maxlen), 1, 4, strlen(acct), 6, it->len,
+		    6, strlen(reason)};
+		_Static_assert(TG_ARRAY_LEN(argv) == TG_ARRAY_LEN(argl), "one length per argument");
+		if (redisAppendCommandArgv(s->redis, (int)TG_ARRAY_LEN(argv), argv, argl) !=
+		    REDIS_OK) {
+			disconnect(s, "cannot queue XADD");
+			return false;
+		}
+	}
+	for (unsigned i = 0; i < s->nitems; i++) {
+		redisReply *rep = NULL;
+		if (redisGetReply(s->redis, (void **)&rep) != REDIS_OK || rep == NULL) {
+			count(s, TG_C_stops_publish_failures, s->nitems - i);
+			disconnect(s, s->redis->errstr[0] ? s->redis->errstr : "no reply");
+			return false;
+		}
+		bool ok = rep->type != REDIS_REPLY_ERROR;
+		if (!ok)
+			tg_log("stop publisher: XADD refused: %s", rep->str);
+		freeReplyObject(rep);
+		if (!ok) {
+			count(s, TG_C_stops_publish_failures, 1);
+			/* Read the other replies, then try again after a pause. */
+			for (unsigned j = i + 1; j < s->nitems; j++) {
+				if (redisGetReply(s->redis, (void **)&rep) != REDIS_OK) {
+					disconnect(s, "no reply");
+					return false;
+				}
+				freeReplyObject(rep);
+			}
+			backoff(s);
+			return false;
+		}
+	}
+	for (unsigned i = 0; i < s->nitems; i++) {
+		struct tg_calls_lock l;
+		struct tg_call *c = tg_calls_lock(s->e->calls, s->items[i].key, &l);
+		if (c != NULL && c->acct == s->items[i].acct)
+			c->stopped = s->items[i].reason;
+		tg_calls_unlock(&l);
+	}
+	count(s, TG_C_stops_published, s->nitems);
+	return true;
+}
+
+/* One pass over the calls of the accounts hinted; true when it must run again at once. */
+static bool
+pass(struct tg_stops *s)
+{
+	s->nitems = 0;
+	s->more = false;
+	tg_calls_each(s->e->calls, visit, s);
+	if (s->nitems > 0 && !publish(s))
+		return false; /* the hints stay: the next pass after the back-off tries again */
+	if (s->more)
+		return true;
+	set_clear(s);
+	return false;
+}
+
+static void *
+run(void *arg)
+{
+	struct tg_stops *s = arg;
+	sigset_t sigpipe;
+
+	TG_CHECK_OBJ_NOTNULL(s, STOPS_MAGIC);
+	sigemptyset(&sigpipe);
+	sigaddset(&sigpipe, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &sigpipe, NULL);
+	while (!tg_load_32(&s->stop)) {
+		uint64_t now = tg_mono_ns();
+		bool busy = false;
+
+		drain(s);
+		if (s->redis == NULL && now >= s->next_try_ns)
+			redis_connect(s);
+		if (s->redis != NULL && now >= s->next_try_ns && (s->nset > 0 || s->all))
+			busy = pass(s);
+		if (!busy)
+			sleep_ms(POLL_MS);
+	}
+	if (s->redis != NULL)
+		redisFree(s->redis);
+	s->redis = NULL;
+	return NULL;
+}
+
+int
+tg_stops_start(struct tg_engine *e, const struct tg_stops_cfg *cfg, char *err, size_t errlen)
+{
+	struct tg_stops *s;
+	int rc;
+
+	TG_ASSERT(e->stop.fn == NULL && e->calls != NULL);
+	if (cfg->host == NULL || cfg->stream == NULL || cfg->stream[0] == '\0' ||
+	    strlen(cfg->host) > NAME_MAX_LEN || strlen(cfg->stream) > NAME_MAX_LEN) {
+		snprintf(err, errlen, "redis-host and stop-stream: 1 to %d characters",
+		         NAME_MAX_LEN);
+		return -EINVAL;
+	}
+	if (strcmp(cfg->host, "none") == 0 || strcmp(cfg->stream, "none") == 0 ||
+	    tg_calls_id_keep(e->calls) == 0) {
+		tg_log("stop publisher off (%s): calls of suspended, closed or drained accounts "
+		       "are refused at their next CALL.UPDATE only",
+		       tg_calls_id_keep(e->calls) == 0  ? "call-id-keep 0"
+		       : strcmp(cfg->host, "none") == 0 ? "redis-host none"
+		                                        : "stop-stream none");
+		return 0;
+	}
+	if (cfg->port == 0 || cfg->port > 65535) {
+		snprintf(err, errlen, "redis-port %u: must be 1..65535", cfg->port);
+		return -EINVAL;
+	}
+	s = aligned_alloc(64, sizeof(*s));
+	if (s == NULL)
+		goto nomem;
+	memset(s, 0, sizeof(*s));
+	s->magic = STOPS_MAGIC;
+	s->e = e;
+	s->ctr = &e->table->stats[TG_STATS_PUBLISHER];
+	snprintf(s->host, sizeof(s->host), "%s", cfg->host);
+	snprintf(s->stream, sizeof(s->stream), "%s", cfg->stream);
+	s->port = (uint16_t)cfg->port;
+	s->id_keep = tg_calls_id_keep(e->calls);
+	s->nlanes = e->cfg.workers + 1;
+	s->lanes = aligned_alloc(64, s->nlanes * sizeof(*s->lanes));
+	if (s->lanes == NULL)
+		goto nomem;
+	memset(s->lanes, 0, s->nlanes * sizeof(*s->lanes));
+	for (unsigned k = 0; k < s->nlanes; k++)
+		ck_ring_init(&s->lanes[k].ring, TG_STOP_RING);
+	/* Before any worker runs: a plain store is seen by the threads started after it. */
+	e->stop = (struct tg_stop_hook){.fn = stop_hint, .arg = s};
+	rc = pthread_create(&s->thread, NULL, run, s);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start the stop publisher: %s", strerror(rc));
+		e->stop = (struct tg_stop_hook){0};
+		free(s->lanes);
+		free(s);
+		return -rc;
+	}
+	return 0;
+nomem:
+	snprintf(err, errlen, "cannot allocate the stop rings (%u workers x %u)",
+	         e->cfg.workers + 1, TG_STOP_RING);
+	if (s != NULL)
+		free(s->lanes);
+	free(s);
+	return -ENOMEM;
+}
+
+void
+tg_stops_stop(struct tg_engine *e)
+{
+	struct tg_stops *s = e->stop.arg;
+
+	if (e->stop.fn == NULL)
+		return;
+	TG_CHECK_OBJ(s, STOPS_MAGIC);
+	tg_store_32(&s->stop, 1);
+	pthread_join(s->thread, NULL);
+	e->stop = (struct tg_stop_hook){0};
+	s->magic = 0;
+	free(s->lanes);
+	free(s);
+}
