@@ -1630,7 +1630,9 @@ test_ping_info_command_quit(void **state)
 	                            "call_expired:0\r\ncall_overrun_seconds:0\r\ncdr:1\r\n"
 	                            "replays:1\r\nconflicts:0\r\nwindow_full:0\r\ncall_maxcalls:0\r\n"
 	                            "call_dailycap:0\r\ncall_callcap:0\r\ncall_dailycap_short:0\r\n"
-	                            "call_low:0\r\n\r\n");
+	                            "call_low:0\r\ncall_always:0\r\nstops_published:0\r\n"
+	                            "stops_unnamed:0\r\nstops_publish_failures:0\r\n"
+	                            "stops_hints_dropped:0\r\n\r\n");
 	freeReplyObject(r);
 	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
 	assert_int_equal(info_int(fx.c, "ids_remembered"), 3);
