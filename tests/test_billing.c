@@ -670,6 +670,58 @@ test_billing_year(void **state)
 }
 
 /* Bad input: a database that cannot be reached, and nothing lost. */
+/*
+ * A payment restores an account interrupted for non-payment: its card
+ * declines every attempt, the invoice goes late, calls are blocked the day
+ * after; a manual payment of the balance due pays the invoice, the engine
+ * makes the account active again at the next pass, and one notice says so.
+ * The next pass changes nothing more.
+ */
+static void
+test_late_payment_restores(void **state)
+{
+	bool dup;
+	struct tg_bill_report r;
+	(void)state;
+	setup_world();
+	clock_now = at("2026-01-01", 0);
+	ok(tg_bill_product_set(&bill, "Basic line", M("19.99")));
+	ok(tg_bill_late_fee_set(&bill, "US-GA", 150));
+	account(2001, "postpaid");
+	ok(tg_bill_customer_set(&bill, 2001, "US-GA", at("2026-01-01", 0)));
+	ok(tg_bill_subscribe(&bill, 2001, "Basic line", at("2026-01-01", 0)));
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_decline decline");
+	rfx_profile(&fx, 2001, "eve@example.com", "card", "tok_decline", "Eve");
+
+	/* January from the 1st and February: 39.98, declined at once. */
+	run_month(2026, 2, &r);
+	expect_invoice(1, 2001, "39.98", "0", "open");
+	for (int64_t t = at("2026-02-02", 1); t <= at("2026-02-17", 1); t += DAY)
+		day_pass(t);
+	/* Late after the last retry (day 14), interrupted on day 15. */
+	expect_invoice(1, 2001, "39.98", "0", "late");
+	expect_state(2001, "suspended");
+	mail_has("bill.2001.1.interrupted.notice", "calls on account 2001");
+	char err[160];
+	it_error_of(fx.e, err, sizeof(err), "CALL.AUTH 2001 15551234567 late-1");
+	assert_non_null(strstr(err, "SUSPENDED"));
+
+	/* The customer pays the balance due by cheque on the 18th. */
+	clock_now = at("2026-02-18", 9);
+	ok(tg_bill_pay(&bill, 2001, M("39.98"), "manual", "chk-late", &dup));
+	assert_false(dup);
+	expect_invoice(1, 2001, "39.98", "39.98", "paid");
+	day_pass(at("2026-02-18", 10));
+	expect_state(2001, "active");
+	mail_has("bill.2001.1.restored.notice", "is restored");
+	int before = mails("bill.2001.");
+	day_pass(at("2026-02-18", 11));
+	day_pass(at("2026-02-19", 1));
+	assert_int_equal(mails("bill.2001."), before);
+	expect_state(2001, "active");
+	teardown_world();
+}
+
 static void
 test_billing_db_unreachable(void **state)
 {
@@ -740,6 +792,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_billing_rules),
 	    cmocka_unit_test(test_billing_db_unreachable),
 	    cmocka_unit_test(test_billing_year),
+	    cmocka_unit_test(test_late_payment_restores),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

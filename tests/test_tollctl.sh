@@ -9,9 +9,10 @@
 # directory and on copies of it (a torn tail, a byte flipped in the middle):
 # what they print, where they refuse, and that tollgated starts on the cut
 # journal.  Never touches a server it did not start.  The binaries
-# come from meson: TOLLGATED, TOLLCTL.  Exit 77 (skip) without redis-server.
+# come from meson: TOLLGATED, TOLLCTL, TOLLBILL.  Exit 77 (skip) without redis-server.
 set -u
-: "${TOLLGATED:?TOLLGATED: path of tollgated}" "${TOLLCTL:?TOLLCTL: path of tollctl}"
+: "${TOLLGATED:?TOLLGATED: path of tollgated}" "${TOLLCTL:?TOLLCTL: path of tollctl}" \
+	"${TOLLBILL:?TOLLBILL: path of tollbill}"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
 	echo "SKIP: redis-server and redis-cli are needed"
 	exit 77
@@ -702,6 +703,28 @@ has out "past the cut) as snapshot-"
 t journal-check-empty 0 "$TOLLCTL" journal-check --data-dir "$dir/data"
 field_is records 0
 field_is last_lsn -
+
+# tollbill and tollctl's billing commands on a ledger of their own (docs/BILLING.md):
+# every answer and exit code a carrier's scripts rely on.
+bdb="$dir/billing.sqlite"
+t bill-bad-month 2 "$TOLLBILL" run --month 2026-13 --db "$bdb"
+has err "a month is YYYY-MM"
+t bill-product 0 "$TOLLBILL" product Basic-line 19.99 --db "$bdb"
+t bill-product-cents 1 "$TOLLBILL" product Odd 1.005 --db "$bdb"
+has err "a whole number of cents"
+t bill-late-fee-cap 2 "$TOLLBILL" late-fee US-GA 1.6 --db "$bdb"
+has err "a percent 0 to 1.5"
+t bill-customer 0 "$TOLLBILL" customer 3001 --region US-GA --signup 2026-01-01 --db "$bdb"
+t bill-subscribe 0 "$TOLLBILL" subscribe 3001 Basic-line --start 2026-01-01 --db "$bdb"
+t bill-subscribe-unknown 1 "$TOLLBILL" subscribe 3001 Gold --start 2026-01-01 --db "$bdb"
+has err "no product 'Gold'"
+t bill-invoices 0 "$TOLLCTL" invoices 3001 --db "$bdb"
+has out "invoice  month"
+t bill-invoice-unknown 1 "$TOLLCTL" invoice 99 --db "$bdb"
+has err "no invoice 99"
+t bill-pay-bad 2 "$TOLLCTL" pay 3001 abc --db "$bdb"
+has err "pay: bad arguments"
+t bill-db-unreachable 3 "$TOLLBILL" collect --db "$dir/no/such/dir/b.sqlite"
 
 echo "$checks commands, $fails failures"
 [ "$fails" = 0 ]
