@@ -388,7 +388,16 @@ snap_thread(void *arg)
 			break;
 		pthread_mutex_unlock(&d->mu);
 		uint64_t now = tg_mono_ms();
-		bool pressure = tg_idem_count(srv->engine.ids) * 2 > srv->cfg.ids_max;
+		/*
+		 * A replica's ids are in this thread's state only (its workers take
+		 * no requests): the same bound there, or a promotion would find more
+		 * ids than ids-max to hold in memory and refuse to start.
+		 */
+		bool replica = srv->repl_role == TG_REPL_REPLICA;
+		if (replica)
+			catch_up(srv);
+		size_t held = replica ? d->state.ids.n : tg_idem_count(srv->engine.ids);
+		bool pressure = held * 2 > srv->cfg.ids_max;
 		if (pressure || now - last_spill >= SPILL_EVERY_MS) {
 			spill(srv, pressure);
 			last_spill = now;
@@ -445,6 +454,10 @@ tg_durable_stop(struct tg_server *srv)
 	}
 	if (d->jw != NULL) {
 		uint64_t last = tg_jw_sync(d->jw);
+		/* A replica's last burst of ids goes to disk before its snapshot holds them all. */
+		if (srv->repl_role == TG_REPL_REPLICA && catch_up(srv) &&
+		    d->state.ids.n * 2 > srv->cfg.ids_max)
+			spill(srv, true);
 		snapshot(srv);
 		tg_jw_close(d->jw);
 		d->jw = NULL;

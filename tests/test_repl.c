@@ -445,12 +445,64 @@ test_demoted_with_a_held_batch_restarts(void **state)
 	assert_int_equal(kill(F.r.pid, SIGCONT), 0);
 }
 
+/*
+ * Regression: a replica kept every id it followed in its replay state (its
+ * own workers hold none, so nothing pressed them to disk), and a replica that
+ * had followed more ids than ids-max could not start as a primary ("the
+ * journal remembers more ids than ids-max allows").  It moves them to disk as
+ * a primary does; promoted, it answers every id's first reply.
+ */
+static void
+test_replica_past_ids_max_can_be_promoted(void **state)
+{
+	(void)state;
+	const char *small[] = {"--ids-max", "20000", NULL};
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, small), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, small);
+	F.rc = it_connect(&F.r);
+	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100000 PLAN basic");
+	/* 60,000 ids in bursts faster than a spill every 5 s without pressure. */
+	for (int k = 0; k < 60; k++) {
+		for (int i = 0; i < 1000; i++)
+			redisAppendCommand(F.pc, "CDR 1 %s 60 many-%d", DEST, k * 1000 + i);
+		for (int i = 0; i < 1000; i++) {
+			redisReply *rep;
+			assert_int_equal(redisGetReply(F.pc, (void **)&rep), REDIS_OK);
+			assert_int_equal(rep->type, REDIS_REPLY_STRING);
+			freeReplyObject(rep);
+		}
+	}
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	tg_money_t b = it_acct_money(F.pc, 1, "balance");
+	redisFree(F.pc);
+	F.pc = NULL;
+	assert_int_equal(it_kill(&F.p), 0);
+	redisFree(F.rc);
+	F.rc = NULL;
+	assert_int_equal(it_term(&F.r), 0);
+	const char *primary[] = {"--replica-of", "", "--ids-max", "20000", NULL};
+	assert_int_equal(it_restart(&F.r, primary, 0), 0);
+	F.rc = it_connect(&F.r);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b);
+	/* The first and the last ids: their first replies, nothing charged again. */
+	redisReply *rep = it_cmd(F.rc, "CDR 1 %s 60 many-0", DEST);
+	assert_int_equal(it_money(rep->str), it_money("0.005"));
+	freeReplyObject(rep);
+	rep = it_cmd(F.rc, "CDR 1 %s 60 many-59999", DEST);
+	assert_int_equal(it_money(rep->str), it_money("0.005"));
+	freeReplyObject(rep);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_follow_failover_and_diverged_return, teardown),
 	    cmocka_unit_test_teardown(test_sync_replica_holds_before_the_reply, teardown),
+	    cmocka_unit_test_teardown(test_replica_past_ids_max_can_be_promoted, teardown),
 	    cmocka_unit_test_teardown(test_no_replica_streaming_refuses_at_once, teardown),
 	    cmocka_unit_test_teardown(test_demoted_with_a_held_batch_restarts, teardown),
 	};
