@@ -309,9 +309,9 @@ visit(void *arg, struct tg_call *c, const char *id)
 	enum tg_stop_reason why = a != NULL ? tg_stop_reason_of(a, c) : TG_STOP_NONE;
 	if (why == TG_STOP_NONE)
 		return;
-	if (id == NULL || c->id_len > s->id_keep) {
-		/* Its id was not kept whole: nothing a switch could match.  CALL.UPDATE still
-		 * refuses it. */
+	if (id == NULL || c->id_len == 0 || c->id_len > s->id_keep) {
+		/* Its id was not kept whole (or at all: a call recovered by a restart): nothing
+		 * a switch could match.  CALL.UPDATE still refuses it. */
 		c->stopped = (uint8_t)why;
 		count(s, TG_C_stops_unnamed, 1);
 		return;
