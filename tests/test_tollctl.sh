@@ -631,6 +631,12 @@ for want in "amount=5" "balance_after=5.94" "txid=tx-journal-9" "source=operator
 	esac
 done
 
+# The limits 1200 was loaded with (version 3 accounts file): a limits record, every value.
+grep -qE " type=limits .* acct=1200 maxcalls=4 callcap=2.5 dailycap=30 low=1.5$" "$dir/out" ||
+	fail "no limits line for 1200 with its four limits: $(grep -E ' type=limits ' "$dir/out")"
+grep -qE " type=limits .* acct=1200 maxcalls=0 callcap=0 dailycap=0 low=0$" "$dir/out" ||
+	fail "no limits line for 1200 clearing them"
+
 # ---- a torn tail: the last CONFIRM cut short keeps every record ----
 cp -a "$dir/data" "$dir/torn"
 truncate -s -3 "$dir/torn/$seg1"
