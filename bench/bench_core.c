@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -36,6 +37,8 @@ struct core {
 	bool bare;    /* the baseline: one atomic add per account, no rating */
 	bool grants; /* -g: a grant and its settlement (reserve, commit) instead of a rated debit */
 	bool postpaid; /* -k postpaid: every account postpaid, at 0 with a credit limit */
+	bool limits;   /* -l: every account has fraud limits, grants go through them */
+	uint16_t day;  /* -l: the UTC day the grants count against */
 	volatile int go;
 };
 
@@ -83,7 +86,20 @@ run(void *arg)
 					th->errors++;
 				else if (c->bare)
 					ck_pr_faa_64((uint64_t *)&a->balance, (uint64_t)-1);
-				else if (c->grants) {
+				else if (c->limits) {
+					/*
+					 * An account with limits: CALL.AUTH finds its limits
+					 * record, takes a call place and the amount from the
+					 * day, then reserves; CALL.END commits and frees the
+					 * place (nothing unused to give back to the day).
+					 */
+					struct tg_limits *l = tg_acct_limits(&c->table, a);
+					if (l == NULL ||
+					    tg_acct_reserve_limited(a, l, c->day, GRANT, true,
+					                            &m) != TG_OK ||
+					    tg_acct_commit(a, GRANT, GRANT, &m) != TG_OK)
+						th->errors++;
+				} else if (c->grants) {
 					/* CALL.AUTH's reserve, then CALL.END's commit of all of it.
 					 */
 					if (tg_acct_reserve(a, GRANT, &m) != TG_OK ||
@@ -107,8 +123,10 @@ usage(void)
 {
 	fprintf(stderr,
 	        "usage: tollbench core [-a accounts] [-p prefixes] [-D destinations] [-t threads]\n"
-	        "                      [-s seconds] [-g] [-k prepaid|postpaid]\n"
+	        "                      [-s seconds] [-g] [-l] [-k prepaid|postpaid]\n"
 	        "  -g  grants: a reserve and its commit per operation, not a rated debit\n"
+	        "  -l  grants (-g) on accounts with fraud limits (MAXCALLS and DAILYCAP,\n"
+	        "      both far above what the run reaches): what an account with limits costs\n"
 	        "  -k  the accounts' kind: postpaid ones start at 0 with a credit limit\n"
 	        "  -a  accounts in the table (1000000)\n"
 	        "  -p  prefixes in the rate plan (100000)\n"
@@ -153,10 +171,13 @@ tg_bench_core(int argc, char **argv)
 	int opt, rc = 1;
 
 	optind = 1;
-	while ((opt = getopt(argc, argv, "a:p:D:t:s:gk:h")) != -1) {
+	while ((opt = getopt(argc, argv, "a:p:D:t:s:glk:h")) != -1) {
 		switch (opt) {
 		case 'g':
 			c.grants = true;
+			break;
+		case 'l':
+			c.grants = c.limits = true;
 			break;
 		case 'k':
 			if (strcmp(optarg, "postpaid") != 0 && strcmp(optarg, "prepaid") != 0) {
@@ -192,6 +213,7 @@ tg_bench_core(int argc, char **argv)
 	if (threads == 0)
 		threads = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
 	c.run_ns = (uint64_t)seconds * 1000000000ull;
+	c.day = tg_utc_day((uint32_t)time(NULL));
 
 	/* The table. */
 	snprintf(shm, sizeof(shm), "/tollbench-core-%d", (int)getpid());
@@ -266,6 +288,12 @@ tg_bench_core(int argc, char **argv)
 		}
 		tg_acct_set_balance(a, c.postpaid ? 0 : opening, &m);
 		tg_acct_configure(a, &s, &m);
+		if (c.limits) {
+			/* Never reached: the run measures the checks, not refusals. */
+			struct tg_limits_set ls = {.max_calls = TG_MAXCALLS_MAX,
+			                           .daily_cap = TG_DAY_USED_MAX};
+			tg_acct_set_limits(&c.table, a, &ls, c.day);
+		}
 	}
 	printf("setup: %llu accounts, %zu prefixes, %zu destinations in %.0f ms\n",
 	       (unsigned long long)c.accounts, nprefix, c.ndest, (double)(tg_mono_ns() - t0) / 1e6);
@@ -291,7 +319,10 @@ tg_bench_core(int argc, char **argv)
 	printf("%-34s %12s %12s\n", "per second", "1 thread", "all threads");
 	printf("%-34s %12llu %12llu\n", "bare atomic add (baseline)", (unsigned long long)bare1,
 	       (unsigned long long)bare_all);
-	printf("%-34s %12llu %12llu\n", c.grants ? "grant + settle" : "rated debit",
+	printf("%-34s %12llu %12llu\n",
+	       c.limits   ? "grant + settle, limits"
+	       : c.grants ? "grant + settle"
+	                  : "rated debit",
 	       (unsigned long long)one, (unsigned long long)all);
 	printf("%-34s %11llu%% %11llu%%\n", "rated / baseline",
 	       (unsigned long long)(bare1 ? one * 100 / bare1 : 0),
@@ -315,6 +346,23 @@ tg_bench_core(int argc, char **argv)
 	}
 	printf("verified: balances lost exactly the %llu micro-units charged\n",
 	       (unsigned long long)charged);
+	if (c.limits) {
+		/* Every grant was counted against its account's day, and settled in full. */
+		tg_money_t counted = 0;
+		for (uint64_t id = 0; id < c.accounts; id++) {
+			struct tg_acct *a = tg_table_find(&c.table, id);
+			counted += tg_limits_day_spent(tg_acct_limits(&c.table, a), c.day);
+			if (tg_load_32(&a->calls) != 0)
+				counted = -1;
+		}
+		if ((uint64_t)counted != charged) {
+			fprintf(stderr, "tollbench core: FAILED: the days counted %lld != %llu\n",
+			        (long long)counted, (unsigned long long)charged);
+			rc = 1;
+			goto out_dests;
+		}
+		printf("verified: the daily caps counted the same, no call place left held\n");
+	}
 	rc = 0;
 out_dests:
 	free(c.dests);

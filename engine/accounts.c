@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "csv.h"
 #include "tg_accounts.h"
@@ -18,6 +19,8 @@
 static const char *const headers[] = {
     "account,balance,plan,state,threshold,refill,refill_amount,payment",
     "account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit",
+    "account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit,"
+    "maxcalls,call_cap,daily_cap,low",
 };
 #define VERSIONS (sizeof(headers) / sizeof(headers[0]))
 
@@ -33,10 +36,15 @@ enum {
 	F_COUNT_V1,
 	F_KIND = F_COUNT_V1,
 	F_LIMIT,
-	F_COUNT_V2
+	F_COUNT_V2,
+	F_MAXCALLS = F_COUNT_V2,
+	F_CALL_CAP,
+	F_DAILY_CAP,
+	F_LOW,
+	F_COUNT_V3
 };
 /* Fields of a row of each version. */
-static const unsigned field_count[] = {F_COUNT_V1, F_COUNT_V2};
+static const unsigned field_count[] = {F_COUNT_V1, F_COUNT_V2, F_COUNT_V3};
 _Static_assert(sizeof(field_count) / sizeof(field_count[0]) == VERSIONS, "a count per version");
 
 struct load {
@@ -97,6 +105,50 @@ kind_fields(const struct tg__csv_row *r, struct tg_acct_settings *s, char *why, 
 		         "a postpaid account has no refill threshold (leave it empty)");
 		return false;
 	}
+	return true;
+}
+
+/*
+ * Version 3's columns, the fraud limits of ACCT.SET (docs/FRAUD.md): maxcalls
+ * (calls at once, 0 to TG_MAXCALLS_MAX), call_cap, daily_cap (at most
+ * TG_DAY_USED_MAX) and low (amounts >= 0).  Empty or 0 is none.
+ */
+static bool
+limit_fields(const struct tg__csv_row *r, struct tg_limits_set *ls, char *why, size_t whylen)
+{
+	char b[40];
+	uint64_t n = 0;
+
+	if (r->len[F_MAXCALLS] != 0 &&
+	    (!tg_decimal_u64(r->f[F_MAXCALLS], r->len[F_MAXCALLS], &n) || n > TG_MAXCALLS_MAX)) {
+		snprintf(why, whylen, "maxcalls '%s': 0 to %u calls (empty or 0: none)",
+		         tg__csv_show(b, r->f[F_MAXCALLS], r->len[F_MAXCALLS]),
+		         (unsigned)TG_MAXCALLS_MAX);
+		return false;
+	}
+	ls->max_calls = (uint32_t)n;
+	static const struct {
+		unsigned f;
+		const char *name;
+	} caps[] = {{F_CALL_CAP, "call_cap"}, {F_DAILY_CAP, "daily_cap"}, {F_LOW, "low"}};
+	tg_money_t v[3];
+	for (unsigned i = 0; i < 3; i++) {
+		if (!money_field(r, caps[i].f, caps[i].name, true, &v[i], why, whylen))
+			return false;
+		if (v[i] < 0) {
+			snprintf(why, whylen, "%s '%s': 0 (none) or more", caps[i].name,
+			         tg__csv_show(b, r->f[caps[i].f], r->len[caps[i].f]));
+			return false;
+		}
+	}
+	if (v[1] > TG_DAY_USED_MAX) {
+		snprintf(why, whylen, "daily_cap '%s': at most 281474976.710655",
+		         tg__csv_show(b, r->f[F_DAILY_CAP], r->len[F_DAILY_CAP]));
+		return false;
+	}
+	ls->call_cap = v[0];
+	ls->daily_cap = v[1];
+	ls->low = v[2];
 	return true;
 }
 
@@ -161,6 +213,9 @@ check_row(void *arg, const struct tg__csv_row *r, char *why, size_t whylen)
 		return false;
 	}
 	if (r->version >= 1 && !kind_fields(r, &row.s, why, whylen))
+		return false;
+	row.limits_given = r->version >= 2;
+	if (row.limits_given && !limit_fields(r, &row.limits, why, whylen))
 		return false;
 	if (row.s.refill_mode != TG_REFILL_OFF && !(row.s.flags & TG_ACCT_PAYMENT)) {
 		snprintf(why, whylen, "auto-refill needs a payment method on file (payment on)");
@@ -281,6 +336,9 @@ tg_accounts_load_cb(const char *path, struct tg_table *t, struct tg_diag *diag, 
 		r->s.plan = (uint32_t)plan;
 		tg_acct_set_balance(a, r->balance, &m);
 		tg_acct_configure(a, &r->s, &m);
+		if (r->limits.max_calls != 0 || r->limits.call_cap != 0 ||
+		    r->limits.daily_cap != 0 || r->limits.low != 0)
+			tg_acct_set_limits(t, a, &r->limits, tg_utc_day((uint32_t)time(NULL)));
 		if (on_new != NULL)
 			on_new(arg, a);
 		(*created)++;

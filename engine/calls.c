@@ -282,7 +282,7 @@ tg_calls_insert_call_unlock(struct tg_calls_lock *l, const struct tg_call *call,
 	*v = *call;
 	TG_ASSERT(len <= TG_CALLID_MAX);
 	v->id_len = (uint8_t)len;
-	if (c->ids != NULL && len > 0) /* a call recovered from the journal has no id text */
+	if (c->ids != NULL && len > 0) /* a recovered call has no id (len 0, id NULL) */
 		memcpy(id_at(c, l->stripe, i), id, len < c->id_keep ? len : c->id_keep);
 	st->used++;
 	tg__count_add(&c->count, 1);

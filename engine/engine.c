@@ -113,7 +113,7 @@ void
 tg_engine_fini(struct tg_engine *e)
 {
 	/* A running publisher reads the table and the counters: it stops first. */
-	TG_ASSERT(e->refill.fn == NULL && e->stop.fn == NULL);
+	TG_ASSERT(e->refill.fn == NULL && e->stop.fn == NULL && e->alarm.fn == NULL);
 	for (unsigned i = 0; e->workers != NULL && i <= e->cfg.workers; i++)
 		tg_jstage_fini(&e->workers[i].stage);
 	if (e->ids)
@@ -677,6 +677,42 @@ why_full(struct tg_limits *l, tg_money_t available)
 	return low > 0 && available < low ? TG_WHY_LOW : TG_WHY_MAXGRANT;
 }
 
+/*
+ * Raise the fraud alarm of kind for account a (limits lim) when a publisher
+ * listens and no alarm of that kind went out for a today (docs/FRAUD.md,
+ * "The alarm stream").  A claim and a ring push, nothing else; a full ring
+ * gives the claim back, so the account's next hit raises it again.
+ */
+static void
+raise_alarm(struct tg_worker *w, struct tg_acct *a, struct tg_limits *lim, enum tg_alarm_kind kind)
+{
+	struct tg_engine *e = w->e;
+	uint16_t day = tg_utc_day(w->now_s);
+	int64_t limit;
+
+	if (e->alarm.fn == NULL || lim == NULL || !tg_limits_alarm_claim(lim, day, kind))
+		return;
+	if (kind == TG_ALARM_MAXCALLS)
+		limit = tg_load_32(&lim->max_calls);
+	else
+		limit = (int64_t)tg_load_64(
+		    (uint64_t *)(kind == TG_ALARM_CALLCAP ? &lim->call_cap : &lim->daily_cap));
+	if (!e->alarm.fn(e->alarm.arg, w, tg_acct_id(a), kind, limit)) {
+		tg_limits_alarm_release(lim, day, kind);
+		tg_count(w, TG_C_alarms_dropped, 1);
+	}
+}
+
+/* The alarm a grant's reason raises, if any: it was cut to a cap. */
+static inline void
+alarm_why(struct tg_worker *w, struct tg_acct *a, struct tg_limits *lim, enum tg_grant_why why)
+{
+	if (why == TG_WHY_CALLCAP)
+		raise_alarm(w, a, lim, TG_ALARM_CALLCAP);
+	else if (why == TG_WHY_DAILYCAP)
+		raise_alarm(w, a, lim, TG_ALARM_DAILYCAP);
+}
+
 /* Count a grant's reason (the limits that cut it short). */
 static void
 count_why(struct tg_worker *w, enum tg_grant_why why)
@@ -862,11 +898,19 @@ tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dl
 			tg_count(w, TG_C_call_dailycap, 1);
 		else
 			tg_count(w, TG_C_call_refused, 1);
+		if (res == TG_MAXCALLS)
+			raise_alarm(w, a, lim, TG_ALARM_MAXCALLS);
+		else if (res == TG_DAILYCAP)
+			raise_alarm(w, a, lim, TG_ALARM_DAILYCAP);
+		else if (res == TG_BLOCKED && *why == TG_WHY_CALLCAP)
+			raise_alarm(w, a, lim,
+			            TG_ALARM_CALLCAP); /* the cap pays for no increment */
 		return res;
 	}
 	if (grant >= e->cfg.max_grant)
 		*why = why_full(lim, m.available);
 	count_why(w, *why);
+	alarm_why(w, a, lim, *why);
 	bool counted = lim != NULL && tg_load_64((uint64_t *)&lim->daily_cap) != 0;
 	struct tg_call nc = {.acct = acct,
 	                     .key = key,
@@ -973,11 +1017,11 @@ tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32
 	}
 	for (int tries = 0; tries <= 16; tries++) {
 		tg_money_t avail = tg_acct_available(a), budget, cost;
+		*why = TG_WHY_MONEY;
 		if (avail <= 0 || !tg_money_add(c->reserved, avail, &budget)) {
 			res = TG_BLOCKED;
 			break;
 		}
-		*why = TG_WHY_MONEY;
 		if (lim != NULL)
 			limit_budget(lim, today, c->reserved, &budget, why);
 		uint32_t g = tg_rate_grant(&c->rate, budget, cap, &cost);
@@ -1022,6 +1066,9 @@ tg_call_update_why(struct tg_worker *w, uint64_t acct, struct tg_id call, uint32
 		count_why(w, *why);
 	else if (res == TG_DAILYCAP)
 		tg_count(w, TG_C_call_dailycap, 1);
+	/* A cut, a DAILYCAP, or a BLOCKED because the call cap pays for nothing more. */
+	if (res == TG_OK || res == TG_DAILYCAP || (res == TG_BLOCKED && *why == TG_WHY_CALLCAP))
+		alarm_why(w, a, lim, res == TG_DAILYCAP ? TG_WHY_DAILYCAP : *why);
 	return res;
 }
 

@@ -263,9 +263,12 @@ start_refill(struct tg_server *srv)
 		tg_log("%s", err);
 		return rc;
 	}
-	/* The stop publisher shares the refill Redis (docs/PROTOCOL.md, "The stop stream"). */
-	struct tg_stops_cfg scfg = {
-	    .host = cfg->redis_host, .port = cfg->redis_port, .stream = cfg->stop_stream};
+	/* The stop and alarm publisher shares the refill Redis (docs/PROTOCOL.md, docs/FRAUD.md).
+	 */
+	struct tg_stops_cfg scfg = {.host = cfg->redis_host,
+	                            .port = cfg->redis_port,
+	                            .stream = cfg->stop_stream,
+	                            .alarm_stream = cfg->alarm_stream};
 	rc = tg_stops_start(&srv->engine, &scfg, err, sizeof(err));
 	if (rc != 0)
 		tg_log("%s", err);

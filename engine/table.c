@@ -1042,6 +1042,20 @@ tg_limits_alarm_claim(struct tg_limits *l, uint16_t day, unsigned kind)
 	}
 }
 
+void
+tg_limits_alarm_release(struct tg_limits *l, uint16_t day, unsigned kind)
+{
+	uint32_t cur = tg_load_32(&l->alarmed);
+
+	TG_ASSERT(kind < 16);
+	for (;;) {
+		if ((uint16_t)(cur >> 16) != day || !(cur & (1u << kind)))
+			return; /* a later day's word, or not claimed: nothing of ours */
+		if (ck_pr_cas_32_value(&l->alarmed, cur, cur & ~(1u << kind), &cur))
+			return;
+	}
+}
+
 /*
  * Reserve amount (>= 0) for an always-allowed call (docs/RATES.md): no
  * check of the state or of what is available, so it may take available

@@ -13,7 +13,9 @@
 struct tg_account_row {
 	uint64_t id;
 	tg_money_t balance;
-	struct tg_acct_settings s; /* s.plan is not set: the name is in plan */
+	struct tg_acct_settings s;   /* s.plan is not set: the name is in plan */
+	struct tg_limits_set limits; /* version 3's fraud limits; all 0: none (docs/FRAUD.md) */
+	bool limits_given;           /* the file has the limit columns (version 3 or later) */
 	char plan[TG_PLAN_NAME_MAX + 1];
 	unsigned line; /* 1-based */
 };

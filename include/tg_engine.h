@@ -109,6 +109,28 @@ struct tg_stop_hook {
 	void *arg;
 };
 
+/* enum tg_alarm_kind: the bit of tg_limits.alarmed, the alarm stream's `kind`. */
+enum tg_alarm_kind {
+#define TG_ALARM_KIND(e, n, v, d) TG_ALARM_##e = v,
+#include "tbl/tg_alarm_kinds.h"
+#undef TG_ALARM_KIND
+	TG_ALARM_KINDS
+};
+
+/*
+ * Where a fraud alarm goes: fn(arg, w, acct, kind, limit) on worker w's
+ * thread once w claimed the day's alarm of that kind for acct (limit: the
+ * cap reached, calls or micro-units; the time is w->now_s).  False when it
+ * cannot be kept (its ring is full): the worker gives the claim back.  The
+ * stop publisher (tg_stops.h) installs it; the refill hook's rule: no
+ * syscall, no lock, no allocation.
+ */
+struct tg_alarm_hook {
+	bool (*fn)(void *arg, struct tg_worker *w, uint64_t acct, enum tg_alarm_kind kind,
+	           int64_t limit);
+	void *arg;
+};
+
 /*
  * How a batch waits for other nodes: fn(arg, lsn) is called on a worker's
  * thread once the batch's records (up to lsn) are on this node's disk, and
@@ -132,6 +154,7 @@ struct tg_engine {
 	struct tg_refill_hook refill; /* who publishes fired refills; {NULL, NULL}: nobody */
 	struct tg_commit_hook commit; /* who else must hold a batch first; {NULL, NULL}: nobody */
 	struct tg_stop_hook stop;     /* who announces calls to stop; {NULL, NULL}: nobody */
+	struct tg_alarm_hook alarm;   /* who raises fraud alarms; {NULL, NULL}: nobody */
 	struct tg_jw *jw;             /* the journal (tg_jwriter.h), or NULL: nothing is recorded */
 	struct tg_idstore *idstore;   /* the id window's disk tier (tg_idstore.h), or NULL */
 	/* The sweep that closes accounts unpaid too long (tg_engine_close_unpaid): one thread. */

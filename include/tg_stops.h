@@ -32,25 +32,36 @@ enum tg_stop_reason {
 #define TG_STOP_RING 1024
 /* Accounts one pass looks for; more hints waiting make it look at every call. */
 #define TG_STOP_ACCTS 1024
-/* Entries the stream keeps, about (XADD MAXLEN ~): older ones are trimmed. */
+/* Fraud alarms each worker's ring holds while the publisher cannot take them (Redis down). */
+#define TG_ALARM_RING 256
+/* Entries each stream keeps, about (XADD MAXLEN ~): older ones are trimmed. */
 #define TG_STOP_STREAM_MAXLEN 100000
 
 struct tg_stops_cfg {
-	const char *host;   /* redis-host; "none": no stop events */
-	uint32_t port;      /* redis-port */
-	const char *stream; /* stop-stream; "none": no stop events */
+	const char *host;         /* redis-host; "none": no stop events */
+	uint32_t port;            /* redis-port */
+	const char *stream;       /* stop-stream; "none": no stop events */
+	const char *alarm_stream; /* alarm-stream; "none": no fraud alarms */
 };
 
 /*
- * Start the stop publisher of e (e->stop is set) when both redis-host and
- * stop-stream name something, and the call map keeps ids (call-id-keep >
- * 0); otherwise nothing runs and the hook stays unset.  Before any worker
+ * Start the stop publisher of e.  It announces calls to stop (e->stop is
+ * set) when both redis-host and stop-stream name something, and the call
+ * map keeps ids (call-id-keep > 0); it raises fraud alarms (e->alarm is
+ * set) when redis-host and alarm-stream name something.  When neither,
+ * nothing runs and both hooks stay unset.  Before any worker
  * runs.  Redis being down is not an error (the thread retries, keeping the
  * hints).  Returns 0, or -EINVAL / -ENOMEM / -errno with a sentence in err.
  */
 int tg_stops_start(struct tg_engine *e, const struct tg_stops_cfg *cfg, char *err, size_t errlen);
-/* Stop the thread and free it; e->stop is {NULL, NULL} after.  Workers must be stopped first. */
+/*
+ * Stop the thread and free it; e->stop and e->alarm are {NULL, NULL} after.
+ * Workers must be stopped first.  Alarms not yet on the stream give their
+ * claim back (tg_limits_alarm_release).
+ */
 void tg_stops_stop(struct tg_engine *e);
+/* The wire name of alarm kind k ("maxcalls", ...), or NULL. */
+const char *tg_alarm_kind_name(unsigned k);
 /* The wire name of reason r ("suspended", ...), or NULL for none. */
 const char *tg_stop_reason_name(unsigned r);
 /*

@@ -179,6 +179,8 @@ tg_money_t tg_limits_day_spent(const struct tg_limits *l, uint16_t day);
  * that day, false after.  One compare-and-swap.
  */
 bool tg_limits_alarm_claim(struct tg_limits *l, uint16_t day, unsigned kind);
+/* Give back a claim of tg_limits_alarm_claim whose alarm could not be kept (still day's). */
+void tg_limits_alarm_release(struct tg_limits *l, uint16_t day, unsigned kind);
 /*
  * Replace a's limits (under its settings sequence) and set or clear
  * TG_ACCT_LIMITS.  Setting a daily cap where none was, or removing it,

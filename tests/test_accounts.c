@@ -27,7 +27,7 @@ setup(void **state)
 	snprintf(shm, sizeof(shm), "/tg-test-accounts-%d", (int)getpid());
 	snprintf(path, sizeof(path), "/tmp/tg-test-accounts-%d.csv", (int)getpid());
 	tg_table_unlink(shm);
-	struct tg_table_cfg cfg = {.name = shm, .capacity = 10, .mode = 0600};
+	struct tg_table_cfg cfg = {.name = shm, .capacity = 16, .mode = 0600};
 	return tg_table_open(&table, &cfg, err, sizeof(err)) == 0 ? 0 : -1;
 }
 
@@ -147,6 +147,81 @@ test_version_2_postpaid(void **state)
 	assert_non_null(strstr(d.msg[0].reason, ",payment,kind,credit_limit"));
 }
 
+#define HDR3                                                                                       \
+	"account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit,"     \
+	"maxcalls,call_cap,daily_cap,low\n"
+
+/*
+ * Version 3 adds the fraud limits (docs/FRAUD.md): maxcalls, call_cap,
+ * daily_cap, low, each empty or 0 for none.  Every bad value is refused with
+ * its reason, and then nothing loads.
+ */
+static void
+test_version_3_limits(void **state)
+{
+	struct tg_diag d;
+	size_t c, s;
+	struct tg_limits_set ls;
+	uint64_t used;
+	(void)state;
+
+	assert_int_equal(load(HDR3 "70,10,basic,,,,,,prepaid,,3,0.5,20,1.25\n"
+	                           "71,10,basic,,,,,,,,,,,\n",
+	                      &d, &c, &s),
+	                 0);
+	assert_int_equal(c, 2);
+	struct tg_acct *a = tg_table_find(&table, 70);
+	assert_non_null(tg_acct_limits(&table, a));
+	tg_acct_read_limits(&table, a, &ls, &used);
+	assert_int_equal(ls.max_calls, 3);
+	assert_int_equal(ls.call_cap, 500000);
+	assert_int_equal(ls.daily_cap, 20000000);
+	assert_int_equal(ls.low, 1250000);
+	/* Empty columns: no limits at all, the record is never read. */
+	a = tg_table_find(&table, 71);
+	assert_null(tg_acct_limits(&table, a));
+	tg_acct_read_limits(&table, a, &ls, &used);
+	assert_int_equal(ls.max_calls + ls.call_cap + ls.daily_cap + ls.low, 0);
+
+	static const struct {
+		const char *row, *reason;
+	} cases[] = {
+	    {"72,1,basic,,,,,,,", "expected 14 fields, found 10"},
+	    {"72,1,basic,,,,,,,,1,,", "expected 14 fields, found 13"},
+	    {"72,1,basic,,,,,,,,-1,,,", "maxcalls '-1': 0 to 1000000 calls"},
+	    {"72,1,basic,,,,,,,,abc,,,", "maxcalls 'abc'"},
+	    {"72,1,basic,,,,,,,,1000001,,,", "maxcalls '1000001'"},
+	    {"72,1,basic,,,,,,,,99999999999999999999,,,", "maxcalls '99999999999999999999'"},
+	    {"72,1,basic,,,,,,,,2.5,,,", "maxcalls '2.5'"},
+	    {"72,1,basic,,,,,,,,,-0.5,,", "call_cap '-0.5': 0 (none) or more"},
+	    {"72,1,basic,,,,,,,,,1.0000001,,", "call_cap '1.0000001': not a decimal amount"},
+	    {"72,1,basic,,,,,,,,,x,,", "call_cap 'x'"},
+	    {"72,1,basic,,,,,,,,,,-1,", "daily_cap '-1': 0 (none) or more"},
+	    {"72,1,basic,,,,,,,,,,1e3,", "daily_cap '1e3'"},
+	    {"72,1,basic,,,,,,,,,,281474976.710656,", "daily_cap '281474976.710656': at most"},
+	    {"72,1,basic,,,,,,,,,,99999999999999,", "daily_cap '99999999999999': out of range"},
+	    {"72,1,basic,,,,,,,,,,,-2", "low '-2': 0 (none) or more"},
+	    {"72,1,basic,,,,,,,,,,,0.1234567", "low '0.1234567'"},
+	};
+	char text[512];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), HDR3 "73,1,basic,,,,,,,,2,1,5,1\n%s\n", cases[i].row);
+		assert_int_equal(load(text, &d, &c, &s), -EINVAL);
+		assert_int_equal(d.count, 1);
+		assert_int_equal(d.msg[0].line, 3);
+		if (strstr(d.msg[0].reason, cases[i].reason) == NULL)
+			fail_msg("row %s: '%s', expected '%s'", cases[i].row, d.msg[0].reason,
+			         cases[i].reason);
+		assert_null(tg_table_find(&table, 73));
+	}
+	/* The largest values pass. */
+	assert_int_equal(load(HDR3 "74,1,basic,,,,,,,,1000000,0,281474976.710655,0\n", &d, &c, &s),
+	                 0);
+	tg_acct_read_limits(&table, tg_table_find(&table, 74), &ls, &used);
+	assert_int_equal(ls.max_calls, 1000000);
+	assert_int_equal(ls.daily_cap, 281474976710655);
+}
+
 /* Leading zeros are zeros, however many: a 20-character cap once refused these rows. */
 static void
 test_leading_zeros_past_20_characters(void **state)
@@ -219,10 +294,12 @@ test_bad_rows_load_nothing(void **state)
 	assert_int_equal(tg_accounts_load(path, &table, &d, &c, &s), -ENOENT);
 	assert_non_null(strstr(d.msg[0].reason, "cannot read"));
 	/* More than the table holds: refused before anything is created. */
-	assert_int_equal(load(HDR "40,1,p,,,,,\n41,1,p,,,,,\n42,1,p,,,,,\n43,1,p,,,,,\n"
-	                          "44,1,p,,,,,\n",
-	                      &d, &c, &s),
-	                 -ENOSPC);
+	size_t len = (size_t)snprintf(text, sizeof(text), HDR);
+	for (uint64_t k = 0; k <= table.hdr->capacity - before; k++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "%llu,1,p,,,,,\n",
+		                        (unsigned long long)(40 + k));
+	assert_true(len < sizeof(text));
+	assert_int_equal(load(text, &d, &c, &s), -ENOSPC);
 	assert_null(tg_table_find(&table, 40));
 	assert_int_equal(table.hdr->count, before);
 }
@@ -235,6 +312,7 @@ main(void)
 	    cmocka_unit_test(test_version_2_postpaid),
 	    cmocka_unit_test(test_bad_rows_load_nothing),
 	    cmocka_unit_test(test_leading_zeros_past_20_characters),
+	    cmocka_unit_test(test_version_3_limits),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

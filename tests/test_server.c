@@ -1625,14 +1625,16 @@ test_ping_info_command_quit(void **state)
 	expect_money(cmd(fx.c, "CDR 100 %s 1 i4", D_NAT), 600000);
 	r = cmd(fx.c, "INFO calls");
 	want_type(r, REDIS_REPLY_STRING);
-	assert_string_equal(r->str, "# Calls\r\ncall_auth:3\r\ncall_granted:2\r\ncall_blocked:0"
-	                            "\r\ncall_refused:1\r\ncall_update:0\r\ncall_ended:2\r\n"
-	                            "call_expired:0\r\ncall_overrun_seconds:0\r\ncdr:1\r\n"
-	                            "replays:1\r\nconflicts:0\r\nwindow_full:0\r\ncall_maxcalls:0\r\n"
-	                            "call_dailycap:0\r\ncall_callcap:0\r\ncall_dailycap_short:0\r\n"
-	                            "call_low:0\r\ncall_always:0\r\nstops_published:0\r\n"
-	                            "stops_unnamed:0\r\nstops_publish_failures:0\r\n"
-	                            "stops_hints_dropped:0\r\n\r\n");
+	assert_string_equal(r->str,
+	                    "# Calls\r\ncall_auth:3\r\ncall_granted:2\r\ncall_blocked:0"
+	                    "\r\ncall_refused:1\r\ncall_update:0\r\ncall_ended:2\r\n"
+	                    "call_expired:0\r\ncall_overrun_seconds:0\r\ncdr:1\r\n"
+	                    "replays:1\r\nconflicts:0\r\nwindow_full:0\r\ncall_maxcalls:0\r\n"
+	                    "call_dailycap:0\r\ncall_callcap:0\r\ncall_dailycap_short:0\r\n"
+	                    "call_low:0\r\ncall_always:0\r\nstops_published:0\r\n"
+	                    "stops_unnamed:0\r\nstops_publish_failures:0\r\n"
+	                    "stops_hints_dropped:0\r\nalarms_published:0\r\n"
+	                    "alarms_publish_failures:0\r\nalarms_dropped:0\r\n\r\n");
 	freeReplyObject(r);
 	assert_int_equal(info_int(fx.c, "calls_in_progress"), 0);
 	assert_int_equal(info_int(fx.c, "ids_remembered"), 3);

@@ -286,6 +286,46 @@ test_debit_that_leaves_enough_announces_nothing(void **state)
 	assert_int_equal(it_int_cmd(c, "CALL.UPDATE 7 a7-1 3590"), 7140);
 }
 
+/*
+ * A call recovered by a restart has no id kept: closing its account must
+ * not put an entry with an empty callid on the stream (it was announced
+ * with callid ""), only refuse its next update and count it unnamed.
+ */
+static void
+test_recovered_call_not_announced_with_empty_id(void **state)
+{
+	struct fx *fx = fixture(state);
+	char rates[IT_PATH_MAX], accts[IT_PATH_MAX], port[16];
+
+	assert_int_equal(it_int_cmd(fx->c, "CALL.AUTH 5 " DEST " r5-1"), 3600);
+	redisFree(fx->c);
+	assert_int_equal(it_kill(&fx->d), 0);
+	it_pathf(rates, sizeof(rates), "%s/rates.csv", fx->dir);
+	it_pathf(accts, sizeof(accts), "%s/accounts.csv", fx->dir);
+	snprintf(port, sizeof(port), "%u", fx->redis.port);
+	const char *const flags[] = {"--redis-host", "127.0.0.1",  "--redis-port", port, "--rates",
+	                             rates,          "--accounts", accts,          NULL};
+	assert_int_equal(it_restart(&fx->d, flags, 0), 0);
+	fx->c = it_connect(&fx->d);
+	assert_non_null(fx->c);
+	assert_int_equal(it_info(fx->c, "calls_in_progress"), 1);
+	it_run_cmd(fx->c, "ACCT.SET 5 STATE closed");
+	for (unsigned waited = 0; it_info(fx->c, "stops_unnamed") == 0; waited += 20) {
+		if (waited >= WAIT_MS)
+			fail_msg("the recovered call was not looked at within %u ms", WAIT_MS);
+		it_sleep_ms(20);
+	}
+	redisReply *r = redisCommand(fx->rc, "XRANGE %s - +", STREAM);
+	assert_non_null(r);
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+		if (strcmp(entry_field(r->element[i], "acct"), "5") == 0)
+			fail_msg("recovered call announced with callid '%s'",
+			         entry_field(r->element[i], "callid"));
+	freeReplyObject(r);
+	assert_int_equal(it_info(fx->c, "stops_published"), 0);
+	expect_error(fx->c, "BLOCKED", "CALL.UPDATE 5 r5-1 60");
+}
+
 int
 main(void)
 {
@@ -301,6 +341,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_drained_by_another_switch_announced, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_debit_that_leaves_enough_announces_nothing, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_recovered_call_not_announced_with_empty_id, setup,
 	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -369,6 +369,32 @@ test_states_block(void **state)
 }
 
 /*
+ * The day's fraud alarm of each kind is claimed once; a claim given back
+ * (its alarm could not be kept) is claimed again; a new day re-arms every
+ * kind, and a give-back of an older day leaves the new day's claims alone.
+ */
+static void
+test_alarm_claim_release(void **state)
+{
+	struct tg_limits l;
+	(void)state;
+
+	memset(&l, 0, sizeof(l));
+	assert_true(tg_limits_alarm_claim(&l, 100, 0));
+	assert_false(tg_limits_alarm_claim(&l, 100, 0));
+	assert_true(tg_limits_alarm_claim(&l, 100, 2));
+	tg_limits_alarm_release(&l, 100, 0);
+	assert_false(tg_limits_alarm_claim(&l, 100, 2)); /* the other kind kept its claim */
+	assert_true(tg_limits_alarm_claim(&l, 100, 0));
+	assert_true(tg_limits_alarm_claim(&l, 101, 0)); /* the next day */
+	assert_true(tg_limits_alarm_claim(&l, 101, 2));
+	tg_limits_alarm_release(&l, 100, 0); /* yesterday's: nothing of today's */
+	assert_false(tg_limits_alarm_claim(&l, 101, 0));
+	tg_limits_alarm_release(&l, 101, 1); /* never claimed: nothing */
+	assert_false(tg_limits_alarm_claim(&l, 101, 2));
+}
+
+/*
  * The course of a failing card in the account record: failed refills
  * counted, a suspension for non-payment at the limit (never over an
  * operator's), lifted by a payment, closed when due and not before, with
@@ -671,6 +697,7 @@ main(void)
 	    cmocka_unit_test(test_postpaid_grants_down_to_minus_the_limit),
 	    cmocka_unit_test(test_usage_saturates_at_the_top),
 	    cmocka_unit_test(test_states_block),
+	    cmocka_unit_test(test_alarm_claim_release),
 	    cmocka_unit_test(test_refill_fires_once_per_crossing),
 	    cmocka_unit_test(test_release_reservations_after_restart),
 	    cmocka_unit_test(test_reader_process_sees_updates),

@@ -409,6 +409,150 @@ test_postpaid_never_below_minus_the_limit(void **state)
 	assert_true(v.balance >= -PP_LIMIT);
 }
 
+/*
+ * ---- fraud limits: never more than MAXCALLS calls, never past the daily cap ----
+ *
+ * Every thread authorizes calls on one account with MAXCALLS 3 and a daily
+ * cap (tg_acct_reserve_limited), sometimes extends one, then settles it for
+ * no more than it holds and gives the unused part back to the day, as the
+ * engine does.  The balance is far above the cap, so only the limits
+ * refuse.  A checker watches the account's call count and the day's count
+ * throughout; at the end the day's count is exactly what the calls cost.
+ */
+#define LIM_CALLS 3u
+/* About a quarter of what the calls would cost unlimited, so the cap binds mid-run. */
+#define LIM_CAP ((tg_money_t)(ops_per_thread / 8) * THREADS * 100)
+#define LIM_DAY 20000
+static uint64_t limits_id = 910000;
+static uint32_t lim_open; /* calls a thread holds, counted after the grant, before the settle */
+static uint32_t lim_open_max;
+
+struct lim_worker {
+	pthread_t tid;
+	uint64_t seed;
+	struct tg_acct *a;
+	struct tg_limits *l;
+	tg_money_t cost; /* what its calls cost in all */
+	long granted, maxcalls, dailycap;
+	long bad; /* the checker's: limits seen exceeded */
+};
+
+static void *
+lim_caller(void *arg)
+{
+	struct lim_worker *w = arg;
+	struct tg_move m;
+
+	for (long i = 0; i < ops_per_thread / 8; i++) {
+		/* Up to two calls at once per thread: four threads want up to eight places. */
+		tg_money_t held[2];
+		unsigned n = 0, want = 1 + (unsigned)(rnd(&w->seed) & 1);
+		for (unsigned k = 0; k < want; k++) {
+			tg_money_t amt = (tg_money_t)(rnd(&w->seed) % 1000) + 1;
+			enum tg_result r =
+			    tg_acct_reserve_limited(w->a, w->l, LIM_DAY, amt, true, &m);
+			if (r == TG_MAXCALLS) {
+				w->maxcalls++;
+				continue;
+			}
+			if (r == TG_DAILYCAP) {
+				w->dailycap++;
+				continue;
+			}
+			assert_int_equal(r, TG_OK);
+			w->granted++;
+			held[n++] = amt;
+			uint32_t open = ck_pr_faa_32(&lim_open, 1) + 1;
+			for (uint32_t seen = tg_load_32(&lim_open_max); open > seen;)
+				if (ck_pr_cas_32_value(&lim_open_max, seen, open, &seen))
+					break;
+		}
+		if (n > 0 && (rnd(&w->seed) & 3) == 0) {
+			tg_money_t more = (tg_money_t)(rnd(&w->seed) % 500) + 1;
+			enum tg_result r =
+			    tg_acct_reserve_limited(w->a, w->l, LIM_DAY, more, false, &m);
+			if (r == TG_OK)
+				held[0] += more;
+			else
+				assert_int_equal(r, TG_DAILYCAP);
+		}
+		for (unsigned k = 0; k < n; k++) {
+			tg_money_t cost = (tg_money_t)(rnd(&w->seed) % (uint64_t)(held[k] + 1));
+			ck_pr_dec_32(&lim_open);
+			assert_int_equal(tg_acct_commit(w->a, held[k], cost, &m), TG_OK);
+			tg_limits_day_give(w->l, LIM_DAY, held[k] - cost);
+			w->cost += cost;
+		}
+	}
+	return NULL;
+}
+
+static void *
+lim_checker(void *arg)
+{
+	struct lim_worker *w = arg;
+	long *bad = &w->bad;
+
+	while (!tg_load_32(&stop_flag)) {
+		if (tg_load_32(&w->a->calls) > LIM_CALLS)
+			(*bad)++;
+		if (tg_limits_day_spent(w->l, LIM_DAY) > LIM_CAP)
+			(*bad)++;
+		if (tg_load_32(&lim_open) > LIM_CALLS)
+			(*bad)++;
+	}
+	return NULL;
+}
+
+static void
+test_limits_exact_under_contention(void **state)
+{
+	struct lim_worker w[THREADS], chk = {0};
+	struct tg_acct *a;
+	struct tg_move m;
+	bool created;
+	(void)state;
+
+	assert_int_equal(tg_table_insert(&table, limits_id, &a, &created), TG_OK);
+	assert_int_equal(tg_acct_set_balance(a, 1000000 * UNIT, &m), TG_OK);
+	struct tg_limits_set ls = {.max_calls = LIM_CALLS, .daily_cap = LIM_CAP};
+	tg_acct_set_limits(&table, a, &ls, LIM_DAY);
+	struct tg_limits *l = tg_acct_limits(&table, a);
+	assert_non_null(l);
+	tg_store_32(&stop_flag, 0);
+	chk = (struct lim_worker){.a = a, .l = l};
+	pthread_create(&chk.tid, NULL, lim_checker, &chk);
+	for (unsigned i = 0; i < THREADS; i++) {
+		w[i] = (struct lim_worker){.seed = 777 + i, .a = a, .l = l};
+		pthread_create(&w[i].tid, NULL, lim_caller, &w[i]);
+	}
+	tg_money_t cost = 0;
+	long granted = 0, maxcalls = 0, dailycap = 0;
+	for (unsigned i = 0; i < THREADS; i++) {
+		pthread_join(w[i].tid, NULL);
+		cost += w[i].cost;
+		granted += w[i].granted;
+		maxcalls += w[i].maxcalls;
+		dailycap += w[i].dailycap;
+	}
+	tg_store_32(&stop_flag, 1);
+	pthread_join(chk.tid, NULL);
+	assert_int_equal(chk.bad, 0);
+	assert_true(lim_open_max <= LIM_CALLS);
+	/* Both limits refused, and calls got through: the run tested something. */
+	printf("limits: %ld granted, %ld MAXCALLS, %ld DAILYCAP, %lld of %lld spent\n", granted,
+	       maxcalls, dailycap, (long long)cost, (long long)LIM_CAP);
+	assert_true(granted > 0 && maxcalls > 0 && dailycap > 0);
+	/* Settled: no call held, nothing reserved, the day's count is what the calls cost. */
+	struct tg_acct_view v;
+	tg_acct_read(a, &v);
+	assert_int_equal(tg_load_32(&a->calls), 0);
+	assert_int_equal(v.reserved, 0);
+	assert_int_equal(v.balance, 1000000 * UNIT - cost);
+	assert_int_equal(tg_limits_day_spent(l, LIM_DAY), cost);
+	assert_true(cost <= LIM_CAP);
+}
+
 /* ---- exactly one refill per crossing ---- */
 
 #define ROUNDS_DEFAULT 2000
@@ -521,6 +665,7 @@ main(void)
 	    cmocka_unit_test(test_conservation),
 	    cmocka_unit_test(test_no_overspend_no_torn_reads),
 	    cmocka_unit_test(test_postpaid_never_below_minus_the_limit),
+	    cmocka_unit_test(test_limits_exact_under_contention),
 	    cmocka_unit_test(test_one_refill_per_crossing),
 	    cmocka_unit_test(test_concurrent_insert),
 	};

@@ -211,6 +211,42 @@ t load-many-new 0 ctl show 11199
 field_is balance 11199.5
 field_is plan basic
 
+# Version 3 carries the fraud limits, sent as ACCT.SET MAXCALLS/CALLCAP/DAILYCAP/LOW; a row
+# with them empty clears them on --overwrite, and an older file leaves them alone.
+cat >"$dir/limits.csv" <<'EOF'
+account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit,maxcalls,call_cap,daily_cap,low
+1200,50,basic,active,,off,,off,prepaid,,4,2.5,30,1.5
+1201,50,basic,active,,off,,off,,,,,,
+EOF
+t load-limits 0 ctl load-accounts "$dir/limits.csv"
+is out "$dir/limits.csv: 2 accounts: 2 created, 0 overwritten, 0 already present (kept)"
+t show-1200 0 ctl show 1200
+field_is maxcalls 4
+field_is callcap 2.5
+field_is dailycap 30
+field_is low 1.5
+t show-1201 0 ctl show 1201
+field_is maxcalls 0
+field_is dailycap 0
+printf 'account,balance,plan,state,threshold,refill,refill_amount,payment\n1200,60,basic,active,,off,,off\n' \
+	>"$dir/limits-v1.csv"
+t load-limits-v1 0 ctl load-accounts --overwrite "$dir/limits-v1.csv"
+t show-1200-v1 0 ctl show 1200
+field_is balance 60
+field_is maxcalls 4
+field_is dailycap 30
+sed 's/^1200,.*/1200,50,basic,active,,off,,off,prepaid,,,,,/' "$dir/limits.csv" >"$dir/limits-none.csv"
+t load-limits-none 0 ctl load-accounts --overwrite "$dir/limits-none.csv"
+t show-1200-none 0 ctl show 1200
+field_is maxcalls 0
+field_is callcap 0
+field_is dailycap 0
+field_is low 0
+printf 'account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit,maxcalls,call_cap,daily_cap,low\n1202,1,basic,,,,,,,,-3,,,\n' \
+	>"$dir/limits-bad.csv"
+t load-limits-bad 4 ctl load-accounts "$dir/limits-bad.csv"
+has err "$dir/limits-bad.csv:2: maxcalls '-3': 0 to 1000000 calls (empty or 0: none)"
+
 # ---- load-accounts: a bad file is refused whole, with the start-up loader's reasons ----
 cat >"$dir/bad.csv" <<'EOF'
 account,balance,plan,state,threshold,refill,refill_amount,payment
@@ -595,6 +631,12 @@ for want in "amount=5" "balance_after=5.94" "txid=tx-journal-9" "source=operator
 	*) fail "the credit line lacks '$want': $credit" ;;
 	esac
 done
+
+# The limits 1200 was loaded with (version 3 accounts file): a limits record, every value.
+grep -qE " type=limits .* acct=1200 maxcalls=4 callcap=2.5 dailycap=30 low=1.5$" "$dir/out" ||
+	fail "no limits line for 1200 with its four limits: $(grep -E ' type=limits ' "$dir/out")"
+grep -qE " type=limits .* acct=1200 maxcalls=0 callcap=0 dailycap=0 low=0$" "$dir/out" ||
+	fail "no limits line for 1200 clearing them"
 
 # ---- a torn tail: the last CONFIRM cut short keeps every record ----
 cp -a "$dir/data" "$dir/torn"

@@ -350,6 +350,21 @@ field_is balance 5
 field_is payment off
 t acct-1007 0 stat account 1007
 field_is balance -0.000125
+field_is maxcalls 0
+field_is dailycap 0
+field_is daily_spent 0
+# The fraud limits, and what today's cap has counted: a grant cut to the $1 call cap.
+cli_is OK ACCT.SET 1002 MAXCALLS 2 CALLCAP 1 DAILYCAP 5 LOW 0.5
+cli_is 960 CALL.AUTH 1002 12125550100 lim-1
+t acct-1002-limits 0 stat account 1002
+field_is maxcalls 2
+field_is callcap 1
+field_is dailycap 5
+field_is low 0.5
+field_is daily_spent 0.96
+field_is calls 1
+cli_is 0 CALL.END 1002 lim-1 0
+cli_is OK ACCT.SET 1002 MAXCALLS 0 CALLCAP 0 DAILYCAP 0 LOW 0
 t acct-unknown 1 stat account 999
 has err "account 999: no such account in $shm"
 t acct-bad 3 stat account 12x

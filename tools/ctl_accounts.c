@@ -40,6 +40,11 @@ ctl_accounts_read(const char *path, struct tg_diag *diag, struct ctl_account **o
 		v[i].payment = (r->s.flags & TG_ACCT_PAYMENT) ? "on" : "off";
 		v[i].kind = (r->s.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid";
 		v[i].credit_limit = r->s.credit_limit;
+		v[i].limits_given = r->limits_given;
+		v[i].maxcalls = r->limits.max_calls;
+		v[i].call_cap = r->limits.call_cap;
+		v[i].daily_cap = r->limits.daily_cap;
+		v[i].low = r->limits.low;
 		v[i].line = r->line;
 	}
 	free(rows);

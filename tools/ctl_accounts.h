@@ -29,6 +29,11 @@ struct ctl_account {
 	const char *payment;     /* "on" or "off" (static strings) */
 	const char *kind;        /* "prepaid" or "postpaid" (static strings) */
 	tg_money_t credit_limit; /* postpaid: its credit limit; else 0 */
+	bool limits_given;       /* version 3 or later: the four limits below are the row's */
+	uint32_t maxcalls;       /* 0: none */
+	tg_money_t call_cap;     /* 0: none */
+	tg_money_t daily_cap;    /* 0: none */
+	tg_money_t low;          /* 0: none */
 	unsigned line;           /* 1-based line in the file */
 };
 

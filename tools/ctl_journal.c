@@ -288,6 +288,7 @@ print_record(const struct tg_jrec *rec, const char *file, uint64_t offset)
 		struct tg_jrec_refill_cleared cleared;
 		struct tg_jrec_expire expire;
 		struct tg_jrec_standing standing;
+		struct tg_jrec_limits limits;
 		uint64_t acct; /* the first field of every type but confirm */
 	} u;
 	size_t v1 = tg_journal_payload_size(rec->type);
@@ -400,6 +401,12 @@ print_record(const struct tg_jrec *rec, const char *file, uint64_t offset)
 		put_u64("unpaid", u.standing.unpaid);
 		put_u64("failures", u.standing.failures);
 		put_u64("unpaid_since", u.standing.unpaid_since);
+		break;
+	case TG_JREC_LIMITS: /* docs/FRAUD.md: 0 is none */
+		put_u64("maxcalls", u.limits.max_calls);
+		put_money("callcap", u.limits.call_cap);
+		put_money("dailycap", u.limits.daily_cap);
+		put_money("low", u.limits.low);
 		break;
 	}
 	putchar('\n');

@@ -135,6 +135,19 @@ stat_account(FILE *f, const struct stat_src *s, uint64_t id)
 	FIELD("payment", "%s", (v.flags & TG_ACCT_PAYMENT) ? "on" : "off");
 	FIELD("kind", "%s", (v.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid");
 	FIELD("credit_limit", "%s", stat_money(v.credit_limit, m));
+	/* The fraud limits (docs/FRAUD.md), 0 for none, and what today's cap has counted. */
+	struct tg_limits_set ls;
+	uint64_t day_used;
+	tg_acct_read_limits(t, a, &ls, &day_used);
+	FIELD("maxcalls", "%u", ls.max_calls);
+	FIELD("callcap", "%s", stat_money(ls.call_cap, m));
+	FIELD("dailycap", "%s", stat_money(ls.daily_cap, m));
+	FIELD("low", "%s", stat_money(ls.low, m));
+	FIELD("daily_spent", "%s",
+	      stat_money(ls.daily_cap != 0 && TG_DAY_OF(day_used) == tg_utc_day((uint32_t)now)
+	                     ? TG_DAY_USED(day_used)
+	                     : 0,
+	                 m));
 	FIELD("calls", "%u", v.calls);
 	FIELD("refill_pending", "%d", v.refill_inflight ? 1 : 0);
 	if (v.refill_inflight)

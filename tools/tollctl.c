@@ -33,6 +33,7 @@
 #include "ctl_accounts.h"
 #include "ctl_billing.h"
 #include "ctl_ledger.h"
+#include "tg_assert.h"
 #include "tg_money.h"
 #include "tg_names.h"
 #include "tg_refill_wire.h"
@@ -570,7 +571,9 @@ struct load_counts {
 struct set_words {
 	char id[24], balance[TG_MONEY_STR_MAX], threshold[TG_MONEY_STR_MAX],
 	    amount[TG_MONEY_STR_MAX], limit[TG_MONEY_STR_MAX];
-	const char *argv[16];
+	char maxcalls[16], call_cap[TG_MONEY_STR_MAX], daily_cap[TG_MONEY_STR_MAX],
+	    low[TG_MONEY_STR_MAX];
+	const char *argv[32]; /* 17 words of settings, 8 of limits */
 	int argc;
 };
 
@@ -608,6 +611,22 @@ set_words(const struct ctl_account *row, struct set_words *w)
 		w->argv[n++] = w->amount;
 	w->argv[n++] = "PAYMENT";
 	w->argv[n++] = row->payment;
+	/* A file with the limit columns states them, 0 (none) included; an older one, nothing. */
+	if (row->limits_given) {
+		snprintf(w->maxcalls, sizeof(w->maxcalls), "%" PRIu32, row->maxcalls);
+		tg_money_format(row->call_cap, w->call_cap);
+		tg_money_format(row->daily_cap, w->daily_cap);
+		tg_money_format(row->low, w->low);
+		w->argv[n++] = "MAXCALLS";
+		w->argv[n++] = w->maxcalls;
+		w->argv[n++] = "CALLCAP";
+		w->argv[n++] = w->call_cap;
+		w->argv[n++] = "DAILYCAP";
+		w->argv[n++] = w->daily_cap;
+		w->argv[n++] = "LOW";
+		w->argv[n++] = w->low;
+	}
+	TG_ASSERT(n <= (int)TG_ARRAY_LEN(w->argv));
 	w->argc = n;
 }
 

@@ -77,6 +77,9 @@ TG_CFG("currency", STR, currency, "USD",
 TG_CFG("stop-stream", STR, stop_stream, "tollgate:stops",
        "stream key (on redis-host) the calls to stop are added to: an account suspended, closed "
        "or drained mid-call; none = announce nothing (CALL.UPDATE still refuses them)")
+TG_CFG("alarm-stream", STR, alarm_stream, "tollgate:alarms",
+       "stream key (on redis-host) the fraud alarms are added to: an account reaching MAXCALLS, "
+       "CALLCAP or DAILYCAP, once per account, kind and UTC day; none = raise none")
 TG_CFG("call-id-keep", U32, call_id_keep, "64",
        "bytes of each call id kept with the call in progress, for the stop stream (0..255; 0 = "
        "keep none, no stop stream); a longer id is not announced")

@@ -126,3 +126,12 @@ TG_COUNTER(stops_publish_failures, calls,
            "once it is back")
 TG_COUNTER(stops_hints_dropped, calls,
            "stop hints a worker found its ring full for; the next pass looks at every call")
+TG_COUNTER(alarms_published, calls,
+           "fraud alarms (an account reaching a cap, once per kind and UTC day) added to the "
+           "alarm stream")
+TG_COUNTER(alarms_publish_failures, calls,
+           "alarm-stream XADDs that failed (Redis down, slow or refusing); the alarms are kept "
+           "and added once it is back")
+TG_COUNTER(alarms_dropped, calls,
+           "fraud alarms a worker found its ring full for: not kept, the account's next hit of "
+           "the cap that day raises it again")
