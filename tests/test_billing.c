@@ -73,6 +73,9 @@ M(const char *s)
 	return m;
 }
 
+static void sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int64_t sql_i64(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void
 sql(const char *fmt, ...)
 {
@@ -99,7 +102,8 @@ sql_i64(const char *fmt, ...)
 	return v;
 }
 
-static void sql_text(char *out, size_t cap, const char *fmt, ...);
+static void sql_text(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 struct first_text {
 	char *out;

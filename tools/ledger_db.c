@@ -38,6 +38,8 @@ struct ldb {
 	size_t len[LDB_STMTS_MAX], cap[LDB_STMTS_MAX];
 };
 
+static int fail(struct ldb *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int
 fail(struct ldb *db, const char *fmt, ...)
 {
