@@ -1178,6 +1178,8 @@ cmd_subscribe(struct ctx *c)
 	if (rc == -EMFILE)
 		return reply_err(c, "too many subscribers (max-clients %u)",
 		                 (unsigned)c->srv->cfg.max_clients);
+	if (rc == -ENOTCONN)
+		return reply_err(c, "publish/subscribe is not running here");
 	if (rc == -E2BIG)
 		return reply_err(c, "at most %d subscriptions per connection", TG_PUBSUB_SUBS_MAX);
 	if (rc != 0)

@@ -60,7 +60,10 @@ void tg_pubsub_stop(struct tg_pubsub *ps);
  * to out, as Redis does: ["subscribe", channel, count] for each.  The
  * caller then detaches the connection and calls tg_pubsub_attach.  Any
  * thread.  0; -EMFILE when subscribers_max are registered, -E2BIG past
- * TG_PUBSUB_SUBS_MAX subscriptions: nothing registered, nothing written.
+ * TG_PUBSUB_SUBS_MAX subscriptions: nothing registered, nothing written;
+ * -ENOTCONN when ps is NULL (no subscribers' thread: a program that runs
+ * the commands without the daemon, such as the command fuzzer).  The other
+ * calls take a NULL ps as no subscriber at all.
  */
 int tg_pubsub_add(struct tg_pubsub *ps, uint64_t id, const char *name, bool pattern,
                   const struct tg_arg *names, unsigned n, struct tg_out *out);
