@@ -726,6 +726,43 @@ count_why(struct tg_worker *w, enum tg_grant_why why)
 }
 
 /*
+ * The locks of a new call's CALL.AUTH, in the one order: the window's
+ * stripes of both marks of call (its END, its call), then the call map's
+ * stripe of key.  false, both released, with the answer in *res, when it is
+ * already known: the id ended or was settled by expiry (CONFLICT: an END
+ * would answer from the window and leave a second reservation to expire at
+ * its grant), or the call is in progress (a switch's retry: its grant in
+ * *granted, OK; another account's: CONFLICT).  true: both held, and the
+ * call is new.
+ */
+static bool
+auth_lock(struct tg_worker *w, uint64_t acct, struct tg_id call, struct tg_digest key,
+          struct tg_idem_pair *il, struct tg_calls_lock *l, uint32_t *granted, enum tg_result *res)
+{
+	struct tg_engine *e = w->e;
+
+	*granted = 0;
+	if (tg_idem_lock_pair(e->ids, digest(KIND_END, call), key, w->now_s, il)) {
+		tg_idem_unlock_pair(il);
+		tg_count(w, TG_C_conflicts, 1);
+		*res = TG_CONFLICT;
+		return false;
+	}
+	struct tg_call *c = tg_calls_lock(e->calls, key, l);
+	if (c == NULL)
+		return true;
+	bool same = c->acct == acct;
+	*granted = c->granted;
+	w->replayed = true;
+	tg_calls_unlock(l);
+	tg_idem_unlock_pair(il);
+	if (!same)
+		tg_count(w, TG_C_conflicts, 1);
+	*res = same ? TG_OK : TG_CONFLICT;
+	return false;
+}
+
+/*
  * CALL.AUTH of a call to an always-allowed destination r (docs/RATES.md,
  * "Always-allowed destinations"): granted whatever the account's balance,
  * state and caps, for max-grant seconds (ended on a billing boundary), and
@@ -744,25 +781,12 @@ call_auth_always(struct tg_worker *w, struct tg_acct *a, uint64_t acct, const ch
 	struct tg_digest key = digest(KIND_CALL, call);
 	tg_money_t cost = 0;
 
-	if (tg_idem_lock_pair(e->ids, digest(KIND_END, call), key, w->now_s, &il)) {
-		tg_idem_unlock_pair(&il);
-		tg_count(w, TG_C_conflicts, 1);
-		return TG_CONFLICT;
-	}
-	struct tg_call *c = tg_calls_lock(e->calls, key, &l);
-	if (c != NULL) {
-		bool same = c->acct == acct;
-		*granted = c->granted;
-		w->replayed = true;
-		tg_calls_unlock(&l);
-		tg_idem_unlock_pair(&il);
-		if (!same)
-			tg_count(w, TG_C_conflicts, 1);
-		return same ? TG_OK : TG_CONFLICT;
-	}
+	enum tg_result res;
+	if (!auth_lock(w, acct, call, key, &il, &l, granted, &res))
+		return res;
 	/* As if the money were unlimited: the grant is max-grant on a billing boundary. */
 	uint32_t grant = tg_rate_grant(r, TG_MONEY_MAX, e->cfg.max_grant, &cost);
-	enum tg_result res = grant > 0 ? tg_acct_reserve_always(a, cost, true, &m) : TG_BLOCKED;
+	res = grant > 0 ? tg_acct_reserve_always(a, cost, true, &m) : TG_BLOCKED;
 	if (res != TG_OK) {
 		tg_calls_unlock(&l);
 		tg_idem_unlock_pair(&il);
@@ -842,25 +866,11 @@ tg_call_auth_why(struct tg_worker *w, uint64_t acct, const char *dest, size_t dl
 	 */
 	struct tg_idem_pair il;
 	struct tg_digest key = digest(KIND_CALL, call);
-	if (tg_idem_lock_pair(e->ids, digest(KIND_END, call), key, w->now_s, &il)) {
-		tg_idem_unlock_pair(&il);
-		tg_count(w, TG_C_conflicts, 1);
-		return TG_CONFLICT;
-	}
-	struct tg_call *c = tg_calls_lock(e->calls, key, &l);
-	if (c != NULL) {
-		/* The same call authorized again (a switch's retry): the same grant. */
-		bool same = c->acct == acct;
-		*granted = c->granted;
+	if (!auth_lock(w, acct, call, key, &il, &l, granted, &res)) {
 		/* What limited the first answer is not kept: a full grant says so, a short one
 		 * money. */
-		*why = c->granted >= e->cfg.max_grant ? TG_WHY_MAXGRANT : TG_WHY_MONEY;
-		w->replayed = true;
-		tg_calls_unlock(&l);
-		tg_idem_unlock_pair(&il);
-		if (!same)
-			tg_count(w, TG_C_conflicts, 1);
-		return same ? TG_OK : TG_CONFLICT;
+		*why = *granted >= e->cfg.max_grant ? TG_WHY_MAXGRANT : TG_WHY_MONEY;
+		return res;
 	}
 	/*
 	 * Size the grant from what is available, within the account's limits,

@@ -38,6 +38,7 @@
 #include "tg_clock.h"
 #include "tg_log.h"
 #include "tg_names.h"
+#include "tg_redis_link.h"
 #include "tg_refill.h"
 #include "tg_refill_wire.h"
 
@@ -49,10 +50,6 @@
 #define SUSPECTS           64    /* unwritten requests remembered from one scan to the next */
 #define SUSPECT_GRACE_MS   1000  /* how long a worker may take to write a record it fired */
 #define POLL_MS            5     /* sleep of an idle publisher: workers never wake it */
-#define BACKOFF_MIN_MS     100
-#define BACKOFF_MAX_MS     5000
-#define CONNECT_TIMEOUT_MS 1000
-#define COMMAND_TIMEOUT_MS 2000
 #define SCAN_PERIOD_MIN_MS 100
 #define SCAN_PERIOD_MAX_MS 60000
 #define MARK_TTL_S         86400 /* a publication marker outlives refill-timeout by this */
@@ -139,9 +136,9 @@ struct tg_refill {
 	bool started;
 
 	/* The publisher thread's own. */
-	redisContext *redis;
-	bool down_logged, refused_logged;
-	uint64_t backoff_ms, next_try_ns, next_scan_ns;
+	struct tg_redis_link link; /* tg_redis_link.h */
+	bool refused_logged;
+	uint64_t next_scan_ns;
 	bool scanning, scan_again;
 	uint64_t scan_pos;
 	struct item batch[BATCH];
@@ -376,24 +373,11 @@ adopt_all(struct tg_refill *r)
 }
 
 static void
-backoff(struct tg_refill *r)
-{
-	r->backoff_ms = r->backoff_ms == 0 ? BACKOFF_MIN_MS : r->backoff_ms * 2;
-	if (r->backoff_ms > BACKOFF_MAX_MS)
-		r->backoff_ms = BACKOFF_MAX_MS;
-	r->next_try_ns = tg_mono_ns() + r->backoff_ms * MS;
-}
-
-static void
 disconnect(struct tg_refill *r, const char *why)
 {
-	tg_log("refill publisher: lost redis %s:%u (%s): requests stay pending, retrying", r->host,
-	       r->port, why);
-	redisFree(r->redis);
-	r->redis = NULL;
-	r->down_logged = true;
+	tg_redis_link_drop(&r->link, r->host, r->port, "refill publisher", why,
+	                   "requests stay pending, retrying");
 	r->scanning = false;
-	backoff(r);
 }
 
 /* Start a scan of the whole table, or another one right after the current one. */
@@ -412,37 +396,9 @@ scan_request(struct tg_refill *r)
 static void
 redis_connect(struct tg_refill *r)
 {
-	struct timeval ct = {.tv_sec = CONNECT_TIMEOUT_MS / 1000,
-	                     .tv_usec = (CONNECT_TIMEOUT_MS % 1000) * 1000};
-	struct timeval rt = {.tv_sec = COMMAND_TIMEOUT_MS / 1000,
-	                     .tv_usec = (COMMAND_TIMEOUT_MS % 1000) * 1000};
-	redisContext *c = redisConnectWithTimeout(r->host, r->port, ct);
-	redisReply *rep = NULL;
-
-	if (c != NULL && c->err == 0 && redisSetTimeout(c, rt) == REDIS_OK) {
-		redisEnableKeepAlive(c);
-		rep = redisCommand(c, "PING");
-	}
-	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-		if (!r->down_logged)
-			tg_log("refill publisher: cannot reach redis %s:%u (%s): requests stay "
-			       "pending, retrying",
-			       r->host, r->port,
-			       rep         ? rep->str
-			       : c == NULL ? "out of memory"
-			                   : c->errstr);
-		r->down_logged = true;
-		if (rep != NULL)
-			freeReplyObject(rep);
-		if (c != NULL)
-			redisFree(c);
-		backoff(r);
+	if (!tg_redis_link_connect(&r->link, r->host, r->port, "refill publisher",
+	                           "requests stay pending, retrying"))
 		return;
-	}
-	freeReplyObject(rep);
-	r->redis = c;
-	r->down_logged = false;
-	r->backoff_ms = 0;
 	tg_log("refill publisher: redis %s:%u, stream %s, %llu requests pending", r->host, r->port,
 	       r->stream, (unsigned long long)tg_refill_pending(r->e));
 	/* Whatever fired while Redis was away is in the table: publish it all. */
@@ -504,7 +460,7 @@ append(struct tg_refill *r, const struct item *it)
 	size_t argl[TG_ARRAY_LEN(argv)];
 	for (size_t k = 0; k < TG_ARRAY_LEN(argv); k++)
 		argl[k] = strlen(argv[k]);
-	if (redisAppendCommandArgv(r->redis, (int)TG_ARRAY_LEN(argv), argv, argl) != REDIS_OK)
+	if (redisAppendCommandArgv(r->link.redis, (int)TG_ARRAY_LEN(argv), argv, argl) != REDIS_OK)
 		return ITEM_FAILED;
 	return ITEM_SENT;
 }
@@ -546,16 +502,17 @@ flush(struct tg_refill *r)
 		return;
 	r->nbatch = 0;
 	for (unsigned k = 0; k < n; k++)
-		r->batch[k].status = r->redis ? append(r, &r->batch[k]) : ITEM_FAILED;
+		r->batch[k].status = r->link.redis ? append(r, &r->batch[k]) : ITEM_FAILED;
 	for (unsigned k = 0; k < n; k++) {
 		struct item *it = &r->batch[k];
 		redisReply *rep = NULL;
 
 		if (it->status != ITEM_SENT)
 			continue;
-		if (io_error != NULL || redisGetReply(r->redis, (void **)&rep) != REDIS_OK) {
+		if (io_error != NULL || redisGetReply(r->link.redis, (void **)&rep) != REDIS_OK) {
 			if (io_error == NULL)
-				io_error = r->redis->errstr[0] ? r->redis->errstr : "I/O error";
+				io_error =
+				    r->link.redis->errstr[0] ? r->link.redis->errstr : "I/O error";
 			it->status = ITEM_FAILED;
 			continue;
 		}
@@ -583,9 +540,10 @@ flush(struct tg_refill *r)
 		snprintf(why, sizeof(why), "%s", io_error);
 		disconnect(r, why);
 	} else if (refused) {
-		backoff(r); /* keep the connection, but do not hammer a server that says no */
+		tg_redis_link_backoff(
+		    &r->link); /* keep the connection, but do not hammer a server that says no */
 	} else if (any_ok) {
-		r->backoff_ms = 0;
+		r->link.backoff_ms = 0;
 		r->refused_logged = false;
 	}
 }
@@ -679,10 +637,10 @@ drain(struct tg_refill *r)
 {
 	bool any = false;
 
-	for (unsigned k = 0; k < r->nlanes && r->redis != NULL; k++) {
+	for (unsigned k = 0; k < r->nlanes && r->link.redis != NULL; k++) {
 		struct lane *l = &r->lanes[k];
 		void *v;
-		for (unsigned n = 0; n < DRAIN_MAX && r->redis != NULL; n++) {
+		for (unsigned n = 0; n < DRAIN_MAX && r->link.redis != NULL; n++) {
 			RING_BEGIN();
 			bool popped = ck_ring_dequeue_spsc(&l->ring, l->buf, &v);
 			RING_END();
@@ -706,11 +664,11 @@ scan_step(struct tg_refill *r)
 
 	if (end > t->slots)
 		end = t->slots;
-	for (uint64_t i = r->scan_pos; i < end && r->redis != NULL; i++)
+	for (uint64_t i = r->scan_pos; i < end && r->link.redis != NULL; i++)
 		if (tg_load_64(&tg_table_slot(t, i)->key) != 0)
 			take(r, i, 0);
 	flush(r);
-	if (r->redis == NULL)
+	if (r->link.redis == NULL)
 		return false; /* the next connection starts a scan of its own */
 	r->scan_pos = end;
 	if (end < t->slots)
@@ -743,9 +701,9 @@ run(void *arg)
 		uint64_t now = tg_mono_ns();
 		bool busy = false;
 
-		if (r->redis == NULL && now >= r->next_try_ns)
+		if (r->link.redis == NULL && now >= r->link.next_try_ns)
 			redis_connect(r);
-		if (r->redis != NULL && now >= r->next_try_ns) {
+		if (r->link.redis != NULL && now >= r->link.next_try_ns) {
 			busy = drain(r);
 			if (tg_load_32(&r->rescan)) {
 				tg_store_32(&r->rescan, 0);
@@ -753,18 +711,16 @@ run(void *arg)
 			}
 			if (!r->scanning && now >= r->next_scan_ns)
 				scan_request(r);
-			if (r->scanning && r->redis != NULL)
+			if (r->scanning && r->link.redis != NULL)
 				busy |= scan_step(r);
 		}
 		if (!busy)
 			sleep_ms(POLL_MS);
 	}
 	/* A clean stop publishes what the workers handed over last. */
-	if (r->redis != NULL && tg_mono_ns() >= r->next_try_ns)
+	if (r->link.redis != NULL && tg_mono_ns() >= r->link.next_try_ns)
 		drain(r);
-	if (r->redis != NULL)
-		redisFree(r->redis);
-	r->redis = NULL;
+	tg_redis_link_close(&r->link);
 	return NULL;
 }
 

@@ -43,20 +43,17 @@
 #include "tg_log.h"
 #include "tg_money.h"
 #include "tg_table.h"
+#include "tg_redis_link.h"
 #include "tg_stops.h"
 
 #define STOPS_MAGIC 0x73746f70u /* "stop" */
 #define TIME_LEN    sizeof("2024-01-01T00:00:00Z")
 
-#define BATCH              256 /* XADDs pipelined per round trip, and entries per pass */
-#define POLL_MS            5   /* sleep of an idle publisher: workers never wake it */
-#define BACKOFF_MIN_MS     100
-#define BACKOFF_MAX_MS     5000
-#define CONNECT_TIMEOUT_MS 1000
-#define COMMAND_TIMEOUT_MS 2000
-#define NAME_MAX_LEN       255
-#define SET_SLOTS          (2 * TG_STOP_ACCTS) /* open addressing, half full at most */
-#define MS                 1000000ull
+#define BATCH        256 /* XADDs pipelined per round trip, and entries per pass */
+#define POLL_MS      5   /* sleep of an idle publisher: workers never wake it */
+#define NAME_MAX_LEN 255
+#define SET_SLOTS    (2 * TG_STOP_ACCTS) /* open addressing, half full at most */
+#define MS           1000000ull
 
 _Static_assert((TG_STOP_RING & (TG_STOP_RING - 1)) == 0, "ck_ring wants a power of two");
 _Static_assert((SET_SLOTS & (SET_SLOTS - 1)) == 0, "the account set masks its hash");
@@ -131,10 +128,8 @@ struct tg_stops {
 	uint32_t id_keep;
 
 	/* The thread's own. */
-	redisContext *redis;
-	bool down_logged;
-	uint64_t backoff_ms, next_try_ns;
-	uint64_t set[SET_SLOTS]; /* account id + 1; 0 = free */
+	struct tg_redis_link link; /* tg_redis_link.h */
+	uint64_t set[SET_SLOTS];   /* account id + 1; 0 = free */
 	unsigned nset;
 	bool all;  /* look at every call: a ring or the set overflowed */
 	bool more; /* the last pass found more than one batch */
@@ -329,58 +324,18 @@ visit(void *arg, struct tg_call *c, const char *id)
 }
 
 static void
-backoff(struct tg_stops *s)
-{
-	s->backoff_ms = s->backoff_ms == 0 ? BACKOFF_MIN_MS : s->backoff_ms * 2;
-	if (s->backoff_ms > BACKOFF_MAX_MS)
-		s->backoff_ms = BACKOFF_MAX_MS;
-	s->next_try_ns = tg_mono_ns() + s->backoff_ms * MS;
-}
-
-static void
 disconnect(struct tg_stops *s, const char *why)
 {
-	tg_log("stop publisher: redis %s:%u: %s; calls to stop are kept, retrying", s->host,
-	       s->port, why);
-	redisFree(s->redis);
-	s->redis = NULL;
-	s->down_logged = true;
-	backoff(s);
+	tg_redis_link_drop(&s->link, s->host, s->port, "stop publisher", why,
+	                   "calls to stop are kept, retrying");
 }
 
 static void
 redis_connect(struct tg_stops *s)
 {
-	struct timeval ct = {.tv_sec = CONNECT_TIMEOUT_MS / 1000,
-	                     .tv_usec = (CONNECT_TIMEOUT_MS % 1000) * 1000};
-	struct timeval rt = {.tv_sec = COMMAND_TIMEOUT_MS / 1000,
-	                     .tv_usec = (COMMAND_TIMEOUT_MS % 1000) * 1000};
-	redisContext *c = redisConnectWithTimeout(s->host, s->port, ct);
-	redisReply *rep = NULL;
-
-	if (c != NULL && c->err == 0 && redisSetTimeout(c, rt) == REDIS_OK) {
-		redisEnableKeepAlive(c);
-		rep = redisCommand(c, "PING");
-	}
-	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-		if (!s->down_logged)
-			tg_log("stop publisher: cannot reach redis %s:%u (%s): retrying", s->host,
-			       s->port,
-			       rep         ? rep->str
-			       : c == NULL ? "out of memory"
-			                   : c->errstr);
-		s->down_logged = true;
-		if (rep != NULL)
-			freeReplyObject(rep);
-		if (c != NULL)
-			redisFree(c);
-		backoff(s);
+	if (!tg_redis_link_connect(&s->link, s->host, s->port, "stop publisher",
+	                           "calls to stop are kept, retrying"))
 		return;
-	}
-	freeReplyObject(rep);
-	s->redis = c;
-	s->down_logged = false;
-	s->backoff_ms = 0;
 	tg_log("stop publisher: redis %s:%u, stop stream %s, alarm stream %s", s->host, s->port,
 	       s->stream[0] ? s->stream : "off", s->alarm_stream[0] ? s->alarm_stream : "off");
 }
@@ -405,7 +360,7 @@ publish(struct tg_stops *s)
 		    4, strlen(s->stream), 6, 1, strlen(maxlen), 1, 4, strlen(acct), 6, it->len,
 		    6, strlen(reason)};
 		_Static_assert(TG_ARRAY_LEN(argv) == TG_ARRAY_LEN(argl), "one length per argument");
-		if (redisAppendCommandArgv(s->redis, (int)TG_ARRAY_LEN(argv), argv, argl) !=
+		if (redisAppendCommandArgv(s->link.redis, (int)TG_ARRAY_LEN(argv), argv, argl) !=
 		    REDIS_OK) {
 			disconnect(s, "cannot queue XADD");
 			return false;
@@ -413,9 +368,10 @@ publish(struct tg_stops *s)
 	}
 	for (unsigned i = 0; i < s->nitems; i++) {
 		redisReply *rep = NULL;
-		if (redisGetReply(s->redis, (void **)&rep) != REDIS_OK || rep == NULL) {
+		if (redisGetReply(s->link.redis, (void **)&rep) != REDIS_OK || rep == NULL) {
 			count(s, TG_C_stops_publish_failures, s->nitems - i);
-			disconnect(s, s->redis->errstr[0] ? s->redis->errstr : "no reply");
+			disconnect(s,
+			           s->link.redis->errstr[0] ? s->link.redis->errstr : "no reply");
 			return false;
 		}
 		bool ok = rep->type != REDIS_REPLY_ERROR;
@@ -426,13 +382,13 @@ publish(struct tg_stops *s)
 			count(s, TG_C_stops_publish_failures, 1);
 			/* Read the other replies, then try again after a pause. */
 			for (unsigned j = i + 1; j < s->nitems; j++) {
-				if (redisGetReply(s->redis, (void **)&rep) != REDIS_OK) {
+				if (redisGetReply(s->link.redis, (void **)&rep) != REDIS_OK) {
 					disconnect(s, "no reply");
 					return false;
 				}
 				freeReplyObject(rep);
 			}
-			backoff(s);
+			tg_redis_link_backoff(&s->link);
 			return false;
 		}
 	}
@@ -554,7 +510,7 @@ publish_alarms(struct tg_stops *s)
 		                 4,
 		                 strlen(when)};
 		_Static_assert(TG_ARRAY_LEN(argv) == TG_ARRAY_LEN(argl), "one length per argument");
-		if (redisAppendCommandArgv(s->redis, (int)TG_ARRAY_LEN(argv), argv, argl) !=
+		if (redisAppendCommandArgv(s->link.redis, (int)TG_ARRAY_LEN(argv), argv, argl) !=
 		    REDIS_OK) {
 			disconnect(s, "cannot queue XADD");
 			return false;
@@ -563,9 +519,10 @@ publish_alarms(struct tg_stops *s)
 	unsigned kept = 0; /* the refused, moved to the front in order: tried again after a pause */
 	for (unsigned i = 0; i < s->nalarms; i++) {
 		redisReply *rep = NULL;
-		if (redisGetReply(s->redis, (void **)&rep) != REDIS_OK || rep == NULL) {
+		if (redisGetReply(s->link.redis, (void **)&rep) != REDIS_OK || rep == NULL) {
 			count(s, TG_C_alarms_publish_failures, s->nalarms - i);
-			disconnect(s, s->redis->errstr[0] ? s->redis->errstr : "no reply");
+			disconnect(s,
+			           s->link.redis->errstr[0] ? s->link.redis->errstr : "no reply");
 			return false; /* all kept: a reply lost may add one twice */
 		}
 		if (rep->type == REDIS_REPLY_ERROR) {
@@ -579,7 +536,7 @@ publish_alarms(struct tg_stops *s)
 	s->nalarms = kept;
 	if (kept == 0)
 		return true;
-	backoff(s);
+	tg_redis_link_backoff(&s->link);
 	return false;
 }
 
@@ -598,24 +555,22 @@ run(void *arg)
 		bool busy = false;
 
 		drain(s);
-		if (s->redis == NULL && now >= s->next_try_ns)
+		if (s->link.redis == NULL && now >= s->link.next_try_ns)
 			redis_connect(s);
-		if (s->redis != NULL && now >= s->next_try_ns && (s->nset > 0 || s->all))
+		if (s->link.redis != NULL && now >= s->link.next_try_ns && (s->nset > 0 || s->all))
 			busy = pass(s);
 		drain_alarms(s);
-		if (s->redis != NULL && now >= s->next_try_ns && s->nalarms > 0)
+		if (s->link.redis != NULL && now >= s->link.next_try_ns && s->nalarms > 0)
 			busy |= publish_alarms(s) && s->nalarms == 0 && alarms_waiting(s);
 		if (!busy)
 			sleep_ms(POLL_MS);
 	}
 	/* Workers are stopped: what they handed over goes out now if Redis takes it. */
 	drain_alarms(s);
-	if (s->redis != NULL && s->nalarms > 0)
+	if (s->link.redis != NULL && s->nalarms > 0)
 		publish_alarms(s);
 	unclaim_alarms(s);
-	if (s->redis != NULL)
-		redisFree(s->redis);
-	s->redis = NULL;
+	tg_redis_link_close(&s->link);
 	return NULL;
 }
 

@@ -1269,10 +1269,11 @@ standing_set(struct tg_bill *b, uint64_t acct, const char *standing, int64_t inv
 		ps(&p, today);
 		struct par p1 = {0};
 		pi(&p1, (int64_t)acct);
-		if ((rc = x(b,
-		            "UPDATE bill_invoices SET status = 'written off', next_attempt_us = NULL"
-		            " WHERE acct = $1 AND paid < total",
-		            &p1)) < 0 ||
+		if ((rc =
+		         x(b,
+		           "UPDATE bill_invoices SET status = 'written off', next_attempt_us = NULL"
+		           " WHERE acct = $1 AND paid < total",
+		           &p1)) < 0 ||
 		    (rc = x(b,
 		            "UPDATE bill_subscriptions SET end_day = $2 WHERE acct = $1 AND"
 		            " (end_day IS NULL OR end_day > $2)",
@@ -1408,7 +1409,7 @@ credits(struct tg_bill *b, uint64_t only, struct tg_bill_report *rep)
 struct compose {
 	char subject[160];
 	char what[1024];
-	char todo[768];
+	char action[768];
 	char title[96];
 	struct tg_mail_line lines[TG_MAIL_LINES_MAX];
 	char texts[TG_MAIL_LINES_MAX][128];
@@ -1510,7 +1511,7 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 		    " (long distance, international, toll-free minutes, directory assistance) is"
 		    " not refundable.",
 		    acct);
-		snprintf(c->todo, sizeof(c->todo),
+		snprintf(c->action, sizeof(c->action),
 		         "Nothing to do: refunds reach your account within a few business days.");
 		return 0;
 	}
@@ -1558,7 +1559,7 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 			    " will try again on %s.",
 			    invoice, mon, due, method, due, days);
 			snprintf(
-			    c->todo, sizeof(c->todo),
+			    c->action, sizeof(c->action),
 			    "To avoid a late fee and an interruption of service, make sure your"
 			    " payment information is accurate (expiration date included) and that"
 			    " funds are available: log in to the online portal and update your "
@@ -1577,7 +1578,7 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 		    " your next invoice.",
 		    invoice, total, cell_i64(&inv, 0, 7), due, fee, bp / 100, bp % 100);
 		snprintf(
-		    c->todo, sizeof(c->todo),
+		    c->action, sizeof(c->action),
 		    "Please pay %s now, or update your payment method in the online portal. If it"
 		    " is still unpaid, your service will be interrupted on %s (calls blocked,"
 		    " payments still accepted), suspended on %s and closed on %s.",
@@ -1592,7 +1593,7 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 		    " accepted.",
 		    invoice, due, acct);
 		snprintf(
-		    c->todo, sizeof(c->todo),
+		    c->action, sizeof(c->action),
 		    "Pay the balance due (or update your payment method in the online portal and"
 		    " we will charge it) and service is restored at once. Unpaid, the account is"
 		    " suspended on %s and closed on %s.",
@@ -1605,7 +1606,7 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 		         " is suspended for non-payment.",
 		         invoice, due, acct);
 		snprintf(
-		    c->todo, sizeof(c->todo),
+		    c->action, sizeof(c->action),
 		    "Pay the balance due to restore your service. Unpaid, the account is closed"
 		    " on %s and its open invoices are written off to collections.",
 		    d3);
@@ -1616,7 +1617,7 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 		         "Invoice %" PRId64 " remained unpaid (%s due): account %" PRIu64
 		         " is closed and its subscriptions ended.",
 		         invoice, due, acct);
-		snprintf(c->todo, sizeof(c->todo),
+		snprintf(c->action, sizeof(c->action),
 		         "The balance remains due; contact customer service to settle it.");
 	} else if (strcmp(step, "restored") == 0) {
 		snprintf(c->subject, sizeof(c->subject), "Service restored on account %" PRIu64,
@@ -1675,7 +1676,7 @@ notices(struct tg_bill *b, uint64_t only, struct tg_bill_report *rep)
 		snprintf(id, sizeof(id), "bill:%" PRIu64 ":%" PRId64 ":%s", acct, inv, step);
 		struct tg_mail_bill bl = {.subject = c.subject,
 		                          .what = c.what,
-		                          .todo = c.todo[0] ? c.todo : NULL,
+		                          .action = c.action[0] ? c.action : NULL,
 		                          .table_title = c.n || c.total_label ? c.title : NULL,
 		                          .lines = c.lines,
 		                          .nlines = c.n,

@@ -423,9 +423,9 @@ compose_notice(struct buf *b, const char *from, const char *host, const struct t
 			put(b, "      %-52.52s %12s\n", bl->total_label, amount);
 		}
 	}
-	if (bl->todo != NULL) {
+	if (bl->action != NULL) {
 		put(b, "\n");
-		put_wrapped(b, bl->todo);
+		put_wrapped(b, bl->action);
 	}
 	put(b, "\nAccount: %llu\nReference: %s\n", (unsigned long long)m->account, m->request_id);
 
@@ -467,9 +467,9 @@ compose_notice(struct buf *b, const char *from, const char *host, const struct t
 		}
 		put(b, "</table>\n");
 	}
-	if (bl->todo != NULL) {
+	if (bl->action != NULL) {
 		put(b, "<p>");
-		put_html(b, bl->todo);
+		put_html(b, bl->action);
 		put(b, "</p>\n");
 	}
 	put(b, "<p>Account: %llu<br>\nReference: %s</p>\n</body></html>\n\n--%s--\n",

@@ -6,7 +6,8 @@
  * kept in the call record (tg_call.stopped; 0 = not stopped): only grow at
  * the end.
  */
-TG_STOP_REASON(SUSPENDED, suspended, 1, "the account was suspended (by an operator or for non-payment)")
+TG_STOP_REASON(SUSPENDED, suspended, 1,
+               "the account was suspended (by an operator or for non-payment)")
 TG_STOP_REASON(CLOSED, closed, 2, "the account was closed")
 TG_STOP_REASON(BALANCE, balance, 3,
                "the account's available balance no longer pays for the call's next extension")
