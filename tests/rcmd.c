@@ -150,3 +150,14 @@ it_info(redisContext *c, const char *name)
 		fail_msg("INFO has no %s", name);
 	return v;
 }
+
+const char *
+it_entry_field(const redisReply *entry, const char *name)
+{
+	const redisReply *kv = entry->element[1];
+
+	for (size_t i = 0; i + 1 < kv->elements; i += 2)
+		if (strcmp(kv->element[i]->str, name) == 0)
+			return kv->element[i + 1]->str;
+	return "";
+}

@@ -41,6 +41,8 @@ void it_acct_field(redisContext *c, uint64_t acct, const char *field, char *out,
 tg_money_t it_acct_money(redisContext *c, uint64_t acct, const char *field);
 /* A number field of ACCT.GET acct. */
 long long it_acct_int(redisContext *c, uint64_t acct, const char *field);
+/* The value of field name of a stream entry (an [id, [f, v, ...]] pair, as XRANGE gives), or "". */
+const char *it_entry_field(const redisReply *entry, const char *name);
 /* The counter name of INFO all; the test fails when INFO has none. */
 long long it_info(redisContext *c, const char *name);
 

@@ -119,18 +119,6 @@ fixture(void **state)
 			fail_msg("%s: '%s', expected %s", #__VA_ARGS__, err_, (prefix));           \
 	} while (0)
 
-/* The value of field name of stream entry e (an [id, [f, v, ...]] pair), or "". */
-static const char *
-entry_field(const redisReply *e, const char *name)
-{
-	const redisReply *kv = e->element[1];
-
-	for (size_t i = 0; i + 1 < kv->elements; i += 2)
-		if (strcmp(kv->element[i]->str, name) == 0)
-			return kv->element[i + 1]->str;
-	return "";
-}
-
 /* Entries of acct and kind on the stream; the last one's limit and time copied out. */
 static unsigned
 alarms_of(struct fx *fx, const char *acct, const char *kind, char *limit, char *when)
@@ -141,12 +129,12 @@ alarms_of(struct fx *fx, const char *acct, const char *kind, char *limit, char *
 	assert_non_null(r);
 	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 		const redisReply *e = r->element[i];
-		if (strcmp(entry_field(e, "acct"), acct) != 0 ||
-		    strcmp(entry_field(e, "kind"), kind) != 0)
+		if (strcmp(it_entry_field(e, "acct"), acct) != 0 ||
+		    strcmp(it_entry_field(e, "kind"), kind) != 0)
 			continue;
 		found++;
-		snprintf(limit, 32, "%s", entry_field(e, "limit"));
-		snprintf(when, 32, "%s", entry_field(e, "time"));
+		snprintf(limit, 32, "%s", it_entry_field(e, "limit"));
+		snprintf(when, 32, "%s", it_entry_field(e, "time"));
 	}
 	freeReplyObject(r);
 	return found;

@@ -113,18 +113,6 @@ fixture(void **state)
 			fail_msg("%s: '%s', expected %s", #__VA_ARGS__, err_, (prefix));           \
 	} while (0)
 
-/* The value of field name of stream entry e (an [id, [f, v, ...]] pair), or "". */
-static const char *
-entry_field(const redisReply *e, const char *name)
-{
-	const redisReply *kv = e->element[1];
-
-	for (size_t i = 0; i + 1 < kv->elements; i += 2)
-		if (strcmp(kv->element[i]->str, name) == 0)
-			return kv->element[i + 1]->str;
-	return "";
-}
-
 /*
  * Wait until the stream holds an entry for call callid, then check its
  * account and reason, and that it is the only one for that call.
@@ -138,11 +126,11 @@ expect_stop(struct fx *fx, const char *acct, const char *callid, const char *rea
 		assert_non_null(r);
 		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 			const redisReply *e = r->element[i];
-			if (strcmp(entry_field(e, "callid"), callid) != 0)
+			if (strcmp(it_entry_field(e, "callid"), callid) != 0)
 				continue;
 			found++;
-			assert_string_equal(entry_field(e, "acct"), acct);
-			assert_string_equal(entry_field(e, "reason"), reason);
+			assert_string_equal(it_entry_field(e, "acct"), acct);
+			assert_string_equal(it_entry_field(e, "reason"), reason);
 		}
 		freeReplyObject(r);
 		if (found == 1)
@@ -164,7 +152,7 @@ expect_no_stop(struct fx *fx, const char *callid)
 
 	assert_non_null(r);
 	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
-		if (strcmp(entry_field(r->element[i], "callid"), callid) == 0)
+		if (strcmp(it_entry_field(r->element[i], "callid"), callid) == 0)
 			fail_msg("call %s announced, it should not be", callid);
 	freeReplyObject(r);
 }
@@ -318,9 +306,9 @@ test_recovered_call_not_announced_with_empty_id(void **state)
 	redisReply *r = redisCommand(fx->rc, "XRANGE %s - +", STREAM);
 	assert_non_null(r);
 	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
-		if (strcmp(entry_field(r->element[i], "acct"), "5") == 0)
+		if (strcmp(it_entry_field(r->element[i], "acct"), "5") == 0)
 			fail_msg("recovered call announced with callid '%s'",
-			         entry_field(r->element[i], "callid"));
+			         it_entry_field(r->element[i], "callid"));
 	freeReplyObject(r);
 	assert_int_equal(it_info(fx->c, "stops_published"), 0);
 	expect_error(fx->c, "BLOCKED", "CALL.UPDATE 5 r5-1 60");
