@@ -266,7 +266,8 @@ test_closed_or_suspended_never_charged(void **state)
 	}
 	assert_int_equal(it_int_cmd(fx.r, "HLEN tollgate:sim:charges"), 0);
 	assert_int_equal(rfx_files(&fx, "new", ""), 0);
-	assert_true(rfx_worker_said(&w, "refill:7014:1 account 7014: not charged, no mail"));
+	WAIT_FOR(rfx_worker_said(&w, "refill:7014:1 account 7014: not charged, no mail"),
+	         &w); /* logged after the acknowledgement */
 	assert_int_equal(rfx_worker_stop(&w), 0);
 }
 
@@ -314,7 +315,8 @@ test_jammed_topup_refused_and_dead_letter_unjams(void **state)
 	assert_int_equal(it_info(fx.e, "refills_failed"), 1);
 	assert_int_equal(rfx_gateway_calls(&fx, "refill:7301:1"), 0);
 	assert_int_equal(rfx_files(&fx, "new", ""), 0); /* the card was never tried: no mail */
-	assert_true(rfx_worker_said(&w, "reported failed to the engine"));
+	WAIT_FOR(rfx_worker_said(&w, "reported failed to the engine"),
+	         &w); /* logged after the acknowledgement */
 
 	/* Not jammed: the next crossing fires request 2, charged and credited. */
 	ok("ACCT.SET 7301 BALANCE 25");
@@ -425,7 +427,8 @@ test_soft_failure_succeeds_on_third_attempt(void **state)
 	assert_true(it_acct_money(fx.e, 7501, "balance") == 45 * U);
 	rfx_mail_read(&fx, 7501, 1, "receipt", mail, sizeof(mail));
 	rfx_expect_has(mail, "Amount charged:     $25.00\n");
-	assert_true(rfx_worker_said(&w2, "3 attempts), credited"));
+	WAIT_FOR(rfx_worker_said(&w2, "3 attempts), credited"),
+	         &w2); /* logged after the acknowledgement */
 	assert_true(rfx_worker_said(&w2, "charge attempt 2 of 3: timeout; attempt 3 scheduled"));
 	assert_int_equal(it_int_cmd(fx.r, "ZCARD " STREAM ":retry"), 0);
 	assert_int_equal(it_info(fx.e, "refills_landed"), 1);
