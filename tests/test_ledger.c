@@ -714,21 +714,27 @@ test_statement_totals_and_reconcile(void **state)
  * terms word, not as a threshold; back to prepaid, both go.
  */
 static void
-accounts_row(struct fx *f, unsigned acct, char *out, size_t cap)
+sql_text(struct fx *f, const char *sql, char *out, size_t cap)
 {
 	sqlite3 *db;
 	sqlite3_stmt *st;
-	char sql[160];
-	snprintf(sql, sizeof(sql),
-	         "SELECT kind || ' ' || credit_limit || ' ' || threshold FROM accounts "
-	         "WHERE acct = %u",
-	         acct);
 	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
 	sqlite3_close(db);
+}
+
+static void
+accounts_row(struct fx *f, unsigned acct, char *out, size_t cap)
+{
+	char sql[160];
+	snprintf(sql, sizeof(sql),
+	         "SELECT kind || ' ' || credit_limit || ' ' || threshold FROM accounts "
+	         "WHERE acct = %u",
+	         acct);
+	sql_text(f, sql, out, cap);
 }
 
 static void
@@ -748,6 +754,34 @@ test_postpaid_kind_and_limit_exported(void **state)
 	export_all(&F, 100);
 	accounts_row(&F, 2001, row, sizeof(row));
 	assert_string_equal(row, "prepaid 0 1000000");
+}
+
+/*
+ * Defect: the exporter skipped the journal's limits records, so the ledger
+ * said nothing of a fraud desk's MAXCALLS or caps.  Each change is an
+ * account event, its user and the limits in micro-units in its detail.
+ */
+static void
+test_limits_exported_as_account_events(void **state)
+{
+	char row[256];
+	(void)state;
+	fx_start(&F, NULL, NULL);
+	it_run_cmd(F.c, "ACCT.SET 2003 BALANCE 10 PLAN basic");
+	it_run_cmd(F.c, "ACCT.SET 2003 MAXCALLS 2 CALLCAP 5 DAILYCAP 20.5 LOW 1");
+	export_all(&F, 100);
+	sql_text(&F,
+	         "SELECT count(*) || ' ' || max(detail) FROM account_events "
+	         "WHERE acct = 2003 AND kind = 'limits'",
+	         row, sizeof(row));
+	assert_string_equal(row, "1 max_calls=2 call_cap=5000000 daily_cap=20500000 low=1000000");
+	it_run_cmd(F.c, "ACCT.SET 2003 MAXCALLS 0");
+	export_all(&F, 100);
+	sql_text(&F,
+	         "SELECT count(*) || ' ' || min(detail) FROM account_events "
+	         "WHERE acct = 2003 AND kind = 'limits'",
+	         row, sizeof(row));
+	assert_string_equal(row, "2 max_calls=0 call_cap=5000000 daily_cap=20500000 low=1000000");
 }
 
 /* ---- PostgreSQL ---- */
@@ -893,6 +927,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test_teardown(test_statement_totals_and_reconcile, teardown),
 	    cmocka_unit_test_teardown(test_open_calls_resolved_within_and_across_batches, teardown),
 	    cmocka_unit_test_teardown(test_postpaid_kind_and_limit_exported, teardown),
+	    cmocka_unit_test_teardown(test_limits_exported_as_account_events, teardown),
 	};
 	const struct CMUnitTest pgt[] = {
 	    cmocka_unit_test_teardown(test_pg_exactly_once_across_kill9, teardown),

@@ -744,6 +744,17 @@ ingest(struct exporter *x, const struct pend *p)
 			return -1;
 		return event(x, p, r.acct, "refill_cleared", NULL, NULL, NULL, NULL, NULL, detail);
 	}
+	case TG_JREC_LIMITS: {
+		struct tg_jrec_limits r;
+		memcpy(&r, pl, sizeof(r));
+		/* docs/FRAUD.md: 0 is none; amounts in micro-units, as every money column. */
+		snprintf(detail, sizeof(detail),
+		         "max_calls=%u call_cap=%" PRId64 " daily_cap=%" PRId64 " low=%" PRId64,
+		         r.max_calls, r.call_cap, r.daily_cap, r.low);
+		if (touch(x, r.acct, p->lsn, false, 0) != 0)
+			return -1;
+		return event(x, p, r.acct, "limits", NULL, NULL, NULL, NULL, NULL, detail);
+	}
 	default:
 		return 0;
 	}
