@@ -7,7 +7,8 @@
  * file reports at least one problem and hands back nothing; an accepted one
  * gives rows in file order, no account twice, every field within its
  * documented domain; and those rows written back out as a CSV file read
- * back to exactly the same rows.
+ * back to exactly the same rows (written in the newest version: an older
+ * file's rows read back the same with its new columns at their defaults).
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,7 +19,10 @@
 #include "fuzz.h"
 #include "tg_accounts.h"
 
-#define HEADER "account,balance,plan,state,threshold,refill,refill_amount,payment\n"
+/* The echo is written in the newest version, with every column. */
+#define HEADER                                                                                     \
+	"account,balance,plan,state,threshold,refill,refill_amount,payment,kind,credit_limit,"     \
+	"maxcalls,call_cap,daily_cap,low\n"
 
 static struct fuzz_memfd input, echo;
 static int devnull = -1;
@@ -60,7 +64,17 @@ check_rows(const struct tg_account_row *rows, size_t n, size_t lines)
 		FUZZ_CHECK(r->id != UINT64_MAX);
 		FUZZ_CHECK(plan_name_ok(r->plan));
 		FUZZ_CHECK(r->s.state <= TG_STATE_CLOSED && r->s.refill_mode <= TG_REFILL_TOPUP);
-		FUZZ_CHECK((r->s.flags & ~TG_ACCT_PAYMENT) == 0);
+		FUZZ_CHECK((r->s.flags & ~(TG_ACCT_PAYMENT | TG_ACCT_POSTPAID)) == 0);
+		if (r->s.flags & TG_ACCT_POSTPAID)
+			FUZZ_CHECK(r->s.threshold == 0 && r->s.credit_limit >= 0);
+		else
+			FUZZ_CHECK(r->s.credit_limit == 0);
+		FUZZ_CHECK(r->limits.max_calls <= TG_MAXCALLS_MAX && r->limits.call_cap >= 0);
+		FUZZ_CHECK(r->limits.daily_cap >= 0 && r->limits.daily_cap <= TG_DAY_USED_MAX);
+		FUZZ_CHECK(r->limits.low >= 0);
+		if (!r->limits_given)
+			FUZZ_CHECK(r->limits.max_calls == 0 && r->limits.call_cap == 0 &&
+			           r->limits.daily_cap == 0 && r->limits.low == 0);
 		if (r->s.refill_mode != TG_REFILL_OFF)
 			FUZZ_CHECK((r->s.flags & TG_ACCT_PAYMENT) && r->s.refill_amount > 0);
 		ids[i] = r->id;
@@ -75,9 +89,10 @@ check_rows(const struct tg_account_row *rows, size_t n, size_t lines)
 static char *
 write_csv(const struct tg_account_row *rows, size_t n, size_t *len)
 {
-	size_t cap = sizeof(HEADER) + n * (20 + 3 * TG_MONEY_STR_MAX + TG_PLAN_NAME_MAX + 40);
+	size_t cap = sizeof(HEADER) + n * (40 + 7 * TG_MONEY_STR_MAX + TG_PLAN_NAME_MAX + 60);
 	char *buf = malloc(cap), bal[TG_MONEY_STR_MAX], thr[TG_MONEY_STR_MAX],
-	     amt[TG_MONEY_STR_MAX];
+	     amt[TG_MONEY_STR_MAX], lim[TG_MONEY_STR_MAX], ccap[TG_MONEY_STR_MAX],
+	     dcap[TG_MONEY_STR_MAX], low[TG_MONEY_STR_MAX];
 	size_t off = 0;
 
 	FUZZ_CHECK(buf != NULL);
@@ -87,10 +102,16 @@ write_csv(const struct tg_account_row *rows, size_t n, size_t *len)
 		tg_money_format(r->balance, bal);
 		tg_money_format(r->s.threshold, thr);
 		tg_money_format(r->s.refill_amount, amt);
-		off += (size_t)snprintf(buf + off, cap - off, "%llu,%s,%s,%s,%s,%s,%s,%s\n",
-		                        (unsigned long long)r->id, bal, r->plan, states[r->s.state],
-		                        thr, refills[r->s.refill_mode], amt,
-		                        (r->s.flags & TG_ACCT_PAYMENT) ? "on" : "off");
+		tg_money_format(r->s.credit_limit, lim);
+		tg_money_format(r->limits.call_cap, ccap);
+		tg_money_format(r->limits.daily_cap, dcap);
+		tg_money_format(r->limits.low, low);
+		off += (size_t)snprintf(
+		    buf + off, cap - off, "%llu,%s,%s,%s,%s,%s,%s,%s,%s,%s,%u,%s,%s,%s\n",
+		    (unsigned long long)r->id, bal, r->plan, states[r->s.state], thr,
+		    refills[r->s.refill_mode], amt, (r->s.flags & TG_ACCT_PAYMENT) ? "on" : "off",
+		    (r->s.flags & TG_ACCT_POSTPAID) ? "postpaid" : "prepaid", lim,
+		    r->limits.max_calls, ccap, dcap, low);
 		FUZZ_CHECK(off < cap);
 	}
 	*len = off;
@@ -116,6 +137,8 @@ check_echo(const struct tg_account_row *rows, size_t n)
 		FUZZ_CHECK(a->s.state == b->s.state && a->s.refill_mode == b->s.refill_mode);
 		FUZZ_CHECK(a->s.flags == b->s.flags && a->s.threshold == b->s.threshold);
 		FUZZ_CHECK(a->s.refill_amount == b->s.refill_amount);
+		FUZZ_CHECK(a->s.credit_limit == b->s.credit_limit);
+		FUZZ_CHECK(memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0);
 	}
 	free(back);
 	free(csv);
