@@ -48,6 +48,7 @@
 #include "harness.h"
 #include "rcmd.h"
 #include "redis_harness.h"
+#include "sentinel_harness.h"
 #include "tg_money.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
@@ -145,6 +146,10 @@ static struct {
 	struct ua caller, callee; /* the callee is the configuration's next hop (GW_URI) */
 	struct ua caller2;        /* a second caller, for a call while one is up */
 	unsigned calls;           /* Call-IDs handed out */
+	/* the Sentinel group: fx.d is the first primary, this its replica */
+	struct it_daemon replica;
+	struct it_sentinel s[3];
+	bool sentinels;
 } fx;
 
 /* ------------------------------------------------------------------ */
@@ -230,6 +235,11 @@ kill_everything(void)
 	}
 	if (fx.d.pid > 0)
 		kill(fx.d.pid, SIGKILL);
+	if (fx.replica.pid > 0)
+		kill(fx.replica.pid, SIGKILL);
+	for (size_t i = 0; fx.sentinels && i < 3; i++)
+		if (fx.s[i].pid > 0)
+			kill(fx.s[i].pid, SIGKILL);
 	if (fx.redis.pid > 0)
 		kill(fx.redis.pid, SIGKILL);
 }
@@ -1490,6 +1500,249 @@ test_tollgated_unreachable(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* Kamailio through Sentinel                                           */
+
+#define SENTINELS 3
+#define GROUP     "tgkam"
+
+/* Whether every sentinel sees the replica, healthy ("slave" flags alone). */
+static bool
+sentinels_see_the_replica(void)
+{
+	for (int k = 0; k < SENTINELS; k++) {
+		redisContext *c = it_sentinel_connect(&fx.s[k]);
+		if (c == NULL)
+			return false;
+		redisReply *r = redisCommand(c, "SENTINEL REPLICAS " GROUP);
+		unsigned good = 0;
+		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+			for (size_t e = 0; e < r->elements; e++) {
+				redisReply *s = r->element[e];
+				for (size_t f = 0; f + 1 < s->elements; f += 2)
+					if (strcmp(s->element[f]->str, "flags") == 0 &&
+					    strcmp(s->element[f + 1]->str, "slave") == 0)
+						good++;
+			}
+		if (r)
+			freeReplyObject(r);
+		redisFree(c);
+		if (good < 1)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A primary (min-replicas-to-write 1: what it acknowledged is on the
+ * replica) and its replica, both with the test's rates and a config file
+ * Sentinel can rewrite; account 1005 created on the primary; three
+ * sentinels watching them; Kamailio finding the primary through the first
+ * sentinel (WITH_SENTINEL).
+ */
+static int
+sentinel_setup(void **state)
+{
+	char conf[IT_PATH_MAX], rconf[IT_PATH_MAX], text[256], sserver[256], gw[64];
+	(void)state;
+
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_file_write(fx.dir, "rates.csv", RATES, fx.rates, sizeof(fx.rates)), 0);
+	assert_int_equal(it_file_write(fx.dir, "primary.conf",
+	                               "min-replicas-to-write 1\nmin-replicas-timeout 2000\n", conf,
+	                               sizeof(conf)),
+	                 0);
+	const char *const pflags[] = {"--config",     conf,          "--rates",
+	                              fx.rates,       "--max-grant", MAX_GRANT,
+	                              "--redis-host", "none",        NULL};
+	assert_int_equal(it_start(&fx.d, fx.dir, pflags), 0);
+	snprintf(text, sizeof(text), "replica-of 127.0.0.1 %u\n", fx.d.port);
+	assert_int_equal(it_file_write(fx.dir, "replica.conf", text, rconf, sizeof(rconf)), 0);
+	const char *const rflags[] = {"--config",     rconf,         "--rates",
+	                              fx.rates,       "--max-grant", MAX_GRANT,
+	                              "--redis-host", "none",        NULL};
+	assert_int_equal(it_start(&fx.replica, fx.dir, rflags), 0);
+	fx.e = it_connect(&fx.d);
+	assert_non_null(fx.e);
+	it_run_cmd(fx.e, "ACCT.SET 1005 BALANCE 5 PLAN kam");
+
+	struct it_sentinel_cfg cfg = {.master_name = GROUP,
+	                              .master_port = fx.d.port,
+	                              .quorum = 2,
+	                              .down_after_ms = 1000,
+	                              .failover_timeout = 3000};
+	assert_int_equal(it_sentinels_start(fx.s, SENTINELS, fx.dir, &cfg), 0);
+	fx.sentinels = true;
+	uint64_t deadline = tg_mono_ms() + 30000;
+	while (!sentinels_see_the_replica()) {
+		if (tg_mono_ms() >= deadline)
+			fail_msg("the sentinels did not see the replica within 30 s");
+		it_sleep_ms(100);
+	}
+
+	ua_open(&fx.caller, "caller");
+	ua_open(&fx.callee, "callee");
+	ua_open(&fx.caller2, "caller2");
+	snprintf(sserver, sizeof(sserver),
+	         "TG_SENTINEL_SERVER=\"name=tollgate;sentinel_group=" GROUP
+	         ";sentinel_master=1;sentinel=127.0.0.1:%u\"",
+	         fx.s[0].port);
+	snprintf(gw, sizeof(gw), "GW_URI=\"sip:127.0.0.1:%u\"", fx.callee.port);
+	const char *const defines[] = {
+	    "WITH_SENTINEL",       sserver, gw, "TG_UPDATE_BEFORE=" UPDATE_BEFORE,
+	    "WITHOUT_STOP_STREAM", NULL};
+	kam_start(&fx.k, "kamailio-sentinel", defines);
+	return 0;
+}
+
+static int
+sentinel_teardown(void **state)
+{
+	(void)state;
+	if (getenv("TEST_KAMAILIO_LOG") != NULL)
+		kam_log_dump(&fx.k);
+	kam_stop(&fx.k);
+	if (fx.sentinels)
+		it_sentinels_stop(fx.s, SENTINELS);
+	fx.sentinels = false;
+	if (fx.e != NULL)
+		redisFree(fx.e);
+	fx.e = NULL;
+	int rc = 0;
+	if (fx.d.pid > 0)
+		rc |= it_stop(&fx.d);
+	if (fx.replica.pid > 0)
+		rc |= it_stop(&fx.replica);
+	ua_close(&fx.caller);
+	ua_close(&fx.callee);
+	ua_close(&fx.caller2);
+	it_dir_remove(fx.dir);
+	return rc == 0 ? 0 : -1;
+}
+
+/* Calls whose CALL.END Kamailio could not send: the lines it logged to replay. */
+static char replays[8][256];
+static unsigned nreplays;
+
+/*
+ * One call of 1005 through Kamailio, 600 ms of talk.  A call put through is
+ * billed: its charge (from Kamailio's CALL.END line) is added to *billed,
+ * or, when Kamailio could not send CALL.END (a process still leaving the
+ * lost primary alone), its logged replay line is kept for later.  Returns
+ * the final status.
+ */
+static int
+sentinel_call(tg_money_t *billed)
+{
+	static char buf[LOG_MAX];
+	struct call_spec s = {"1005", DEST, 200, 600, 8000, &fx.k, NULL};
+	struct call_result r;
+	size_t off = kam_log_size(&fx.k);
+	char replay[300], amount[32];
+	long secs;
+
+	place_call(&s, &r);
+	if (r.status != 200)
+		return r.status;
+	assert_true(r.hung_up);
+	snprintf(replay, sizeof(replay), "replay: CALL.END 1005 %s ", r.callid);
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
+	for (;;) {
+		size_t n = file_read(fx.k.log, buf, sizeof(buf));
+		const char *ok = off < n ? strstr(buf + off, "tollgate: CALL.END 1005 ") : NULL;
+		const char *re = off < n ? strstr(buf + off, replay) : NULL;
+		if (ok != NULL && strchr(ok, '\n') != NULL) {
+			assert_int_equal(sscanf(ok + 24, "%ld s: charged %31s", &secs, amount), 2);
+			assert_true(secs == 1);
+			*billed += it_money(amount);
+			break;
+		}
+		if (re != NULL && strchr(re, '\n') != NULL) {
+			assert_true(nreplays < 8);
+			snprintf(replays[nreplays++], sizeof(replays[0]), "%.*s",
+			         (int)(strchr(re, '\n') - re - 8), re + 8);
+			break;
+		}
+		if (tg_mono_ms() >= deadline) {
+			kam_log_dump(&fx.k);
+			fail_msg("no CALL.END for %s within %d ms", r.callid, WAIT_MS);
+		}
+		it_sleep_ms(20);
+	}
+	return r.status;
+}
+
+/*
+ * Calls go through; the primary is killed (-9); Sentinel promotes the
+ * replica; Kamailio, asking the sentinel at its reconnects, finds it and
+ * authorizes calls again.  Calls placed during the switch may get 503 (fail
+ * closed), none anything else.  On the promoted node 1005 has paid exactly
+ * the calls that were answered: each once.
+ */
+static void
+test_calls_go_on_after_a_sentinel_failover(void **state)
+{
+	(void)state;
+	tg_money_t billed = 0;
+	unsigned failed = 0, after = 0;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(sentinel_call(&billed), 200);
+	wait_settled(1005);
+	assert_true(billed == 3 * quote(1));
+
+	redisFree(fx.e);
+	fx.e = NULL;
+	assert_int_equal(it_kill(&fx.d), 0);
+	uint64_t kill_at = tg_mono_ms(), first_ok = 0, deadline = kill_at + 30000;
+	while (after < 3) {
+		if (tg_mono_ms() >= deadline) {
+			kam_log_dump(&fx.k);
+			fail_msg("no call put through within 30 s of the kill (%u refused)",
+			         failed);
+		}
+		int status = sentinel_call(&billed);
+		if (status == 200) {
+			if (first_ok == 0)
+				first_ok = tg_mono_ms();
+			after++;
+		} else if (status == 503) {
+			assert_int_equal(after, 0); /* once through, every call is */
+			failed++;
+			it_sleep_ms(200);
+		} else {
+			kam_log_dump(&fx.k);
+			fail_msg("a call during the failover got %d", status);
+		}
+	}
+	fprintf(stderr,
+	        "failover: first call put through %llu ms after the kill, %u refused (503) "
+	        "meanwhile\n",
+	        (unsigned long long)(first_ok - kill_at), failed);
+
+	fx.e = it_connect(&fx.replica);
+	assert_non_null(fx.e);
+	redisReply *role = it_cmd(fx.e, "ROLE");
+	assert_int_equal(role->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(role->element[0]->str, "master");
+	freeReplyObject(role);
+	/* The operator's step (docs/integrations/kamailio.md): replay the logged lines. */
+	for (unsigned i = 0; i < nreplays; i++) {
+		char callid[256];
+		long secs;
+		assert_int_equal(sscanf(replays[i], "CALL.END 1005 %255s %ld", callid, &secs), 2);
+		redisReply *x = it_cmd(fx.e, "CALL.END 1005 %s %ld", callid, secs);
+		fprintf(stderr, "replayed \"%s\": %s\n", replays[i], x->str);
+		assert_int_equal(x->type, REDIS_REPLY_STRING);
+		assert_true(it_money(x->str) == quote(1));
+		billed += it_money(x->str);
+		freeReplyObject(x);
+	}
+	wait_settled(1005);
+	assert_true(it_acct_money(fx.e, 1005, "balance") == 5000000 - billed);
+	assert_true(kam_log_has(&fx.k, "refused (fail closed)") == (failed > 0));
+}
+
+/* ------------------------------------------------------------------ */
 
 /* The kamailio binary: $KAMAILIO, or the first on PATH, or /usr/sbin's. */
 static const char *
@@ -1546,8 +1799,12 @@ kam_probe(void)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
+	const struct CMUnitTest sentinel_tests[] = {
+	    cmocka_unit_test(test_calls_go_on_after_a_sentinel_failover),
+	};
+	bool sentinel = argc > 1 && strcmp(argv[1], "sentinel") == 0;
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_call_billed_for_its_duration),
 	    cmocka_unit_test(test_no_credit_gets_402),
@@ -1582,6 +1839,13 @@ main(void)
 	int rc = kam_probe();
 	if (rc != 0)
 		return rc;
+	if (sentinel) {
+		if (!it_sentinel_present()) {
+			fprintf(stderr, "redis-sentinel is not installed: skipping\n");
+			return 77;
+		}
+		return cmocka_run_group_tests(sentinel_tests, sentinel_setup, sentinel_teardown);
+	}
 	/* No redis-server on this machine: skip, as every integration test does. */
 	if (!tg_test_redis_present())
 		return 77;
