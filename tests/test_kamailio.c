@@ -1674,8 +1674,8 @@ sentinel_call(tg_money_t *billed)
 /*
  * Calls go through; the primary is killed (-9); Sentinel promotes the
  * replica; Kamailio, asking the sentinel at its reconnects, finds it and
- * authorizes calls again.  Calls placed during the switch may get 503 (fail
- * closed), none anything else.  On the promoted node 1005 has paid exactly
+ * authorizes calls again (three in a row).  Calls placed during the switch
+ * may get 503 (fail closed), none anything else.  On the promoted node 1005 has paid exactly
  * the calls that were answered: each once.
  */
 static void
@@ -1694,7 +1694,7 @@ test_calls_go_on_after_a_sentinel_failover(void **state)
 	fx.e = NULL;
 	assert_int_equal(it_kill(&fx.d), 0);
 	uint64_t kill_at = tg_mono_ms(), first_ok = 0, deadline = kill_at + 30000;
-	while (after < 3) {
+	while (after < 3) { /* three calls in a row put through */
 		if (tg_mono_ms() >= deadline) {
 			kam_log_dump(&fx.k);
 			fail_msg("no call put through within 30 s of the kill (%u refused)",
@@ -1706,7 +1706,9 @@ test_calls_go_on_after_a_sentinel_failover(void **state)
 				first_ok = tg_mono_ms();
 			after++;
 		} else if (status == 503) {
-			assert_int_equal(after, 0); /* once through, every call is */
+			/* Each Kamailio process finds the new primary on its own: the next one may
+			 * not yet. */
+			after = 0;
 			failed++;
 			it_sleep_ms(200);
 		} else {
