@@ -48,21 +48,30 @@
 #include "harness.h"
 #include "rcmd.h"
 #include "redis_harness.h"
+#include "sentinel_harness.h"
 #include "tg_money.h"
 
 #define FMT(a, b) __attribute__((format(printf, a, b)))
 
 #define STREAM "tollgate:refill"
-/* $0.60 a minute billed by the second: one second costs $0.01. */
+/*
+ * $0.60 a minute billed by the second: one second costs $0.01.  112 and 911
+ * are always allowed (emergency): 112 at $0.06 a minute ($0.001 a second,
+ * so its bill shows), 911 free.
+ */
 #define RATES                                                                                      \
-	"plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum\n"                \
-	"kam,1,national,0.6,0,1,1,0\n"
+	"plan,prefix,category,rate_per_min,connect_fee,initial,increment,minimum,always\n"         \
+	"kam,1,national,0.6,0,1,1,0,no\n"                                                          \
+	"kam,112,other,0.06,0,1,1,0,yes\n"                                                         \
+	"kam,911,other,0,0,1,1,0,yes\n"
 #define DEST   "14155550100"
 #define NORATE "99912345"
 /*
  * 1001 has credit and auto-refill (ADD $10 when the balance drops to $0.95);
  * 1002 is at $0.00; 1003 has $0.05, five seconds; 1004 is suspended; 1005
- * is reached through the account table, as caller "alice".
+ * is reached through the account table, as caller "alice"; 1006 is at $0.00
+ * and calls emergency numbers; 1007 may have one call at a time (MAXCALLS
+ * 1, set by its test); 1008 and 1009 are closed in the middle of a call.
  */
 #define ACCOUNTS                                                                                   \
 	"account,balance,plan,state,threshold,refill,refill_amount,payment\n"                      \
@@ -70,7 +79,11 @@
 	"1002,0,kam,active,0,off,,off\n"                                                           \
 	"1003,0.05,kam,active,0,off,,off\n"                                                        \
 	"1004,5,kam,suspended,0,off,,off\n"                                                        \
-	"1005,5,kam,active,0,off,,off\n"
+	"1005,5,kam,active,0,off,,off\n"                                                           \
+	"1006,0,kam,active,0,off,,off\n"                                                           \
+	"1007,5,kam,active,0,off,,off\n"                                                           \
+	"1008,5,kam,active,0,off,,off\n"                                                           \
+	"1009,5,kam,active,0,off,,off\n"
 /* Kamailio's db_text table: caller -> account (tools/kamailio/db/). */
 #define ACCOUNT_TABLE                                                                              \
 	"caller(str) account(str)\n"                                                               \
@@ -79,8 +92,17 @@
 #define MAX_GRANT "4"
 /* CALL.UPDATE this many seconds before a grant runs out. */
 #define UPDATE_BEFORE "2"
+/* The stop stream's tick in the test, an rtimer spec (250 ms). */
+#define STOP_TIMER "name=tgstop;interval=250000u;mode=1;"
+/*
+ * A call of a closed account ends this long after ACCT.SET at most: through
+ * the stop stream (a tick, then one or two ticks of the dialog module's 1 s timer), and
+ * without it at the grant (MAX_GRANT) that CALL.UPDATE no longer extends.
+ */
+#define STOP_CUT_MS   2500
+#define UPDATE_CUT_MS (4000 + 1500)
 /* The whole test is killed after this long, whatever it is doing. */
-#define WATCHDOG_S 110
+#define WATCHDOG_S 115
 
 /*
  * Milliseconds an agent takes to answer a BYE, a LAN's round trip.  At once
@@ -118,10 +140,16 @@ static struct {
 	struct tg_test_redis redis;
 	struct it_daemon d;
 	redisContext *e, *r;
-	struct kam k;             /* fail closed, the configuration's default */
-	struct kam k2;            /* fail open, against a tollgated that is gone */
+	struct kam k;  /* fail closed, reading the stop stream: the configuration's defaults */
+	struct kam k2; /* fail open, against a tollgated that is gone */
+	struct kam k3; /* its stop-stream Redis unreachable */
 	struct ua caller, callee; /* the callee is the configuration's next hop (GW_URI) */
+	struct ua caller2;        /* a second caller, for a call while one is up */
 	unsigned calls;           /* Call-IDs handed out */
+	/* the Sentinel group: fx.d is the first primary, this its replica */
+	struct it_daemon replica;
+	struct it_sentinel s[3];
+	bool sentinels;
 } fx;
 
 /* ------------------------------------------------------------------ */
@@ -188,12 +216,13 @@ kam_stop(struct kam *k)
 static void
 kill_everything(void)
 {
-	struct kam *const ks[] = {&fx.k, &fx.k2};
+	struct kam *const ks[] = {&fx.k, &fx.k2, &fx.k3};
+	const size_t nk = sizeof(ks) / sizeof(ks[0]);
 
-	for (size_t i = 0; i < 2; i++)
+	for (size_t i = 0; i < nk; i++)
 		if (ks[i]->pid > 0)
 			kill(ks[i]->pid, SIGTERM);
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < nk; i++) {
 		if (ks[i]->pid <= 0)
 			continue;
 		uint64_t deadline = tg_mono_ms() + 3000;
@@ -206,6 +235,11 @@ kill_everything(void)
 	}
 	if (fx.d.pid > 0)
 		kill(fx.d.pid, SIGKILL);
+	if (fx.replica.pid > 0)
+		kill(fx.replica.pid, SIGKILL);
+	for (size_t i = 0; fx.sentinels && i < 3; i++)
+		if (fx.s[i].pid > 0)
+			kill(fx.s[i].pid, SIGKILL);
 	if (fx.redis.pid > 0)
 		kill(fx.redis.pid, SIGKILL);
 }
@@ -242,6 +276,44 @@ kam_log_has(const struct kam *k, const char *text)
 	static char buf[LOG_MAX];
 	file_read(k->log, buf, sizeof(buf));
 	return strstr(buf, text) != NULL;
+}
+
+/* How much Kamailio has logged so far: where to look for what comes next. */
+static size_t
+kam_log_size(const struct kam *k)
+{
+	struct stat st;
+	return stat(k->log, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/*
+ * Wait for Kamailio's first "CALL.END <acct> <n> s: charged <amount>" line
+ * logged after offset off; the seconds it billed into *secs and the amount
+ * into *charged.
+ */
+static void
+kam_wait_end(const struct kam *k, size_t off, unsigned acct, long *secs, tg_money_t *charged)
+{
+	static char buf[LOG_MAX];
+	char pat[64], amount[32];
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
+
+	snprintf(pat, sizeof(pat), "tollgate: CALL.END %u ", acct);
+	for (;;) {
+		size_t n = file_read(k->log, buf, sizeof(buf));
+		const char *p = off < n ? strstr(buf + off, pat) : NULL;
+		if (p != NULL && strchr(p, '\n') != NULL) {
+			if (sscanf(p + strlen(pat), "%ld s: charged %31s", secs, amount) != 2)
+				fail_msg("unexpected line: %.80s", p);
+			*charged = it_money(amount);
+			return;
+		}
+		if (tg_mono_ms() >= deadline) {
+			fprintf(stderr, "---- %s ----\n%s---- end of log ----\n", k->log, buf);
+			fail_msg("no \"%s\" line within %d ms", pat, WAIT_MS);
+		}
+		it_sleep_ms(20);
+	}
 }
 
 static void
@@ -536,6 +608,8 @@ ua_reply(const struct ua *u, uint16_t to, const char *req, int code, const char 
 	ua_send(u, to, &sb);
 }
 
+struct call_result;
+
 /* What a call should do. */
 struct call_spec {
 	const char *caller; /* the From user */
@@ -544,6 +618,8 @@ struct call_spec {
 	int hold_ms;        /* the caller hangs up this long after the answer */
 	int limit_ms;       /* give up after this long */
 	struct kam *k;      /* through which Kamailio */
+	/* Run once while the call is up, right after the ACK (NULL: nothing). */
+	void (*during)(const struct call_spec *s, struct call_result *r);
 };
 
 /* What it did. */
@@ -556,6 +632,9 @@ struct call_result {
 	char retry_after[32]; /* Retry-After of the final reply, if any */
 	uint64_t answered;    /* when the caller sent its ACK, ms */
 	uint64_t ended;       /* when the caller sent its BYE or got Kamailio's, ms */
+	uint64_t mark;        /* when `during` did what it does, ms */
+	int second_status;    /* `during`'s second call: the final reply to it */
+	bool second_invited;  /* `during`'s second call reached the callee */
 	char callid[128];
 };
 
@@ -690,8 +769,11 @@ place_call(const struct call_spec *s, struct call_result *r)
 					}
 					/* ACK every 2xx, retransmissions too. */
 					caller_request(caller, s, &dl, r->callid, "ACK", 1);
-					if (r->answered == 0)
+					if (r->answered == 0) {
 						r->answered = tg_mono_ms();
+						if (s->during != NULL)
+							s->during(s, r);
+					}
 					continue;
 				}
 				/* A failure: ACK it, hop by hop, and the call is over. */
@@ -764,11 +846,11 @@ place_call(const struct call_spec *s, struct call_result *r)
 /* ------------------------------------------------------------------ */
 /* tollgated, as the test sees it                                      */
 
-/* What RATE quotes for a call of seconds to DEST. */
+/* What RATE quotes for a call of seconds to dest. */
 static tg_money_t
-quote(unsigned seconds)
+quote_to(const char *dest, unsigned seconds)
 {
-	redisReply *r = it_cmd(fx.e, "RATE kam " DEST " %u", seconds);
+	redisReply *r = it_cmd(fx.e, "RATE kam %s %u", dest, seconds);
 	tg_money_t v = -1;
 
 	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
@@ -778,6 +860,13 @@ quote(unsigned seconds)
 	freeReplyObject(r);
 	assert_true(v >= 0);
 	return v;
+}
+
+/* What RATE quotes for a call of seconds to DEST. */
+static tg_money_t
+quote(unsigned seconds)
+{
+	return quote_to(DEST, seconds);
 }
 
 /*
@@ -868,7 +957,7 @@ kam_start(struct kam *k, const char *name, const char *const *defines)
 static int
 group_setup(void **state)
 {
-	char path[IT_PATH_MAX], port[16], server[128], gw[64], db[IT_PATH_MAX + 32];
+	char path[IT_PATH_MAX], port[16], server[128], gw[64], db[IT_PATH_MAX + 32], stops[128];
 	(void)state;
 
 	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
@@ -893,12 +982,17 @@ group_setup(void **state)
 
 	ua_open(&fx.caller, "caller");
 	ua_open(&fx.callee, "callee");
+	ua_open(&fx.caller2, "caller2");
 	snprintf(server, sizeof(server), "TG_SERVER=\"name=tollgate;addr=127.0.0.1;port=%u\"",
 	         fx.d.port);
 	snprintf(gw, sizeof(gw), "GW_URI=\"sip:127.0.0.1:%u\"", fx.callee.port);
 	snprintf(db, sizeof(db), "ACCOUNT_DB_URL=\"text://%s\"", fx.db);
+	snprintf(stops, sizeof(stops), "TG_STOP_SERVER=\"name=tgstops;addr=127.0.0.1;port=%u\"",
+	         fx.redis.port);
+	/* The stop stream is on by default: its Redis is the test's. */
 	const char *const defines[] = {
-	    server, gw, "TG_UPDATE_BEFORE=" UPDATE_BEFORE, "WITH_ACCOUNT_TABLE", db, NULL};
+	    server, gw,    "TG_UPDATE_BEFORE=" UPDATE_BEFORE,  "WITH_ACCOUNT_TABLE",
+	    db,     stops, "TG_STOP_TIMER=\"" STOP_TIMER "\"", NULL};
 	kam_start(&fx.k, "kamailio", defines);
 	return 0;
 }
@@ -911,9 +1005,12 @@ group_teardown(void **state)
 		kam_log_dump(&fx.k);
 		if (fx.k2.log[0] != '\0')
 			kam_log_dump(&fx.k2);
+		if (fx.k3.log[0] != '\0')
+			kam_log_dump(&fx.k3);
 	}
 	kam_stop(&fx.k);
 	kam_stop(&fx.k2);
+	kam_stop(&fx.k3);
 	if (fx.e != NULL)
 		redisFree(fx.e);
 	if (fx.r != NULL)
@@ -922,6 +1019,7 @@ group_teardown(void **state)
 	tg_test_redis_stop(&fx.redis);
 	ua_close(&fx.caller);
 	ua_close(&fx.callee);
+	ua_close(&fx.caller2);
 	it_dir_remove(fx.dir);
 	return rc == 0 ? 0 : -1;
 }
@@ -1060,6 +1158,274 @@ test_refusals(void **state)
 	assert_int_equal(it_acct_int(fx.e, 1004, "calls"), 0);
 }
 
+/*
+ * `during` of the MAXCALLS test: while the first call is up, the same
+ * account calls again from a second agent.  Waits for the final reply to
+ * that INVITE (r->second_status) and notes whether the callee was rung.
+ */
+static void
+second_call(const struct call_spec *s, struct call_result *r)
+{
+	struct ua *const uas[] = {&fx.caller2, &fx.callee};
+	static char msg[MSG_MAX];
+	char callid[128], via[256], to[512];
+	uint16_t from;
+
+	snprintf(callid, sizeof(callid), "kam-second-%u-%d@127.0.0.1", fx.calls, (int)getpid());
+	snprintf(via, sizeof(via), "SIP/2.0/UDP 127.0.0.1:%u;rport;branch=z9hG4bK-second-%u-%d",
+	         fx.caller2.port, fx.calls, (int)getpid());
+	struct sbuf inv = {.n = 0};
+	sb_add(&inv, "INVITE sip:%s@127.0.0.1:%u SIP/2.0\r\n", s->dest, s->k->port);
+	sb_add(&inv, "Via: %s\r\nMax-Forwards: 70\r\n", via);
+	sb_add(&inv, "From: <sip:%s@127.0.0.1>;tag=second\r\n", s->caller);
+	sb_add(&inv, "To: <sip:%s@127.0.0.1>\r\n", s->dest);
+	sb_add(&inv, "Call-ID: %s\r\nCSeq: 1 INVITE\r\n", callid);
+	sb_add(&inv, "Contact: <sip:%s@127.0.0.1:%u>\r\n", s->caller, fx.caller2.port);
+	sb_add(&inv, "Content-Length: 0\r\n\r\n");
+	ua_send(&fx.caller2, s->k->port, &inv);
+	r->mark = tg_mono_ms();
+
+	uint64_t deadline = r->mark + WAIT_MS;
+	while (r->second_status == 0 && tg_mono_ms() < deadline) {
+		int i = ua_recv(uas, 2, msg, sizeof(msg), (int)(deadline - tg_mono_ms()), &from);
+		char ci[256];
+		if (i < 0 || !hdr_get(msg, "Call-ID", 'i', 0, ci, sizeof(ci)) ||
+		    strcmp(ci, callid) != 0)
+			continue; /* the first call's messages are not expected meanwhile */
+		int code = sip_status(msg);
+		if (i == 1) { /* the second call rang the callee: it must not */
+			if (sip_method_is(msg, "INVITE")) {
+				r->second_invited = true;
+				ua_reply(&fx.callee, from, msg, 486, "Busy Here", "callee", false);
+			}
+			continue;
+		}
+		if (code < 200)
+			continue;
+		r->second_status = code;
+		/* ACK the failure, hop by hop. */
+		assert_true(hdr_get(msg, "To", 't', 0, to, sizeof(to)));
+		struct sbuf ack = {.n = 0};
+		sb_add(&ack, "ACK sip:%s@127.0.0.1:%u SIP/2.0\r\n", s->dest, s->k->port);
+		sb_add(&ack, "Via: %s\r\nMax-Forwards: 70\r\n", via);
+		sb_add(&ack, "From: <sip:%s@127.0.0.1>;tag=second\r\n", s->caller);
+		sb_add(&ack, "To: %s\r\nCall-ID: %s\r\n", to, callid);
+		sb_add(&ack, "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+		ua_send(&fx.caller2, from, &ack);
+	}
+}
+
+/*
+ * 1007 may have one call at a time (MAXCALLS 1).  Its first call is put
+ * through; a second one, placed while the first is up, is refused by
+ * Kamailio with 403 Too Many Calls (tollgated: -MAXCALLS) without ringing
+ * the callee.  The first call is billed exactly for its talk time, and once
+ * it is over the account may call again.
+ */
+static void
+test_second_call_refused_at_maxcalls(void **state)
+{
+	(void)state;
+	struct call_spec s = {"1007", DEST, 200, 3000, 15000, &fx.k, second_call};
+	struct call_result r;
+	long secs;
+	tg_money_t charged;
+
+	it_run_cmd(fx.e, "ACCT.SET 1007 MAXCALLS 1");
+	tg_money_t before = it_acct_money(fx.e, 1007, "balance");
+	long long refused = it_info(fx.e, "call_maxcalls");
+	size_t off = kam_log_size(&fx.k);
+
+	place_call(&s, &r);
+	assert_int_equal(r.status, 200);
+	assert_true(r.hung_up);
+	assert_true(r.callee_bye);
+	if (r.second_status != 403) {
+		kam_log_dump(&fx.k);
+		fail_msg("the second call got %d, not 403", r.second_status);
+	}
+	assert_false(r.second_invited);
+	assert_int_equal(it_info(fx.e, "call_maxcalls") - refused, 1);
+	assert_true(kam_log_has(&fx.k, "tollgate: CALL.AUTH 1007 " DEST ": MAXCALLS"));
+	wait_settled(1007);
+	kam_wait_end(&fx.k, off, 1007, &secs, &charged);
+	long long talk = (long long)(r.ended - r.answered);
+	if (llabs(secs * 1000 - talk) > 1000)
+		fail_msg("billed %ld s for %lld ms of talk", secs, talk);
+	assert_true(charged == quote((unsigned)secs));
+	assert_true(it_acct_money(fx.e, 1007, "balance") == before - charged);
+
+	/* The place is given back at CALL.END: the next call goes through. */
+	struct call_spec again = {"1007", DEST, 200, 500, 10000, &fx.k, NULL};
+	place_call(&again, &r);
+	assert_int_equal(r.status, 200);
+	assert_true(r.hung_up);
+	wait_settled(1007);
+}
+
+/*
+ * 1006 is at $0.00 and calls 112, an always-allowed destination: the call is
+ * connected and billed at 112's rate, $0.001 a second, taking the balance
+ * below zero by exactly that.  911 (free) connects too and costs nothing,
+ * while an ordinary number stays refused (402).
+ */
+static void
+test_emergency_call_at_zero_balance(void **state)
+{
+	(void)state;
+	struct call_spec s = {"1006", "112", 200, 2000, 15000, &fx.k, NULL};
+	struct call_result r;
+	long secs;
+	tg_money_t charged;
+	size_t off = kam_log_size(&fx.k);
+
+	assert_true(it_acct_money(fx.e, 1006, "balance") == 0);
+	place_call(&s, &r);
+	assert_int_equal(r.status, 200);
+	assert_true(r.invited);
+	assert_true(r.hung_up);
+	assert_false(r.torn_down);
+	wait_settled(1006);
+	kam_wait_end(&fx.k, off, 1006, &secs, &charged);
+	long long talk = (long long)(r.ended - r.answered);
+	if (llabs(secs * 1000 - talk) > 1000)
+		fail_msg("billed %ld s for %lld ms of talk", secs, talk);
+	assert_true(secs >= 1);
+	/* $0.06 a minute is 1000 micro-units a second. */
+	assert_true(quote_to("112", (unsigned)secs) == secs * 1000);
+	assert_true(charged == secs * 1000);
+	assert_true(it_acct_money(fx.e, 1006, "balance") == -charged);
+
+	struct call_spec free_call = {"1006", "911", 200, 1000, 15000, &fx.k, NULL};
+	tg_money_t owed = it_acct_money(fx.e, 1006, "balance");
+	off = kam_log_size(&fx.k);
+	place_call(&free_call, &r);
+	assert_int_equal(r.status, 200);
+	assert_true(r.hung_up);
+	wait_settled(1006);
+	kam_wait_end(&fx.k, off, 1006, &secs, &charged);
+	assert_true(secs >= 1);
+	assert_true(charged == 0);
+	assert_true(it_acct_money(fx.e, 1006, "balance") == owed);
+
+	struct call_spec ordinary = {"1006", DEST, 200, 1000, 5000, &fx.k, NULL};
+	place_call(&ordinary, &r);
+	assert_int_equal(r.status, 402);
+	assert_false(r.invited);
+}
+
+/* `during` of the mid-call close tests: ACCT.SET STATE closed 500 ms in. */
+static void
+close_account(const struct call_spec *s, struct call_result *r)
+{
+	it_sleep_ms(500);
+	it_run_cmd(fx.e, "ACCT.SET %s STATE closed", s->caller);
+	r->mark = tg_mono_ms();
+}
+
+/*
+ * Place a call of acct through k, closed 500 ms after the answer; it must be
+ * torn down by Kamailio (BYE to both sides) within cut_ms of the close and
+ * billed exactly for its talk time up to the cut.
+ */
+static void
+closed_mid_call(struct kam *k, const char *acct, int cut_ms, struct call_result *r)
+{
+	struct call_spec s = {acct, DEST, 200, 15000, 25000, k, close_account};
+	unsigned id = (unsigned)strtoul(acct, NULL, 10);
+	long secs;
+	tg_money_t charged;
+	tg_money_t before = it_acct_money(fx.e, id, "balance");
+	size_t off = kam_log_size(k);
+
+	place_call(&s, r);
+	assert_int_equal(r->status, 200);
+	assert_true(r->mark != 0);
+	assert_true(r->torn_down);
+	assert_true(r->callee_bye);
+	assert_false(r->hung_up);
+	long long cut = (long long)(r->ended - r->mark);
+	fprintf(stderr, "%s: torn down %lld ms after the close (at most %d)\n", acct, cut, cut_ms);
+	if (cut > cut_ms) {
+		kam_log_dump(k);
+		fail_msg("%s: torn down %lld ms after the close, not within %d ms", acct, cut,
+		         cut_ms);
+	}
+	wait_settled(id);
+	kam_wait_end(k, off, id, &secs, &charged);
+	long long talk = (long long)(r->ended - r->answered);
+	if (llabs(secs * 1000 - talk) > 1000)
+		fail_msg("billed %ld s for %lld ms of talk", secs, talk);
+	assert_true(charged == quote((unsigned)secs));
+	assert_true(it_acct_money(fx.e, id, "balance") == before - charged);
+	char st[32];
+	it_acct_field(fx.e, id, "state", st, sizeof(st));
+	assert_string_equal(st, "closed");
+}
+
+/*
+ * A Kamailio whose stop-stream Redis cannot be reached (a port bound and
+ * not listening: every connection is refused) still authorizes calls; it
+ * used to answer every call 503, ndb_redis having left tollgated's
+ * connection unmade.  1008 is closed mid-call: without the stream, the call
+ * ends when CALL.UPDATE is refused (BLOCKED), within the grant.
+ */
+static void
+test_closed_mid_call_cut_at_update(void **state)
+{
+	(void)state;
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	char server[128], gw[64], stops[128];
+	struct call_result r;
+	int dead = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(dead >= 0);
+	assert_int_equal(bind(dead, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(dead, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(server, sizeof(server), "TG_SERVER=\"name=tollgate;addr=127.0.0.1;port=%u\"",
+	         fx.d.port);
+	snprintf(gw, sizeof(gw), "GW_URI=\"sip:127.0.0.1:%u\"", fx.callee.port);
+	snprintf(stops, sizeof(stops), "TG_STOP_SERVER=\"name=tgstops;addr=127.0.0.1;port=%u\"",
+	         ntohs(sa.sin_port));
+	const char *const defines[] = {server,
+	                               gw,
+	                               "TG_UPDATE_BEFORE=" UPDATE_BEFORE,
+	                               stops,
+	                               "TG_STOP_TIMER=\"" STOP_TIMER "\"",
+	                               NULL};
+	kam_start(&fx.k3, "kamailio-nostops", defines);
+
+	closed_mid_call(&fx.k3, "1008", UPDATE_CUT_MS, &r);
+	assert_true(kam_log_has(&fx.k3, "failed to connect to redis server [tgstops]"));
+	assert_true(kam_log_has(&fx.k3, "tollgate: CALL.UPDATE 1008 at"));
+	assert_false(kam_log_has(&fx.k3, "stopped by the engine"));
+	close(dead);
+}
+
+/*
+ * With the stop stream (the configuration's default), 1009 closed mid-call
+ * is on tollgate:stops at once, and Kamailio ends the call from it well
+ * before its grant: within a stop tick and a dialog timer tick.
+ */
+static void
+test_closed_mid_call_cut_by_the_stop_stream(void **state)
+{
+	(void)state;
+	struct call_result r;
+
+	closed_mid_call(&fx.k, "1009", STOP_CUT_MS, &r);
+	assert_true(kam_log_has(&fx.k, "of 1009 stopped by the engine (closed)"));
+	redisReply *x = it_cmd(fx.r, "XRANGE tollgate:stops - +");
+	assert_int_equal(x->type, REDIS_REPLY_ARRAY);
+	bool listed = false;
+	for (size_t i = 0; i < x->elements; i++)
+		listed |= strcmp(it_entry_field(x->element[i], "callid"), r.callid) == 0 &&
+		          strcmp(it_entry_field(x->element[i], "acct"), "1009") == 0;
+	freeReplyObject(x);
+	assert_true(listed);
+}
+
 /* 1001's call took it from $1.00 to $0.93, across its $0.95: one request. */
 static void
 test_one_refill_request_on_the_stream(void **state)
@@ -1134,6 +1500,251 @@ test_tollgated_unreachable(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* Kamailio through Sentinel                                           */
+
+#define SENTINELS 3
+#define GROUP     "tgkam"
+
+/* Whether every sentinel sees the replica, healthy ("slave" flags alone). */
+static bool
+sentinels_see_the_replica(void)
+{
+	for (int k = 0; k < SENTINELS; k++) {
+		redisContext *c = it_sentinel_connect(&fx.s[k]);
+		if (c == NULL)
+			return false;
+		redisReply *r = redisCommand(c, "SENTINEL REPLICAS " GROUP);
+		unsigned good = 0;
+		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+			for (size_t e = 0; e < r->elements; e++) {
+				redisReply *s = r->element[e];
+				for (size_t f = 0; f + 1 < s->elements; f += 2)
+					if (strcmp(s->element[f]->str, "flags") == 0 &&
+					    strcmp(s->element[f + 1]->str, "slave") == 0)
+						good++;
+			}
+		if (r)
+			freeReplyObject(r);
+		redisFree(c);
+		if (good < 1)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A primary (min-replicas-to-write 1: what it acknowledged is on the
+ * replica) and its replica, both with the test's rates and a config file
+ * Sentinel can rewrite; account 1005 created on the primary; three
+ * sentinels watching them; Kamailio finding the primary through the first
+ * sentinel (WITH_SENTINEL).
+ */
+static int
+sentinel_setup(void **state)
+{
+	char conf[IT_PATH_MAX], rconf[IT_PATH_MAX], text[256], sserver[256], gw[64];
+	(void)state;
+
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_file_write(fx.dir, "rates.csv", RATES, fx.rates, sizeof(fx.rates)), 0);
+	assert_int_equal(it_file_write(fx.dir, "primary.conf",
+	                               "min-replicas-to-write 1\nmin-replicas-timeout 2000\n", conf,
+	                               sizeof(conf)),
+	                 0);
+	const char *const pflags[] = {"--config",     conf,          "--rates",
+	                              fx.rates,       "--max-grant", MAX_GRANT,
+	                              "--redis-host", "none",        NULL};
+	assert_int_equal(it_start(&fx.d, fx.dir, pflags), 0);
+	snprintf(text, sizeof(text), "replica-of 127.0.0.1 %u\n", fx.d.port);
+	assert_int_equal(it_file_write(fx.dir, "replica.conf", text, rconf, sizeof(rconf)), 0);
+	const char *const rflags[] = {"--config",     rconf,         "--rates",
+	                              fx.rates,       "--max-grant", MAX_GRANT,
+	                              "--redis-host", "none",        NULL};
+	assert_int_equal(it_start(&fx.replica, fx.dir, rflags), 0);
+	fx.e = it_connect(&fx.d);
+	assert_non_null(fx.e);
+	it_run_cmd(fx.e, "ACCT.SET 1005 BALANCE 5 PLAN kam");
+
+	struct it_sentinel_cfg cfg = {.master_name = GROUP,
+	                              .master_port = fx.d.port,
+	                              .quorum = 2,
+	                              .down_after_ms = 1000,
+	                              .failover_timeout = 3000};
+	assert_int_equal(it_sentinels_start(fx.s, SENTINELS, fx.dir, &cfg), 0);
+	fx.sentinels = true;
+	uint64_t deadline = tg_mono_ms() + 30000;
+	while (!sentinels_see_the_replica()) {
+		if (tg_mono_ms() >= deadline)
+			fail_msg("the sentinels did not see the replica within 30 s");
+		it_sleep_ms(100);
+	}
+
+	ua_open(&fx.caller, "caller");
+	ua_open(&fx.callee, "callee");
+	ua_open(&fx.caller2, "caller2");
+	snprintf(sserver, sizeof(sserver),
+	         "TG_SENTINEL_SERVER=\"name=tollgate;sentinel_group=" GROUP
+	         ";sentinel_master=1;sentinel=127.0.0.1:%u\"",
+	         fx.s[0].port);
+	snprintf(gw, sizeof(gw), "GW_URI=\"sip:127.0.0.1:%u\"", fx.callee.port);
+	const char *const defines[] = {
+	    "WITH_SENTINEL",       sserver, gw, "TG_UPDATE_BEFORE=" UPDATE_BEFORE,
+	    "WITHOUT_STOP_STREAM", NULL};
+	kam_start(&fx.k, "kamailio-sentinel", defines);
+	return 0;
+}
+
+static int
+sentinel_teardown(void **state)
+{
+	(void)state;
+	if (getenv("TEST_KAMAILIO_LOG") != NULL)
+		kam_log_dump(&fx.k);
+	kam_stop(&fx.k);
+	if (fx.sentinels)
+		it_sentinels_stop(fx.s, SENTINELS);
+	fx.sentinels = false;
+	if (fx.e != NULL)
+		redisFree(fx.e);
+	fx.e = NULL;
+	int rc = 0;
+	if (fx.d.pid > 0)
+		rc |= it_stop(&fx.d);
+	if (fx.replica.pid > 0)
+		rc |= it_stop(&fx.replica);
+	ua_close(&fx.caller);
+	ua_close(&fx.callee);
+	ua_close(&fx.caller2);
+	it_dir_remove(fx.dir);
+	return rc == 0 ? 0 : -1;
+}
+
+/* Calls whose CALL.END Kamailio could not send: the lines it logged to replay. */
+static char replays[8][256];
+static unsigned nreplays;
+
+/*
+ * One call of 1005 through Kamailio, 600 ms of talk.  A call put through is
+ * billed: its charge (from Kamailio's CALL.END line) is added to *billed,
+ * or, when Kamailio could not send CALL.END (a process still leaving the
+ * lost primary alone), its logged replay line is kept for later.  Returns
+ * the final status.
+ */
+static int
+sentinel_call(tg_money_t *billed)
+{
+	static char buf[LOG_MAX];
+	struct call_spec s = {"1005", DEST, 200, 600, 8000, &fx.k, NULL};
+	struct call_result r;
+	size_t off = kam_log_size(&fx.k);
+	char replay[300], amount[32];
+	long secs;
+
+	place_call(&s, &r);
+	if (r.status != 200)
+		return r.status;
+	assert_true(r.hung_up);
+	snprintf(replay, sizeof(replay), "replay: CALL.END 1005 %s ", r.callid);
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
+	for (;;) {
+		size_t n = file_read(fx.k.log, buf, sizeof(buf));
+		const char *ok = off < n ? strstr(buf + off, "tollgate: CALL.END 1005 ") : NULL;
+		const char *re = off < n ? strstr(buf + off, replay) : NULL;
+		if (ok != NULL && strchr(ok, '\n') != NULL) {
+			assert_int_equal(sscanf(ok + 24, "%ld s: charged %31s", &secs, amount), 2);
+			assert_true(secs == 1);
+			*billed += it_money(amount);
+			break;
+		}
+		if (re != NULL && strchr(re, '\n') != NULL) {
+			assert_true(nreplays < 8);
+			snprintf(replays[nreplays++], sizeof(replays[0]), "%.*s",
+			         (int)(strchr(re, '\n') - re - 8), re + 8);
+			break;
+		}
+		if (tg_mono_ms() >= deadline) {
+			kam_log_dump(&fx.k);
+			fail_msg("no CALL.END for %s within %d ms", r.callid, WAIT_MS);
+		}
+		it_sleep_ms(20);
+	}
+	return r.status;
+}
+
+/*
+ * Calls go through; the primary is killed (-9); Sentinel promotes the
+ * replica; Kamailio, asking the sentinel at its reconnects, finds it and
+ * authorizes calls again (three in a row).  Calls placed during the switch
+ * may get 503 (fail closed), none anything else.  On the promoted node 1005 has paid exactly
+ * the calls that were answered: each once.
+ */
+static void
+test_calls_go_on_after_a_sentinel_failover(void **state)
+{
+	(void)state;
+	tg_money_t billed = 0;
+	unsigned failed = 0, after = 0;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(sentinel_call(&billed), 200);
+	wait_settled(1005);
+	assert_true(billed == 3 * quote(1));
+
+	redisFree(fx.e);
+	fx.e = NULL;
+	assert_int_equal(it_kill(&fx.d), 0);
+	uint64_t kill_at = tg_mono_ms(), first_ok = 0, deadline = kill_at + 30000;
+	while (after < 3) { /* three calls in a row put through */
+		if (tg_mono_ms() >= deadline) {
+			kam_log_dump(&fx.k);
+			fail_msg("no call put through within 30 s of the kill (%u refused)",
+			         failed);
+		}
+		int status = sentinel_call(&billed);
+		if (status == 200) {
+			if (first_ok == 0)
+				first_ok = tg_mono_ms();
+			after++;
+		} else if (status == 503) {
+			/* Each Kamailio process finds the new primary on its own: the next one may
+			 * not yet. */
+			after = 0;
+			failed++;
+			it_sleep_ms(200);
+		} else {
+			kam_log_dump(&fx.k);
+			fail_msg("a call during the failover got %d", status);
+		}
+	}
+	fprintf(stderr,
+	        "failover: first call put through %llu ms after the kill, %u refused (503) "
+	        "meanwhile\n",
+	        (unsigned long long)(first_ok - kill_at), failed);
+
+	fx.e = it_connect(&fx.replica);
+	assert_non_null(fx.e);
+	redisReply *role = it_cmd(fx.e, "ROLE");
+	assert_int_equal(role->type, REDIS_REPLY_ARRAY);
+	assert_string_equal(role->element[0]->str, "master");
+	freeReplyObject(role);
+	/* The operator's step (docs/integrations/kamailio.md): replay the logged lines. */
+	for (unsigned i = 0; i < nreplays; i++) {
+		char callid[256];
+		long secs;
+		assert_int_equal(sscanf(replays[i], "CALL.END 1005 %255s %ld", callid, &secs), 2);
+		redisReply *x = it_cmd(fx.e, "CALL.END 1005 %s %ld", callid, secs);
+		fprintf(stderr, "replayed \"%s\": %s\n", replays[i], x->str);
+		assert_int_equal(x->type, REDIS_REPLY_STRING);
+		assert_true(it_money(x->str) == quote(1));
+		billed += it_money(x->str);
+		freeReplyObject(x);
+	}
+	wait_settled(1005);
+	assert_true(it_acct_money(fx.e, 1005, "balance") == 5000000 - billed);
+	assert_true(kam_log_has(&fx.k, "refused (fail closed)") == (failed > 0));
+}
+
+/* ------------------------------------------------------------------ */
 
 /* The kamailio binary: $KAMAILIO, or the first on PATH, or /usr/sbin's. */
 static const char *
@@ -1190,8 +1801,12 @@ kam_probe(void)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
+	const struct CMUnitTest sentinel_tests[] = {
+	    cmocka_unit_test(test_calls_go_on_after_a_sentinel_failover),
+	};
+	bool sentinel = argc > 1 && strcmp(argv[1], "sentinel") == 0;
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_call_billed_for_its_duration),
 	    cmocka_unit_test(test_no_credit_gets_402),
@@ -1199,6 +1814,10 @@ main(void)
 	    cmocka_unit_test(test_unanswered_call_releases_its_reservation),
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_one_refill_request_on_the_stream),
+	    cmocka_unit_test(test_second_call_refused_at_maxcalls),
+	    cmocka_unit_test(test_emergency_call_at_zero_balance),
+	    cmocka_unit_test(test_closed_mid_call_cut_at_update),
+	    cmocka_unit_test(test_closed_mid_call_cut_by_the_stop_stream),
 	    cmocka_unit_test(test_tollgated_unreachable),
 	};
 
@@ -1222,6 +1841,13 @@ main(void)
 	int rc = kam_probe();
 	if (rc != 0)
 		return rc;
+	if (sentinel) {
+		if (!it_sentinel_present()) {
+			fprintf(stderr, "redis-sentinel is not installed: skipping\n");
+			return 77;
+		}
+		return cmocka_run_group_tests(sentinel_tests, sentinel_setup, sentinel_teardown);
+	}
 	/* No redis-server on this machine: skip, as every integration test does. */
 	if (!tg_test_redis_present())
 		return 77;
