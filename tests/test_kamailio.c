@@ -71,7 +71,8 @@
  * 1002 is at $0.00; 1003 has $0.05, five seconds; 1004 is suspended; 1005
  * is reached through the account table, as caller "alice"; 1006 is at $0.00
  * and calls emergency numbers; 1007 may have one call at a time (MAXCALLS
- * 1, set by its test); 1008 and 1009 are closed in the middle of a call.
+ * 1, set by its test); 1008 and 1009 are closed in the middle of a call;
+ * 1010's call ends while tollgated is away.
  */
 #define ACCOUNTS                                                                                   \
 	"account,balance,plan,state,threshold,refill,refill_amount,payment\n"                      \
@@ -83,7 +84,8 @@
 	"1006,0,kam,active,0,off,,off\n"                                                           \
 	"1007,5,kam,active,0,off,,off\n"                                                           \
 	"1008,5,kam,active,0,off,,off\n"                                                           \
-	"1009,5,kam,active,0,off,,off\n"
+	"1009,5,kam,active,0,off,,off\n"                                                           \
+	"1010,5,kam,active,0,off,,off\n"
 /* Kamailio's db_text table: caller -> account (tools/kamailio/db/). */
 #define ACCOUNT_TABLE                                                                              \
 	"caller(str) account(str)\n"                                                               \
@@ -1465,20 +1467,103 @@ test_one_refill_request_on_the_stream(void **state)
 	assert_int_equal(it_acct_int(fx.e, 1001, "refill_pending"), 1);
 }
 
+static tg_money_t charged_for(struct kam *k, const char *acct, const char *callid, long *secs);
+
+/* tollgated again, on port, with this test's flags. */
+static void
+restart_tollgated(uint16_t port)
+{
+	char p[16], redis_port[16];
+	snprintf(p, sizeof(p), "%u", port);
+	snprintf(redis_port, sizeof(redis_port), "%u", fx.redis.port);
+	const char *const flags[] = {"--rates",
+	                             fx.rates,
+	                             "--accounts",
+	                             fx.accounts,
+	                             "--max-grant",
+	                             MAX_GRANT,
+	                             "--redis-host",
+	                             "127.0.0.1",
+	                             "--redis-port",
+	                             redis_port,
+	                             "--port",
+	                             p,
+	                             NULL};
+	assert_int_equal(it_restart(&fx.d, flags, 0), 0);
+	assert_int_equal(fx.d.port, port);
+	fx.e = it_connect(&fx.d);
+	assert_non_null(fx.e);
+}
+
+/* `during` of the next test: tollgated stops (SIGTERM) while the call is up. */
+static void
+stop_tollgated(const struct call_spec *s, struct call_result *r)
+{
+	(void)s;
+	redisFree(fx.e);
+	fx.e = NULL;
+	assert_int_equal(it_term(&fx.d), 0);
+	r->mark = tg_mono_ms();
+}
+
+/*
+ * A call whose end finds tollgated away: Kamailio keeps its CALL.END and
+ * sends it again at every tick (TG_END_LATER); tollgated back on its port,
+ * the call is billed for its talk time, once.  Before, the CALL.END was only
+ * logged to replay, and tollgated's expiry billed the whole grant.
+ */
+static void
+test_call_end_sent_again_when_tollgated_returns(void **state)
+{
+	(void)state;
+	struct call_spec s = {"1010", DEST, 200, 1500, 15000, &fx.k, stop_tollgated};
+	struct call_result r;
+	char retry[256];
+	long secs;
+	uint16_t port = fx.d.port;
+	tg_money_t before = it_acct_money(fx.e, 1010, "balance");
+
+	place_call(&s, &r);
+	assert_int_equal(r.status, 200);
+	assert_true(r.hung_up);
+	snprintf(retry, sizeof(retry), "tollgate: retrying E of call %s of 1010", r.callid);
+	uint64_t deadline = tg_mono_ms() + WAIT_MS;
+	while (!kam_log_has(&fx.k, retry)) {
+		if (tg_mono_ms() >= deadline) {
+			kam_log_dump(&fx.k);
+			fail_msg("no \"%s\" in the log", retry);
+		}
+		it_sleep_ms(20);
+	}
+	it_sleep_ms(1200); /* a tick with tollgated still away: kept, not dropped */
+	restart_tollgated(port);
+	tg_money_t charged = charged_for(&fx.k, "1010", r.callid, &secs);
+	long long talk = (long long)(r.ended - r.answered);
+	if (llabs(secs * 1000 - talk) > 1000)
+		fail_msg("billed %ld s for %lld ms of talk", secs, talk);
+	assert_true(charged == quote((unsigned)secs));
+	wait_settled(1010);
+	assert_true(it_acct_money(fx.e, 1010, "balance") == before - charged);
+	assert_false(kam_log_has(&fx.k, "replay: CALL.END"));
+}
+
 /*
  * tollgated goes away.  Failing closed (the default), a new call gets 503.
  * A second Kamailio set to fail open lets the call through unrated and,
- * tollgated being still away at its end, logs the CDR to replay.
+ * tollgated being still away at its end, keeps its CDR and sends it again
+ * at every tick; tollgated back on its port, the CDR lands, charged once.
  */
 static void
 test_tollgated_unreachable(void **state)
 {
 	(void)state;
-	char server[128], gw[64], replay[256];
+	char server[128], gw[64], retry[256], landed[256];
 	struct call_result r;
+	uint16_t port = fx.d.port;
 
 	snprintf(server, sizeof(server), "TG_SERVER=\"name=tollgate;addr=127.0.0.1;port=%u\"",
 	         fx.d.port);
+	tg_money_t before = it_acct_money(fx.e, 1001, "balance");
 	redisFree(fx.e);
 	fx.e = NULL;
 	assert_int_equal(it_stop(&fx.d), 0);
@@ -1498,15 +1583,31 @@ test_tollgated_unreachable(void **state)
 	assert_int_equal(r.status, 200);
 	assert_true(r.hung_up);
 	assert_true(kam_log_has(&fx.k2, "UNRATED (fail open)"));
-	snprintf(replay, sizeof(replay), "replay: CDR 1001 " DEST " 1 %s", r.callid);
+	snprintf(retry, sizeof(retry), "tollgate: retrying C of call %s of 1001 (1 s)", r.callid);
 	uint64_t deadline = tg_mono_ms() + WAIT_MS;
-	while (!kam_log_has(&fx.k2, replay)) {
+	while (!kam_log_has(&fx.k2, retry)) {
 		if (tg_mono_ms() >= deadline) {
 			kam_log_dump(&fx.k2);
-			fail_msg("no \"%s\" in the log", replay);
+			fail_msg("no \"%s\" in the log", retry);
 		}
 		it_sleep_ms(20);
 	}
+
+	restart_tollgated(port);
+	snprintf(landed, sizeof(landed), "tollgate: CDR 1001 " DEST " 1: ");
+	snprintf(retry, sizeof(retry), " (call %s)", r.callid);
+	deadline = tg_mono_ms() + WAIT_MS;
+	while (!kam_log_has(&fx.k2, landed) || !kam_log_has(&fx.k2, retry)) {
+		if (tg_mono_ms() >= deadline) {
+			kam_log_dump(&fx.k2);
+			fail_msg("the kept CDR did not land within %d ms", WAIT_MS);
+		}
+		it_sleep_ms(20);
+	}
+	assert_true(it_acct_money(fx.e, 1001, "balance") == before - quote(1));
+	it_sleep_ms(1500); /* a tick or more: nothing is sent again */
+	assert_true(it_acct_money(fx.e, 1001, "balance") == before - quote(1));
+	assert_false(kam_log_has(&fx.k2, "replay: CDR"));
 }
 
 /* ------------------------------------------------------------------ */
@@ -1629,54 +1730,57 @@ sentinel_teardown(void **state)
 	return rc == 0 ? 0 : -1;
 }
 
-/* Calls whose CALL.END Kamailio could not send: the lines it logged to replay. */
-static char replays[8][256];
-static unsigned nreplays;
+/* The Call-IDs of the calls of 1005 that were answered. */
+static char answered[64][128];
+static unsigned nanswered;
 
 /*
- * One call of 1005 through Kamailio, 600 ms of talk.  A call put through is
- * billed: its charge (from Kamailio's CALL.END line) is added to *billed,
- * or, when Kamailio could not send CALL.END (a process still leaving the
- * lost primary alone), its logged replay line is kept for later.  Returns
- * the final status.
+ * What Kamailio logged it charged for the call callid (its CALL.END line,
+ * "... charged <amount> (call <callid>)"), waiting for it: a CALL.END that
+ * tollgated did not answer is sent again at every tick (TG_END_LATER).
  */
-static int
-sentinel_call(tg_money_t *billed)
+static tg_money_t
+charged_for(struct kam *k, const char *acct, const char *callid, long *secs)
 {
 	static char buf[LOG_MAX];
-	struct call_spec s = {"1005", DEST, 200, 600, 8000, &fx.k, NULL};
-	struct call_result r;
-	size_t off = kam_log_size(&fx.k);
-	char replay[300], amount[32];
-	long secs;
-
-	place_call(&s, &r);
-	if (r.status != 200)
-		return r.status;
-	assert_true(r.hung_up);
-	snprintf(replay, sizeof(replay), "replay: CALL.END 1005 %s ", r.callid);
+	char tail[160], head[64], amount[32];
 	uint64_t deadline = tg_mono_ms() + WAIT_MS;
+
+	snprintf(tail, sizeof(tail), " (call %s)\n", callid);
+	snprintf(head, sizeof(head), "tollgate: CALL.END %s ", acct);
 	for (;;) {
-		size_t n = file_read(fx.k.log, buf, sizeof(buf));
-		const char *ok = off < n ? strstr(buf + off, "tollgate: CALL.END 1005 ") : NULL;
-		const char *re = off < n ? strstr(buf + off, replay) : NULL;
-		if (ok != NULL && strchr(ok, '\n') != NULL) {
-			assert_int_equal(sscanf(ok + 24, "%ld s: charged %31s", &secs, amount), 2);
-			assert_true(secs == 1);
-			*billed += it_money(amount);
-			break;
-		}
-		if (re != NULL && strchr(re, '\n') != NULL) {
-			assert_true(nreplays < 8);
-			snprintf(replays[nreplays++], sizeof(replays[0]), "%.*s",
-			         (int)(strchr(re, '\n') - re - 8), re + 8);
-			break;
+		size_t n = file_read(k->log, buf, sizeof(buf));
+		const char *t = n > 0 ? strstr(buf, tail) : NULL;
+		if (t != NULL) {
+			const char *line = t;
+			while (line > buf && line[-1] != '\n')
+				line--;
+			const char *h = strstr(line, head);
+			if (h == NULL || h > t ||
+			    sscanf(h + strlen(head), "%ld s: charged %31s", secs, amount) != 2)
+				fail_msg("unexpected line: %.*s", (int)(t - line), line);
+			return it_money(amount);
 		}
 		if (tg_mono_ms() >= deadline) {
-			kam_log_dump(&fx.k);
-			fail_msg("no CALL.END for %s within %d ms", r.callid, WAIT_MS);
+			kam_log_dump(k);
+			fail_msg("no CALL.END charged for %s within %d ms", callid, WAIT_MS);
 		}
 		it_sleep_ms(20);
+	}
+}
+
+/* One call of 1005 through Kamailio, 600 ms of talk; its final status. */
+static int
+sentinel_call(void)
+{
+	struct call_spec s = {"1005", DEST, 200, 600, 8000, &fx.k, NULL};
+	struct call_result r;
+
+	place_call(&s, &r);
+	if (r.status == 200) {
+		assert_true(r.hung_up);
+		assert_true(nanswered < 64);
+		snprintf(answered[nanswered++], sizeof(answered[0]), "%s", r.callid);
 	}
 	return r.status;
 }
@@ -1694,10 +1798,13 @@ test_calls_go_on_after_a_sentinel_failover(void **state)
 	(void)state;
 	tg_money_t billed = 0;
 	unsigned failed = 0, after = 0;
+	long secs;
 
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(sentinel_call(&billed), 200);
+		assert_int_equal(sentinel_call(), 200);
 	wait_settled(1005);
+	for (int i = 0; i < 3; i++)
+		billed += charged_for(&fx.k, "1005", answered[i], &secs);
 	assert_true(billed == 3 * quote(1));
 
 	redisFree(fx.e);
@@ -1710,7 +1817,7 @@ test_calls_go_on_after_a_sentinel_failover(void **state)
 			fail_msg("no call put through within 30 s of the kill (%u refused)",
 			         failed);
 		}
-		int status = sentinel_call(&billed);
+		int status = sentinel_call();
 		if (status == 200) {
 			if (first_ok == 0)
 				first_ok = tg_mono_ms();
@@ -1737,20 +1844,21 @@ test_calls_go_on_after_a_sentinel_failover(void **state)
 	assert_int_equal(role->type, REDIS_REPLY_ARRAY);
 	assert_string_equal(role->element[0]->str, "master");
 	freeReplyObject(role);
-	/* The operator's step (docs/integrations/kamailio.md): replay the logged lines. */
-	for (unsigned i = 0; i < nreplays; i++) {
-		char callid[256];
-		long secs;
-		assert_int_equal(sscanf(replays[i], "CALL.END 1005 %255s %ld", callid, &secs), 2);
-		redisReply *x = it_cmd(fx.e, "CALL.END 1005 %s %ld", callid, secs);
-		fprintf(stderr, "replayed \"%s\": %s\n", replays[i], x->str);
-		assert_int_equal(x->type, REDIS_REPLY_STRING);
-		assert_true(it_money(x->str) == quote(1));
-		billed += it_money(x->str);
-		freeReplyObject(x);
+	/*
+	 * Every answered call is billed once for its second: a CALL.END that
+	 * found no primary is sent again by Kamailio (TG_END_LATER) until one
+	 * answers, never left to be settled at its whole grant.
+	 */
+	for (unsigned i = 3; i < nanswered; i++) {
+		billed += charged_for(&fx.k, "1005", answered[i], &secs);
+		assert_true(secs == 1);
 	}
+	assert_true(billed == nanswered * quote(1));
 	wait_settled(1005);
+	fprintf(stderr, "%u calls answered, %s CALL.END sent again\n", nanswered,
+	        kam_log_has(&fx.k, "tollgate: retrying E of call") ? "a" : "no");
 	assert_true(it_acct_money(fx.e, 1005, "balance") == 5000000 - billed);
+	assert_false(kam_log_has(&fx.k, "replay: CALL.END"));
 	assert_true(kam_log_has(&fx.k, "refused (fail closed)") == (failed > 0));
 }
 
@@ -1828,6 +1936,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_emergency_call_at_zero_balance),
 	    cmocka_unit_test(test_closed_mid_call_cut_at_update),
 	    cmocka_unit_test(test_closed_mid_call_cut_by_the_stop_stream),
+	    cmocka_unit_test(test_call_end_sent_again_when_tollgated_returns),
 	    cmocka_unit_test(test_tollgated_unreachable),
 	};
 
