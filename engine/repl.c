@@ -967,8 +967,8 @@ tg_repl_holding(const struct tg_server *srv)
 	pthread_mutex_lock(&r->mu);
 	if (tg_load_8(&r->gate) == GATE_HELD && streaming(r) >= r->min) {
 		tg_store_8(&r->gate, GATE_OPEN);
-		tg_log("replication: %u replica%s stream from this node: taking changes", r->min,
-		       r->min == 1 ? "" : "s");
+		tg_log("replication: %u replica%s from this node: taking changes", r->min,
+		       r->min == 1 ? " streams" : "s stream");
 	}
 	pthread_mutex_unlock(&r->mu);
 	return tg_load_8(&r->gate) != GATE_OPEN;
@@ -1645,10 +1645,9 @@ tg_repl_start(struct tg_server *srv)
 			if (rc != 0)
 				return rc;
 			tg_store_8(&r->gate, GATE_HELD);
-			tg_log(
-			    "replication: a primary from LSN %" PRIu64
-			    " (history %s): no change of its own until %u replica%s stream from it",
-			    next, srv->run_id, r->min, r->min == 1 ? "" : "s");
+			tg_log("replication: a primary from LSN %" PRIu64
+			       " (history %s): no change of its own until %u replica%s from it",
+			       next, srv->run_id, r->min, r->min == 1 ? " streams" : "s stream");
 		}
 		return 0;
 	}
