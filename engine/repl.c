@@ -108,6 +108,8 @@ struct tg_repl {
 	uint32_t timeout_ms;
 	bool async_on_timeout;
 	uint8_t gate;        /* atomic: enum gate; changed under mu */
+	uint64_t taking_ms;  /* under mu: when GATE_TAKING was decided */
+	bool taker;          /* under mu: its thread took the connection */
 	bool refusing;       /* atomic: money-moving commands refused until replicas catch up */
 	uint64_t async_acks; /* atomic: batches acknowledged without their replicas */
 	/* a replica */
@@ -373,8 +375,11 @@ tg_repl_sync(struct tg_server *srv, struct tg_repl_sync *q, char *reply, size_t 
 	 */
 	q->ahead = gate == GATE_HELD && known && q->lsn > end && end == durable &&
 	           strcmp(q->history, now) != 0 && r->stage_ok;
-	if (q->ahead)
+	if (q->ahead) {
 		tg_store_8(&r->gate, GATE_TAKING);
+		r->taking_ms = tg_mono_ms();
+		r->taker = false;
+	}
 	pthread_mutex_unlock(&r->mu);
 
 	if (gate == GATE_TAKING) {
@@ -793,6 +798,9 @@ take_over(struct tg_repl *r, const struct tg_repl_sync *q, const char *ip, int f
 		struct timeval tv = {.tv_sec = LINK_TIMEOUT / 1000};
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		pthread_mutex_lock(&r->mu);
+		r->taker = true;
+		pthread_mutex_unlock(&r->mu);
 		if (pthread_create(&th, NULL, take_main, t) == 0) {
 			pthread_detach(th);
 			return;
@@ -961,7 +969,20 @@ tg_repl_holding(const struct tg_server *srv)
 	struct tg_repl *r = srv->repl;
 	if (r == NULL || tg_load_8(&r->gate) == GATE_OPEN)
 		return false;
-	if (tg_load_8(&r->gate) == GATE_TAKING || streaming(r) < r->min)
+	if (tg_load_8(&r->gate) == GATE_TAKING) {
+		/* A takeover decided whose connection never reached its thread: none. */
+		pthread_mutex_lock(&r->mu);
+		if (tg_load_8(&r->gate) == GATE_TAKING && !r->taker &&
+		    tg_mono_ms() - r->taking_ms > LINK_TIMEOUT) {
+			tg_store_8(&r->gate, GATE_HELD);
+			tg_log("replication: the replica to take records over from never came: "
+			       "holding "
+			       "back again");
+		}
+		pthread_mutex_unlock(&r->mu);
+		return true;
+	}
+	if (streaming(r) < r->min)
 		return true;
 	/* Enough replicas stream, none was ahead (or it was taken over): this node's own now. */
 	pthread_mutex_lock(&r->mu);
