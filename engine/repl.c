@@ -109,6 +109,7 @@ struct tg_repl {
 	bool async_on_timeout;
 	uint8_t gate;        /* atomic: enum gate; changed under mu */
 	uint64_t taking_ms;  /* under mu: when GATE_TAKING was decided */
+	uint16_t self_port;  /* under mu: the port this node serves (set once the network runs) */
 	bool taker;          /* under mu: its thread took the connection */
 	bool refusing;       /* atomic: money-moving commands refused until replicas catch up */
 	uint64_t async_acks; /* atomic: batches acknowledged without their replicas */
@@ -434,7 +435,7 @@ sender_release(struct sender *s)
 	if (--s->users == 0) {
 		close(s->fd);
 		s->fd = -1;
-		s->used = false;
+		tg_store_8((uint8_t *)&s->used, 0);
 		tg_store_8((uint8_t *)&s->online, 0);
 		tg_log("replication: replica %s:%u gone", s->ip, s->port);
 	}
@@ -669,6 +670,10 @@ static void
 restart_from_journal(struct tg_repl *r)
 {
 	struct tg_server *srv = r->srv;
+	pthread_mutex_lock(&r->mu);
+	uint16_t port = r->self_port;
+	pthread_mutex_unlock(&r->mu);
+	tg_log("replication: restarting in place on port %u", port);
 	if (srv->restart_exec != NULL)
 		srv->restart_exec(srv);
 	tg_log("replication: cannot restart in place: exiting");
@@ -830,9 +835,11 @@ tg_repl_take(struct tg_server *srv, const struct tg_repl_sync *q, const char *ip
 		if (!r->s[i].used)
 			s = &r->s[i];
 	if (s != NULL) {
-		memset(s, 0, sizeof(*s));
+		/* used, stop and online are read without the lock (streaming): atomic stores. */
 		s->r = r;
-		s->used = true;
+		tg_store_8((uint8_t *)&s->stop, 0);
+		tg_store_8((uint8_t *)&s->online, 0);
+		tg_store_8((uint8_t *)&s->used, 1);
 		s->users = 2;
 		s->fd = fd;
 		snprintf(s->ip, sizeof(s->ip), "%s", ip);
@@ -1704,6 +1711,12 @@ int
 tg_repl_follow(struct tg_server *srv)
 {
 	struct tg_repl *r = srv->repl;
+	if (r != NULL) {
+		/* The port is known now: published under the lock for the threads that restart. */
+		pthread_mutex_lock(&r->mu);
+		r->self_port = srv->port;
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (r == NULL || srv->repl_role != TG_REPL_REPLICA || srv->dur.jw == NULL)
 		return 0;
 	int rc = pthread_create(&r->recv_t, NULL, recv_main, r);
