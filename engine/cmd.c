@@ -1901,8 +1901,11 @@ tick(void *arg, unsigned worker)
 	 */
 	if (worker != 0)
 		return;
-	/* A replica's calls are settled by its primary's records, not by its own clock. */
-	if (tg_repl_readonly(srv))
+	/*
+	 * A replica's calls are settled by its primary's records, not by its own
+	 * clock; a primary holding back (tg_repl_holding) settles them later.
+	 */
+	if (tg_repl_readonly(srv) || tg_repl_holding(srv))
 		return;
 	tg_worker_enter(w);
 	tg_engine_expire(w);

@@ -556,6 +556,12 @@ stage_bytes(const struct tg_jstage *s)
 uint64_t
 tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 {
+	return tg_jw_commit_at(jw, s, 0);
+}
+
+uint64_t
+tg_jw_commit_at(struct tg_jw *jw, struct tg_jstage *s, uint64_t first)
+{
 	TG_CHECK_OBJ_NOTNULL(jw, JW_MAGIC);
 	if (s->n == 0)
 		return 0;
@@ -570,6 +576,13 @@ tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 			flush_locked(jw);
 		else
 			pthread_cond_wait(&jw->cv, &jw->mu);
+	}
+	if (first != 0 && jw->next_lsn != first) {
+		/* Another record took first: these keep their own LSNs or are not written. */
+		pthread_mutex_unlock(&jw->mu);
+		s->n = 0;
+		tg_store_64(&s->bytes, 0);
+		return 0;
 	}
 	for (unsigned i = 0; i < s->n; i++) {
 		const struct tg_jitem *it = &s->items[i];

@@ -86,6 +86,15 @@ struct sender {
 	pthread_t send_t, ack_t;
 };
 
+/*
+ * A primary's gate (docs/HA.md, "Taking over an ahead replica's records"):
+ * HELD from its start, with min-replicas-to-write under refuse, until that
+ * many replicas stream from it: it writes nothing of its own, so a replica
+ * ahead of it in the history it followed can still be taken over.  TAKING
+ * while it appends such a replica's records (a restart in place follows).
+ */
+enum gate { GATE_OPEN = 0, GATE_HELD = 1, GATE_TAKING = 2 };
+
 struct tg_repl {
 	struct tg_server *srv;
 	pthread_mutex_t mu;
@@ -98,6 +107,10 @@ struct tg_repl {
 	uint32_t min;
 	uint32_t timeout_ms;
 	bool async_on_timeout;
+	uint8_t gate;        /* atomic: enum gate; changed under mu */
+	uint64_t taking_ms;  /* under mu: when GATE_TAKING was decided */
+	uint16_t self_port;  /* under mu: the port this node serves (set once the network runs) */
+	bool taker;          /* under mu: its thread took the connection */
 	bool refusing;       /* atomic: money-moving commands refused until replicas catch up */
 	uint64_t async_acks; /* atomic: batches acknowledged without their replicas */
 	/* a replica */
@@ -211,6 +224,23 @@ history_end(const struct tg_repl *r, const char *id, uint64_t last, uint64_t *en
 			return true;
 		}
 	return false;
+}
+
+/*
+ * No history starts past the journal's end: one that does (a takeover that
+ * recorded where it would end, cut short by a crash) starts right after the
+ * last record on disk, last + 1.  Saved when anything moved.  0 or -errno.
+ */
+static int
+history_clamp(struct tg_repl *r, const char *dir, uint64_t last)
+{
+	bool moved = false;
+	for (unsigned i = 0; i < r->nhist; i++)
+		if (r->hist[i].first > last + 1) {
+			r->hist[i].first = last + 1;
+			moved = true;
+		}
+	return moved ? history_save(r, dir) : 0;
 }
 
 /* ---- small helpers ---- */
@@ -337,7 +367,33 @@ tg_repl_sync(struct tg_server *srv, struct tg_repl_sync *q, char *reply, size_t 
 	const char *now = history_now(r);
 	char id[TG_REPL_ID_LEN + 1];
 	snprintf(id, sizeof(id), "%s", now);
+	uint8_t gate = tg_load_8(&r->gate);
+	/*
+	 * Ahead of this node in a history this node followed and left, with
+	 * nothing written here since: the records past this node's end of that
+	 * history are its old primary's, which this node never received.  They
+	 * are taken over rather than set aside (docs/HA.md).
+	 */
+	q->ahead = gate == GATE_HELD && known && q->lsn > end && end == durable &&
+	           strcmp(q->history, now) != 0 && r->stage_ok;
+	if (q->ahead) {
+		tg_store_8(&r->gate, GATE_TAKING);
+		r->taking_ms = tg_mono_ms();
+		r->taker = false;
+	}
 	pthread_mutex_unlock(&r->mu);
+
+	if (gate == GATE_TAKING) {
+		snprintf(reply, cap,
+		         "-ERR taking over records from another replica: try again\r\n");
+		return -EAGAIN;
+	}
+	if (q->ahead) {
+		q->full = false;
+		q->start = end + 1;
+		snprintf(reply, cap, "+AHEAD %" PRIu64 " %" PRIu64 "\r\n", q->start, q->lsn);
+		return 0;
+	}
 
 	/* A new replica, and a journal that still starts at the beginning: no copy needed. */
 	bool empty = q->lsn == 0 && first == 1 && strcmp(q->history, "-") == 0;
@@ -379,7 +435,7 @@ sender_release(struct sender *s)
 	if (--s->users == 0) {
 		close(s->fd);
 		s->fd = -1;
-		s->used = false;
+		tg_store_8((uint8_t *)&s->used, 0);
 		tg_store_8((uint8_t *)&s->online, 0);
 		tg_log("replication: replica %s:%u gone", s->ip, s->port);
 	}
@@ -577,20 +633,213 @@ ack_main(void *arg)
 	return NULL;
 }
 
+/* ---- the primary: taking an ahead replica's records over ---- */
+
+/* A replica that holds records of this node's old primary this node never had. */
+struct taker {
+	struct tg_repl *r;
+	int fd;
+	char ip[48];
+	uint16_t port;
+	char history[TG_REPL_ID_LEN + 1];
+	uint64_t from, upto; /* the records to take: its LSNs from..upto of history */
+};
+
+/*
+ * Every history this node began after history id starts at first (under
+ * r->mu): what this node holds of id then ends at first - 1.  0 or -errno.
+ */
+static int
+history_move_after(struct tg_repl *r, const char *id, uint64_t first)
+{
+	bool after = false;
+	for (unsigned i = 0; i < r->nhist; i++) {
+		if (after)
+			r->hist[i].first = first;
+		after = after || strcmp(r->hist[i].id, id) == 0;
+	}
+	return history_save(r, r->srv->cfg.data_dir);
+}
+
+/*
+ * The records taken are in the journal but not in the engine (the table,
+ * the calls in progress, the ids): the node starts again from its journal,
+ * as after a crash (no clean stop: the table is not the journal's).
+ */
+static void
+restart_from_journal(struct tg_repl *r)
+{
+	struct tg_server *srv = r->srv;
+	pthread_mutex_lock(&r->mu);
+	uint16_t port = r->self_port;
+	pthread_mutex_unlock(&r->mu);
+	tg_log("replication: restarting in place on port %u", port);
+	if (srv->restart_exec != NULL)
+		srv->restart_exec(srv);
+	tg_log("replication: cannot restart in place: exiting");
+	_exit(1);
+}
+
+/*
+ * Receive the replica's records t->from..t->upto (the journal's own bytes,
+ * as a primary streams them), check each one's checksum and LSN, and append
+ * them to this journal with their LSNs and original times.  First the
+ * histories this node began since are moved past t->upto (so a crash in the
+ * middle leaves them past the journal's end, and the next start brings them
+ * back to it: the takeover resumes from there).  Then "+TAKEN <lsn>" and a
+ * restart in place, from the journal.
+ */
+static void *
+take_main(void *arg)
+{
+	struct taker *t = arg;
+	struct tg_repl *r = t->r;
+	struct tg_jw *jw = r->srv->dur.jw;
+	char *payload = malloc(TG_JOURNAL_PAYLOAD_MAX + 8);
+	uint64_t got = t->from - 1; /* the last LSN taken on disk */
+	unsigned npend = 0;
+	const char *why = NULL;
+
+	tg_log("replication: replica %s:%u holds LSN %" PRIu64 "..%" PRIu64 " of history %s, "
+	       "its old primary's, which this node never had: taking them over",
+	       t->ip, t->port, t->from, t->upto, t->history);
+	pthread_mutex_lock(&r->mu);
+	int rc = history_move_after(r, t->history, t->upto + 1);
+	pthread_mutex_unlock(&r->mu);
+	if (rc != 0)
+		why = "cannot write the histories";
+	if (payload == NULL)
+		why = "out of memory";
+	while (why == NULL && got < t->upto) {
+		struct tg_jrec_hdr h;
+		if (!recv_all(t->fd, &h, sizeof(h)) || h.len > TG_JOURNAL_PAYLOAD_MAX ||
+		    !recv_all(t->fd, payload, tg_journal_rec_size(h.len) - sizeof(h))) {
+			why = "the replica's link broke";
+			break;
+		}
+		uint32_t crc = tg_crc32c(0, (const char *)&h + 8, sizeof(h) - 8);
+		if (tg_crc32c(crc, payload, h.len) != h.crc) {
+			why = "a record fails its checksum";
+			break;
+		}
+		if (h.type == TG_JREC_CONFIRM)
+			continue;
+		unsigned v = h.len == tg_journal_payload_size(h.type) ? 1 : 2;
+		if (h.lsn != got + npend + 1 || h.lsn > t->upto || h.len > TG_JSTAGE_PAYLOAD ||
+		    !tg_journal_payload_ok(h.type, v, payload, h.len)) {
+			why = "a record is out of sequence or malformed";
+			break;
+		}
+		tg_jw_stage_at(jw, &r->stage, h.type, payload, h.len, h.time);
+		npend++;
+		/* What arrived together is one write and one sync. */
+		struct pollfd p = {.fd = t->fd, .events = POLLIN};
+		if (npend < BATCH_MAX && h.lsn < t->upto && poll(&p, 1, 0) == 1)
+			continue;
+		uint64_t last = tg_jw_commit_at(jw, &r->stage, got + 1);
+		if (last != got + npend) {
+			why = "this node wrote a record of its own meanwhile";
+			npend = 0;
+			break;
+		}
+		got = last;
+		npend = 0;
+	}
+	if (npend > 0) {
+		uint64_t last = tg_jw_commit_at(jw, &r->stage, got + 1);
+		if (last == got + npend)
+			got = last;
+	}
+	free(payload);
+	if (got > t->from - 1 && tg_jw_mode(jw) != TG_DURABLE)
+		tg_jw_sync(jw);
+	if (why == NULL) {
+		char line[64];
+		int n = snprintf(line, sizeof(line), "+TAKEN %" PRIu64 "\r\n", got);
+		send_all(t->fd, line, (size_t)n);
+		tg_log("replication: LSN %" PRIu64 "..%" PRIu64 " of history %s taken over from "
+		       "replica %s:%u: restarting in place from the journal",
+		       t->from, got, t->history, t->ip, t->port);
+		restart_from_journal(r);
+	}
+	shutdown(t->fd, SHUT_RDWR);
+	close(t->fd);
+	/* Short: what is on disk is all that was taken; the histories say so. */
+	pthread_mutex_lock(&r->mu);
+	rc = history_move_after(r, t->history, got + 1);
+	if (got == t->from - 1 && rc == 0)
+		tg_store_8(&r->gate, GATE_HELD); /* nothing taken: as before */
+	pthread_mutex_unlock(&r->mu);
+	if (got == t->from - 1 && rc == 0) {
+		tg_log("replication: taking over from replica %s:%u failed (%s); nothing was "
+		       "taken",
+		       t->ip, t->port, why);
+		free(t);
+		return NULL;
+	}
+	tg_log("replication: taking over from replica %s:%u stopped at LSN %" PRIu64
+	       " (%s): restarting in place from the journal; it resumes when the replica asks "
+	       "again",
+	       t->ip, t->port, got, why);
+	restart_from_journal(r);
+	return NULL;
+}
+
+/* Hand fd to a taker thread for q's records.  On failure the gate opens to takeovers again. */
+static void
+take_over(struct tg_repl *r, const struct tg_repl_sync *q, const char *ip, int fd)
+{
+	struct taker *t = calloc(1, sizeof(*t));
+	pthread_t th;
+
+	if (t != NULL) {
+		t->r = r;
+		t->fd = fd;
+		snprintf(t->ip, sizeof(t->ip), "%s", ip);
+		t->port = q->port;
+		snprintf(t->history, sizeof(t->history), "%s", q->history);
+		t->from = q->start;
+		t->upto = q->lsn;
+		struct timeval tv = {.tv_sec = LINK_TIMEOUT / 1000};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		pthread_mutex_lock(&r->mu);
+		r->taker = true;
+		pthread_mutex_unlock(&r->mu);
+		if (pthread_create(&th, NULL, take_main, t) == 0) {
+			pthread_detach(th);
+			return;
+		}
+		free(t);
+	}
+	tg_log("replication: cannot take over the records of replica %s:%u", ip, q->port);
+	close(fd);
+	pthread_mutex_lock(&r->mu);
+	tg_store_8(&r->gate, GATE_HELD);
+	pthread_mutex_unlock(&r->mu);
+}
+
 void
 tg_repl_take(struct tg_server *srv, const struct tg_repl_sync *q, const char *ip, int fd)
 {
 	struct tg_repl *r = srv->repl;
 	struct sender *s = NULL;
 
+	if (q->ahead) {
+		take_over(r, q, ip, fd);
+		return;
+	}
+
 	pthread_mutex_lock(&r->mu);
 	for (unsigned i = 0; i < TG_REPL_REPLICAS_MAX && s == NULL; i++)
 		if (!r->s[i].used)
 			s = &r->s[i];
 	if (s != NULL) {
-		memset(s, 0, sizeof(*s));
+		/* used, stop and online are read without the lock (streaming): atomic stores. */
 		s->r = r;
-		s->used = true;
+		tg_store_8((uint8_t *)&s->stop, 0);
+		tg_store_8((uint8_t *)&s->online, 0);
+		tg_store_8((uint8_t *)&s->used, 1);
 		s->users = 2;
 		s->fd = fd;
 		snprintf(s->ip, sizeof(s->ip), "%s", ip);
@@ -722,11 +971,45 @@ streaming(const struct tg_repl *r)
 }
 
 bool
+tg_repl_holding(const struct tg_server *srv)
+{
+	struct tg_repl *r = srv->repl;
+	if (r == NULL || tg_load_8(&r->gate) == GATE_OPEN)
+		return false;
+	if (tg_load_8(&r->gate) == GATE_TAKING) {
+		/* A takeover decided whose connection never reached its thread: none. */
+		pthread_mutex_lock(&r->mu);
+		if (tg_load_8(&r->gate) == GATE_TAKING && !r->taker &&
+		    tg_mono_ms() - r->taking_ms > LINK_TIMEOUT) {
+			tg_store_8(&r->gate, GATE_HELD);
+			tg_log("replication: the replica to take records over from never came: "
+			       "holding "
+			       "back again");
+		}
+		pthread_mutex_unlock(&r->mu);
+		return true;
+	}
+	if (streaming(r) < r->min)
+		return true;
+	/* Enough replicas stream, none was ahead (or it was taken over): this node's own now. */
+	pthread_mutex_lock(&r->mu);
+	if (tg_load_8(&r->gate) == GATE_HELD && streaming(r) >= r->min) {
+		tg_store_8(&r->gate, GATE_OPEN);
+		tg_log("replication: %u replica%s from this node: taking changes", r->min,
+		       r->min == 1 ? " streams" : "s stream");
+	}
+	pthread_mutex_unlock(&r->mu);
+	return tg_load_8(&r->gate) != GATE_OPEN;
+}
+
+bool
 tg_repl_refusing(const struct tg_server *srv)
 {
 	const struct tg_repl *r = srv->repl;
 	if (r == NULL || r->min == 0)
 		return false;
+	if (tg_repl_holding(srv))
+		return true;
 	/*
 	 * refuse, and fewer replicas streaming than the batch would wait for:
 	 * refused at once, as Redis refuses.  Taken, the change would hold its
@@ -1142,6 +1425,66 @@ receive_files(struct tg_repl *r, int fd)
 }
 
 /*
+ * +AHEAD from..upto: the new primary takes over the records of this node's
+ * history it never had.  Send them from this node's journal, as a primary
+ * streams (the journal's own bytes), then read "+TAKEN <lsn>".  The link
+ * then closes (the primary restarts in place) and the next REPL.SYNC
+ * continues.
+ */
+static void
+give_ahead(struct tg_repl *r, int fd, uint64_t from, uint64_t upto)
+{
+	const char *dir = r->srv->cfg.data_dir;
+	struct tg_journal_reader *jr = NULL;
+	char *buf = malloc(SEND_BUF), line[64];
+	size_t len = 0;
+	uint64_t next = from, taken = 0;
+	bool ok = buf != NULL && from >= 1 && upto <= tg_jw_durable(r->srv->dur.jw) &&
+	          tg_journal_open_dir(&jr, dir) == 0 && tg_journal_seek(jr, from) == 0;
+
+	tg_log("replication: primary %s:%u takes over LSN %" PRIu64 "..%" PRIu64
+	       " of this node's history (its old primary's records it never had)",
+	       r->host, r->port, from, upto);
+	while (ok && next <= upto) {
+		struct tg_jrec rec;
+		if (tg_journal_next(jr, &rec) != TG_JOURNAL_OK) {
+			ok = false;
+			break;
+		}
+		if (rec.lsn < next)
+			continue;
+		if (rec.lsn > next) {
+			ok = false; /* pruned here since */
+			break;
+		}
+		size_t need = tg_journal_rec_size(rec.len);
+		if (len + need > SEND_BUF) {
+			ok = send_all(fd, buf, len);
+			len = 0;
+		}
+		ssize_t n = tg_journal_encode(buf + len, SEND_BUF - len, rec.type, rec.lsn,
+		                              rec.time, rec.payload, rec.len);
+		ok = ok && n > 0;
+		len += n > 0 ? (size_t)n : 0;
+		next = rec.lsn + 1;
+	}
+	if (ok && len > 0)
+		ok = send_all(fd, buf, len);
+	if (jr != NULL)
+		tg_journal_close(jr);
+	free(buf);
+	if (ok && recv_line(fd, line, sizeof(line)) &&
+	    sscanf(line, "+TAKEN %" SCNu64, &taken) == 1 && taken == upto)
+		tg_log("replication: primary %s:%u took over LSN %" PRIu64 "..%" PRIu64, r->host,
+		       r->port, from, taken);
+	else
+		tg_log("replication: primary %s:%u did not take LSN %" PRIu64 "..%" PRIu64
+		       " over (%s): asking again",
+		       r->host, r->port, from, upto,
+		       next <= upto ? "this journal cannot be read there" : "no +TAKEN");
+}
+
+/*
  * One attempt: connect, AUTH, REPL.SYNC, then stream (or take a full copy
  * and restart).  Returns false when the node must restart.
  */
@@ -1179,7 +1522,7 @@ follow_once(struct tg_repl *r)
 	if (!send_cmd(fd, 4, av) || !recv_line(fd, line, sizeof(line)))
 		goto out;
 	char id[64];
-	uint64_t at;
+	uint64_t at, upto;
 	if (sscanf(line, "+CONTINUE %63s %" SCNu64, id, &at) == 2 && strlen(id) == TG_REPL_ID_LEN) {
 		pthread_mutex_lock(&r->mu);
 		int rc = history_push(r, srv->cfg.data_dir, id, at);
@@ -1216,6 +1559,8 @@ follow_once(struct tg_repl *r)
 			tg_log("replication: the full copy from %s:%u failed (%s): asking again",
 			       r->host, r->port, strerror(-rc));
 		again = rc != 0;
+	} else if (sscanf(line, "+AHEAD %" SCNu64 " %" SCNu64, &at, &upto) == 2) {
+		give_ahead(r, fd, at, upto);
 	} else if (sscanf(line, "+DIVERGED %" SCNu64, &at) == 1) {
 		char why[400];
 		(void)!snprintf(why, sizeof(why),
@@ -1294,6 +1639,10 @@ tg_repl_start(struct tg_server *srv)
 	if (rc != 0)
 		return rc;
 	uint64_t next = tg_jw_durable(srv->dur.jw) + 1;
+	/* A takeover cut short: the histories after the one it took resume at the journal's end. */
+	rc = history_clamp(r, dir, next - 1);
+	if (rc != 0)
+		tg_log("replication: cannot write %s/%s: %s", dir, HISTORY_FILE, strerror(-rc));
 	if (srv->repl_role == TG_REPL_PRIMARY) {
 		/* A new history from here: a replica that has records past it diverged. */
 		rc = history_push(r, dir, srv->run_id, next);
@@ -1309,6 +1658,24 @@ tg_repl_start(struct tg_server *srv)
 		if (r->min > 0) {
 			srv->engine.commit.arg = r;
 			ck_pr_store_ptr(&srv->engine.commit.fn, (void *)commit_wait);
+		}
+		/*
+		 * Nothing of its own until min-replicas-to-write replicas stream
+		 * from it: one ahead of it (its old primary's records) is taken
+		 * over, into a stage of its own, before this node writes anything.
+		 */
+		if (r->min > 0 && !r->async_on_timeout) {
+			rc = tg_jstage_init(&r->stage, BATCH_MAX);
+			if (rc == 0)
+				r->stage_ok = true;
+			if (rc == 0)
+				rc = tg_jw_watch(srv->dur.jw, &r->stage);
+			if (rc != 0)
+				return rc;
+			tg_store_8(&r->gate, GATE_HELD);
+			tg_log("replication: a primary from LSN %" PRIu64
+			       " (history %s): no change of its own until %u replica%s from it",
+			       next, srv->run_id, r->min, r->min == 1 ? " streams" : "s stream");
 		}
 		return 0;
 	}
@@ -1344,6 +1711,12 @@ int
 tg_repl_follow(struct tg_server *srv)
 {
 	struct tg_repl *r = srv->repl;
+	if (r != NULL) {
+		/* The port is known now: published under the lock for the threads that restart. */
+		pthread_mutex_lock(&r->mu);
+		r->self_port = srv->port;
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (r == NULL || srv->repl_role != TG_REPL_REPLICA || srv->dur.jw == NULL)
 		return 0;
 	int rc = pthread_create(&r->recv_t, NULL, recv_main, r);
@@ -1364,7 +1737,22 @@ tg_repl_stopping(struct tg_server *srv)
 	pthread_mutex_lock(&r->mu);
 	tg_store_8((uint8_t *)&r->stop, 1);
 	pthread_cond_broadcast(&r->cv);
+	bool taking = tg_load_8(&r->gate) == GATE_TAKING;
 	pthread_mutex_unlock(&r->mu);
+	if (taking) {
+		/*
+		 * A clean stop would mark the table as the journal's, and it is
+		 * not: the records being taken over are in the journal only.  The
+		 * node stops as after a crash (or restarts so, for a change of role).
+		 */
+		bool again = tg_load_8((uint8_t *)&srv->restart) && srv->restart_exec != NULL;
+		tg_log("replication: stopping while taking over a replica's records: %s without a "
+		       "clean stop",
+		       again ? "restarting in place" : "exiting");
+		if (again)
+			srv->restart_exec(srv);
+		_exit(1);
+	}
 }
 
 void

@@ -160,6 +160,12 @@ uint64_t tg_jw_wait_synced(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms
  * Returns the last LSN given (0 when s was empty).
  */
 uint64_t tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s);
+/*
+ * tg_jw_commit for records another journal numbered (tg_jw_stage_at): only
+ * when the first of them takes LSN first.  Otherwise nothing is written, s
+ * is emptied and 0 returned (a record of this node's own came between).
+ */
+uint64_t tg_jw_commit_at(struct tg_jw *jw, struct tg_jstage *s, uint64_t first);
 /* Sync everything committed so far, in any mode; returns the durable LSN. */
 uint64_t tg_jw_sync(struct tg_jw *jw);
 

@@ -79,6 +79,7 @@ struct tg_repl_sync {
 	uint64_t lsn;                     /* the last LSN on its disk */
 	uint16_t port;                    /* the RESP port it listens on */
 	bool full;                        /* the decision: a full copy first */
+	bool ahead;                       /* the decision: take its records start..lsn over */
 	uint64_t snap;                    /* full: the snapshot sent */
 	uint64_t start;                   /* the first LSN of the stream */
 };
@@ -113,9 +114,11 @@ void tg_repl_stop(struct tg_server *srv);
  * REPL.SYNC on a primary: decide where q's stream starts and write the
  * reply line into reply (cap bytes, CRLF included): "+CONTINUE <history>
  * <first LSN>", "+FULL <history> <snapshot LSN>" (the files, then the
- * records after), "+DIVERGED <LSN>" (the replica holds records after LSN
- * that this node never had) or an -ERR.  0 when the connection is to be
- * handed over (tg_repl_take), -errno when the reply is all.
+ * records after), "+AHEAD <first LSN> <last LSN>" (this node, a primary
+ * holding back, takes the replica's records of its old primary over:
+ * q->ahead), "+DIVERGED <LSN>" (the replica holds records after LSN that
+ * this node never had) or an -ERR.  0 when the connection is to be handed
+ * over (tg_repl_take), -errno when the reply is all.
  */
 int tg_repl_sync(struct tg_server *srv, struct tg_repl_sync *q, char *reply, size_t cap);
 /* The connection of a REPL.SYNC answered 0: fd is the sender's now.  ip: the replica's address. */
@@ -127,6 +130,13 @@ void tg_repl_take(struct tg_server *srv, const struct tg_repl_sync *q, const cha
  * everything again.  Any thread.
  */
 bool tg_repl_refusing(const struct tg_server *srv);
+/*
+ * A primary just started with min-replicas-to-write (refuse) writes nothing
+ * of its own — no change, no expiry, no account closed — until that many
+ * replicas stream from it, and while it takes over an ahead replica's
+ * records (docs/HA.md).  Any thread.
+ */
+bool tg_repl_holding(const struct tg_server *srv);
 
 /* A new random run id: TG_REPL_ID_LEN hex characters and a NUL. */
 void tg_repl_run_id(char id[TG_REPL_ID_LEN + 1]);

@@ -37,8 +37,8 @@
 
 struct fx {
 	char dir[IT_PATH_MAX];
-	struct it_daemon p, r; /* primary, replica */
-	redisContext *pc, *rc;
+	struct it_daemon p, r, x; /* primary, replica, a second replica */
+	redisContext *pc, *rc, *xc;
 };
 
 static struct fx F;
@@ -52,7 +52,9 @@ fx_end(struct fx *f)
 		redisFree(f->pc);
 	if (f->rc)
 		redisFree(f->rc);
-	f->pc = f->rc = NULL;
+	if (f->xc)
+		redisFree(f->xc);
+	f->pc = f->rc = f->xc = NULL;
 	if (f->p.pid > 0) {
 		kill(f->p.pid, SIGCONT);
 		clean &= it_stop(&f->p) != -2;
@@ -61,6 +63,8 @@ fx_end(struct fx *f)
 		kill(f->r.pid, SIGCONT);
 		clean &= it_stop(&f->r) != -2;
 	}
+	if (f->x.pid > 0)
+		clean &= it_stop(&f->x) != -2;
 	if (f->dir[0])
 		it_dir_remove(f->dir);
 	memset(f, 0, sizeof(*f));
@@ -496,6 +500,292 @@ test_replica_past_ids_max_can_be_promoted(void **state)
 	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b);
 }
 
+/* ---- an ahead replica's records taken over by the new primary ---- */
+
+#define CREDITS 100
+static const char *const SYNC1[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout",
+                                    "2000", NULL};
+
+/* Wait (at most 30 s) until d answers ROLE with role (the same process restarts in place). */
+static void
+role_is(const struct it_daemon *d, const char *role)
+{
+	bool is = false;
+	for (int i = 0; i < 600 && !is; i++) {
+		redisContext *c = it_connect(d);
+		redisReply *ro = c ? redisCommand(c, "ROLE") : NULL;
+		is = ro != NULL && ro->type == REDIS_REPLY_ARRAY &&
+		     strcmp(ro->element[0]->str, role) == 0;
+		if (ro)
+			freeReplyObject(ro);
+		if (c)
+			redisFree(c);
+		if (!is)
+			usleep(50000);
+	}
+	assert_true(is);
+}
+
+/* Send "REPLICAOF host port" (or NO ONE) to d; +OK, and d restarts in place. */
+static void
+replicaof(const struct it_daemon *d, const char *host, const char *port)
+{
+	redisContext *c = it_connect(d);
+	assert_non_null(c);
+	redisReply *r = redisCommand(c, "REPLICAOF %s %s", host, port);
+	assert_non_null(r);
+	assert_string_equal(r->str, "OK");
+	freeReplyObject(r);
+	redisFree(c);
+}
+
+/* Wait (at most 30 s) until account 1's balance on d is want. */
+static void
+balance_becomes(const struct it_daemon *d, redisContext **c, tg_money_t want)
+{
+	tg_money_t have = -1;
+	for (int i = 0; i < 600 && have != want; i++) {
+		if (*c == NULL)
+			*c = it_connect(d);
+		/* One ACCT.GET a look: the node restarts in place when it took records over. */
+		redisReply *r = *c ? redisCommand(*c, "ACCT.GET 1") : NULL;
+		if (r == NULL) {
+			if (*c)
+				redisFree(*c);
+			*c = NULL;
+			usleep(50000);
+			continue;
+		}
+		for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k + 1 < r->elements; k += 2)
+			if (strcmp(r->element[k]->str, "balance") == 0 && r->element[k + 1]->str)
+				have = it_money(r->element[k + 1]->str);
+		freeReplyObject(r);
+		if (have != want)
+			usleep(50000);
+	}
+	assert_int_equal(have, want);
+}
+
+/*
+ * A (primary), B and C (replicas), all with min-replicas-to-write 1; C is
+ * killed; CREDITS credits are acknowledged by A and B (their replies kept in
+ * reply[]); A is killed; C starts again, a replica of the dead A, and is
+ * promoted (REPLICAOF NO ONE): it holds none of the credits.  Returns the
+ * balance A acknowledged last.  F.p is A, F.r is B, F.x is C.
+ */
+static tg_money_t
+ahead_setup(char reply[CREDITS][32])
+{
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, SYNC1), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, SYNC1);
+	start_replica(&F.x, F.dir, F.p.port, SYNC1);
+	char err[128] = "NOREPLICAS";
+	for (int i = 0; i < 200 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
+		usleep(20000);
+		it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
+	}
+	assert_string_equal(err, "");
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	caught_up(&F.p, &F.pc, &F.x, &F.xc);
+	redisFree(F.xc);
+	F.xc = NULL;
+	assert_int_equal(it_kill(&F.x), 0);
+	for (int i = 0; i < CREDITS; i++) {
+		redisReply *r = it_cmd(F.pc, "ACCT.CREDIT 1 1.25 cr-%d", i);
+		assert_int_equal(r->type, REDIS_REPLY_STRING);
+		snprintf(reply[i], 32, "%s", r->str);
+		freeReplyObject(r);
+	}
+	tg_money_t b = it_acct_money(F.pc, 1, "balance");
+	assert_int_equal(b, it_money("100") + CREDITS * it_money("1.25"));
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	redisFree(F.pc);
+	F.pc = NULL;
+	assert_int_equal(it_kill(&F.p), 0);
+	/* C comes back following the dead A, and is promoted: it is behind B. */
+	char of[32];
+	snprintf(of, sizeof(of), "127.0.0.1 %u", F.p.port);
+	const char *follow[] = {
+	    "--replica-of", of,  "--min-replicas-to-write", "1", "--min-replicas-timeout",
+	    "2000",         NULL};
+	assert_int_equal(it_restart(&F.x, follow, 0), 0);
+	replicaof(&F.x, "NO", "ONE");
+	role_is(&F.x, "master");
+	return b;
+}
+
+/*
+ * Every credit on c: its first reply again, nothing credited twice.  The
+ * new primary answers NOREPLICAS until its replica streams from it (a
+ * client retries): the first replay is retried so.
+ */
+static void
+credits_replay(redisContext *c, char reply[CREDITS][32], tg_money_t b)
+{
+	char err[128] = "NOREPLICAS";
+	for (int i = 0; i < 500 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
+		usleep(20000);
+		it_error_of(c, err, sizeof(err), "ACCT.CREDIT 1 1.25 cr-0");
+	}
+	assert_string_equal(err, "");
+	for (int i = 0; i < CREDITS; i++) {
+		redisReply *r = it_cmd(c, "ACCT.CREDIT 1 1.25 cr-%d", i);
+		assert_int_equal(r->type, REDIS_REPLY_STRING);
+		assert_string_equal(r->str, reply[i]);
+		freeReplyObject(r);
+	}
+	assert_int_equal(it_acct_money(c, 1, "balance"), b);
+}
+
+/* No node's data directory holds a diverged-* directory. */
+static void
+nothing_aside(void)
+{
+	char aside[IT_PATH_MAX + 300];
+	assert_false(diverged_dir(F.r.data, aside, sizeof(aside)));
+	assert_false(diverged_dir(F.x.data, aside, sizeof(aside)));
+}
+
+/*
+ * Regression: credits acknowledged by the primary and one replica were lost
+ * when Sentinel promoted the other replica, which was behind.  The replica
+ * ahead asked the new primary to continue the same history, was answered
+ * DIVERGED, and set the acknowledged credits aside; both nodes missed them.
+ * The new primary takes them over from it instead.
+ */
+static void
+test_promoted_behind_takes_over_acknowledged_credits(void **state)
+{
+	(void)state;
+	char reply[CREDITS][32];
+	tg_money_t b = ahead_setup(reply);
+
+	/* B (ahead) is made C's replica, as Sentinel does. */
+	char port[8];
+	snprintf(port, sizeof(port), "%u", F.x.port);
+	replicaof(&F.r, "127.0.0.1", port);
+	balance_becomes(&F.x, &F.xc, b);
+	caught_up(&F.x, &F.xc, &F.r, &F.rc);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b);
+	nothing_aside();
+	assert_true(it_log_has(&F.x, "taken over from replica"));
+	/* Every credit's txid answers its first reply on the new primary. */
+	credits_replay(F.xc, reply, b);
+	/* The new primary takes changes, acknowledged by B. */
+	redisReply *r = it_cmd(F.xc, "ACCT.CREDIT 1 2 after-1");
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	freeReplyObject(r);
+	caught_up(&F.x, &F.xc, &F.r, &F.rc);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b + it_money("2"));
+	nothing_aside();
+}
+
+/* The id on the last line of DIR/repl.history (the history the node follows now). */
+static void
+last_history(const char *dir, char *id, size_t cap)
+{
+	char path[IT_PATH_MAX + 32], line[128], first[64] = "";
+	snprintf(path, sizeof(path), "%s/repl.history", dir);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		sscanf(line, "%63s", first);
+	fclose(f);
+	snprintf(id, cap, "%s", first);
+}
+
+/* Send the records from..upto of the journal in dir on fd, as a replica gives them. */
+static void
+give_records(int fd, const char *dir, uint64_t from, uint64_t upto)
+{
+	struct tg_journal_reader *jr;
+	struct tg_jrec rec;
+	static char buf[1 << 16];
+	assert_int_equal(tg_journal_open_dir(&jr, dir), 0);
+	while (tg_journal_next(jr, &rec) == TG_JOURNAL_OK && rec.lsn <= upto) {
+		if (rec.lsn < from)
+			continue;
+		ssize_t n = tg_journal_encode(buf, sizeof(buf), rec.type, rec.lsn, rec.time,
+		                              rec.payload, rec.len);
+		assert_true(n > 0);
+		assert_int_equal(it_raw_write(fd, buf, (size_t)n), 0);
+	}
+	tg_journal_close(jr);
+}
+
+/*
+ * A crash of the new primary in the middle of a takeover: it had half the
+ * records on disk.  Started again, it takes the rest over from the same
+ * replica, and nothing is set aside or counted twice.
+ */
+static void
+test_takeover_cut_by_a_crash_resumes(void **state)
+{
+	(void)state;
+	char reply[CREDITS][32];
+	tg_money_t b = ahead_setup(reply);
+
+	/* B stops; this test speaks for it, from its own journal. */
+	redisFree(F.rc);
+	F.rc = NULL;
+	assert_int_equal(it_term(&F.r), 0);
+	char hist[64], cmd[256], line[256];
+	last_history(F.r.data, hist, sizeof(hist));
+	struct tg_journal_reader *jr;
+	struct tg_jrec rec;
+	uint64_t last = 0;
+	assert_int_equal(tg_journal_open_dir(&jr, F.r.data), 0);
+	while (tg_journal_next(jr, &rec) == TG_JOURNAL_OK)
+		last = rec.lsn;
+	tg_journal_close(jr);
+	int fd = it_raw_connect(F.x.port);
+	assert_true(fd >= 0);
+	char lsn[24], port[8];
+	snprintf(lsn, sizeof(lsn), "%llu", (unsigned long long)last);
+	snprintf(port, sizeof(port), "%u", F.r.port);
+	int n = snprintf(cmd, sizeof(cmd),
+	                 "*4\r\n$9\r\nREPL.SYNC\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
+	                 strlen(hist), hist, strlen(lsn), lsn, strlen(port), port);
+	assert_int_equal(it_raw_write(fd, cmd, (size_t)n), 0);
+	int closed;
+	assert_true(it_raw_read(fd, line, sizeof(line), 500, &closed) > 0);
+	unsigned long long from = 0, upto = 0;
+	if (sscanf(line, "+AHEAD %llu %llu", &from, &upto) != 2)
+		fprintf(stderr, "REPL.SYNC answered: %s\n", line);
+	assert_int_equal(upto, last);
+	assert_true(from > 1 && from + CREDITS <= upto + 1);
+	/* Half of them, on the new primary's disk; then it dies. */
+	uint64_t half = from + (upto - from) / 2;
+	give_records(fd, F.r.data, from, half);
+	redisContext *c = NULL;
+	long long have = -1;
+	for (int i = 0; i < 200 && have != (long long)half; i++) {
+		have = lsn_of(&F.x, &c);
+		usleep(20000);
+	}
+	assert_int_equal(have, (long long)half);
+	if (c)
+		redisFree(c);
+	assert_int_equal(it_kill(&F.x), 0);
+	close(fd);
+
+	/* It starts again as the primary; B follows it, and the takeover ends. */
+	assert_int_equal(it_restart(&F.x, SYNC1, 0), 0);
+	char of[32];
+	snprintf(of, sizeof(of), "127.0.0.1 %u", F.x.port);
+	const char *follow[] = {
+	    "--replica-of", of,  "--min-replicas-to-write", "1", "--min-replicas-timeout",
+	    "2000",         NULL};
+	assert_int_equal(it_restart(&F.r, follow, 0), 0);
+	balance_becomes(&F.x, &F.xc, b);
+	caught_up(&F.x, &F.xc, &F.r, &F.rc);
+	assert_int_equal(it_acct_money(F.rc, 1, "balance"), b);
+	nothing_aside();
+	credits_replay(F.xc, reply, b);
+}
+
 int
 main(void)
 {
@@ -505,6 +795,9 @@ main(void)
 	    cmocka_unit_test_teardown(test_replica_past_ids_max_can_be_promoted, teardown),
 	    cmocka_unit_test_teardown(test_no_replica_streaming_refuses_at_once, teardown),
 	    cmocka_unit_test_teardown(test_demoted_with_a_held_batch_restarts, teardown),
+	    cmocka_unit_test_teardown(test_promoted_behind_takes_over_acknowledged_credits,
+	                              teardown),
+	    cmocka_unit_test_teardown(test_takeover_cut_by_a_crash_resumes, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
