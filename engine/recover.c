@@ -73,6 +73,24 @@ restore_of(const struct tg_racct *ra)
 	                                .unpaid_since = ra->unpaid_since};
 }
 
+/*
+ * The refill request a's journal says is in flight, as it was fired (its
+ * mode, balance and amount from the refill_fired record), pending: the
+ * publisher's start-up scan puts it on the stream with the same id and the
+ * same amount, never one recomputed from the balance of now.
+ */
+static void
+put_refill(struct tg_table *t, struct tg_acct *a, const struct tg_racct *ra)
+{
+	struct tg_refill_rec *rec = tg_table_refill(t, a);
+	uint8_t mode = (uint8_t)(ra->fired_mode ? ra->fired_mode : ra->refill_mode);
+	tg_store_64((uint64_t *)&rec->balance, (uint64_t)ra->fired_balance);
+	tg_store_64((uint64_t *)&rec->amount, (uint64_t)ra->fired_charge);
+	tg_store_32(&rec->fired, (uint32_t)(ra->fired_time / NS));
+	tg_store_32(&rec->published, 0);
+	tg_store_64(&rec->tag, TG_RTAG(ra->refill_seq, 0, mode, TG_RREC_PENDING));
+}
+
 int
 tg_recover_put_live(struct tg_table *t, const struct tg_replay *r, uint64_t id, char *err,
                     size_t errlen)
@@ -103,6 +121,10 @@ tg_recover_put_live(struct tg_table *t, const struct tg_replay *r, uint64_t id, 
 	struct tg_usage *u = tg_table_usage(t, a);
 	for (int k = 0; k < TG_CATEGORIES_MAX; k++)
 		tg_store_64((uint64_t *)&u->charged[k], (uint64_t)ra->usage[k]);
+	/* A replica publishes nothing; its table shows the request as its primary fired it. */
+	if (rs.refill_inflight &&
+	    TG_RTAG_SEQ(tg_load_64(&tg_table_refill(t, a)->tag)) != ra->refill_seq)
+		put_refill(t, a, ra);
 	return 0;
 }
 
@@ -135,14 +157,7 @@ put_acct(void *arg, const struct tg_racct *ra)
 		tg_store_64((uint64_t *)&u->charged[k], (uint64_t)ra->usage[k]);
 	in->accounts++;
 	if (r.refill_inflight) {
-		/* Pending again: the publisher's start-up scan puts it on the stream, same id. */
-		struct tg_refill_rec *rec = tg_table_refill(t, a);
-		uint8_t mode = (uint8_t)(ra->fired_mode ? ra->fired_mode : ra->refill_mode);
-		tg_store_64((uint64_t *)&rec->balance, (uint64_t)ra->fired_balance);
-		tg_store_64((uint64_t *)&rec->amount, (uint64_t)ra->fired_charge);
-		tg_store_32(&rec->fired, (uint32_t)(ra->fired_time / NS));
-		tg_store_32(&rec->published, 0);
-		tg_store_64(&rec->tag, TG_RTAG(ra->refill_seq, 0, mode, TG_RREC_PENDING));
+		put_refill(t, a, ra);
 		in->refills++;
 	}
 }

@@ -29,6 +29,7 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
+#include "redis_harness.h"
 #include "rcmd.h"
 #include "tg_journal.h"
 
@@ -330,6 +331,68 @@ test_sync_replica_holds_before_the_reply(void **state)
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 	same_account(F.pc, F.rc, 1);
 	assert_true(it_log_has(&F.p, "refusing money-moving commands"));
+}
+
+/* `tollstat account acct` on d's segment: the value of its line name, into out. */
+static void
+stat_field(const struct it_daemon *d, uint64_t acct, const char *name, char *out, size_t cap)
+{
+	const char *bin = getenv("TOLLSTAT");
+	char cmd[IT_PATH_MAX + 128], line[256];
+	assert_non_null(bin);
+	snprintf(cmd, sizeof(cmd), "'%s' --shm '%s' account %llu", bin, d->shm,
+	         (unsigned long long)acct);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	out[0] = '\0';
+	size_t n = strlen(name);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+			const char *v = line + n;
+			while (*v == ' ')
+				v++;
+			snprintf(out, cap, "%.*s", (int)strcspn(v, "\n"), v);
+		}
+	assert_int_equal(pclose(f), 0);
+}
+
+/*
+ * A refill request the primary fired is in the replica's table as it was
+ * fired: the same id, balance and amount, from the journal's refill_fired
+ * record.  The replica's table had no record of it (tollstat showed none);
+ * a promoted node rebuilds it from its journal at its restart either way.
+ */
+static void
+test_replica_table_holds_the_fired_refill(void **state)
+{
+	struct tg_test_redis redis;
+	char port[16], v[128];
+	(void)state;
+	assert_int_equal(tg_test_redis_start(&redis), 0);
+	snprintf(port, sizeof(port), "%u", redis.port);
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	const char *pub[] = {"--redis-host", "127.0.0.1", "--redis-port", port, NULL};
+	assert_int_equal(it_start(&F.p, F.dir, pub), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	it_run_cmd(F.pc,
+	           "ACCT.SET 7 BALANCE 10.5 PLAN basic THRESHOLD 10 REFILL TOPUP 30 PAYMENT on");
+	it_run_cmd(F.pc, "CDR 7 %s 6000 r-1", DEST); /* $0.50: 10.00 left, at the threshold */
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	assert_int_equal(it_acct_int(F.rc, 7, "refill_pending"), 1);
+	stat_field(&F.r, 7, "refill_record", v, sizeof(v));
+	assert_string_equal(v, "refill:7:1 pending");
+	stat_field(&F.r, 7, "refill_record_amount", v, sizeof(v));
+	assert_string_equal(v, "20");
+	stat_field(&F.r, 7, "refill_record_balance", v, sizeof(v));
+	assert_string_equal(v, "10");
+	/* The balance moves on; the record keeps the amount as fired. */
+	it_run_cmd(F.pc, "CDR 7 %s 12000 r-2", DEST);
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	stat_field(&F.r, 7, "refill_record_amount", v, sizeof(v));
+	assert_string_equal(v, "20");
+	tg_test_redis_stop(&redis);
 }
 
 /*
@@ -793,6 +856,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_follow_failover_and_diverged_return, teardown),
 	    cmocka_unit_test_teardown(test_sync_replica_holds_before_the_reply, teardown),
 	    cmocka_unit_test_teardown(test_replica_past_ids_max_can_be_promoted, teardown),
+	    cmocka_unit_test_teardown(test_replica_table_holds_the_fired_refill, teardown),
 	    cmocka_unit_test_teardown(test_no_replica_streaming_refuses_at_once, teardown),
 	    cmocka_unit_test_teardown(test_demoted_with_a_held_batch_restarts, teardown),
 	    cmocka_unit_test_teardown(test_promoted_behind_takes_over_acknowledged_credits,
