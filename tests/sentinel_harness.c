@@ -85,6 +85,32 @@ it_sentinel_connect(const struct it_sentinel *s)
 	return c;
 }
 
+bool
+it_sentinels_see_replicas(const struct it_sentinel *s, unsigned n, const char *group, unsigned want)
+{
+	for (unsigned k = 0; k < n; k++) {
+		redisContext *c = it_sentinel_connect(&s[k]);
+		if (c == NULL)
+			return false;
+		redisReply *r = redisCommand(c, "SENTINEL REPLICAS %s", group);
+		unsigned good = 0;
+		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+			for (size_t e = 0; e < r->elements; e++) {
+				redisReply *x = r->element[e];
+				for (size_t f = 0; f + 1 < x->elements; f += 2)
+					if (strcmp(x->element[f]->str, "flags") == 0 &&
+					    strcmp(x->element[f + 1]->str, "slave") == 0)
+						good++;
+			}
+		if (r)
+			freeReplyObject(r);
+		redisFree(c);
+		if (good < want)
+			return false;
+	}
+	return true;
+}
+
 static int
 start_one(struct it_sentinel *s, unsigned i, const char *dir, const struct it_sentinel_cfg *cfg)
 {

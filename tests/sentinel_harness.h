@@ -13,6 +13,7 @@
 #ifndef TG_SENTINEL_HARNESS_H
 #define TG_SENTINEL_HARNESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -52,6 +53,12 @@ int it_sentinels_start(struct it_sentinel *s, unsigned n, const char *dir,
 void it_sentinels_stop(struct it_sentinel *s, unsigned n);
 /* A hiredis connection to one sentinel with 5 s timeouts, or NULL. */
 redisContext *it_sentinel_connect(const struct it_sentinel *s);
+/*
+ * Whether each of the n sentinels lists at least want healthy replicas of
+ * group (SENTINEL REPLICAS, flags "slave" alone).
+ */
+bool it_sentinels_see_replicas(const struct it_sentinel *s, unsigned n, const char *group,
+                               unsigned want);
 /* Copy a sentinel's log to stderr (when a test fails). */
 void it_sentinel_dump(const struct it_sentinel *s);
 

@@ -280,33 +280,6 @@ majority_primary(void)
 	return 0;
 }
 
-/* Whether every sentinel sees two replicas of mymaster, both healthy ("slave" flags alone). */
-static bool
-sentinels_see_two_replicas(void)
-{
-	for (int k = 0; k < SENTINELS; k++) {
-		redisContext *c = it_sentinel_connect(&F.s[k]);
-		if (c == NULL)
-			return false;
-		redisReply *r = redisCommand(c, "SENTINEL REPLICAS mymaster");
-		unsigned good = 0;
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
-			for (size_t e = 0; e < r->elements; e++) {
-				redisReply *s = r->element[e];
-				for (size_t f = 0; f + 1 < s->elements; f += 2)
-					if (strcmp(s->element[f]->str, "flags") == 0 &&
-					    strcmp(s->element[f + 1]->str, "slave") == 0)
-						good++;
-			}
-		if (r)
-			freeReplyObject(r);
-		redisFree(c);
-		if (good < 2)
-			return false;
-	}
-	return true;
-}
-
 /*
  * What the killed node's unit does before it starts tollgated: ask the
  * sentinels where the primary is; when a majority names another node,
@@ -591,7 +564,7 @@ settle(unsigned max_ms)
 		bool all = true;
 		for (int i = 0; i < NODES; i++)
 			all &= i == p || follows(i, p);
-		if (all && sentinels_see_two_replicas())
+		if (all && it_sentinels_see_replicas(F.s, SENTINELS, "mymaster", 2))
 			return p;
 	}
 	return -1;

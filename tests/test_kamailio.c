@@ -1616,33 +1616,6 @@ test_tollgated_unreachable(void **state)
 #define SENTINELS 3
 #define GROUP     "tgkam"
 
-/* Whether every sentinel sees the replica, healthy ("slave" flags alone). */
-static bool
-sentinels_see_the_replica(void)
-{
-	for (int k = 0; k < SENTINELS; k++) {
-		redisContext *c = it_sentinel_connect(&fx.s[k]);
-		if (c == NULL)
-			return false;
-		redisReply *r = redisCommand(c, "SENTINEL REPLICAS " GROUP);
-		unsigned good = 0;
-		if (r != NULL && r->type == REDIS_REPLY_ARRAY)
-			for (size_t e = 0; e < r->elements; e++) {
-				redisReply *s = r->element[e];
-				for (size_t f = 0; f + 1 < s->elements; f += 2)
-					if (strcmp(s->element[f]->str, "flags") == 0 &&
-					    strcmp(s->element[f + 1]->str, "slave") == 0)
-						good++;
-			}
-		if (r)
-			freeReplyObject(r);
-		redisFree(c);
-		if (good < 1)
-			return false;
-	}
-	return true;
-}
-
 /*
  * A primary (min-replicas-to-write 1: what it acknowledged is on the
  * replica) and its replica, both with the test's rates and a config file
@@ -1684,7 +1657,7 @@ sentinel_setup(void **state)
 	assert_int_equal(it_sentinels_start(fx.s, SENTINELS, fx.dir, &cfg), 0);
 	fx.sentinels = true;
 	uint64_t deadline = tg_mono_ms() + 30000;
-	while (!sentinels_see_the_replica()) {
+	while (!it_sentinels_see_replicas(fx.s, SENTINELS, GROUP, 1)) {
 		if (tg_mono_ms() >= deadline)
 			fail_msg("the sentinels did not see the replica within 30 s");
 		it_sleep_ms(100);

@@ -135,6 +135,33 @@ caught_up(const struct it_daemon *pd, redisContext **p, const struct it_daemon *
 	assert_int_equal(have, want);
 }
 
+/*
+ * Send cmd until it is taken: with min-replicas-to-write a primary refuses
+ * changes (NOREPLICAS) until its replicas stream, at most 10 s here.
+ */
+static void
+first_change(redisContext *c, const char *cmd)
+{
+	char words[256], *argv[16], *save = NULL;
+	int argc = 0;
+	snprintf(words, sizeof(words), "%s", cmd);
+	for (char *w = strtok_r(words, " ", &save); w != NULL && argc < 16;
+	     w = strtok_r(NULL, " ", &save))
+		argv[argc++] = w;
+	for (int i = 0; i < 500; i++) {
+		redisReply *r = redisCommandArgv(c, argc, (const char **)argv, NULL);
+		assert_non_null(r);
+		bool held = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOREPLICAS", 10) == 0;
+		if (!held && r->type == REDIS_REPLY_ERROR)
+			fail_msg("%s: %s", cmd, r->str);
+		freeReplyObject(r);
+		if (!held)
+			return;
+		usleep(20000);
+	}
+	fail_msg("%s: still NOREPLICAS after 10 s", cmd);
+}
+
 /* The money of account acct, the same on both. */
 static void
 same_account(redisContext *a, redisContext *b, uint64_t acct)
@@ -302,13 +329,7 @@ test_sync_replica_holds_before_the_reply(void **state)
 	start_replica(&F.r, F.dir, F.p.port, NULL);
 	F.rc = it_connect(&F.r);
 	/* Until a replica streams, a change is refused at once (NOREPLICAS), not held. */
-	char err[128];
-	it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
-	for (int i = 0; i < 200 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
-		usleep(20000);
-		it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
-	}
-	assert_string_equal(err, "");
+	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	it_run_cmd(F.pc, "CDR 1 %s 60 s-1", DEST);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 
@@ -365,7 +386,7 @@ stat_field(const struct it_daemon *d, uint64_t acct, const char *name, char *out
 static void
 test_replica_table_holds_the_fired_refill(void **state)
 {
-	struct tg_test_redis redis;
+	struct tg_test_redis redis = {0};
 	char port[16], v[128];
 	(void)state;
 	assert_int_equal(tg_test_redis_start(&redis), 0);
@@ -429,6 +450,31 @@ test_no_replica_streaming_refuses_at_once(void **state)
 }
 
 /*
+ * Wait (at most 30 s) until d answers ROLE with role: the same process,
+ * which restarts in place and never exits.
+ */
+static void
+role_is(const struct it_daemon *d, const char *role)
+{
+	bool is = false;
+	for (int i = 0; i < 600 && !is; i++) {
+		int st;
+		assert_int_equal(waitpid(d->pid, &st, WNOHANG), 0); /* never exits */
+		redisContext *c = it_connect(d);
+		redisReply *ro = c ? redisCommand(c, "ROLE") : NULL;
+		is = ro != NULL && ro->type == REDIS_REPLY_ARRAY &&
+		     strcmp(ro->element[0]->str, role) == 0;
+		if (ro)
+			freeReplyObject(ro);
+		if (c)
+			redisFree(c);
+		if (!is)
+			usleep(50000);
+	}
+	assert_true(is);
+}
+
+/*
  * A primary demoted (REPLICAOF) while a batch waits for its replica: the
  * batch gets no reply, and the node restarts in place in its new role.  It
  * used to exit, and stayed down until something started it again.
@@ -444,12 +490,7 @@ test_demoted_with_a_held_batch_restarts(void **state)
 	F.pc = it_connect(&F.p);
 	start_replica(&F.r, F.dir, F.p.port, NULL);
 	F.rc = it_connect(&F.r);
-	char err[128] = "NOREPLICAS";
-	for (int i = 0; i < 200 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
-		usleep(20000);
-		it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
-	}
-	assert_string_equal(err, "");
+	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 
 	assert_int_equal(kill(F.r.pid, SIGSTOP), 0);
@@ -492,22 +533,7 @@ test_demoted_with_a_held_batch_restarts(void **state)
 	redisFree(F.pc);
 	F.pc = NULL;
 	/* The same process, on the same port, a replica now. */
-	bool back = false;
-	for (int i = 0; i < 200 && !back; i++) {
-		int st;
-		assert_int_equal(waitpid(F.p.pid, &st, WNOHANG), 0);
-		redisContext *c = it_connect(&F.p);
-		redisReply *ro = c ? redisCommand(c, "ROLE") : NULL;
-		back = ro != NULL && ro->type == REDIS_REPLY_ARRAY &&
-		       strcmp(ro->element[0]->str, "slave") == 0;
-		if (ro)
-			freeReplyObject(ro);
-		if (c)
-			redisFree(c);
-		if (!back)
-			usleep(50000);
-	}
-	assert_true(back);
+	role_is(&F.p, "slave");
 	assert_true(it_log_has(&F.p, "restarting in place at once without replying"));
 	assert_int_equal(kill(F.r.pid, SIGCONT), 0);
 }
@@ -569,26 +595,6 @@ test_replica_past_ids_max_can_be_promoted(void **state)
 static const char *const SYNC1[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout",
                                     "2000", NULL};
 
-/* Wait (at most 30 s) until d answers ROLE with role (the same process restarts in place). */
-static void
-role_is(const struct it_daemon *d, const char *role)
-{
-	bool is = false;
-	for (int i = 0; i < 600 && !is; i++) {
-		redisContext *c = it_connect(d);
-		redisReply *ro = c ? redisCommand(c, "ROLE") : NULL;
-		is = ro != NULL && ro->type == REDIS_REPLY_ARRAY &&
-		     strcmp(ro->element[0]->str, role) == 0;
-		if (ro)
-			freeReplyObject(ro);
-		if (c)
-			redisFree(c);
-		if (!is)
-			usleep(50000);
-	}
-	assert_true(is);
-}
-
 /* Send "REPLICAOF host port" (or NO ONE) to d; +OK, and d restarts in place. */
 static void
 replicaof(const struct it_daemon *d, const char *host, const char *port)
@@ -644,12 +650,7 @@ ahead_setup(char reply[CREDITS][32])
 	F.pc = it_connect(&F.p);
 	start_replica(&F.r, F.dir, F.p.port, SYNC1);
 	start_replica(&F.x, F.dir, F.p.port, SYNC1);
-	char err[128] = "NOREPLICAS";
-	for (int i = 0; i < 200 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
-		usleep(20000);
-		it_error_of(F.pc, err, sizeof(err), "ACCT.SET 1 BALANCE 100 PLAN basic");
-	}
-	assert_string_equal(err, "");
+	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 	caught_up(&F.p, &F.pc, &F.x, &F.xc);
 	redisFree(F.xc);
@@ -687,12 +688,7 @@ ahead_setup(char reply[CREDITS][32])
 static void
 credits_replay(redisContext *c, char reply[CREDITS][32], tg_money_t b)
 {
-	char err[128] = "NOREPLICAS";
-	for (int i = 0; i < 500 && strncmp(err, "NOREPLICAS", 10) == 0; i++) {
-		usleep(20000);
-		it_error_of(c, err, sizeof(err), "ACCT.CREDIT 1 1.25 cr-0");
-	}
-	assert_string_equal(err, "");
+	first_change(c, "ACCT.CREDIT 1 1.25 cr-0");
 	for (int i = 0; i < CREDITS; i++) {
 		redisReply *r = it_cmd(c, "ACCT.CREDIT 1 1.25 cr-%d", i);
 		assert_int_equal(r->type, REDIS_REPLY_STRING);
