@@ -16,6 +16,9 @@
 
 #include "tg_resp.h"
 
+/* Requests of one connection parsed ahead of execution at once (h->prefetch). */
+#define TG_NET_AHEAD_MAX 32
+
 /* exec() return values */
 #define TG_NET_CONTINUE 0
 #define TG_NET_CLOSE    1 /* send what was written, then close (QUIT, protocol error) */
@@ -75,6 +78,14 @@ struct tg_net_handler {
 	/* Execute one request, appending its reply to out. */
 	int (*exec)(void *arg, unsigned worker, void *session, const struct tg_req *req,
 	            struct tg_out *out);
+	/*
+	 * Optional: the next n (<= TG_NET_AHEAD_MAX) requests of a connection, parsed, before any
+	 * of them is executed (inside the batch: after batch_begin).  A hint to start loading what
+	 * they will touch; it must change nothing, since exec then runs each of them in order
+	 * exactly as without it.
+	 */
+	void (*prefetch)(void *arg, unsigned worker, void *session, const struct tg_req *reqs,
+	                 unsigned n);
 	/* Around each batch of requests from one read (epoch sections, clocks). */
 	void (*batch_begin)(void *arg, unsigned worker);
 	void (*batch_end)(void *arg, unsigned worker);
