@@ -356,18 +356,18 @@ tg_bench_core(int argc, char **argv)
 	                   : c.grants ? "grant + settle"
 	                              : "rated debit";
 	char row[64];
-	printf("%-40s %12s %12s\n", "per second", "1 thread", "all threads");
-	printf("%-40s %12llu %12llu\n", "naive atomic add (baseline)", (unsigned long long)bare1,
+	printf("%-44s %12s %12s\n", "per second", "1 thread", "all threads");
+	printf("%-44s %12llu %12llu\n", "naive atomic add (baseline)", (unsigned long long)bare1,
 	       (unsigned long long)bare_all);
-	printf("%-40s %12llu\n", "atomic add, batched + prefetch", (unsigned long long)barep1);
+	printf("%-44s %12llu\n", "atomic add, batched + prefetch", (unsigned long long)barep1);
 	snprintf(row, sizeof(row), "%s, one by one", what);
-	printf("%-40s %12llu %12llu\n", row, (unsigned long long)one, (unsigned long long)all);
+	printf("%-44s %12llu %12llu\n", row, (unsigned long long)one, (unsigned long long)all);
 	snprintf(row, sizeof(row), "%s, batched + prefetch", what);
-	printf("%-40s %12llu %12llu\n", row, (unsigned long long)bone, (unsigned long long)ball);
-	printf("%-40s %11llu%% %11llu%%\n", "one by one / baseline",
+	printf("%-44s %12llu %12llu\n", row, (unsigned long long)bone, (unsigned long long)ball);
+	printf("%-44s %11llu%% %11llu%%\n", "one by one / baseline",
 	       (unsigned long long)(bare1 ? one * 100 / bare1 : 0),
 	       (unsigned long long)(bare_all ? all * 100 / bare_all : 0));
-	printf("%-40s %11llu%% %11llu%%\n", "batched / baseline",
+	printf("%-44s %11llu%% %11llu%%\n", "batched / baseline",
 	       (unsigned long long)(bare1 ? bone * 100 / bare1 : 0),
 	       (unsigned long long)(bare_all ? ball * 100 / bare_all : 0));
 	printf("threads: %u; batched per thread: %llu\n", threads,

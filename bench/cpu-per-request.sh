@@ -38,6 +38,10 @@
 #                  whole state (about 2 s of CPU for 1M accounts and 2M ids)
 #                  that lands in one run and not the next, and is not part of
 #                  the request path this measures
+#   --together     with BASE-BUILD-DIR: load this tree's tollgated and the base
+#                  one at the same time (two redis-benchmarks at once), so that
+#                  whatever else runs on the machine falls on both alike; each
+#                  server's CPU per request is still its own
 #   --keep         keep the temporary directory (logs) and print its path
 #
 # Everything it starts is stopped, and the segments and the temporary
@@ -53,6 +57,7 @@ workers=1
 port=6710
 modes=relaxed,durable
 keep=no
+together=no
 snap="--snapshot-records 0 --snapshot-interval 0"
 
 usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -68,6 +73,7 @@ while [ $# -gt 0 ]; do
 	--port) port=${2:?}; shift 2 ;;
 	--modes) modes=${2:?}; shift 2 ;;
 	--keep) keep=yes; shift ;;
+	--together) together=yes; shift ;;
 	--snapshots) snap=; shift ;;
 	-h | --help) usage; exit 0 ;;
 	-*) die "unknown option $1 (try --help)" ;;
@@ -172,31 +178,67 @@ cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rated() { redis-cli -p "$1" INFO | tr -d '\r' | awk -F: '$1 == "cdr" || $1 == "replays" { n += $2 } END { print n + 0 }'; }
 
 : >"$tmp/results"
+# start_rb TAG: redis-benchmark against TAG's server, in the background
+start_rb() {
+	eval "pid=\$pid_$1 p=\$port_$1"
+	if [ "$1" = redis ]; then
+		set -- "$1" INCRBY __rand_int__ 1
+	else
+		set -- "$1" CDR __rand_int__ 14155551212 125 c__rand_int__-__rand_int__-__rand_int__
+		eval "n0_$1=$(rated "$p")"
+	fi
+	eval "c0_$1=$(cpu_of "$pid")"
+	st=$1
+	shift
+	redis-benchmark -h 127.0.0.1 -p "$p" -c 50 -P 32 -n "$requests" -r 1000000 --csv "$@" \
+		>"$tmp/rb-$st.out" 2>"$tmp/rb-$st.err" &
+	eval "rb_$st=$!"
+}
+# end_rb TAG: wait for it, check, record "TAG us/request req/s"
+end_rb() {
+	et=$1
+	eval "pid=\$pid_$et p=\$port_$et b=\$rb_$et c0=\$c0_$et"
+	wait "$b" || die "redis-benchmark against $et failed: $(tail -2 "$tmp/rb-$et.err")"
+	c1=$(cpu_of "$pid")
+	rps=$(awk -F'","' 'NR == 2 { print $2 }' "$tmp/rb-$et.out")
+	if [ "$et" != redis ]; then
+		eval "n0=\$n0_$et"
+		n1=$(rated "$p")
+		[ $((n1 - n0)) -eq "$requests" ] || die "$et: $requests sent, $((n1 - n0)) rated"
+	fi
+	us=$(awk -v a="$c0" -v b="$c1" -v t="$tck" -v n="$requests" 'BEGIN { printf("%.3f", (b - a) / t * 1e6 / n) }')
+	say "run $r $et: $us us/request of server CPU ($rps req/s)"
+	echo "$et $us $rps" >>"$tmp/results"
+}
+
+: >"$tmp/results"
+: >"$tmp/results.all"
+: >"$tmp/pairs"
 r=1
 while [ "$r" -le "$runs" ]; do
-	for t in $tags; do
-		eval "pid=\$pid_$t p=\$port_$t"
-		if [ "$t" = redis ]; then
-			set -- INCRBY __rand_int__ 1
+	for tag in $tags; do
+		case "$tag" in base_*) [ "$together" = no ] || continue ;; esac
+		start_rb "$tag"
+		if [ "$together" = yes ] && [ "$tag" != redis ]; then
+			start_rb "base_$tag"
+			end_rb "$tag"
+			end_rb "base_$tag"
 		else
-			set -- CDR __rand_int__ 14155551212 125 c__rand_int__-__rand_int__-__rand_int__
-			n0=$(rated "$p")
+			end_rb "$tag"
 		fi
-		c0=$(cpu_of "$pid")
-		redis-benchmark -h 127.0.0.1 -p "$p" -c 50 -P 32 -n "$requests" -r 1000000 --csv "$@" \
-			>"$tmp/rb.out" 2>"$tmp/rb.err" || die "redis-benchmark against $t failed: $(tail -2 "$tmp/rb.err")"
-		c1=$(cpu_of "$pid")
-		rps=$(awk -F'","' 'NR == 2 { print $2 }' "$tmp/rb.out")
-		if [ "$t" != redis ]; then
-			n1=$(rated "$p")
-			[ $((n1 - n0)) -eq "$requests" ] || die "$t: $requests sent, $((n1 - n0)) rated"
-		fi
-		us=$(awk -v a="$c0" -v b="$c1" -v t="$tck" -v n="$requests" 'BEGIN { printf("%.3f", (b - a) / t * 1e6 / n) }')
-		say "run $r $t: $us us/request of server CPU ($rps req/s)"
-		echo "$t $us $rps" >>"$tmp/results"
 	done
+	# this run's pairs, side by side
+	for m in $modes; do
+		[ -n "$base" ] || continue
+		awk -v m="$m" '$1 == m { a = $2 } $1 == "base_" m { b = $2 } END { if (b > 0) printf("pair_%s %.3f\n", m, a / b) }' \
+			"$tmp/results" >>"$tmp/pairs"
+	done
+	cat "$tmp/results" >>"$tmp/results.all"
+	: >"$tmp/results"
 	r=$((r + 1))
 done
+mv "$tmp/results.all" "$tmp/results"
+cat "$tmp/pairs" >>"$tmp/results"
 
 median() { # tag column
 	awk -v t="$1" -v c="$2" '$1 == t { v[++n] = $c + 0 }
@@ -220,11 +262,14 @@ for m in $modes; do
 	v=$(median "$m" 2)
 	if [ -n "$base" ]; then
 		b=$(median "base_$m" 2)
-		printf '%-22s %12s %12.0f %10s %10s\n' "tollgated $m" "$v" "$(median "$m" 3)" "$(ratio "$v" "$ri")" "$(ratio "$v" "$b")"
+		printf '%-22s %12s %12.0f %10s %10s\n' "tollgated $m" "$v" "$(median "$m" 3)" "$(ratio "$v" "$ri")" "$(median "pair_$m" 2)"
 		printf '%-22s %12s %12.0f %10s\n' "  base $m" "$b" "$(median "base_$m" 3)" "$(ratio "$b" "$ri")"
 	else
 		printf '%-22s %12s %12.0f %10s\n' "tollgated $m" "$v" "$(median "$m" 3)" "$(ratio "$v" "$ri")"
 	fi
 done
 echo "us/request: the server's CPU time (user + system, all threads, /proc/PID/stat) per request."
-echo "x INCRBY: over redis-server's.  x base: over the base tree's, run side by side."
+echo "x INCRBY: over redis-server's (medians).  x base: the median of each run's ratio to the base"
+echo "tree's, measured side by side (--together: at the same time)."
+[ "$together" = no ] || echo "--together: both tollgated servers were loaded at once, each with its own client."
+
