@@ -14,10 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_limits.h"
 #include "tg_resp.h"
-
-/* Requests of one connection parsed ahead of execution at once (h->prefetch). */
-#define TG_NET_AHEAD_MAX 32
 
 /* exec() return values */
 #define TG_NET_CONTINUE 0
