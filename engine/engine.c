@@ -587,12 +587,15 @@ tg_engine_prefetch(struct tg_worker *w, const struct tg_prefetch *p, size_t n)
 			tg_idem_prefetch(e->ids, key);
 		tg_calls_prefetch(e->calls, key);
 	}
+	/* CALL.END and CALL.UPDATE read the limits line too (the day, the call places). */
 	for (size_t i = 0; i < n; i++) {
-		if (p[i].dlen == 0)
-			continue;
 		const struct tg_acct *a = tg_table_find(e->table, p[i].acct);
-		if (a != NULL)
+		if (a == NULL)
+			continue;
+		if (p[i].dlen != 0)
 			tg_engine_prefetch_rating(w, a, p[i].dest, p[i].dlen);
+		else
+			tg_table_prefetch_limits(e->table, a);
 	}
 }
 
