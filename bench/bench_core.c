@@ -5,9 +5,19 @@
  * many prefixes loaded through the real loader, and the engine's own
  * tg_rated_debit (account lookup, plan, longest-prefix match, charge, one
  * atomic debit with the threshold check, usage counters).  Each thread works
- * in batches: it draws the accounts of the next batch, prefetches their
- * records, then rates and debits them.  At the end the books must balance:
- * what the accounts lost equals what the engine says it charged.
+ * in batches of BATCH operations, two ways side by side:
+ *
+ *   one by one   find the account, rate and debit it, then the next: every
+ *                cache miss (account, usage, limits line) waits for the last
+ *   batched      as the server runs a read of pipelined requests: the
+ *                accounts of the next batch are prefetched while this one
+ *                runs; before a batch is applied, each of its accounts' limits
+ *                line, rate-cache entry and plan jump entry is prefetched
+ *                (tg_engine_prefetch_rating); then the batch is applied in order
+ *
+ * and the floor both are compared with: a naive atomic add on each
+ * account's balance, one by one (find, add).  At the end the books must
+ * balance: what the accounts lost equals what the engine says it charged.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -38,6 +48,7 @@ struct core {
 	bool grants; /* -g: a grant and its settlement (reserve, commit) instead of a rated debit */
 	bool postpaid; /* -k postpaid: every account postpaid, at 0 with a credit limit */
 	bool limits;   /* -l: every account has fraud limits, grants go through them */
+	bool batched;  /* prefetch a batch ahead (see the top of the file) */
 	uint16_t day;  /* -l: the UTC day the grants count against */
 	volatile int go;
 };
@@ -59,7 +70,8 @@ run(void *arg)
 	struct tg_worker *w = tg_engine_worker(&c->engine, th->idx);
 	uint64_t seed = 0x9e3779b97f4a7c15ull ^ ((uint64_t)th->idx << 32 | 1);
 	uint64_t ids[BATCH], next[BATCH];
-	uint32_t dsel[BATCH];
+	uint32_t dsel[BATCH], nsel[BATCH];
+	struct tg_acct *acct[BATCH];
 	struct tg_move m;
 	tg_money_t charge;
 
@@ -67,21 +79,39 @@ run(void *arg)
 		;
 	for (unsigned i = 0; i < BATCH; i++) {
 		next[i] = tg_bench_rng(&seed) % c->accounts;
-		tg_table_prefetch(&c->table, next[i]);
+		nsel[i] = (uint32_t)(tg_bench_rng(&seed) % c->ndest);
+		if (c->batched)
+			tg_table_prefetch(&c->table, next[i]);
 	}
 	uint64_t start = tg_mono_ns(), deadline = start + c->run_ns, now;
 	do {
 		tg_worker_enter(w);
 		for (unsigned round = 0; round < 64; round++) {
-			/* This batch's accounts were prefetched during the last one. */
 			memcpy(ids, next, sizeof(ids));
-			for (unsigned i = 0; i < BATCH; i++) {
-				next[i] = tg_bench_rng(&seed) % c->accounts;
-				tg_table_prefetch(&c->table, next[i]);
-				dsel[i] = (uint32_t)(tg_bench_rng(&seed) % c->ndest);
+			memcpy(dsel, nsel, sizeof(dsel));
+			if (c->batched) {
+				/*
+				 * This batch's accounts were prefetched during the last
+				 * one: what rating them reads next starts loading now,
+				 * the next batch's accounts after it.
+				 */
+				for (unsigned i = 0; i < BATCH; i++) {
+					acct[i] = tg_table_find(&c->table, ids[i]);
+					if (acct[i] != NULL && !c->bare)
+						tg_engine_prefetch_rating(w, acct[i],
+						                          c->dests[dsel[i]],
+						                          c->dlen[dsel[i]]);
+				}
 			}
 			for (unsigned i = 0; i < BATCH; i++) {
-				struct tg_acct *a = tg_table_find(&c->table, ids[i]);
+				next[i] = tg_bench_rng(&seed) % c->accounts;
+				nsel[i] = (uint32_t)(tg_bench_rng(&seed) % c->ndest);
+				if (c->batched)
+					tg_table_prefetch(&c->table, next[i]);
+			}
+			for (unsigned i = 0; i < BATCH; i++) {
+				struct tg_acct *a =
+				    c->batched ? acct[i] : tg_table_find(&c->table, ids[i]);
 				if (a == NULL)
 					th->errors++;
 				else if (c->bare)
@@ -300,13 +330,16 @@ tg_bench_core(int argc, char **argv)
 
 	/*
 	 * Side by side: the same loop doing only an atomic add on each account's
-	 * balance (the memory floor), then the rated debits.  The bare adds are
-	 * put back before the books are checked.
+	 * balance (the memory floor), then the rated debits, one by one and
+	 * batched.  The bare adds are put back before the books are checked.
 	 */
 	uint64_t errors = 0;
 	c.bare = true;
 	uint64_t bare1 = measure(&c, 1, &errors);
 	uint64_t bare_all = measure(&c, threads, &errors);
+	c.batched = true;
+	uint64_t barep1 = measure(&c, 1, &errors);
+	c.batched = false;
 	c.bare = false;
 	const tg_money_t start = c.postpaid ? 0 : opening;
 	for (uint64_t id = 0; id < c.accounts; id++) {
@@ -316,19 +349,29 @@ tg_bench_core(int argc, char **argv)
 	c.ops = 0;
 	uint64_t one = measure(&c, 1, &errors);
 	uint64_t all = measure(&c, threads, &errors);
-	printf("%-34s %12s %12s\n", "per second", "1 thread", "all threads");
-	printf("%-34s %12llu %12llu\n", "bare atomic add (baseline)", (unsigned long long)bare1,
+	c.batched = true;
+	uint64_t bone = measure(&c, 1, &errors);
+	uint64_t ball = measure(&c, threads, &errors);
+	const char *what = c.limits   ? "grant + settle, limits"
+	                   : c.grants ? "grant + settle"
+	                              : "rated debit";
+	char row[64];
+	printf("%-44s %12s %12s\n", "per second", "1 thread", "all threads");
+	printf("%-44s %12llu %12llu\n", "naive atomic add (baseline)", (unsigned long long)bare1,
 	       (unsigned long long)bare_all);
-	printf("%-34s %12llu %12llu\n",
-	       c.limits   ? "grant + settle, limits"
-	       : c.grants ? "grant + settle"
-	                  : "rated debit",
-	       (unsigned long long)one, (unsigned long long)all);
-	printf("%-34s %11llu%% %11llu%%\n", "rated / baseline",
+	printf("%-44s %12llu\n", "atomic add, batched + prefetch", (unsigned long long)barep1);
+	snprintf(row, sizeof(row), "%s, one by one", what);
+	printf("%-44s %12llu %12llu\n", row, (unsigned long long)one, (unsigned long long)all);
+	snprintf(row, sizeof(row), "%s, batched + prefetch", what);
+	printf("%-44s %12llu %12llu\n", row, (unsigned long long)bone, (unsigned long long)ball);
+	printf("%-44s %11llu%% %11llu%%\n", "one by one / baseline",
 	       (unsigned long long)(bare1 ? one * 100 / bare1 : 0),
 	       (unsigned long long)(bare_all ? all * 100 / bare_all : 0));
-	printf("threads: %u; rated debits per thread: %llu\n", threads,
-	       (unsigned long long)(all / threads));
+	printf("%-44s %11llu%% %11llu%%\n", "batched / baseline",
+	       (unsigned long long)(bare1 ? bone * 100 / bare1 : 0),
+	       (unsigned long long)(bare_all ? ball * 100 / bare_all : 0));
+	printf("threads: %u; batched per thread: %llu\n", threads,
+	       (unsigned long long)(ball / threads));
 
 	/* The books: what the accounts lost is what the engine charged. */
 	tg_money_t lost = 0;

@@ -167,6 +167,9 @@ tg_calls_init_ids(struct tg_calls **out, size_t capacity, uint32_t id_keep)
 		tg_calls_free(c);
 		return -ENOMEM;
 	}
+	/* Read at random, one slot per request: a TLB miss each with 4 KiB pages. */
+	tg__huge_pages(c->keys, (size_t)nstripes * nslots * sizeof(*c->keys));
+	tg__huge_pages(c->vals, (size_t)nstripes * nslots * sizeof(*c->vals));
 	for (unsigned s = 0; s < nstripes; s++)
 		ck_spinlock_fas_init(&c->stripes[s].lock);
 	c->magic = CALLS_MAGIC;
@@ -217,6 +220,17 @@ tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l)
 	i = find(c, l->stripe, &d);
 	l->entry = i < 0 ? NULL : &c->vals[(size_t)l->stripe * c->nslots + (size_t)i];
 	return l->entry;
+}
+
+void
+tg_calls_prefetch(const struct tg_calls *c, struct tg_digest d)
+{
+	unsigned s = (unsigned)(d.lo & c->mask);
+	uint32_t i = tg__home(&d, c->nslots);
+
+	__builtin_prefetch(&c->stripes[s].lock, 1);
+	__builtin_prefetch(&c->keys[(size_t)s * c->nslots + i], 0);
+	__builtin_prefetch(&c->vals[(size_t)s * c->nslots + i], 1);
 }
 
 /* l must be locked; afterwards it is not, and l->entry is stale. */

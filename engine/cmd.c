@@ -1873,6 +1873,58 @@ max_args(void *arg, void *session)
 	return srv->cfg.max_args;
 }
 
+/*
+ * What a request of the money path will touch, for tg_engine_prefetch:
+ * false for anything else, or arguments that do not parse (exec answers
+ * those; this only looks).
+ */
+static bool
+prefetch_of(const struct tg_req *req, struct tg_prefetch *p)
+{
+	static const struct {
+		const char *name;
+		uint8_t argc, op, id, dest; /* argc: at least; id, dest: argument index (0: none) */
+	} ops[] = {
+	    {"CDR", 5, TG_PF_CDR, 4, 2},
+	    {"CALL.END", 4, TG_PF_CALL_END, 2, 0},
+	    {"CALL.AUTH", 4, TG_PF_CALL_AUTH, 3, 2},
+	    {"CALL.UPDATE", 4, TG_PF_CALL_UPDATE, 2, 0},
+	    {"ACCT.CREDIT", 4, TG_PF_CREDIT, 3, 0},
+	};
+
+	for (size_t i = 0; i < TG_ARRAY_LEN(ops); i++) {
+		if (req->argc < ops[i].argc || !tg_arg_is(&req->argv[0], ops[i].name))
+			continue;
+		const struct tg_arg *id = &req->argv[ops[i].id];
+		if (!tg_arg_u64(&req->argv[1], &p->acct) || p->acct == UINT64_MAX || id->len == 0 ||
+		    id->len > TG_CALLID_MAX)
+			return false;
+		p->op = ops[i].op;
+		p->id = (struct tg_id){.p = id->p, .len = id->len};
+		p->dest = ops[i].dest ? req->argv[ops[i].dest].p : NULL;
+		p->dlen = ops[i].dest ? req->argv[ops[i].dest].len : 0;
+		return true;
+	}
+	return false;
+}
+
+/* The requests of a read about to run: start loading what they will touch. */
+static void
+prefetch(void *arg, unsigned worker, void *session, const struct tg_req *reqs, unsigned n)
+{
+	struct tg_server *srv = arg;
+	struct tg_session *s = session;
+	struct tg_prefetch p[TG_NET_AHEAD_MAX];
+	size_t k = 0;
+
+	TG_ASSERT(n <= TG_NET_AHEAD_MAX);
+	if (!s->authed)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		k += prefetch_of(&reqs[i], &p[k]);
+	tg_engine_prefetch(tg_engine_worker(&srv->engine, worker), p, k);
+}
+
 static void
 batch_begin(void *arg, unsigned worker)
 {
@@ -1947,6 +1999,7 @@ tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 		h->session_peer = session_peer;
 	h->exec = exec;
 	h->detached = detached;
+	h->prefetch = prefetch;
 	h->batch_begin = batch_begin;
 	h->batch_end = batch_end;
 	h->tick = tick;

@@ -491,6 +491,23 @@ add_usage(struct tg_worker *w, struct tg_acct *a, const struct tg_rate *r, tg_mo
 }
 
 /*
+ * The worker's rate-cache entry of (plan, dest), with dest's bytes
+ * zero-padded into d; NULL when dest is too long to be cached.
+ */
+static inline struct tg_rcache_entry *
+rcache_slot(struct tg_worker *w, uint32_t plan, const char *dest, size_t dlen, uint64_t d[3])
+{
+	d[0] = d[1] = d[2] = 0;
+	/* The key is the destination's bytes: longer numbers than E.164 allows skip the cache. */
+	if (TG_UNLIKELY(dlen > 3 * sizeof(uint64_t)))
+		return NULL;
+	memcpy(d, dest, dlen);
+	uint64_t h = tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^
+	                      (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
+	return &w->rcache[h & (TG_RCACHE_SIZE - 1)];
+}
+
+/*
  * The rate of dest for account a, under the worker's pinned plan set: from
  * the worker's cache when this (plan, destination) was rated before.
  */
@@ -499,16 +516,10 @@ rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
          const struct tg_rate **r)
 {
 	uint32_t plan = tg_load_32(&a->plan);
-	struct tg_rcache_entry *c = NULL;
-	uint64_t d[3] = {0, 0, 0};
+	uint64_t d[3];
+	struct tg_rcache_entry *c = rcache_slot(w, plan, dest, dlen, d);
 
-	/* The key is the destination's bytes: longer numbers than E.164 allows skip the cache. */
-	if (TG_LIKELY(dlen <= sizeof(d))) {
-		memcpy(d, dest, dlen);
-		uint64_t h =
-		    tg_mix64(d[0] ^ (d[1] * 0x9e3779b97f4a7c15ull) ^
-		             (d[2] * 0xc2b2ae3d27d4eb4full) ^ ((uint64_t)plan << 40 | dlen));
-		c = &w->rcache[h & (TG_RCACHE_SIZE - 1)];
+	if (TG_LIKELY(c != NULL)) {
 		if (TG_LIKELY(c->rate != NULL && c->d[0] == d[0] && c->d[1] == d[1] &&
 		              c->d[2] == d[2] && c->plan == plan && c->len == dlen)) {
 			*r = c->rate;
@@ -525,6 +536,67 @@ rate_for(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
 		*c = (struct tg_rcache_entry){
 		    .d = {d[0], d[1], d[2]}, .plan = plan, .len = (uint32_t)dlen, .rate = *r};
 	return TG_OK;
+}
+
+void
+tg_engine_prefetch_rating(struct tg_worker *w, const struct tg_acct *a, const char *dest,
+                          size_t dlen)
+{
+	uint32_t plan = tg_load_32((uint32_t *)(uintptr_t)&a->plan);
+	uint64_t d[3];
+	struct tg_rcache_entry *c = rcache_slot(w, plan, dest, dlen, d);
+
+	tg_table_prefetch_limits(w->e->table, a);
+	if (c != NULL) {
+		__builtin_prefetch(c, 0);
+		/* A hit needs nothing more; only a miss walks the plan. */
+		if (c->rate != NULL && c->d[0] == d[0] && c->d[1] == d[1] && c->d[2] == d[2] &&
+		    c->plan == plan && c->len == dlen)
+			return;
+	}
+	const struct tg_plan *p = tg_planset_plan(w->plans, plan);
+	if (p != NULL)
+		tg_plan_prefetch(p, dest, dlen);
+}
+
+static struct tg_digest digest(uint32_t kind, struct tg_id id);
+
+void
+tg_engine_prefetch(struct tg_worker *w, const struct tg_prefetch *p, size_t n)
+{
+	struct tg_engine *e = w->e;
+	static const uint8_t idem_kind[] = {[TG_PF_CDR] = KIND_CDR,
+	                                    [TG_PF_CALL_AUTH] = KIND_END,
+	                                    [TG_PF_CALL_UPDATE] = 0,
+	                                    [TG_PF_CALL_END] = KIND_END,
+	                                    [TG_PF_CREDIT] = KIND_CREDIT};
+
+	TG_ASSERT(w->plans != NULL);
+	for (size_t i = 0; i < n; i++) {
+		const struct tg_prefetch *q = &p[i];
+		TG_ASSERT(q->op < TG_ARRAY_LEN(idem_kind));
+		tg_table_prefetch(e->table, q->acct);
+		if (q->id.len == 0)
+			continue;
+		if (idem_kind[q->op] != 0)
+			tg_idem_prefetch(e->ids, digest(idem_kind[q->op], q->id));
+		if (q->op == TG_PF_CDR || q->op == TG_PF_CREDIT)
+			continue;
+		struct tg_digest key = digest(KIND_CALL, q->id);
+		if (q->op == TG_PF_CALL_AUTH) /* it locks the call's id too (auth_lock) */
+			tg_idem_prefetch(e->ids, key);
+		tg_calls_prefetch(e->calls, key);
+	}
+	/* CALL.END and CALL.UPDATE read the limits line too (the day, the call places). */
+	for (size_t i = 0; i < n; i++) {
+		const struct tg_acct *a = tg_table_find(e->table, p[i].acct);
+		if (a == NULL)
+			continue;
+		if (p[i].dlen != 0)
+			tg_engine_prefetch_rating(w, a, p[i].dest, p[i].dlen);
+		else
+			tg_table_prefetch_limits(e->table, a);
+	}
 }
 
 static uint64_t

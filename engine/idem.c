@@ -399,6 +399,8 @@ tg_idem_init(struct tg_idem **out, size_t capacity, uint32_t window_s)
 		tg_idem_free(w);
 		return -ENOMEM;
 	}
+	/* Read at random, one slot per request: a TLB miss each with 4 KiB pages. */
+	tg__huge_pages(w->slots, (size_t)nstripes * nslots * sizeof(*w->slots));
 	for (unsigned s = 0; s < nstripes; s++)
 		ck_spinlock_fas_init(&w->stripes[s].lock);
 	w->magic = IDEM_MAGIC;

@@ -285,6 +285,23 @@ tg__lpm_free(struct tg__lpm *lpm)
  * Hot path.  Validates the whole destination first (digits only, 1..
  * TG_DEST_MAX), so the walk itself has no checks but the end of the trie.
  */
+void
+tg_plan_prefetch(const struct tg_plan *p, const char *dest, size_t len)
+{
+	const struct tg__lpm *lpm = &p->lpm;
+	uint32_t idx = 0;
+	size_t k = lpm->jump_digits;
+
+	if (len < k || len > TG_DEST_MAX)
+		return;
+	for (size_t i = 0; i < k; i++) {
+		if ((unsigned)(dest[i] - '0') > 9)
+			return;
+		idx = idx * 10 + (uint32_t)(dest[i] - '0');
+	}
+	__builtin_prefetch(&lpm->jump[idx], 0);
+}
+
 const struct tg_rate *
 tg_plan_match(const struct tg_plan *p, const char *dest, size_t len)
 {

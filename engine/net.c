@@ -202,6 +202,9 @@ struct worker {
 	 */
 	uint64_t *ctr;
 	uint64_t own[TG_NETC__COUNT] __attribute__((aligned(64)));
+	/* Requests parsed ahead (conn_run): ahead[0..n_ahead), of ahead_len[i] bytes each. */
+	struct tg_req ahead[TG_NET_AHEAD_MAX];
+	uint32_t ahead_len[TG_NET_AHEAD_MAX];
 };
 
 struct tg_net {
@@ -793,9 +796,48 @@ enum run {
 };
 
 /*
+ * Parse, without executing, the whole requests that follow in buf[0..len)
+ * (at most TG_NET_AHEAD_MAX, stopping at anything but a whole request) into
+ * w->ahead under the limits max_req and max_args, and hand them to
+ * h->prefetch.  Parsing has no effect, so the requests then run exactly as
+ * if parsed one by one; they are only looked at early.  Returns how many.
+ */
+static unsigned
+look_ahead(struct worker *w, struct conn *c, const char *buf, size_t len, size_t max_req,
+           uint32_t max_args)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	size_t pos = 0;
+	unsigned k = 0;
+
+	while (k < TG_NET_AHEAD_MAX && pos < len) {
+		const char *err;
+		size_t n;
+
+		if (tg_resp_parse_args(buf + pos, len - pos, max_req, max_args, &w->ahead[k], &n,
+		                       &err) != TG_PARSE_OK)
+			break;
+		w->ahead_len[k++] = (uint32_t)n;
+		pos += n;
+	}
+	if (k > 0) {
+		batch_enter(w);
+		h->prefetch(h->arg, w->id, c->session, w->ahead, k);
+	}
+	return k;
+}
+
+/*
  * Parse and execute the requests in buf[0..len), appending replies to c->out.
  * *used: bytes consumed (requests and empty lines; all of len on RUN_CLOSE).
  * Stops with RUN_CROSSED as soon as the consumed bytes reach stop_after.
+ *
+ * With h->prefetch, the requests are taken a batch at a time: look_ahead
+ * parses up to TG_NET_AHEAD_MAX of them and lets the handler start loading what
+ * they will touch; they are then executed one by one, in order, from those
+ * parses, as long as the session's limits (max_request, max_args) are those
+ * they were parsed under: a request that changes them (AUTH) sends the
+ * rest back to the parser.
  */
 static enum run
 conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t stop_after,
@@ -803,9 +845,12 @@ conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t s
 {
 	const struct tg_net_handler *h = &w->net->h;
 	size_t pos = 0;
+	unsigned next = 0, ahead = 0; /* w->ahead[next..ahead) start at pos */
+	size_t ahead_req = 0;
+	uint32_t ahead_args = 0;
 
 	for (;;) {
-		struct tg_req req;
+		struct tg_req one, *req = &one;
 		const char *err;
 		size_t n;
 		enum tg_parse r;
@@ -818,8 +863,23 @@ conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t s
 			*used = pos;
 			return RUN_HEADROOM;
 		}
-		r = tg_resp_parse_args(buf + pos, len - pos, max_request(w, c), max_args(w, c),
-		                       &req, &n, &err);
+		size_t mreq = max_request(w, c);
+		uint32_t margs = max_args(w, c);
+		if (next < ahead && (mreq != ahead_req || margs != ahead_args))
+			next = ahead = 0; /* parsed under other limits: parse again */
+		if (next == ahead && h->prefetch != NULL) {
+			next = 0;
+			ahead = look_ahead(w, c, buf + pos, len - pos, mreq, margs);
+			ahead_req = mreq;
+			ahead_args = margs;
+		}
+		if (next < ahead) {
+			req = &w->ahead[next];
+			n = w->ahead_len[next++];
+			r = TG_PARSE_OK;
+		} else {
+			r = tg_resp_parse_args(buf + pos, len - pos, mreq, margs, req, &n, &err);
+		}
 		switch (r) {
 		case TG_PARSE_MORE:
 			*used = pos;
@@ -839,7 +899,7 @@ conn_run(struct worker *w, struct conn *c, const char *buf, size_t len, size_t s
 			TG_ASSERT(n > 0 && n <= len - pos);
 			pos += n;
 			batch_enter(w);
-			rc = h->exec(h->arg, w->id, c->session, &req, &c->out);
+			rc = h->exec(h->arg, w->id, c->session, req, &c->out);
 			if (TG_UNLIKELY(c->out.overflow)) {
 				static const char too_large[] = "-ERR reply too large\r\n";
 

@@ -457,6 +457,13 @@ tg_table_prefetch(const struct tg_table *t, uint64_t id)
 	__builtin_prefetch(&t->slot[i].usage, 1, 3);
 }
 
+void
+tg_table_prefetch_limits(const struct tg_table *t, const struct tg_acct *a)
+{
+	if (tg_load_8((uint8_t *)(uintptr_t)&a->flags) & TG_ACCT_LIMITS)
+		__builtin_prefetch(&t->limits[tg_table_index(t, a)], 1, 3);
+}
+
 struct tg_acct *
 tg_table_find(const struct tg_table *t, uint64_t id)
 {

@@ -60,6 +60,8 @@ struct tg_calls_lock {
 	struct tg_call *entry;
 };
 struct tg_call *tg_calls_lock(struct tg_calls *c, struct tg_digest d, struct tg_calls_lock *l);
+/* Start loading what tg_calls_lock(c, d) will touch first.  A hint: nothing is read or locked. */
+void tg_calls_prefetch(const struct tg_calls *c, struct tg_digest d);
 void tg_calls_unlock(struct tg_calls_lock *l);
 void tg_calls_remove_unlock(struct tg_calls_lock *l);
 enum tg_result tg_calls_insert_unlock(struct tg_calls_lock *l, const struct tg_call *call);

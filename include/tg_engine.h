@@ -304,6 +304,42 @@ enum tg_result tg_refill_claim(struct tg_worker *w, uint64_t acct, struct tg_id 
  */
 enum tg_result tg_rated_debit(struct tg_worker *w, struct tg_acct *a, const char *dest, size_t dlen,
                               uint32_t duration, tg_money_t *charge, struct tg_move *m);
+/*
+ * A batch of requests about to run, for tg_engine_prefetch: what each will
+ * touch.  op says which request (the ids it uses); dest only for CDR and
+ * CALL.AUTH (dlen 0 otherwise).
+ */
+enum tg_prefetch_op {
+	TG_PF_CDR,
+	TG_PF_CALL_AUTH,
+	TG_PF_CALL_UPDATE,
+	TG_PF_CALL_END,
+	TG_PF_CREDIT,
+};
+struct tg_prefetch {
+	uint64_t acct;
+	struct tg_id id;
+	const char *dest;
+	uint32_t dlen;
+	uint8_t op; /* enum tg_prefetch_op */
+};
+/*
+ * Start loading, for the n requests of p, everything their execution reads
+ * first: in one pass the account slots, id-window slots and call-map slots
+ * (none of which needs another to be in cache), then, once the accounts'
+ * lines had the time of that pass to arrive, each account's fraud-limits line,
+ * its entry of the worker's rate cache and the plan's jump-table entry.  Only
+ * between tg_worker_enter and tg_worker_exit.  A hint: it changes nothing,
+ * takes no lock, and the requests then run one by one, in order, exactly as
+ * without it (two of them on the same account or id included).
+ */
+void tg_engine_prefetch(struct tg_worker *w, const struct tg_prefetch *p, size_t n);
+/*
+ * The second step of tg_engine_prefetch for one account a about to be rated
+ * for dest: its limits line, its rate-cache entry, the plan's jump entry.
+ */
+void tg_engine_prefetch_rating(struct tg_worker *w, const struct tg_acct *a, const char *dest,
+                               size_t dlen);
 /* RATE: quote without debiting. */
 enum tg_result tg_quote(struct tg_worker *w, const char *plan, size_t plen, const char *dest,
                         size_t dlen, uint32_t duration, tg_money_t *charge,

@@ -7,6 +7,11 @@
 #ifndef TG_LIMITS_H
 #define TG_LIMITS_H
 
+/*
+ * Pipelined requests of one connection parsed ahead of their execution at
+ * once, so that what they touch is prefetched together (engine/net.c).
+ */
+#define TG_NET_AHEAD_MAX 32
 /* Digits in a destination number or a rate-plan prefix. */
 #define TG_DEST_MAX 32
 /* Bytes in a call id (a SIP Call-ID) or a transaction id. */

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tg_limits.h"
 #include "tg_resp.h"
 
 /* exec() return values */
@@ -75,6 +76,14 @@ struct tg_net_handler {
 	/* Execute one request, appending its reply to out. */
 	int (*exec)(void *arg, unsigned worker, void *session, const struct tg_req *req,
 	            struct tg_out *out);
+	/*
+	 * Optional: the next n (<= TG_NET_AHEAD_MAX) requests of a connection, parsed, before any
+	 * of them is executed (inside the batch: after batch_begin).  A hint to start loading what
+	 * they will touch; it must change nothing, since exec then runs each of them in order
+	 * exactly as without it.
+	 */
+	void (*prefetch)(void *arg, unsigned worker, void *session, const struct tg_req *reqs,
+	                 unsigned n);
 	/* Around each batch of requests from one read (epoch sections, clocks). */
 	void (*batch_begin)(void *arg, unsigned worker);
 	void (*batch_end)(void *arg, unsigned worker);

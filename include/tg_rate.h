@@ -72,6 +72,12 @@ uint32_t tg_plan_id(const struct tg_plan *p);
  * none matches or dest is not 1..TG_DEST_MAX digits.  Never allocates.
  */
 const struct tg_rate *tg_plan_match(const struct tg_plan *p, const char *dest, size_t len);
+/*
+ * Start loading what tg_plan_match(p, dest, len) reads first: the jump-table
+ * entry of dest's leading digits.  A hint: nothing changes, any dest is
+ * accepted.
+ */
+void tg_plan_prefetch(const struct tg_plan *p, const char *dest, size_t len);
 
 /* ---- billing (docs/RATES.md) ---- */
 

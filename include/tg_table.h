@@ -79,6 +79,11 @@ enum tg_result tg_table_insert(struct tg_table *t, uint64_t id, struct tg_acct *
                                bool *created);
 /* Start loading the home slot of id into cache (for batched lookups). */
 void tg_table_prefetch(const struct tg_table *t, uint64_t id);
+/*
+ * Start loading a's fraud-limits line when a has limits (reads a's flags:
+ * call it once a's own line has had time to arrive).  A hint: nothing changes.
+ */
+void tg_table_prefetch_limits(const struct tg_table *t, const struct tg_acct *a);
 /* The usage record of account a. */
 struct tg_usage *tg_table_usage(const struct tg_table *t, const struct tg_acct *a);
 /*

@@ -269,6 +269,17 @@ setup_auth(void **state)
 	return fx_start(f);
 }
 
+/* A larger request allowed before AUTH than after it. */
+static int
+setup_auth_shrinks(void **state)
+{
+	static const char *const f[] = {
+	    "--requirepass", PASSWORD, "--max-request", "128", "--max-request-noauth",
+	    "1024",          NULL};
+	(void)state;
+	return fx_start(f);
+}
+
 static int
 setup_update(void **state)
 {
@@ -1108,6 +1119,78 @@ test_cdr(void **state)
 	assert_int_equal(info_int(fx.c, "conflicts"), 3);
 }
 
+/*
+ * Requests pipelined in one write run as one batch (their accounts, ids
+ * and rates prefetched ahead, docs/BENCHMARKS.md): each must still run as
+ * if alone and in order, when two touch the same account or the same id,
+ * and past the 32 requests one look takes.
+ */
+static void
+test_pipelined_batch_same_account_same_id(void **state)
+{
+	(void)state;
+	acct_new(fx.c, 450, "flat", 10 * U);
+	acct_new(fx.c, 452, "flat", 20 * U);
+	long long cdr0 = info_int(fx.c, "cdr"), rep0 = info_int(fx.c, "replays");
+	long long conf0 = info_int(fx.c, "conflicts");
+	int64_t cost;
+	/* After the three CDRs below: 10 - 0.6 - 1.2 = 8.2 available. */
+	uint32_t grant = model_grant(model_rate("flat", D_NAT), 8200000, MAX_GRANT, &cost);
+	char cr[32];
+	money_fmt(10 * U - 600000 - 1200000 - 600000 + 5 * U, cr);
+	struct {
+		const char *fmt;
+		char want; /* 'm' money, 'i' integer (grant), 'e' error */
+		int64_t v;
+		const char *err;
+	} steps[] = {
+	    {"CDR 450 " D_NAT " 60 p1", 'm', 600000, NULL},
+	    {"CDR 450 " D_NAT " 60 p1", 'm', 600000, NULL}, /* replay in the same batch */
+	    {"CDR 450 " D_NAT " 61 p1", 'e', 0, "CONFLICT"},
+	    {"CDR 450 " D_NAT " 120 p2", 'm', 1200000, NULL}, /* same account, new id */
+	    {"CALL.AUTH 450 " D_NAT " pc1", 'i', grant, NULL},
+	    {"CALL.END 450 pc1 30", 'm', 600000, NULL},
+	    {"CALL.END 450 pc1 30", 'm', 600000, NULL},
+	    {"ACCT.CREDIT 450 5 pt1", 'm', 0, cr},
+	    {"ACCT.CREDIT 450 5 pt1", 'm', 0, cr},
+	    {"CDR 451 " D_NAT " 60 p3", 'e', 0, "NOACCOUNT"},
+	    {"CALL.END 450 nosuch 10", 'e', 0, "NOCALL"},
+	    {"CDR 450 " D_NONE " 60 p4", 'e', 0, "NORATE"},
+	    {"CDR 450 " D_NONE " 60 p4", 'e', 0, "NORATE"}, /* refused: not remembered */
+	};
+	enum { NSTEPS = sizeof(steps) / sizeof(steps[0]), NMANY = 40 };
+	for (size_t i = 0; i < NSTEPS; i++)
+		assert_int_equal(redisAppendCommand(fx.c, steps[i].fmt), REDIS_OK);
+	/* 40 more on one account, each id twice, 20 apart: past one look of 32. */
+	for (int i = 0; i < NMANY; i++)
+		assert_int_equal(redisAppendCommand(fx.c, "CDR 452 %s 60 pm%d", D_NAT, i % 20),
+		                 REDIS_OK);
+	for (size_t i = 0; i < NSTEPS; i++) {
+		redisReply *r = NULL;
+		assert_int_equal(redisGetReply(fx.c, (void **)&r), REDIS_OK);
+		snprintf(last, sizeof(last), "%s", steps[i].fmt);
+		if (steps[i].want == 'e')
+			expect_err(r, steps[i].err);
+		else if (steps[i].want == 'i')
+			expect_int(r, steps[i].v);
+		else if (steps[i].err != NULL)
+			expect_bulk(r, steps[i].err);
+		else
+			expect_money(r, steps[i].v);
+	}
+	for (int i = 0; i < NMANY; i++) {
+		redisReply *r = NULL;
+		assert_int_equal(redisGetReply(fx.c, (void **)&r), REDIS_OK);
+		snprintf(last, sizeof(last), "CDR 452 %s 60 pm%d", D_NAT, i % 20);
+		expect_money(r, 600000);
+	}
+	expect_balance(fx.c, 450, 10 * U - 600000 - 1200000 - 600000 + 5 * U, 0);
+	expect_balance(fx.c, 452, 20 * U - 20 * 600000, 0);
+	assert_int_equal(info_int(fx.c, "cdr") - cdr0, 2 + 20);
+	assert_int_equal(info_int(fx.c, "replays") - rep0, 1 + 1 + 1 + 20);
+	assert_int_equal(info_int(fx.c, "conflicts") - conf0, 1);
+}
+
 /* ------------------------------------------------------------------ */
 /* ACCT.CREDIT                                                         */
 
@@ -1718,10 +1801,45 @@ test_auth(void **state)
 	assert_int_equal(it_raw_write(fd, "QUIT\r\n", 6), 0);
 	raw_expect(fd, "+OK\r\n", 1);
 	close(fd);
+	/*
+	 * AUTH and a request too large before it, in one write: parsed ahead
+	 * under the limit before AUTH, the second is parsed again under the
+	 * limit after it, and runs.
+	 */
+	fd = it_raw_connect(fx.d.port);
+	assert_true(fd >= 0);
+	n = snprintf(req, sizeof(req), "AUTH %s\r\nPING %s\r\n", PASSWORD, big);
+	assert_int_equal(it_raw_write(fd, req, (size_t)n), 0);
+	char want[700];
+	snprintf(want, sizeof(want), "+OK\r\n$300\r\n%s\r\n", big);
+	raw_expect(fd, want, 0);
+	close(fd);
 	/* After AUTH the same request is fine. */
 	redisReply *r = cmd(fx.c, "PING %s", big);
 	expect_bulk(r, big);
 	expect_balance(fx.c, 100, 9400000, 0);
+}
+
+/*
+ * AUTH, then in the same write a request the limit after AUTH refuses but
+ * the one before it allows: requests parsed ahead of AUTH (one batch) are
+ * parsed again under the limit they run under, so it is refused as if
+ * sent alone.
+ */
+static void
+test_request_after_auth_in_same_write_gets_the_limit_after_auth(void **state)
+{
+	char big[301], req[400];
+
+	(void)state;
+	memset(big, 'x', 300);
+	big[300] = '\0';
+	int fd = it_raw_connect(fx.d.port);
+	assert_true(fd >= 0);
+	int n = snprintf(req, sizeof(req), "AUTH %s\r\nPING %s\r\n", PASSWORD, big);
+	assert_int_equal(it_raw_write(fd, req, (size_t)n), 0);
+	raw_expect(fd, "+OK\r\n-ERR Protocol error: request too large\r\n", 1);
+	close(fd);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2649,6 +2767,8 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_nocall_unknown_id_leaves_no_lock, setup_std,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_cdr, setup_std, teardown),
+	    cmocka_unit_test_setup_teardown(test_pipelined_batch_same_account_same_id, setup_std,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_credit, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_set, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_acct_set_postpaid, setup_std, teardown),
@@ -2661,6 +2781,9 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_rate, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_ping_info_command_quit, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_auth, setup_auth, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_request_after_auth_in_same_write_gets_the_limit_after_auth, setup_auth_shrinks,
+	        teardown),
 	    cmocka_unit_test_setup_teardown(test_rates_reload, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_pipeline_10k, setup_std, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_clients, setup_std, teardown),
