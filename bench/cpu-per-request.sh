@@ -17,7 +17,7 @@
 # tollgated with --accounts N accounts (bench/gen-accounts.sh, ids 0..N-1)
 # and the demo rate plans; every run is
 #
-#   redis-benchmark -c 50 -P 32 -n REQUESTS -r 1000000 COMMAND
+#   redis-benchmark -c 50 -P 32 -n REQUESTS -r ACCOUNTS COMMAND
 #
 # and the figure is the server's CPU time (utime + stime of every thread,
 # /proc/PID/stat) over the run divided by the requests.  That drifts much
@@ -25,8 +25,8 @@
 # is checked: every request was rated (cdr + replays counters).
 #
 # Options:
-#   --accounts N   accounts loaded (default 1000000; -r stays 1000000, so fewer
-#                  accounts make NOACCOUNT replies: keep the default)
+#   --accounts N   accounts loaded (default 1000000), ids 0..N-1; the random
+#                  keys are drawn from the same range (-r N), for every server
 #   --requests N   requests per run (default 2000000)
 #   --runs N       runs of each, median reported (default 1)
 #   --workers N    tollgated --workers (default 1)
@@ -190,7 +190,7 @@ start_rb() {
 	eval "c0_$1=$(cpu_of "$pid")"
 	st=$1
 	shift
-	redis-benchmark -h 127.0.0.1 -p "$p" -c 50 -P 32 -n "$requests" -r 1000000 --csv "$@" \
+	redis-benchmark -h 127.0.0.1 -p "$p" -c 50 -P 32 -n "$requests" -r "$accounts" --csv "$@" \
 		>"$tmp/rb-$st.out" 2>"$tmp/rb-$st.err" &
 	eval "rb_$st=$!"
 }
@@ -250,7 +250,7 @@ median() { # tag column
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf("%.2f", b > 0 ? a / b : 0) }'; }
 
 echo
-echo "redis-benchmark -c 50 -P 32 -n $requests -r 1000000; $accounts accounts; --workers $workers; runs: $runs (median)"
+echo "redis-benchmark -c 50 -P 32 -n $requests -r $accounts; $accounts accounts; --workers $workers; runs: $runs (median)"
 if [ -n "$base" ]; then
 	printf '%-22s %12s %12s %10s %10s\n' "server" "us/request" "req/s" "x INCRBY" "x base"
 else
