@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -117,6 +118,29 @@ lsn_of(const struct it_daemon *d, redisContext **c)
 	if (r != NULL)
 		freeReplyObject(r);
 	return v;
+}
+
+/*
+ * Stop d (SIGSTOP) and return once every one of its threads has stopped.
+ * kill() returns when the signal is queued, not when the process is stopped:
+ * one thread (the main one, waiting in sigwait) is woken to take it and only
+ * then stops the others.  Until it runs, the replication receiver, asleep in
+ * recv, still wakes for a record, appends it and sends its ACK: a primary
+ * then rightly replies to a change sent "after" the stop.  A loaded machine
+ * delays that thread for milliseconds (it took up to 9 ms here with the main
+ * thread starved), longer than a primary and a replica need to hold a CDR.
+ * waitpid(WUNTRACED) reports the stop only once the whole group is stopped.
+ */
+static void
+freeze(const struct it_daemon *d)
+{
+	int st = 0;
+	pid_t got;
+	assert_int_equal(kill(d->pid, SIGSTOP), 0);
+	while ((got = waitpid(d->pid, &st, WUNTRACED)) < 0 && errno == EINTR)
+		;
+	assert_int_equal(got, d->pid);
+	assert_true(WIFSTOPPED(st));
 }
 
 /* Wait (at most 30 s) until the replica's journal ends where the primary's does. */
@@ -333,7 +357,7 @@ test_sync_replica_holds_before_the_reply(void **state)
 	it_run_cmd(F.pc, "CDR 1 %s 60 s-1", DEST);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 
-	assert_int_equal(kill(F.r.pid, SIGSTOP), 0);
+	freeze(&F.r);
 	int fd = it_raw_connect(F.p.port);
 	assert_true(fd >= 0);
 	static const char cdr[] =
@@ -352,6 +376,116 @@ test_sync_replica_holds_before_the_reply(void **state)
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 	same_account(F.pc, F.rc, 1);
 	assert_true(it_log_has(&F.p, "refusing money-moving commands"));
+}
+
+/* Every thread of pid on cpu alone (sched_setaffinity of each task). */
+static void
+pin_threads(pid_t pid, int cpu)
+{
+	char path[64];
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		if (e->d_name[0] != '.')
+			assert_int_equal(sched_setaffinity(atoi(e->d_name), sizeof(one), &one), 0);
+	closedir(d);
+}
+
+/* A child that spins on cpu until killed. */
+static pid_t
+spin_on(int cpu)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		cpu_set_t one;
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		sched_setaffinity(0, sizeof(one), &one);
+		for (volatile unsigned long n = 0;; n++)
+			;
+	}
+	return pid;
+}
+
+static void
+spin_end(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/*
+ * The same hold, with a replica slow to stop: the thread that SIGSTOP wakes
+ * (its main thread) starved on one CPU behind two busy loops, its other
+ * threads free on another, as a loaded machine may leave them.  Round after
+ * round a CDR sent once the replica is stopped gets no reply until it runs
+ * again.  With kill() alone in place of freeze(), the replica's receiver
+ * took the CDR and acknowledged it before the stop reached it, and the
+ * primary replied: half the rounds, against none with freeze().
+ */
+static void
+test_sync_replica_slow_to_stop_gets_no_early_reply(void **state)
+{
+	(void)state;
+	cpu_set_t mine;
+	int cpu[2], n = 0;
+	assert_int_equal(sched_getaffinity(0, sizeof(mine), &mine), 0);
+	for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+		if (CPU_ISSET(i, &mine))
+			cpu[n++] = i;
+	if (n < 2)
+		skip(); /* one CPU: no thread of the replica runs while another waits */
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "300",
+	                      NULL};
+	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	/* Its main thread's id is its pid: that one alone waits, on cpu[0]. */
+	pin_threads(F.r.pid, cpu[1]);
+	cpu_set_t first;
+	CPU_ZERO(&first);
+	CPU_SET(cpu[0], &first);
+	assert_int_equal(sched_setaffinity(F.r.pid, sizeof(first), &first), 0);
+	struct sched_param idle = {0};
+	assert_int_equal(sched_setscheduler(F.r.pid, SCHED_IDLE, &idle), 0);
+
+	for (int round = 0; round < 5; round++) {
+		pid_t a = spin_on(cpu[0]), b = spin_on(cpu[0]);
+		it_sleep_ms(100);
+		freeze(&F.r);
+		int fd = it_raw_connect(F.p.port);
+		assert_true(fd >= 0);
+		char cdr[128], id[16], buf[256];
+		int closed;
+		snprintf(id, sizeof(id), "late-%d", round);
+		int len = snprintf(cdr, sizeof(cdr),
+		                   "*5\r\n$3\r\nCDR\r\n$1\r\n1\r\n$11\r\n" DEST
+		                   "\r\n$2\r\n60\r\n$%zu\r\n%s\r\n",
+		                   strlen(id), id);
+		assert_int_equal(it_raw_write(fd, cdr, (size_t)len), 0);
+		/* Past min-replicas-timeout: nothing, whatever round. */
+		size_t got = it_raw_read(fd, buf, sizeof(buf), 800, &closed);
+		spin_end(a);
+		spin_end(b);
+		if (got != 0)
+			fail_msg("round %d: a reply while the replica was stopped: %s", round, buf);
+		assert_int_equal(kill(F.r.pid, SIGCONT), 0);
+		got = it_raw_read(fd, buf, sizeof(buf), 3000, &closed);
+		assert_true(got >= 11);
+		assert_memory_equal(buf, "$5\r\n0.005\r\n", 11);
+		close(fd);
+		caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	}
+	same_account(F.pc, F.rc, 1);
 }
 
 /* `tollstat account acct` on d's segment: the value of its line name, into out. */
@@ -493,7 +627,7 @@ test_demoted_with_a_held_batch_restarts(void **state)
 	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 
-	assert_int_equal(kill(F.r.pid, SIGSTOP), 0);
+	freeze(&F.r);
 	int fd = it_raw_connect(F.p.port);
 	assert_true(fd >= 0);
 	static const char cdr[] =
@@ -851,6 +985,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_follow_failover_and_diverged_return, teardown),
 	    cmocka_unit_test_teardown(test_sync_replica_holds_before_the_reply, teardown),
+	    cmocka_unit_test_teardown(test_sync_replica_slow_to_stop_gets_no_early_reply, teardown),
 	    cmocka_unit_test_teardown(test_replica_past_ids_max_can_be_promoted, teardown),
 	    cmocka_unit_test_teardown(test_replica_table_holds_the_fired_refill, teardown),
 	    cmocka_unit_test_teardown(test_no_replica_streaming_refuses_at_once, teardown),
