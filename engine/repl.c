@@ -831,6 +831,21 @@ tg_repl_take(struct tg_server *srv, const struct tg_repl_sync *q, const char *ip
 	}
 
 	pthread_mutex_lock(&r->mu);
+	/*
+	 * The same replica (address and serving port) connected again: its old
+	 * link, however alive it looks, is done.  Left open, it would count as a
+	 * second replica toward min-replicas-to-write until TCP gave up on it.
+	 */
+	for (unsigned i = 0; i < TG_REPL_REPLICAS_MAX; i++) {
+		struct sender *o = &r->s[i];
+		if (o->used && !o->stop && q->port != 0 && o->port == q->port &&
+		    strcmp(o->ip, ip) == 0) {
+			tg_store_8((uint8_t *)&o->stop, 1);
+			shutdown(o->fd, SHUT_RDWR);
+			tg_log("replication: replica %s:%u connected again: its old link closed",
+			       ip, q->port);
+		}
+	}
 	for (unsigned i = 0; i < TG_REPL_REPLICAS_MAX && s == NULL; i++)
 		if (!r->s[i].used)
 			s = &r->s[i];

@@ -908,6 +908,71 @@ give_records(int fd, const char *dir, uint64_t from, uint64_t upto)
 	tg_journal_close(jr);
 }
 
+/* REPL.SYNC hist lsn port on a new raw connection to d; its first reply line into line. */
+static int
+raw_sync(const struct it_daemon *d, const char *hist, uint64_t lsn, uint16_t port, char *line,
+         size_t cap)
+{
+	char cmd[256], l[24], p[8];
+	int closed;
+	int fd = it_raw_connect(d->port);
+	assert_true(fd >= 0);
+	snprintf(l, sizeof(l), "%llu", (unsigned long long)lsn);
+	snprintf(p, sizeof(p), "%u", port);
+	int n = snprintf(cmd, sizeof(cmd),
+	                 "*4\r\n$9\r\nREPL.SYNC\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n",
+	                 strlen(hist), hist, strlen(l), l, strlen(p), p);
+	assert_int_equal(it_raw_write(fd, cmd, (size_t)n), 0);
+	assert_true(it_raw_read(fd, line, cap, 500, &closed) > 0);
+	return fd;
+}
+
+/*
+ * Defect: a replica that connected again (its old link half dead: no FIN,
+ * no reset) held two sender slots, and both counted toward
+ * min-replicas-to-write until TCP gave up on the old one: with 2, one
+ * replica could stand for two.  The primary now closes the old link of the
+ * same address and serving port when the new one arrives.
+ */
+static void
+test_replica_connecting_again_counts_once(void **state)
+{
+	(void)state;
+	char hist[64], line[256], buf[256];
+	int closed;
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, NULL), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	/* The replica goes; this test speaks for it, twice, from its history. */
+	redisFree(F.rc);
+	F.rc = NULL;
+	uint16_t port = F.r.port;
+	assert_int_equal(it_term(&F.r), 0);
+	last_history(F.r.data, hist, sizeof(hist));
+	long long lsn = lsn_of(&F.p, &F.pc);
+	assert_true(lsn > 0);
+	int old = raw_sync(&F.p, hist, (uint64_t)lsn, port, line, sizeof(line));
+	assert_memory_equal(line, "+CONTINUE ", 10);
+	int fresh = raw_sync(&F.p, hist, (uint64_t)lsn, port, line, sizeof(line));
+	assert_memory_equal(line, "+CONTINUE ", 10);
+	/* The old link is closed by the primary; one replica is connected. */
+	it_raw_read(old, buf, sizeof(buf), 2000, &closed);
+	assert_int_equal(closed, 1);
+	long long n = -1;
+	for (int i = 0; i < 100 && n != 1; i++) {
+		n = it_info(F.pc, "connected_slaves");
+		usleep(20000);
+	}
+	assert_int_equal(n, 1);
+	assert_true(it_log_has(&F.p, "connected again: its old link closed"));
+	close(old);
+	close(fresh);
+}
+
 /*
  * A crash of the new primary in the middle of a takeover: it had half the
  * records on disk.  Started again, it takes the rest over from the same
@@ -993,6 +1058,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_promoted_behind_takes_over_acknowledged_credits,
 	                              teardown),
 	    cmocka_unit_test_teardown(test_takeover_cut_by_a_crash_resumes, teardown),
+	    cmocka_unit_test_teardown(test_replica_connecting_again_counts_once, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
