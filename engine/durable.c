@@ -373,6 +373,7 @@ snap_thread(void *arg)
 	struct tg_durable *d = &srv->dur;
 
 	uint64_t last_snap = tg_mono_ms(), last_spill = tg_mono_ms();
+	unsigned settled = 0;
 
 	/*
 	 * A tick every SPILL_TICK_MS: ids move to disk every SPILL_EVERY_MS, or at
@@ -386,7 +387,20 @@ snap_thread(void *arg)
 		pthread_cond_timedwait(&d->cv, &d->mu, &ts);
 		if (d->stop)
 			break;
+		unsigned asked = d->settle_asked;
 		pthread_mutex_unlock(&d->mu);
+		if (asked != settled) {
+			/* tg_durable_settle: everything journaled, in a snapshot and on disk. */
+			if (catch_up(srv) && d->state.ids.n * 2 > srv->cfg.ids_max)
+				spill(srv, true);
+			snapshot(srv);
+			settled = asked;
+			last_snap = last_spill = tg_mono_ms();
+			pthread_mutex_lock(&d->mu);
+			d->settle_done = asked;
+			pthread_cond_broadcast(&d->cv);
+			continue;
+		}
 		uint64_t now = tg_mono_ms();
 		/*
 		 * A replica's ids are in this thread's state only (its workers take
@@ -437,6 +451,21 @@ tg_durable_start(struct tg_server *srv)
 	}
 	d->thread_started = true;
 	return 0;
+}
+
+void
+tg_durable_settle(struct tg_server *srv)
+{
+	struct tg_durable *d = &srv->dur;
+
+	if (!d->thread_started)
+		return;
+	pthread_mutex_lock(&d->mu);
+	unsigned want = ++d->settle_asked;
+	pthread_cond_broadcast(&d->cv);
+	while (d->settle_done != want && !d->stop)
+		pthread_cond_wait(&d->cv, &d->mu);
+	pthread_mutex_unlock(&d->mu);
 }
 
 void

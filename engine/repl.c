@@ -673,6 +673,8 @@ restart_from_journal(struct tg_repl *r)
 	pthread_mutex_lock(&r->mu);
 	uint16_t port = r->self_port;
 	pthread_mutex_unlock(&r->mu);
+	/* The records taken are in the journal alone: a snapshot holds them before the restart. */
+	tg_durable_settle(srv);
 	tg_log("replication: restarting in place on port %u", port);
 	if (srv->restart_exec != NULL)
 		srv->restart_exec(srv);

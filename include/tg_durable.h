@@ -37,6 +37,7 @@ struct tg_durable {
 	uint64_t snap_lsn;      /* LSN of the newest snapshot */
 	pthread_t thread;
 	bool thread_started, stop;
+	unsigned settle_asked, settle_done; /* tg_durable_settle's requests, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 };
@@ -47,5 +48,14 @@ int tg_durable_open_table(struct tg_server *srv, const struct tg_table_cfg *tcfg
 int tg_durable_install(struct tg_server *srv);
 int tg_durable_start(struct tg_server *srv);
 void tg_durable_stop(struct tg_server *srv);
+/*
+ * Have the snapshot thread catch up with the journal's end, move every id it
+ * holds to disk when memory would be more than half full, and snapshot;
+ * return when it has.  Before a restart in place from a journal that grew
+ * behind the engine's back (a takeover, engine/repl.c): the next start then
+ * replays from that snapshot, not every record taken, and holds no more ids
+ * in memory than ids-max allows.  Nothing without the snapshot thread.
+ */
+void tg_durable_settle(struct tg_server *srv);
 
 #endif
