@@ -41,6 +41,7 @@
 #include "tg_redis_link.h"
 #include "tg_refill.h"
 #include "tg_refill_wire.h"
+#include "ring_tsan.h"
 
 #define REFILL_MAGIC 0x72666c6cu
 
@@ -72,27 +73,6 @@ static const char publish_lua[] = "local id = redis.call('GET', KEYS[2])\n"
                                   "return {id, 1}\n";
 
 #define MS 1000000ull
-
-/*
- * ck_ring moves its indices with volatile accesses and fences, which
- * ThreadSanitizer cannot model, so a TSan build looks away inside the ring
- * calls.  Nothing is lost to the check: what crosses the ring is a hint
- * (slot, seq) that the publisher validates against the record's atomic tag.
- */
-#if defined(TG_TSAN)
-void AnnotateIgnoreReadsBegin(const char *file, int line);
-void AnnotateIgnoreReadsEnd(const char *file, int line);
-void AnnotateIgnoreWritesBegin(const char *file, int line);
-void AnnotateIgnoreWritesEnd(const char *file, int line);
-#define RING_BEGIN()                                                                               \
-	(AnnotateIgnoreReadsBegin(__FILE__, __LINE__),                                             \
-	 AnnotateIgnoreWritesBegin(__FILE__, __LINE__))
-#define RING_END()                                                                                 \
-	(AnnotateIgnoreWritesEnd(__FILE__, __LINE__), AnnotateIgnoreReadsEnd(__FILE__, __LINE__))
-#else
-#define RING_BEGIN() ((void)0)
-#define RING_END()   ((void)0)
-#endif
 
 _Static_assert(sizeof(void *) == 8, "a trigger is a slot index and a seq in one pointer");
 _Static_assert(TG_CAPACITY_MAX + TG_CAPACITY_MAX / 4 < (1ull << 32), "slot index fits 32 bits");

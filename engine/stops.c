@@ -43,6 +43,7 @@
 #include "tg_log.h"
 #include "tg_money.h"
 #include "tg_table.h"
+#include "ring_tsan.h"
 #include "tg_redis_link.h"
 #include "tg_stops.h"
 
@@ -57,22 +58,6 @@
 
 _Static_assert((TG_STOP_RING & (TG_STOP_RING - 1)) == 0, "ck_ring wants a power of two");
 _Static_assert((SET_SLOTS & (SET_SLOTS - 1)) == 0, "the account set masks its hash");
-
-/* See refill.c: ThreadSanitizer cannot model ck_ring's fences; a hint is only a hint. */
-#if defined(TG_TSAN)
-void AnnotateIgnoreReadsBegin(const char *file, int line);
-void AnnotateIgnoreReadsEnd(const char *file, int line);
-void AnnotateIgnoreWritesBegin(const char *file, int line);
-void AnnotateIgnoreWritesEnd(const char *file, int line);
-#define RING_BEGIN()                                                                               \
-	(AnnotateIgnoreReadsBegin(__FILE__, __LINE__),                                             \
-	 AnnotateIgnoreWritesBegin(__FILE__, __LINE__))
-#define RING_END()                                                                                 \
-	(AnnotateIgnoreWritesEnd(__FILE__, __LINE__), AnnotateIgnoreReadsEnd(__FILE__, __LINE__))
-#else
-#define RING_BEGIN() ((void)0)
-#define RING_END()   ((void)0)
-#endif
 
 static const char *const reason_names[] = {
     [TG_STOP_NONE] = NULL,

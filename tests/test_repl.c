@@ -337,6 +337,44 @@ test_follow_failover_and_diverged_return(void **state)
 }
 
 /*
+ * bursts x 1000 CDRs on account 1 through F.pc, pipelined, ids many-0 on:
+ * faster than ids move to disk without pressure (every 5 s).
+ */
+static void
+cdr_bursts(int bursts)
+{
+	for (int k = 0; k < bursts; k++) {
+		for (int i = 0; i < 1000; i++)
+			redisAppendCommand(F.pc, "CDR 1 %s 60 many-%d", DEST, k * 1000 + i);
+		for (int i = 0; i < 1000; i++) {
+			redisReply *rep;
+			assert_int_equal(redisGetReply(F.pc, (void **)&rep), REDIS_OK);
+			assert_int_equal(rep->type, REDIS_REPLY_STRING);
+			freeReplyObject(rep);
+		}
+	}
+}
+
+/*
+ * A primary with min-replicas-to-write 1 (timeout 300 ms) and its replica,
+ * account 1 created once the replica streams (until then a change is
+ * refused at once, NOREPLICAS, not held), both caught up.
+ */
+static void
+sync_pair(void)
+{
+	static const char *const sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout",
+	                                   "300", NULL};
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+}
+
+/*
  * min-replicas-to-write 1: while the only replica is stopped, a CDR gets no
  * reply at all (it is on one node only); once the replica runs again, the
  * reply comes, and the change is on both.
@@ -345,15 +383,7 @@ static void
 test_sync_replica_holds_before_the_reply(void **state)
 {
 	(void)state;
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "300",
-	                      NULL};
-	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, NULL);
-	F.rc = it_connect(&F.r);
-	/* Until a replica streams, a change is refused at once (NOREPLICAS), not held. */
-	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	sync_pair();
 	it_run_cmd(F.pc, "CDR 1 %s 60 s-1", DEST);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 
@@ -440,15 +470,7 @@ test_sync_replica_slow_to_stop_gets_no_early_reply(void **state)
 			cpu[n++] = i;
 	if (n < 2)
 		skip(); /* one CPU: no thread of the replica runs while another waits */
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "300",
-	                      NULL};
-	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, NULL);
-	F.rc = it_connect(&F.r);
-	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
-	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	sync_pair();
 	/* Its main thread's id is its pid: that one alone waits, on cpu[0]. */
 	pin_threads(F.r.pid, cpu[1]);
 	cpu_set_t first;
@@ -617,15 +639,7 @@ static void
 test_demoted_with_a_held_batch_restarts(void **state)
 {
 	(void)state;
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	const char *sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout", "300",
-	                      NULL};
-	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, NULL);
-	F.rc = it_connect(&F.r);
-	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
-	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	sync_pair();
 
 	freeze(&F.r);
 	int fd = it_raw_connect(F.p.port);
@@ -691,16 +705,7 @@ test_replica_past_ids_max_can_be_promoted(void **state)
 	F.rc = it_connect(&F.r);
 	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100000 PLAN basic");
 	/* 60,000 ids in bursts faster than a spill every 5 s without pressure. */
-	for (int k = 0; k < 60; k++) {
-		for (int i = 0; i < 1000; i++)
-			redisAppendCommand(F.pc, "CDR 1 %s 60 many-%d", DEST, k * 1000 + i);
-		for (int i = 0; i < 1000; i++) {
-			redisReply *rep;
-			assert_int_equal(redisGetReply(F.pc, (void **)&rep), REDIS_OK);
-			assert_int_equal(rep->type, REDIS_REPLY_STRING);
-			freeReplyObject(rep);
-		}
-	}
+	cdr_bursts(60);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 	tg_money_t b = it_acct_money(F.pc, 1, "balance");
 	redisFree(F.pc);
@@ -770,6 +775,42 @@ balance_becomes(const struct it_daemon *d, redisContext **c, tg_money_t want)
 }
 
 /*
+ * A (F.p) primary, B (F.r) and C (F.x) its replicas, all with flags; first
+ * taken once they stream, all caught up; then C is killed.
+ */
+static void
+three_nodes_c_down(const char *const *flags, const char *first)
+{
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, flags), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, flags);
+	start_replica(&F.x, F.dir, F.p.port, flags);
+	first_change(F.pc, first);
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	caught_up(&F.p, &F.pc, &F.x, &F.xc);
+	redisFree(F.xc);
+	F.xc = NULL;
+	assert_int_equal(it_kill(&F.x), 0);
+}
+
+/* C comes back with flags following the dead A, and is promoted: it is behind B. */
+static void
+promote_c_behind(const char *const *flags)
+{
+	char of[32];
+	const char *follow[16] = {"--replica-of", of};
+	size_t n = 2;
+	snprintf(of, sizeof(of), "127.0.0.1 %u", F.p.port);
+	for (size_t i = 0; flags[i] != NULL && n < 15; i++)
+		follow[n++] = flags[i];
+	follow[n] = NULL;
+	assert_int_equal(it_restart(&F.x, follow, 0), 0);
+	replicaof(&F.x, "NO", "ONE");
+	role_is(&F.x, "master");
+}
+
+/*
  * A (primary), B and C (replicas), all with min-replicas-to-write 1; C is
  * killed; CREDITS credits are acknowledged by A and B (their replies kept in
  * reply[]); A is killed; C starts again, a replica of the dead A, and is
@@ -779,17 +820,7 @@ balance_becomes(const struct it_daemon *d, redisContext **c, tg_money_t want)
 static tg_money_t
 ahead_setup(char reply[CREDITS][32])
 {
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	assert_int_equal(it_start(&F.p, F.dir, SYNC1), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, SYNC1);
-	start_replica(&F.x, F.dir, F.p.port, SYNC1);
-	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
-	caught_up(&F.p, &F.pc, &F.r, &F.rc);
-	caught_up(&F.p, &F.pc, &F.x, &F.xc);
-	redisFree(F.xc);
-	F.xc = NULL;
-	assert_int_equal(it_kill(&F.x), 0);
+	three_nodes_c_down(SYNC1, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	for (int i = 0; i < CREDITS; i++) {
 		redisReply *r = it_cmd(F.pc, "ACCT.CREDIT 1 1.25 cr-%d", i);
 		assert_int_equal(r->type, REDIS_REPLY_STRING);
@@ -802,15 +833,7 @@ ahead_setup(char reply[CREDITS][32])
 	redisFree(F.pc);
 	F.pc = NULL;
 	assert_int_equal(it_kill(&F.p), 0);
-	/* C comes back following the dead A, and is promoted: it is behind B. */
-	char of[32];
-	snprintf(of, sizeof(of), "127.0.0.1 %u", F.p.port);
-	const char *follow[] = {
-	    "--replica-of", of,  "--min-replicas-to-write", "1", "--min-replicas-timeout",
-	    "2000",         NULL};
-	assert_int_equal(it_restart(&F.x, follow, 0), 0);
-	replicaof(&F.x, "NO", "ONE");
-	role_is(&F.x, "master");
+	promote_c_behind(SYNC1);
 	return b;
 }
 
@@ -894,48 +917,17 @@ test_takeover_past_ids_max_restarts(void **state)
 	                       "--ids-max",
 	                       "20000",
 	                       NULL};
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	assert_int_equal(it_start(&F.p, F.dir, small), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, small);
-	start_replica(&F.x, F.dir, F.p.port, small);
-	first_change(F.pc, "ACCT.SET 1 BALANCE 100000 PLAN basic");
-	caught_up(&F.p, &F.pc, &F.r, &F.rc);
-	caught_up(&F.p, &F.pc, &F.x, &F.xc);
-	redisFree(F.xc);
-	F.xc = NULL;
-	assert_int_equal(it_kill(&F.x), 0);
+	three_nodes_c_down(small, "ACCT.SET 1 BALANCE 100000 PLAN basic");
 	/* 30,000 ids that only A and B hold. */
-	for (int k = 0; k < 30; k++) {
-		for (int i = 0; i < 1000; i++)
-			redisAppendCommand(F.pc, "CDR 1 %s 60 many-%d", DEST, k * 1000 + i);
-		for (int i = 0; i < 1000; i++) {
-			redisReply *rep;
-			assert_int_equal(redisGetReply(F.pc, (void **)&rep), REDIS_OK);
-			assert_int_equal(rep->type, REDIS_REPLY_STRING);
-			freeReplyObject(rep);
-		}
-	}
+	cdr_bursts(30);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 	tg_money_t b = it_acct_money(F.pc, 1, "balance");
 	redisFree(F.pc);
 	F.pc = NULL;
 	assert_int_equal(it_kill(&F.p), 0);
 	/* C, behind, follows the dead A and is promoted; B follows C. */
-	char of[32], port[8];
-	snprintf(of, sizeof(of), "127.0.0.1 %u", F.p.port);
-	const char *follow[] = {"--replica-of",
-	                        of,
-	                        "--min-replicas-to-write",
-	                        "1",
-	                        "--min-replicas-timeout",
-	                        "2000",
-	                        "--ids-max",
-	                        "20000",
-	                        NULL};
-	assert_int_equal(it_restart(&F.x, follow, 0), 0);
-	replicaof(&F.x, "NO", "ONE");
-	role_is(&F.x, "master");
+	promote_c_behind(small);
+	char port[8];
 	snprintf(port, sizeof(port), "%u", F.x.port);
 	replicaof(&F.r, "127.0.0.1", port);
 	balance_becomes(&F.x, &F.xc, b);

@@ -56,7 +56,7 @@ struct tg_mail_line {
 struct tg_mail_bill {
 	const char *subject;
 	const char *what;        /* what happened: a paragraph */
-	const char *action;        /* what the customer should do: a paragraph, or NULL */
+	const char *action;      /* what the customer should do: a paragraph, or NULL */
 	const char *table_title; /* above the lines ("Invoice 7, December 2026"), or NULL */
 	const struct tg_mail_line *lines;
 	unsigned nlines;         /* at most TG_MAIL_LINES_MAX */
