@@ -4,11 +4,13 @@
  * the engine probe the integration tests share (ACCT.GET fields, INFO).
  */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -160,4 +162,31 @@ it_entry_field(const redisReply *entry, const char *name)
 		if (strcmp(kv->element[i]->str, name) == 0)
 			return kv->element[i + 1]->str;
 	return "";
+}
+
+void
+it_first_change(redisContext *c, const char *cmd)
+{
+	char words[256], *argv[16], *save = NULL;
+	int argc = 0;
+	snprintf(words, sizeof(words), "%s", cmd);
+	for (char *w = strtok_r(words, " ", &save); w != NULL && argc < 16;
+	     w = strtok_r(NULL, " ", &save))
+		argv[argc++] = w;
+	for (int i = 0; i < 500; i++) {
+		redisReply *r = redisCommandArgv(c, argc, (const char **)argv, NULL);
+		assert_non_null(r);
+		bool held = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOREPLICAS", 10) == 0;
+		if (!held && r->type == REDIS_REPLY_ERROR) {
+			char why[128];
+			snprintf(why, sizeof(why), "%s", r->str);
+			freeReplyObject(r);
+			fail_msg("%s: %s", cmd, why);
+		}
+		freeReplyObject(r);
+		if (!held)
+			return;
+		usleep(20000);
+	}
+	fail_msg("%s: still NOREPLICAS after 10 s", cmd);
 }

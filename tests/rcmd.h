@@ -46,4 +46,11 @@ const char *it_entry_field(const redisReply *entry, const char *name);
 /* The counter name of INFO all; the test fails when INFO has none. */
 long long it_info(redisContext *c, const char *name);
 
+/*
+ * Send cmd (words split at spaces) until it is taken: with
+ * min-replicas-to-write a primary refuses changes (NOREPLICAS) until its
+ * replicas stream; the test fails after 10 s of that, or on any other error.
+ */
+void it_first_change(redisContext *c, const char *cmd);
+
 #endif

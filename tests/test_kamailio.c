@@ -1647,7 +1647,8 @@ sentinel_setup(void **state)
 	assert_int_equal(it_start(&fx.replica, fx.dir, rflags), 0);
 	fx.e = it_connect(&fx.d);
 	assert_non_null(fx.e);
-	it_run_cmd(fx.e, "ACCT.SET 1005 BALANCE 5 PLAN kam");
+	/* The primary takes no change until its replica streams: this waits for it. */
+	it_first_change(fx.e, "ACCT.SET 1005 BALANCE 5 PLAN kam");
 
 	struct it_sentinel_cfg cfg = {.master_name = GROUP,
 	                              .master_port = fx.d.port,

@@ -159,33 +159,6 @@ caught_up(const struct it_daemon *pd, redisContext **p, const struct it_daemon *
 	assert_int_equal(have, want);
 }
 
-/*
- * Send cmd until it is taken: with min-replicas-to-write a primary refuses
- * changes (NOREPLICAS) until its replicas stream, at most 10 s here.
- */
-static void
-first_change(redisContext *c, const char *cmd)
-{
-	char words[256], *argv[16], *save = NULL;
-	int argc = 0;
-	snprintf(words, sizeof(words), "%s", cmd);
-	for (char *w = strtok_r(words, " ", &save); w != NULL && argc < 16;
-	     w = strtok_r(NULL, " ", &save))
-		argv[argc++] = w;
-	for (int i = 0; i < 500; i++) {
-		redisReply *r = redisCommandArgv(c, argc, (const char **)argv, NULL);
-		assert_non_null(r);
-		bool held = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOREPLICAS", 10) == 0;
-		if (!held && r->type == REDIS_REPLY_ERROR)
-			fail_msg("%s: %s", cmd, r->str);
-		freeReplyObject(r);
-		if (!held)
-			return;
-		usleep(20000);
-	}
-	fail_msg("%s: still NOREPLICAS after 10 s", cmd);
-}
-
 /* The money of account acct, the same on both. */
 static void
 same_account(redisContext *a, redisContext *b, uint64_t acct)
@@ -370,7 +343,7 @@ sync_pair(void)
 	F.pc = it_connect(&F.p);
 	start_replica(&F.r, F.dir, F.p.port, NULL);
 	F.rc = it_connect(&F.r);
-	first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	it_first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 }
 
@@ -786,7 +759,7 @@ three_nodes_c_down(const char *const *flags, const char *first)
 	F.pc = it_connect(&F.p);
 	start_replica(&F.r, F.dir, F.p.port, flags);
 	start_replica(&F.x, F.dir, F.p.port, flags);
-	first_change(F.pc, first);
+	it_first_change(F.pc, first);
 	caught_up(&F.p, &F.pc, &F.r, &F.rc);
 	caught_up(&F.p, &F.pc, &F.x, &F.xc);
 	redisFree(F.xc);
@@ -845,7 +818,7 @@ ahead_setup(char reply[CREDITS][32])
 static void
 credits_replay(redisContext *c, char reply[CREDITS][32], tg_money_t b)
 {
-	first_change(c, "ACCT.CREDIT 1 1.25 cr-0");
+	it_first_change(c, "ACCT.CREDIT 1 1.25 cr-0");
 	for (int i = 0; i < CREDITS; i++) {
 		redisReply *r = it_cmd(c, "ACCT.CREDIT 1 1.25 cr-%d", i);
 		assert_int_equal(r->type, REDIS_REPLY_STRING);
@@ -934,7 +907,7 @@ test_takeover_past_ids_max_restarts(void **state)
 	assert_true(it_log_has(&F.x, "taken over from replica"));
 	nothing_aside();
 	/* The first and the last ids: their first replies, nothing charged again. */
-	first_change(F.xc, "CDR 1 " DEST " 60 many-0");
+	it_first_change(F.xc, "CDR 1 " DEST " 60 many-0");
 	redisReply *rep = it_cmd(F.xc, "CDR 1 %s 60 many-29999", DEST);
 	assert_int_equal(it_money(rep->str), it_money("0.005"));
 	freeReplyObject(rep);
