@@ -305,10 +305,10 @@ spill(struct tg_server *srv, bool pressure)
 	char err[600];
 	uint32_t now = (uint32_t)time(NULL);
 	uint64_t t0 = tg_mono_ms();
-	size_t before = d->state.ids.n;
 
 	if (d->ids == NULL || !catch_up(srv))
 		return;
+	size_t before = d->state.ids.n; /* caught up: the ids this move may take */
 	uint32_t cut = pressure ? UINT32_MAX : now - TG_IDSTORE_MEMORY_AGE;
 	int rc = tg_idstore_spill(d->ids, &d->state, cut, now, err, sizeof(err));
 	if (rc != 0)
