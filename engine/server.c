@@ -136,6 +136,11 @@ open_table(struct tg_server *srv)
 	rc = tg_durable_open_table(srv, &tcfg);
 	if (rc != 0)
 		return rc;
+	/* Read at random, one account a request: 4 KiB pages make each a TLB miss. */
+	if (srv->table.size >= (8u << 20) && tg_table_huge_kib(&srv->table) == 0)
+		tg_log("shm %s: %zu MiB in 4 KiB pages, a TLB miss per account looked up: "
+		       "mount /dev/shm with huge=within_size for huge pages (docs/SHM.md)",
+		       cfg->shm_name, srv->table.size >> 20);
 	if (srv->dur.mode == TG_NOJOURNAL && tg_load_64(&srv->table.hdr->generation) > 1) {
 		/*
 		 * The calls the previous engine had in progress lived in its memory:

@@ -304,8 +304,10 @@ tg_table_open(struct tg_table *t, const struct tg_table_cfg *cfg, char *err, siz
 	}
 	close(fd);
 	/*
-	 * Huge pages spare the TLB on a table of millions of accounts; the kernel
-	 * honours this for shared memory when shmem_enabled is "advise" (docs/SHM.md).
+	 * Huge pages spare the TLB on a table of millions of accounts.  The pages
+	 * are the file's, allocated by posix_fallocate above: they are huge when
+	 * /dev/shm is mounted with huge=within_size or huge=always, and this
+	 * hint does not change that (docs/SHM.md, "Huge pages").
 	 */
 	madvise(base, size, MADV_HUGEPAGE);
 	/*
@@ -1505,4 +1507,27 @@ tg_acct_read(const struct tg_acct *a, struct tg_acct_view *v)
 	v->refill_inflight = (h2 & TG_HOLD_REFILL) != 0;
 	v->refill_seq = tg_load_32(&w->refill_seq);
 	v->calls = tg_load_32(&w->calls);
+}
+
+long
+tg_table_huge_kib(const struct tg_table *t)
+{
+	char line[256];
+	unsigned long lo, hi;
+	long kib = -1;
+	bool ours = false;
+
+	TG_CHECK_OBJ_NOTNULL(t, TG_TABLE_MAGIC);
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
+			ours = lo == (unsigned long)(uintptr_t)t->base;
+		else if (ours && sscanf(line, "ShmemPmdMapped: %ld kB", &kib) == 1)
+			break;
+	}
+	fclose(f);
+	return kib;
 }

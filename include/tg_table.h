@@ -68,6 +68,12 @@ int tg_table_unlink(const char *name);
 
 /* Bytes a segment of capacity accounts takes. */
 size_t tg_table_size(uint64_t capacity);
+/*
+ * KiB of t's mapping the kernel backs with huge pages (ShmemPmdMapped in
+ * /proc/self/smaps); -1 when it cannot tell.  0 on a /dev/shm mounted
+ * without huge= (docs/SHM.md, "Huge pages").
+ */
+long tg_table_huge_kib(const struct tg_table *t);
 
 /* The account id, or NULL.  Lock-free, wait-free for readers. */
 struct tg_acct *tg_table_find(const struct tg_table *t, uint64_t id);

@@ -684,11 +684,33 @@ test_attach_refuses_foreign_segments(void **state)
 	tg_table_unlink(shm_name);
 }
 
+/*
+ * How much of the segment the kernel backs with huge pages is read from
+ * /proc/self/smaps: a figure (0 on a /dev/shm without huge=, the whole
+ * segment's 2 MiB pages with it), never more than the mapping, never the
+ * -1 of a mapping it could not find.
+ */
+static void
+test_huge_pages_are_reported(void **state)
+{
+	struct tg_table t;
+	(void)state;
+
+	make_name("huge");
+	open_table(&t, 200000);
+	long kib = tg_table_huge_kib(&t);
+	assert_true(kib >= 0);
+	assert_true((size_t)kib <= t.size / 1024);
+	tg_table_close(&t);
+	tg_table_unlink(shm_name);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create_mode_and_header),
+	    cmocka_unit_test(test_huge_pages_are_reported),
 	    cmocka_unit_test(test_unpaid_standing),
 	    cmocka_unit_test(test_bad_names_and_capacity),
 	    cmocka_unit_test(test_undersized_shm_fails_at_start),
