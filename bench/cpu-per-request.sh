@@ -42,6 +42,14 @@
 #                  one at the same time (two redis-benchmarks at once), so that
 #                  whatever else runs on the machine falls on both alike; each
 #                  server's CPU per request is still its own
+#   --steady N     steady state: tollgated keeps its default ids-max (4M)
+#                  and gets N CDRs of its own (other call ids, not counted)
+#                  before the runs, so that its id window is full, ids move
+#                  to disk as they do on a server that has run for days, and
+#                  the snapshot thread's tables have stopped growing.  Without
+#                  it ids-max is set above what the runs send, and the runs
+#                  measure a server filling a window that never moves ids
+#                  (the figure of the hot-path issue's command)
 #   --keep         keep the temporary directory (logs) and print its path
 #
 # Everything it starts is stopped, and the segments and the temporary
@@ -59,6 +67,7 @@ modes=relaxed,durable
 keep=no
 together=no
 snap="--snapshot-records 0 --snapshot-interval 0"
+steady=0
 
 usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "cpu-per-request: $*" >&2; exit 1; }
@@ -75,13 +84,14 @@ while [ $# -gt 0 ]; do
 	--keep) keep=yes; shift ;;
 	--together) together=yes; shift ;;
 	--snapshots) snap=; shift ;;
+	--steady) steady=${2:?}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	-*) die "unknown option $1 (try --help)" ;;
 	*) break ;;
 	esac
 done
 [ $# -ge 1 ] && [ $# -le 2 ] || { usage >&2; exit 2; }
-for v in "$accounts" "$requests" "$runs" "$workers" "$port"; do
+for v in "$accounts" "$requests" "$runs" "$workers" "$port" "$steady"; do
 	case "$v" in '' | *[!0-9]*) die "not a number: '$v'" ;; esac
 done
 new=$(cd "$1" && pwd)/engine/tollgated
@@ -136,6 +146,7 @@ say "generating $accounts accounts"
 capacity=$((accounts + accounts / 10 + 1000))
 ids_max=$((2 * runs * requests + 1000000))
 [ "$ids_max" -ge 4000000 ] || ids_max=4000000
+[ "$steady" -eq 0 ] || ids_max=4000000 # the default
 
 # start_tg TAG BINARY MODE PORT: a tollgated; sets pid_TAG and port_TAG
 start_tg() {
@@ -174,7 +185,8 @@ for m in $modes; do
 done
 
 tck=$(getconf CLK_TCK)
-cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# utime and stime of every thread, in clock ticks: "user system"
+cpu_of() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 rated() { redis-cli -p "$1" INFO | tr -d '\r' | awk -F: '$1 == "cdr" || $1 == "replays" { n += $2 } END { print n + 0 }'; }
 
 : >"$tmp/results"
@@ -187,7 +199,7 @@ start_rb() {
 		set -- "$1" CDR __rand_int__ 14155551212 125 c__rand_int__-__rand_int__-__rand_int__
 		eval "n0_$1=$(rated "$p")"
 	fi
-	eval "c0_$1=$(cpu_of "$pid")"
+	eval "c0_$1='$(cpu_of "$pid")'"
 	st=$1
 	shift
 	redis-benchmark -h 127.0.0.1 -p "$p" -c 50 -P 32 -n "$requests" -r "$accounts" --csv "$@" \
@@ -206,10 +218,27 @@ end_rb() {
 		n1=$(rated "$p")
 		[ $((n1 - n0)) -eq "$requests" ] || die "$et: $requests sent, $((n1 - n0)) rated"
 	fi
-	us=$(awk -v a="$c0" -v b="$c1" -v t="$tck" -v n="$requests" 'BEGIN { printf("%.3f", (b - a) / t * 1e6 / n) }')
-	say "run $r $et: $us us/request of server CPU ($rps req/s)"
-	echo "$et $us $rps" >>"$tmp/results"
+	set -- $c0 $c1
+	us=$(awk -v a="$(($1 + $2))" -v b="$(($3 + $4))" -v t="$tck" -v n="$requests" 'BEGIN { printf("%.3f", (b - a) / t * 1e6 / n) }')
+	sys=$(awk -v a="$2" -v b="$4" -v t="$tck" -v n="$requests" 'BEGIN { printf("%.3f", (b - a) / t * 1e6 / n) }')
+	say "run $r $et: $us us/request of server CPU, $sys of it in the kernel ($rps req/s)"
+	echo "$et $us $rps $sys" >>"$tmp/results"
 }
+
+# --steady: each tollgated gets its warm-up, both trees' at the same time
+if [ "$steady" -gt 0 ]; then
+	say "steady state: $steady CDRs to each tollgated first (ids-max $ids_max)"
+	warm=
+	for tag in $tags; do
+		[ "$tag" != redis ] || continue
+		eval "p=\$port_$tag"
+		redis-benchmark -h 127.0.0.1 -p "$p" -c 50 -P 32 -n "$steady" -r "$accounts" -q \
+			CDR __rand_int__ 14155551212 125 w__rand_int__-__rand_int__-__rand_int__ \
+			>"$tmp/warm-$tag.out" 2>&1 &
+		warm="$warm $!"
+	done
+	for w in $warm; do wait "$w" || die "the warm-up failed: $(tail -c 300 "$tmp"/warm-*.out)"; done
+fi
 
 : >"$tmp/results"
 : >"$tmp/results.all"
@@ -251,24 +280,26 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf("%.2f", b > 0 ? a / b : 0) }';
 
 echo
 echo "redis-benchmark -c 50 -P 32 -n $requests -r $accounts; $accounts accounts; --workers $workers; runs: $runs (median)"
+[ "$steady" -eq 0 ] || echo "steady state: ids-max $ids_max, $steady CDRs sent to each tollgated before the runs"
 if [ -n "$base" ]; then
-	printf '%-22s %12s %12s %10s %10s\n' "server" "us/request" "req/s" "x INCRBY" "x base"
+	printf '%-22s %12s %10s %12s %10s %10s\n' "server" "us/request" "kernel" "req/s" "x INCRBY" "x base"
 else
-	printf '%-22s %12s %12s %10s\n' "server" "us/request" "req/s" "x INCRBY"
+	printf '%-22s %12s %10s %12s %10s\n' "server" "us/request" "kernel" "req/s" "x INCRBY"
 fi
 ri=$(median redis 2)
-printf '%-22s %12s %12.0f %10s\n' "redis-server INCRBY" "$ri" "$(median redis 3)" "1.00"
+printf '%-22s %12s %10s %12.0f %10s\n' "redis-server INCRBY" "$ri" "$(median redis 4)" "$(median redis 3)" "1.00"
 for m in $modes; do
 	v=$(median "$m" 2)
 	if [ -n "$base" ]; then
 		b=$(median "base_$m" 2)
-		printf '%-22s %12s %12.0f %10s %10s\n' "tollgated $m" "$v" "$(median "$m" 3)" "$(ratio "$v" "$ri")" "$(median "pair_$m" 2)"
-		printf '%-22s %12s %12.0f %10s\n' "  base $m" "$b" "$(median "base_$m" 3)" "$(ratio "$b" "$ri")"
+		printf '%-22s %12s %10s %12.0f %10s %10s\n' "tollgated $m" "$v" "$(median "$m" 4)" "$(median "$m" 3)" "$(ratio "$v" "$ri")" "$(median "pair_$m" 2)"
+		printf '%-22s %12s %10s %12.0f %10s\n' "  base $m" "$b" "$(median "base_$m" 4)" "$(median "base_$m" 3)" "$(ratio "$b" "$ri")"
 	else
-		printf '%-22s %12s %12.0f %10s\n' "tollgated $m" "$v" "$(median "$m" 3)" "$(ratio "$v" "$ri")"
+		printf '%-22s %12s %10s %12.0f %10s\n' "tollgated $m" "$v" "$(median "$m" 4)" "$(median "$m" 3)" "$(ratio "$v" "$ri")"
 	fi
 done
-echo "us/request: the server's CPU time (user + system, all threads, /proc/PID/stat) per request."
+echo "us/request: the server's CPU time (user + system, all threads, /proc/PID/stat) per request;"
+echo "kernel: the system part of it (the socket reads and writes, the journal's writes)."
 echo "x INCRBY: over redis-server's (medians).  x base: the median of each run's ratio to the base"
 echo "tree's, measured side by side (--together: at the same time)."
 [ "$together" = no ] || echo "--together: both tollgated servers were loaded at once, each with its own client."
