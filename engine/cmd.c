@@ -1932,14 +1932,33 @@ batch_begin(void *arg, unsigned worker)
 	tg_worker_enter(tg_engine_worker(&srv->engine, worker));
 }
 
-/* The replies of the batch are sent after this returns: in durable mode, once on disk. */
+/*
+ * The replies of the batch are sent after this returns, and in durable mode
+ * only once its records are on disk: the commit either waited for that
+ * (replicas to wait for too) or left the LSN to wait for in reply_lsn, and
+ * the worker holds the replies until tg_jw_durable passes it (batch_lsn).
+ */
 static void
 batch_end(void *arg, unsigned worker)
 {
 	struct tg_server *srv = arg;
 	struct tg_worker *w = tg_engine_worker(&srv->engine, worker);
 	tg_worker_exit(w);
-	tg_worker_commit(w);
+	w->reply_lsn = tg_worker_commit_held(w);
+}
+
+static uint64_t
+batch_lsn(void *arg, unsigned worker)
+{
+	struct tg_server *srv = arg;
+	return tg_engine_worker(&srv->engine, worker)->reply_lsn;
+}
+
+static uint64_t
+durable_lsn(void *arg)
+{
+	struct tg_server *srv = arg;
+	return tg_jw_durable(srv->engine.jw);
 }
 
 static void
@@ -2002,5 +2021,9 @@ tg_cmd_handler(struct tg_server *srv, struct tg_net_handler *h)
 	h->prefetch = prefetch;
 	h->batch_begin = batch_begin;
 	h->batch_end = batch_end;
+	if (srv->engine.jw != NULL && tg_jw_mode(srv->engine.jw) == TG_DURABLE) {
+		h->batch_lsn = batch_lsn;
+		h->durable = durable_lsn;
+	}
 	h->tick = tick;
 }

@@ -290,6 +290,31 @@ tg_worker_commit(struct tg_worker *w)
 	w->replayed = false;
 }
 
+uint64_t
+tg_worker_commit_held(struct tg_worker *w)
+{
+	struct tg_engine *e = w->e;
+
+	/* Relaxed, no journal, or replicas to wait for: as tg_worker_commit. */
+	if (e->jw == NULL || tg_jw_mode(e->jw) != TG_DURABLE ||
+	    ck_pr_load_ptr(&e->commit.fn) != NULL) {
+		tg_worker_commit(w);
+		return 0;
+	}
+	uint64_t last = w->stage.n > 0 ? tg_jw_commit_nowait(e->jw, &w->stage) : 0;
+	tg_store_64(&w->open, tg_load_64(&w->open) & ~1ull);
+	if (w->replayed) {
+		/*
+		 * A replayed reply may rest on another worker's batch: once every
+		 * batch open now is committed, it waits for all that was handed out.
+		 */
+		wait_others(w);
+		last = tg_jw_last(e->jw);
+	}
+	w->replayed = false;
+	return last;
+}
+
 void
 tg_engine_journal1(struct tg_engine *e, unsigned type, const void *payload, size_t len)
 {

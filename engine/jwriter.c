@@ -78,6 +78,9 @@ struct tg_jw {
 
 	pthread_t thread;
 	bool thread_started, stop;
+	/* Told, with mu held, each time durable moves (tg_jw_on_durable). */
+	void (*on_durable)(void *arg, uint64_t lsn);
+	void *on_durable_arg;
 
 	/* The disk's books.  room and free_bytes are written under mu, read by anyone. */
 	int64_t room __attribute__((aligned(64))); /* bytes appendable, less those encoded */
@@ -460,7 +463,7 @@ flush_locked(struct tg_jw *jw)
 	char *buf = jw->fill;
 	size_t len = jw->fill_len;
 	uint64_t upto = len > HEAD ? jw->fill_last : jw->synced;
-	uint64_t first = jw->synced + 1, confirmed = jw->durable;
+	uint64_t first = jw->synced + 1, confirmed = jw->durable, before = jw->durable;
 	bool confirm = jw->synced > jw->durable;
 	size_t start = confirm ? 0 : HEAD;
 
@@ -542,6 +545,11 @@ flush_locked(struct tg_jw *jw)
 	        2 * (int64_t)tg_load_64((uint64_t *)&jw->fast))
 		measure(jw);
 	pthread_cond_broadcast(&jw->cv);
+	if (jw->on_durable != NULL && confirmed > before)
+		jw->on_durable(jw->on_durable_arg, confirmed);
+	/* Durable: left over for the writer's thread (tg_jw_commit_nowait), or a CONFIRM owed. */
+	if (jw->cfg.mode == TG_DURABLE && flush_due(jw))
+		pthread_cond_signal(&jw->tick);
 }
 
 static size_t
@@ -553,14 +561,33 @@ stage_bytes(const struct tg_jstage *s)
 	return n;
 }
 
+static uint64_t commit(struct tg_jw *jw, struct tg_jstage *s, uint64_t first, bool wait);
+
 uint64_t
 tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s)
 {
-	return tg_jw_commit_at(jw, s, 0);
+	return commit(jw, s, 0, true);
 }
 
 uint64_t
 tg_jw_commit_at(struct tg_jw *jw, struct tg_jstage *s, uint64_t first)
+{
+	return commit(jw, s, first, true);
+}
+
+uint64_t
+tg_jw_commit_nowait(struct tg_jw *jw, struct tg_jstage *s)
+{
+	return commit(jw, s, 0, false);
+}
+
+/*
+ * Number and encode s into the fill buffer.  With wait, in durable mode,
+ * return once it is durable, flushing when no one else is; without, hand
+ * the flush to the writer's thread.
+ */
+static uint64_t
+commit(struct tg_jw *jw, struct tg_jstage *s, uint64_t first, bool wait)
 {
 	TG_CHECK_OBJ_NOTNULL(jw, JW_MAGIC);
 	if (s->n == 0)
@@ -600,7 +627,11 @@ tg_jw_commit_at(struct tg_jw *jw, struct tg_jstage *s, uint64_t first)
 	tg_store_64((uint64_t *)&jw->room, (uint64_t)(tg_load_64((uint64_t *)&jw->room) - need));
 	ck_pr_fence_store();
 	tg_store_64(&s->bytes, 0);
-	if (jw->cfg.mode == TG_DURABLE) {
+	if (jw->cfg.mode == TG_DURABLE && !wait) {
+		/* The writer's thread flushes it (and the CONFIRM after it). */
+		if (!jw->flushing)
+			pthread_cond_signal(&jw->tick);
+	} else if (jw->cfg.mode == TG_DURABLE) {
 		while (tg_load_64(&jw->durable) < last) {
 			if (!jw->flushing) {
 				flush_locked(jw);
@@ -614,6 +645,16 @@ tg_jw_commit_at(struct tg_jw *jw, struct tg_jstage *s, uint64_t first)
 	if (waited)
 		count(jw, TG_C_journal_waits, 1);
 	return last;
+}
+
+void
+tg_jw_on_durable(struct tg_jw *jw, void (*fn)(void *arg, uint64_t lsn), void *arg)
+{
+	TG_CHECK_OBJ_NOTNULL(jw, JW_MAGIC);
+	pthread_mutex_lock(&jw->mu);
+	jw->on_durable = fn;
+	jw->on_durable_arg = arg;
+	pthread_mutex_unlock(&jw->mu);
 }
 
 uint64_t
@@ -784,6 +825,13 @@ jw_thread(void *arg)
 		uint64_t now = tg_mono_ms();
 		if (jw->cfg.mode == TG_RELAXED && !jw->flushing && flush_due(jw) &&
 		    now - jw->last_flush_ms >= jw->cfg.flush_ms)
+			flush_locked(jw);
+		/*
+		 * Durable: what tg_jw_commit_nowait left is flushed at once, and
+		 * the CONFIRM after it, and whatever queued meanwhile, until
+		 * nothing is due (a waiting committer may take a turn as flusher).
+		 */
+		while (jw->cfg.mode == TG_DURABLE && !jw->stop && !jw->flushing && flush_due(jw))
 			flush_locked(jw);
 		if (!jw->flushing && now >= jw->next_check_ms)
 			measure(jw);

@@ -21,6 +21,10 @@
  * between one h->batch_begin and one h->batch_end (only when the turn
  * executes something); the replies are sent after batch_end, so a handler
  * that makes a batch durable there never has a reply leave first.  A
+ * handler may instead return from batch_end at once and name the position
+ * the batch's replies wait for (h->batch_lsn): each connection then holds
+ * them, in order behind what it already holds, until h->durable passes it,
+ * and the worker serves its other connections meanwhile.  A
  * connection gets at most one send per turn holding every reply it produced,
  * and has at most one send in flight: while it is, bytes that arrive are kept
  * in their provided buffers (in order, parsed when the send completes), so
@@ -91,6 +95,8 @@
 /* How long a stopping worker waits for the kernel to give back its requests. */
 #define DRAIN_MS        2000
 #define TICK_DEFAULT_MS 100
+/* While replies wait for the handler's durable position, it is read this often at least. */
+#define HELD_POLL_NS 1000000
 
 #define NONE16 0xffffu
 #define NONE32 0xffffffffu
@@ -138,6 +144,16 @@ struct conn {
 	uint32_t in_len;                       /* carried bytes of a partial request */
 	uint32_t out_sent;                     /* bytes of out already sent */
 	uint32_t next_free;
+	/*
+	 * Replies held until the handler's durable position passes theirs
+	 * (h->batch_lsn): with pend_lsn set, out[held_from..pend_end) waits for
+	 * pend_lsn and out[pend_end..out.len) for next_lsn (or, when that is 0,
+	 * for pend_lsn too).  Two stages, so a connection fed without pause
+	 * still sees its first stage leave.
+	 */
+	uint32_t held_from, pend_end;
+	uint64_t pend_lsn, next_lsn;
+	bool on_wait;        /* in the worker's list of connections holding replies */
 	uint64_t last_ms;    /* last byte received or sent */
 	uint64_t partial_ms; /* when the carried partial request began */
 	char *in;
@@ -184,10 +200,17 @@ struct worker {
 	size_t conns_bytes;
 	char *connmem;
 	size_t connmem_bytes;
-	uint32_t *dirty; /* connections with replies to send this turn */
-	uint32_t *rearm; /* connections whose recv must be re-armed */
+	uint32_t *dirty;   /* connections with replies to send this turn */
+	uint32_t *rearm;   /* connections whose recv must be re-armed */
+	uint32_t *waiting; /* connections holding replies until the handler's durable position */
 	size_t lists_bytes;
-	uint32_t n_dirty, n_rearm;
+	uint32_t n_dirty, n_rearm, n_waiting;
+	/*
+	 * The lowest position a held reply waits for (0: none), for
+	 * tg_net_durable: written by this worker, read by the thread that
+	 * moves the durable position.
+	 */
+	uint64_t wait_lsn;
 	uint32_t free_head;
 	uint32_t hw;       /* slots [0, hw) have been used */
 	uint32_t held;     /* provided buffers held by connections */
@@ -426,6 +449,13 @@ mark_dirty(struct worker *w, struct conn *c)
 		c->on_dirty = true;
 		w->dirty[w->n_dirty++] = c->idx;
 	}
+}
+
+/* The end of what c may send now: replies held for durability stay. */
+static uint32_t
+sendable(const struct conn *c)
+{
+	return c->pend_lsn != 0 ? c->held_from : c->out.len;
 }
 
 /* Queue c for its recv to be re-armed at the end of this turn (or later). */
@@ -728,6 +758,9 @@ conn_open(struct worker *w, int fd)
 	c->out_sent = 0;
 	c->out.len = 0;
 	c->out.overflow = false;
+	c->held_from = c->pend_end = 0;
+	c->pend_lsn = c->next_lsn = 0;
+	/* on_wait stays: a closed connection's entry leaves the list at the next release. */
 	c->last_ms = w->now_ms;
 	c->partial_ms = 0;
 	c->send_ms = 0;
@@ -1021,10 +1054,12 @@ conn_settle(struct worker *w, struct conn *c)
 {
 	if (c->state != CONN_OPEN || c->send_inflight)
 		return;
-	if (c->out.len > c->out_sent) {
+	if (sendable(c) > c->out_sent) {
 		mark_dirty(w, c);
 		return;
 	}
+	if (c->out.len > c->out_sent)
+		return; /* held until durable: the waiting list sends it */
 	if (c->hold_n == 0 && (c->eof || c->close_after))
 		conn_close(w, c);
 }
@@ -1121,8 +1156,10 @@ on_send(struct worker *w, struct conn *c, const struct io_uring_cqe *cqe)
 	c->out_sent += (uint32_t)cqe->res;
 	TG_ASSERT(c->out_sent <= c->out.len);
 	if (c->out_sent == c->out.len) {
+		TG_ASSERT(c->pend_lsn == 0);
 		c->out.len = 0;
 		c->out_sent = 0;
+		c->held_from = c->pend_end = 0;
 		if (!c->close_after)
 			conn_drain(w, c);
 	}
@@ -1214,6 +1251,86 @@ on_cqe(struct worker *w, const struct io_uring_cqe *cqe)
 		conn_finish(w, c);
 }
 
+/*
+ * The batch that just ended made replies that may leave only once the
+ * handler's durable position passes lsn (0: none of its own).  Each
+ * connection with output this turn holds it behind what it already holds,
+ * so its replies keep their order.
+ */
+static void
+hold_batch(struct worker *w, uint64_t lsn)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	uint64_t durable = lsn != 0 ? h->durable(h->arg) : 0;
+
+	for (uint32_t i = 0; i < w->n_dirty; i++) {
+		struct conn *c = &w->conns[w->dirty[i]];
+
+		if (c->state != CONN_OPEN || c->out.len == c->out_sent)
+			continue;
+		if (c->pend_lsn == 0) {
+			if (lsn <= durable)
+				continue; /* nothing held, nothing to hold: it leaves now */
+			c->held_from = c->out_sent;
+			c->pend_end = c->out.len;
+			c->pend_lsn = lsn;
+		} else if (c->out.len > c->pend_end) {
+			/* Behind what is held: it waits for that too, and for its own. */
+			uint64_t after = c->next_lsn != 0 ? c->next_lsn : c->pend_lsn;
+			c->next_lsn = lsn > after ? lsn : after;
+		}
+		if (!c->on_wait) {
+			c->on_wait = true;
+			w->waiting[w->n_waiting++] = c->idx;
+		}
+	}
+}
+
+/*
+ * Let go of the replies whose position the handler made durable: each
+ * connection's first stage, then its second, which becomes the first.
+ */
+static void
+release_held(struct worker *w)
+{
+	const struct tg_net_handler *h = &w->net->h;
+	uint64_t durable = h->durable(h->arg);
+	uint64_t lowest = 0;
+	uint32_t kept = 0;
+
+	for (uint32_t i = 0; i < w->n_waiting; i++) {
+		struct conn *c = &w->conns[w->waiting[i]];
+
+		if (c->state != CONN_OPEN) {
+			c->on_wait = false;
+			c->pend_lsn = c->next_lsn = 0;
+			continue;
+		}
+		while (c->pend_lsn != 0 && c->pend_lsn <= durable) {
+			c->held_from = c->pend_end;
+			if (c->next_lsn != 0 && c->out.len > c->pend_end) {
+				c->pend_end = c->out.len;
+				c->pend_lsn = c->next_lsn;
+			} else {
+				c->pend_lsn = 0;
+			}
+			c->next_lsn = 0;
+		}
+		if (sendable(c) > c->out_sent)
+			mark_dirty(w, c);
+		if (c->pend_lsn != 0) {
+			w->waiting[kept++] = c->idx;
+			if (lowest == 0 || c->pend_lsn < lowest)
+				lowest = c->pend_lsn;
+		} else {
+			c->on_wait = false;
+		}
+	}
+	w->n_waiting = kept;
+	/* Published before the durable position is read again (worker_loop): no wake is lost. */
+	__atomic_store_n(&w->wait_lsn, lowest, __ATOMIC_SEQ_CST);
+}
+
 /* End of a turn: close the batch, then one send per connection with replies. */
 static void
 turn_end(struct worker *w)
@@ -1225,16 +1342,20 @@ turn_end(struct worker *w)
 		w->in_batch = false;
 		if (h->batch_end)
 			h->batch_end(h->arg, w->id);
+		if (h->batch_lsn != NULL)
+			hold_batch(w, h->batch_lsn(h->arg, w->id));
 	}
+	if (w->n_waiting > 0)
+		release_held(w);
 	for (i = 0; i < w->n_dirty; i++) {
 		struct conn *c = &w->conns[w->dirty[i]];
 
 		c->on_dirty = false;
-		if (c->state == CONN_OPEN && !c->send_inflight && c->out.len > c->out_sent) {
+		if (c->state == CONN_OPEN && !c->send_inflight && sendable(c) > c->out_sent) {
 			struct io_uring_sqe *sqe = sqe_conn(w, c);
 
 			io_uring_prep_send(sqe, c->fd, c->out.buf + c->out_sent,
-			                   c->out.len - c->out_sent, MSG_NOSIGNAL);
+			                   sendable(c) - c->out_sent, MSG_NOSIGNAL);
 			sqe->user_data = ud_make(OP_SEND, c->idx, c->gen);
 			c->send_inflight = true;
 			c->send_ms = w->now_ms;
@@ -1374,7 +1495,7 @@ worker_setup(struct worker *w)
 	w->hold_bytes = (size_t)cfg->buf_count * sizeof(struct hold);
 	w->conns_bytes = (size_t)cfg->max_conns * sizeof(struct conn);
 	w->connmem_bytes = (size_t)cfg->max_conns * n->slot_bytes;
-	w->lists_bytes = (size_t)cfg->max_conns * 2 * sizeof(uint32_t);
+	w->lists_bytes = (size_t)cfg->max_conns * 3 * sizeof(uint32_t);
 	w->br = map(w->br_bytes);
 	w->bufs = map(w->bufs_bytes);
 	w->hold = map(w->hold_bytes);
@@ -1390,6 +1511,7 @@ worker_setup(struct worker *w)
 		return -ENOMEM;
 	}
 	w->rearm = w->dirty + cfg->max_conns;
+	w->waiting = w->rearm + cfg->max_conns;
 
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
@@ -1501,6 +1623,18 @@ worker_loop(struct worker *w)
 
 		ts.tv_sec = (long long)(wait / 1000);
 		ts.tv_nsec = (long long)(wait % 1000) * 1000000;
+		/*
+		 * Replies held for durability: tg_net_durable wakes this worker when
+		 * the position they wait for is reached; if it already was, no wait.
+		 * The poll is a backstop.
+		 */
+		if (w->n_waiting > 0) {
+			uint64_t lowest = __atomic_load_n(&w->wait_lsn, __ATOMIC_SEQ_CST);
+			ts.tv_sec = 0;
+			ts.tv_nsec = lowest != 0 && w->net->h.durable(w->net->h.arg) >= lowest
+			                 ? 0
+			                 : HELD_POLL_NS;
+		}
 		buf_publish(w);
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		w->now_ms = tg_mono_ms();
@@ -1720,6 +1854,20 @@ wake_all(struct tg_net *n)
 	for (unsigned i = 0; i < n->nworkers; i++)
 		if (n->w[i].efd >= 0 && write(n->w[i].efd, &one, sizeof(one)) < 0)
 			continue; /* the tick wakes it anyway */
+}
+
+void
+tg_net_durable(struct tg_net *n, uint64_t lsn)
+{
+	uint64_t one = 1;
+
+	TG_CHECK_OBJ_NOTNULL(n, NET_MAGIC);
+	for (unsigned i = 0; i < n->nworkers; i++) {
+		struct worker *w = &n->w[i];
+		uint64_t want = __atomic_load_n(&w->wait_lsn, __ATOMIC_SEQ_CST);
+		if (want != 0 && want <= lsn && w->efd >= 0 && write(w->efd, &one, sizeof(one)) < 0)
+			continue; /* the worker's poll finds it anyway */
+	}
 }
 
 /*

@@ -294,6 +294,14 @@ start_pubsub(struct tg_server *srv)
 }
 
 /* Step 9: the io_uring workers on the port, serving the command table. */
+/* The journal's durable LSN moved: wake the workers holding replies for it. */
+static void
+durable_moved(void *arg, uint64_t lsn)
+{
+	struct tg_server *srv = arg;
+	tg_net_durable(srv->net, lsn);
+}
+
 static int
 start_net(struct tg_server *srv)
 {
@@ -327,6 +335,9 @@ start_net(struct tg_server *srv)
 	}
 	tg_store_ptr(&srv->net, net);
 	srv->port = tg_net_port(srv->net);
+	/* Durable mode: replies held for the disk leave as soon as the flush that covers them. */
+	if (srv->engine.jw != NULL && tg_jw_mode(srv->engine.jw) == TG_DURABLE)
+		tg_jw_on_durable(srv->engine.jw, durable_moved, srv);
 	return 0;
 }
 
@@ -359,6 +370,9 @@ void
 tg_server_stop(struct tg_server *srv)
 {
 	tg_repl_stopping(srv);
+	/* No call into the network layer once it stops (none is running after this). */
+	if (srv->net != NULL && srv->engine.jw != NULL)
+		tg_jw_on_durable(srv->engine.jw, NULL, NULL);
 	if (srv->net)
 		tg_net_stop(srv->net);
 	srv->net = NULL;

@@ -66,6 +66,7 @@ struct tg_worker {
 	 */
 	uint64_t open;
 	bool replayed;
+	uint64_t reply_lsn; /* durable mode: what the last batch's replies wait for (cmd.c) */
 	/* The AUTH user of the command being executed (the ledger's "who"), or NULL. */
 	const char *who;
 };
@@ -183,6 +184,13 @@ int tg_engine_journal(struct tg_engine *e, struct tg_jw *jw);
  * are on disk.  Called at the end of every batch, before any reply is sent.
  */
 void tg_worker_commit(struct tg_worker *w);
+/*
+ * tg_worker_commit that, in durable mode with no replicas to wait for, does
+ * not wait for the disk: it returns the LSN the batch's replies must wait
+ * for (tg_jw_durable past it) and the caller holds them until then.  0: they
+ * may leave now (relaxed, no journal, nothing staged, or it waited itself).
+ */
+uint64_t tg_worker_commit_held(struct tg_worker *w);
 /* One record from a thread that is no worker (the refill publisher); durable on return. */
 void tg_engine_journal1(struct tg_engine *e, unsigned type, const void *payload, size_t len);
 /*

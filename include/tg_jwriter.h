@@ -4,10 +4,13 @@
  * Workers stage the records of a batch in their own tg_jstage while they
  * apply it (no lock, no I/O), then commit the stage once at the end of the
  * batch.  Commit takes the writer's lock just long enough to number the
- * records and encode them into the shared fill buffer.  In durable mode it
- * then returns only once those records are on disk: the first committer to
- * find no flush in progress becomes the flusher, takes the whole fill buffer
- * (its own records and every other worker's), writes it with one io_uring
+ * records and encode them into the shared fill buffer.  In durable mode
+ * tg_jw_commit then returns only once those records are on disk, and
+ * tg_jw_commit_nowait at once, leaving the caller to hold its replies until
+ * tg_jw_durable passes them (the workers do: engine/net.c).  Whoever finds
+ * no flush in progress when one is due — a waiting committer, or the
+ * writer's thread, woken by commit_nowait — becomes the flusher, takes the
+ * whole fill buffer (every worker's records), writes it with one io_uring
  * write linked to one fdatasync, and wakes the others.  One sync covers
  * every batch that arrived while the previous one ran: that is the group
  * commit.  In relaxed mode commit returns at once and the writer's thread
@@ -161,11 +164,24 @@ uint64_t tg_jw_wait_synced(struct tg_jw *jw, uint64_t after, uint32_t timeout_ms
  */
 uint64_t tg_jw_commit(struct tg_jw *jw, struct tg_jstage *s);
 /*
+ * tg_jw_commit without the wait: the records are numbered and encoded, and
+ * in durable mode the writer's thread flushes them; the caller holds what
+ * depends on them until tg_jw_durable passes the LSN returned (0: s was
+ * empty).  In relaxed mode the same as tg_jw_commit.
+ */
+uint64_t tg_jw_commit_nowait(struct tg_jw *jw, struct tg_jstage *s);
+/*
  * tg_jw_commit for records another journal numbered (tg_jw_stage_at): only
  * when the first of them takes LSN first.  Otherwise nothing is written, s
  * is emptied and 0 returned (a record of this node's own came between).
  */
 uint64_t tg_jw_commit_at(struct tg_jw *jw, struct tg_jstage *s, uint64_t first);
+/*
+ * fn(arg, lsn) is called, on the flushing thread with the writer's lock
+ * held, each time the durable LSN moves (to lsn); it may not call into the
+ * writer.  NULL stops the calls: once this returns, none is running.
+ */
+void tg_jw_on_durable(struct tg_jw *jw, void (*fn)(void *arg, uint64_t lsn), void *arg);
 /* Sync everything committed so far, in any mode; returns the durable LSN. */
 uint64_t tg_jw_sync(struct tg_jw *jw);
 

@@ -88,6 +88,18 @@ struct tg_net_handler {
 	void (*batch_begin)(void *arg, unsigned worker);
 	void (*batch_end)(void *arg, unsigned worker);
 	/*
+	 * Optional, together: for a handler whose batch_end may return before
+	 * what the batch changed is durable.  batch_lsn, read right after
+	 * batch_end, is the position the batch's replies wait for (0: none);
+	 * durable is the position reached, from any worker.  A connection's
+	 * replies leave once durable passes their batch's position, in order;
+	 * meanwhile the worker goes on with other connections.  Whoever moves
+	 * the durable position calls tg_net_durable, which wakes the workers
+	 * holding replies it releases; they also read it every millisecond.
+	 */
+	uint64_t (*batch_lsn)(void *arg, unsigned worker);
+	uint64_t (*durable)(void *arg);
+	/*
 	 * A connection whose exec returned TG_NET_DETACH: its replies are sent,
 	 * nothing of it is in the kernel, session_close has run (the session's
 	 * memory is still readable here, and only here).  fd is the callee's
@@ -125,6 +137,12 @@ struct tg_net_cfg {
 struct tg_net;
 
 /* Bind, start the workers.  Returns 0 or -errno (with a sentence in err). */
+/*
+ * The durable position (h->durable) reached lsn: wake the workers holding
+ * replies that wait for no more.  Any thread; an eventfd write per such
+ * worker.  Call it after h->durable returns lsn.
+ */
+void tg_net_durable(struct tg_net *n, uint64_t lsn);
 int tg_net_start(struct tg_net **out, const struct tg_net_cfg *cfg, const struct tg_net_handler *h,
                  char *err, size_t errlen);
 /* The port actually bound. */

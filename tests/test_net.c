@@ -977,6 +977,138 @@ test_bind_errors(void **state)
 	assert_non_null(strstr(err, "buf_count"));
 }
 
+/* ------------------------------------------------------------------ */
+/* replies held until durable (batch_lsn, durable)                     */
+
+/*
+ * A handler with a pretend journal: WRITE takes the next position and
+ * replies with it, READ replies +OK and takes none; a batch's position is
+ * its last WRITE's, and what is durable is what the test says.
+ */
+static uint64_t held_next;    /* positions handed out (workers) */
+static uint64_t held_durable; /* the durable position (the test) */
+static uint64_t held_batch;   /* the open batch's position (one worker) */
+
+static int
+held_exec(void *arg, unsigned worker, void *session, const struct tg_req *req, struct tg_out *out)
+{
+	(void)arg;
+	(void)worker;
+	(void)session;
+	if (tg_arg_is(&req->argv[0], "WRITE")) {
+		held_batch = __atomic_add_fetch(&held_next, 1, __ATOMIC_RELAXED);
+		tg_out_int(out, (long long)held_batch);
+	} else {
+		tg_out_status(out, "OK");
+	}
+	return TG_NET_CONTINUE;
+}
+
+static void
+held_batch_end(void *arg, unsigned worker)
+{
+	(void)arg;
+	(void)worker;
+}
+
+static uint64_t
+held_batch_lsn(void *arg, unsigned worker)
+{
+	(void)arg;
+	(void)worker;
+	uint64_t lsn = held_batch;
+	held_batch = 0;
+	return lsn;
+}
+
+static uint64_t
+held_durable_lsn(void *arg)
+{
+	(void)arg;
+	return __atomic_load_n(&held_durable, __ATOMIC_ACQUIRE);
+}
+
+static const struct tg_net_handler held_handler = {
+    .session_size = sizeof(struct session),
+    .max_request = h_max_request,
+    .exec = held_exec,
+    .batch_end = held_batch_end,
+    .batch_lsn = held_batch_lsn,
+    .durable = held_durable_lsn,
+};
+
+/* Whether fd has bytes to read within ms. */
+static bool
+readable(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, ms) == 1;
+}
+
+/*
+ * A reply leaves only once the durable position passes its batch's, and
+ * never before a reply that was held ahead of it on the same connection;
+ * meanwhile the worker serves other connections.  Each connection's second
+ * stage waits for its own position, and a connection closed with replies
+ * held frees its slot for the next.
+ */
+static void
+test_replies_held_until_durable(void **state)
+{
+	struct tg_net_cfg cfg = base_cfg();
+	struct tg_net *n = NULL;
+	struct rclient a, b;
+	char err[256] = "";
+	(void)state;
+
+	cfg.workers = 1;
+	__atomic_store_n(&held_next, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&held_durable, 0, __ATOMIC_RELEASE);
+	assert_int_equal(tg_net_start(&n, &cfg, &held_handler, err, sizeof(err)), 0);
+	rc_open(&a, tg_net_port(n));
+	rc_open(&b, tg_net_port(n));
+
+	/* WRITE is held; another connection's READ is not. */
+	send_all(a.fd, "WRITE\r\n", 7);
+	assert_false(readable(a.fd, 300));
+	send_all(b.fd, "READ\r\n", 6);
+	expect_status(&b, "OK");
+	/* A READ behind the held WRITE waits for it, and leaves with it in order. */
+	send_all(a.fd, "READ\r\n", 6);
+	assert_false(readable(a.fd, 300));
+	__atomic_store_n(&held_durable, 1, __ATOMIC_RELEASE);
+	expect_int(&a, 1);
+	expect_status(&a, "OK");
+
+	/* Two stages: position 2 leaves when it is durable, 3 only after. */
+	send_all(a.fd, "WRITE\r\n", 7);
+	assert_false(readable(a.fd, 200));
+	send_all(a.fd, "WRITE\r\n", 7);
+	assert_false(readable(a.fd, 200));
+	__atomic_store_n(&held_durable, 2, __ATOMIC_RELEASE);
+	expect_int(&a, 2);
+	assert_false(readable(a.fd, 300));
+	__atomic_store_n(&held_durable, 3, __ATOMIC_RELEASE);
+	expect_int(&a, 3);
+
+	/* Closed with a reply held: the slot serves the next connection. */
+	send_all(a.fd, "WRITE\r\n", 7);
+	assert_false(readable(a.fd, 200));
+	rc_close(&a);
+	rc_open(&a, tg_net_port(n));
+	send_all(a.fd, "READ\r\n", 6);
+	expect_status(&a, "OK");
+	__atomic_store_n(&held_durable, 4, __ATOMIC_RELEASE);
+	send_all(a.fd, "WRITE\r\n", 7);
+	assert_false(readable(a.fd, 200));
+	__atomic_store_n(&held_durable, 5, __ATOMIC_RELEASE);
+	expect_int(&a, 5);
+
+	rc_close(&a);
+	rc_close(&b);
+	tg_net_stop(n);
+}
+
 int
 main(void)
 {
@@ -994,6 +1126,7 @@ main(void)
 		cmocka_unit_test(test_reset_mid_stream),
 		cmocka_unit_test(test_quit_and_half_close),
 		cmocka_unit_test(test_callbacks),
+		cmocka_unit_test(test_replies_held_until_durable),
 	};
 	const struct CMUnitTest own[] = {
 		cmocka_unit_test(test_idle_timeout),
