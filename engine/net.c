@@ -1054,12 +1054,14 @@ conn_settle(struct worker *w, struct conn *c)
 {
 	if (c->state != CONN_OPEN || c->send_inflight)
 		return;
-	if (sendable(c) > c->out_sent) {
+	/*
+	 * Every connection with output to send is on the dirty list, held or
+	 * not: the end of the batch must see what it added behind held replies.
+	 */
+	if (c->out.len > c->out_sent) {
 		mark_dirty(w, c);
 		return;
 	}
-	if (c->out.len > c->out_sent)
-		return; /* held until durable: the waiting list sends it */
 	if (c->hold_n == 0 && (c->eof || c->close_after))
 		conn_close(w, c);
 }
