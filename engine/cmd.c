@@ -263,8 +263,10 @@ cmd_cdr(struct ctx *c)
 		return TG_NET_CONTINUE;
 	/*
 	 * AT <unix-seconds>: when the call started.  A CDR older than the horizon
-	 * (ids-window) is refused with STALE and not remembered: its id may have
-	 * been forgotten, so charging it could charge twice (docs/PROTOCOL.md).
+	 * (ids-window, or shorter where ids were forgotten before their time:
+	 * tg_idstore_forgot) is refused with STALE and not remembered: its id
+	 * may have been forgotten, so charging it could charge twice
+	 * (docs/PROTOCOL.md).
 	 */
 	if (c->req->argc != 5) {
 		uint64_t at;
@@ -275,7 +277,8 @@ cmd_cdr(struct ctx *c)
 		if (!tg_arg_u64(&c->req->argv[6], &at) || at > (uint64_t)c->w->now_s + 86400)
 			return reply_err(c, "invalid AT '%s' (Unix seconds, not in the future)",
 			                 show(&c->req->argv[6], b));
-		if (at + c->w->e->cfg.ids_window < c->w->now_s) {
+		if (at + c->w->e->cfg.ids_window < c->w->now_s ||
+		    at < tg_idstore_forgot(c->w->e->idstore)) {
 			tg_count(c->w, TG_C_cdr_stale, 1);
 			return reply_result(c, TG_STALE);
 		}
@@ -1518,18 +1521,20 @@ cmd_info(struct ctx *c)
 			tg_idstore_info(e->idstore, &ii);
 			uint32_t now = (uint32_t)time(NULL);
 			size_t mem = tg_idem_count(e->ids);
-			info_add(
-			    &i,
-			    "ids_memory:%zu\r\nids_memory_capacity:%llu\r\nids_memory_bytes:%"
-			    "llu\r\n"
-			    "ids_disk:%llu\r\nids_disk_runs:%llu\r\nids_disk_bytes:%llu\r\n"
-			    "ids_disk_ram_bytes:%llu\r\nids_horizon_oldest:%u\r\n"
-			    "ids_horizon_seconds:%u\r\nids_window:%u\r\n",
-			    mem, (unsigned long long)e->cfg.ids_max,
-			    (unsigned long long)tg_idem_bytes(e->ids), (unsigned long long)ii.ids,
-			    (unsigned long long)ii.runs, (unsigned long long)ii.disk_bytes,
-			    (unsigned long long)ii.ram_bytes, ii.oldest,
-			    ii.oldest && ii.oldest < now ? now - ii.oldest : 0, e->cfg.ids_window);
+			info_add(&i,
+			         "ids_memory:%zu\r\nids_memory_capacity:%llu\r\nids_memory_bytes:%"
+			         "llu\r\n"
+			         "ids_disk:%llu\r\nids_disk_runs:%llu\r\nids_disk_bytes:%llu\r\n"
+			         "ids_disk_ram_bytes:%llu\r\nids_horizon_oldest:%u\r\n"
+			         "ids_horizon_seconds:%u\r\nids_window:%u\r\nids_forgotten_before:%"
+			         "u\r\n",
+			         mem, (unsigned long long)e->cfg.ids_max,
+			         (unsigned long long)tg_idem_bytes(e->ids),
+			         (unsigned long long)ii.ids, (unsigned long long)ii.runs,
+			         (unsigned long long)ii.disk_bytes,
+			         (unsigned long long)ii.ram_bytes, ii.oldest,
+			         ii.oldest && ii.oldest < now ? now - ii.oldest : 0,
+			         e->cfg.ids_window, tg_idstore_forgot(e->idstore));
 		}
 		if (strcmp(sections[k], "journal") == 0) { /* its gauges */
 			enum tg_jw_disk disk = e->jw ? tg_jw_disk(e->jw) : TG_JW_DISK_OK;

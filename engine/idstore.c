@@ -31,6 +31,7 @@
 #include <ck_pr.h>
 
 #include "tg_assert.h"
+#include "tg_atomic.h"
 #include "tg_idrun.h"
 #include "tg_idstore.h"
 #include "tg_log.h"
@@ -53,7 +54,18 @@ struct tg_idstore {
 	struct run *runs;      /* newest first */
 	size_t nruns;
 	uint32_t seq; /* the next run's sequence */
+	/*
+	 * Every id first seen before this (Unix seconds) may have been forgotten
+	 * before its time (a run cut: ids-disk-max, the disk): 0 when none was.
+	 * Kept in FORGOT_NAME; written by the snapshot thread, read by workers.
+	 */
+	uint32_t forgot;
 };
+
+/* The watermark of ids forgotten before their time, in the data directory. */
+#define FORGOT_NAME "ids-forgot"
+
+static int forgot_load(struct tg_idstore *s, char *err, size_t errlen);
 
 static void
 count(struct tg_idstore *s, enum tg_counter c, uint64_t n)
@@ -336,6 +348,9 @@ tg_idstore_open(struct tg_idstore **out, const struct tg_idstore_cfg *cfg, char 
 		snprintf(err, errlen, "ids: cannot list %s: %s", s->dir, strerror(-rc));
 		goto fail;
 	}
+	rc = forgot_load(s, err, errlen);
+	if (rc != 0)
+		goto fail;
 	struct tg_idem_disk hook = {.find = find_hook, .arg = s};
 	rc = tg_idem_set_disk(cfg->ids, &hook, cfg->disk_max);
 	if (rc != 0) {
@@ -596,6 +611,107 @@ merge(struct tg_idstore *s, const size_t *at, size_t k, uint32_t horizon_start, 
  * full-size runs and a few small ones.  Runs wholly past the horizon go as they
  * are; past ids-disk-max the oldest runs go first.
  */
+/* Write FORGOT_NAME: a new file, synced, renamed over the old, the directory synced. */
+static int
+forgot_save(const struct tg_idstore *s, uint32_t before)
+{
+	char tmp[600], path[600], text[16];
+	int n = snprintf(text, sizeof(text), "%" PRIu32 "\n", before);
+
+	snprintf(tmp, sizeof(tmp), "%s/" FORGOT_NAME ".new", s->dir);
+	snprintf(path, sizeof(path), "%s/" FORGOT_NAME, s->dir);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int rc = write(fd, text, (size_t)n) == n && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
+	close(fd);
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc == 0) {
+		int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0)
+			rc = -errno;
+		if (dfd >= 0)
+			close(dfd);
+	}
+	if (rc != 0)
+		(void)unlink(tmp);
+	return rc;
+}
+
+/*
+ * Read FORGOT_NAME into s->forgot (none: 0).  -EPROTO, with a sentence in
+ * err, when it is there but not a number: a watermark that cannot be read
+ * must not be taken for none.
+ */
+static int
+forgot_load(struct tg_idstore *s, char *err, size_t errlen)
+{
+	char path[600], text[32];
+	unsigned long v;
+	char *end;
+
+	snprintf(path, sizeof(path), "%s/" FORGOT_NAME, s->dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "ids: cannot read %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[n > 0 ? n : 0] = '\0';
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (n <= 0 || end == text || (*end != '\n' && *end != '\0') || errno != 0 ||
+	    v > UINT32_MAX) {
+		snprintf(err, errlen,
+		         "ids: %s is damaged (not a Unix time): it says before when ids may have "
+		         "been forgotten; write the time of the last \"forgetting the oldest run\" "
+		         "line of the log into it, or remove it to assume none was",
+		         path);
+		return -EPROTO;
+	}
+	s->forgot = (uint32_t)v;
+	return 0;
+}
+
+/*
+ * The oldest run goes before its time (why: ids-disk-max, the disk): every
+ * id in it is forgotten, so a CDR of a call that started before its newest
+ * id was first seen may be one of them, and CDR ... AT refuses those with
+ * STALE (tg_idstore_forgot).  The watermark is written down before the run
+ * goes, so a restart knows it too.
+ */
+static void
+forget_oldest(struct tg_idstore *s, const char *why)
+{
+	const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
+	uint32_t before = m->seen_max + 1;
+
+	tg_log("ids: %s: forgetting the oldest run (%" PRIu64 " ids first seen from %" PRIu32
+	       " to %" PRIu32 "): the horizon is shorter than ids-window, and a CDR ... AT "
+	       "before %" PRIu32 " is STALE",
+	       why, m->count, m->seen_min, m->seen_max, before);
+	count(s, TG_C_ids_horizon_cut, m->count);
+	if (before > s->forgot) {
+		int rc = forgot_save(s, before);
+		if (rc != 0)
+			tg_log("ids: cannot write %s/" FORGOT_NAME
+			       " (%s): the watermark holds until a restart",
+			       s->dir, strerror(-rc));
+		tg_store_32(&s->forgot, before);
+	}
+	retire(s, s->nruns - 1, true);
+}
+
+uint32_t
+tg_idstore_forgot(const struct tg_idstore *s)
+{
+	return s != NULL ? tg_load_32((uint32_t *)&s->forgot) : 0;
+}
+
 static int
 compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 {
@@ -633,26 +749,17 @@ compact(struct tg_idstore *s, uint32_t now, char *err, size_t errlen)
 	 * Below the disk reserve the horizon gets shorter, the oldest run first:
 	 * the journal's room is worth more than the memory of a month-old id.
 	 */
-	while (s->nruns > 0 && s->cfg.low_space != NULL && s->cfg.low_space(s->cfg.low_space_arg)) {
-		const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
-		tg_log("ids: %s is below disk-reserve: forgetting the oldest run (%" PRIu64
-		       " ids first seen from %" PRIu32 " to %" PRIu32
-		       "): the horizon is shorter than ids-window",
-		       s->dir, m->count, m->seen_min, m->seen_max);
-		count(s, TG_C_ids_horizon_cut, m->count);
-		retire(s, s->nruns - 1, true);
-		break; /* one a move: the space measurement lags the deletion */
+	if (s->nruns > 0 && s->cfg.low_space != NULL && s->cfg.low_space(s->cfg.low_space_arg)) {
+		char why[600];
+		snprintf(why, sizeof(why), "%s is below disk-reserve", s->dir);
+		forget_oldest(s, why); /* one a move: the space measurement lags the deletion */
 	}
 	/* Past ids-disk-max the horizon gets shorter, the oldest run first. */
 	while (s->nruns > 1 && tg_idem_on_disk(s->cfg.ids) > s->cfg.disk_max) {
-		const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
-		tg_log("ids: %" PRIu64 " ids on disk, above ids-disk-max %" PRIu64
-		       ": forgetting the oldest run (%" PRIu64 " ids first seen from %" PRIu32
-		       " to %" PRIu32 "): the horizon is shorter than ids-window",
-		       tg_idem_on_disk(s->cfg.ids), s->cfg.disk_max, m->count, m->seen_min,
-		       m->seen_max);
-		count(s, TG_C_ids_horizon_cut, m->count);
-		retire(s, s->nruns - 1, true);
+		char why[160];
+		snprintf(why, sizeof(why), "%" PRIu64 " ids on disk, above ids-disk-max %" PRIu64,
+		         tg_idem_on_disk(s->cfg.ids), s->cfg.disk_max);
+		forget_oldest(s, why);
 	}
 	return 0;
 }
@@ -679,13 +786,9 @@ tg_idstore_spill(struct tg_idstore *s, struct tg_replay *state, uint32_t cut, ui
 		rc = tg_idrun_write(s->dir, name, t.ents, t.n, &meta, err, errlen);
 		if ((rc == -ENOSPC || rc == -EDQUOT) && s->nruns > 0) {
 			/* The disk is full: the oldest ids make room for the newest, once. */
-			const struct tg_idrun_meta *m = tg_idrun_meta(s->runs[s->nruns - 1].r);
-			tg_log(
-			    "ids: no room on disk for %zu ids: forgetting the oldest run (%" PRIu64
-			    " ids): the horizon is shorter than ids-window",
-			    t.n, m->count);
-			count(s, TG_C_ids_horizon_cut, m->count);
-			retire(s, s->nruns - 1, true);
+			char why[80];
+			snprintf(why, sizeof(why), "no room on disk for %zu ids", t.n);
+			forget_oldest(s, why);
 			rc = tg_idrun_write(s->dir, name, t.ents, t.n, &meta, err, errlen);
 		}
 		if (rc == 0)

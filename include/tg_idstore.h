@@ -83,5 +83,11 @@ struct tg_idstore_info {
 	uint32_t oldest; /* the oldest id on disk, Unix seconds (0: none) */
 };
 void tg_idstore_info(struct tg_idstore *s, struct tg_idstore_info *out);
+/*
+ * Before when (Unix seconds) ids may have been forgotten before their time
+ * (a run cut for ids-disk-max or the disk), kept across restarts in the
+ * data directory's ids-forgot; 0 when none was, or s is NULL.  Any thread.
+ */
+uint32_t tg_idstore_forgot(const struct tg_idstore *s);
 
 #endif

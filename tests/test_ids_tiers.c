@@ -288,6 +288,76 @@ test_cdr_at_older_than_horizon_is_stale(void **state)
 	it_dir_remove(fx.dir);
 }
 
+/*
+ * ids-disk-max 10000: runs are forgotten before their time.  From then on a
+ * CDR of a call that started before the newest forgotten id was first seen
+ * is STALE (its id may be one of them: charging it could charge twice),
+ * and so it stays across a restart; a later start is charged.  A damaged
+ * watermark file stops the start with a sentence.
+ */
+static void
+test_cdr_at_before_forgotten_ids_is_stale(void **state)
+{
+	static const char *const flags[] = {"--ids-max", "4096", "--ids-disk-max", "10000", NULL};
+	char path[IT_PATH_MAX];
+
+	(void)state;
+	assert_int_equal(it_dir_make(fx.dir, sizeof(fx.dir)), 0);
+	assert_int_equal(it_start(&fx.d, fx.dir, flags), 0);
+	reconnect();
+	it_run_cmd(fx.c, "ACCT.SET 1 BALANCE 1000 PLAN basic");
+	assert_int_equal(it_info(fx.c, "ids_forgotten_before"), 0);
+	long long forgot = 0;
+	for (int round = 0; round < 40 && forgot == 0; round++) {
+		burst("CDR 1 " DEST " 1 f-%d", round * 5000, 5000, 1, NULL, false);
+		it_sleep_ms(300);
+		forgot = it_info(fx.c, "ids_forgotten_before");
+	}
+	assert_true(forgot > 0);
+	assert_true(it_info(fx.c, "ids_horizon_cut") > 0);
+	assert_true(it_log_has(&fx.d, "forgetting the oldest run"));
+
+	/* Before the watermark: STALE, nothing charged, nothing remembered. */
+	tg_money_t before = it_acct_money(fx.c, 1, "balance");
+	redisReply *r = cmd("CDR 1 " DEST " 60 f-0 AT %lld", forgot - 1);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	assert_memory_equal(r->str, "STALE", 5);
+	freeReplyObject(r);
+	assert_int_equal(it_acct_money(fx.c, 1, "balance"), before);
+	/* From it on: charged. */
+	while ((long long)time(NULL) < forgot)
+		it_sleep_ms(100);
+	r = cmd("CDR 1 " DEST " 60 late-new AT %lld", forgot);
+	assert_int_equal(r->type, REDIS_REPLY_STRING);
+	freeReplyObject(r);
+	assert_true(it_acct_money(fx.c, 1, "balance") < before);
+
+	/* Kept across a restart. */
+	redisFree(fx.c);
+	fx.c = NULL;
+	assert_int_equal(it_stop(&fx.d), 0);
+	assert_int_equal(it_restart(&fx.d, flags, 1), 0);
+	reconnect();
+	assert_true(it_info(fx.c, "ids_forgotten_before") >= forgot);
+	r = cmd("CDR 1 " DEST " 60 f-1 AT %lld", forgot - 1);
+	assert_int_equal(r->type, REDIS_REPLY_ERROR);
+	assert_memory_equal(r->str, "STALE", 5);
+	freeReplyObject(r);
+
+	/* A watermark that cannot be read is not taken for none. */
+	redisFree(fx.c);
+	fx.c = NULL;
+	assert_int_equal(it_stop(&fx.d), 0);
+	it_pathf(path, sizeof(path), "%s/ids-forgot", fx.d.data);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("soon\n", f);
+	fclose(f);
+	assert_int_equal(it_restart(&fx.d, flags, 1), -1);
+	assert_true(it_log_has(&fx.d, "ids-forgot is damaged"));
+	it_dir_remove(fx.dir);
+}
+
 /* With no journal there is no disk tier: the oldest ids are forgotten, never FULL. */
 static void
 test_durability_off_forgets_oldest(void **state)
@@ -354,6 +424,7 @@ main(void)
 	    cmocka_unit_test(test_ids_on_disk_answer_exactly_across_restarts),
 	    cmocka_unit_test(test_damaged_run_stops_start),
 	    cmocka_unit_test(test_cdr_at_older_than_horizon_is_stale),
+	    cmocka_unit_test(test_cdr_at_before_forgotten_ids_is_stale),
 	    cmocka_unit_test(test_durability_off_forgets_oldest),
 	    cmocka_unit_test(test_restart_replays_at_most_snapshot_records),
 	};
