@@ -25,6 +25,7 @@
 #include "billing.h"
 #include "ledger.h"
 #include "tg_assert.h"
+#include "tg_names.h"
 #include "tg_refill_wire.h"
 
 #define DAY_US   (86400LL * 1000000)
@@ -438,17 +439,25 @@ profile_get(struct tg_bill *b, uint64_t acct, struct profile *pr)
 			const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
 			if (f == NULL || v == NULL)
 				continue;
-			if (strcmp(f, "email") == 0)
+			switch (tg_profile_field_parse(f, strlen(f))) {
+			case TG_PF_EMAIL:
 				snprintf(pr->email, sizeof(pr->email), "%s", v);
-			else if (strcmp(f, "name") == 0)
+				break;
+			case TG_PF_NAME:
 				snprintf(pr->name, sizeof(pr->name), "%s", v);
-			else if (strcmp(f, "method") == 0)
+				break;
+			case TG_PF_METHOD:
 				snprintf(pr->method, sizeof(pr->method), "%s", v);
-			else if (strcmp(f, "token") == 0)
+				break;
+			case TG_PF_TOKEN:
 				snprintf(pr->token, sizeof(pr->token), "%s", v);
+				break;
+			default:
+				break;
+			}
 		}
 	freeReplyObject(r);
-	if (strcmp(pr->method, "card") != 0 && strcmp(pr->method, "paypal") != 0)
+	if (tg_pay_method_parse(pr->method) < 0)
 		pr->method[0] = pr->token[0] = '\0';
 	if (pr->token[0] == '\0')
 		pr->method[0] = '\0';
@@ -1236,9 +1245,9 @@ rank(const char *standing)
 static const char *
 engine_state_of(const char *standing)
 {
-	return strcmp(standing, "closed") == 0 ? "closed"
-	       : strcmp(standing, "good") == 0 ? "active"
-	                                       : "suspended";
+	return strcmp(standing, "closed") == 0 ? tg_acct_state_name(TG_STATE_CLOSED)
+	       : strcmp(standing, "good") == 0 ? tg_acct_state_name(TG_STATE_ACTIVE)
+	                                       : tg_acct_state_name(TG_STATE_SUSPENDED);
 }
 
 /* Set acct's standing (and its engine state, pending) in one transaction; notice due. */
@@ -1426,7 +1435,8 @@ method_words(const struct profile *pr, char out[48])
 		snprintf(out, 48, "no payment method on file");
 	else
 		snprintf(out, 48, "%s ****%s",
-		         strcmp(pr->method, "paypal") == 0 ? "PayPal" : "credit card",
+		         tg_pay_method_parse(pr->method) == TG_PAY_PAYPAL ? "PayPal"
+		                                                          : "credit card",
 		         n > 4 ? pr->token + n - 4 : "");
 }
 
@@ -1492,7 +1502,8 @@ compose(struct tg_bill *b, uint64_t acct, int64_t invoice, const char *step,
 			return rc;
 		for (unsigned i = 0; i < r.n && i < TG_MAIL_LINES_MAX; i++) {
 			snprintf(c->texts[i], sizeof(c->texts[i]), "%.100s%s", cell(&r, i, 0),
-			         strcmp(cell(&r, i, 2), "manual") == 0 ? " (returned by us)" : "");
+			         strcmp(cell(&r, i, 2), TG_BILL_MANUAL) == 0 ? " (returned by us)"
+			                                                     : "");
 			c->lines[i].text = c->texts[i];
 			c->lines[i].amount = cell_i64(&r, i, 1);
 			c->total += c->lines[i].amount;
@@ -1731,6 +1742,12 @@ tg_bill_collect(struct tg_bill *b, struct tg_bill_report *rep)
 
 /* ---- payments ---- */
 
+bool
+tg_bill_payment_method_ok(const char *m)
+{
+	return strcmp(m, TG_BILL_MANUAL) == 0 || tg_pay_method_parse(m) >= 0;
+}
+
 int
 tg_bill_pay(struct tg_bill *b, uint64_t acct, tg_money_t amount, const char *method,
             const char *ref, bool *dup)
@@ -1747,11 +1764,10 @@ tg_bill_pay(struct tg_bill *b, uint64_t acct, tg_money_t amount, const char *met
 		return rc;
 	if (amount <= 0 || amount % unit() != 0)
 		return fail(b, -EINVAL, "a payment is a positive whole number of cents");
-	if (strcmp(method, "manual") != 0 && strcmp(method, "card") != 0 &&
-	    strcmp(method, "paypal") != 0)
+	if (!tg_bill_payment_method_ok(method))
 		return fail(b, -EINVAL, "payment method: manual, card or paypal");
 	if (ref == NULL) {
-		snprintf(gen, sizeof(gen), "manual:%" PRIu64 ":%" PRId64, acct, now_us(b));
+		snprintf(gen, sizeof(gen), TG_BILL_MANUAL ":%" PRIu64 ":%" PRId64, acct, now_us(b));
 		ref = gen;
 	} else if (!word_ok(ref, 80) || strchr(ref, ' ') != NULL) {
 		return fail(b, -EINVAL,
@@ -1845,8 +1861,8 @@ plan_postpaid(struct tg_bill *b, uint64_t acct, struct item *it, unsigned *n)
 		struct item *i = &it[(*n)++];
 		memset(i, 0, sizeof(*i));
 		i->invoice = cell_i64(&a, r, 0);
-		bool gw = strcmp(cell(&a, r, 1), "manual") != 0;
-		snprintf(i->kind, sizeof(i->kind), "%s", gw ? "gateway" : "manual");
+		bool gw = strcmp(cell(&a, r, 1), TG_BILL_MANUAL) != 0;
+		snprintf(i->kind, sizeof(i->kind), "%s", gw ? "gateway" : TG_BILL_MANUAL);
 		if (gw)
 			snprintf(i->charge, sizeof(i->charge), "%s", cell(&a, r, 2));
 		i->amount = cell_i64(&a, r, 3);
@@ -1947,7 +1963,7 @@ tg_bill_cancel(struct tg_bill *b, uint64_t acct, bool refund, FILE *out)
 		            acct, day, b->pol.guarantee_days, end);
 	}
 	/* Closed first: no call may add usage while the refund is worked out. */
-	const char *set[] = {"ACCT.SET", acs, "STATE", "closed"};
+	const char *set[] = {"ACCT.SET", acs, "STATE", tg_acct_state_name(TG_STATE_CLOSED)};
 	if ((rc = engine(b, NULL, 4, set)) < 0)
 		return rc;
 	int64_t v;
@@ -2085,8 +2101,8 @@ tg_bill_cancel(struct tg_bill *b, uint64_t acct, bool refund, FILE *out)
 			const char *argv[] = {"ACCT.SET", acs, "BALANCE", bal};
 			if ((rc = engine(b, NULL, 4, argv)) < 0)
 				break;
-		} else if (strcmp(kind, "manual") == 0) {
-			status = "manual";
+		} else if (strcmp(kind, TG_BILL_MANUAL) == 0) {
+			status = TG_BILL_MANUAL;
 		} else {
 			snprintf(id, sizeof(id), "refund:%" PRIu64 ":%" PRId64, acct, item);
 			enum tg_charge_outcome oc =

@@ -165,6 +165,12 @@ int tg_bill_collect(struct tg_bill *b, struct tg_bill_report *rep);
 
 /* ---- payments and cancellation ---- */
 
+/* A payment recorded by an operator (cash, a bank transfer), beside the profile's methods. */
+#define TG_BILL_MANUAL "manual"
+
+/* Whether m names a way to pay: TG_BILL_MANUAL or a method of tbl/tg_pay_methods.h. */
+bool tg_bill_payment_method_ok(const char *m);
+
 /*
  * Record a payment of amount (> 0, whole minor units) by acct, method
  * "manual", "card" or "paypal", under ref (unique: the same ref again with

@@ -73,7 +73,7 @@ ctl_billing_main(int argc, char **argv, const char *host, int port, const char *
 	                            .engine_password = password,
 	                            .redis_host = redis_host,
 	                            .redis_port = redis_port};
-	const char *cmd = argv[0], *pos[POS_MAX], *ref = NULL, *method = "manual";
+	const char *cmd = argv[0], *pos[POS_MAX], *ref = NULL, *method = TG_BILL_MANUAL;
 	char err[TG_BILL_ERR_MAX], dbbuf[1024];
 	int64_t now = 0;
 	bool refund = false;
@@ -113,8 +113,7 @@ ctl_billing_main(int argc, char **argv, const char *host, int port, const char *
 		                        "an amount a positive decimal such as 25.50)");
 	if (conf.db == NULL)
 		return usage_error(cmd, "--db PATH|URI or --data-dir DIR is required");
-	if (strcmp(method, "manual") != 0 && strcmp(method, "card") != 0 &&
-	    strcmp(method, "paypal") != 0)
+	if (!tg_bill_payment_method_ok(method))
 		return usage_error(cmd, "--method is manual, card or paypal");
 	if (tg_bill_policy_check(&b.pol, err, sizeof(err)) != 0)
 		return usage_error(cmd, err);
