@@ -1525,16 +1525,15 @@ cmd_info(struct ctx *c)
 			         "ids_memory:%zu\r\nids_memory_capacity:%llu\r\nids_memory_bytes:%"
 			         "llu\r\n"
 			         "ids_disk:%llu\r\nids_disk_runs:%llu\r\nids_disk_bytes:%llu\r\n"
-			         "ids_disk_ram_bytes:%llu\r\nids_horizon_oldest:%u\r\n"
-			         "ids_horizon_seconds:%u\r\nids_window:%u\r\nids_forgotten_before:%"
-			         "u\r\n",
+			         "ids_disk_ram_bytes:%llu\r\n"
+			         "ids_horizon_seconds:%u\r\nids_window:%u\r\n",
 			         mem, (unsigned long long)e->cfg.ids_max,
 			         (unsigned long long)tg_idem_bytes(e->ids),
 			         (unsigned long long)ii.ids, (unsigned long long)ii.runs,
 			         (unsigned long long)ii.disk_bytes,
-			         (unsigned long long)ii.ram_bytes, ii.oldest,
+			         (unsigned long long)ii.ram_bytes,
 			         ii.oldest && ii.oldest < now ? now - ii.oldest : 0,
-			         e->cfg.ids_window, tg_idstore_forgot(e->idstore));
+			         e->cfg.ids_window);
 		}
 		if (strcmp(sections[k], "journal") == 0) { /* its gauges */
 			enum tg_jw_disk disk = e->jw ? tg_jw_disk(e->jw) : TG_JW_DISK_OK;

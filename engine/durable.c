@@ -198,6 +198,23 @@ disk_low(void *arg)
 	return d->jw != NULL && tg_jw_low_space(d->jw);
 }
 
+/*
+ * The horizon in effect, for tollstat and Prometheus (INFO reads them too):
+ * the oldest id on disk and before when ids may have been forgotten early.
+ * Positions kept in the journal's counter block; the snapshot thread alone
+ * changes the runs, so it sets them, at start and every tick.
+ */
+static void
+ids_horizon_publish(struct tg_server *srv)
+{
+	struct tg_stats *st = &srv->table.stats[TG_STATS_JOURNAL];
+	struct tg_idstore_info ii;
+
+	tg_idstore_info(srv->dur.ids, &ii);
+	tg_store_64(&st->counter[TG_C_ids_horizon_oldest], ii.oldest);
+	tg_store_64(&st->counter[TG_C_ids_forgotten_before], tg_idstore_forgot(srv->dur.ids));
+}
+
 int
 tg_durable_install(struct tg_server *srv)
 {
@@ -224,6 +241,7 @@ tg_durable_install(struct tg_server *srv)
 		return rc;
 	}
 	srv->engine.idstore = d->ids;
+	ids_horizon_publish(srv);
 	tg_log("ids: %" PRIu64 " remembered on disk, loaded in %" PRIu64 " ms",
 	       tg_idem_on_disk(srv->engine.ids), tg_mono_ms() - t0);
 	t0 = tg_mono_ms();
@@ -416,6 +434,7 @@ snap_thread(void *arg)
 			spill(srv, pressure);
 			last_spill = now;
 		}
+		ids_horizon_publish(srv);
 		/* The exporter's position, for the lag (tollstat, INFO): one small read a tick. */
 		tg_store_64(&srv->table.stats[TG_STATS_JOURNAL].counter[TG_C_ledger_lsn],
 		            tg_ledger_pos_read(srv->cfg.data_dir));

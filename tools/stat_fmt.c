@@ -216,6 +216,18 @@ ledger_lag(const struct stat_src *s, const struct stat_snap *n)
 	return at == 0 || lsn <= at ? 0 : lsn - at;
 }
 
+/*
+ * Seconds back to the oldest id remembered on disk: the exactly-once horizon
+ * in effect (docs/JOURNAL.md, "Id runs"); 0 with nothing on disk.
+ */
+static uint64_t
+ids_horizon(const struct stat_snap *n)
+{
+	uint64_t oldest = n->counters_ok ? n->counter[TG_C_ids_horizon_oldest] : 0;
+	uint64_t now = (uint64_t)time(NULL);
+	return oldest == 0 || oldest >= now ? 0 : now - oldest;
+}
+
 void
 stat_print_text(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 {
@@ -316,8 +328,10 @@ stat_print_json(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 	        n->used, n->calls, stat_money128(n->reserved, a));
 	fprintf(f,
 	        "\"balance_total\": \"%s\", \"refills_in_flight\": %" PRIu64
-	        ", \"refills_pending\": %" PRIu64 ", \"ledger_lag\": %" PRIu64 "},\n",
-	        stat_money128(n->balance, a), n->inflight, n->pending, ledger_lag(s, n));
+	        ", \"refills_pending\": %" PRIu64 ", \"ledger_lag\": %" PRIu64
+	        ", \"ids_horizon_seconds\": %" PRIu64 "},\n",
+	        stat_money128(n->balance, a), n->inflight, n->pending, ledger_lag(s, n),
+	        ids_horizon(n));
 
 	/* A segment with another counter table gets an empty object, not wrong names. */
 	fputs("  \"counters\": {", f);
@@ -445,6 +459,9 @@ stat_print_prom(FILE *f, const struct stat_src *s, const struct stat_snap *n)
 	prom_gauge_u(f, "ledger_lag_records",
 	             "journal records not yet in the ledger's database (0: no exporter)",
 	             ledger_lag(s, n));
+	prom_gauge_u(f, "ids_horizon_seconds",
+	             "seconds back to the oldest id remembered on disk (0: none on disk)",
+	             ids_horizon(n));
 
 	if (!n->counters_ok)
 		fprintf(f,
@@ -587,7 +604,10 @@ stat_print_doc(FILE *f)
 	    "| ledger lag | `tollgate_ledger_lag_records` | journal records not yet exported to "
 	    "the "
 	    "ledger: the header's `journal_lsn` less `ledger_lsn` (docs/LEDGER.md); 0 with no "
-	    "exporter |\n\n",
+	    "exporter |\n"
+	    "| ids horizon | `tollgate_ids_horizon_seconds` | the exactly-once horizon in effect: "
+	    "seconds back to the oldest id remembered on disk (`ids_horizon_oldest`; "
+	    "docs/JOURNAL.md, \"Id runs\"); 0 with none on disk |\n\n",
 	    f);
 
 	fputs("## Latency histograms\n\n", f);

@@ -77,6 +77,12 @@ TG_COUNTER(ids_horizon_cut, ids,
            "ids forgotten before ids-window: the disk or ids-disk-max forced the horizon shorter")
 TG_COUNTER(ids_filter_full, ids,
            "ids kept in memory because their stripe's disk filter had no room (raise ids-disk-max)")
+TG_COUNTER(ids_horizon_oldest, ids,
+           "a position, not a count: the oldest id remembered on disk, Unix seconds (0: none), "
+           "set by the snapshot thread as runs come and go")
+TG_COUNTER(ids_forgotten_before, ids,
+           "a position, not a count: ids first seen before this (Unix seconds) may have been "
+           "forgotten early (ids_horizon_cut), so a CDR ... AT before it is STALE; 0: none was")
 TG_COUNTER(cdr_stale, ids, "CDRs refused with STALE: their AT time is older than ids-window")
 /* The course of a failing card (docs/REFILL.md). */
 TG_COUNTER(refills_leased, refills,
