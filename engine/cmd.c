@@ -1521,19 +1521,18 @@ cmd_info(struct ctx *c)
 			tg_idstore_info(e->idstore, &ii);
 			uint32_t now = (uint32_t)time(NULL);
 			size_t mem = tg_idem_count(e->ids);
-			info_add(&i,
-			         "ids_memory:%zu\r\nids_memory_capacity:%llu\r\nids_memory_bytes:%"
-			         "llu\r\n"
-			         "ids_disk:%llu\r\nids_disk_runs:%llu\r\nids_disk_bytes:%llu\r\n"
-			         "ids_disk_ram_bytes:%llu\r\n"
-			         "ids_horizon_seconds:%u\r\nids_window:%u\r\n",
-			         mem, (unsigned long long)e->cfg.ids_max,
-			         (unsigned long long)tg_idem_bytes(e->ids),
-			         (unsigned long long)ii.ids, (unsigned long long)ii.runs,
-			         (unsigned long long)ii.disk_bytes,
-			         (unsigned long long)ii.ram_bytes,
-			         ii.oldest && ii.oldest < now ? now - ii.oldest : 0,
-			         e->cfg.ids_window);
+			info_add(
+			    &i,
+			    "ids_memory:%zu\r\nids_memory_capacity:%llu\r\nids_memory_bytes:%"
+			    "llu\r\n"
+			    "ids_disk:%llu\r\nids_disk_runs:%llu\r\nids_disk_bytes:%llu\r\n"
+			    "ids_disk_ram_bytes:%llu\r\n"
+			    "ids_horizon_seconds:%u\r\nids_window:%u\r\n",
+			    mem, (unsigned long long)e->cfg.ids_max,
+			    (unsigned long long)tg_idem_bytes(e->ids), (unsigned long long)ii.ids,
+			    (unsigned long long)ii.runs, (unsigned long long)ii.disk_bytes,
+			    (unsigned long long)ii.ram_bytes,
+			    ii.oldest && ii.oldest < now ? now - ii.oldest : 0, e->cfg.ids_window);
 		}
 		if (strcmp(sections[k], "journal") == 0) { /* its gauges */
 			enum tg_jw_disk disk = e->jw ? tg_jw_disk(e->jw) : TG_JW_DISK_OK;
