@@ -726,6 +726,54 @@ test_late_payment_restores(void **state)
 	teardown_world();
 }
 
+/*
+ * A card charge pays the invoice it was made for, even while an older one
+ * is late: 2002's card declines all of February's attempts (invoice 1
+ * late), the customer puts a new card on file, and March's invoice is
+ * charged once, at its run, and paid.  Before, the charge went to the late
+ * invoice first, March's stayed open with its first attempt "done", and
+ * every pass after charged the card again for it.  Invoice 1 stays late
+ * (its own course goes on); a payment for it is the customer's to make.
+ */
+static void
+test_card_charge_pays_its_own_invoice(void **state)
+{
+	struct tg_bill_report r;
+	(void)state;
+	setup_world();
+	clock_now = at("2026-01-01", 0);
+	ok(tg_bill_product_set(&bill, "Basic line", M("19.99")));
+	account(2002, "postpaid");
+	ok(tg_bill_customer_set(&bill, 2002, "US-GA", at("2026-01-01", 0)));
+	ok(tg_bill_subscribe(&bill, 2002, "Basic line", at("2026-01-01", 0)));
+	it_run_cmd(fx.r, "HSET tollgate:sim:tokens tok_decline2 decline");
+	rfx_profile(&fx, 2002, "fay@example.com", "card", "tok_decline2", "Fay");
+
+	run_month(2026, 2, &r);
+	for (int64_t t = at("2026-02-02", 1); t <= at("2026-02-17", 1); t += DAY)
+		day_pass(t);
+	expect_invoice(1, 2002, "39.98", "0", "late");
+
+	/* A new card; March's invoice is charged at its run, once, for itself. */
+	rfx_profile(&fx, 2002, NULL, "card", "tok_fay_new", NULL);
+	long long before = sim_calls();
+	run_month(2026, 3, &r);
+	assert_int_equal(r.charged, 1);
+	int64_t total = sql_i64("SELECT total FROM bill_invoices WHERE number = 2");
+	assert_int_equal(sql_i64("SELECT paid FROM bill_invoices WHERE number = 2"), total);
+	char st[32];
+	sql_text(st, sizeof(st), "SELECT status FROM bill_invoices WHERE number = 2");
+	assert_string_equal(st, "paid");
+	expect_invoice(1, 2002, "39.98", "0", "late");
+	assert_int_equal(sim_calls(), before + 1);
+	/* The passes after charge nothing more for it. */
+	day_pass(at("2026-03-01", 2));
+	day_pass(at("2026-03-02", 1));
+	day_pass(at("2026-03-05", 1));
+	assert_int_equal(sim_calls(), before + 1);
+	teardown_world();
+}
+
 static void
 test_billing_db_unreachable(void **state)
 {
@@ -797,6 +845,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_billing_db_unreachable),
 	    cmocka_unit_test(test_billing_year),
 	    cmocka_unit_test(test_late_payment_restores),
+	    cmocka_unit_test(test_card_charge_pays_its_own_invoice),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

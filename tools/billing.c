@@ -702,9 +702,13 @@ allocate(struct tg_bill *b, int64_t pay, tg_money_t avail, const struct rows *in
 static const char inv_cols[] = "SELECT number, total, paid, usage_total, usage_paid, usage_micro,"
                                " usage_credit FROM bill_invoices";
 
-/* Apply payment pay of acct to its oldest invoices with a balance due (caller's transaction). */
+/*
+ * Apply payment pay of acct (caller's transaction): to invoice first when it
+ * is not 0 (a card or PayPal charge pays the invoice it was made for), then
+ * to the account's oldest invoices with a balance due.
+ */
 static int
-settle(struct tg_bill *b, int64_t pay, uint64_t acct)
+settle(struct tg_bill *b, int64_t pay, uint64_t acct, int64_t first)
 {
 	struct par p = {0};
 	struct rows inv;
@@ -715,17 +719,21 @@ settle(struct tg_bill *b, int64_t pay, uint64_t acct)
 	pi(&p, pay);
 	if ((rc = one(b, "SELECT unapplied FROM bill_payments WHERE id = $1", &p, &avail)) < 0)
 		return rc;
-	p = (struct par){0};
-	pi(&p, (int64_t)acct);
-	snprintf(sql, sizeof(sql), "%s WHERE acct = $1 AND paid < total ORDER BY number", inv_cols);
-	if ((rc = q(b, sql, &p, &inv)) < 0)
-		return rc;
-	for (unsigned r = 0; r < inv.n && avail > 0 && rc == 0; r++) {
-		tg_money_t used;
-		rc = allocate(b, pay, avail, &inv, r, &used);
-		avail -= used;
+	rc = 0;
+	for (int pass = first != 0 ? 0 : 1; pass < 2 && avail > 0 && rc == 0; pass++) {
+		p = (struct par){0};
+		pi(&p, pass == 0 ? first : (int64_t)acct);
+		snprintf(sql, sizeof(sql), "%s WHERE %s = $1 AND paid < total ORDER BY number",
+		         inv_cols, pass == 0 ? "number" : "acct");
+		if ((rc = q(b, sql, &p, &inv)) < 0)
+			return rc;
+		for (unsigned r = 0; r < inv.n && avail > 0 && rc == 0; r++) {
+			tg_money_t used;
+			rc = allocate(b, pay, avail, &inv, r, &used);
+			avail -= used;
+		}
+		rows_free(&inv);
 	}
-	rows_free(&inv);
 	return rc;
 }
 
@@ -1006,7 +1014,7 @@ issue(struct tg_bill *b, uint64_t acct, int y, int m, const char *standing,
 		       "SELECT id FROM bill_payments WHERE acct = $1 AND unapplied > 0 ORDER BY id",
 		       &p, &pays);
 		for (unsigned r = 0; rc == 0 && r < pays.n; r++)
-			rc = settle(b, cell_i64(&pays, r, 0), acct);
+			rc = settle(b, cell_i64(&pays, r, 0), acct, 0);
 		if (rc == 0)
 			rows_free(&pays);
 	}
@@ -1162,7 +1170,7 @@ attempt(struct tg_bill *b, const struct rows *inv, unsigned r, struct tg_bill_re
 	if (oc == TG_CHARGE_APPROVED) {
 		int64_t pay;
 		if ((rc = payment_add(b, acct, due, pr.method, id, &pay)) < 0 ||
-		    (rc = settle(b, pay, acct)) < 0)
+		    (rc = settle(b, pay, acct, number)) < 0)
 			return rollback(b, rc);
 		rep->charged++;
 	} else {
@@ -1792,7 +1800,7 @@ tg_bill_pay(struct tg_bill *b, uint64_t acct, tg_money_t amount, const char *met
 	} else {
 		rows_free(&e);
 		if ((rc = payment_add(b, acct, amount, method, ref, &id)) < 0 ||
-		    (rc = settle(b, id, acct)) < 0)
+		    (rc = settle(b, id, acct, 0)) < 0)
 			return rollback(b, rc);
 		if ((rc = commit(b)) < 0)
 			return rc;
