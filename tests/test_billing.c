@@ -670,6 +670,22 @@ test_billing_year(void **state)
 	assert_int_equal(tg_bill_invoice_print(&bill, 999, stdout), -ENOENT);
 	assert_int_equal(tg_bill_invoices_print(&bill, 9999, stdout), -ENOENT);
 
+	/*
+	 * 1002 pays its written-off debt later, by cheque, in two parts: each
+	 * settles the oldest balance first, across invoices; a written-off
+	 * invoice paid in full is paid.
+	 */
+	bool dup;
+	ok(tg_bill_pay(&bill, 1002, M("50"), "manual", "chk-1002-a", &dup));
+	expect_invoice(2, 1002, "37.73", "37.73", "paid");
+	expect_invoice(5, 1002, "20.46", "12.27", "written off");
+	expect_invoice(8, 1002, "20.24", "0", "written off");
+	ok(tg_bill_pay(&bill, 1002, M("28.43"), "manual", "chk-1002-b", &dup));
+	expect_invoice(5, 1002, "20.46", "20.46", "paid");
+	expect_invoice(8, 1002, "20.24", "20.24", "paid");
+	assert_int_equal(sql_i64("SELECT SUM(unapplied) FROM bill_payments WHERE acct = 1002"), 0);
+	expect_state(1002, "closed");
+
 	teardown_world();
 }
 
