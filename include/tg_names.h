@@ -1,5 +1,6 @@
 /*
- * tg_names.h - the spelled names of the account states and refill modes.
+ * tg_names.h - the spelled names of the account states, refill modes and
+ * standing events.
  *
  * One place turns enum tg_acct_state and enum tg_refill_mode into the words
  * the wire, the accounts file, the refill stream and the tools use, and back:
@@ -66,6 +67,24 @@ tg_refill_mode_parse(const char *name, size_t len)
 		    memcmp(tg__refill_mode_names[i], name, len) == 0)
 			return (int)i;
 	return -1;
+}
+
+static const char *const tg__standing_event_names[] = {
+#define TG_STANDING_EVENT(e, n, v, d) [v] = #n,
+#include "tbl/tg_standing_events.h"
+#undef TG_STANDING_EVENT
+};
+
+/*
+ * "none", "failed", "suspended", "restored", "closed", "paid": what a
+ * standing change did (enum tg_standing_event); "?" for a value none has.
+ */
+static inline const char *
+tg_standing_event_name(unsigned e)
+{
+	return e < sizeof(tg__standing_event_names) / sizeof(tg__standing_event_names[0])
+	           ? tg__standing_event_names[e]
+	           : "?";
 }
 
 #endif

@@ -336,12 +336,10 @@ bool tg_acct_settings_check(const struct tg_acct_settings *s, char *why, size_t 
  * journal's standing record carries it): only grow at the end.
  */
 enum tg_standing_event {
-	TG_STANDING_NONE = 0,
-	TG_STANDING_FAILED = 1,    /* a failed refill counted; the account stays as it was */
-	TG_STANDING_SUSPENDED = 2, /* suspended for non-payment */
-	TG_STANDING_RESTORED = 3,  /* a payment made an account suspended for non-payment active */
-	TG_STANDING_CLOSED = 4,    /* closed after too long suspended for non-payment */
-	TG_STANDING_PAID = 5,      /* a payment cleared the count of failed refills */
+#define TG_STANDING_EVENT(e, n, v, d) TG_STANDING_##e = v,
+#include "tbl/tg_standing_events.h"
+#undef TG_STANDING_EVENT
+	TG_STANDING__COUNT
 };
 
 /* The standing after a change: what the journal records. */

@@ -136,27 +136,6 @@ reason_name(uint32_t r)
 	return "?";
 }
 
-/* What changed an account's standing (enum tg_standing_event), as printed. */
-static const char *
-event_name(unsigned e)
-{
-	switch (e) {
-	case TG_STANDING_NONE:
-		return "none";
-	case TG_STANDING_FAILED:
-		return "failed";
-	case TG_STANDING_SUSPENDED:
-		return "suspended";
-	case TG_STANDING_RESTORED:
-		return "restored";
-	case TG_STANDING_CLOSED:
-		return "closed";
-	case TG_STANDING_PAID:
-		return "paid";
-	}
-	return "?";
-}
-
 static const char *
 category_name(unsigned c)
 {
@@ -396,7 +375,7 @@ print_record(const struct tg_jrec *rec, const char *file, uint64_t offset)
 		printf(" reason=%s", reason_name(u.cleared.reason));
 		break;
 	case TG_JREC_STANDING:
-		printf(" event=%s state=%s", event_name(u.standing.event),
+		printf(" event=%s state=%s", tg_standing_event_name(u.standing.event),
 		       tg_acct_state_name(u.standing.state));
 		put_u64("unpaid", u.standing.unpaid);
 		put_u64("failures", u.standing.failures);

@@ -31,6 +31,7 @@
 #include "ledger_db.h"
 #include "tg_assert.h"
 #include "tg_journal.h"
+#include "tg_names.h"
 #include "tg_replay.h"
 #include "tg_result.h"
 #include "tg_shm-t.h"
@@ -714,11 +715,9 @@ ingest(struct exporter *x, const struct pend *p)
 	case TG_JREC_STANDING: {
 		struct tg_jrec_standing r;
 		memcpy(&r, pl, sizeof(r));
-		static const char *const ev[] = {"none",     "failure", "suspended",
-		                                 "restored", "closed",  "cleared"};
 		int state = r.state;
 		snprintf(detail, sizeof(detail), "%s failures=%u unpaid=%u",
-		         r.event < 6 ? ev[r.event] : "?", r.failures, r.unpaid);
+		         tg_standing_event_name(r.event), r.failures, r.unpaid);
 		if (touch(x, r.acct, p->lsn, false, 0) != 0)
 			return -1;
 		return event(x, p, r.acct, "standing", NULL, NULL, NULL, &state, NULL, detail);
