@@ -56,6 +56,24 @@ cmd(const char *fmt, ...)
 	return r;
 }
 
+/* A command whose reply must be an error starting with prefix. */
+static void expect_err(const char *prefix, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void
+expect_err(const char *prefix, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(fx.c, fmt, ap);
+	va_end(ap);
+	if (r == NULL)
+		fail_msg("connection failed: %s", fx.c->errstr);
+	if (r->type != REDIS_REPLY_ERROR || strncmp(r->str, prefix, strlen(prefix)) != 0)
+		fail_msg("'%s': %s, expected -%s...", fmt,
+		         r->type == REDIS_REPLY_ERROR ? r->str : "no error", prefix);
+	freeReplyObject(r);
+}
+
 static void
 reconnect(void)
 {
@@ -131,10 +149,7 @@ replay_sample(const char *when)
 		freeReplyObject(r);
 	}
 	/* Same id, other data: CONFLICT, wherever the id lives. */
-	redisReply *r = cmd("CDR 1 " DEST " 7 cdr-0");
-	assert_int_equal(r->type, REDIS_REPLY_ERROR);
-	assert_memory_equal(r->str, "CONFLICT", 8);
-	freeReplyObject(r);
+	expect_err("CONFLICT", "CDR 1 " DEST " 7 cdr-0");
 	assert_int_equal(it_acct_money(fx.c, 1, "balance"), b1);
 	assert_int_equal(it_acct_money(fx.c, 2, "balance"), b2);
 }
@@ -263,25 +278,16 @@ test_cdr_at_older_than_horizon_is_stale(void **state)
 	assert_int_equal(it_start(&fx.d, fx.dir, flags), 0);
 	reconnect();
 	it_run_cmd(fx.c, "ACCT.SET 1 BALANCE 100 PLAN basic");
-	redisReply *r = cmd("CDR 1 " DEST " 60 late-1 AT %lld", now - 3700);
-	assert_int_equal(r->type, REDIS_REPLY_ERROR);
-	assert_memory_equal(r->str, "STALE", 5);
-	freeReplyObject(r);
+	expect_err("STALE", "CDR 1 " DEST " 60 late-1 AT %lld", now - 3700);
 	assert_int_equal(it_acct_money(fx.c, 1, "balance"), 100 * 1000000LL);
 	assert_int_equal(it_info(fx.c, "cdr_stale"), 1);
 	/* Not remembered: the same id with a start inside the horizon is charged. */
-	r = cmd("CDR 1 " DEST " 60 late-1 AT %lld", now - 60);
+	redisReply *r = cmd("CDR 1 " DEST " 60 late-1 AT %lld", now - 60);
 	assert_int_equal(r->type, REDIS_REPLY_STRING);
 	freeReplyObject(r);
 	assert_true(it_acct_money(fx.c, 1, "balance") < 100 * 1000000LL);
-	r = cmd("CDR 1 " DEST " 60 late-2 AT %lld", now + 7 * 86400);
-	assert_int_equal(r->type, REDIS_REPLY_ERROR);
-	assert_memory_equal(r->str, "ERR invalid AT", 14);
-	freeReplyObject(r);
-	r = cmd("CDR 1 " DEST " 60 late-3 WHEN 5");
-	assert_int_equal(r->type, REDIS_REPLY_ERROR);
-	assert_memory_equal(r->str, "ERR syntax: CDR", 15);
-	freeReplyObject(r);
+	expect_err("ERR invalid AT", "CDR 1 " DEST " 60 late-2 AT %lld", now + 7 * 86400);
+	expect_err("ERR syntax: CDR", "CDR 1 " DEST " 60 late-3 WHEN 5");
 	redisFree(fx.c);
 	fx.c = NULL;
 	assert_int_equal(it_stop(&fx.d), 0);
@@ -319,15 +325,12 @@ test_cdr_at_before_forgotten_ids_is_stale(void **state)
 
 	/* Before the watermark: STALE, nothing charged, nothing remembered. */
 	tg_money_t before = it_acct_money(fx.c, 1, "balance");
-	redisReply *r = cmd("CDR 1 " DEST " 60 f-0 AT %lld", forgot - 1);
-	assert_int_equal(r->type, REDIS_REPLY_ERROR);
-	assert_memory_equal(r->str, "STALE", 5);
-	freeReplyObject(r);
+	expect_err("STALE", "CDR 1 " DEST " 60 f-0 AT %lld", forgot - 1);
 	assert_int_equal(it_acct_money(fx.c, 1, "balance"), before);
 	/* From it on: charged. */
 	while ((long long)time(NULL) < forgot)
 		it_sleep_ms(100);
-	r = cmd("CDR 1 " DEST " 60 late-new AT %lld", forgot);
+	redisReply *r = cmd("CDR 1 " DEST " 60 late-new AT %lld", forgot);
 	assert_int_equal(r->type, REDIS_REPLY_STRING);
 	freeReplyObject(r);
 	assert_true(it_acct_money(fx.c, 1, "balance") < before);
@@ -339,10 +342,7 @@ test_cdr_at_before_forgotten_ids_is_stale(void **state)
 	assert_int_equal(it_restart(&fx.d, flags, 1), 0);
 	reconnect();
 	assert_true(it_info(fx.c, "ids_forgotten_before") >= forgot);
-	r = cmd("CDR 1 " DEST " 60 f-1 AT %lld", forgot - 1);
-	assert_int_equal(r->type, REDIS_REPLY_ERROR);
-	assert_memory_equal(r->str, "STALE", 5);
-	freeReplyObject(r);
+	expect_err("STALE", "CDR 1 " DEST " 60 f-1 AT %lld", forgot - 1);
 
 	/* A watermark that cannot be read is not taken for none. */
 	redisFree(fx.c);
