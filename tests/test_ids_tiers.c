@@ -43,16 +43,23 @@ struct fx {
 
 static struct fx fx;
 
-/* A command whose reply may be an error (it_cmd fails on one). */
+/* A command whose reply may be an error (it_cmd fails on one); the connection must hold. */
+static redisReply *
+vcmd(const char *fmt, va_list ap)
+{
+	redisReply *r = redisvCommand(fx.c, fmt, ap);
+	if (r == NULL)
+		fail_msg("connection failed: %s", fx.c->errstr);
+	return r;
+}
+
 static redisReply *
 cmd(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	redisReply *r = redisvCommand(fx.c, fmt, ap);
+	redisReply *r = vcmd(fmt, ap);
 	va_end(ap);
-	if (r == NULL)
-		fail_msg("connection failed: %s", fx.c->errstr);
 	return r;
 }
 
@@ -64,10 +71,8 @@ expect_err(const char *prefix, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	redisReply *r = redisvCommand(fx.c, fmt, ap);
+	redisReply *r = vcmd(fmt, ap);
 	va_end(ap);
-	if (r == NULL)
-		fail_msg("connection failed: %s", fx.c->errstr);
 	if (r->type != REDIS_REPLY_ERROR || strncmp(r->str, prefix, strlen(prefix)) != 0)
 		fail_msg("'%s': %s, expected -%s...", fmt,
 		         r->type == REDIS_REPLY_ERROR ? r->str : "no error", prefix);
@@ -81,6 +86,23 @@ reconnect(void)
 		redisFree(fx.c);
 	fx.c = it_connect(&fx.d);
 	assert_non_null(fx.c);
+}
+
+/* The test's connection closed. */
+static void
+disconnect(void)
+{
+	if (fx.c != NULL)
+		disconnect();
+}
+
+/* The end of a test: disconnected, the daemon stopped cleanly, its directory removed. */
+static void
+finish(void)
+{
+	disconnect();
+	assert_int_equal(it_stop(&fx.d), 0);
+	it_dir_remove(fx.dir);
 }
 
 /*
@@ -207,29 +229,23 @@ test_ids_on_disk_answer_exactly_across_restarts(void **state)
 	assert_true(it_info(fx.c, "ids_disk_reads") > 0);
 
 	/* A crash with the segment kept, then a reboot: the runs and the journal. */
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_kill(&fx.d), 0);
 	assert_int_equal(it_restart(&fx.d, small, 0), 0);
 	reconnect();
 	replay_sample("after a kill");
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_kill(&fx.d), 0);
 	assert_int_equal(it_restart(&fx.d, small, 1), 0);
 	reconnect();
 	assert_true(it_log_has(&fx.d, "remembered on disk, loaded in"));
 	replay_sample("after a reboot");
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_term(&fx.d), 0);
 	assert_int_equal(it_restart(&fx.d, small, 1), 0);
 	reconnect();
 	replay_sample("after a clean stop");
-	redisFree(fx.c);
-	fx.c = NULL;
-	assert_int_equal(it_stop(&fx.d), 0);
-	it_dir_remove(fx.dir);
+	finish();
 }
 
 /* A damaged run stops start-up with the file and the way on; nothing is changed. */
@@ -244,8 +260,7 @@ test_damaged_run_stops_start(void **state)
 	burst("CDR 1 " DEST " 1 d-%d", 0, 20000, 1, NULL, false);
 	it_sleep_ms(600);
 	assert_true(it_info(fx.c, "ids_disk") > 0);
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_kill(&fx.d), 0);
 	DIR *d = opendir(fx.d.data);
 	struct dirent *e;
@@ -288,10 +303,7 @@ test_cdr_at_older_than_horizon_is_stale(void **state)
 	assert_true(it_acct_money(fx.c, 1, "balance") < 100 * 1000000LL);
 	expect_err("ERR invalid AT", "CDR 1 " DEST " 60 late-2 AT %lld", now + 7 * 86400);
 	expect_err("ERR syntax: CDR", "CDR 1 " DEST " 60 late-3 WHEN 5");
-	redisFree(fx.c);
-	fx.c = NULL;
-	assert_int_equal(it_stop(&fx.d), 0);
-	it_dir_remove(fx.dir);
+	finish();
 }
 
 /*
@@ -336,8 +348,7 @@ test_cdr_at_before_forgotten_ids_is_stale(void **state)
 	assert_true(it_acct_money(fx.c, 1, "balance") < before);
 
 	/* Kept across a restart. */
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_stop(&fx.d), 0);
 	assert_int_equal(it_restart(&fx.d, flags, 1), 0);
 	reconnect();
@@ -345,8 +356,7 @@ test_cdr_at_before_forgotten_ids_is_stale(void **state)
 	expect_err("STALE", "CDR 1 " DEST " 60 f-1 AT %lld", forgot - 1);
 
 	/* A watermark that cannot be read is not taken for none. */
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_stop(&fx.d), 0);
 	it_pathf(path, sizeof(path), "%s/ids-forgot", fx.d.data);
 	FILE *f = fopen(path, "w");
@@ -372,10 +382,7 @@ test_durability_off_forgets_oldest(void **state)
 	burst("CDR 1 " DEST " 1 off-%d", 0, 20000, 1, NULL, false);
 	assert_true(it_info(fx.c, "ids_evicted") > 0);
 	assert_int_equal(it_info(fx.c, "window_full"), 0);
-	redisFree(fx.c);
-	fx.c = NULL;
-	assert_int_equal(it_stop(&fx.d), 0);
-	it_dir_remove(fx.dir);
+	finish();
 }
 
 /*
@@ -403,18 +410,14 @@ test_restart_replays_at_most_snapshot_records(void **state)
 	for (int i = 0; i < 100 && it_info(fx.c, "snapshots") == 0; i++)
 		it_sleep_ms(100);
 	assert_true(it_info(fx.c, "snapshots") >= 1);
-	redisFree(fx.c);
-	fx.c = NULL;
+	disconnect();
 	assert_int_equal(it_kill(&fx.d), 0);
 	assert_int_equal(it_restart(&fx.d, flags, 0), 0);
 	reconnect();
 	tg_money_t before = it_acct_money(fx.c, 1, "balance");
 	burst("CDR 1 " DEST " 7 snap-%d", 0, N, 1, first, true);
 	assert_int_equal(it_acct_money(fx.c, 1, "balance"), before);
-	redisFree(fx.c);
-	fx.c = NULL;
-	assert_int_equal(it_stop(&fx.d), 0);
-	it_dir_remove(fx.dir);
+	finish();
 }
 
 int
