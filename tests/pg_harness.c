@@ -126,7 +126,7 @@ pg_start(struct pg_cluster *c)
 	memset(c, 0, sizeof(*c));
 	if (pg_bin("initdb", initdb, sizeof(initdb)) != 0) {
 		why(c, "no initdb (install postgresql)");
-		return -1;
+		return -ENOENT;
 	}
 	const char *tmp = getenv("TMPDIR");
 	snprintf(c->dir, sizeof(c->dir), "%s/tg_pg.XXXXXX", tmp ? tmp : "/tmp");

@@ -18,7 +18,12 @@ struct pg_cluster {
 	char runas[32]; /* the user the server runs as ("" : this one) */
 };
 
-/* initdb and start: 0, or -1 with why set (the caller skips, exit 77). */
+/*
+ * initdb and start: 0; -ENOENT with why set when PostgreSQL is not installed
+ * (the caller skips: exit 77); -1 with why set when it is and the cluster
+ * does not start (the caller fails: that is a broken test machine, not a
+ * missing package).
+ */
 int pg_start(struct pg_cluster *c);
 /* Stop it (immediate) and remove its directory. */
 void pg_stop(struct pg_cluster *c);
