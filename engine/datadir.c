@@ -1,6 +1,8 @@
 /*
  * datadir.c - the data directory's lock (tg_datadir.h), written once for
- * tollgated (durable.c) and tollctl's offline journal commands.
+ * tollgated (durable.c) and tollctl's offline journal commands; and the
+ * small files of the directory (repl.history, repl.reset, ids-forgot),
+ * replaced whole.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,4 +56,32 @@ tg_datadir_holder(const char *dir)
 	if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
 		return 0;
 	return pid;
+}
+
+int
+tg_datadir_write(const char *dir, const char *name, const char *text, size_t len)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path) ||
+	    snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, text, len);
+	int rc = n == (ssize_t)len && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
+	close(fd);
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc != 0) {
+		(void)unlink(tmp);
+		return rc;
+	}
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) != 0)
+		rc = -errno;
+	if (dfd >= 0)
+		close(dfd);
+	return rc;
 }

@@ -31,6 +31,7 @@
 #include <ck_pr.h>
 
 #include "tg_assert.h"
+#include "tg_datadir.h"
 #include "tg_atomic.h"
 #include "tg_idrun.h"
 #include "tg_idstore.h"
@@ -611,34 +612,6 @@ merge(struct tg_idstore *s, const size_t *at, size_t k, uint32_t horizon_start, 
  * full-size runs and a few small ones.  Runs wholly past the horizon go as they
  * are; past ids-disk-max the oldest runs go first.
  */
-/* Write FORGOT_NAME: a new file, synced, renamed over the old, the directory synced. */
-static int
-forgot_save(const struct tg_idstore *s, uint32_t before)
-{
-	char tmp[600], path[600], text[16];
-	int n = snprintf(text, sizeof(text), "%" PRIu32 "\n", before);
-
-	snprintf(tmp, sizeof(tmp), "%s/" FORGOT_NAME ".new", s->dir);
-	snprintf(path, sizeof(path), "%s/" FORGOT_NAME, s->dir);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	int rc = write(fd, text, (size_t)n) == n && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
-	close(fd);
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -errno;
-	if (rc == 0) {
-		int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || fsync(dfd) != 0)
-			rc = -errno;
-		if (dfd >= 0)
-			close(dfd);
-	}
-	if (rc != 0)
-		(void)unlink(tmp);
-	return rc;
-}
-
 /*
  * Read FORGOT_NAME into s->forgot (none: 0).  -EPROTO, with a sentence in
  * err, when it is there but not a number: a watermark that cannot be read
@@ -696,7 +669,9 @@ forget_oldest(struct tg_idstore *s, const char *why)
 	       why, m->count, m->seen_min, m->seen_max, before);
 	count(s, TG_C_ids_horizon_cut, m->count);
 	if (before > s->forgot) {
-		int rc = forgot_save(s, before);
+		char text[16];
+		int n = snprintf(text, sizeof(text), "%" PRIu32 "\n", before);
+		int rc = tg_datadir_write(s->dir, FORGOT_NAME, text, (size_t)n);
 		if (rc != 0)
 			tg_log("ids: cannot write %s/" FORGOT_NAME
 			       " (%s): the watermark holds until a restart",

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "tg_assert.h"
+#include "tg_datadir.h"
 #include "tg_atomic.h"
 #include "tg_clock.h"
 #include "tg_log.h"
@@ -162,30 +163,16 @@ history_load(struct tg_repl *r, const char *dir)
 	return 0;
 }
 
-/* Write r->hist to DIR/repl.history: a temporary file, fsync, rename, fsync of the directory. */
+/* Write r->hist to DIR/repl.history, whole (tg_datadir_write). */
 static int
 history_save(const struct tg_repl *r, const char *dir)
 {
-	char path[TG_CFG_STR_MAX + 32], tmp[TG_CFG_STR_MAX + 40];
-	snprintf(path, sizeof(path), "%s/%s", dir, HISTORY_FILE);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (f == NULL)
-		return -errno;
+	char text[HISTORY_MAX * (TG_REPL_ID_LEN + 24)];
+	size_t len = 0;
 	for (unsigned i = 0; i < r->nhist; i++)
-		fprintf(f, "%s %" PRIu64 "\n", r->hist[i].id, r->hist[i].first);
-	int rc = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -errno;
-	fclose(f);
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -errno;
-	if (rc == 0) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
-	}
-	return rc;
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %" PRIu64 "\n",
+		                        r->hist[i].id, r->hist[i].first);
+	return tg_datadir_write(dir, HISTORY_FILE, text, len);
 }
 
 /* Append history id starting at first (an id already last is kept). */
@@ -1253,27 +1240,14 @@ nap(struct tg_repl *r, uint32_t ms)
 #define RESET_FILE   "repl.reset"
 #define INCOMING_DIR "repl-incoming"
 
-/* Write DIR/repl.reset saying why (a temporary file, fsync, rename, fsync of DIR). */
+/* Write DIR/repl.reset saying why, whole (tg_datadir_write). */
 static int
 mark_reset(const char *dir, const char *why)
 {
-	char path[TG_CFG_STR_MAX + 32], tmp[TG_CFG_STR_MAX + 40];
-	snprintf(path, sizeof(path), "%s/%s", dir, RESET_FILE);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (f == NULL)
-		return -errno;
-	fprintf(f, "%s\n", why);
-	int rc = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -errno;
-	fclose(f);
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -errno;
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return rc;
+	char text[512];
+	int n = snprintf(text, sizeof(text), "%s\n", why);
+	return tg_datadir_write(dir, RESET_FILE, text,
+	                        (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1);
 }
 
 /* The files of a node's history: journal segments, snapshots, id runs, repl.history. */
