@@ -328,6 +328,19 @@ cdr_bursts(int bursts)
 	}
 }
 
+/* A primary started with flags and its replica, account 1 ($100) on both. */
+static void
+pair(const char *const *flags)
+{
+	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
+	assert_int_equal(it_start(&F.p, F.dir, flags), 0);
+	F.pc = it_connect(&F.p);
+	start_replica(&F.r, F.dir, F.p.port, NULL);
+	F.rc = it_connect(&F.r);
+	it_first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
+	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+}
+
 /*
  * A primary with min-replicas-to-write 1 (timeout 300 ms) and its replica,
  * account 1 created once the replica streams (until then a change is
@@ -338,13 +351,7 @@ sync_pair(void)
 {
 	static const char *const sync[] = {"--min-replicas-to-write", "1", "--min-replicas-timeout",
 	                                   "300", NULL};
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	assert_int_equal(it_start(&F.p, F.dir, sync), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, NULL);
-	F.rc = it_connect(&F.r);
-	it_first_change(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
-	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	pair(sync);
 }
 
 /*
@@ -979,13 +986,7 @@ test_replica_connecting_again_counts_once(void **state)
 	(void)state;
 	char hist[64], line[256], buf[256];
 	int closed;
-	assert_int_equal(it_dir_make(F.dir, sizeof(F.dir)), 0);
-	assert_int_equal(it_start(&F.p, F.dir, NULL), 0);
-	F.pc = it_connect(&F.p);
-	start_replica(&F.r, F.dir, F.p.port, NULL);
-	F.rc = it_connect(&F.r);
-	it_run_cmd(F.pc, "ACCT.SET 1 BALANCE 100 PLAN basic");
-	caught_up(&F.p, &F.pc, &F.r, &F.rc);
+	pair(NULL);
 	/* The replica goes; this test speaks for it, twice, from its history. */
 	redisFree(F.rc);
 	F.rc = NULL;
