@@ -1115,6 +1115,23 @@ test_replies_held_until_durable(void **state)
 	__atomic_store_n(&held_durable, 5, __ATOMIC_RELEASE);
 	expect_int(&a, 5);
 
+	/*
+	 * Past the output buffer: 20,000 pipelined WRITEs held (160 KB of
+	 * replies for 64 KB of outbuf) stop being parsed when the buffer is
+	 * nearly full, and wait in the receive buffers; once durable, every
+	 * reply arrives, once, in order.
+	 */
+	enum { MANY = 20000 };
+	static char many[MANY * 7];
+	for (int i = 0; i < MANY; i++)
+		memcpy(many + i * 7, "WRITE\r\n", 7);
+	send_all(a.fd, many, sizeof(many));
+	assert_false(readable(&a, 300));
+	__atomic_store_n(&held_durable, UINT64_MAX, __ATOMIC_RELEASE);
+	for (long long i = 6; i < 6 + MANY; i++)
+		expect_int(&a, i);
+	assert_false(readable(&a, 200));
+
 	rc_close(&a);
 	rc_close(&b);
 	tg_net_stop(n);
